@@ -1,0 +1,132 @@
+/* config.h - the one place outrelay's YAML configuration (libfyaml) becomes C structs.
+ * config_load() reads and validates a file; config_defaults() gives the embedded defaults
+ * (the same values as contrib/outrelay.example.yaml, with spool and state under ./var).
+ * Every mistake is reported as "file:line:col: what is wrong" through the error list, all of
+ * them, not just the first. The struct is immutable after load; any thread may read it. */
+#ifndef OUTRELAY_CONFIG_H
+#define OUTRELAY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+enum tls_mode { TLS_NONE, TLS_OPTIONAL, TLS_REQUIRED, TLS_IMPLICIT };
+enum egress_type { EGRESS_DIRECT, EGRESS_SMARTHOST };
+
+struct listen_conf {
+    char *address_text;        /* as written */
+    struct sockaddr_any addr;  /* parsed */
+    enum tls_mode tls;         /* listen: none|optional|required|implicit (default optional) */
+};
+
+struct origin_conf {
+    char *name;
+    struct net_prefix *networks;
+    size_t n_networks;
+    char **users;              /* AUTH identities that map to this origin */
+    size_t n_users;
+};
+
+struct egress_conf {
+    char *name;
+    enum egress_type type;
+    /* direct */
+    struct sockaddr_any *sources;   /* bound source addresses (port 0); may be empty */
+    size_t n_sources;
+    char *helo;                     /* EHLO name; default: top-level hostname */
+    /* smarthost */
+    char *host;                     /* IP literal or hostname */
+    int port;                       /* default 25 */
+    char *auth_user;                /* optional AUTH PLAIN/LOGIN credentials */
+    char *auth_password;
+    struct net_prefix *spf_ips;     /* where a smarthost sends from (for SPF checks) */
+    size_t n_spf_ips;
+    /* both */
+    enum tls_mode tls;              /* egress: none | optional (default) | required */
+    char *tls_ca_file;              /* verify the peer certificate against this CA file */
+    int tls_verify;                 /* 1 when tls_ca_file is set or tls_verify: true */
+    int max_connections;            /* per destination; default 10 */
+    int max_messages_per_connection; /* default 100 */
+};
+
+struct ramp_step {
+    int64_t at;     /* unix seconds */
+    double percent; /* 0..100 */
+};
+
+struct ramp_conf {
+    char *from;          /* egress name; required when egress is non-empty */
+    char *to;            /* egress name; optional */
+    char **key;          /* routing key parts: from_domain, rcpt_domain, sender, rcpt, message_id */
+    size_t n_key;
+    struct ramp_step *schedule;
+    size_t n_schedule;
+    int interpolate;     /* linear interpolation between steps */
+};
+
+struct config {
+    char *file;               /* path it was read from, or "(defaults)" */
+    char *hostname;           /* default: gethostname() */
+    char *user;               /* drop privileges to this user; NULL: stay */
+    char *spool;              /* default ./var/spool */
+    char *state;              /* default ./var/state */
+    char *keys;               /* default ./keys */
+    char *control_socket;     /* default <state>/control.sock */
+    int log_syslog;           /* log.syslog: 1 = syslog, 0 = stderr (default 0) */
+    int log_level;            /* log.level: 0 debug, 1 info (default), 2 warning, 3 error;
+                                 the same numbers as enum log_level in common/log.h */
+
+    char **dns_servers;       /* "127.0.0.1:5353" or "127.0.0.1@5353"; empty: system resolver */
+    size_t n_dns_servers;
+
+    int mx_port;              /* delivery.mx_port, default 25 */
+    int64_t *retry;           /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */
+    size_t n_retry;
+    int64_t max_lifetime;     /* delivery.max_lifetime, default 5d */
+    int64_t connect_timeout;  /* delivery.connect_timeout, default 30s */
+    int64_t command_timeout;  /* delivery.command_timeout, default 5m (per SMTP reply) */
+
+    struct listen_conf *listen;
+    size_t n_listen;
+
+    char *tls_cert;           /* tls.cert / tls.key: server certificate for STARTTLS */
+    char *tls_key;
+
+    /* smtpd limits (section "limits:") */
+    int64_t max_message_size;   /* default 35M */
+    int max_recipients;         /* default 1000 */
+    int max_line_length;        /* default 4096 (bytes incl. CRLF; RFC 5321 minimum is 1000) */
+    int64_t command_timeout_in; /* default 5m */
+    int64_t data_timeout;       /* default 10m */
+    int max_received_headers;   /* default 50 */
+    int max_connections_in;     /* default 500 */
+
+    char *users_file;           /* auth.users_file: "user:crypt-hash" lines */
+
+    struct origin_conf *origins;
+    size_t n_origins;
+
+    struct egress_conf *egress;
+    size_t n_egress;
+
+    struct ramp_conf ramp;
+};
+
+/* One collected validation error, already formatted "file:line:col: message". */
+struct config_errors {
+    char **items;
+    size_t n;
+};
+
+/* Returns a config or NULL; on NULL, errs holds at least one message. Warnings are not errors. */
+struct config *config_load(const char *path, struct config_errors *errs);
+/* The embedded defaults, no file. Never fails. */
+struct config *config_defaults(void);
+void config_free(struct config *cfg);
+void config_errors_free(struct config_errors *errs);
+
+const struct egress_conf *config_find_egress(const struct config *cfg, const char *name);
+const struct origin_conf *config_find_origin(const struct config *cfg, const char *name);
+
+#endif

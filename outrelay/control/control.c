@@ -1,0 +1,171 @@
+/* control.c - control socket server and client; see control.h. Requests are dispatched to the
+ * module that owns the state (queue_control for "queue ..."). */
+#include "control/control.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "deliver/queue.h"
+
+#define CONTROL_MAX_REQUEST 1024
+
+static struct evconnlistener *control_listener;
+static char *control_path;
+
+static void dispatch(const char *req, struct strbuf *out, int *ok)
+{
+    if (strncmp(req, "queue ", 6) == 0) {
+        *ok = queue_control(req + 6, out) == 0;
+        return;
+    }
+    if (strcmp(req, "ping") == 0) {
+        strbuf_puts(out, "pong\n");
+        *ok = 1;
+        return;
+    }
+    strbuf_printf(out, "unknown request \"%s\"\n", req);
+    *ok = 0;
+}
+
+static void client_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    bufferevent_free(bev);
+}
+
+static void client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    bufferevent_free(bev);
+}
+
+static void client_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    size_t n;
+    char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
+    if (!line) {
+        if (evbuffer_get_length(in) > CONTROL_MAX_REQUEST)
+            bufferevent_free(bev);
+        return;
+    }
+    struct strbuf out = STRBUF_INIT;
+    int ok = 0;
+    dispatch(line, &out, &ok);
+    log_info("control: %s -> %s", line, ok ? "ok" : "error");
+    free(line);
+    bufferevent_disable(bev, EV_READ);
+    evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", ok ? "OK" : "ERR");
+    evbuffer_add(bufferevent_get_output(bev), out.data ? out.data : "", out.len);
+    strbuf_free(&out);
+    bufferevent_setcb(bev, NULL, client_write_cb, client_event_cb, NULL);
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *a, int alen,
+                      void *arg)
+{
+    (void)a;
+    (void)alen;
+    (void)arg;
+    struct bufferevent *bev =
+        bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
+    bufferevent_setcb(bev, client_read_cb, NULL, client_event_cb, NULL);
+    struct timeval tv = {10, 0};
+    bufferevent_set_timeouts(bev, &tv, &tv);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+int control_start(struct event_base *base, const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        snprintf(err, errlen, "control socket path too long: %s", path);
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    unlink(path); /* a stale socket from an earlier run */
+    mode_t old = umask(0077);
+    control_listener = evconnlistener_new_bind(base, accept_cb, NULL,
+                                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+                                               (struct sockaddr *)&sun, sizeof sun);
+    umask(old);
+    if (!control_listener) {
+        snprintf(err, errlen, "cannot create control socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    control_path = xstrdup(path);
+    return 0;
+}
+
+void control_stop(void)
+{
+    if (control_listener)
+        evconnlistener_free(control_listener);
+    control_listener = NULL;
+    if (control_path) {
+        unlink(control_path);
+        free(control_path);
+        control_path = NULL;
+    }
+}
+
+int control_request(const char *path, const char *request, struct strbuf *out, char *err,
+                    size_t errlen)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+        snprintf(err, errlen, "cannot reach the outrelay daemon at %s: %s (is it running?)", path,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    struct strbuf req = STRBUF_INIT;
+    strbuf_printf(&req, "%s\n", request);
+    ssize_t w = write(fd, req.data, req.len);
+    strbuf_free(&req);
+    if (w < 0) {
+        snprintf(err, errlen, "write to %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    char buf[4096];
+    ssize_t n;
+    struct strbuf all = STRBUF_INIT;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        strbuf_append(&all, buf, (size_t)n);
+    close(fd);
+    const char *text = strbuf_str(&all);
+    int status;
+    if (strncmp(text, "OK\n", 3) == 0)
+        status = 0;
+    else if (strncmp(text, "ERR\n", 4) == 0)
+        status = 1;
+    else {
+        snprintf(err, errlen, "unexpected answer from the daemon");
+        strbuf_free(&all);
+        return -1;
+    }
+    strbuf_puts(out, text + (status == 0 ? 3 : 4));
+    strbuf_free(&all);
+    return status;
+}

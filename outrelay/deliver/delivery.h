@@ -1,0 +1,79 @@
+/* delivery.h - what the queue manager (queue.c) and the SMTP client (smtpc.c) share: a job
+ * (one message, one egress, one destination, the recipients due now) and a destination (where
+ * jobs wait for a connection, with its concurrency and idle connections). queue.c owns both;
+ * smtpc.c takes jobs from a destination and reports each job's outcome. Loop thread only. */
+#ifndef OUTRELAY_DELIVERY_H
+#define OUTRELAY_DELIVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+#include "spool/envelope.h"
+
+struct message;
+struct smtpc_conn;
+
+/* The outcome for one recipient of a job. code 0 = no reply (connection-level trouble). */
+struct rcpt_result {
+    int code;
+    char enhanced[16];
+    char text[480];
+};
+
+struct job {
+    TAILQ_ENTRY(job) link;
+    struct message *msg;
+    struct dest *dest;
+    size_t *rcpts; /* indexes into msg->env->rcpts */
+    size_t n_rcpts;
+    struct rcpt_result *results; /* one per rcpts[] entry */
+};
+TAILQ_HEAD(job_list, job);
+
+struct dest {
+    char *key; /* "egress/domain" */
+    const struct egress_conf *egress;
+    char *domain; /* recipient domain; "" for a smarthost */
+    struct job_list jobs;
+    size_t n_jobs;
+    int connections; /* open or opening */
+    LIST_HEAD(, smtpc_conn) idle;
+};
+
+/* What an attempt looked like, for records. */
+struct attempt_info {
+    const char *remote_mx;
+    const char *remote_addr;
+    const char *source_addr;
+    const char *tls_version;
+    const char *tls_cipher;
+    int64_t started_us;
+};
+
+/* queue.c, for smtpc.c */
+struct job *queue_dest_take_job(struct dest *d);
+/* Every results[] entry is filled. The job is freed by the queue. */
+void queue_job_done(struct job *job, const struct attempt_info *info);
+/* Message data (CRLF lines, not dot-stuffed). Returns 0 / -1. */
+int queue_message_data(struct message *msg, struct strbuf *out);
+const struct envelope *queue_message_envelope(const struct message *msg);
+/* A connection has closed (smtpc calls it once per smtpc_open). */
+void queue_dest_connection_closed(struct dest *d);
+
+/* smtpc.c, for queue.c */
+int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+/* Opens a new connection for d (d->connections already counted by the caller). */
+void smtpc_open(struct dest *d);
+/* Wakes an idle connection of d to take the next job; returns 0 if there was none. */
+int smtpc_wake_idle(struct dest *d);
+void smtpc_shutdown(void);
+
+/* Fills every result of the job with the same reply. */
+void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text);
+
+#endif

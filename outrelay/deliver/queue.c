@@ -1,0 +1,799 @@
+/* queue.c - the queue manager; see queue.h and delivery.h. Owns every in-memory message, its
+ * per-recipient state and the destinations jobs wait in. Ordering rule for durability: a
+ * recipient's final mark goes to the spool only after whatever must survive it (the DSN) is
+ * durable; a message is forgotten only after all its marks are durable. */
+#include "deliver/queue.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/hashmap.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "deliver/delivery.h"
+#include "deliver/dsn.h"
+#include "ingress/smtp_proto.h"
+#include "records/records.h"
+
+#define QUEUE_MAX_RCPTS_PER_JOB 100
+#define QUEUE_SCAN_INTERVAL_US 500000
+
+enum rcpt_state { RCPT_PENDING, RCPT_INFLIGHT, RCPT_FINAL };
+
+struct rcpt {
+    enum rcpt_state state;
+    char final;          /* spool mark once final: D, B, E */
+    int attempts;
+    int64_t next_try;    /* unix seconds */
+    char *last_reply;    /* for queue list and DSNs */
+    char *last_mx;
+    char status[16];     /* enhanced status of the last reply */
+    int mark_committed;  /* its final mark is durable */
+};
+
+struct message {
+    TAILQ_ENTRY(message) link;
+    struct envelope *env;
+    struct spool_loc loc;
+    struct strbuf data; /* kept until the first attempt is over */
+    int has_data;
+    struct rcpt *r;
+    int held;
+    int deleted;
+    int inflight; /* jobs out */
+    int marks_pending;
+    uint64_t *pins;
+    size_t n_pins;
+};
+TAILQ_HEAD(message_list, message);
+
+static const struct config *queue_cfg;
+static struct spool *queue_spool;
+static struct event_base *queue_base;
+static struct message_list queue_messages = TAILQ_HEAD_INITIALIZER(queue_messages);
+static struct hashmap *queue_by_id;
+static struct hashmap *queue_dests;
+static struct event *queue_timer;
+static int queue_stopping;
+static size_t queue_count;
+
+static void message_maybe_forget(struct message *m);
+static void schedule(struct message *m, int64_t now);
+
+/* --- helpers ------------------------------------------------------------------------------ */
+
+static void message_add_pin(struct message *m, uint64_t seg)
+{
+    m->pins = xrealloc(m->pins, (m->n_pins + 1) * sizeof *m->pins);
+    m->pins[m->n_pins++] = seg;
+}
+
+static void message_free(struct message *m)
+{
+    for (size_t i = 0; i < m->env->n_rcpts; i++) {
+        free(m->r[i].last_reply);
+        free(m->r[i].last_mx);
+    }
+    free(m->r);
+    strbuf_free(&m->data);
+    envelope_free(m->env);
+    free(m->pins);
+    free(m);
+}
+
+static struct message *message_new(struct envelope *env, const struct spool_loc *loc)
+{
+    struct message *m = xcalloc(1, sizeof *m);
+    m->env = env;
+    m->loc = *loc;
+    m->r = xcalloc(env->n_rcpts, sizeof *m->r);
+    TAILQ_INSERT_TAIL(&queue_messages, m, link);
+    hashmap_put(queue_by_id, env->queue_id, m);
+    queue_count++;
+    return m;
+}
+
+static int all_final(const struct message *m)
+{
+    for (size_t i = 0; i < m->env->n_rcpts; i++)
+        if (m->r[i].state != RCPT_FINAL)
+            return 0;
+    return 1;
+}
+
+/* The egress for a recipient. The ramp (route stage) will decide here; until then every
+ * message leaves through the ramp's `from` egress. */
+static const struct egress_conf *route_egress(const struct message *m, size_t rcpt)
+{
+    (void)m;
+    (void)rcpt;
+    return config_find_egress(queue_cfg, queue_cfg->ramp.from);
+}
+
+static void lowercase(char *s)
+{
+    for (; *s; s++)
+        *s = (char)tolower((unsigned char)*s);
+}
+
+static struct dest *dest_get(const struct egress_conf *e, const char *domain)
+{
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", e->name, e->type == EGRESS_SMARTHOST ? "" : domain);
+    lowercase(key);
+    struct dest *d = hashmap_get(queue_dests, key);
+    if (d)
+        return d;
+    d = xcalloc(1, sizeof *d);
+    d->key = xstrdup(key);
+    d->egress = e;
+    d->domain = xstrdup(e->type == EGRESS_SMARTHOST ? "" : domain);
+    lowercase(d->domain);
+    TAILQ_INIT(&d->jobs);
+    LIST_INIT(&d->idle);
+    hashmap_put(queue_dests, key, d);
+    return d;
+}
+
+static void dest_kick(struct dest *d)
+{
+    while (d->n_jobs > 0) {
+        if (smtpc_wake_idle(d))
+            continue;
+        int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
+        if (d->connections >= limit || (size_t)d->connections >= d->n_jobs)
+            return;
+        d->connections++;
+        smtpc_open(d);
+        return;
+    }
+}
+
+struct job *queue_dest_take_job(struct dest *d)
+{
+    struct job *j = TAILQ_FIRST(&d->jobs);
+    if (j) {
+        TAILQ_REMOVE(&d->jobs, j, link);
+        d->n_jobs--;
+    }
+    return j;
+}
+
+void queue_dest_connection_closed(struct dest *d)
+{
+    d->connections--;
+    if (!queue_stopping)
+        dest_kick(d);
+}
+
+void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text)
+{
+    for (size_t i = 0; i < job->n_rcpts; i++) {
+        job->results[i].code = code;
+        snprintf(job->results[i].enhanced, sizeof job->results[i].enhanced, "%s", enhanced);
+        snprintf(job->results[i].text, sizeof job->results[i].text, "%s", text);
+    }
+}
+
+int queue_message_data(struct message *m, struct strbuf *out)
+{
+    if (m->has_data) {
+        strbuf_reset(out);
+        strbuf_append(out, m->data.data, m->data.len);
+        return 0;
+    }
+    return spool_read(queue_spool, &m->loc, out);
+}
+
+const struct envelope *queue_message_envelope(const struct message *m)
+{
+    return m->env;
+}
+
+/* --- scheduling ---------------------------------------------------------------------------- */
+
+static void enqueue_job(struct message *m, struct dest *d, size_t *idx, size_t n)
+{
+    struct job *j = xcalloc(1, sizeof *j);
+    j->msg = m;
+    j->dest = d;
+    j->rcpts = xmalloc(n * sizeof *j->rcpts);
+    memcpy(j->rcpts, idx, n * sizeof *idx);
+    j->n_rcpts = n;
+    j->results = xcalloc(n, sizeof *j->results);
+    for (size_t i = 0; i < n; i++)
+        m->r[idx[i]].state = RCPT_INFLIGHT;
+    m->inflight++;
+    TAILQ_INSERT_TAIL(&d->jobs, j, link);
+    d->n_jobs++;
+    dest_kick(d);
+}
+
+static void schedule(struct message *m, int64_t now)
+{
+    if (m->held || m->deleted || queue_stopping)
+        return;
+    size_t n = m->env->n_rcpts;
+    char *grouped = xcalloc(n, 1);
+    size_t *idx = xmalloc(n * sizeof *idx);
+    for (size_t i = 0; i < n; i++) {
+        if (grouped[i] || m->r[i].state != RCPT_PENDING || m->r[i].next_try > now)
+            continue;
+        const struct egress_conf *e = route_egress(m, i);
+        if (!e)
+            continue;
+        struct dest *d = dest_get(e, smtp_address_domain(m->env->rcpts[i].address));
+        size_t k = 0;
+        for (size_t j = i; j < n; j++) {
+            if (grouped[j] || m->r[j].state != RCPT_PENDING || m->r[j].next_try > now)
+                continue;
+            if (route_egress(m, j) != e)
+                continue;
+            if (e->type != EGRESS_SMARTHOST &&
+                strcasecmp(smtp_address_domain(m->env->rcpts[j].address),
+                           smtp_address_domain(m->env->rcpts[i].address)) != 0)
+                continue;
+            grouped[j] = 1;
+            idx[k++] = j;
+            if (k == QUEUE_MAX_RCPTS_PER_JOB) {
+                enqueue_job(m, d, idx, k);
+                k = 0;
+            }
+        }
+        if (k)
+            enqueue_job(m, d, idx, k);
+    }
+    free(grouped);
+    free(idx);
+}
+
+static void scan_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    int64_t now = util_now();
+    struct message *m;
+    TAILQ_FOREACH(m, &queue_messages, link)
+    {
+        if (m->held || m->deleted)
+            continue;
+        for (size_t i = 0; i < m->env->n_rcpts; i++) {
+            if (m->r[i].state == RCPT_PENDING && m->r[i].next_try <= now) {
+                schedule(m, now);
+                break;
+            }
+        }
+    }
+}
+
+/* --- outcomes -------------------------------------------------------------------------------- */
+
+struct mark_ctx {
+    struct message *m;
+    size_t rcpt; /* SIZE_MAX: not a recipient mark */
+};
+
+static void mark_done(void *arg, int status, const struct spool_loc *loc, const char *err)
+{
+    struct mark_ctx *c = arg;
+    struct message *m = c->m;
+    m->marks_pending--;
+    if (status == 0) {
+        message_add_pin(m, loc->segment);
+        if (c->rcpt != SIZE_MAX)
+            m->r[c->rcpt].mark_committed = 1;
+    } else {
+        /* The outcome is not durable; after a restart the recipient would be tried again
+         * (a possible duplicate, never a loss). */
+        log_error("%s: spool mark not stored: %s", m->env->queue_id, err);
+        if (c->rcpt != SIZE_MAX)
+            m->r[c->rcpt].mark_committed = 1;
+    }
+    free(c);
+    message_maybe_forget(m);
+}
+
+static void submit_mark(struct message *m, size_t rcpt, enum spool_mark mark)
+{
+    struct mark_ctx *c = xcalloc(1, sizeof *c);
+    c->m = m;
+    c->rcpt = rcpt;
+    m->marks_pending++;
+    spool_submit_mark(queue_spool, m->env->queue_id,
+                      rcpt == SIZE_MAX ? SPOOL_ALL_RCPTS : (uint32_t)rcpt, mark, mark_done, c);
+}
+
+static void message_maybe_forget(struct message *m)
+{
+    if (m->inflight > 0 || m->marks_pending > 0)
+        return;
+    if (!m->deleted && !all_final(m))
+        return;
+    for (size_t i = 0; i < m->n_pins; i++)
+        spool_unpin(queue_spool, m->pins[i]);
+    TAILQ_REMOVE(&queue_messages, m, link);
+    hashmap_remove(queue_by_id, m->env->queue_id);
+    queue_count--;
+    message_free(m);
+}
+
+static void emit(const char *event, const struct message *m, size_t rcpt,
+                 const struct rcpt_result *res, const struct dest *d,
+                 const struct attempt_info *info, const char *detail)
+{
+    int64_t now_us = util_now_us();
+    struct record_event ev = {
+        .event = event,
+        .queue_id = m->env->queue_id,
+        .message_id = m->env->message_id,
+        .origin = m->env->origin,
+        .client_addr = m->env->client_addr,
+        .sender = m->env->sender,
+        .recipient = rcpt != SIZE_MAX ? m->env->rcpts[rcpt].address : NULL,
+        .egress = d ? d->egress->name : NULL,
+        .source_addr = info ? info->source_addr : NULL,
+        .remote_mx = info ? info->remote_mx : NULL,
+        .remote_addr = info ? info->remote_addr : NULL,
+        .reply_code = res ? res->code : 0,
+        .enhanced_code = res && res->enhanced[0] ? res->enhanced : NULL,
+        .reply_text = res && res->text[0] ? res->text : NULL,
+        .tls_version = info ? info->tls_version : NULL,
+        .tls_cipher = info ? info->tls_cipher : NULL,
+        .size = m->env->size,
+        .delay_ms = (now_us - m->env->arrival * 1000000) / 1000,
+        .attempt_ms = info && info->started_us ? (now_us - info->started_us) / 1000 : 0,
+        .detail = detail,
+    };
+    records_emit(&ev);
+}
+
+/* DSN for the recipients that just became final with B/E; their marks follow its commit. */
+struct dsn_ctx {
+    struct message *m;
+    size_t *rcpts;
+    size_t n;
+    struct envelope *env;
+};
+
+static void dsn_committed(void *arg, int status, const struct spool_loc *loc, const char *err)
+{
+    struct dsn_ctx *c = arg;
+    struct message *m = c->m;
+    m->marks_pending--;
+    if (status == 0) {
+        struct record_event ev = {.event = "dsn",
+                                  .queue_id = m->env->queue_id,
+                                  .message_id = m->env->message_id,
+                                  .sender = m->env->sender,
+                                  .detail = c->env->queue_id};
+        records_emit(&ev);
+        queue_accept(c->env, loc, NULL);
+        c->env = NULL;
+    } else {
+        log_error("%s: DSN not stored: %s", m->env->queue_id, err);
+        envelope_free(c->env);
+    }
+    for (size_t i = 0; i < c->n; i++)
+        submit_mark(m, c->rcpts[i], m->r[c->rcpts[i]].final);
+    free(c->rcpts);
+    free(c);
+    message_maybe_forget(m);
+}
+
+static void new_dsn_queue_id(char *out, size_t size)
+{
+    static uint64_t last;
+    uint64_t now = (uint64_t)util_now_us();
+    if (now <= last)
+        now = last + 1;
+    last = now;
+    /* D prefix keeps our notifications apart from ids issued by smtpd. */
+    snprintf(out, size, "D%012llX", (unsigned long long)(now & 0xFFFFFFFFFFFFULL));
+}
+
+static void send_dsn(struct message *m, size_t *rcpts, size_t n)
+{
+    size_t k = 0;
+    struct dsn_recipient *dr = xcalloc(n, sizeof *dr);
+    size_t *notify_rcpts = xmalloc(n * sizeof *notify_rcpts);
+    for (size_t i = 0; i < n; i++) {
+        const struct envelope_rcpt *er = &m->env->rcpts[rcpts[i]];
+        const struct rcpt *r = &m->r[rcpts[i]];
+        if (er->notify && !(er->notify & SMTP_NOTIFY_FAILURE))
+            continue;
+        dr[k].address = er->address;
+        dr[k].orcpt = er->orcpt;
+        dr[k].action = "failed";
+        dr[k].status = r->status[0] ? r->status : (r->final == 'E' ? "4.4.7" : "5.0.0");
+        dr[k].remote_mta = r->last_mx;
+        dr[k].diagnostic = r->last_reply;
+        dr[k].last_attempt = util_now();
+        notify_rcpts[k++] = rcpts[i];
+    }
+    free(notify_rcpts);
+    if (m->env->sender[0] == '\0' || k == 0) {
+        /* No bounce for a bounce; no DSN where NOTIFY says never. */
+        for (size_t i = 0; i < n; i++)
+            submit_mark(m, rcpts[i], m->r[rcpts[i]].final);
+        free(dr);
+        return;
+    }
+    struct strbuf original = STRBUF_INIT, text = STRBUF_INIT, envtext = STRBUF_INIT;
+    if (queue_message_data(m, &original) < 0)
+        strbuf_puts(&original, "(original message could not be read from the spool)\r\n");
+    struct dsn_request req = {.reporting_mta = queue_cfg->hostname,
+                              .queue_id = m->env->queue_id,
+                              .envid = m->env->envid,
+                              .sender = m->env->sender,
+                              .arrival = m->env->arrival,
+                              .recipients = dr,
+                              .n_recipients = k,
+                              .original = original.data,
+                              .original_len = original.len,
+                              .headers_only = m->env->ret_hdrs};
+    dsn_build(&req, &text);
+    struct envelope *env = envelope_new();
+    new_dsn_queue_id(env->queue_id, sizeof env->queue_id);
+    env->arrival = util_now();
+    env->origin = xstrdup("dsn");
+    env->client_addr = xstrdup("localhost");
+    env->helo = xstrdup(queue_cfg->hostname);
+    env->sender = xstrdup("");
+    env->size = (int64_t)text.len;
+    envelope_add_rcpt(env, m->env->sender, NULL, 0);
+    envelope_serialize(env, &envtext);
+    struct dsn_ctx *c = xcalloc(1, sizeof *c);
+    c->m = m;
+    c->env = env;
+    c->rcpts = xmalloc(n * sizeof *c->rcpts);
+    memcpy(c->rcpts, rcpts, n * sizeof *rcpts);
+    c->n = n;
+    m->marks_pending++;
+    spool_submit_message(queue_spool, envtext.data, envtext.len, text.data, text.len,
+                         dsn_committed, c);
+    strbuf_free(&original);
+    strbuf_free(&text);
+    strbuf_free(&envtext);
+    free(dr);
+}
+
+static int64_t retry_delay(int attempts)
+{
+    if (queue_cfg->n_retry == 0)
+        return 300;
+    size_t i = attempts <= 0 ? 0 : (size_t)attempts - 1;
+    if (i >= queue_cfg->n_retry)
+        i = queue_cfg->n_retry - 1;
+    return queue_cfg->retry[i];
+}
+
+static void record_reply(struct rcpt *r, const struct rcpt_result *res,
+                         const struct attempt_info *info)
+{
+    free(r->last_reply);
+    free(r->last_mx);
+    struct strbuf sb = STRBUF_INIT;
+    if (res->code)
+        strbuf_printf(&sb, "%d %s%s%s", res->code, res->enhanced,
+                      res->enhanced[0] ? " " : "", res->text);
+    else
+        strbuf_puts(&sb, res->text);
+    r->last_reply = strbuf_detach(&sb, NULL);
+    r->last_mx = info && info->remote_mx ? xstrdup(info->remote_mx) : NULL;
+    snprintf(r->status, sizeof r->status, "%s", res->enhanced);
+}
+
+void queue_job_done(struct job *job, const struct attempt_info *info)
+{
+    struct message *m = job->msg;
+    int64_t now = util_now();
+    size_t *failed = xmalloc(job->n_rcpts * sizeof *failed);
+    size_t n_failed = 0;
+
+    m->inflight--;
+    emit("attempt", m, SIZE_MAX, NULL, job->dest, info, NULL);
+    for (size_t i = 0; i < job->n_rcpts; i++) {
+        size_t ri = job->rcpts[i];
+        struct rcpt *r = &m->r[ri];
+        struct rcpt_result *res = &job->results[i];
+        r->attempts++;
+        record_reply(r, res, info);
+        if (m->deleted) {
+            r->state = RCPT_FINAL;
+            continue;
+        }
+        if (res->code >= 200 && res->code < 300) {
+            r->state = RCPT_FINAL;
+            r->final = SPOOL_MARK_DELIVERED;
+            emit("delivered", m, ri, res, job->dest, info, NULL);
+            submit_mark(m, ri, SPOOL_MARK_DELIVERED);
+        } else if (res->code >= 500) {
+            r->state = RCPT_FINAL;
+            r->final = SPOOL_MARK_BOUNCED;
+            if (!r->status[0])
+                snprintf(r->status, sizeof r->status, "5.0.0");
+            emit("bounced", m, ri, res, job->dest, info, NULL);
+            failed[n_failed++] = ri;
+        } else if (now - m->env->arrival >= queue_cfg->max_lifetime) {
+            r->state = RCPT_FINAL;
+            r->final = SPOOL_MARK_EXPIRED;
+            if (!r->status[0] || r->status[0] != '4')
+                snprintf(r->status, sizeof r->status, "4.4.7");
+            emit("expired", m, ri, res, job->dest, info, "maximum queue lifetime exceeded");
+            failed[n_failed++] = ri;
+        } else {
+            r->state = RCPT_PENDING;
+            r->next_try = now + retry_delay(r->attempts);
+            char detail[64];
+            snprintf(detail, sizeof detail, "next attempt in %llds",
+                     (long long)(r->next_try - now));
+            emit("deferred", m, ri, res, job->dest, info, detail);
+        }
+    }
+    if (n_failed)
+        send_dsn(m, failed, n_failed);
+    free(failed);
+    if (m->has_data && m->inflight == 0) {
+        strbuf_free(&m->data); /* later attempts read it back from the spool */
+        m->has_data = 0;
+    }
+    free(job->rcpts);
+    free(job->results);
+    free(job);
+    message_maybe_forget(m);
+}
+
+/* --- intake ---------------------------------------------------------------------------------- */
+
+void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data)
+{
+    struct message *m = message_new(env, loc);
+    message_add_pin(m, loc->segment);
+    if (data && data->len) {
+        m->data = *data;
+        m->has_data = 1;
+        *data = (struct strbuf)STRBUF_INIT;
+    }
+    schedule(m, util_now());
+}
+
+static int recover_one(void *arg, const struct spool_recovered *rec)
+{
+    (void)arg;
+    struct envelope *env = envelope_parse(rec->envelope, rec->envelope_len);
+    if (!env) {
+        log_error("spool: an unreadable envelope in segment %llu was skipped",
+                  (unsigned long long)rec->loc.segment);
+        return 0;
+    }
+    char *final = xcalloc(env->n_rcpts, 1);
+    int held = 0, deleted = 0;
+    for (size_t i = 0; i < rec->n_marks; i++) {
+        char kind = rec->mark_kind[i];
+        uint32_t idx = rec->mark_rcpt[i];
+        if (kind == SPOOL_MARK_HELD)
+            held = 1;
+        else if (kind == SPOOL_MARK_RELEASED)
+            held = 0;
+        else if (kind == SPOOL_MARK_DELETED)
+            deleted = 1;
+        else if (idx < env->n_rcpts)
+            final[idx] = kind;
+    }
+    size_t open = 0;
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        open += final[i] == 0;
+    if (deleted || open == 0) {
+        free(final);
+        envelope_free(env);
+        return 0;
+    }
+    struct message *m = message_new(env, &rec->loc);
+    for (size_t i = 0; i < rec->n_pins; i++)
+        message_add_pin(m, rec->pins[i]);
+    for (size_t i = 0; i < env->n_rcpts; i++) {
+        if (final[i]) {
+            m->r[i].state = RCPT_FINAL;
+            m->r[i].final = final[i];
+            m->r[i].mark_committed = 1;
+        }
+    }
+    m->held = held;
+    free(final);
+    return 1;
+}
+
+int queue_recover(char *err, size_t errlen)
+{
+    int n = spool_recover(queue_spool, recover_one, NULL, err, errlen);
+    if (n < 0)
+        return -1;
+    int64_t now = util_now();
+    struct message *m, *next;
+    for (m = TAILQ_FIRST(&queue_messages); m; m = next) {
+        next = TAILQ_NEXT(m, link);
+        schedule(m, now);
+    }
+    return n;
+}
+
+int queue_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
+               size_t errlen)
+{
+    queue_base = base;
+    queue_cfg = cfg;
+    queue_spool = sp;
+    queue_by_id = hashmap_new();
+    queue_dests = hashmap_new();
+    if (smtpc_init(base, cfg, err, errlen) < 0)
+        return -1;
+    queue_timer = event_new(base, -1, EV_PERSIST, scan_cb, NULL);
+    struct timeval tv = {0, QUEUE_SCAN_INTERVAL_US};
+    event_add(queue_timer, &tv);
+    return 0;
+}
+
+size_t queue_size(void)
+{
+    return queue_count;
+}
+
+static void free_dest(void *arg, const char *key, void *value)
+{
+    (void)arg;
+    (void)key;
+    struct dest *d = value;
+    struct job *j;
+    while ((j = TAILQ_FIRST(&d->jobs))) {
+        TAILQ_REMOVE(&d->jobs, j, link);
+        free(j->rcpts);
+        free(j->results);
+        free(j);
+    }
+    free(d->key);
+    free(d->domain);
+    free(d);
+}
+
+void queue_shutdown(void)
+{
+    queue_stopping = 1;
+    if (queue_timer)
+        event_free(queue_timer);
+    queue_timer = NULL;
+    smtpc_shutdown();
+    if (queue_dests) {
+        hashmap_foreach(queue_dests, free_dest, NULL);
+        hashmap_free(queue_dests);
+        queue_dests = NULL;
+    }
+    struct message *m;
+    while ((m = TAILQ_FIRST(&queue_messages))) {
+        TAILQ_REMOVE(&queue_messages, m, link);
+        message_free(m);
+    }
+    hashmap_free(queue_by_id);
+    queue_by_id = NULL;
+}
+
+/* --- operator commands ------------------------------------------------------------------------ */
+
+static const char *rcpt_state_text(const struct message *m, size_t i)
+{
+    const struct rcpt *r = &m->r[i];
+    if (r->state == RCPT_INFLIGHT)
+        return "in delivery";
+    if (r->state == RCPT_FINAL)
+        return r->final == 'D' ? "delivered" : r->final == 'B' ? "bounced" : "expired";
+    if (m->held)
+        return "held";
+    return r->attempts ? "deferred" : "queued";
+}
+
+static void list_message(const struct message *m, struct strbuf *out, int verbose)
+{
+    char date[64];
+    util_rfc5322_date(m->env->arrival, date, sizeof date);
+    strbuf_printf(out, "%s%s %8lld %s <%s>\n", m->env->queue_id, m->held ? "!" : " ",
+                  (long long)m->env->size, date, m->env->sender);
+    for (size_t i = 0; i < m->env->n_rcpts; i++) {
+        const struct rcpt *r = &m->r[i];
+        if (!verbose && r->state == RCPT_FINAL)
+            continue;
+        strbuf_printf(out, "    <%s> %s", m->env->rcpts[i].address, rcpt_state_text(m, i));
+        if (r->last_reply && r->state != RCPT_INFLIGHT)
+            strbuf_printf(out, " (%s)", r->last_reply);
+        if (r->state == RCPT_PENDING && r->attempts && !m->held)
+            strbuf_printf(out, " next attempt in %llds",
+                          (long long)(r->next_try > util_now() ? r->next_try - util_now() : 0));
+        strbuf_puts(out, "\n");
+    }
+}
+
+static struct message *find(const char *id, struct strbuf *out)
+{
+    struct message *m = *id ? hashmap_get(queue_by_id, id) : NULL;
+    if (!m)
+        strbuf_printf(out, "no message %s in the queue\n", *id ? id : "(no id given)");
+    return m;
+}
+
+int queue_control(const char *command, struct strbuf *out)
+{
+    char verb[16] = "", id[64] = "";
+    sscanf(command, "%15s %63s", verb, id);
+    struct message *m;
+    if (strcmp(verb, "list") == 0) {
+        TAILQ_FOREACH(m, &queue_messages, link)
+        list_message(m, out, 0);
+        strbuf_printf(out, "-- %zu message%s in the queue\n", queue_count,
+                      queue_count == 1 ? "" : "s");
+        return 0;
+    }
+    if (strcmp(verb, "flush") == 0) {
+        int64_t now = util_now();
+        size_t n = 0;
+        TAILQ_FOREACH(m, &queue_messages, link)
+        {
+            for (size_t i = 0; i < m->env->n_rcpts; i++)
+                if (m->r[i].state == RCPT_PENDING)
+                    m->r[i].next_try = now;
+            if (!m->held)
+                n++;
+            schedule(m, now);
+        }
+        strbuf_printf(out, "flushed %zu message%s\n", n, n == 1 ? "" : "s");
+        return 0;
+    }
+    if (!(m = find(id, out)))
+        return -1;
+    if (strcmp(verb, "show") == 0) {
+        const struct envelope *e = m->env;
+        strbuf_printf(out, "queue id:    %s\norigin:      %s\nclient:      %s (helo %s)\n",
+                      e->queue_id, e->origin, e->client_addr, e->helo ? e->helo : "");
+        strbuf_printf(out, "sender:      <%s>\nmessage-id:  %s\nfrom domain: %s\nsize:        %lld\n",
+                      e->sender, e->message_id ? e->message_id : "(none)",
+                      e->from_domain ? e->from_domain : "(none)", (long long)e->size);
+        strbuf_printf(out, "held:        %s\n", m->held ? "yes" : "no");
+        list_message(m, out, 1);
+        return 0;
+    }
+    if (strcmp(verb, "hold") == 0) {
+        if (!m->held) {
+            m->held = 1;
+            submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+            emit("held", m, SIZE_MAX, NULL, NULL, NULL, "held by the operator");
+        }
+        strbuf_printf(out, "%s: held\n", m->env->queue_id);
+        return 0;
+    }
+    if (strcmp(verb, "release") == 0) {
+        if (m->held) {
+            m->held = 0;
+            submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
+            emit("released", m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
+            int64_t now = util_now();
+            for (size_t i = 0; i < m->env->n_rcpts; i++)
+                if (m->r[i].state == RCPT_PENDING)
+                    m->r[i].next_try = now;
+            schedule(m, now);
+        }
+        strbuf_printf(out, "%s: released\n", m->env->queue_id);
+        return 0;
+    }
+    if (strcmp(verb, "delete") == 0) {
+        if (!m->deleted) {
+            m->deleted = 1;
+            emit("deleted", m, SIZE_MAX, NULL, NULL, NULL, "deleted by the operator");
+            submit_mark(m, SIZE_MAX, SPOOL_MARK_DELETED);
+        }
+        strbuf_printf(out, "%s: deleted\n", id);
+        return 0;
+    }
+    strbuf_printf(out, "unknown queue command \"%s\"\n", verb);
+    return -1;
+}

@@ -1,0 +1,31 @@
+/* queue.h - the in-memory queue manager: every message in the spool with its per-recipient
+ * state, the retry schedule, holds, expiry and DSNs. It hands delivery jobs (one message, one
+ * egress, one destination, its due recipients) to smtpc and records their outcome: marks in the
+ * spool first, then events. Loop thread only. */
+#ifndef OUTRELAY_QUEUE_H
+#define OUTRELAY_QUEUE_H
+
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+#include "spool/envelope.h"
+#include "spool/spool.h"
+
+int queue_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
+               size_t errlen);
+/* Rebuilds the queue from the spool (before the first accept). Returns messages or -1. */
+int queue_recover(char *err, size_t errlen);
+/* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out
+ * and kept for the first delivery attempt. */
+void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data);
+/* Operator commands: "list", "show ID", "hold ID", "release ID", "flush", "delete ID".
+ * Writes the answer to out; returns 0 / -1 (then out holds the reason). */
+int queue_control(const char *command, struct strbuf *out);
+/* Number of messages in the queue. */
+size_t queue_size(void);
+/* Stops scheduling; active deliveries are abandoned (they stay in the spool). */
+void queue_shutdown(void);
+
+#endif

@@ -1,0 +1,992 @@
+/* smtpd.c - ESMTP server sessions; see smtpd.h. One struct session per client connection.
+ * Input is processed line by line from the bufferevent; a session that waits for the spool or a
+ * password check is "busy" and reads no further input until the answer is back. */
+#include "ingress/smtpd.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "common/util.h"
+#include "common/workpool.h"
+#include "deliver/queue.h"
+#include "ingress/smtp_proto.h"
+#include "records/records.h"
+#include "spool/envelope.h"
+#include "tls/tls.h"
+
+#define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */
+#define SMTPD_MAX_AUTH_FAILURES 3
+#define SMTPD_MAX_ERRORS 10
+
+enum session_state {
+    STATE_GREETING, /* before HELO/EHLO */
+    STATE_READY,    /* after HELO/EHLO, no transaction */
+    STATE_MAIL,     /* after MAIL FROM */
+    STATE_RCPT,     /* at least one RCPT accepted */
+    STATE_DATA,     /* reading message data */
+    STATE_AUTH_PLAIN,
+    STATE_AUTH_LOGIN_USER,
+    STATE_AUTH_LOGIN_PASS,
+    STATE_CLOSING, /* final reply queued; close when written */
+};
+
+struct listener {
+    struct evconnlistener *evl;
+    const struct listen_conf *conf;
+};
+
+struct session {
+    LIST_ENTRY(session) link;
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+    const struct listen_conf *listen;
+    struct sockaddr_any peer;
+    char peer_text[64];
+    const struct origin_conf *origin;
+    enum session_state state;
+    int esmtp;
+    int tls;
+    int busy;      /* waiting for the spool or a password check */
+    int dead;      /* connection gone while busy: free when the answer arrives */
+    int upgrading; /* STARTTLS 220 queued; switch to TLS when written */
+    int errors;
+    int auth_failures;
+    char helo[256];
+    char *auth_user;
+    char auth_login_user[256];
+    /* transaction */
+    struct envelope *env;
+    struct smtp_mail_args mail;
+    struct strbuf data;
+    int64_t data_bytes;
+    int in_headers;
+    int received_headers;
+    int skip_long_line;
+    const char *data_error; /* first reason to refuse the message being read */
+    struct strbuf header;   /* current (possibly folded) header field, for Message-ID/From */
+};
+
+static const struct config *smtpd_cfg;
+static SSL_CTX *smtpd_tls_ctx;
+static struct auth_users *smtpd_users;
+static struct spool *smtpd_spool;
+static struct event_base *smtpd_base;
+static struct listener *smtpd_listeners;
+static size_t smtpd_n_listeners;
+static LIST_HEAD(, session) smtpd_sessions = LIST_HEAD_INITIALIZER(smtpd_sessions);
+static int smtpd_n_sessions;
+static uint64_t smtpd_qid_last;
+
+static void session_process(struct session *s);
+static void session_free(struct session *s);
+
+/* --- helpers ---------------------------------------------------------------------------- */
+
+static void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct session *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    evbuffer_add_vprintf(out, fmt, ap);
+    evbuffer_add(out, "\r\n", 2);
+    va_end(ap);
+}
+
+/* Queue a final reply and close once it has been written. */
+static void reply_and_close(struct session *s, const char *text)
+{
+    reply(s, "%s", text);
+    s->state = STATE_CLOSING;
+    bufferevent_disable(s->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        session_free(s);
+}
+
+/* Queue ids: 13 hex digits of microseconds since the epoch, strictly increasing, so they sort
+ * by arrival and never repeat within one host. */
+static void new_queue_id(char *out, size_t size)
+{
+    uint64_t now = (uint64_t)util_now_us();
+    if (now <= smtpd_qid_last)
+        now = smtpd_qid_last + 1;
+    smtpd_qid_last = now;
+    snprintf(out, size, "%013llX", (unsigned long long)now);
+}
+
+static void transaction_reset(struct session *s)
+{
+    envelope_free(s->env);
+    s->env = NULL;
+    strbuf_free(&s->data);
+    strbuf_free(&s->header);
+    s->data_bytes = 0;
+    s->data_error = NULL;
+    s->received_headers = 0;
+    s->skip_long_line = 0;
+    if (s->state == STATE_MAIL || s->state == STATE_RCPT || s->state == STATE_DATA)
+        s->state = STATE_READY;
+}
+
+static const struct origin_conf *origin_for_address(const struct sockaddr_any *a)
+{
+    for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
+        const struct origin_conf *o = &smtpd_cfg->origins[i];
+        for (size_t n = 0; n < o->n_networks; n++)
+            if (util_prefix_match(&o->networks[n], a))
+                return o;
+    }
+    return NULL;
+}
+
+static const struct origin_conf *origin_for_user(const char *user)
+{
+    for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
+        const struct origin_conf *o = &smtpd_cfg->origins[i];
+        for (size_t n = 0; n < o->n_users; n++)
+            if (strcmp(o->users[n], user) == 0)
+                return o;
+    }
+    return NULL;
+}
+
+static int starttls_offered(const struct session *s)
+{
+    return smtpd_tls_ctx && !s->tls && s->listen->tls != TLS_NONE;
+}
+
+static int auth_offered(const struct session *s)
+{
+    return s->tls && smtpd_users && !s->auth_user;
+}
+
+/* --- STARTTLS ----------------------------------------------------------------------------- */
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void set_timeouts(struct session *s)
+{
+    struct timeval tv = {
+        .tv_sec = s->state == STATE_DATA ? smtpd_cfg->data_timeout : smtpd_cfg->command_timeout_in};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static int switch_to_tls(struct session *s, int plain_exists)
+{
+    SSL *ssl = SSL_new(smtpd_tls_ctx);
+    if (!ssl)
+        return -1;
+    if (plain_exists)
+        bufferevent_free(s->bev); /* the plaintext bev does not own the fd */
+    s->bev = bufferevent_openssl_socket_new(smtpd_base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                            BEV_OPT_CLOSE_ON_FREE);
+    if (!s->bev)
+        return -1;
+    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    s->tls = 1;
+    set_timeouts(s);
+    return 0;
+}
+
+/* --- AUTH ---------------------------------------------------------------------------------- */
+
+struct auth_job {
+    struct session *s;
+    char *user;
+    char *password;
+    int ok;
+};
+
+static void auth_work(void *arg)
+{
+    struct auth_job *j = arg;
+    j->ok = auth_verify(smtpd_users, j->user, j->password);
+}
+
+static void auth_done(void *arg)
+{
+    struct auth_job *j = arg;
+    struct session *s = j->s;
+    s->busy = 0;
+    if (s->dead) {
+        session_free(s);
+    } else if (j->ok) {
+        s->auth_user = xstrdup(j->user);
+        const struct origin_conf *o = origin_for_user(j->user);
+        if (o)
+            s->origin = o;
+        log_info("smtpd: %s: authenticated as %s, origin=%s", s->peer_text, j->user,
+                 s->origin ? s->origin->name : "(none)");
+        s->state = STATE_READY;
+        reply(s, "235 2.7.0 Authentication successful");
+    } else {
+        s->state = STATE_READY;
+        log_warn("smtpd: %s: authentication failed for %s", s->peer_text, j->user);
+        if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES)
+            reply_and_close(s, "421 4.7.0 Too many authentication failures");
+        else
+            reply(s, "535 5.7.8 Authentication credentials invalid");
+    }
+    explicit_bzero(j->password, strlen(j->password));
+    free(j->user);
+    free(j->password);
+    free(j);
+    if (!s->dead && s->state != STATE_CLOSING)
+        session_process(s);
+}
+
+static void auth_start(struct session *s, const char *user, const char *password)
+{
+    struct auth_job *j = xcalloc(1, sizeof *j);
+    j->s = s;
+    j->user = xstrdup(user);
+    j->password = xstrdup(password);
+    s->busy = 1;
+    workpool_submit(auth_work, auth_done, j);
+}
+
+/* "\0user\0password" or "authzid\0user\0password" */
+static void auth_plain_response(struct session *s, const char *b64)
+{
+    unsigned char buf[1024];
+    if (strcmp(b64, "*") == 0) {
+        s->state = STATE_READY;
+        reply(s, "501 5.7.0 Authentication cancelled");
+        return;
+    }
+    int n = auth_base64_decode(b64, buf, sizeof buf);
+    const unsigned char *user = n > 0 ? memchr(buf, '\0', (size_t)n) : NULL;
+    const unsigned char *pass = user ? memchr(user + 1, '\0', (size_t)(buf + n - user - 1)) : NULL;
+    if (!user || !pass) {
+        s->state = STATE_READY;
+        reply(s, "501 5.5.2 Malformed AUTH PLAIN response");
+        return;
+    }
+    auth_start(s, (const char *)user + 1, (const char *)pass + 1);
+}
+
+static void cmd_auth(struct session *s, const char *args)
+{
+    if (!auth_offered(s)) {
+        if (!s->tls && smtpd_users)
+            reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        else if (s->auth_user)
+            reply(s, "503 5.5.1 Already authenticated");
+        else
+            reply(s, "503 5.5.1 AUTH not available");
+        return;
+    }
+    if (s->state != STATE_READY) {
+        reply(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+        return;
+    }
+    char mech[32] = "";
+    const char *initial = NULL;
+    size_t n = strcspn(args, " ");
+    if (n < sizeof mech) {
+        memcpy(mech, args, n);
+        mech[n] = '\0';
+    }
+    if (args[n] == ' ')
+        initial = args + n + 1;
+    if (strcasecmp(mech, "PLAIN") == 0) {
+        if (initial) {
+            auth_plain_response(s, initial);
+        } else {
+            s->state = STATE_AUTH_PLAIN;
+            reply(s, "334 ");
+        }
+    } else if (strcasecmp(mech, "LOGIN") == 0) {
+        if (initial) {
+            unsigned char user[256];
+            if (auth_base64_decode(initial, user, sizeof user) < 0) {
+                reply(s, "501 5.5.2 Malformed AUTH LOGIN response");
+                return;
+            }
+            snprintf(s->auth_login_user, sizeof s->auth_login_user, "%s", user);
+            s->state = STATE_AUTH_LOGIN_PASS;
+            reply(s, "334 UGFzc3dvcmQ6");
+        } else {
+            s->state = STATE_AUTH_LOGIN_USER;
+            reply(s, "334 VXNlcm5hbWU6");
+        }
+    } else {
+        reply(s, "504 5.5.4 Unrecognized authentication mechanism");
+    }
+}
+
+static void auth_continue(struct session *s, const char *line)
+{
+    if (s->state == STATE_AUTH_PLAIN) {
+        auth_plain_response(s, line);
+        return;
+    }
+    if (strcmp(line, "*") == 0) {
+        s->state = STATE_READY;
+        reply(s, "501 5.7.0 Authentication cancelled");
+        return;
+    }
+    unsigned char buf[256];
+    if (auth_base64_decode(line, buf, sizeof buf) < 0) {
+        s->state = STATE_READY;
+        reply(s, "501 5.5.2 Malformed AUTH LOGIN response");
+        return;
+    }
+    if (s->state == STATE_AUTH_LOGIN_USER) {
+        snprintf(s->auth_login_user, sizeof s->auth_login_user, "%s", buf);
+        s->state = STATE_AUTH_LOGIN_PASS;
+        reply(s, "334 UGFzc3dvcmQ6");
+    } else {
+        auth_start(s, s->auth_login_user, (const char *)buf);
+        explicit_bzero(buf, sizeof buf);
+    }
+}
+
+/* --- commands ------------------------------------------------------------------------------- */
+
+static void cmd_ehlo(struct session *s, const char *args, int esmtp)
+{
+    if (!*args) {
+        reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    snprintf(s->helo, sizeof s->helo, "%.*s", (int)strcspn(args, " "), args);
+    transaction_reset(s);
+    s->state = STATE_READY;
+    s->esmtp = esmtp;
+    if (!esmtp) {
+        reply(s, "250 %s", smtpd_cfg->hostname);
+        return;
+    }
+    reply(s, "250-%s", smtpd_cfg->hostname);
+    reply(s, "250-PIPELINING");
+    reply(s, "250-SIZE %lld", (long long)smtpd_cfg->max_message_size);
+    if (starttls_offered(s))
+        reply(s, "250-STARTTLS");
+    if (auth_offered(s))
+        reply(s, "250-AUTH PLAIN LOGIN");
+    reply(s, "250-ENHANCEDSTATUSCODES");
+    reply(s, "250-8BITMIME");
+    reply(s, "250-DSN");
+    reply(s, "250 SMTPUTF8");
+}
+
+static void cmd_mail(struct session *s, const char *args)
+{
+    char err[256];
+    if (s->state == STATE_GREETING) {
+        reply(s, "503 5.5.1 Send HELO/EHLO first");
+        return;
+    }
+    if (s->state != STATE_READY) {
+        reply(s, "503 5.5.1 Nested MAIL command");
+        return;
+    }
+    if (smtp_parse_mail(args, &s->mail, err, sizeof err) < 0) {
+        reply(s, "%s", err);
+        return;
+    }
+    if (!s->esmtp && (s->mail.size >= 0 || s->mail.smtputf8 || s->mail.body || s->mail.ret ||
+                      s->mail.envid[0])) {
+        reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        return;
+    }
+    if (s->mail.size > smtpd_cfg->max_message_size) {
+        reply(s, "552 5.3.4 Message size exceeds fixed limit of %lld bytes",
+              (long long)smtpd_cfg->max_message_size);
+        return;
+    }
+    s->env = envelope_new();
+    new_queue_id(s->env->queue_id, sizeof s->env->queue_id);
+    s->env->sender = xstrdup(s->mail.address);
+    s->env->envid = s->mail.envid[0] ? xstrdup(s->mail.envid) : NULL;
+    s->env->ret_hdrs = s->mail.ret == SMTP_RET_HDRS;
+    s->env->body_8bit = s->mail.body == SMTP_BODY_8BITMIME;
+    s->env->smtputf8 = s->mail.smtputf8;
+    s->state = STATE_MAIL;
+    reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct session *s, const char *args)
+{
+    char err[256];
+    struct smtp_rcpt_args r;
+    if (s->state != STATE_MAIL && s->state != STATE_RCPT) {
+        reply(s, "503 5.5.1 Need MAIL command");
+        return;
+    }
+    if (smtp_parse_rcpt(args, &r, err, sizeof err) < 0) {
+        reply(s, "%s", err);
+        return;
+    }
+    if (!s->origin) {
+        log_warn("smtpd: %s: relay denied for <%s>: client is no origin", s->peer_text,
+                 r.address);
+        reply(s, "554 5.7.1 <%s>: Relay access denied", r.address);
+        return;
+    }
+    if (!s->mail.smtputf8 && smtp_check_mailbox(r.address, 0) < 0) {
+        reply(s, "553 5.6.7 Non-ASCII address <%s> needs SMTPUTF8", r.address);
+        return;
+    }
+    if (s->env->n_rcpts >= (size_t)smtpd_cfg->max_recipients) {
+        reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    envelope_add_rcpt(s->env, r.address, r.orcpt, r.notify);
+    s->state = STATE_RCPT;
+    reply(s, "250 2.1.5 Ok");
+}
+
+static void cmd_data(struct session *s)
+{
+    if (s->state == STATE_MAIL) {
+        reply(s, "554 5.5.1 No valid recipients");
+        return;
+    }
+    if (s->state != STATE_RCPT) {
+        reply(s, "503 5.5.1 Need RCPT command");
+        return;
+    }
+    struct envelope *env = s->env;
+    char date[64];
+    const char *version = NULL, *cipher = NULL;
+    util_rfc5322_date(util_now(), date, sizeof date);
+    if (s->tls)
+        tls_describe(s->bev, &version, &cipher);
+    strbuf_reset(&s->data);
+    strbuf_printf(&s->data, "Received: from %s (%s)\r\n\tby %s (outrelay) with %s%s%s id %s",
+                  s->helo[0] ? s->helo : "unknown", s->peer_text, smtpd_cfg->hostname,
+                  s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "",
+                  env->queue_id);
+    if (version)
+        strbuf_printf(&s->data, "\r\n\t(using %s with cipher %s)", version, cipher);
+    if (env->n_rcpts == 1)
+        strbuf_printf(&s->data, "\r\n\tfor <%s>", env->rcpts[0].address);
+    strbuf_printf(&s->data, "; %s\r\n", date);
+    s->data_bytes = 0;
+    s->in_headers = 1;
+    s->received_headers = 0;
+    s->data_error = NULL;
+    s->skip_long_line = 0;
+    strbuf_reset(&s->header);
+    s->state = STATE_DATA;
+    set_timeouts(s);
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* --- message data ---------------------------------------------------------------------------- */
+
+/* Value of a header field if its name matches (case-insensitively), else NULL. */
+static const char *header_value(const char *field, const char *name)
+{
+    size_t n = strlen(name);
+    if (strncasecmp(field, name, n) != 0 || field[n] != ':')
+        return NULL;
+    const char *v = field + n + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    return v;
+}
+
+static char *unfold(const char *v)
+{
+    struct strbuf sb = STRBUF_INIT;
+    for (; *v; v++)
+        if (*v != '\r' && *v != '\n')
+            strbuf_append(&sb, v, 1);
+    size_t len;
+    char *out = strbuf_detach(&sb, &len);
+    while (len && (out[len - 1] == ' ' || out[len - 1] == '\t'))
+        out[--len] = '\0';
+    return out;
+}
+
+/* The domain of the first address in a From: value ("Name <a@b>" or "a@b"). */
+static char *from_domain(const char *v)
+{
+    const char *lt = strchr(v, '<');
+    const char *start = lt ? lt + 1 : v;
+    const char *end = lt ? strchr(start, '>') : start + strcspn(start, " ,;(");
+    if (!end)
+        return NULL;
+    const char *at = NULL;
+    for (const char *p = start; p < end; p++)
+        if (*p == '@')
+            at = p;
+    if (!at || at + 1 >= end)
+        return NULL;
+    char *d = xstrndup(at + 1, (size_t)(end - at - 1));
+    for (char *p = d; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    return d;
+}
+
+static void header_finish(struct session *s)
+{
+    if (s->header.len == 0)
+        return;
+    const char *f = strbuf_str(&s->header);
+    const char *v;
+    if ((v = header_value(f, "Received")))
+        s->received_headers++;
+    else if ((v = header_value(f, "Message-ID")) && !s->env->message_id)
+        s->env->message_id = unfold(v);
+    else if ((v = header_value(f, "From")) && !s->env->from_domain)
+        s->env->from_domain = from_domain(v);
+    strbuf_reset(&s->header);
+}
+
+static void data_line(struct session *s, const char *line, size_t len)
+{
+    if (line[0] == '.') { /* dot-unstuffing (RFC 5321 4.5.2) */
+        line++;
+        len--;
+    }
+    if (s->in_headers) {
+        if (len == 0) {
+            header_finish(s);
+            s->in_headers = 0;
+        } else if (line[0] == ' ' || line[0] == '\t') {
+            if (s->header.len < 8192)
+                strbuf_append(&s->header, line, len);
+        } else {
+            header_finish(s);
+            strbuf_append(&s->header, line, len < 8192 ? len : 8192);
+        }
+    }
+    s->data_bytes += (int64_t)len + 2;
+    if (s->data_bytes > smtpd_cfg->max_message_size) {
+        if (!s->data_error)
+            s->data_error = "552 5.3.4 Message too big";
+        return;
+    }
+    if (!s->data_error) {
+        strbuf_append(&s->data, line, len);
+        strbuf_append(&s->data, "\r\n", 2);
+    }
+}
+
+static void committed(void *arg, int status, const struct spool_loc *loc, const char *err)
+{
+    struct session *s = arg;
+    s->busy = 0;
+    struct envelope *env = s->env;
+    s->env = NULL;
+    if (status == 0) {
+        char rcpts[16];
+        snprintf(rcpts, sizeof rcpts, "nrcpt=%zu", env->n_rcpts);
+        struct record_event ev = {.event = "received",
+                                  .queue_id = env->queue_id,
+                                  .message_id = env->message_id,
+                                  .origin = env->origin,
+                                  .client_addr = env->client_addr,
+                                  .sender = env->sender,
+                                  .size = env->size,
+                                  .detail = rcpts};
+        records_emit(&ev);
+        if (!s->dead)
+            reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
+        queue_accept(env, loc, &s->data);
+    } else {
+        log_error("%s: not stored: %s", env->queue_id, err);
+        envelope_free(env);
+        if (!s->dead)
+            reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
+    }
+    strbuf_free(&s->data);
+    if (s->dead) {
+        session_free(s);
+        return;
+    }
+    s->state = STATE_READY;
+    set_timeouts(s);
+    session_process(s);
+}
+
+static void data_end(struct session *s)
+{
+    header_finish(s);
+    set_timeouts(s);
+    if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
+        s->data_error = "554 5.4.6 Too many Received: headers; mail loop?";
+    if (s->data_error) {
+        log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
+                 s->data_error);
+        reply(s, "%s", s->data_error);
+        s->state = STATE_READY;
+        transaction_reset(s);
+        return;
+    }
+    struct envelope *env = s->env;
+    env->arrival = util_now();
+    env->origin = xstrdup(s->origin->name);
+    env->client_addr = xstrdup(s->peer_text);
+    env->helo = xstrdup(s->helo);
+    env->auth_user = s->auth_user ? xstrdup(s->auth_user) : NULL;
+    env->size = (int64_t)s->data.len;
+    struct strbuf text = STRBUF_INIT;
+    envelope_serialize(env, &text);
+    s->busy = 1;
+    spool_submit_message(smtpd_spool, text.data, text.len, s->data.data, s->data.len, committed,
+                         s);
+    strbuf_free(&text);
+}
+
+/* Reads DATA lines; returns 0 to continue, 1 when input is exhausted, -1 when closed. */
+static int data_input(struct session *s, struct evbuffer *in)
+{
+    for (;;) {
+        size_t eol_len;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            size_t avail = evbuffer_get_length(in);
+            if (avail > (size_t)smtpd_cfg->max_line_length) {
+                if (!s->data_error)
+                    s->data_error = "500 5.5.2 Message line too long";
+                s->skip_long_line = 1;
+                evbuffer_drain(in, avail - 1); /* keep a possible CR */
+            }
+            return 1;
+        }
+        size_t len = (size_t)eol.pos; /* bytes before the LF */
+        char stack[8192];
+        char *line = len + 1 <= sizeof stack ? stack : xmalloc(len + 1);
+        evbuffer_remove(in, line, len);
+        evbuffer_drain(in, 1);
+        line[len] = '\0';
+        if (s->skip_long_line) {
+            s->skip_long_line = 0;
+            if (line != stack)
+                free(line);
+            continue;
+        }
+        /* A line must end in CR LF, and CR may appear nowhere else: anything else is how
+         * SMTP smuggling gets a second message past a lenient receiver. */
+        if (len == 0 || line[len - 1] != '\r') {
+            if (line != stack)
+                free(line);
+            log_warn("smtpd: %s: bare <LF> in message data", s->peer_text);
+            reply_and_close(s, "521 5.5.2 Bare <LF> received in message data; closing");
+            return -1;
+        }
+        len--;
+        line[len] = '\0';
+        if (memchr(line, '\r', len)) {
+            if (line != stack)
+                free(line);
+            log_warn("smtpd: %s: bare <CR> in message data", s->peer_text);
+            reply_and_close(s, "521 5.5.2 Bare <CR> received in message data; closing");
+            return -1;
+        }
+        if (len + 2 > (size_t)smtpd_cfg->max_line_length && !s->data_error)
+            s->data_error = "500 5.5.2 Message line too long";
+        if (len == 1 && line[0] == '.') {
+            if (line != stack)
+                free(line);
+            data_end(s);
+            return 0;
+        }
+        data_line(s, line, len);
+        if (line != stack)
+            free(line);
+    }
+}
+
+/* --- command dispatch --------------------------------------------------------------------- */
+
+static void command(struct session *s, char *line)
+{
+    struct smtp_command cmd;
+    if (s->state == STATE_AUTH_PLAIN || s->state == STATE_AUTH_LOGIN_USER ||
+        s->state == STATE_AUTH_LOGIN_PASS) {
+        auth_continue(s, line);
+        return;
+    }
+    if (smtp_parse_command(line, &cmd) < 0) {
+        reply(s, "500 5.5.2 Invalid characters in command");
+        s->errors++;
+        return;
+    }
+    if (s->listen->tls == TLS_REQUIRED && !s->tls && cmd.verb != SMTP_VERB_EHLO &&
+        cmd.verb != SMTP_VERB_HELO && cmd.verb != SMTP_VERB_STARTTLS &&
+        cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP && cmd.verb != SMTP_VERB_RSET) {
+        reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    switch (cmd.verb) {
+    case SMTP_VERB_EHLO:
+        cmd_ehlo(s, cmd.args, 1);
+        break;
+    case SMTP_VERB_HELO:
+        cmd_ehlo(s, cmd.args, 0);
+        break;
+    case SMTP_VERB_MAIL:
+        cmd_mail(s, cmd.args);
+        break;
+    case SMTP_VERB_RCPT:
+        cmd_rcpt(s, cmd.args);
+        break;
+    case SMTP_VERB_DATA:
+        if (*cmd.args)
+            reply(s, "501 5.5.4 Syntax: DATA");
+        else
+            cmd_data(s);
+        break;
+    case SMTP_VERB_RSET:
+        transaction_reset(s);
+        reply(s, "250 2.0.0 Ok");
+        break;
+    case SMTP_VERB_NOOP:
+        reply(s, "250 2.0.0 Ok");
+        break;
+    case SMTP_VERB_QUIT:
+        reply_and_close(s, "221 2.0.0 Bye");
+        break;
+    case SMTP_VERB_VRFY:
+        reply(s, "252 2.5.2 Cannot VRFY user; send mail and we will try");
+        break;
+    case SMTP_VERB_HELP:
+        reply(s, "214 2.0.0 See RFC 5321");
+        break;
+    case SMTP_VERB_STARTTLS:
+        if (!starttls_offered(s) || *cmd.args) {
+            reply(s, s->tls ? "503 5.5.1 TLS already active" : "502 5.5.1 STARTTLS not available");
+            break;
+        }
+        if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+            /* Commands pipelined behind STARTTLS would be taken as if sent over TLS. */
+            log_warn("smtpd: %s: data pipelined after STARTTLS; disconnecting", s->peer_text);
+            session_free(s);
+            return;
+        }
+        transaction_reset(s);
+        s->state = STATE_GREETING;
+        s->helo[0] = '\0';
+        s->upgrading = 1;
+        reply(s, "220 2.0.0 Ready to start TLS");
+        break;
+    case SMTP_VERB_AUTH:
+        cmd_auth(s, cmd.args);
+        break;
+    case SMTP_VERB_BDAT:
+    case SMTP_VERB_UNKNOWN:
+        reply(s, "502 5.5.2 Command not recognized");
+        s->errors++;
+        break;
+    }
+    if (s->errors >= SMTPD_MAX_ERRORS && s->state != STATE_CLOSING)
+        reply_and_close(s, "421 4.7.0 Too many errors; closing");
+}
+
+static void session_process(struct session *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (!s->busy && !s->upgrading && s->state != STATE_CLOSING) {
+        if (s->state == STATE_DATA) {
+            int r = data_input(s, in);
+            if (r != 0)
+                return;
+            continue;
+        }
+        size_t eol_len;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            if (evbuffer_get_length(in) > SMTPD_MAX_COMMAND_LINE)
+                reply_and_close(s, "500 5.5.2 Line too long");
+            return;
+        }
+        if ((size_t)eol.pos > SMTPD_MAX_COMMAND_LINE) {
+            reply_and_close(s, "500 5.5.2 Line too long");
+            return;
+        }
+        char line[SMTPD_MAX_COMMAND_LINE + 2];
+        size_t len = (size_t)eol.pos;
+        evbuffer_remove(in, line, len);
+        evbuffer_drain(in, 1);
+        line[len] = '\0';
+        if (len == 0 || line[len - 1] != '\r') {
+            reply_and_close(s, "500 5.5.2 Bare <LF> received in command; closing");
+            return;
+        }
+        line[len - 1] = '\0';
+        command(s, line);
+    }
+}
+
+/* --- connection lifecycle ------------------------------------------------------------------- */
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    session_process(arg);
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    struct session *s = arg;
+    if (s->state == STATE_CLOSING) {
+        session_free(s);
+        return;
+    }
+    if (s->upgrading) {
+        s->upgrading = 0;
+        if (switch_to_tls(s, 1) < 0) {
+            log_error("smtpd: %s: cannot start TLS", s->peer_text);
+            session_free(s);
+        }
+    }
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        log_warn("smtpd: %s: timeout", s->peer_text);
+        bufferevent_enable(bev, EV_WRITE);
+        reply_and_close(s, "421 4.4.2 Timeout; closing connection");
+        return;
+    }
+    if ((what & BEV_EVENT_ERROR) && s->tls) {
+        const char *e = tls_error_string(bev);
+        log_warn("smtpd: %s: TLS error: %s", s->peer_text, e);
+    }
+    if (s->busy) { /* the spool or a password check still refers to us */
+        s->dead = 1;
+        bufferevent_disable(bev, EV_READ | EV_WRITE);
+        return;
+    }
+    session_free(s);
+}
+
+static void session_free(struct session *s)
+{
+    if (s->busy) {
+        s->dead = 1;
+        return;
+    }
+    LIST_REMOVE(s, link);
+    smtpd_n_sessions--;
+    if (s->tls) {
+        SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+        if (ssl)
+            SSL_shutdown(ssl);
+        bufferevent_free(s->bev); /* closes the fd */
+    } else {
+        bufferevent_free(s->bev);
+        evutil_closesocket(s->fd);
+    }
+    transaction_reset(s);
+    free(s->auth_user);
+    free(s);
+}
+
+static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr,
+                      int addrlen, void *arg)
+{
+    (void)evl;
+    struct listener *l = arg;
+    if (smtpd_n_sessions >= smtpd_cfg->max_connections_in) {
+        static const char busy[] = "421 4.3.2 Too many connections; try again later\r\n";
+        ssize_t w = write(fd, busy, sizeof busy - 1);
+        (void)w;
+        evutil_closesocket(fd);
+        return;
+    }
+    struct session *s = xcalloc(1, sizeof *s);
+    s->fd = fd;
+    s->listen = l->conf;
+    memcpy(&s->peer.ss, addr, (size_t)addrlen);
+    s->peer.len = (socklen_t)addrlen;
+    util_format_addr(&s->peer, 0, s->peer_text, sizeof s->peer_text);
+    s->origin = origin_for_address(&s->peer);
+    s->state = STATE_GREETING;
+    LIST_INSERT_HEAD(&smtpd_sessions, s, link);
+    smtpd_n_sessions++;
+    if (l->conf->tls == TLS_IMPLICIT) {
+        if (switch_to_tls(s, 0) < 0) {
+            evutil_closesocket(fd);
+            LIST_REMOVE(s, link);
+            smtpd_n_sessions--;
+            free(s);
+            return;
+        }
+    } else {
+        s->bev = bufferevent_socket_new(smtpd_base, fd, 0);
+        bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+        set_timeouts(s);
+    }
+    reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
+}
+
+int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
+                struct auth_users *users, char *err, size_t errlen)
+{
+    smtpd_base = base;
+    smtpd_cfg = cfg;
+    smtpd_tls_ctx = server_ctx;
+    smtpd_users = users;
+    smtpd_listeners = xcalloc(cfg->n_listen, sizeof *smtpd_listeners);
+    for (size_t i = 0; i < cfg->n_listen; i++) {
+        struct listener *l = &smtpd_listeners[i];
+        l->conf = &cfg->listen[i];
+        l->evl = evconnlistener_new_bind(base, accept_cb, l,
+                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                             LEV_OPT_CLOSE_ON_EXEC,
+                                         512, (const struct sockaddr *)&l->conf->addr.ss,
+                                         (int)l->conf->addr.len);
+        if (!l->evl) {
+            snprintf(err, errlen, "cannot listen on %s: %s", l->conf->address_text,
+                     strerror(errno));
+            return -1;
+        }
+        smtpd_n_listeners++;
+        log_info("smtpd: listening on %s (tls %s)", l->conf->address_text,
+                 (const char *[]){"none", "optional", "required", "implicit"}[l->conf->tls]);
+    }
+    return 0;
+}
+
+void smtpd_set_spool(struct spool *sp)
+{
+    smtpd_spool = sp;
+}
+
+void smtpd_stop(void)
+{
+    for (size_t i = 0; i < smtpd_n_listeners; i++)
+        evconnlistener_free(smtpd_listeners[i].evl);
+    free(smtpd_listeners);
+    smtpd_listeners = NULL;
+    smtpd_n_listeners = 0;
+    struct session *s, *next;
+    for (s = LIST_FIRST(&smtpd_sessions); s; s = next) {
+        next = LIST_NEXT(s, link);
+        if (s->busy) {
+            s->dead = 1;
+            continue;
+        }
+        evbuffer_add_printf(bufferevent_get_output(s->bev),
+                            "421 4.3.2 Service shutting down\r\n");
+        session_free(s);
+    }
+}

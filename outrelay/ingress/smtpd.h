@@ -1,0 +1,24 @@
+/* smtpd.h - the ESMTP server platforms submit to. Owns listeners and client sessions; maps
+ * each client to an origin (network or AUTH identity); refuses anything ambiguous (bare CR/LF,
+ * pipelined data after STARTTLS, oversize lines and messages, loops); answers 250 to DATA only
+ * from the spool's commit callback. Loop thread only; password checks run on the workpool. */
+#ifndef OUTRELAY_SMTPD_H
+#define OUTRELAY_SMTPD_H
+
+#include <event2/event.h>
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+#include "config/config.h"
+#include "ingress/auth.h"
+#include "spool/spool.h"
+
+/* Binds every listen address. server_ctx may be NULL (no STARTTLS). users may be NULL. */
+int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
+                struct auth_users *users, char *err, size_t errlen);
+/* Attach the spool once it is open (listeners may be bound earlier, before dropping root). */
+void smtpd_set_spool(struct spool *sp);
+/* Stops accepting; open sessions get 421 and are closed. */
+void smtpd_stop(void);
+
+#endif

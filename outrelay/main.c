@@ -1,0 +1,339 @@
+/* main.c - the outrelay command line: serve, check, queue. Builds the mail path in order
+ * (config, listeners, privileges, spool, records, queue, ingress) and tears it down in reverse.
+ * Everything else lives in the stage modules. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <grp.h>
+#include <openssl/ssl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "common/util.h"
+#include "common/workpool.h"
+#include "config/config.h"
+#include "control/control.h"
+#include "deliver/queue.h"
+#include "dns/dns.h"
+#include "ingress/auth.h"
+#include "ingress/smtpd.h"
+#include "records/records.h"
+#include "spool/spool.h"
+#include "tls/tls.h"
+
+static void usage_main(FILE *f)
+{
+    fprintf(f, "usage: outrelay COMMAND [options]\n\n"
+               "commands:\n"
+               "  serve -c FILE          run the relay in the foreground\n"
+               "  check -c FILE          validate a configuration file\n"
+               "  queue list|show ID|hold ID|release ID|flush|delete ID [-c FILE]\n"
+               "                         inspect and act on the running relay's queue\n"
+               "  --version              print the version\n"
+               "  --help                 this text; COMMAND --help for each command\n\n"
+               "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
+}
+
+static struct config *load_config(const char *path)
+{
+    if (!path)
+        return config_defaults();
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.items[i]);
+    config_errors_free(&errs);
+    return cfg;
+}
+
+/* Parses "-c FILE" / "--config FILE" / "-h" for a subcommand. Returns 0, 1 (help), -1. */
+static int parse_common(int argc, char **argv, const char **config_path, int *optind_out)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+        if (ch == 'c')
+            *config_path = optarg;
+        else if (ch == 'h')
+            return 1;
+        else
+            return -1;
+    }
+    *optind_out = optind;
+    return 0;
+}
+
+/* --- check -------------------------------------------------------------------------------- */
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rest;
+    int r = parse_common(argc, argv, &path, &rest);
+    if (r != 0 || !path) {
+        fprintf(r == 1 ? stdout : stderr,
+                "usage: outrelay check -c FILE\n"
+                "Validates the configuration and everything it refers to (certificates, users\n"
+                "file, egresses). Prints every mistake as FILE:LINE:COLUMN: what is wrong, and\n"
+                "exits 1 when there is any.\n");
+        return r == 1 ? 0 : 2;
+    }
+    struct config *cfg = load_config(path);
+    if (!cfg)
+        return 1;
+    int status = 0;
+    if (cfg->tls_cert && cfg->tls_key) {
+        char err[512];
+        SSL_CTX *ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err);
+        if (!ctx) {
+            fprintf(stderr, "%s: tls: %s\n", path, err);
+            status = 1;
+        } else {
+            SSL_CTX_free(ctx);
+        }
+    }
+    if (status == 0)
+        printf("%s: configuration ok\n", path);
+    config_free(cfg);
+    return status;
+}
+
+/* --- queue ---------------------------------------------------------------------------------- */
+
+static int cmd_queue(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rest;
+    int r = parse_common(argc, argv, &path, &rest);
+    static const char *usage =
+        "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete ID\n"
+        "Talks to the running relay over its control socket:\n"
+        "  list        messages with their pending recipients and last replies ('!' = held)\n"
+        "  show ID     one message: envelope, every recipient's state\n"
+        "  hold ID     keep a message in the queue until released\n"
+        "  release ID  send a held message now\n"
+        "  flush       retry every deferred message now\n"
+        "  delete ID   remove a message without a bounce\n";
+    if (r != 0 || rest >= argc) {
+        fputs(usage, r == 1 ? stdout : stderr);
+        return r == 1 ? 0 : 2;
+    }
+    struct strbuf req = STRBUF_INIT;
+    strbuf_puts(&req, "queue");
+    for (int i = rest; i < argc; i++)
+        strbuf_printf(&req, " %s", argv[i]);
+    struct config *cfg = load_config(path);
+    if (!cfg) {
+        strbuf_free(&req);
+        return 1;
+    }
+    struct strbuf out = STRBUF_INIT;
+    char err[512];
+    int status = control_request(cfg->control_socket, req.data, &out, err, sizeof err);
+    if (status < 0)
+        fprintf(stderr, "outrelay: %s\n", err);
+    else
+        fputs(strbuf_str(&out), status == 0 ? stdout : stderr);
+    strbuf_free(&out);
+    strbuf_free(&req);
+    config_free(cfg);
+    return status == 0 ? 0 : 1;
+}
+
+/* --- serve ----------------------------------------------------------------------------------- */
+
+static struct event_base *serve_base;
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    log_info("outrelay: signal %d, shutting down", (int)sig);
+    event_base_loopexit(serve_base, NULL);
+}
+
+static int ensure_dir(const char *path, uid_t uid, gid_t gid, int chown_it)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return -1;
+    if (chown_it && chown(tmp, uid, gid) < 0)
+        return -1;
+    return 0;
+}
+
+static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->user)
+        return 0;
+    struct passwd *pw = getpwnam(cfg->user);
+    if (!pw) {
+        snprintf(err, errlen, "user %s does not exist", cfg->user);
+        return -1;
+    }
+    if (ensure_dir(cfg->spool, pw->pw_uid, pw->pw_gid, 1) < 0 ||
+        ensure_dir(cfg->state, pw->pw_uid, pw->pw_gid, 1) < 0) {
+        snprintf(err, errlen, "cannot prepare spool/state for %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    if (getuid() != 0 && geteuid() != 0) {
+        if (geteuid() == pw->pw_uid)
+            return 0;
+        snprintf(err, errlen, "must start as root to switch to user %s", cfg->user);
+        return -1;
+    }
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        snprintf(err, errlen, "cannot switch to user %s: %s", cfg->user, strerror(errno));
+        return -1;
+    }
+    log_info("outrelay: running as %s", cfg->user);
+    return 0;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rest;
+    int r = parse_common(argc, argv, &path, &rest);
+    if (r != 0) {
+        fprintf(r == 1 ? stdout : stderr,
+                "usage: outrelay serve [-c FILE]\n"
+                "Runs the relay in the foreground, logging one line per event to stderr (or\n"
+                "syslog). SIGTERM/SIGINT stop it; accepted mail stays in the spool.\n"
+                "Without -c it runs on the embedded defaults.\n");
+        return r == 1 ? 0 : 2;
+    }
+    struct config *cfg = load_config(path);
+    if (!cfg)
+        return 1;
+    log_init("outrelay", cfg->log_syslog, (enum log_level)cfg->log_level);
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    serve_base = event_base_new();
+    char err[512] = "";
+    int status = 1;
+    SSL_CTX *server_ctx = NULL;
+    struct auth_users *users = NULL;
+    struct spool *sp = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    int queue_started = 0, records_started = 0, control_started = 0;
+
+    if (cfg->tls_cert && cfg->tls_key &&
+        !(server_ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err)))
+        goto out;
+    if (cfg->users_file && !(users = auth_load(cfg->users_file, err, sizeof err)))
+        goto out;
+    /* Bind while still privileged (port 25), then drop. */
+    if (smtpd_start(serve_base, cfg, server_ctx, users, err, sizeof err) < 0)
+        goto out;
+    if (drop_privileges(cfg, err, sizeof err) < 0)
+        goto out;
+    if (ensure_dir(cfg->state, 0, 0, 0) < 0) {
+        snprintf(err, sizeof err, "cannot create state directory %s: %s", cfg->state,
+                 strerror(errno));
+        goto out;
+    }
+    if (records_open(cfg->state, err, sizeof err) < 0)
+        goto out;
+    records_started = 1;
+    if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0)
+        goto out;
+    if (workpool_start(serve_base, 2) < 0) {
+        snprintf(err, sizeof err, "cannot start worker threads");
+        goto out;
+    }
+    if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err)))
+        goto out;
+    if (queue_init(serve_base, cfg, sp, err, sizeof err) < 0)
+        goto out;
+    queue_started = 1;
+    int recovered = queue_recover(err, sizeof err);
+    if (recovered < 0)
+        goto out;
+    if (recovered > 0)
+        log_info("outrelay: recovered %d message%s from the spool", recovered,
+                 recovered == 1 ? "" : "s");
+    smtpd_set_spool(sp);
+    if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0)
+        goto out;
+    control_started = 1;
+    sigterm = evsignal_new(serve_base, SIGTERM, on_signal, NULL);
+    sigint = evsignal_new(serve_base, SIGINT, on_signal, NULL);
+    event_add(sigterm, NULL);
+    event_add(sigint, NULL);
+    log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION,
+             cfg->file, queue_size(), queue_size() == 1 ? "" : "s");
+    event_base_dispatch(serve_base);
+    status = 0;
+
+out:
+    if (status != 0)
+        log_error("outrelay: %s", err);
+    smtpd_stop();
+    if (control_started)
+        control_stop();
+    if (queue_started)
+        queue_shutdown();
+    workpool_stop();
+    spool_close(sp); /* runs the last commit callbacks */
+    dns_shutdown();
+    if (records_started)
+        records_close();
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    event_base_free(serve_base);
+    auth_free(users);
+    if (server_ctx)
+        SSL_CTX_free(server_ctx);
+    config_free(cfg);
+    if (status == 0)
+        log_info("outrelay: stopped");
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("outrelay %s\n", OUTRELAY_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(argc - 1, argv + 1);
+    fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);
+    usage_main(stderr);
+    return 2;
+}

@@ -1,0 +1,665 @@
+/* records.c - owns <state>/records.db (SQLite, WAL) and the Postfix-style event log lines.
+ * records_emit() may be called from any thread: it logs one line, copies the event into an
+ * in-memory queue and returns; it never touches the disk. One writer thread (started by
+ * records_open) drains the queue in batched transactions. Called by every stage of the mail
+ * path; only main() opens and closes. SQLite errors are logged, never fatal. */
+#include "records/records.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "common/util.h"
+
+#define RECORDS_SCHEMA_VERSION 1
+/* Rows per transaction: big enough to amortise the commit, small enough that a flush waiting
+ * behind a burst is answered quickly and a failed commit loses little. */
+#define RECORDS_BATCH_MAX 1000
+/* Beyond this many uncommitted rows (disk stuck?) new rows are dropped, not buffered. */
+#define RECORDS_QUEUE_MAX 1000000
+
+/* One queued row: the event with every string copied into the same allocation. */
+struct record_node {
+    struct record_node *next;
+    uint64_t seq;
+    int64_t ts_us;
+    struct record_event ev;
+    char strings[];
+};
+
+static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t records_work = PTHREAD_COND_INITIALIZER;      /* writer waits on it */
+static pthread_cond_t records_committed = PTHREAD_COND_INITIALIZER; /* flushers wait on it */
+
+/* All of these are protected by records_lock. */
+static int records_running;  /* writer started and accepting rows */
+static int records_stopping; /* writer must drain and exit */
+static struct record_node *records_head, *records_tail;
+static size_t records_queued;
+static uint64_t records_enqueued_seq; /* seq of the last queued row */
+static uint64_t records_done_seq;     /* seq of the last row the writer finished with */
+static uint64_t records_dropped;
+
+/* Owned by the writer thread while it runs, by open/close otherwise. */
+static sqlite3 *records_db;
+static sqlite3_stmt *records_insert;
+static sqlite3_stmt *records_begin;
+static sqlite3_stmt *records_commit;
+static sqlite3_stmt *records_rollback;
+static pthread_t records_thread;
+
+/* Columns in the order of the INSERT's parameters (after ts_us). */
+static const char records_insert_sql[] =
+    "INSERT INTO events (ts_us, event, queue_id, message_id, origin, client_addr, sender, "
+    "recipient, egress, source_addr, remote_mx, remote_addr, reply_code, enhanced_code, "
+    "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail) VALUES "
+    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
+    "?20, ?21)";
+
+static const char records_schema_sql[] =
+    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS events ("
+    " id INTEGER PRIMARY KEY,"
+    " ts_us INTEGER NOT NULL,"
+    " event TEXT,"
+    " queue_id TEXT,"
+    " message_id TEXT,"
+    " origin TEXT,"
+    " client_addr TEXT,"
+    " sender TEXT,"
+    " recipient TEXT,"
+    " egress TEXT,"
+    " source_addr TEXT,"
+    " remote_mx TEXT,"
+    " remote_addr TEXT,"
+    " reply_code INTEGER,"
+    " enhanced_code TEXT,"
+    " reply_text TEXT,"
+    " tls_version TEXT,"
+    " tls_cipher TEXT,"
+    " size INTEGER,"
+    " delay_ms INTEGER,"
+    " attempt_ms INTEGER,"
+    " detail TEXT);"
+    "CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);"
+    "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id);"
+    "CREATE INDEX IF NOT EXISTS events_ts_us ON events (ts_us);"
+    "CREATE INDEX IF NOT EXISTS events_event_ts ON events (event, ts_us);";
+
+/* ---- the log line ---------------------------------------------------------------------- */
+
+static int records_is_set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* Appends s with control characters replaced, so a remote reply cannot split the line. */
+static void records_put_clean(struct strbuf *sb, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != 0x7f)
+            p++;
+        strbuf_append(sb, run, (size_t)(p - run));
+        if (*p != '\0') {
+            strbuf_puts(sb, "?");
+            p++;
+        }
+    }
+}
+
+static void records_put_sep(struct strbuf *sb, int *first)
+{
+    strbuf_puts(sb, *first ? " " : ", ");
+    *first = 0;
+}
+
+static void records_put_field(struct strbuf *sb, int *first, const char *key, const char *value)
+{
+    if (!records_is_set(value)) return;
+    records_put_sep(sb, first);
+    strbuf_puts(sb, key);
+    strbuf_puts(sb, "=");
+    records_put_clean(sb, value);
+}
+
+/* Addresses in angle brackets; the null sender is "<>", so "" still counts as set. */
+static void records_put_address(struct strbuf *sb, int *first, const char *key, const char *value)
+{
+    if (value == NULL) return;
+    records_put_sep(sb, first);
+    strbuf_puts(sb, key);
+    strbuf_puts(sb, "=<");
+    records_put_clean(sb, value);
+    strbuf_puts(sb, ">");
+}
+
+static void records_put_seconds(struct strbuf *sb, int *first, const char *key, int64_t ms)
+{
+    if (ms == 0) return;
+    records_put_sep(sb, first);
+    strbuf_printf(sb, "%s=%.2f", key, (double)ms / 1000.0);
+}
+
+/* relay=mx1.example.net[192.0.2.1]:25 - remote_addr may carry the port ("192.0.2.1:25",
+ * "[2001:db8::1]:25") or not ("192.0.2.1", "2001:db8::1"). */
+static void records_put_relay(struct strbuf *sb, int *first, const struct record_event *ev)
+{
+    const char *addr = ev->remote_addr;
+    if (!records_is_set(ev->remote_mx) && !records_is_set(addr)) return;
+    records_put_sep(sb, first);
+    strbuf_puts(sb, "relay=");
+    records_put_clean(sb, records_is_set(ev->remote_mx) ? ev->remote_mx : "unknown");
+    if (!records_is_set(addr)) return;
+    const char *host = addr, *port = NULL;
+    size_t host_len = strlen(addr);
+    const char *colon = strrchr(addr, ':');
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close != NULL) {
+            host = addr + 1;
+            host_len = (size_t)(close - host);
+            if (close[1] == ':') port = close + 2;
+        }
+    } else if (colon != NULL && strchr(addr, ':') == colon) {
+        host_len = (size_t)(colon - addr); /* exactly one colon: IPv4 with a port */
+        port = colon + 1;
+    }
+    struct strbuf tmp = STRBUF_INIT;
+    strbuf_append(&tmp, host, host_len);
+    strbuf_puts(sb, "[");
+    records_put_clean(sb, strbuf_str(&tmp));
+    strbuf_puts(sb, "]");
+    strbuf_free(&tmp);
+    if (records_is_set(port)) {
+        strbuf_puts(sb, ":");
+        records_put_clean(sb, port);
+    }
+}
+
+/* "250 2.0.0 Ok queued as X": code, enhanced code unless the text already starts with it,
+ * then the text. Empty when there was no reply. */
+static void records_format_reply(const struct record_event *ev, struct strbuf *out)
+{
+    if (ev->reply_code != 0) strbuf_printf(out, "%d", ev->reply_code);
+    if (records_is_set(ev->enhanced_code) &&
+        !(records_is_set(ev->reply_text) &&
+          strncmp(ev->reply_text, ev->enhanced_code, strlen(ev->enhanced_code)) == 0)) {
+        if (out->len > 0) strbuf_puts(out, " ");
+        strbuf_puts(out, ev->enhanced_code);
+    }
+    if (records_is_set(ev->reply_text)) {
+        if (out->len > 0) strbuf_puts(out, " ");
+        strbuf_puts(out, ev->reply_text);
+    }
+}
+
+/* The Postfix status= word for events that end (or postpone) a delivery, else NULL. */
+static const char *records_status_word(const char *event)
+{
+    static const char *const map[][2] = {
+        {"delivered", "sent"},
+        {"deferred", "deferred"},
+        {"bounced", "bounced"},
+        {"expired", "expired"},
+    };
+    if (event == NULL) return NULL;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(event, map[i][0]) == 0) return map[i][1];
+    return NULL;
+}
+
+static void records_log(const struct record_event *ev)
+{
+    struct strbuf line = STRBUF_INIT, reply = STRBUF_INIT;
+    int first = 1;
+
+    records_put_clean(&line, records_is_set(ev->queue_id) ? ev->queue_id : "NOQUEUE");
+    strbuf_puts(&line, ": ");
+    records_put_clean(&line, records_is_set(ev->event) ? ev->event : "event");
+
+    records_put_address(&line, &first, "to", ev->recipient);
+    records_put_address(&line, &first, "from", ev->sender);
+    records_put_field(&line, &first, "origin", ev->origin);
+    records_put_field(&line, &first, "client", ev->client_addr);
+    if (records_is_set(ev->message_id)) {
+        records_put_sep(&line, &first);
+        strbuf_puts(&line, "message-id=");
+        int bracketed = ev->message_id[0] == '<';
+        strbuf_puts(&line, bracketed ? "" : "<");
+        records_put_clean(&line, ev->message_id);
+        strbuf_puts(&line, bracketed ? "" : ">");
+    }
+    records_put_field(&line, &first, "egress", ev->egress);
+    records_put_field(&line, &first, "source", ev->source_addr);
+    records_put_relay(&line, &first, ev);
+    if (ev->size != 0) {
+        records_put_sep(&line, &first);
+        strbuf_printf(&line, "size=%lld", (long long)ev->size);
+    }
+    records_put_seconds(&line, &first, "delay", ev->delay_ms);
+    records_put_seconds(&line, &first, "duration", ev->attempt_ms);
+    records_put_field(&line, &first, "tls", ev->tls_version);
+    records_put_field(&line, &first, "cipher", ev->tls_cipher);
+    records_put_field(&line, &first, "dsn", ev->enhanced_code);
+
+    records_format_reply(ev, &reply);
+    const char *status = records_status_word(ev->event);
+    if (status != NULL) {
+        /* Postfix form: the reason in parentheses after status=; the reply wins, the detail
+         * stands alone when both are known. */
+        const char *reason = reply.len > 0 ? strbuf_str(&reply) : ev->detail;
+        if (reply.len > 0 && records_is_set(ev->detail)) {
+            records_put_sep(&line, &first);
+            strbuf_puts(&line, "detail=(");
+            records_put_clean(&line, ev->detail);
+            strbuf_puts(&line, ")");
+        }
+        records_put_sep(&line, &first);
+        strbuf_printf(&line, "status=%s", status);
+        if (records_is_set(reason)) {
+            strbuf_puts(&line, " (");
+            records_put_clean(&line, reason);
+            strbuf_puts(&line, ")");
+        }
+    } else {
+        if (reply.len > 0) {
+            records_put_sep(&line, &first);
+            strbuf_puts(&line, "reply=(");
+            records_put_clean(&line, strbuf_str(&reply));
+            strbuf_puts(&line, ")");
+        }
+        if (records_is_set(ev->detail)) {
+            records_put_sep(&line, &first);
+            strbuf_puts(&line, "detail=(");
+            records_put_clean(&line, ev->detail);
+            strbuf_puts(&line, ")");
+        }
+    }
+    log_msg(LOG_LEVEL_INFO, "%s", strbuf_str(&line));
+    strbuf_free(&reply);
+    strbuf_free(&line);
+}
+
+/* ---- the queue ------------------------------------------------------------------------- */
+
+static size_t records_string_size(const char *s)
+{
+    return s != NULL ? strlen(s) + 1 : 0;
+}
+
+/* Copies s into *pool and returns the copy (NULL stays NULL). */
+static const char *records_copy_string(const char *s, char **pool)
+{
+    if (s == NULL) return NULL;
+    size_t n = strlen(s) + 1;
+    char *copy = *pool;
+    memcpy(copy, s, n);
+    *pool += n;
+    return copy;
+}
+
+/* The string members of struct record_event, so copying and sizing cannot drift apart. */
+#define RECORDS_FOR_EACH_STRING(X)                                                                 \
+    X(event)                                                                                       \
+    X(queue_id)                                                                                    \
+    X(message_id)                                                                                  \
+    X(origin)                                                                                      \
+    X(client_addr)                                                                                 \
+    X(sender)                                                                                      \
+    X(recipient)                                                                                   \
+    X(egress)                                                                                      \
+    X(source_addr)                                                                                 \
+    X(remote_mx)                                                                                   \
+    X(remote_addr)                                                                                 \
+    X(enhanced_code)                                                                               \
+    X(reply_text)                                                                                  \
+    X(tls_version)                                                                                 \
+    X(tls_cipher)                                                                                  \
+    X(detail)
+
+static struct record_node *records_node_new(const struct record_event *ev)
+{
+    size_t total = 0;
+#define RECORDS_SIZE(field) total += records_string_size(ev->field);
+    RECORDS_FOR_EACH_STRING(RECORDS_SIZE)
+#undef RECORDS_SIZE
+    struct record_node *node = xmalloc(sizeof *node + total);
+    char *pool = node->strings;
+    node->next = NULL;
+    node->ev = *ev;
+#define RECORDS_COPY(field) node->ev.field = records_copy_string(ev->field, &pool);
+    RECORDS_FOR_EACH_STRING(RECORDS_COPY)
+#undef RECORDS_COPY
+    return node;
+}
+
+void records_emit(const struct record_event *ev)
+{
+    if (ev == NULL) return;
+    records_log(ev);
+
+    int64_t now = util_now_us();
+    pthread_mutex_lock(&records_lock);
+    if (!records_running || records_stopping) {
+        pthread_mutex_unlock(&records_lock);
+        return;
+    }
+    if (records_queued >= RECORDS_QUEUE_MAX) {
+        /* Log the first drop and then every 10000th, not each one. */
+        if (records_dropped++ % 10000 == 0)
+            log_error("records: queue full (%zu rows waiting for the database), %llu rows "
+                      "dropped so far",
+                      records_queued, (unsigned long long)records_dropped);
+        pthread_mutex_unlock(&records_lock);
+        return;
+    }
+    pthread_mutex_unlock(&records_lock);
+
+    /* Copy outside the lock; only the link-in is serialised. */
+    struct record_node *node = records_node_new(ev);
+    node->ts_us = now;
+
+    pthread_mutex_lock(&records_lock);
+    if (!records_running || records_stopping) {
+        pthread_mutex_unlock(&records_lock);
+        free(node);
+        return;
+    }
+    node->seq = ++records_enqueued_seq;
+    if (records_tail != NULL)
+        records_tail->next = node;
+    else
+        records_head = node;
+    records_tail = node;
+    records_queued++;
+    if (records_queued == 1) pthread_cond_signal(&records_work);
+    pthread_mutex_unlock(&records_lock);
+}
+
+void records_flush(void)
+{
+    pthread_mutex_lock(&records_lock);
+    uint64_t target = records_enqueued_seq;
+    while (records_running && records_done_seq < target)
+        pthread_cond_wait(&records_committed, &records_lock);
+    pthread_mutex_unlock(&records_lock);
+}
+
+/* ---- the writer ------------------------------------------------------------------------ */
+
+static void records_log_sqlite(const char *what)
+{
+    log_error("records: %s: %s (sqlite %d)", what, sqlite3_errmsg(records_db),
+              sqlite3_extended_errcode(records_db));
+}
+
+static void records_bind_text(int index, const char *value)
+{
+    if (value == NULL)
+        sqlite3_bind_null(records_insert, index);
+    else
+        sqlite3_bind_text(records_insert, index, value, -1, SQLITE_STATIC);
+}
+
+static void records_bind_int(int index, int64_t value)
+{
+    if (value == 0)
+        sqlite3_bind_null(records_insert, index);
+    else
+        sqlite3_bind_int64(records_insert, index, value);
+}
+
+static int records_step(sqlite3_stmt *stmt, const char *what)
+{
+    int rc = sqlite3_step(stmt);
+    sqlite3_reset(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        records_log_sqlite(what);
+        return -1;
+    }
+    return 0;
+}
+
+static int records_insert_one(const struct record_node *node)
+{
+    const struct record_event *ev = &node->ev;
+    sqlite3_bind_int64(records_insert, 1, node->ts_us);
+    records_bind_text(2, ev->event);
+    records_bind_text(3, ev->queue_id);
+    records_bind_text(4, ev->message_id);
+    records_bind_text(5, ev->origin);
+    records_bind_text(6, ev->client_addr);
+    records_bind_text(7, ev->sender);
+    records_bind_text(8, ev->recipient);
+    records_bind_text(9, ev->egress);
+    records_bind_text(10, ev->source_addr);
+    records_bind_text(11, ev->remote_mx);
+    records_bind_text(12, ev->remote_addr);
+    records_bind_int(13, ev->reply_code);
+    records_bind_text(14, ev->enhanced_code);
+    records_bind_text(15, ev->reply_text);
+    records_bind_text(16, ev->tls_version);
+    records_bind_text(17, ev->tls_cipher);
+    records_bind_int(18, ev->size);
+    records_bind_int(19, ev->delay_ms);
+    records_bind_int(20, ev->attempt_ms);
+    records_bind_text(21, ev->detail);
+    int rc = records_step(records_insert, "insert");
+    sqlite3_clear_bindings(records_insert);
+    return rc;
+}
+
+/* Writes up to RECORDS_BATCH_MAX rows from the front of list in one transaction, frees them,
+ * and returns the rest of the list. *last_seq is the seq of the last row handled. */
+static struct record_node *records_write_batch(struct record_node *list, uint64_t *last_seq)
+{
+    int count = 0, failed = 0;
+    int in_transaction = records_step(records_begin, "begin") == 0;
+    while (list != NULL && count < RECORDS_BATCH_MAX) {
+        struct record_node *node = list;
+        list = node->next;
+        if (records_insert_one(node) != 0) failed++;
+        *last_seq = node->seq;
+        free(node);
+        count++;
+    }
+    if (in_transaction && records_step(records_commit, "commit") != 0) {
+        log_error("records: %d rows lost with the failed transaction", count - failed);
+        if (!sqlite3_get_autocommit(records_db)) records_step(records_rollback, "rollback");
+    } else if (failed > 0) {
+        log_error("records: %d of %d rows could not be inserted", failed, count);
+    }
+    return list;
+}
+
+static void *records_writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&records_lock);
+    for (;;) {
+        while (records_head == NULL && !records_stopping)
+            pthread_cond_wait(&records_work, &records_lock);
+        if (records_head == NULL) break; /* stopping and drained */
+        struct record_node *list = records_head;
+        records_head = records_tail = NULL;
+        records_queued = 0;
+        pthread_mutex_unlock(&records_lock);
+
+        while (list != NULL) {
+            uint64_t last_seq = 0;
+            list = records_write_batch(list, &last_seq);
+            pthread_mutex_lock(&records_lock);
+            records_done_seq = last_seq;
+            pthread_cond_broadcast(&records_committed);
+            pthread_mutex_unlock(&records_lock);
+        }
+        pthread_mutex_lock(&records_lock);
+    }
+    pthread_mutex_unlock(&records_lock);
+    return NULL;
+}
+
+/* ---- open and close -------------------------------------------------------------------- */
+
+/* mkdir -p; existing directories are fine. */
+static int records_mkdirs(const char *path, char *err, size_t errlen)
+{
+    char *copy = xstrdup(path);
+    int rc = 0;
+    for (char *p = copy + 1; rc == 0; p++) {
+        if (*p != '/' && *p != '\0') continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(copy, 0750) != 0 && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", copy, strerror(errno));
+            rc = -1;
+        }
+        *p = saved;
+        if (saved == '\0') break;
+    }
+    struct stat st;
+    if (rc == 0 && (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        snprintf(err, errlen, "%s is not a directory", path);
+        rc = -1;
+    }
+    free(copy);
+    return rc;
+}
+
+static void records_finalize_all(void)
+{
+    sqlite3_finalize(records_insert);
+    sqlite3_finalize(records_begin);
+    sqlite3_finalize(records_commit);
+    sqlite3_finalize(records_rollback);
+    records_insert = records_begin = records_commit = records_rollback = NULL;
+    if (records_db != NULL && sqlite3_close(records_db) != SQLITE_OK)
+        log_error("records: close: %s", sqlite3_errmsg(records_db));
+    records_db = NULL;
+}
+
+static int records_prepare(const char *sql, sqlite3_stmt **stmt, char *err, size_t errlen)
+{
+    if (sqlite3_prepare_v3(records_db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "records: cannot prepare statement: %s", sqlite3_errmsg(records_db));
+        return -1;
+    }
+    return 0;
+}
+
+static int records_exec(const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(records_db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "records: %s", msg != NULL ? msg : sqlite3_errmsg(records_db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int records_open_db(const char *path, char *err, size_t errlen)
+{
+    if (sqlite3_open_v2(path, &records_db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "records: cannot open %s: %s", path,
+                 records_db != NULL ? sqlite3_errmsg(records_db) : "out of memory");
+        return -1;
+    }
+    /* Report readers (CLI, HTTP) may hold the database briefly; wait rather than fail. */
+    sqlite3_busy_timeout(records_db, 5000);
+    char version_sql[160];
+    snprintf(version_sql, sizeof version_sql,
+             "INSERT INTO schema_version (version) SELECT %d "
+             "WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+             RECORDS_SCHEMA_VERSION);
+    if (records_exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err, errlen) != 0 ||
+        records_exec("BEGIN;", err, errlen) != 0)
+        return -1;
+    if (records_exec(records_schema_sql, err, errlen) != 0 ||
+        records_exec(version_sql, err, errlen) != 0) {
+        sqlite3_exec(records_db, "ROLLBACK;", NULL, NULL, NULL);
+        return -1;
+    }
+    if (records_exec("COMMIT;", err, errlen) != 0) return -1;
+    if (records_prepare(records_insert_sql, &records_insert, err, errlen) != 0 ||
+        records_prepare("BEGIN", &records_begin, err, errlen) != 0 ||
+        records_prepare("COMMIT", &records_commit, err, errlen) != 0 ||
+        records_prepare("ROLLBACK", &records_rollback, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+int records_open(const char *state_dir, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&records_lock);
+    int already = records_running;
+    pthread_mutex_unlock(&records_lock);
+    if (already) {
+        snprintf(err, errlen, "records: already open");
+        return -1;
+    }
+    if (state_dir == NULL || state_dir[0] == '\0') {
+        snprintf(err, errlen, "records: no state directory");
+        return -1;
+    }
+    if (records_mkdirs(state_dir, err, errlen) != 0) return -1;
+
+    struct strbuf path = STRBUF_INIT;
+    strbuf_printf(&path, "%s/records.db", state_dir);
+    int rc = records_open_db(strbuf_str(&path), err, errlen);
+    strbuf_free(&path);
+    if (rc != 0) {
+        records_finalize_all();
+        return -1;
+    }
+
+    pthread_mutex_lock(&records_lock);
+    records_stopping = 0;
+    records_dropped = 0;
+    records_done_seq = records_enqueued_seq;
+    records_running = 1;
+    pthread_mutex_unlock(&records_lock);
+    int perr = pthread_create(&records_thread, NULL, records_writer_main, NULL);
+    if (perr != 0) {
+        pthread_mutex_lock(&records_lock);
+        records_running = 0;
+        pthread_mutex_unlock(&records_lock);
+        records_finalize_all();
+        snprintf(err, errlen, "records: cannot start writer thread: %s", strerror(perr));
+        return -1;
+    }
+    return 0;
+}
+
+void records_close(void)
+{
+    pthread_mutex_lock(&records_lock);
+    if (!records_running || records_stopping) {
+        pthread_mutex_unlock(&records_lock);
+        return;
+    }
+    /* The writer drains everything queued before it exits: closing is the last flush. */
+    records_stopping = 1;
+    pthread_cond_signal(&records_work);
+    pthread_mutex_unlock(&records_lock);
+
+    pthread_join(records_thread, NULL);
+    records_finalize_all();
+
+    pthread_mutex_lock(&records_lock);
+    records_running = 0;
+    records_stopping = 0;
+    pthread_cond_broadcast(&records_committed);
+    pthread_mutex_unlock(&records_lock);
+}

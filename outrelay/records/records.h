@@ -1,0 +1,46 @@
+/* records.h - every event of the mail path becomes one SQLite row (WAL) under <state>/records.db
+ * and one Postfix-style log line ("QUEUEID: event=..., to=<...>, ..."). records_emit() may be
+ * called from any thread; it copies the event and never blocks on disk: a writer thread batches
+ * rows into transactions. records_close() flushes everything. Reports read the same table. */
+#ifndef OUTRELAY_RECORDS_H
+#define OUTRELAY_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every field is optional (NULL / 0) except event and queue_id. */
+struct record_event {
+    const char *event;       /* received, attempt, delivered, deferred, bounced, expired,
+                                held, released, deleted, dsn */
+    const char *queue_id;
+    const char *message_id;
+    const char *origin;
+    const char *client_addr;
+    const char *sender;
+    const char *recipient;
+    const char *egress;
+    const char *source_addr;
+    const char *remote_mx;
+    const char *remote_addr;
+    int reply_code;          /* 0 when there was no SMTP reply */
+    const char *enhanced_code;
+    const char *reply_text;
+    const char *tls_version;
+    const char *tls_cipher;
+    int64_t size;            /* message bytes */
+    int64_t delay_ms;        /* since the message was received */
+    int64_t attempt_ms;      /* duration of this attempt */
+    const char *detail;      /* free text, e.g. why a message stayed queued */
+};
+
+/* Opens (creates) <state_dir>/records.db, creates the schema, starts the writer thread.
+ * Returns 0 / -1 with err filled. */
+int records_open(const char *state_dir, char *err, size_t errlen);
+/* Logs the event and queues its row. Safe before records_open (then it only logs). */
+void records_emit(const struct record_event *ev);
+/* Waits until every queued row is committed. */
+void records_flush(void);
+/* Flushes and stops the writer; closes the database. */
+void records_close(void);
+
+#endif

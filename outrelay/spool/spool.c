@@ -1,0 +1,673 @@
+/* spool.c - durable queue as an append-only log with group commit; see spool.h.
+ * Threads: the event loop calls spool_*; one commit thread owns the active segment's fd and is
+ * the only writer. The two meet in `pending` (loop -> thread) and `completed` (thread -> loop),
+ * both under `lock`; pin counts are under `lock` too. Recovery runs before the thread writes. */
+#include "spool/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/hashmap.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define SPOOL_MAGIC 0x5053524fu /* "ORSP" */
+#define SEGMENT_MAX_BYTES (64u << 20)
+#define RECORD_MESSAGE 'M'
+#define RECORD_MARK 'K'
+
+struct record_header {
+    uint32_t magic;
+    uint8_t type;
+    uint8_t pad[3];
+    uint32_t length; /* payload bytes */
+    uint32_t crc;    /* CRC-32 of the payload */
+};
+
+struct request {
+    struct request *next;
+    uint8_t type;
+    char *payload; /* envelope length (u32) + envelope + data, or a mark */
+    size_t payload_len;
+    size_t data_skip; /* offset of the data inside the payload (messages) */
+    spool_done_cb cb;
+    void *arg;
+    int status;
+    char err[160];
+    struct spool_loc loc;
+};
+
+struct segment_pin {
+    uint64_t id;
+    long pins;
+};
+
+struct spool {
+    char *dir;
+    int dirfd;
+    struct event_base *base;
+    struct event *completed_ev;
+
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int stopping;
+    struct request *pending, **pending_tail;
+    struct request *completed, **completed_tail;
+
+    /* owned by the commit thread once it runs */
+    int active_fd;
+    uint64_t active_id;
+    uint64_t active_size;
+    uint64_t next_id; /* first segment this run writes */
+
+    struct segment_pin *pins; /* under lock */
+    size_t n_pins;
+};
+
+static uint32_t crc32_table[256];
+
+static void crc32_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc32_table[i] = c;
+    }
+}
+
+static uint32_t crc32_of(const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < len; i++)
+        c = crc32_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/seg-%016" PRIx64 ".log", sp->dir, id);
+}
+
+/* --- pins (under lock) ------------------------------------------------------------------ */
+
+static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
+{
+    for (size_t i = 0; i < sp->n_pins; i++)
+        if (sp->pins[i].id == id)
+            return &sp->pins[i];
+    if (!create)
+        return NULL;
+    sp->pins = xrealloc(sp->pins, (sp->n_pins + 1) * sizeof *sp->pins);
+    sp->pins[sp->n_pins] = (struct segment_pin){id, 0};
+    return &sp->pins[sp->n_pins++];
+}
+
+static void pin_forget(struct spool *sp, struct segment_pin *p)
+{
+    *p = sp->pins[--sp->n_pins];
+}
+
+/* Deletes a segment that no message needs any more. Called with lock held. */
+static void segment_delete_locked(struct spool *sp, uint64_t id)
+{
+    char path[4096];
+    segment_path(sp, id, path, sizeof path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("spool: cannot remove %s: %s", path, strerror(errno));
+}
+
+void spool_unpin(struct spool *sp, uint64_t segment)
+{
+    pthread_mutex_lock(&sp->lock);
+    struct segment_pin *p = pin_find(sp, segment, 0);
+    if (p && --p->pins <= 0) {
+        pin_forget(sp, p);
+        if (segment != sp->active_id)
+            segment_delete_locked(sp, segment);
+    }
+    pthread_mutex_unlock(&sp->lock);
+}
+
+/* --- commit thread ----------------------------------------------------------------------- */
+
+static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
+{
+    char path[4096];
+    segment_path(sp, id, path, sizeof path);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* The new directory entry must be durable before any record in it is acknowledged. */
+    if (fsync(sp->dirfd) < 0) {
+        snprintf(err, errlen, "fsync of spool directory %s: %s", sp->dir, strerror(errno));
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    sp->active_fd = fd;
+    pthread_mutex_lock(&sp->lock);
+    sp->active_id = id; /* spool_unpin reads it to spare the segment being written */
+    pthread_mutex_unlock(&sp->lock);
+    sp->active_size = 0;
+    return 0;
+}
+
+/* Called with lock NOT held; takes it to check pins of the segment being retired. */
+static int rotate_segment(struct spool *sp, char *err, size_t errlen)
+{
+    int old_fd = sp->active_fd;
+    uint64_t old_id = sp->active_id;
+    if (open_segment(sp, old_id + 1, err, errlen) < 0)
+        return -1;
+    close(old_fd);
+    pthread_mutex_lock(&sp->lock);
+    if (!pin_find(sp, old_id, 0))
+        segment_delete_locked(sp, old_id);
+    pthread_mutex_unlock(&sp->lock);
+    return 0;
+}
+
+static int write_all(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+static void write_batch(struct spool *sp, struct request *batch)
+{
+    char err[160] = "";
+    int failed = 0;
+    uint64_t batch_start = sp->active_size;
+
+    for (struct request *r = batch; r; r = r->next) {
+        if (sp->active_size > SEGMENT_MAX_BYTES && r == batch) {
+            if (rotate_segment(sp, err, sizeof err) < 0) {
+                failed = 1;
+                break;
+            }
+            batch_start = 0;
+        }
+        struct record_header h = {SPOOL_MAGIC, r->type, {0, 0, 0}, (uint32_t)r->payload_len,
+                                  crc32_of(r->payload, r->payload_len)};
+        struct iovec iov[2] = {{&h, sizeof h}, {r->payload, r->payload_len}};
+        if (write_all(sp->active_fd, iov, 2) < 0) {
+            snprintf(err, sizeof err, "spool write: %s", strerror(errno));
+            failed = 1;
+            break;
+        }
+        r->loc.segment = sp->active_id;
+        r->loc.offset = sp->active_size + sizeof h + r->data_skip;
+        r->loc.length = r->payload_len - r->data_skip;
+        sp->active_size += sizeof h + r->payload_len;
+    }
+    if (!failed && fdatasync(sp->active_fd) < 0) {
+        snprintf(err, sizeof err, "spool fdatasync: %s", strerror(errno));
+        failed = 1;
+    }
+    if (failed) {
+        /* Nothing of this batch is acknowledged; cut it off so the log stays parseable. */
+        if (ftruncate(sp->active_fd, (off_t)batch_start) == 0)
+            sp->active_size = batch_start;
+        log_error("spool: %s", err);
+    }
+    pthread_mutex_lock(&sp->lock);
+    for (struct request *r = batch; r; r = r->next) {
+        r->status = failed ? -1 : 0;
+        snprintf(r->err, sizeof r->err, "%s", err);
+        if (!failed)
+            pin_find(sp, r->loc.segment, 1)->pins++;
+    }
+    pthread_mutex_unlock(&sp->lock);
+}
+
+static void *commit_thread(void *arg)
+{
+    struct spool *sp = arg;
+    for (;;) {
+        pthread_mutex_lock(&sp->lock);
+        while (!sp->pending && !sp->stopping)
+            pthread_cond_wait(&sp->wake, &sp->lock);
+        struct request *batch = sp->pending;
+        sp->pending = NULL;
+        sp->pending_tail = &sp->pending;
+        int stopping = sp->stopping;
+        pthread_mutex_unlock(&sp->lock);
+        if (!batch && stopping)
+            break;
+        write_batch(sp, batch);
+        pthread_mutex_lock(&sp->lock);
+        struct request *last = batch;
+        while (last->next)
+            last = last->next;
+        *sp->completed_tail = batch;
+        sp->completed_tail = &last->next;
+        pthread_mutex_unlock(&sp->lock);
+        event_active(sp->completed_ev, EV_READ, 0);
+    }
+    return NULL;
+}
+
+static void completed_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct spool *sp = arg;
+    pthread_mutex_lock(&sp->lock);
+    struct request *list = sp->completed;
+    sp->completed = NULL;
+    sp->completed_tail = &sp->completed;
+    pthread_mutex_unlock(&sp->lock);
+    while (list) {
+        struct request *r = list;
+        list = r->next;
+        if (r->cb)
+            r->cb(r->arg, r->status, &r->loc, r->err);
+        free(r->payload);
+        free(r);
+    }
+}
+
+static void submit(struct spool *sp, struct request *r)
+{
+    pthread_mutex_lock(&sp->lock);
+    *sp->pending_tail = r;
+    sp->pending_tail = &r->next;
+    pthread_cond_signal(&sp->wake);
+    pthread_mutex_unlock(&sp->lock);
+}
+
+void spool_submit_message(struct spool *sp, const char *envelope, size_t envelope_len,
+                          const char *data, size_t data_len, spool_done_cb cb, void *arg)
+{
+    struct request *r = xcalloc(1, sizeof *r);
+    uint32_t elen = (uint32_t)envelope_len;
+    r->type = RECORD_MESSAGE;
+    r->payload_len = sizeof elen + envelope_len + data_len;
+    r->payload = xmalloc(r->payload_len);
+    memcpy(r->payload, &elen, sizeof elen);
+    memcpy(r->payload + sizeof elen, envelope, envelope_len);
+    memcpy(r->payload + sizeof elen + envelope_len, data, data_len);
+    r->data_skip = sizeof elen + envelope_len;
+    r->cb = cb;
+    r->arg = arg;
+    submit(sp, r);
+}
+
+void spool_submit_mark(struct spool *sp, const char *queue_id, uint32_t rcpt, enum spool_mark mark,
+                       spool_done_cb cb, void *arg)
+{
+    struct request *r = xcalloc(1, sizeof *r);
+    size_t qlen = strlen(queue_id);
+    r->type = RECORD_MARK;
+    r->payload_len = qlen + 1 + sizeof rcpt + 1;
+    r->payload = xmalloc(r->payload_len);
+    memcpy(r->payload, queue_id, qlen + 1);
+    memcpy(r->payload + qlen + 1, &rcpt, sizeof rcpt);
+    r->payload[qlen + 1 + sizeof rcpt] = (char)mark;
+    r->data_skip = r->payload_len;
+    r->cb = cb;
+    r->arg = arg;
+    submit(sp, r);
+}
+
+int spool_read(struct spool *sp, const struct spool_loc *loc, struct strbuf *out)
+{
+    char path[4096];
+    segment_path(sp, loc->segment, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    strbuf_reset(out);
+    strbuf_reserve(out, loc->length);
+    size_t got = 0;
+    while (got < loc->length) {
+        ssize_t n = pread(fd, out->data + got, loc->length - got, (off_t)(loc->offset + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    out->len = got;
+    out->data[got] = '\0';
+    return 0;
+}
+
+/* --- open / close / recovery ------------------------------------------------------------- */
+
+static int list_segments(const char *dir, uint64_t **ids, size_t *n)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    struct dirent *de;
+    *ids = NULL;
+    *n = 0;
+    while ((de = readdir(d))) {
+        uint64_t id;
+        char tail[8];
+        if (sscanf(de->d_name, "seg-%16" SCNx64 ".%3s", &id, tail) == 2 && strcmp(tail, "log") == 0) {
+            *ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
+            (*ids)[(*n)++] = id;
+        }
+    }
+    closedir(d);
+    for (size_t i = 1; i < *n; i++) /* insertion sort: few segments */
+        for (size_t j = i; j > 0 && (*ids)[j - 1] > (*ids)[j]; j--) {
+            uint64_t t = (*ids)[j];
+            (*ids)[j] = (*ids)[j - 1];
+            (*ids)[j - 1] = t;
+        }
+    return 0;
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+struct spool *spool_open(const char *dir, struct event_base *base, char *err, size_t errlen)
+{
+    crc32_init();
+    if (mkdir_p(dir) < 0) {
+        snprintf(err, errlen, "cannot create spool directory %s: %s", dir, strerror(errno));
+        return NULL;
+    }
+    struct spool *sp = xcalloc(1, sizeof *sp);
+    sp->dir = xstrdup(dir);
+    sp->base = base;
+    sp->active_fd = -1;
+    sp->pending_tail = &sp->pending;
+    sp->completed_tail = &sp->completed;
+    pthread_mutex_init(&sp->lock, NULL);
+    pthread_cond_init(&sp->wake, NULL);
+    sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sp->dirfd < 0) {
+        snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(errno));
+        spool_close(sp);
+        return NULL;
+    }
+    uint64_t *ids;
+    size_t n;
+    if (list_segments(dir, &ids, &n) < 0) {
+        snprintf(err, errlen, "cannot list spool directory %s: %s", dir, strerror(errno));
+        spool_close(sp);
+        return NULL;
+    }
+    sp->next_id = n ? ids[n - 1] + 1 : 1;
+    free(ids);
+    sp->active_id = 0; /* no active segment until recovery is done */
+    sp->completed_ev = event_new(base, -1, 0, completed_cb, sp);
+    return sp;
+}
+
+static int start_writer(struct spool *sp, char *err, size_t errlen)
+{
+    if (open_segment(sp, sp->next_id, err, errlen) < 0)
+        return -1;
+    if (pthread_create(&sp->thread, NULL, commit_thread, sp) != 0) {
+        snprintf(err, errlen, "cannot start the spool commit thread");
+        return -1;
+    }
+    sp->thread_started = 1;
+    return 0;
+}
+
+void spool_close(struct spool *sp)
+{
+    if (!sp)
+        return;
+    if (sp->thread_started) {
+        pthread_mutex_lock(&sp->lock);
+        sp->stopping = 1;
+        pthread_cond_signal(&sp->wake);
+        pthread_mutex_unlock(&sp->lock);
+        pthread_join(sp->thread, NULL);
+        completed_cb(-1, 0, sp); /* deliver the last callbacks */
+    }
+    if (sp->active_fd >= 0)
+        close(sp->active_fd);
+    if (sp->dirfd >= 0)
+        close(sp->dirfd);
+    if (sp->completed_ev)
+        event_free(sp->completed_ev);
+    pthread_mutex_destroy(&sp->lock);
+    pthread_cond_destroy(&sp->wake);
+    free(sp->pins);
+    free(sp->dir);
+    free(sp);
+}
+
+/* One message found while scanning, with everything later records said about it. */
+struct found {
+    char *envelope;
+    size_t envelope_len;
+    struct spool_loc loc;
+    uint32_t *mark_rcpt;
+    char *mark_kind;
+    size_t n_marks;
+    uint64_t *pins;
+    size_t n_pins;
+    uint64_t order;
+};
+
+static void found_add_pin(struct found *f, uint64_t seg)
+{
+    for (size_t i = 0; i < f->n_pins; i++)
+        if (f->pins[i] == seg)
+            return;
+    f->pins = xrealloc(f->pins, (f->n_pins + 1) * sizeof *f->pins);
+    f->pins[f->n_pins++] = seg;
+}
+
+static int read_file(const char *path, char **data, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return -1;
+    }
+    *data = xmalloc((size_t)st.st_size + 1);
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, *data + got, (size_t)st.st_size - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    *len = got;
+    return 0;
+}
+
+struct collect {
+    struct found **items;
+    size_t n;
+};
+
+static void collect_one(void *arg, const char *key, void *value)
+{
+    (void)key;
+    struct collect *c = arg;
+    c->items[c->n++] = value;
+}
+
+static int by_order(const void *a, const void *b)
+{
+    const struct found *x = *(struct found *const *)a, *y = *(struct found *const *)b;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen)
+{
+    uint64_t *ids;
+    size_t n_ids;
+    if (list_segments(sp->dir, &ids, &n_ids) < 0) {
+        snprintf(err, errlen, "cannot list spool directory %s: %s", sp->dir, strerror(errno));
+        return -1;
+    }
+    struct hashmap *map = hashmap_new();
+    uint64_t order = 0;
+    int status = 0;
+    for (size_t s = 0; s < n_ids; s++) {
+        char path[4096], *data;
+        size_t len;
+        segment_path(sp, ids[s], path, sizeof path);
+        if (read_file(path, &data, &len) < 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            status = -1;
+            break;
+        }
+        size_t pos = 0;
+        while (pos < len) {
+            struct record_header h;
+            if (len - pos < sizeof h) {
+                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)",
+                         path, pos);
+                break;
+            }
+            memcpy(&h, data + pos, sizeof h);
+            if (h.magic != SPOOL_MAGIC || h.length > len - pos - sizeof h ||
+                crc32_of(data + pos + sizeof h, h.length) != h.crc) {
+                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)",
+                         path, pos);
+                break;
+            }
+            const char *payload = data + pos + sizeof h;
+            if (h.type == RECORD_MESSAGE && h.length >= 4) {
+                uint32_t elen;
+                memcpy(&elen, payload, 4);
+                if (elen <= h.length - 4) {
+                    /* queue_id is the first envelope line: "queue_id X\n" */
+                    const char *e = payload + 4;
+                    char qid[32] = "";
+                    if (elen > 9 && memcmp(e, "queue_id ", 9) == 0) {
+                        const char *nl = memchr(e + 9, '\n', elen - 9);
+                        if (nl && (size_t)(nl - e - 9) < sizeof qid) {
+                            memcpy(qid, e + 9, (size_t)(nl - e - 9));
+                            qid[nl - e - 9] = '\0';
+                        }
+                    }
+                    if (qid[0] && !hashmap_get(map, qid)) {
+                        struct found *f = xcalloc(1, sizeof *f);
+                        f->envelope = xstrndup(e, elen);
+                        f->envelope_len = elen;
+                        f->loc.segment = ids[s];
+                        f->loc.offset = pos + sizeof h + 4 + elen;
+                        f->loc.length = h.length - 4 - elen;
+                        f->order = order++;
+                        found_add_pin(f, ids[s]);
+                        hashmap_put(map, qid, f);
+                    }
+                }
+            } else if (h.type == RECORD_MARK) {
+                const char *nul = memchr(payload, '\0', h.length);
+                if (nul && (size_t)(nul - payload) + 1 + 4 + 1 == h.length) {
+                    struct found *f = hashmap_get(map, payload);
+                    if (f) {
+                        uint32_t rcpt;
+                        memcpy(&rcpt, nul + 1, 4);
+                        f->mark_rcpt = xrealloc(f->mark_rcpt, (f->n_marks + 1) * sizeof(uint32_t));
+                        f->mark_kind = xrealloc(f->mark_kind, f->n_marks + 1);
+                        f->mark_rcpt[f->n_marks] = rcpt;
+                        f->mark_kind[f->n_marks++] = nul[5];
+                        found_add_pin(f, ids[s]);
+                    }
+                }
+            }
+            pos += sizeof h + h.length;
+        }
+        free(data);
+    }
+
+    struct collect c = {xcalloc(hashmap_count(map) + 1, sizeof(struct found *)), 0};
+    hashmap_foreach(map, collect_one, &c);
+    qsort(c.items, c.n, sizeof *c.items, by_order);
+    int kept = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        struct found *f = c.items[i];
+        if (status == 0) {
+            for (size_t p = 0; p < f->n_pins; p++)
+                pin_find(sp, f->pins[p], 1)->pins++;
+            struct spool_recovered r = {f->envelope, f->envelope_len, f->loc, f->mark_rcpt,
+                                        f->mark_kind, f->n_marks, f->pins, f->n_pins};
+            if (fn(arg, &r)) {
+                kept++;
+            } else {
+                for (size_t p = 0; p < f->n_pins; p++)
+                    pin_find(sp, f->pins[p], 1)->pins--;
+            }
+        }
+        free(f->envelope);
+        free(f->mark_rcpt);
+        free(f->mark_kind);
+        free(f->pins);
+        free(f);
+    }
+    free(c.items);
+    hashmap_free(map);
+    if (status == 0) {
+        /* Segments nobody pins any more are finished. */
+        for (size_t s = 0; s < n_ids; s++) {
+            struct segment_pin *p = pin_find(sp, ids[s], 0);
+            if (!p || p->pins <= 0) {
+                if (p)
+                    pin_forget(sp, p);
+                segment_delete_locked(sp, ids[s]);
+            }
+        }
+        if (start_writer(sp, err, errlen) < 0)
+            status = -1;
+    }
+    free(ids);
+    return status < 0 ? -1 : kept;
+}

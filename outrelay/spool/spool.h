@@ -1,0 +1,75 @@
+/* spool.h - the durable queue: the only code that writes spool files.
+ * Messages and per-recipient marks are appended to log segments (<spool>/seg-N.log) by one
+ * commit thread that writes a whole batch and then fdatasyncs once (group commit): every
+ * caller whose record is in the batch is told "durable" together. A message may be answered
+ * 250 only from its commit callback. A segment is deleted when no live message pins it.
+ * Callbacks run on the event loop thread; spool_* calls are made from that thread only. */
+#ifndef OUTRELAY_SPOOL_H
+#define OUTRELAY_SPOOL_H
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+
+struct spool;
+
+/* Where a message's data lives. */
+struct spool_loc {
+    uint64_t segment;
+    uint64_t offset; /* of the data */
+    uint64_t length; /* data bytes */
+};
+
+/* Per-recipient marks. */
+enum spool_mark {
+    SPOOL_MARK_DELIVERED = 'D',
+    SPOOL_MARK_BOUNCED = 'B',
+    SPOOL_MARK_EXPIRED = 'E',
+    SPOOL_MARK_DELETED = 'X', /* whole message removed by the operator */
+    SPOOL_MARK_HELD = 'H',
+    SPOOL_MARK_RELEASED = 'R',
+};
+#define SPOOL_ALL_RCPTS UINT32_MAX
+
+/* status 0: durable; -1: not stored (err says why). loc is valid for messages.
+ * segment is the segment that now holds the record: the caller must keep it pinned
+ * (spool_unpin) for as long as the record matters. */
+typedef void (*spool_done_cb)(void *arg, int status, const struct spool_loc *loc,
+                              const char *err);
+
+struct spool *spool_open(const char *dir, struct event_base *base, char *err, size_t errlen);
+void spool_close(struct spool *sp);
+
+/* Queue one message (envelope text + data, both copied) for the next group commit. */
+void spool_submit_message(struct spool *sp, const char *envelope, size_t envelope_len,
+                          const char *data, size_t data_len, spool_done_cb cb, void *arg);
+/* Queue a mark for one recipient (index) or SPOOL_ALL_RCPTS. */
+void spool_submit_mark(struct spool *sp, const char *queue_id, uint32_t rcpt, enum spool_mark mark,
+                       spool_done_cb cb, void *arg);
+/* Drop one pin of a segment; a segment without pins (and not being written) is deleted. */
+void spool_unpin(struct spool *sp, uint64_t segment);
+/* Read a message's data back (blocking pread; page-cache fast). Returns 0 / -1. */
+int spool_read(struct spool *sp, const struct spool_loc *loc, struct strbuf *out);
+
+/* Recovery, before any submit: calls fn once per message still in the spool, in arrival order.
+ * marks/n_marks: every mark recorded for it, in order. pins: the segments it pins (already
+ * pinned on its behalf, one entry per pin). */
+struct spool_recovered {
+    const char *envelope;
+    size_t envelope_len;
+    struct spool_loc loc;
+    const uint32_t *mark_rcpt;
+    const char *mark_kind;
+    size_t n_marks;
+    const uint64_t *pins;
+    size_t n_pins;
+};
+/* fn returns 1 to keep the message (its pins stay, to be released with spool_unpin) or 0 when
+ * every recipient is final (its pins are dropped by the spool). */
+typedef int (*spool_recover_fn)(void *arg, const struct spool_recovered *msg);
+/* Returns the number of messages recovered, or -1 on an unreadable spool. */
+int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen);
+
+#endif

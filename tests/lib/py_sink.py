@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""py_sink.py - a scriptable receiving MX for outrelay's integration tests (python3-aiosmtpd).
+
+Run as its own process by harness.PySink; never imported by the tests themselves. It listens on one
+IP:port, optionally offers STARTTLS with a given certificate, answers commands according to a reply
+script, and appends one JSON line per event to --record:
+
+  {"event": "message", "peer": [ip, port], "helo": ..., "tls_version": ..., "tls_cipher": ...,
+   "mail_from": ..., "mail_options": [...], "rcpt_tos": [...], "data_b64": ..., "time": ...}
+  {"event": "reply", "cmd": "RCPT", "arg": ..., "reply": "550 5.1.1 ...", "peer": ..., ...}
+
+A "message" line is written and flushed *before* the 250 reply to the end of DATA, so a client that
+saw 250 can rely on the record being there. Scripted replies (--script JSON) are a list of rules:
+
+  [{"on": "DATA", "reply": "451 4.3.0 try later", "count": 1}]   first DATA gets 451, later ones 250
+  [{"on": "RCPT", "reply": "550 5.1.1 no such user"}]            every RCPT refused (no count: forever)
+  [{"on": "RCPT", "match": "bad@", "reply": "550 5.1.1 no"}]      only recipients containing "bad@"
+
+"on" is EHLO, MAIL, RCPT or DATA (DATA = the reply after the message data). The first rule that
+matches and still has a count left answers; otherwise the command is accepted normally.
+Stop the process with SIGINT (aiosmtpd ignores SIGTERM; this script handles both anyway).
+"""
+import argparse
+import asyncio
+import base64
+import json
+import os
+import signal
+import ssl
+import sys
+import threading
+import time
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+class Script:
+    """The reply rules; shared by all sessions, guarded by a lock (sessions run on one loop, but
+    the lock keeps the counting obviously correct)."""
+
+    def __init__(self, rules):
+        self.rules = [dict(r) for r in (rules or [])]
+        self.lock = threading.Lock()
+
+    def reply_for(self, cmd, arg):
+        with self.lock:
+            for rule in self.rules:
+                if rule.get("on", "").upper() != cmd:
+                    continue
+                if rule.get("match") and rule["match"] not in (arg or ""):
+                    continue
+                count = rule.get("count")
+                if count is not None:
+                    if count <= 0:
+                        continue
+                    rule["count"] = count - 1
+                return rule["reply"]
+        return None
+
+
+class Recorder:
+    def __init__(self, path):
+        self.lock = threading.Lock()
+        self.fh = open(path, "a", encoding="utf-8")
+
+    def write(self, obj):
+        obj.setdefault("time", time.time())
+        line = json.dumps(obj, sort_keys=True) + "\n"
+        with self.lock:
+            self.fh.write(line)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+
+def tls_info(session):
+    """(version, cipher) of a session after STARTTLS, else (None, None)."""
+    extra = session.ssl
+    if not extra:
+        return None, None
+    obj = extra.get("ssl_object")
+    if obj is not None:
+        cipher = obj.cipher()
+        return obj.version(), cipher[0] if cipher else None
+    cipher = extra.get("cipher")
+    if cipher:
+        return cipher[1], cipher[0]
+    return "unknown", None
+
+
+class Handler:
+    def __init__(self, script, recorder):
+        self.script = script
+        self.rec = recorder
+
+    def _scripted(self, session, cmd, arg):
+        reply = self.script.reply_for(cmd, arg)
+        if reply is not None:
+            version, cipher = tls_info(session)
+            self.rec.write({"event": "reply", "cmd": cmd, "arg": arg, "reply": reply,
+                            "peer": list(session.peer or ()), "tls_version": version})
+        return reply
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        reply = self._scripted(session, "EHLO", hostname)
+        if reply is not None:
+            return [reply]
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self._scripted(session, "MAIL", address)
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self._scripted(session, "RCPT", address)
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = self._scripted(session, "DATA", envelope.mail_from)
+        if reply is not None:
+            return reply
+        version, cipher = tls_info(session)
+        data = envelope.original_content or envelope.content or b""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        self.rec.write({
+            "event": "message",
+            "peer": list(session.peer or ()),
+            "helo": session.host_name,
+            "tls_version": version,
+            "tls_cipher": cipher,
+            "mail_from": envelope.mail_from,
+            "mail_options": list(envelope.mail_options),
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "data_b64": base64.b64encode(data).decode("ascii"),
+        })
+        return "250 2.0.0 OK queued"
+
+
+class SinkController(Controller):
+    """Controller whose SMTP instances get our options (SMTPUTF8 on, no AUTH)."""
+
+    def __init__(self, handler, tls_context, **kwargs):
+        self._tls = tls_context
+        super().__init__(handler, **kwargs)
+
+    def factory(self):
+        return SMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
+                    tls_context=self._tls, require_starttls=False,
+                    enable_SMTPUTF8=True, decode_data=False,
+                    data_size_limit=64 * 1024 * 1024, auth_require_tls=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--listen", required=True, help="IP:PORT")
+    ap.add_argument("--record", required=True, help="JSON-lines file to append events to")
+    ap.add_argument("--hostname", default="py-sink.test", help="name in greeting and EHLO reply")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--script", default="[]", help="JSON list of reply rules")
+    args = ap.parse_args()
+
+    host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
+    ctx = None
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        ctx.verify_mode = ssl.CERT_NONE
+
+    handler = Handler(Script(json.loads(args.script)), Recorder(args.record))
+    controller = SinkController(handler, ctx, hostname=host, port=int(port),
+                                server_hostname=args.hostname, ready_timeout=10)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    controller.start()
+    print(f"py_sink listening on {host}:{port} tls={'yes' if ctx else 'no'}", flush=True)
+    while not stop.wait(0.2):
+        pass
+    controller.stop()
+    print("py_sink stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

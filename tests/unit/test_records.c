@@ -1,0 +1,398 @@
+/* test_records.c - unit tests for outrelay/records/records.c: rows written from several threads
+ * and read back with sqlite3 directly (fields, NULLs, WAL, schema version), the Postfix-style
+ * log line, life-cycle edges (emit before open / after close, close twice, reopen) and a
+ * printed (not asserted) insert-rate measurement. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+#include <sqlite3.h>
+
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "common/util.h"
+#include "records/records.h"
+
+#define THREAD_EVENTS 1000
+
+static const struct record_event full_event = {
+    .event = "delivered",
+    .queue_id = "7F3A2B1C0D",
+    .message_id = "<m.1@example.org>",
+    .origin = "zimbra",
+    .client_addr = "10.0.1.5",
+    .sender = "s@example.org",
+    .recipient = "a@example.net",
+    .egress = "legacy",
+    .source_addr = "127.0.0.2",
+    .remote_mx = "mx1.example.net",
+    .remote_addr = "127.0.0.1:25",
+    .reply_code = 250,
+    .enhanced_code = "2.0.0",
+    .reply_text = "Ok queued as X",
+    .tls_version = "TLSv1.3",
+    .tls_cipher = "TLS_AES_256_GCM_SHA384",
+    .size = 4096,
+    .delay_ms = 420,
+    .attempt_ms = 130,
+    .detail = "first try",
+};
+
+/* A fresh directory under /tmp; caller frees. rm -rf at the end of each test. */
+static char *make_tmpdir(void)
+{
+    char *dir = xstrdup("/tmp/test_records.XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return dir;
+}
+
+static void remove_tree(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static sqlite3 *open_db(const char *state)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof path, "%s/records.db", state);
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    return db;
+}
+
+static int64_t query_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void query_text(sqlite3 *db, const char *sql, char *buf, size_t size)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    snprintf(buf, size, "%s", t != NULL ? (const char *)t : "(null)");
+    sqlite3_finalize(st);
+}
+
+struct emitter {
+    int thread;
+};
+
+static void *emit_many(void *arg)
+{
+    const struct emitter *e = arg;
+    for (int i = 0; i < THREAD_EVENTS; i++) {
+        char qid[32], rcpt[64];
+        snprintf(qid, sizeof qid, "T%d-%05d", e->thread, i);
+        snprintf(rcpt, sizeof rcpt, "r%d@example.net", i);
+        struct record_event ev = {
+            .event = (i % 2) ? "attempt" : "received",
+            .queue_id = qid,
+            .recipient = rcpt,
+            .size = i + 1,
+        };
+        records_emit(&ev);
+        if (i == THREAD_EVENTS / 2)
+            records_flush(); /* flushing while the other thread emits must not stall */
+    }
+    return NULL;
+}
+
+static void test_records_emit_before_open_only_logs(void **state)
+{
+    (void)state;
+    log_init("test_records", 0, LOG_LEVEL_WARN);
+    records_emit(&full_event);
+    records_flush();
+    records_close();
+    records_emit(NULL);
+}
+
+static void test_records_open_fails_cleanly(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char file[512], under[600], err[256] = "";
+    snprintf(file, sizeof file, "%s/plainfile", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(under, sizeof under, "%s/state", file);
+    assert_int_equal(records_open(under, err, sizeof err), -1);
+    assert_true(strlen(err) > 0);
+    assert_int_equal(records_open(file, err, sizeof err), -1);
+    records_emit(&full_event); /* still only logs */
+    records_close();
+    remove_tree(dir);
+    free(dir);
+}
+
+static void test_records_rows_from_two_threads(void **state)
+{
+    (void)state;
+    log_init("test_records", 0, LOG_LEVEL_WARN);
+    char *dir = make_tmpdir();
+    char statedir[512], err[256] = "";
+    snprintf(statedir, sizeof statedir, "%s/var/state", dir); /* mkdir -p */
+    int64_t before = util_now_us();
+    assert_int_equal(records_open(statedir, err, sizeof err), 0);
+    assert_int_equal(records_open(statedir, err, sizeof err), -1); /* already open */
+
+    records_emit(&full_event);
+    struct record_event minimal = {.event = "held", .queue_id = "MINIMAL1", .sender = ""};
+    records_emit(&minimal);
+    pthread_t threads[2];
+    struct emitter emitters[2] = {{1}, {2}};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&threads[i], NULL, emit_many, &emitters[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    records_flush();
+    int64_t after = util_now_us();
+
+    sqlite3 *db = open_db(statedir);
+    char text[256];
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events"), 2 + 2 * THREAD_EVENTS);
+    assert_int_equal(query_int(db, "SELECT count(DISTINCT queue_id) FROM events"),
+                     2 + 2 * THREAD_EVENTS);
+    assert_int_equal(query_int(db, "SELECT version FROM schema_version"), 1);
+    query_text(db, "PRAGMA journal_mode", text, sizeof text);
+    assert_string_equal(text, "wal");
+    assert_int_equal(query_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND "
+                                   "name IN ('events_queue_id','events_message_id',"
+                                   "'events_ts_us','events_event_ts')"),
+                     4);
+    /* Each thread's rows keep their order. */
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events a JOIN events b ON "
+                                   "substr(a.queue_id,1,3) = substr(b.queue_id,1,3) AND "
+                                   "a.queue_id < b.queue_id AND a.id > b.id"),
+                     0);
+    assert_int_equal(query_int(db, "SELECT sum(size) FROM events WHERE queue_id LIKE 'T1-%'"),
+                     THREAD_EVENTS * (THREAD_EVENTS + 1) / 2);
+
+    /* Every field of the full event. */
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(
+                         db,
+                         "SELECT ts_us, event, queue_id, message_id, origin, client_addr, sender, "
+                         "recipient, egress, source_addr, remote_mx, remote_addr, reply_code, "
+                         "enhanced_code, reply_text, tls_version, tls_cipher, size, delay_ms, "
+                         "attempt_ms, detail FROM events WHERE queue_id = '7F3A2B1C0D'",
+                         -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int64_t ts = sqlite3_column_int64(st, 0);
+    assert_true(ts >= before && ts <= after);
+    const char *expect[] = {"delivered", "7F3A2B1C0D",      "<m.1@example.org>", "zimbra",
+                            "10.0.1.5",  "s@example.org",   "a@example.net",     "legacy",
+                            "127.0.0.2", "mx1.example.net", "127.0.0.1:25"};
+    for (int i = 0; i < 11; i++)
+        assert_string_equal((const char *)sqlite3_column_text(st, 1 + i), expect[i]);
+    assert_int_equal(sqlite3_column_int(st, 12), 250);
+    assert_string_equal((const char *)sqlite3_column_text(st, 13), "2.0.0");
+    assert_string_equal((const char *)sqlite3_column_text(st, 14), "Ok queued as X");
+    assert_string_equal((const char *)sqlite3_column_text(st, 15), "TLSv1.3");
+    assert_string_equal((const char *)sqlite3_column_text(st, 16), "TLS_AES_256_GCM_SHA384");
+    assert_int_equal(sqlite3_column_int64(st, 17), 4096);
+    assert_int_equal(sqlite3_column_int64(st, 18), 420);
+    assert_int_equal(sqlite3_column_int64(st, 19), 130);
+    assert_string_equal((const char *)sqlite3_column_text(st, 20), "first try");
+    sqlite3_finalize(st);
+
+    /* Unset fields are NULL; the null sender is an empty string, not NULL. */
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT * FROM events WHERE queue_id = 'MINIMAL1'", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    int set = 0;
+    for (int i = 0; i < sqlite3_column_count(st); i++) {
+        const char *name = sqlite3_column_name(st, i);
+        if (strcmp(name, "id") == 0 || strcmp(name, "ts_us") == 0 || strcmp(name, "event") == 0 ||
+            strcmp(name, "queue_id") == 0 || strcmp(name, "sender") == 0) {
+            assert_int_not_equal(sqlite3_column_type(st, i), SQLITE_NULL);
+            set++;
+        } else {
+            assert_int_equal(sqlite3_column_type(st, i), SQLITE_NULL);
+        }
+    }
+    assert_int_equal(set, 5);
+    assert_int_equal(sqlite3_column_count(st), 22);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+
+    records_close();
+    records_close();           /* twice is fine */
+    records_emit(&full_event); /* after close: only logs */
+    records_flush();
+
+    /* Reopen: the schema exists already, rows stay, new rows append. */
+    assert_int_equal(records_open(statedir, err, sizeof err), 0);
+    records_emit(&minimal);
+    records_close(); /* close flushes */
+    db = open_db(statedir);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events"), 3 + 2 * THREAD_EVENTS);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM schema_version"), 1);
+    sqlite3_close(db);
+    remove_tree(dir);
+    free(dir);
+}
+
+/* Runs fn with stderr captured into buf. */
+static void capture_stderr(void (*fn)(void), char *buf, size_t size)
+{
+    char path[] = "/tmp/test_records_log.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, buf, size - 1, 0);
+    assert_true(n >= 0);
+    buf[n] = '\0';
+    close(fd);
+    unlink(path);
+}
+
+static void emit_examples(void)
+{
+    struct record_event delivered = {
+        .event = "delivered",
+        .queue_id = "7F3A2B1C0D",
+        .recipient = "a@example.net",
+        .egress = "legacy",
+        .remote_mx = "mx1.example.net",
+        .remote_addr = "127.0.0.1:25",
+        .delay_ms = 420,
+        .tls_version = "TLSv1.3",
+        .enhanced_code = "2.0.0",
+        .reply_code = 250,
+        .reply_text = "2.0.0 Ok queued as X",
+    };
+    struct record_event received = {
+        .event = "received",
+        .queue_id = "7F3A2B1C0D",
+        .sender = "s@example.org",
+        .origin = "zimbra",
+        .client_addr = "127.0.0.1",
+        .message_id = "m.1@example.org",
+        .size = 4096,
+    };
+    struct record_event deferred = {
+        .event = "deferred",
+        .queue_id = "7F3A2B1C0E",
+        .recipient = "b@example.com",
+        .remote_addr = "[2001:db8::25]:25",
+        .detail = "connect to mx: Connection refused",
+    };
+    struct record_event hostile = {
+        .event = "bounced",
+        .queue_id = "7F3A2B1C0F",
+        .recipient = "c@example.com",
+        .reply_code = 550,
+        .enhanced_code = "5.1.1",
+        .reply_text = "no such user\r\n7F3A2B1C0F: delivered fake",
+    };
+    records_emit(&delivered);
+    records_emit(&received);
+    records_emit(&deferred);
+    records_emit(&hostile);
+}
+
+static void test_records_log_lines(void **state)
+{
+    (void)state;
+    char out[4096];
+    log_init("test_records", 0, LOG_LEVEL_INFO);
+    capture_stderr(emit_examples, out, sizeof out);
+    log_init("test_records", 0, LOG_LEVEL_WARN);
+
+    const char *lines[] = {
+        "test_records: 7F3A2B1C0D: delivered to=<a@example.net>, egress=legacy, "
+        "relay=mx1.example.net[127.0.0.1]:25, delay=0.42, tls=TLSv1.3, dsn=2.0.0, "
+        "status=sent (250 2.0.0 Ok queued as X)\n",
+        "test_records: 7F3A2B1C0D: received from=<s@example.org>, origin=zimbra, "
+        "client=127.0.0.1, message-id=<m.1@example.org>, size=4096\n",
+        "test_records: 7F3A2B1C0E: deferred to=<b@example.com>, relay=unknown[2001:db8::25]:25, "
+        "status=deferred (connect to mx: Connection refused)\n",
+        "test_records: 7F3A2B1C0F: bounced to=<c@example.com>, dsn=5.1.1, "
+        "status=bounced (550 5.1.1 no such user??7F3A2B1C0F: delivered fake)\n",
+    };
+    int count = 0;
+    for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
+        count++;
+    assert_int_equal(count, 4);
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        if (strstr(out, lines[i]) == NULL) fail_msg("missing log line %s\nin:\n%s", lines[i], out);
+    }
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Prints the sustained rate; the number is reported, not asserted (machines differ). */
+static void test_records_throughput(void **state)
+{
+    (void)state;
+    const int n = 200000;
+    log_init("test_records", 0, LOG_LEVEL_WARN); /* measure the database, not stderr */
+    char *dir = make_tmpdir();
+    char err[256] = "";
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < n; i++) {
+        char qid[32];
+        snprintf(qid, sizeof qid, "Q%08d", i);
+        struct record_event ev = full_event;
+        ev.queue_id = qid;
+        records_emit(&ev);
+    }
+    double emitted = seconds_since(&t0);
+    records_flush();
+    double committed = seconds_since(&t0);
+    printf("records throughput: %d events emitted in %.3f s, committed in %.3f s = %.0f "
+           "events/s\n",
+           n, emitted, committed, n / committed);
+    records_close();
+    sqlite3 *db = open_db(dir);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events"), n);
+    sqlite3_close(db);
+    remove_tree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_records_emit_before_open_only_logs),
+        cmocka_unit_test(test_records_open_fails_cleanly),
+        cmocka_unit_test(test_records_rows_from_two_threads),
+        cmocka_unit_test(test_records_log_lines),
+        cmocka_unit_test(test_records_throughput),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
