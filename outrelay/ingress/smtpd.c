@@ -22,6 +22,7 @@
 #include "common/util.h"
 #include "common/workpool.h"
 #include "deliver/queue.h"
+#include "ingress/data.h"
 #include "ingress/smtp_proto.h"
 #include "records/records.h"
 #include "spool/envelope.h"
@@ -556,10 +557,6 @@ static void header_finish(struct session *s)
 
 static void data_line(struct session *s, const char *line, size_t len)
 {
-    if (line[0] == '.') { /* dot-unstuffing (RFC 5321 4.5.2) */
-        line++;
-        len--;
-    }
     if (s->in_headers) {
         if (len == 0) {
             header_finish(s);
@@ -666,47 +663,40 @@ static int data_input(struct session *s, struct evbuffer *in)
             }
             return 1;
         }
-        size_t len = (size_t)eol.pos; /* bytes before the LF */
+        size_t len = (size_t)eol.pos + 1; /* the line with its LF */
         char stack[8192];
-        char *line = len + 1 <= sizeof stack ? stack : xmalloc(len + 1);
-        evbuffer_remove(in, line, len);
-        evbuffer_drain(in, 1);
-        line[len] = '\0';
+        char *raw = len <= sizeof stack ? stack : xmalloc(len);
+        evbuffer_remove(in, raw, len);
         if (s->skip_long_line) {
             s->skip_long_line = 0;
-            if (line != stack)
-                free(line);
+            if (raw != stack)
+                free(raw);
             continue;
         }
-        /* A line must end in CR LF, and CR may appear nowhere else: anything else is how
-         * SMTP smuggling gets a second message past a lenient receiver. */
-        if (len == 0 || line[len - 1] != '\r') {
-            if (line != stack)
-                free(line);
-            log_warn("smtpd: %s: bare <LF> in message data", s->peer_text);
-            reply_and_close(s, "521 5.5.2 Bare <LF> received in message data; closing");
+        const char *line;
+        size_t n;
+        enum data_line kind = data_parse_line(raw, len, &line, &n);
+        if (kind == DATA_LINE_BARE_LF || kind == DATA_LINE_BARE_CR) {
+            if (raw != stack)
+                free(raw);
+            log_warn("smtpd: %s: bare %s in message data", s->peer_text,
+                     kind == DATA_LINE_BARE_LF ? "<LF>" : "<CR>");
+            reply_and_close(s, kind == DATA_LINE_BARE_LF
+                                   ? "521 5.5.2 Bare <LF> received in message data; closing"
+                                   : "521 5.5.2 Bare <CR> received in message data; closing");
             return -1;
         }
-        len--;
-        line[len] = '\0';
-        if (memchr(line, '\r', len)) {
-            if (line != stack)
-                free(line);
-            log_warn("smtpd: %s: bare <CR> in message data", s->peer_text);
-            reply_and_close(s, "521 5.5.2 Bare <CR> received in message data; closing");
-            return -1;
-        }
-        if (len + 2 > (size_t)smtpd_cfg->max_line_length && !s->data_error)
-            s->data_error = "500 5.5.2 Message line too long";
-        if (len == 1 && line[0] == '.') {
-            if (line != stack)
-                free(line);
+        if (kind == DATA_LINE_END) {
+            if (raw != stack)
+                free(raw);
             data_end(s);
             return 0;
         }
-        data_line(s, line, len);
-        if (line != stack)
-            free(line);
+        if (len > (size_t)smtpd_cfg->max_line_length && !s->data_error)
+            s->data_error = "500 5.5.2 Message line too long";
+        data_line(s, line, n);
+        if (raw != stack)
+            free(raw);
     }
 }
 

@@ -297,8 +297,9 @@ class Env:
                 return value
             for p in self.procs:
                 if p.watch and not p.alive() and not getattr(p, "expected_exit", False):
+                    summary = sanitizer_summary(p.output(since_start=True), context=0)
                     fail(f"{p.name} (pid {p.pid}) exited with status {p.returncode()} while "
-                         f"waiting for {what}")
+                         f"waiting for {what}" + (": " + " | ".join(summary) if summary else ""))
             if time.monotonic() >= deadline:
                 fail(f"timed out after {timeout}s waiting for {what}")
             time.sleep(interval)
@@ -353,6 +354,12 @@ def main(test, name=None):
         traceback.print_exc()
     finally:
         if env.failed:
+            for p in env.procs:
+                if p.watch and not p.alive() and not getattr(p, "expected_exit", False):
+                    print(f"NOTE: {p.name} (pid {p.pid}) died during the test with status "
+                          f"{p.returncode()}", flush=True)
+                    for line in sanitizer_summary(p.output(since_start=True)):
+                        print(f"      {line}", flush=True)
             env.print_diagnostics()
         try:
             env.cleanup()
@@ -360,6 +367,20 @@ def main(test, name=None):
             print(f"\nFAIL {name} during cleanup: {e}", flush=True)
             status = 1
     sys.exit(status)
+
+
+def sanitizer_summary(text, context=12):
+    """The first sanitizer report in text: its ERROR/runtime-error line, the stack frames that
+    follow (up to `context` lines) and every SUMMARY line. [] when there is none."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if "ERROR: AddressSanitizer" in line or "ERROR: LeakSanitizer" in line \
+                or "runtime error:" in line:
+            out = lines[i:i + context]
+            break
+    out += [l for l in lines if l.startswith("SUMMARY:") and l not in out]
+    return out
 
 
 def need_binary(env):
@@ -872,12 +893,23 @@ class Relay:
         self.db_path = os.path.join(config["state"], "records.db")
         self.proc = None
         self.starts = 0
-        env.add_diagnostic(lambda: (f"{name} stderr (last 80 lines of {self.log_path})",
-                                    tail(self.log_path, 80)))
+        env.add_diagnostic(self._diag_stderr)
         env.add_diagnostic(lambda: (f"{name} config {self.conf_path}",
                                     open(self.conf_path).read()))
         if start:
             self.start()
+
+    def _diag_stderr(self):
+        text = tail(self.log_path, 10 ** 9)
+        report = sanitizer_summary(text, context=40)
+        lines = [l for l in text.splitlines()
+                 if not re.match(r"\s+(0x[0-9a-f]+:|Shadow|Addressable|Partially|Heap |Freed|"
+                                 r"Stack |Global |Poisoned|Container|Array|Intra|ASan|Left |"
+                                 r"Right )", l)]
+        body = "\n".join(lines[-60:])
+        if report:
+            body = "sanitizer report:\n" + "\n".join(report) + "\n...\nlast lines:\n" + body
+        return f"{self.name} stderr ({self.log_path})", body
 
     def start(self, timeout=20):
         self.starts += 1

@@ -1,0 +1,20 @@
+/* data.h - message data (after DATA) line by line: the strict CRLF rule, the end-of-data
+ * line and dot-unstuffing. Pure; any thread. smtpd feeds it one line at a time, exactly as the
+ * bytes arrived up to and including the LF. */
+#ifndef OUTRELAY_DATA_H
+#define OUTRELAY_DATA_H
+
+#include <stddef.h>
+
+enum data_line {
+    DATA_LINE_TEXT,    /* a line of the message: *content / *content_len, unstuffed, no CRLF */
+    DATA_LINE_END,     /* the terminating "." line */
+    DATA_LINE_BARE_LF, /* the line ends in LF without CR: refuse (SMTP smuggling) */
+    DATA_LINE_BARE_CR, /* a CR not followed by LF inside the line: refuse */
+};
+
+/* raw/len: one line including its final LF (raw[len-1] == '\n'). */
+enum data_line data_parse_line(const char *raw, size_t len, const char **content,
+                               size_t *content_len);
+
+#endif
