@@ -55,13 +55,14 @@ static struct config *load_config(const char *path)
 }
 
 /* Parses "-c FILE" / "--config FILE" / "-h" for a subcommand. Returns 0, 1 (help), -1. */
-static int parse_common(int argc, char **argv, const char **config_path, int *optind_out)
+static int parse_common(int argc, char **argv, const char **config_path, int *optind_out,
+                        int permute)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, "+c:h", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, permute ? "c:h" : "+c:h", opts, NULL)) != -1) {
         if (ch == 'c')
             *config_path = optarg;
         else if (ch == 'h')
@@ -79,7 +80,7 @@ static int cmd_check(int argc, char **argv)
 {
     const char *path = NULL;
     int rest;
-    int r = parse_common(argc, argv, &path, &rest);
+    int r = parse_common(argc, argv, &path, &rest, 0);
     if (r != 0 || !path) {
         fprintf(r == 1 ? stdout : stderr,
                 "usage: outrelay check -c FILE\n"
@@ -114,7 +115,7 @@ static int cmd_queue(int argc, char **argv)
 {
     const char *path = NULL;
     int rest;
-    int r = parse_common(argc, argv, &path, &rest);
+    int r = parse_common(argc, argv, &path, &rest, 1);
     static const char *usage =
         "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete ID\n"
         "Talks to the running relay over its control socket:\n"
@@ -213,7 +214,7 @@ static int cmd_serve(int argc, char **argv)
 {
     const char *path = NULL;
     int rest;
-    int r = parse_common(argc, argv, &path, &rest);
+    int r = parse_common(argc, argv, &path, &rest, 0);
     if (r != 0) {
         fprintf(r == 1 ? stdout : stderr,
                 "usage: outrelay serve [-c FILE]\n"

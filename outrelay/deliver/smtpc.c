@@ -198,16 +198,24 @@ static void conn_drop_socket(struct smtpc_conn *c)
     c->tls = 0;
 }
 
-static void conn_free(evutil_socket_t fd, short what, void *arg)
+/* Closed connections wait here until the loop is back at the top (or shutdown). */
+static LIST_HEAD(, smtpc_conn) smtpc_graveyard = LIST_HEAD_INITIALIZER(smtpc_graveyard);
+static struct event *smtpc_graveyard_ev;
+
+static void bury_all(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct smtpc_conn *c = arg;
-    free(c->hosts);
-    free(c->addrs);
-    free(c->expects);
-    strbuf_free(&c->reply);
-    free(c);
+    (void)arg;
+    struct smtpc_conn *c;
+    while ((c = LIST_FIRST(&smtpc_graveyard))) {
+        LIST_REMOVE(c, all_link);
+        free(c->hosts);
+        free(c->addrs);
+        free(c->expects);
+        strbuf_free(&c->reply);
+        free(c);
+    }
 }
 
 /* Tears the connection down now; the struct itself is freed from the event loop later, so
@@ -228,8 +236,8 @@ static void conn_close(struct smtpc_conn *c)
         event_free(c->idle_timer);
     c->idle_timer = NULL;
     conn_drop_socket(c);
-    struct timeval now = {0, 0};
-    event_base_once(smtpc_base, -1, EV_TIMEOUT, conn_free, c, &now);
+    LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
+    event_active(smtpc_graveyard_ev, EV_TIMEOUT, 0);
     queue_dest_connection_closed(c->dest);
 }
 
@@ -1073,6 +1081,7 @@ int smtpc_init(struct event_base *base, const struct config *cfg, char *err, siz
 {
     smtpc_base = base;
     smtpc_cfg = cfg;
+    smtpc_graveyard_ev = event_new(base, -1, 0, bury_all, NULL);
     smtpc_tls_plain = tls_client_context(NULL, err, errlen);
     if (!smtpc_tls_plain)
         return -1;
@@ -1099,6 +1108,10 @@ void smtpc_shutdown(void)
         c->job = NULL; /* the queue is going away; the spool keeps the messages */
         conn_close(c);
     }
+    bury_all(-1, 0, NULL);
+    if (smtpc_graveyard_ev)
+        event_free(smtpc_graveyard_ev);
+    smtpc_graveyard_ev = NULL;
     if (smtpc_tls_plain)
         SSL_CTX_free(smtpc_tls_plain);
     if (smtpc_tls_verify_ctx)
