@@ -293,9 +293,12 @@ out:
     if (control_started)
         control_stop();
     if (queue_started)
-        queue_shutdown();
+        queue_stop();
     workpool_stop();
     spool_close(sp); /* runs the last commit callbacks */
+    smtpd_release();
+    if (queue_started)
+        queue_shutdown();
     dns_shutdown();
     if (records_started)
         records_close();

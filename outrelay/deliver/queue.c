@@ -659,13 +659,19 @@ static void free_dest(void *arg, const char *key, void *value)
     free(d);
 }
 
-void queue_shutdown(void)
+void queue_stop(void)
 {
     queue_stopping = 1;
     if (queue_timer)
         event_free(queue_timer);
     queue_timer = NULL;
     smtpc_shutdown();
+}
+
+void queue_shutdown(void)
+{
+    if (!queue_stopping)
+        queue_stop();
     if (queue_dests) {
         hashmap_foreach(queue_dests, free_dest, NULL);
         hashmap_free(queue_dests);

@@ -25,7 +25,10 @@ void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strb
 int queue_control(const char *command, struct strbuf *out);
 /* Number of messages in the queue. */
 size_t queue_size(void);
-/* Stops scheduling; active deliveries are abandoned (they stay in the spool). */
+/* Stops scheduling and closes outbound connections (their messages stay in the spool); the
+ * queue still takes late spool callbacks until queue_shutdown(). */
+void queue_stop(void);
+/* Frees everything. */
 void queue_shutdown(void);
 
 #endif

@@ -57,9 +57,12 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
             }
             rc = ub_ctx_set_fwd(dns_ctx, fwd);
         }
-        /* Test and lab setups point us at servers on loopback. */
+        /* Test and lab setups point us at servers on loopback, serving names under .test,
+         * which libunbound would otherwise answer itself with NXDOMAIN (RFC 6761 default). */
         if (rc == 0)
             rc = ub_ctx_set_option(dns_ctx, "do-not-query-localhost:", "no");
+        if (rc == 0)
+            rc = ub_ctx_set_option(dns_ctx, "local-zone:", "test. transparent");
     }
     if (rc == 0)
         rc = ub_ctx_set_option(dns_ctx, "outgoing-range:", "256");

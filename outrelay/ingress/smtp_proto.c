@@ -79,7 +79,7 @@ static int check_domain(const char *d, size_t len, int utf8)
         if (++label > 63)
             return -1;
     }
-    return label == 0 ? -1 : 0;
+    return label == 0 || d[len - 1] == '-' ? -1 : 0;
 }
 
 static int check_local(const char *l, size_t len, int utf8)
@@ -153,7 +153,7 @@ int smtp_xtext_decode(const char *in, size_t inlen, char *out, size_t size)
             if (i + 2 >= inlen)
                 return -1;
             int h = hexval(in[i + 1]), l = hexval(in[i + 2]);
-            if (h < 0 || l < 0)
+            if (h < 0 || l < 0 || (h == 0 && l == 0)) /* NUL would cut the string */
                 return -1;
             c = (unsigned char)(h * 16 + l);
             i += 2;
@@ -178,6 +178,22 @@ void smtp_xtext_encode(const char *in, char *out, size_t size)
             out[o++] = (char)*p;
     }
     out[o] = '\0';
+}
+
+/* An obsolete source route "@a,@b" (without the colon): each hop is "@" and a domain. */
+static int check_route(const char *r, size_t len)
+{
+    const char *end = r + len;
+    while (r < end) {
+        const char *comma = memchr(r, ',', (size_t)(end - r));
+        const char *hop_end = comma ? comma : end;
+        if (*r != '@' || check_domain(r + 1, (size_t)(hop_end - r - 1), 0) < 0)
+            return -1;
+        r = comma ? comma + 1 : end;
+        if (comma && r == end)
+            return -1;
+    }
+    return 0;
 }
 
 /* Parses "<path>" at *p (after "FROM:"/"TO:"), strips an obsolete source route, validates,
@@ -213,7 +229,7 @@ static int parse_path(const char **p, char *out, int allow_null, int utf8, char 
     size_t len = (size_t)(close - start);
     if (len && *start == '@') { /* obsolete source route "@a,@b:mailbox" */
         const char *colon = memchr(start, ':', len);
-        if (!colon) {
+        if (!colon || colon + 1 == close || check_route(start, (size_t)(colon - start)) < 0) {
             snprintf(reply, size, "501 5.1.%d Syntax error in %s address: bad source route",
                      what[0] == 's' ? 7 : 3, what);
             return -1;
@@ -285,38 +301,46 @@ int smtp_parse_mail(const char *args, struct smtp_mail_args *out, char *reply, s
     const char *p = args + 5;
     while (*p == ' ') /* tolerated by most MTAs; RFC 5321 says no space */
         p++;
-    /* SMTPUTF8 may follow the path; scan ahead so the path check knows. */
-    int utf8 = strcasestr(p, " SMTPUTF8") != NULL;
-    if (parse_path(&p, out->address, 1, utf8, reply, size, "sender") < 0)
+    /* SMTPUTF8 follows the path: accept UTF-8 here, check it once the parameters are known. */
+    if (parse_path(&p, out->address, 1, 1, reply, size, "sender") < 0)
         return -1;
     char key[32];
     const char *val;
     size_t vlen;
     int r;
     while ((r = next_param(&p, key, sizeof key, &val, &vlen)) == 1) {
-        if (strcasecmp(key, "SIZE") == 0 && val && vlen > 0 && vlen < 19) {
+        /* A known keyword with a bad or missing value is a syntax error (501), not 555. */
+        if (strcasecmp(key, "SIZE") == 0) {
+            if (!val || vlen == 0 || vlen >= 19 || !isdigit((unsigned char)val[0]))
+                goto bad;
             char *end;
             out->size = strtoll(val, &end, 10);
             if (end != val + vlen || out->size < 0)
                 goto bad;
-        } else if (strcasecmp(key, "BODY") == 0 && val) {
+        } else if (strcasecmp(key, "BODY") == 0) {
+            if (!val)
+                goto bad;
             if (vlen == 4 && strncasecmp(val, "7BIT", 4) == 0)
                 out->body = SMTP_BODY_7BIT;
             else if (vlen == 8 && strncasecmp(val, "8BITMIME", 8) == 0)
                 out->body = SMTP_BODY_8BITMIME;
             else
                 goto bad;
-        } else if (strcasecmp(key, "SMTPUTF8") == 0 && !val) {
+        } else if (strcasecmp(key, "SMTPUTF8") == 0) {
+            if (val)
+                goto bad;
             out->smtputf8 = 1;
-        } else if (strcasecmp(key, "RET") == 0 && val) {
+        } else if (strcasecmp(key, "RET") == 0) {
+            if (!val)
+                goto bad;
             if (vlen == 4 && strncasecmp(val, "FULL", 4) == 0)
                 out->ret = SMTP_RET_FULL;
             else if (vlen == 4 && strncasecmp(val, "HDRS", 4) == 0)
                 out->ret = SMTP_RET_HDRS;
             else
                 goto bad;
-        } else if (strcasecmp(key, "ENVID") == 0 && val) {
-            if (smtp_xtext_decode(val, vlen, out->envid, sizeof out->envid) < 0)
+        } else if (strcasecmp(key, "ENVID") == 0) {
+            if (!val || smtp_xtext_decode(val, vlen, out->envid, sizeof out->envid) < 0)
                 goto bad;
         } else if (strcasecmp(key, "AUTH") == 0 && val) {
             /* RFC 4954 AUTH= is accepted and not propagated. */
@@ -327,6 +351,10 @@ int smtp_parse_mail(const char *args, struct smtp_mail_args *out, char *reply, s
     }
     if (r < 0)
         goto bad;
+    if (!out->smtputf8 && out->address[0] && smtp_check_mailbox(out->address, 0) < 0) {
+        snprintf(reply, size, "553 5.6.7 Non-ASCII sender address needs SMTPUTF8");
+        return -1;
+    }
     return 0;
 bad:
     snprintf(reply, size, "501 5.5.4 Bad MAIL parameter syntax");
@@ -350,12 +378,15 @@ int smtp_parse_rcpt(const char *args, struct smtp_rcpt_args *out, char *reply, s
     size_t vlen;
     int r;
     while ((r = next_param(&p, key, sizeof key, &val, &vlen)) == 1) {
-        if (strcasecmp(key, "NOTIFY") == 0 && val && vlen) {
+        if (strcasecmp(key, "NOTIFY") == 0) {
             char list[64];
-            if (vlen >= sizeof list)
+            if (!val || vlen == 0 || vlen >= sizeof list)
                 goto bad;
             memcpy(list, val, vlen);
             list[vlen] = '\0';
+            /* strtok_r skips empty items: "NOTIFY=," must not pass as "absent" */
+            if (list[0] == ',' || list[vlen - 1] == ',' || strstr(list, ",,"))
+                goto bad;
             char *save, *tok;
             for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
                 if (strcasecmp(tok, "NEVER") == 0)
@@ -371,8 +402,8 @@ int smtp_parse_rcpt(const char *args, struct smtp_rcpt_args *out, char *reply, s
             }
             if ((out->notify & SMTP_NOTIFY_NEVER) && out->notify != SMTP_NOTIFY_NEVER)
                 goto bad;
-        } else if (strcasecmp(key, "ORCPT") == 0 && val) {
-            if (smtp_xtext_decode(val, vlen, out->orcpt, sizeof out->orcpt) < 0 ||
+        } else if (strcasecmp(key, "ORCPT") == 0) {
+            if (!val || smtp_xtext_decode(val, vlen, out->orcpt, sizeof out->orcpt) < 0 ||
                 !strchr(out->orcpt, ';'))
                 goto bad;
         } else {

@@ -63,6 +63,7 @@ struct session {
     int busy;      /* waiting for the spool or a password check */
     int dead;      /* connection gone while busy: free when the answer arrives */
     int upgrading; /* STARTTLS 220 queued; switch to TLS when written */
+    int closed;    /* torn down; memory released later */
     int errors;
     int auth_failures;
     char helo[256];
@@ -782,14 +783,14 @@ static void command(struct session *s, char *line)
         s->errors++;
         break;
     }
-    if (s->errors >= SMTPD_MAX_ERRORS && s->state != STATE_CLOSING)
+    if (!s->closed && s->errors >= SMTPD_MAX_ERRORS && s->state != STATE_CLOSING)
         reply_and_close(s, "421 4.7.0 Too many errors; closing");
 }
 
 static void session_process(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (!s->busy && !s->upgrading && s->state != STATE_CLOSING) {
+    while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
         if (s->state == STATE_DATA) {
             int r = data_input(s, in);
             if (r != 0)
@@ -849,6 +850,8 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done */
     if (what & BEV_EVENT_TIMEOUT) {
         log_warn("smtpd: %s: timeout", s->peer_text);
         bufferevent_enable(bev, EV_WRITE);
@@ -867,12 +870,32 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     session_free(s);
 }
 
+/* Sessions are torn down at once but their memory is released from the loop's top level
+ * (bury_sessions), because callers up the stack may still look at s->closed. */
+static LIST_HEAD(, session) smtpd_graveyard = LIST_HEAD_INITIALIZER(smtpd_graveyard);
+static struct event *smtpd_graveyard_ev;
+
+static void bury_sessions(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct session *s;
+    while ((s = LIST_FIRST(&smtpd_graveyard))) {
+        LIST_REMOVE(s, link);
+        free(s);
+    }
+}
+
 static void session_free(struct session *s)
 {
+    if (s->closed)
+        return;
     if (s->busy) {
         s->dead = 1;
         return;
     }
+    s->closed = 1;
     LIST_REMOVE(s, link);
     smtpd_n_sessions--;
     if (s->tls) {
@@ -886,7 +909,10 @@ static void session_free(struct session *s)
     }
     transaction_reset(s);
     free(s->auth_user);
-    free(s);
+    s->auth_user = NULL;
+    s->bev = NULL;
+    LIST_INSERT_HEAD(&smtpd_graveyard, s, link);
+    event_active(smtpd_graveyard_ev, EV_TIMEOUT, 0);
 }
 
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr,
@@ -933,6 +959,7 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
 {
     smtpd_base = base;
     smtpd_cfg = cfg;
+    smtpd_graveyard_ev = event_new(base, -1, 0, bury_sessions, NULL);
     smtpd_tls_ctx = server_ctx;
     smtpd_users = users;
     smtpd_listeners = xcalloc(cfg->n_listen, sizeof *smtpd_listeners);
@@ -979,4 +1006,22 @@ void smtpd_stop(void)
                             "421 4.3.2 Service shutting down\r\n");
         session_free(s);
     }
+    bury_sessions(-1, 0, NULL);
+}
+
+void smtpd_release(void)
+{
+    struct session *s;
+    while ((s = LIST_FIRST(&smtpd_sessions))) { /* busy ones whose answer never came */
+        LIST_REMOVE(s, link);
+        if (s->bev)
+            bufferevent_free(s->bev);
+        transaction_reset(s);
+        free(s->auth_user);
+        free(s);
+    }
+    bury_sessions(-1, 0, NULL);
+    if (smtpd_graveyard_ev)
+        event_free(smtpd_graveyard_ev);
+    smtpd_graveyard_ev = NULL;
 }

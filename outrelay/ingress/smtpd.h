@@ -20,5 +20,7 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
 void smtpd_set_spool(struct spool *sp);
 /* Stops accepting; open sessions get 421 and are closed. */
 void smtpd_stop(void);
+/* After the spool and workpool delivered their last callbacks: frees what is left. */
+void smtpd_release(void);
 
 #endif

@@ -57,13 +57,30 @@ static void put(struct strbuf *out, const char *key, const char *value)
     strbuf_append(out, "\n", 1);
 }
 
+static int hexdigit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Returns NULL for a broken escape: '%' without two hex digits, or one that decodes to NUL. */
 static char *unescape(const char *s, size_t len)
 {
     char *out = xmalloc(len + 1), *o = out;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len) {
-            char hex[3] = {s[i + 1], s[i + 2], 0};
-            *o++ = (char)strtol(hex, NULL, 16);
+        if (s[i] == '%') {
+            int h = i + 2 < len ? hexdigit(s[i + 1]) : -1;
+            int l = i + 2 < len ? hexdigit(s[i + 2]) : -1;
+            if (h < 0 || l < 0 || (h == 0 && l == 0)) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(h * 16 + l);
             i += 2;
         } else {
             *o++ = s[i];
@@ -146,14 +163,33 @@ struct envelope *envelope_parse(const char *text, size_t len)
             *t1 = *t2 = '\0';
             char *addr = unescape(t1 + 1, strlen(t1 + 1));
             char *orcpt = unescape(t2 + 1, strlen(t2 + 1));
-            envelope_add_rcpt(env, addr, orcpt, atoi(raw));
+            int ok = addr && orcpt;
+            if (ok)
+                envelope_add_rcpt(env, addr, orcpt, atoi(raw));
             free(addr);
             free(orcpt);
             free(raw);
+            if (!ok)
+                goto bad;
         } else {
             char *val = unescape(v, vlen);
+            if (!val)
+                goto bad;
+/* A field seen twice is refused (and not leaked): envelope_serialize never writes one twice. */
+#define SET(field)                                                                                 \
+    do {                                                                                           \
+        if (field) {                                                                               \
+            free(val);                                                                             \
+            goto bad;                                                                              \
+        }                                                                                          \
+        field = val;                                                                               \
+    } while (0)
             if (KEY("queue_id")) {
-                snprintf(env->queue_id, sizeof env->queue_id, "%s", val);
+                if (env->queue_id[0] || strlen(val) >= sizeof env->queue_id) {
+                    free(val); /* a second or overlong id: not ours */
+                    goto bad;
+                }
+                memcpy(env->queue_id, val, strlen(val) + 1);
                 free(val);
             } else if (KEY("arrival")) {
                 env->arrival = atoll(val);
@@ -167,25 +203,26 @@ struct envelope *envelope_parse(const char *text, size_t len)
                 env->smtputf8 = val[0] && val[1] && val[2] == '1';
                 free(val);
             } else if (KEY("origin")) {
-                env->origin = val;
+                SET(env->origin);
             } else if (KEY("client")) {
-                env->client_addr = val;
+                SET(env->client_addr);
             } else if (KEY("helo")) {
-                env->helo = val;
+                SET(env->helo);
             } else if (KEY("auth")) {
-                env->auth_user = val;
+                SET(env->auth_user);
             } else if (KEY("sender")) {
-                env->sender = val;
+                SET(env->sender);
             } else if (KEY("envid")) {
-                env->envid = val;
+                SET(env->envid);
             } else if (KEY("message_id")) {
-                env->message_id = val;
+                SET(env->message_id);
             } else if (KEY("from_domain")) {
-                env->from_domain = val;
+                SET(env->from_domain);
             } else {
                 free(val); /* unknown keys from newer versions are ignored */
             }
         }
+#undef SET
 #undef KEY
         p = nl + 1;
     }

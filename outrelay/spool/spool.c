@@ -102,6 +102,9 @@ static void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t 
 }
 
 /* --- pins (under lock) ------------------------------------------------------------------ */
+/* Every segment on disk has an entry, pinned or not. Segments are deleted strictly oldest
+ * first: a mark in segment N may finish a message stored in an older segment, so N must stay
+ * as long as any older segment does, or that message would come back after a restart. */
 
 static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
 {
@@ -115,18 +118,25 @@ static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
     return &sp->pins[sp->n_pins++];
 }
 
-static void pin_forget(struct spool *sp, struct segment_pin *p)
+/* Deletes the unpinned segments at the old end of the log. Called with lock held. */
+static void collect_segments_locked(struct spool *sp)
 {
-    *p = sp->pins[--sp->n_pins];
-}
-
-/* Deletes a segment that no message needs any more. Called with lock held. */
-static void segment_delete_locked(struct spool *sp, uint64_t id)
-{
-    char path[4096];
-    segment_path(sp, id, path, sizeof path);
-    if (unlink(path) < 0 && errno != ENOENT)
-        log_warn("spool: cannot remove %s: %s", path, strerror(errno));
+    for (;;) {
+        size_t oldest = SIZE_MAX;
+        for (size_t i = 0; i < sp->n_pins; i++)
+            if (oldest == SIZE_MAX || sp->pins[i].id < sp->pins[oldest].id)
+                oldest = i;
+        if (oldest == SIZE_MAX)
+            return;
+        struct segment_pin *p = &sp->pins[oldest];
+        if (p->pins > 0 || p->id == sp->active_id)
+            return;
+        char path[4096];
+        segment_path(sp, p->id, path, sizeof path);
+        if (unlink(path) < 0 && errno != ENOENT)
+            log_warn("spool: cannot remove %s: %s", path, strerror(errno));
+        *p = sp->pins[--sp->n_pins];
+    }
 }
 
 void spool_unpin(struct spool *sp, uint64_t segment)
@@ -134,9 +144,8 @@ void spool_unpin(struct spool *sp, uint64_t segment)
     pthread_mutex_lock(&sp->lock);
     struct segment_pin *p = pin_find(sp, segment, 0);
     if (p && --p->pins <= 0) {
-        pin_forget(sp, p);
-        if (segment != sp->active_id)
-            segment_delete_locked(sp, segment);
+        p->pins = 0;
+        collect_segments_locked(sp);
     }
     pthread_mutex_unlock(&sp->lock);
 }
@@ -162,6 +171,7 @@ static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
     sp->active_fd = fd;
     pthread_mutex_lock(&sp->lock);
     sp->active_id = id; /* spool_unpin reads it to spare the segment being written */
+    pin_find(sp, id, 1);
     pthread_mutex_unlock(&sp->lock);
     sp->active_size = 0;
     return 0;
@@ -175,9 +185,9 @@ static int rotate_segment(struct spool *sp, char *err, size_t errlen)
     if (open_segment(sp, old_id + 1, err, errlen) < 0)
         return -1;
     close(old_fd);
+    (void)old_id;
     pthread_mutex_lock(&sp->lock);
-    if (!pin_find(sp, old_id, 0))
-        segment_delete_locked(sp, old_id);
+    collect_segments_locked(sp);
     pthread_mutex_unlock(&sp->lock);
     return 0;
 }
@@ -379,8 +389,10 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n)
     *n = 0;
     while ((de = readdir(d))) {
         uint64_t id;
-        char tail[8];
-        if (sscanf(de->d_name, "seg-%16" SCNx64 ".%3s", &id, tail) == 2 && strcmp(tail, "log") == 0) {
+        int end = 0;
+        /* exactly "seg-" + 16 hex digits + ".log": backups and editor files are not ours */
+        if (strlen(de->d_name) == 24 && sscanf(de->d_name, "seg-%16" SCNx64 ".log%n", &id, &end) == 1 &&
+            end == 24) {
             *ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
             (*ids)[(*n)++] = id;
         }
@@ -656,15 +668,10 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
     free(c.items);
     hashmap_free(map);
     if (status == 0) {
-        /* Segments nobody pins any more are finished. */
-        for (size_t s = 0; s < n_ids; s++) {
-            struct segment_pin *p = pin_find(sp, ids[s], 0);
-            if (!p || p->pins <= 0) {
-                if (p)
-                    pin_forget(sp, p);
-                segment_delete_locked(sp, ids[s]);
-            }
-        }
+        /* Register every segment, then let the unpinned old end go. */
+        for (size_t s = 0; s < n_ids; s++)
+            pin_find(sp, ids[s], 1);
+        collect_segments_locked(sp);
         if (start_writer(sp, err, errlen) < 0)
             status = -1;
     }

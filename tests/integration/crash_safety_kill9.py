@@ -1,7 +1,8 @@
 """crash_safety_kill9.py - a message answered 250 after DATA survives kill -9.
 
-8 client threads send 5,000 messages (unique Message-IDs) over persistent sessions; after about
-2,000 acknowledgements the relay gets SIGKILL, is restarted on the same spool and state, and the
+8 client threads send 5,000 messages (unique Message-IDs) over persistent sessions. The MX is
+down until 1,000 are acknowledged (a backlog builds in the spool); after about 2,000
+acknowledgements, with deliveries in flight, the relay gets SIGKILL, is restarted on the same spool and state, and the
 clients reconnect and finish. Every acknowledged Message-ID must reach the sink (smtp-sink at
 example.net's MX). Duplicates are allowed only for messages in flight at the kill: their number is
 printed and must stay under THREADS * DUP_FACTOR. Messages whose DATA got no reply (the kill hit
@@ -15,6 +16,7 @@ import harness as h
 TOTAL = 5000
 THREADS = 8
 KILL_AFTER = 2000
+SINK_UP_AFTER = 1000
 DUP_FACTOR = 5
 ARRIVAL_TIMEOUT = 180
 
@@ -23,12 +25,15 @@ def test(env):
     h.need_binary(env)
     nsd = h.Nsd(env)
     mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
-    sink = h.SmtpSink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
+    # The MX is down for the first SINK_UP_AFTER acks, so at the kill some acknowledged messages
+    # exist only in the spool (deferred), while others are being delivered.
     relay = h.Relay(env, h.standard_config(env, nsd, mx_port))
+    sink = None
 
     lock = threading.Lock()
     acked, unanswered, refused = [], [], []
-    relay_down = threading.Event()   # set while the relay is being killed and restarted
+    restarted = threading.Event()   # set once the second relay listens
+    after_restart = set()           # messages whose transaction began after the restart
     stop = threading.Event()
 
     def worker(idx):
@@ -41,6 +46,7 @@ def test(env):
                 msgid = f"<crash-{n}@example.org>"
                 rcpt = f"user{n % 50}@example.net"
                 data = h.make_message("load@example.org", rcpt, f"crash {n}", message_id=msgid)
+                began_after_restart = restarted.is_set()
                 res = client.transaction("load@example.org", [rcpt], data)
                 if res.error and res.code("data") is None and not res.steps:
                     # no command got through (relay down): reconnect until it is back
@@ -51,6 +57,8 @@ def test(env):
                 with lock:
                     if res.accepted:
                         acked.append(msgid)
+                        if began_after_restart:
+                            after_restart.add(msgid)
                     elif res.code("data") is None and res.error:
                         unanswered.append((msgid, res.error))
                     else:
@@ -63,17 +71,23 @@ def test(env):
     for t in threads:
         t.start()
 
+    env.wait_for(lambda: len(acked) >= SINK_UP_AFTER or not any(t.is_alive() for t in threads),
+                 300, f"{SINK_UP_AFTER} acknowledged messages")
+    sink = h.SmtpSink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
     env.wait_for(lambda: len(acked) >= KILL_AFTER or not any(t.is_alive() for t in threads),
-                 300, f"{KILL_AFTER} acknowledged messages")
-    acked_before = len(acked)
+                 300, f"{KILL_AFTER} acknowledged messages", interval=0.005)
+    relay.kill9()
+    with lock:
+        acked_before = len(acked)
+        acked_at_kill = set(acked)
+    delivered_before = len({m.message_id for m in sink.messages(settle=0)} & acked_at_kill)
     h.check(acked_before < TOTAL, "all messages were acknowledged before the kill: the test "
             "proved nothing (raise TOTAL)")
-    relay_down.set()
-    relay.kill9()
     time.sleep(0.5)
     relay.start()
-    relay_down.clear()
-    h.log(f"killed at {acked_before} acks; restarted")
+    restarted.set()
+    h.log(f"killed at {acked_before} acks ({acked_before - delivered_before} of them not yet "
+          f"at the sink); restarted")
 
     for t in threads:
         t.join(600)
@@ -105,6 +119,9 @@ def test(env):
     extra_copies = sum(c - 1 for c in dups.values())
     h.log(f"all {len(want)} acknowledged messages arrived; {len(dups)} duplicated Message-ID(s) "
           f"({extra_copies} extra copies): {sorted(dups.items())[:20]}")
+    late = sorted(m for m in dups if m in after_restart)
+    h.check(not late, f"{len(late)} message(s) submitted after the restart (never in flight at "
+            f"the kill) were delivered more than once: {late[:20]}")
     h.check(extra_copies <= THREADS * DUP_FACTOR,
             f"{extra_copies} duplicate deliveries, more than in flight could explain "
             f"(limit {THREADS * DUP_FACTOR}): {sorted(dups.items())[:20]}")

@@ -41,7 +41,8 @@ def test(env):
     h.log(f"inbound STARTTLS ok: {res.tls_version} {res.tls_cipher}")
 
     msgs = env.wait_for(lambda: [m for m in tls_sink.messages() if m.message_id == msgid], 60,
-                        "delivery to the STARTTLS sink at tls.test")
+                        lambda: "delivery to the STARTTLS sink at tls.test; records.db: "
+                        f"{relay.history('x@tls.test')}")
     h.check(len(msgs) == 1, f"tls.test sink got {msgid} {len(msgs)} times")
     m = msgs[0]
     h.check(m.tls_version, f"message reached tls.test without TLS although the MX offers "
@@ -74,7 +75,8 @@ def test(env):
         return [r for r in rows
                 if "tls" in f"{r.get('reply_text') or ''} {r.get('detail') or ''}".lower()]
 
-    rows = env.wait_for(tls_deferral, 30, "a 'deferred' row mentioning TLS for bob@example.net")
+    rows = env.wait_for(tls_deferral, 30, lambda: "a 'deferred' row mentioning TLS for "
+                        f"bob@example.net; records.db: {relay2.history('bob@example.net')}")
     h.log(f"deferred: reply_text={rows[0].get('reply_text')!r} detail={rows[0].get('detail')!r}")
     time.sleep(2)   # let a retry or two happen (retry: 1s)
     leaked = [m for m in plain_sink.messages(settle=0) if m.message_id == msgid2]

@@ -21,6 +21,24 @@ Typical test:
     if __name__ == "__main__":
         h.main(test)
 
+API (details in each docstring):
+  main(test)                      run test(env) with cleanup, diagnostics and exit status
+  fail(msg) / check(cond, msg)    TestFailure with an operator-readable message
+  Env                             .path() .mkdir(world=) .free_port(ips, udp=) .wait_for()
+  Nsd(env, zones=None)            NSD as nobody; .server "127.0.0.1:PORT", .query(), .status()
+  default_zones() zone_text() zone_with_mx()   the test DNS; NXDOMAIN_DOMAIN
+  make_ca_and_cert(dir, names, ips) -> {ca, cert, key};  client_tls_context(ca)
+  SmtpSink(env, ip, port, name, extra_args)    Postfix smtp-sink; .messages() -> [SinkMessage]
+  PySink(env, ip, port, name, tls=, script=)   aiosmtpd sink (py_sink.py); .messages() .replies()
+  standard_config(env, nsd, mx_port, ...) -> dict;  to_yaml(dict)
+  Relay(env, cfg)                 .stop() .kill9() .start() .restart() .queue() .events()
+                                  .history(rcpt) .wait_for() .stderr()
+  send(...) -> SendResult         one smtplib transaction, every reply recorded
+  Client(host, port, source_addr) persistent sessions for load; .transaction()
+  RawClient(host, port)           byte-exact client (smuggling, pipelining)
+  smtp_source(...), swaks(...)    the Postfix load generator / swaks, as subprocesses
+  make_message(), message_ids(), ip_of(), run_threads(), sanitizer_summary()
+
 h.main() runs the test inside an Env, turns a TestFailure or any exception into exit status 1 with
 a clear message, prints the relay's stderr tail and the sinks' logs on failure, and removes the
 temp directory on success (set OUTRELAY_KEEP=1 to keep it). Environment: OUTRELAY_BIN (the binary),
@@ -289,7 +307,8 @@ class Env:
 
     def wait_for(self, predicate, timeout, what, interval=0.2):
         """Polls predicate() until it returns something truthy (returned) or timeout seconds pass
-        (TestFailure naming `what`). Fails at once when a watched process (the relay) died."""
+        (TestFailure naming `what`, a string or a callable evaluated then). Fails at once when a
+        watched process (the relay) died."""
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -301,7 +320,7 @@ class Env:
                     fail(f"{p.name} (pid {p.pid}) exited with status {p.returncode()} while "
                          f"waiting for {what}" + (": " + " | ".join(summary) if summary else ""))
             if time.monotonic() >= deadline:
-                fail(f"timed out after {timeout}s waiting for {what}")
+                fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
             time.sleep(interval)
 
     def print_diagnostics(self):
@@ -347,7 +366,12 @@ def main(test, name=None):
         env.failed = True
         status = 1
         print(f"\nFAIL {name}: {e}", flush=True)
-    except BaseException as e:  # includes SystemExit from a signal
+    except SystemExit as e:  # from _on_signal
+        env.failed = True
+        status = 1
+        print(f"\nFAIL {name}: interrupted (exit status {e.code}, signal "
+              f"{(e.code or 128) - 128})", flush=True)
+    except BaseException as e:
         env.failed = True
         status = 1
         print(f"\nFAIL {name}: unexpected {type(e).__name__}: {e}", flush=True)
@@ -952,6 +976,10 @@ class Relay:
         self.proc.kill9()
         log(f"{self.name} killed with SIGKILL (pid {self.proc.pid})")
 
+    def wait_for(self, predicate, timeout=30, what="the relay"):
+        """env.wait_for, failing at once if this relay dies."""
+        return self.env.wait_for(predicate, timeout, what)
+
     def restart(self):
         if self.proc and self.proc.alive():
             self.stop()
@@ -968,6 +996,18 @@ class Relay:
                            capture_output=True, text=True, timeout=timeout)
         log(f"outrelay queue {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}")
         return r
+
+    def history(self, recipient):
+        """records.db's story of one recipient, one short string per event (for messages)."""
+        try:
+            rows = self.events("SELECT event, reply_code, enhanced_code, reply_text, detail "
+                               "FROM events WHERE recipient LIKE ? ORDER BY ts_us",
+                               (f"%{recipient}%",))
+        except sqlite3.Error as e:
+            return [f"(records.db: {e})"]
+        return [" ".join(str(r[k]) for k in ("event", "reply_code", "enhanced_code",
+                                              "reply_text", "detail") if r.get(k))
+                for r in rows]
 
     def events(self, sql="SELECT * FROM events ORDER BY ts_us", params=(), retries=50):
         """Rows as dicts from <state>/records.db, opened read-only; retries on SQLITE_BUSY or
