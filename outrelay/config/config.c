@@ -878,7 +878,8 @@ static void free_origin(struct origin_conf *o)
 
 static void load_origins(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"networks", "users", NULL};
+    static const char *const keys[] = {"networks", "users", "dkim_upstream", NULL};
+    static const char *const upstream_modes[] = {"keep", "strip", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
@@ -891,9 +892,13 @@ static void load_origins(struct loader *ld, const struct at *at)
     if (n == 0) error_at(ld, at->where, "origins: no origin is defined, so no client could relay");
     for (size_t i = 0; i < n; i++) {
         struct origin_conf *o = &cfg->origins[cfg->n_origins++];
-        struct at v[2];
+        struct at v[3];
         o->name = xstrdup(items[i].name);
         if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (v[2].node) {
+            int m = get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
+            if (m >= 0) o->strip_upstream_dkim = m == 1;
+        }
         if (v[0].node) get_prefix_list(ld, &v[0], &o->networks, &o->n_networks);
         if (v[1].node && get_string_list(ld, &v[1], &o->users, &o->n_users) == 0) {
             if (o->n_users && !ld->users_file_given)
@@ -1248,14 +1253,128 @@ static void load_ramp(struct loader *ld, const struct at *at, const struct at *e
     if (v[4].node) get_bool(ld, &v[4], &r->interpolate);
 }
 
+static const char *const alignment_actions[] = {"send", "reroute", "hold", "bounce", NULL};
+
+static void load_dkim(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"headers", "oversign", NULL};
+    struct config *cfg = ld->cfg;
+    struct at v[2];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) {
+        for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+            free(cfg->dkim_headers[i]);
+        free(cfg->dkim_headers);
+        cfg->dkim_headers = NULL;
+        cfg->n_dkim_headers = 0;
+        if (get_string_list(ld, &v[0], &cfg->dkim_headers, &cfg->n_dkim_headers) == 0) {
+            int has_from = 0;
+            for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+                has_from |= !strcasecmp(cfg->dkim_headers[i], "from");
+            if (!has_from)
+                error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)", v[0].label);
+        }
+    }
+    if (v[1].node) {
+        for (size_t i = 0; i < cfg->n_dkim_oversign; i++)
+            free(cfg->dkim_oversign[i]);
+        free(cfg->dkim_oversign);
+        cfg->dkim_oversign = NULL;
+        cfg->n_dkim_oversign = 0;
+        get_string_list(ld, &v[1], &cfg->dkim_oversign, &cfg->n_dkim_oversign);
+    }
+}
+
+/* alignment: { default: ACTION, domains: { DOMAIN: ACTION } } */
+static void load_alignment(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"default", "domains", NULL};
+    struct config *cfg = ld->cfg;
+    struct at v[2];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) {
+        int a = get_choice(ld, &v[0], "an alignment action", alignment_actions);
+        if (a >= 0) cfg->alignment_default = (enum alignment_action)a;
+    }
+    if (!v[1].node || is_null(v[1].node)) return;
+    if (!fy_node_is_mapping(v[1].node)) {
+        error_at(ld, v[1].where, "%s: expected \"domain: action\" lines, found %s", v[1].label,
+                 kind_name(v[1].node));
+        return;
+    }
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(v[1].node, &it))) {
+        struct fy_node *key = fy_node_pair_key(pair);
+        struct pos kpos = node_pos(ld, key, v[1].where);
+        const char *domain = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
+        if (!domain || !valid_hostname(domain)) {
+            error_at(ld, kpos, "%s: \"%s\" is not a domain name", v[1].label,
+                     domain ? domain : "");
+            continue;
+        }
+        struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
+        val.where = node_pos(ld, val.node, kpos);
+        label_set(&val, "%s.%s", v[1].label, domain);
+        int a = get_choice(ld, &val, "an alignment action", alignment_actions);
+        if (a < 0) continue;
+        for (size_t i = 0; i < cfg->n_alignment_rules; i++)
+            if (!strcasecmp(cfg->alignment_rules[i].domain, domain))
+                error_at(ld, kpos, "%s: %s already has a rule at %s:%d", v[1].label, domain,
+                         cfg->alignment_rules[i].file, cfg->alignment_rules[i].line);
+        cfg->alignment_rules = xrealloc(cfg->alignment_rules,
+                                        (cfg->n_alignment_rules + 1) * sizeof *cfg->alignment_rules);
+        struct alignment_rule *r = &cfg->alignment_rules[cfg->n_alignment_rules++];
+        r->domain = xstrdup(domain);
+        for (char *p = r->domain; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        r->action = (enum alignment_action)a;
+        r->file = xstrdup(ld->file);
+        r->line = kpos.line;
+    }
+}
+
+static struct fy_document *parse_file(struct loader *ld, struct fy_diag **diagp);
+
+/* A policy file holds sections that may also be written in the main file (alignment now; ramp
+ * and shaping policies later). Its errors carry its own name and positions. */
+static void load_policy_file(struct loader *parent, const struct at *at, const char *path)
+{
+    static const char *const keys[] = {"alignment", NULL};
+    struct loader ld = {.file = path, .cfg = parent->cfg};
+    struct fy_diag *diag = NULL;
+    if (access(path, R_OK) < 0) {
+        error_at(parent, at->where, "%s: cannot read policy file %s: %s", at->label, path,
+                 strerror(errno));
+        return;
+    }
+    struct fy_document *doc = parse_file(&ld, &diag);
+    if (doc) {
+        index_marks(&ld, doc);
+        struct fy_node *root = fy_document_root(doc);
+        struct at top = {.node = root, .where = {1, 1}};
+        struct at v[1];
+        if (!is_null(root) && take_mapping(&ld, &top, keys, v) == 0 && v[0].node)
+            load_alignment(&ld, &v[0]);
+        fy_document_destroy(doc);
+    }
+    if (diag) fy_diag_destroy(diag);
+    free(ld.marks);
+    for (size_t i = 0; i < ld.n_errors; i++) /* keep the policy file's own positions */
+        add_text(parent, (struct pos){at->where.line, at->where.col}, ld.errors[i].text);
+    free(ld.errors);
+}
+
 static void load_policies(struct loader *ld, const struct at *at)
 {
-    char **paths = NULL;
-    size_t n = 0;
-    get_string_list(ld, at, &paths, &n); /* read by later stages, not stored here yet */
-    for (size_t i = 0; i < n; i++)
-        free(paths[i]);
-    free(paths);
+    struct config *cfg = ld->cfg;
+    if (get_string_list(ld, at, &cfg->policy_files, &cfg->n_policy_files) < 0) return;
+    struct at *items;
+    size_t n;
+    if (take_list(ld, at, &items, &n) < 0) return;
+    for (size_t i = 0; i < cfg->n_policy_files && i < n; i++)
+        load_policy_file(ld, &items[i], cfg->policy_files[i]);
+    free(items);
 }
 
 /* ---------------------------------------------------------------- the whole file */
@@ -1278,6 +1397,8 @@ enum {
     K_EGRESS,
     K_RAMP,
     K_POLICIES,
+    K_DKIM,
+    K_ALIGNMENT,
     K_COUNT
 };
 
@@ -1286,7 +1407,8 @@ static void load_root(struct loader *ld, struct fy_node *root)
     static const char *const keys[] = {
         "hostname", "user",    "spool",    "state",  "keys",     "control_socket",
         "log",      "dns",     "delivery", "listen", "tls",      "limits",
-        "auth",     "origins", "egress",   "ramp",   "policies", NULL};
+        "auth",     "origins", "egress",   "ramp",   "policies", "dkim",
+        "alignment", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -1318,6 +1440,8 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
     if (v[K_RAMP].node || v[K_EGRESS].node) load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
+    if (v[K_DKIM].node) load_dkim(ld, &v[K_DKIM]);
+    if (v[K_ALIGNMENT].node) load_alignment(ld, &v[K_ALIGNMENT]);
     if (v[K_POLICIES].node) load_policies(ld, &v[K_POLICIES]);
 }
 
@@ -1451,6 +1575,27 @@ struct config *config_load(const char *path, struct config_errors *errs)
 
 /* ---------------------------------------------------------------- lookup and freeing */
 
+enum alignment_action config_alignment_action(const struct config *cfg, const char *from_domain)
+{
+    const struct alignment_rule *best = NULL;
+    size_t flen = from_domain ? strlen(from_domain) : 0;
+    for (size_t i = 0; i < cfg->n_alignment_rules; i++) {
+        const struct alignment_rule *r = &cfg->alignment_rules[i];
+        size_t rlen = strlen(r->domain);
+        int match = flen == rlen ? !strcasecmp(from_domain, r->domain)
+                    : flen > rlen ? from_domain[flen - rlen - 1] == '.' &&
+                                        !strcasecmp(from_domain + flen - rlen, r->domain)
+                                  : 0;
+        if (match && (!best || rlen > strlen(best->domain))) best = r;
+    }
+    return best ? best->action : cfg->alignment_default;
+}
+
+const char *config_alignment_action_name(enum alignment_action a)
+{
+    return alignment_actions[a];
+}
+
 const struct egress_conf *config_find_egress(const struct config *cfg, const char *name)
 {
     for (size_t i = 0; name && i < cfg->n_egress; i++)
@@ -1497,6 +1642,20 @@ void config_free(struct config *cfg)
         free(cfg->ramp.key[i]);
     free(cfg->ramp.key);
     free(cfg->ramp.schedule);
+    for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+        free(cfg->dkim_headers[i]);
+    free(cfg->dkim_headers);
+    for (size_t i = 0; i < cfg->n_dkim_oversign; i++)
+        free(cfg->dkim_oversign[i]);
+    free(cfg->dkim_oversign);
+    for (size_t i = 0; i < cfg->n_alignment_rules; i++) {
+        free(cfg->alignment_rules[i].domain);
+        free(cfg->alignment_rules[i].file);
+    }
+    free(cfg->alignment_rules);
+    for (size_t i = 0; i < cfg->n_policy_files; i++)
+        free(cfg->policy_files[i]);
+    free(cfg->policy_files);
     free(cfg);
 }
 

@@ -22,6 +22,7 @@ struct listen_conf {
 
 struct origin_conf {
     char *name;
+    int strip_upstream_dkim;   /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
     struct net_prefix *networks;
     size_t n_networks;
     char **users;              /* AUTH identities that map to this origin */
@@ -63,6 +64,21 @@ struct ramp_conf {
     struct ramp_step *schedule;
     size_t n_schedule;
     int interpolate;     /* linear interpolation between steps */
+};
+
+/* What to do with a message whose DMARC is predicted to fail on the egress chosen for it. */
+enum alignment_action {
+    ALIGN_SEND,    /* deliver and flag it in the records (default) */
+    ALIGN_REROUTE, /* use an egress whose SPF passes, when there is one; else send and flag */
+    ALIGN_HOLD,    /* keep it held in the queue until `outrelay queue release` */
+    ALIGN_BOUNCE,  /* return it to the sender with a DSN saying why */
+};
+
+struct alignment_rule {
+    char *domain; /* From domain, lower case; matches the domain and its subdomains */
+    enum alignment_action action;
+    char *file;   /* where the rule was written, for messages */
+    int line;
 };
 
 struct config {
@@ -111,7 +127,25 @@ struct config {
     size_t n_egress;
 
     struct ramp_conf ramp;
+
+    /* dkim: signing settings (keys themselves live under `keys`) */
+    char **dkim_headers;       /* NULL: the built-in list */
+    size_t n_dkim_headers;
+    char **dkim_oversign;      /* default {"from"} */
+    size_t n_dkim_oversign;
+
+    /* alignment: actions on a predicted DMARC failure, from the main file and policy files */
+    enum alignment_action alignment_default;
+    struct alignment_rule *alignment_rules;
+    size_t n_alignment_rules;
+    char **policy_files;
+    size_t n_policy_files;
 };
+
+/* The action for a From domain: the most specific rule (domain or parent domain), else the
+ * default. */
+enum alignment_action config_alignment_action(const struct config *cfg, const char *from_domain);
+const char *config_alignment_action_name(enum alignment_action a);
 
 /* One collected validation error, already formatted "file:line:col: message". */
 struct config_errors {

@@ -25,6 +25,10 @@ struct dns_query {
 static struct ub_ctx *dns_ctx;
 static struct event_base *dns_base;
 
+/* Points a libunbound context at our servers (or the system resolver). Shared with dns_sync.c */
+int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers, char *err,
+                          size_t errlen);
+
 int dns_init(struct event_base *base, char *const *servers, size_t n_servers, char *err,
              size_t errlen)
 {
@@ -34,6 +38,18 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
         snprintf(err, errlen, "cannot create the DNS resolver context");
         return -1;
     }
+    if (dns_configure_context(dns_ctx, servers, n_servers, err, errlen) < 0) {
+        ub_ctx_delete(dns_ctx);
+        dns_ctx = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers, char *err,
+                          size_t errlen)
+{
+    struct ub_ctx *dns_ctx = ctx;
     int rc = 0;
     if (n_servers == 0) {
         rc = ub_ctx_resolvconf(dns_ctx, NULL);
@@ -68,8 +84,6 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
         rc = ub_ctx_set_option(dns_ctx, "outgoing-range:", "256");
     if (rc != 0) {
         snprintf(err, errlen, "DNS resolver setup: %s", ub_strerror(rc));
-        ub_ctx_delete(dns_ctx);
-        dns_ctx = NULL;
         return -1;
     }
     return 0;
@@ -96,7 +110,7 @@ const char *dns_status_text(enum dns_status s)
     }
 }
 
-static void answer_free(struct dns_answer *a)
+void dns_answer_free(struct dns_answer *a)
 {
     free(a->mx);
     free(a->addrs);
@@ -105,9 +119,8 @@ static void answer_free(struct dns_answer *a)
     free(a->txt);
 }
 
-static void parse_packet(struct dns_query *q, const unsigned char *packet, int len)
+void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct dns_answer *a)
 {
-    struct dns_answer *a = &q->answer;
     ns_msg msg;
     if (ns_initparse(packet, len, &msg) < 0) {
         a->status = DNS_TEMPFAIL;
@@ -130,13 +143,13 @@ static void parse_packet(struct dns_query *q, const unsigned char *packet, int l
         ns_rr rr;
         if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
             continue;
-        if ((int)ns_rr_type(rr) != q->rrtype)
+        if ((int)ns_rr_type(rr) != rrtype)
             continue; /* CNAME chain members */
         const unsigned char *rd = ns_rr_rdata(rr);
         int rdlen = ns_rr_rdlen(rr);
         if (ns_rr_ttl(rr) < a->ttl)
             a->ttl = ns_rr_ttl(rr);
-        if (q->rrtype == DNS_TYPE_MX && rdlen >= 3) {
+        if (rrtype == DNS_TYPE_MX && rdlen >= 3) {
             struct dns_mx mx;
             mx.preference = ns_get16(rd);
             if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg), rd + 2, mx.host,
@@ -149,7 +162,7 @@ static void parse_packet(struct dns_query *q, const unsigned char *packet, int l
                 mx.host[0] = '\0';
             a->mx = xrealloc(a->mx, (a->n + 1) * sizeof *a->mx);
             a->mx[a->n++] = mx;
-        } else if (q->rrtype == DNS_TYPE_A && rdlen == 4) {
+        } else if (rrtype == DNS_TYPE_A && rdlen == 4) {
             struct sockaddr_any sa;
             memset(&sa, 0, sizeof sa);
             struct sockaddr_in *s4 = (struct sockaddr_in *)&sa.ss;
@@ -158,7 +171,7 @@ static void parse_packet(struct dns_query *q, const unsigned char *packet, int l
             sa.len = sizeof *s4;
             a->addrs = xrealloc(a->addrs, (a->n + 1) * sizeof *a->addrs);
             a->addrs[a->n++] = sa;
-        } else if (q->rrtype == DNS_TYPE_AAAA && rdlen == 16) {
+        } else if (rrtype == DNS_TYPE_AAAA && rdlen == 16) {
             struct sockaddr_any sa;
             memset(&sa, 0, sizeof sa);
             struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa.ss;
@@ -167,7 +180,7 @@ static void parse_packet(struct dns_query *q, const unsigned char *packet, int l
             sa.len = sizeof *s6;
             a->addrs = xrealloc(a->addrs, (a->n + 1) * sizeof *a->addrs);
             a->addrs[a->n++] = sa;
-        } else if (q->rrtype == DNS_TYPE_TXT) {
+        } else if (rrtype == DNS_TYPE_TXT) {
             struct strbuf sb = STRBUF_INIT;
             for (int p = 0; p < rdlen;) {
                 int l = rd[p];
@@ -190,7 +203,7 @@ static void deliver_cb(evutil_socket_t fd, short what, void *arg)
     struct dns_query *q = arg;
     if (q->cb)
         q->cb(q->arg, &q->answer);
-    answer_free(&q->answer);
+    dns_answer_free(&q->answer);
     event_free(q->deliver);
     free(q);
 }
@@ -208,7 +221,7 @@ static void ub_done(void *arg, int rcode, void *packet, int len, int sec, char *
         q->answer.status = DNS_TEMPFAIL;
         q->answer.error = "no DNS answer";
     } else {
-        parse_packet(q, packet, len);
+        dns_parse_packet(q->rrtype, packet, len, &q->answer);
         q->answer.secure = sec == 2;
         if (sec == 1) {
             q->answer.status = DNS_TEMPFAIL;

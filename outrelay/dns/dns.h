@@ -46,6 +46,9 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
 struct dns_query *dns_query(const char *name, int rrtype, dns_cb cb, void *arg);
 void dns_cancel(struct dns_query *q);
 void dns_shutdown(void);
+/* For dns_sync.c: parse a wire answer; free the arrays of an answer. */
+void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct dns_answer *a);
+void dns_answer_free(struct dns_answer *a);
 /* Text name of a status for logs. */
 const char *dns_status_text(enum dns_status status);
 

@@ -17,7 +17,8 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 
-#define RECORDS_SCHEMA_VERSION 1
+#define RECORDS_SCHEMA_VERSION 2
+#define RECORDS_SCHEMA_VERSION_TEXT "2"
 /* Rows per transaction: big enough to amortise the commit, small enough that a flush waiting
  * behind a burst is answered quickly and a failed commit loses little. */
 #define RECORDS_BATCH_MAX 1000
@@ -58,9 +59,10 @@ static pthread_t records_thread;
 static const char records_insert_sql[] =
     "INSERT INTO events (ts_us, event, queue_id, message_id, origin, client_addr, sender, "
     "recipient, egress, source_addr, remote_mx, remote_addr, reply_code, enhanced_code, "
-    "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail) VALUES "
+    "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail, from_domain, "
+    "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent) VALUES "
     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
-    "?20, ?21)";
+    "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
 
 static const char records_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
@@ -86,7 +88,15 @@ static const char records_schema_sql[] =
     " size INTEGER,"
     " delay_ms INTEGER,"
     " attempt_ms INTEGER,"
-    " detail TEXT);"
+    " detail TEXT,"
+    " from_domain TEXT,"
+    " spf_result TEXT,"
+    " spf_domain TEXT,"
+    " dkim TEXT,"
+    " dmarc_policy TEXT,"
+    " dmarc_result TEXT,"
+    " action TEXT,"
+    " ramp_percent REAL);"
     "CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);"
     "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id);"
     "CREATE INDEX IF NOT EXISTS events_ts_us ON events (ts_us);"
@@ -249,6 +259,18 @@ static void records_log(const struct record_event *ev)
     records_put_field(&line, &first, "tls", ev->tls_version);
     records_put_field(&line, &first, "cipher", ev->tls_cipher);
     records_put_field(&line, &first, "dsn", ev->enhanced_code);
+    records_put_field(&line, &first, "from_domain", ev->from_domain);
+    records_put_field(&line, &first, "spf", ev->spf_result);
+    records_put_field(&line, &first, "spf_domain", ev->spf_domain);
+    records_put_field(&line, &first, "dmarc", ev->dmarc_result);
+    records_put_field(&line, &first, "policy", ev->dmarc_policy);
+    records_put_field(&line, &first, "action", ev->action);
+    if (records_is_set(ev->dkim)) {
+        records_put_sep(&line, &first);
+        strbuf_puts(&line, "dkim=(");
+        records_put_clean(&line, ev->dkim);
+        strbuf_puts(&line, ")");
+    }
 
     records_format_reply(ev, &reply);
     const char *status = records_status_word(ev->event);
@@ -323,7 +345,14 @@ static const char *records_copy_string(const char *s, char **pool)
     X(reply_text)                                                                                  \
     X(tls_version)                                                                                 \
     X(tls_cipher)                                                                                  \
-    X(detail)
+    X(detail)                                                                                      \
+    X(from_domain)                                                                                 \
+    X(spf_result)                                                                                  \
+    X(spf_domain)                                                                                  \
+    X(dkim)                                                                                        \
+    X(dmarc_policy)                                                                                \
+    X(dmarc_result)                                                                                \
+    X(action)
 
 static struct record_node *records_node_new(const struct record_event *ev)
 {
@@ -452,6 +481,17 @@ static int records_insert_one(const struct record_node *node)
     records_bind_int(19, ev->delay_ms);
     records_bind_int(20, ev->attempt_ms);
     records_bind_text(21, ev->detail);
+    records_bind_text(22, ev->from_domain);
+    records_bind_text(23, ev->spf_result);
+    records_bind_text(24, ev->spf_domain);
+    records_bind_text(25, ev->dkim);
+    records_bind_text(26, ev->dmarc_policy);
+    records_bind_text(27, ev->dmarc_result);
+    records_bind_text(28, ev->action);
+    if (ev->ramp_percent >= 0 && ev->event && strcmp(ev->event, "routed") == 0)
+        sqlite3_bind_double(records_insert, 29, ev->ramp_percent);
+    else
+        sqlite3_bind_null(records_insert, 29);
     int rc = records_step(records_insert, "insert");
     sqlite3_clear_bindings(records_insert);
     return rc;
@@ -567,6 +607,36 @@ static int records_exec(const char *sql, char *err, size_t errlen)
     return 0;
 }
 
+/* Version 1 databases lack the authentication and routing columns: add them. */
+static int records_migrate(char *err, size_t errlen)
+{
+    static const char *const added[][2] = {
+        {"from_domain", "TEXT"}, {"spf_result", "TEXT"},   {"spf_domain", "TEXT"},
+        {"dkim", "TEXT"},        {"dmarc_policy", "TEXT"}, {"dmarc_result", "TEXT"},
+        {"action", "TEXT"},      {"ramp_percent", "REAL"},
+    };
+    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+        char sql[200];
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('events') WHERE name='%s'",
+                 added[i][0]);
+        if (sqlite3_prepare_v2(records_db, sql, -1, &st, NULL) != SQLITE_OK) {
+            snprintf(err, errlen, "records: %s", sqlite3_errmsg(records_db));
+            return -1;
+        }
+        int present = sqlite3_step(st) == SQLITE_ROW;
+        sqlite3_finalize(st);
+        if (present)
+            continue;
+        snprintf(sql, sizeof sql, "ALTER TABLE events ADD COLUMN %s %s;", added[i][0],
+                 added[i][1]);
+        if (records_exec(sql, err, errlen) != 0)
+            return -1;
+    }
+    return records_exec("UPDATE schema_version SET version = " RECORDS_SCHEMA_VERSION_TEXT ";",
+                        err, errlen);
+}
+
 static int records_open_db(const char *path, char *err, size_t errlen)
 {
     if (sqlite3_open_v2(path, &records_db,
@@ -587,7 +657,7 @@ static int records_open_db(const char *path, char *err, size_t errlen)
         records_exec("BEGIN;", err, errlen) != 0)
         return -1;
     if (records_exec(records_schema_sql, err, errlen) != 0 ||
-        records_exec(version_sql, err, errlen) != 0) {
+        records_migrate(err, errlen) != 0 || records_exec(version_sql, err, errlen) != 0) {
         sqlite3_exec(records_db, "ROLLBACK;", NULL, NULL, NULL);
         return -1;
     }

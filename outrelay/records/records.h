@@ -31,6 +31,15 @@ struct record_event {
     int64_t delay_ms;        /* since the message was received */
     int64_t attempt_ms;      /* duration of this attempt */
     const char *detail;      /* free text, e.g. why a message stayed queued */
+    /* authentication and routing (sign, check, route stages) */
+    const char *from_domain;
+    const char *spf_result;  /* pass, fail, softfail, neutral, none, temperror, permerror */
+    const char *spf_domain;
+    const char *dkim;        /* "d=example.org s=s1 a=rsa-sha256 pass aligned; ..." */
+    const char *dmarc_policy; /* "p=reject sp=quarantine pct=100 adkim=r aspf=r" */
+    const char *dmarc_result; /* predicted: pass, fail, temperror, none */
+    const char *action;      /* what outrelay did about it: send, reroute, hold, bounce, ... */
+    double ramp_percent;     /* the ramp's cloud share when the egress was chosen; <0 unset */
 };
 
 /* Opens (creates) <state_dir>/records.db, creates the schema, starts the writer thread.

@@ -328,9 +328,7 @@ static const char full_config[] = "hostname: relay.example.com\n"
                                   "  schedule:\n"
                                   "    - { at: \"2026-12-01T00:00:00Z\", percent: 5 }\n"
                                   "    - { at: \"2026-12-04T00:00:00+00:00\", percent: 25 }\n"
-                                  "    - { at: \"2026-12-08\", percent: 12.5 }\n"
-                                  "policies:\n"
-                                  "  - /usr/share/outrelay/policies/microsoft.yaml\n";
+                                  "    - { at: \"2026-12-08\", percent: 12.5 }\n";
 
 static void test_full_contract(void **state)
 {

@@ -1,0 +1,18 @@
+/* dns_sync.h - blocking DNS for worker threads (libspf2's DNS layer, DMARC and DKIM key
+ * lookups): one libunbound context shared by all workers (libunbound makes concurrent blocking
+ * calls on one context safe and lets them share its cache). Never call from the event loop. */
+#ifndef OUTRELAY_DNS_SYNC_H
+#define OUTRELAY_DNS_SYNC_H
+
+#include "dns/dns.h"
+
+/* Same server syntax as dns_init(). Call once, before the workers start. */
+int dns_sync_init(char *const *servers, size_t n_servers, char *err, size_t errlen);
+void dns_sync_shutdown(void);
+/* Resolves name/rrtype; fills *answer (free with dns_sync_free). Returns 0, or -1 when the
+ * resolver is not initialised (answer->status is DNS_TEMPFAIL then). Timeouts and SERVFAIL come
+ * back as DNS_TEMPFAIL, a missing name as DNS_NXDOMAIN, an empty answer as DNS_NODATA. */
+int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer);
+void dns_sync_free(struct dns_answer *answer);
+
+#endif
