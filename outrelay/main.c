@@ -25,7 +25,14 @@
 #include "dns/dns.h"
 #include "ingress/auth.h"
 #include "ingress/smtpd.h"
+#include "check/advice.h"
+#include "check/dmarc.h"
+#include "check/orgdomain.h"
+#include "check/spf.h"
+#include "dns/dns_sync.h"
 #include "records/records.h"
+#include "sign/dkim.h"
+#include "sign/signer.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
 
@@ -37,6 +44,11 @@ static void usage_main(FILE *f)
                "  check -c FILE          validate a configuration file\n"
                "  queue list|show ID|hold ID|release ID|flush|delete ID [-c FILE]\n"
                "                         inspect and act on the running relay's queue\n"
+               "  keygen DOMAIN SELECTOR [--rsa BITS | --ed25519] [-c FILE]\n"
+               "                         make a DKIM key under keys/ and print its DNS record\n"
+               "  dns-advice [-c FILE]   the DKIM, SPF and DMARC records each signing domain\n"
+               "                         needs for the configured egresses, and what is wrong\n"
+               "                         with what is published now\n"
                "  --version              print the version\n"
                "  --help                 this text; COMMAND --help for each command\n\n"
                "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
@@ -103,8 +115,23 @@ static int cmd_check(int argc, char **argv)
             SSL_CTX_free(ctx);
         }
     }
+    char **key_errors = NULL;
+    size_t n_key_errors = 0;
+    struct dkim_keystore *ks = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
+    for (size_t i = 0; i < n_key_errors; i++) {
+        fprintf(stderr, "%s: keys: %s\n", path, key_errors[i]);
+        free(key_errors[i]);
+        status = 1;
+    }
+    free(key_errors);
+    if (!ks) {
+        fprintf(stderr, "%s: keys: cannot read the key directory %s\n", path, cfg->keys);
+        status = 1;
+    }
     if (status == 0)
-        printf("%s: configuration ok\n", path);
+        printf("%s: configuration ok (%zu DKIM key%s)\n", path, ks->n_keys,
+               ks->n_keys == 1 ? "" : "s");
+    dkim_keystore_free(ks);
     config_free(cfg);
     return status;
 }
@@ -210,6 +237,49 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* The sign and check stages: key store, DKIM library, public suffix list, blocking resolver for
+ * the workers, SPF and DMARC. Everything here is set up before the workers start. */
+static int auth_stages_start(const struct config *cfg, struct dkim_keystore **keys, char *err,
+                             size_t errlen)
+{
+    char **key_errors = NULL;
+    size_t n_key_errors = 0;
+    *keys = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
+    for (size_t i = 0; i < n_key_errors; i++) {
+        log_error("keys: %s (key not used)", key_errors[i]);
+        free(key_errors[i]);
+    }
+    free(key_errors);
+    if (!*keys) {
+        snprintf(err, errlen, "cannot read the key directory %s", cfg->keys);
+        return -1;
+    }
+    struct dkim_settings settings = {cfg->dkim_headers, cfg->n_dkim_headers, cfg->dkim_oversign,
+                                     cfg->n_dkim_oversign};
+    if (orgdomain_init(NULL, err, errlen) < 0 ||
+        dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, errlen) < 0 ||
+        dkim_setup(&settings, err, errlen) < 0 || spf_init(err, errlen) < 0 ||
+        dmarc_init(err, errlen) < 0)
+        return -1;
+    signer_init(*keys);
+    for (size_t i = 0; i < (*keys)->n_keys; i++)
+        log_info("dkim: key %s/%s (%s, %d bits) loaded", (*keys)->keys[i].domain,
+                 (*keys)->keys[i].selector,
+                 (*keys)->keys[i].algorithm == DKIM_ALG_RSA_SHA256 ? "rsa" : "ed25519",
+                 (*keys)->keys[i].bits);
+    return 0;
+}
+
+static void auth_stages_stop(void)
+{
+    signer_shutdown();
+    dmarc_shutdown();
+    spf_shutdown();
+    dkim_shutdown();
+    dns_sync_shutdown();
+    orgdomain_shutdown();
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     const char *path = NULL;
@@ -236,7 +306,8 @@ static int cmd_serve(int argc, char **argv)
     struct auth_users *users = NULL;
     struct spool *sp = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
-    int queue_started = 0, records_started = 0, control_started = 0;
+    int queue_started = 0, records_started = 0, control_started = 0, auth_started = 0;
+    struct dkim_keystore *keys = NULL;
 
     if (cfg->tls_cert && cfg->tls_key &&
         !(server_ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err)))
@@ -258,6 +329,9 @@ static int cmd_serve(int argc, char **argv)
     records_started = 1;
     if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0)
         goto out;
+    if (auth_stages_start(cfg, &keys, err, sizeof err) < 0)
+        goto out;
+    auth_started = 1;
     if (workpool_start(serve_base, 2) < 0) {
         snprintf(err, sizeof err, "cannot start worker threads");
         goto out;
@@ -300,6 +374,9 @@ out:
     if (queue_started)
         queue_shutdown();
     dns_shutdown();
+    if (auth_started)
+        auth_stages_stop();
+    dkim_keystore_free(keys);
     if (records_started)
         records_close();
     if (sigterm)
@@ -314,6 +391,106 @@ out:
     if (status == 0)
         log_info("outrelay: stopped");
     return status;
+}
+
+/* --- dns-advice ------------------------------------------------------------------------------- */
+
+static int cmd_dns_advice(int argc, char **argv)
+{
+    const char *path = NULL;
+    int rest;
+    int r = parse_common(argc, argv, &path, &rest, 1);
+    if (r != 0) {
+        fprintf(r == 1 ? stdout : stderr,
+                "usage: outrelay dns-advice [-c FILE]\n"
+                "For every domain with a DKIM key: the DKIM TXT records to publish, whether SPF\n"
+                "authorises every configured egress (and which mechanisms are missing), and the\n"
+                "DMARC record - compared with what DNS publishes now. Exit 1 if anything is\n"
+                "missing or wrong.\n");
+        return r == 1 ? 0 : 2;
+    }
+    struct config *cfg = load_config(path);
+    if (!cfg)
+        return 1;
+    log_init("outrelay", 0, LOG_LEVEL_ERROR);
+    char err[512];
+    char **key_errors = NULL;
+    size_t n_key_errors = 0;
+    struct dkim_keystore *ks = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
+    for (size_t i = 0; i < n_key_errors; i++) {
+        fprintf(stderr, "keys: %s\n", key_errors[i]);
+        free(key_errors[i]);
+    }
+    free(key_errors);
+    int status = 1;
+    if (!ks) {
+        fprintf(stderr, "outrelay: cannot read the key directory %s\n", cfg->keys);
+    } else if (orgdomain_init(NULL, err, sizeof err) < 0 ||
+               dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0 ||
+               spf_init(err, sizeof err) < 0) {
+        fprintf(stderr, "outrelay: %s\n", err);
+    } else {
+        struct strbuf out = STRBUF_INIT;
+        status = advice_report(cfg, ks, &out) ? 1 : 0;
+        fputs(strbuf_str(&out), stdout);
+        strbuf_free(&out);
+    }
+    spf_shutdown();
+    dns_sync_shutdown();
+    orgdomain_shutdown();
+    dkim_keystore_free(ks);
+    config_free(cfg);
+    return status;
+}
+
+/* --- keygen ----------------------------------------------------------------------------------- */
+
+static int cmd_keygen(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"rsa", required_argument, NULL, 'r'},
+                                         {"ed25519", no_argument, NULL, 'e'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *path = NULL;
+    enum dkim_algorithm alg = DKIM_ALG_RSA_SHA256;
+    int bits = 2048, ch, help = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        if (ch == 'c')
+            path = optarg;
+        else if (ch == 'r')
+            bits = atoi(optarg);
+        else if (ch == 'e')
+            alg = DKIM_ALG_ED25519_SHA256;
+        else
+            help = ch == 'h' ? 1 : -1;
+    }
+    if (help || argc - optind != 2) {
+        fprintf(help == 1 ? stdout : stderr,
+                "usage: outrelay keygen DOMAIN SELECTOR [--rsa BITS | --ed25519] [-c FILE]\n"
+                "Writes <keys>/DOMAIN/SELECTOR.rsa.pem (default RSA 2048) or .ed25519.pem\n"
+                "(mode 0600) and prints the TXT record to publish. Never overwrites a key.\n");
+        return help == 1 ? 0 : 2;
+    }
+    if (alg == DKIM_ALG_RSA_SHA256 && (bits < 1024 || bits > 8192)) {
+        fprintf(stderr, "outrelay: --rsa BITS must be between 1024 and 8192\n");
+        return 2;
+    }
+    struct config *cfg = load_config(path);
+    if (!cfg)
+        return 1;
+    struct strbuf txt = STRBUF_INIT;
+    char err[512];
+    int status = dkim_keygen(cfg->keys, argv[optind], argv[optind + 1], alg, bits, &txt, err,
+                             sizeof err);
+    if (status < 0)
+        fprintf(stderr, "outrelay: %s\n", err);
+    else
+        printf("%s", strbuf_str(&txt));
+    strbuf_free(&txt);
+    config_free(cfg);
+    return status < 0 ? 1 : 0;
 }
 
 int main(int argc, char **argv)
@@ -337,6 +514,10 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return cmd_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "dns-advice") == 0)
+        return cmd_dns_advice(argc - 1, argv + 1);
     fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include "dns/dns.h"
+
 enum spf_result {
     SPF_NONE,
     SPF_NEUTRAL,
@@ -20,9 +22,9 @@ enum spf_result {
 
 struct spf_outcome {
     enum spf_result result;
-    char domain[256];       /* the domain evaluated (MAIL FROM domain or HELO) */
-    char explanation[256];  /* human words: "SPF record of example.com does not authorise ..." */
-    unsigned ttl;           /* how long this may be cached */
+    char domain[256];      /* the domain evaluated (MAIL FROM domain or HELO) */
+    char explanation[256]; /* human words: "SPF record of example.com does not authorise ..." */
+    unsigned ttl;          /* how long this may be cached */
 };
 
 /* Before workers start: installs the DNS layer and routes libspf2's error/warning handlers to
@@ -37,5 +39,15 @@ void spf_evaluate(const char *ip, const char *sender, const char *helo, struct s
 void spf_evaluate_uncached(const char *ip, const char *sender, const char *helo,
                            struct spf_outcome *out);
 const char *spf_result_name(enum spf_result r); /* "pass", "fail", ... as in RFC 7208 */
+
+/* Drops every cached result (configuration reload, tests). Thread-safe. */
+void spf_cache_flush(void);
+
+/* Where the DNS layer gets its answers: dns_sync_query/dns_sync_free unless replaced (unit tests
+ * answer from a table, without DNS). The functions must be thread-safe; NULL restores the
+ * default. Call before workers start. */
+typedef int (*spf_query_fn)(const char *name, int rrtype, struct dns_answer *answer);
+typedef void (*spf_free_fn)(struct dns_answer *answer);
+void spf_set_resolver(spf_query_fn query, spf_free_fn free_answer);
 
 #endif

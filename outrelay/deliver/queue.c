@@ -17,6 +17,8 @@
 #include "deliver/dsn.h"
 #include "ingress/smtp_proto.h"
 #include "records/records.h"
+#include "sign/signer.h"
+#include "check/alignment.h"
 
 #define QUEUE_MAX_RCPTS_PER_JOB 100
 #define QUEUE_SCAN_INTERVAL_US 500000
@@ -45,6 +47,15 @@ struct message {
     int deleted;
     int inflight; /* jobs out */
     int marks_pending;
+    int prep_pending;      /* a sign or check job holds a pointer to us */
+    /* sign and check stages, redone after a restart */
+    enum { STAGE_TODO, STAGE_RUNNING, STAGE_DONE } sign_state, check_state;
+    struct sign_result *sign;
+    struct alignment_result *align;
+    int check_tries;
+    int64_t check_retry_at;
+    const struct egress_conf *egress_override; /* rerouted by the alignment check */
+    int alignment_released; /* an operator released an alignment hold: send as is */
     uint64_t *pins;
     size_t n_pins;
 };
@@ -73,6 +84,8 @@ static void message_add_pin(struct message *m, uint64_t seg)
 
 static void message_free(struct message *m)
 {
+    signer_result_free(m->sign);
+    alignment_result_free(m->align);
     for (size_t i = 0; i < m->env->n_rcpts; i++) {
         free(m->r[i].last_reply);
         free(m->r[i].last_mx);
@@ -108,8 +121,9 @@ static int all_final(const struct message *m)
  * message leaves through the ramp's `from` egress. */
 static const struct egress_conf *route_egress(const struct message *m, size_t rcpt)
 {
-    (void)m;
     (void)rcpt;
+    if (m->egress_override)
+        return m->egress_override;
     return config_find_egress(queue_cfg, queue_cfg->ramp.from);
 }
 
@@ -178,7 +192,40 @@ void delivery_fail_all(struct job *job, int code, const char *enhanced, const ch
     }
 }
 
+static int strip_upstream(const struct message *m)
+{
+    const struct origin_conf *o = config_find_origin(queue_cfg, m->env->origin);
+    return o && o->strip_upstream_dkim;
+}
+
+/* The message as it goes out: our signatures on top, upstream signatures removed where the
+ * origin's policy says so. */
 int queue_message_data(struct message *m, struct strbuf *out)
+{
+    struct strbuf body = STRBUF_INIT;
+    strbuf_reset(out);
+    if (m->sign && m->sign->headers.len)
+        strbuf_append(out, m->sign->headers.data, m->sign->headers.len);
+    if (m->has_data) {
+        strbuf_append(out, m->data.data, m->data.len);
+    } else {
+        if (spool_read(queue_spool, &m->loc, &body) < 0) {
+            strbuf_free(&body);
+            return -1;
+        }
+        strbuf_append(out, body.data, body.len);
+        strbuf_free(&body);
+    }
+    if (strip_upstream(m)) {
+        size_t skip = m->sign ? m->sign->headers.len : 0;
+        out->len = skip + dkim_strip_signatures(out->data + skip, out->len - skip);
+        out->data[out->len] = '\0';
+    }
+    return 0;
+}
+
+/* The original as received (for DSNs). */
+static int message_original(struct message *m, struct strbuf *out)
 {
     if (m->has_data) {
         strbuf_reset(out);
@@ -212,10 +259,23 @@ static void enqueue_job(struct message *m, struct dest *d, size_t *idx, size_t n
     dest_kick(d);
 }
 
+static void start_sign(struct message *m);
+static void start_check(struct message *m);
+
 static void schedule(struct message *m, int64_t now)
 {
     if (m->held || m->deleted || queue_stopping)
         return;
+    if (m->sign_state != STAGE_DONE) {
+        if (m->sign_state == STAGE_TODO)
+            start_sign(m);
+        return;
+    }
+    if (m->check_state != STAGE_DONE) {
+        if (m->check_state == STAGE_TODO && now >= m->check_retry_at)
+            start_check(m);
+        return;
+    }
     size_t n = m->env->n_rcpts;
     char *grouped = xcalloc(n, 1);
     size_t *idx = xmalloc(n * sizeof *idx);
@@ -261,6 +321,11 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
     {
         if (m->held || m->deleted)
             continue;
+        if (m->check_state == STAGE_TODO && m->sign_state == STAGE_DONE &&
+            m->check_retry_at && m->check_retry_at <= now) {
+            schedule(m, now);
+            continue;
+        }
         for (size_t i = 0; i < m->env->n_rcpts; i++) {
             if (m->r[i].state == RCPT_PENDING && m->r[i].next_try <= now) {
                 schedule(m, now);
@@ -309,7 +374,7 @@ static void submit_mark(struct message *m, size_t rcpt, enum spool_mark mark)
 
 static void message_maybe_forget(struct message *m)
 {
-    if (m->inflight > 0 || m->marks_pending > 0)
+    if (m->inflight > 0 || m->marks_pending > 0 || m->prep_pending > 0)
         return;
     if (!m->deleted && !all_final(m))
         return;
@@ -423,7 +488,7 @@ static void send_dsn(struct message *m, size_t *rcpts, size_t n)
         return;
     }
     struct strbuf original = STRBUF_INIT, text = STRBUF_INIT, envtext = STRBUF_INIT;
-    if (queue_message_data(m, &original) < 0)
+    if (message_original(m, &original) < 0)
         strbuf_puts(&original, "(original message could not be read from the spool)\r\n");
     struct dsn_request req = {.reporting_mta = queue_cfg->hostname,
                               .queue_id = m->env->queue_id,
@@ -545,6 +610,205 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
     free(job->results);
     free(job);
     message_maybe_forget(m);
+}
+
+/* --- sign and check stages ---------------------------------------------------------------------- */
+
+static void sign_done(void *arg, struct sign_result *r)
+{
+    struct message *m = arg;
+    m->prep_pending--;
+    m->sign = r;
+    m->sign_state = STAGE_DONE;
+    struct strbuf dkim = STRBUF_INIT;
+    struct record_event ev = {.event = "signed",
+                              .queue_id = m->env->queue_id,
+                              .message_id = m->env->message_id,
+                              .origin = m->env->origin,
+                              .sender = m->env->sender,
+                              .from_domain = m->env->from_domain};
+    if (r->n_upstream) {
+        signer_describe(r->upstream, r->n_upstream, &dkim);
+        ev.event = "dkim-upstream";
+        ev.dkim = dkim.data;
+        ev.action = strip_upstream(m) ? "strip" : "keep";
+        records_emit(&ev);
+        strbuf_reset(&dkim);
+    }
+    ev.event = "signed";
+    ev.action = NULL;
+    if (r->n_sigs) {
+        signer_describe(r->sigs, r->n_sigs, &dkim);
+        ev.dkim = dkim.data;
+    } else {
+        ev.dkim = NULL;
+        ev.detail = r->error[0] ? r->error
+                    : m->env->from_domain ? "no DKIM key for the From domain or its "
+                                            "organisational domain"
+                                          : "no From: domain";
+        ev.action = "unsigned";
+    }
+    records_emit(&ev);
+    strbuf_free(&dkim);
+    if (m->deleted || queue_stopping) {
+        message_maybe_forget(m);
+        return;
+    }
+    schedule(m, util_now());
+}
+
+static void start_sign(struct message *m)
+{
+    if (!m->has_data) {
+        if (spool_read(queue_spool, &m->loc, &m->data) < 0) {
+            log_error("%s: cannot read the message from the spool", m->env->queue_id);
+            m->sign_state = STAGE_DONE; /* delivery will report the read error */
+            m->sign = NULL;
+            schedule(m, util_now());
+            return;
+        }
+        m->has_data = 1;
+    }
+    m->sign_state = STAGE_RUNNING;
+    m->prep_pending++;
+    signer_submit(m->data.data, m->data.len, m->env->from_domain,
+                  strcmp(m->env->origin ? m->env->origin : "", "dsn") != 0, sign_done, m);
+}
+
+static void emit_check(const struct message *m, const struct egress_conf *e,
+                       const struct egress_check *c, const char *action, const char *detail)
+{
+    struct strbuf policy = STRBUF_INIT, dkim = STRBUF_INIT;
+    alignment_policy_text(&c->dmarc, &policy);
+    alignment_dkim_text(&c->dmarc, &dkim);
+    struct record_event ev = {
+        .event = "checked",
+        .queue_id = m->env->queue_id,
+        .message_id = m->env->message_id,
+        .origin = m->env->origin,
+        .sender = m->env->sender,
+        .egress = e->name,
+        .source_addr = c->spf_ip[0] ? c->spf_ip : NULL,
+        .from_domain = m->env->from_domain,
+        .spf_result = c->spf_known ? spf_result_name(c->spf.result) : "unknown",
+        .spf_domain = c->spf.domain[0] ? c->spf.domain : NULL,
+        .dkim = dkim.len ? dkim.data : NULL,
+        .dmarc_policy = policy.len ? policy.data : NULL,
+        .dmarc_result = dmarc_verdict_name(c->dmarc.verdict),
+        .action = action,
+        .detail = detail ? detail : c->dmarc.reason[0] ? c->dmarc.reason : c->spf.explanation,
+    };
+    records_emit(&ev);
+    strbuf_free(&policy);
+    strbuf_free(&dkim);
+}
+
+/* Every pending recipient is returned to the sender because DMARC would fail. */
+static void bounce_for_alignment(struct message *m, const char *reason)
+{
+    size_t *failed = xmalloc(m->env->n_rcpts * sizeof *failed);
+    size_t n = 0;
+    struct rcpt_result res = {.code = 550};
+    snprintf(res.enhanced, sizeof res.enhanced, "5.7.1");
+    snprintf(res.text, sizeof res.text, "not sent: %s", reason);
+    for (size_t i = 0; i < m->env->n_rcpts; i++) {
+        struct rcpt *r = &m->r[i];
+        if (r->state != RCPT_PENDING)
+            continue;
+        record_reply(r, &res, NULL);
+        r->state = RCPT_FINAL;
+        r->final = SPOOL_MARK_BOUNCED;
+        emit("bounced", m, i, &res, NULL, NULL, "alignment policy: bounce");
+        failed[n++] = i;
+    }
+    if (n)
+        send_dsn(m, failed, n);
+    free(failed);
+    message_maybe_forget(m);
+}
+
+static void check_done(void *arg, struct alignment_result *r)
+{
+    struct message *m = arg;
+    m->prep_pending--;
+    alignment_result_free(m->align);
+    m->align = r;
+    if (m->deleted || queue_stopping) {
+        m->check_state = STAGE_TODO;
+        message_maybe_forget(m);
+        return;
+    }
+    const struct egress_conf *e = route_egress(m, 0);
+    const struct egress_check *c = alignment_for(r, e);
+    m->check_state = STAGE_DONE;
+    if (!c || !m->env->from_domain) {
+        if (c)
+            emit_check(m, e, c, "send", NULL);
+        schedule(m, util_now());
+        return;
+    }
+    enum dmarc_verdict v = c->dmarc.verdict;
+    if (v == DMARC_VERDICT_PASS || v == DMARC_VERDICT_NO_POLICY) {
+        emit_check(m, e, c, "send", NULL);
+    } else if (v == DMARC_VERDICT_TEMPERROR) {
+        /* DNS trouble defers the check, never the mail for long */
+        if (++m->check_tries < 3) {
+            m->check_state = STAGE_TODO;
+            m->check_retry_at = util_now() + 60;
+            emit_check(m, e, c, "recheck", NULL);
+            return;
+        }
+        emit_check(m, e, c, "send", "DNS kept failing; sent without a DMARC prediction");
+    } else if (m->alignment_released) {
+        emit_check(m, e, c, "send", "released by the operator");
+    } else {
+        enum alignment_action a = config_alignment_action(queue_cfg, m->env->from_domain);
+        if (a == ALIGN_REROUTE) {
+            const struct egress_check *better = NULL;
+            for (size_t i = 0; i < r->n_egress && !better; i++)
+                if (r->egress[i].egress != e &&
+                    r->egress[i].dmarc.verdict == DMARC_VERDICT_PASS)
+                    better = &r->egress[i];
+            if (better) {
+                char detail[400];
+                snprintf(detail, sizeof detail, "rerouted from %s to %s: %s", e->name,
+                         better->egress->name, c->dmarc.reason);
+                m->egress_override = better->egress;
+                emit_check(m, better->egress, better, "reroute", detail);
+            } else {
+                emit_check(m, e, c, "send",
+                           "no egress would pass DMARC; sent as is and flagged");
+            }
+        } else if (a == ALIGN_HOLD) {
+            emit_check(m, e, c, "hold", NULL);
+            m->held = 1;
+            submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+            emit("held", m, SIZE_MAX, NULL, NULL, NULL, c->dmarc.reason);
+            return;
+        } else if (a == ALIGN_BOUNCE) {
+            emit_check(m, e, c, "bounce", NULL);
+            bounce_for_alignment(m, c->dmarc.reason);
+            return;
+        } else {
+            emit_check(m, e, c, "send", NULL);
+        }
+    }
+    schedule(m, util_now());
+}
+
+static void start_check(struct message *m)
+{
+    struct dmarc_dkim_input sigs[SIGNER_MAX_SIGS];
+    size_t n = 0;
+    for (size_t i = 0; m->sign && i < m->sign->n_sigs; i++, n++) {
+        sigs[n].domain = m->sign->sigs[i].domain;
+        sigs[n].selector = m->sign->sigs[i].selector;
+        sigs[n].algorithm = m->sign->sigs[i].algorithm;
+        sigs[n].public_b64 = m->sign->keys[i]->public_b64;
+    }
+    m->check_state = STAGE_RUNNING;
+    m->prep_pending++;
+    alignment_submit(queue_cfg, m->env->sender, m->env->from_domain, sigs, n, check_done, m);
 }
 
 /* --- intake ---------------------------------------------------------------------------------- */
@@ -780,6 +1044,7 @@ int queue_control(const char *command, struct strbuf *out)
     if (strcmp(verb, "release") == 0) {
         if (m->held) {
             m->held = 0;
+            m->alignment_released = 1;
             submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
             emit("released", m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
             int64_t now = util_now();

@@ -117,6 +117,9 @@ void dns_answer_free(struct dns_answer *a)
     for (size_t i = 0; i < a->n && a->txt; i++)
         free(a->txt[i]);
     free(a->txt);
+    for (size_t i = 0; i < a->n && a->ptr; i++)
+        free(a->ptr[i]);
+    free(a->ptr);
 }
 
 void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct dns_answer *a)
@@ -180,6 +183,15 @@ void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct d
             sa.len = sizeof *s6;
             a->addrs = xrealloc(a->addrs, (a->n + 1) * sizeof *a->addrs);
             a->addrs[a->n++] = sa;
+        } else if (rrtype == DNS_TYPE_PTR) {
+            char host[NS_MAXDNAME];
+            if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg), rd, host, sizeof host) < 0)
+                continue;
+            size_t hl = strlen(host);
+            if (hl > 1 && host[hl - 1] == '.')
+                host[hl - 1] = '\0';
+            a->ptr = xrealloc(a->ptr, (a->n + 1) * sizeof *a->ptr);
+            a->ptr[a->n++] = xstrdup(host);
         } else if (rrtype == DNS_TYPE_TXT) {
             struct strbuf sb = STRBUF_INIT;
             for (int p = 0; p < rdlen;) {

@@ -1,4 +1,5 @@
-/* dns.h - asynchronous DNS on the event loop (libunbound on our event_base): MX, A, AAAA, TXT.
+/* dns.h - asynchronous DNS on the event loop (libunbound on our event_base): MX, A, AAAA, TXT,
+ * PTR.
  * dns_query() never calls back before it returns; the answer struct lives only for the duration
  * of the callback. dns_cancel() guarantees the callback will not run. Loop thread only. */
 #ifndef OUTRELAY_DNS_H
@@ -17,6 +18,7 @@ enum dns_status {
 };
 
 #define DNS_TYPE_A 1
+#define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28
@@ -34,6 +36,7 @@ struct dns_answer {
     struct dns_mx *mx;             /* for MX */
     struct sockaddr_any *addrs;    /* for A / AAAA (port 0) */
     char **txt;                    /* for TXT: character-strings joined */
+    char **ptr;                    /* for PTR: names without trailing dot */
     const char *error;             /* text for TEMPFAIL */
 };
 

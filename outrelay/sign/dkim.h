@@ -44,8 +44,9 @@ void dkim_keystore_free(struct dkim_keystore *ks);
 size_t dkim_keystore_for(const struct dkim_keystore *ks, const char *from_domain,
                          const struct dkim_key **out, size_t max);
 
-/* Once per process, before any worker uses it. Returns 0 / -1. */
-int dkim_init(const struct dkim_settings *settings, char *err, size_t errlen);
+/* Once per process, before any worker uses it. Returns 0 / -1. (Not "dkim_init": libopendkim
+ * exports that symbol itself, and ours would replace it at link time.) */
+int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen);
 void dkim_shutdown(void);
 
 /* One signature we made, or one we found and verified. */
@@ -78,5 +79,9 @@ int dkim_keygen(const char *dir, const char *domain, const char *selector,
                 size_t errlen);
 /* The TXT record text for a loaded key (same format as keygen prints). */
 void dkim_dns_record(const struct dkim_key *key, struct strbuf *out);
+
+/* Tests only: public keys come from fn (a "v=DKIM1; k=...; p=..." record, or NULL for "no
+ * key") instead of DNS. NULL restores DNS. Not thread-safe; set before verifying. */
+void dkim_set_test_key_lookup(const char *(*fn)(const char *domain, const char *selector));
 
 #endif

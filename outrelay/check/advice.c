@@ -1,0 +1,214 @@
+/* advice.c - see advice.h. */
+#include "check/advice.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "check/orgdomain.h"
+#include "check/spf.h"
+#include "common/util.h"
+#include "dns/dns_sync.h"
+
+/* The value of tag `name` in a "k=v; k=v" record, whitespace removed; "" if absent. */
+static void tag_value(const char *record, const char *name, char *out, size_t size)
+{
+    size_t n = strlen(name), o = 0;
+    out[0] = '\0';
+    for (const char *p = record; *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ';')
+            p++;
+        if (!strncasecmp(p, name, n) && (p[n] == '=' || p[n] == ' ')) {
+            const char *v = strchr(p, '=');
+            if (!v)
+                return;
+            for (v++; *v && *v != ';' && o + 1 < size; v++)
+                if (!isspace((unsigned char)*v))
+                    out[o++] = *v;
+            out[o] = '\0';
+            return;
+        }
+        while (*p && *p != ';')
+            p++;
+    }
+}
+
+static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
+{
+    char name[400], p[4096];
+    snprintf(name, sizeof name, "%s._domainkey.%s", k->selector, k->domain);
+    strbuf_printf(out, "  DKIM %s (%s, %d bits):\n", name,
+                  k->algorithm == DKIM_ALG_RSA_SHA256 ? "rsa" : "ed25519", k->bits);
+    struct dns_answer a;
+    dns_sync_query(name, DNS_TYPE_TXT, &a);
+    int problem = 0;
+    if (a.status == DNS_TEMPFAIL) {
+        strbuf_printf(out, "    cannot check: DNS error (%s)\n", a.error ? a.error : "?");
+        problem = 1;
+    } else if (a.status != DNS_OK) {
+        strbuf_puts(out, "    MISSING: nothing is published; add:\n");
+        problem = 1;
+    } else {
+        int found = 0;
+        for (size_t i = 0; i < a.n; i++) {
+            tag_value(a.txt[i], "p", p, sizeof p);
+            if (!strcmp(p, k->public_b64))
+                found = 1;
+        }
+        if (found) {
+            strbuf_puts(out, "    ok: the published key matches ours\n");
+        } else {
+            strbuf_puts(out, "    WRONG: the published key is not ours (stale or another key); "
+                             "replace it with:\n");
+            problem = 1;
+        }
+    }
+    dns_sync_free(&a);
+    if (problem) {
+        struct strbuf rec = STRBUF_INIT;
+        dkim_dns_record(k, &rec);
+        strbuf_printf(out, "    %s", strbuf_str(&rec));
+        if (rec.len && rec.data[rec.len - 1] != '\n')
+            strbuf_puts(out, "\n");
+        strbuf_free(&rec);
+    }
+    return problem;
+}
+
+static void egress_mechanisms(const struct egress_conf *e, struct strbuf *mech,
+                              struct strbuf *ips)
+{
+    char ip[64];
+    if (e->type == EGRESS_SMARTHOST) {
+        for (size_t i = 0; i < e->n_spf_ips; i++) {
+            inet_ntop(e->spf_ips[i].family, e->spf_ips[i].addr, ip, sizeof ip);
+            int full = e->spf_ips[i].family == AF_INET ? 32 : 128;
+            strbuf_printf(mech, " ip%c:%s", e->spf_ips[i].family == AF_INET ? '4' : '6', ip);
+            if (e->spf_ips[i].bits != full)
+                strbuf_printf(mech, "/%d", e->spf_ips[i].bits);
+            strbuf_printf(ips, "%s%s", ips->len ? " " : "", ip);
+        }
+        return;
+    }
+    for (size_t i = 0; i < e->n_sources; i++) {
+        util_format_addr(&e->sources[i], 0, ip, sizeof ip);
+        strbuf_printf(mech, " ip%c:%s", e->sources[i].ss.ss_family == AF_INET ? '4' : '6', ip);
+        strbuf_printf(ips, "%s%s", ips->len ? " " : "", ip);
+    }
+}
+
+static int advise_spf(const struct config *cfg, const char *domain, struct strbuf *out)
+{
+    int problems = 0;
+    struct strbuf need = STRBUF_INIT;
+    strbuf_printf(out, "  SPF %s:\n", domain);
+    struct dns_answer a;
+    dns_sync_query(domain, DNS_TYPE_TXT, &a);
+    const char *published = NULL;
+    for (size_t i = 0; a.status == DNS_OK && i < a.n; i++)
+        if (!strncasecmp(a.txt[i], "v=spf1", 6) && (a.txt[i][6] == ' ' || !a.txt[i][6]))
+            published = a.txt[i];
+    strbuf_printf(out, "    published: %s\n", published ? published : "(none)");
+    char sender[300];
+    snprintf(sender, sizeof sender, "postmaster@%s", domain);
+    for (size_t i = 0; i < cfg->n_egress; i++) {
+        const struct egress_conf *e = &cfg->egress[i];
+        struct strbuf mech = STRBUF_INIT, ips = STRBUF_INIT;
+        egress_mechanisms(e, &mech, &ips);
+        if (!ips.len) {
+            strbuf_printf(out, "    egress %s: no fixed source address configured (set source "
+                               "or spf_ips) - cannot check\n",
+                          e->name);
+        } else {
+            char one[64];
+            const char *p = ips.data;
+            while (*p) {
+                size_t n = strcspn(p, " ");
+                snprintf(one, sizeof one, "%.*s", (int)n, p);
+                struct spf_outcome o;
+                spf_evaluate_uncached(one, sender, e->helo ? e->helo : cfg->hostname, &o);
+                strbuf_printf(out, "    egress %s from %s: %s%s%s\n", e->name, one,
+                              spf_result_name(o.result), o.result == SPF_PASS ? "" : " - ",
+                              o.result == SPF_PASS ? "" : o.explanation);
+                if (o.result != SPF_PASS)
+                    problems++;
+                p += n;
+                while (*p == ' ')
+                    p++;
+            }
+            strbuf_append(&need, mech.data, mech.len);
+        }
+        strbuf_free(&mech);
+        strbuf_free(&ips);
+    }
+    if (problems) {
+        strbuf_puts(out, "    add these mechanisms (before the final all):");
+        strbuf_printf(out, "%s\n", strbuf_str(&need));
+        if (!published)
+            strbuf_printf(out, "    suggested: %s. IN TXT \"v=spf1%s ~all\"\n", domain,
+                          strbuf_str(&need));
+    }
+    dns_sync_free(&a);
+    strbuf_free(&need);
+    return problems;
+}
+
+static int advise_dmarc(const char *domain, struct strbuf *out)
+{
+    char name[300], org[256];
+    snprintf(name, sizeof name, "_dmarc.%s", domain);
+    strbuf_printf(out, "  DMARC %s:\n", name);
+    struct dns_answer a;
+    dns_sync_query(name, DNS_TYPE_TXT, &a);
+    const char *rec = NULL;
+    for (size_t i = 0; a.status == DNS_OK && i < a.n; i++)
+        if (!strncasecmp(a.txt[i], "v=DMARC1", 8))
+            rec = a.txt[i];
+    int problem = 0;
+    orgdomain_of(domain, org, sizeof org);
+    if (rec) {
+        strbuf_printf(out, "    published: %s\n", rec);
+    } else if (a.status == DNS_TEMPFAIL) {
+        strbuf_printf(out, "    cannot check: DNS error (%s)\n", a.error ? a.error : "?");
+        problem = 1;
+    } else if (strcasecmp(org, domain) != 0) {
+        strbuf_printf(out, "    none here; the policy of the organisational domain %s applies\n",
+                      org);
+    } else {
+        strbuf_printf(out, "    MISSING: no DMARC record. During a migration start with\n"
+                           "    suggested: _dmarc.%s. IN TXT \"v=DMARC1; p=none; "
+                           "rua=mailto:dmarc-reports@%s; adkim=r; aspf=r\"\n",
+                      domain, domain);
+        problem = 1;
+    }
+    dns_sync_free(&a);
+    return problem;
+}
+
+int advice_report(const struct config *cfg, const struct dkim_keystore *keys, struct strbuf *out)
+{
+    int problems = 0;
+    if (keys->n_keys == 0)
+        strbuf_printf(out, "no DKIM keys under %s: create one with "
+                           "`outrelay keygen DOMAIN SELECTOR`\n",
+                      cfg->keys);
+    for (size_t i = 0; i < keys->n_keys; i++) {
+        const char *domain = keys->keys[i].domain;
+        int first = 1;
+        for (size_t j = 0; j < i; j++)
+            if (!strcasecmp(keys->keys[j].domain, domain))
+                first = 0;
+        if (!first)
+            continue;
+        strbuf_printf(out, "%s\n", domain);
+        for (size_t j = i; j < keys->n_keys; j++)
+            if (!strcasecmp(keys->keys[j].domain, domain))
+                problems += advise_dkim(&keys->keys[j], out);
+        problems += advise_spf(cfg, domain, out);
+        problems += advise_dmarc(domain, out);
+    }
+    strbuf_printf(out, "%d problem%s found\n", problems, problems == 1 ? "" : "s");
+    return problems;
+}

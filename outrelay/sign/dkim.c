@@ -1,0 +1,398 @@
+/* dkim.c - signing and verifying with libopendkim (one DKIM_LIB per process, configured by
+ * dkim_setup before any worker starts), the public-key lookup through dns_sync for verification,
+ * and stripping DKIM-Signature fields from a header section. Signing does no I/O; verification
+ * blocks on DNS, so both run on worker threads, never on the event loop. Keys: keystore.c. */
+#include "sign/dkim.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <opendkim/dkim.h>
+
+#include "common/util.h"
+#include "dns/dns_sync.h"
+
+/* Feed size per dkim_chunk call when several handles share one pass over the message. */
+#define FEED_PIECE (64 * 1024)
+#define MAX_SIGNING_KEYS 16
+
+static DKIM_LIB *dkim_lib;
+static const char **dkim_sign_list;     /* NULL-terminated copies handed to libopendkim */
+static const char **dkim_oversign_list; /* (it copies them too; kept until shutdown) */
+static const char *(*dkim_test_lookup)(const char *domain, const char *selector);
+
+static const char *const default_sign_headers[] = {
+    "from",        "reply-to",       "subject",
+    "date",        "to",             "cc",
+    "message-id",  "in-reply-to",    "references",
+    "mime-version", "content-type",  "content-transfer-encoding",
+    "list-id",     "list-unsubscribe", "list-unsubscribe-post",
+    NULL,
+};
+static const char *const default_oversign_headers[] = {"from", NULL};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Key lookup for verification */
+
+void dkim_set_test_key_lookup(const char *(*fn)(const char *domain, const char *selector))
+{
+    dkim_test_lookup = fn;
+}
+
+/* libopendkim calls this (synchronously, from dkim_eom) for every signature it checks. */
+static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
+{
+    (void)dkim;
+    const char *domain = (const char *)dkim_sig_getdomain(sig);
+    const char *selector = (const char *)dkim_sig_getselector(sig);
+    if (!domain || !selector || !*domain || !*selector)
+        return DKIM_CBSTAT_NOTFOUND;
+
+    if (dkim_test_lookup) {
+        const char *record = dkim_test_lookup(domain, selector);
+        if (!record)
+            return DKIM_CBSTAT_NOTFOUND;
+        if (strlen(record) >= buflen)
+            return DKIM_CBSTAT_ERROR;
+        memcpy(buf, record, strlen(record) + 1);
+        return DKIM_CBSTAT_CONTINUE;
+    }
+
+    char name[512];
+    int n = snprintf(name, sizeof name, "%s._domainkey.%s", selector, domain);
+    if (n < 0 || (size_t)n >= sizeof name || n > 253)
+        return DKIM_CBSTAT_NOTFOUND;
+    struct dns_answer answer;
+    dns_sync_query(name, DNS_TYPE_TXT, &answer);
+    DKIM_CBSTAT rc;
+    switch (answer.status) {
+    case DNS_OK:
+        rc = DKIM_CBSTAT_NOTFOUND;
+        for (size_t i = 0; i < answer.n; i++) {
+            size_t len = strlen(answer.txt[i]);
+            if (len == 0)
+                continue;
+            if (len >= buflen) {
+                rc = DKIM_CBSTAT_ERROR;
+                break;
+            }
+            /* More than one record is a configuration error; the first wins. */
+            memcpy(buf, answer.txt[i], len + 1);
+            rc = DKIM_CBSTAT_CONTINUE;
+            break;
+        }
+        break;
+    case DNS_NODATA:
+    case DNS_NXDOMAIN:
+        rc = DKIM_CBSTAT_NOTFOUND;
+        break;
+    default:
+        rc = DKIM_CBSTAT_TRYAGAIN;
+        break;
+    }
+    dns_sync_free(&answer);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Library set-up */
+
+static const char **copy_header_list(char **names, size_t n, const char *const *fallback)
+{
+    size_t count = 0;
+    if (!names)
+        while (fallback[count])
+            count++;
+    else
+        count = n;
+    const char **list = xcalloc(count + 1, sizeof *list);
+    for (size_t i = 0; i < count; i++)
+        list[i] = xstrdup(names ? names[i] : fallback[i]);
+    return list;
+}
+
+static void free_header_list(const char **list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; list[i]; i++)
+        free((char *)list[i]);
+    free(list);
+}
+
+void dkim_shutdown(void)
+{
+    if (dkim_lib)
+        dkim_close(dkim_lib);
+    dkim_lib = NULL;
+    free_header_list(dkim_sign_list);
+    free_header_list(dkim_oversign_list);
+    dkim_sign_list = dkim_oversign_list = NULL;
+}
+
+int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
+{
+    if (dkim_lib)
+        return 0;
+    dkim_lib = dkim_init(NULL, NULL);
+    if (!dkim_lib) {
+        snprintf(err, errlen, "libopendkim initialisation failed");
+        return -1;
+    }
+    if (!dkim_libfeature(dkim_lib, DKIM_FEATURE_ED25519) ||
+        !dkim_libfeature(dkim_lib, DKIM_FEATURE_SHA256) ||
+        !dkim_libfeature(dkim_lib, DKIM_FEATURE_OVERSIGN)) {
+        snprintf(err, errlen, "libopendkim lacks Ed25519, SHA-256 or oversigning support");
+        dkim_shutdown();
+        return -1;
+    }
+    dkim_sign_list = copy_header_list(settings ? settings->sign_headers : NULL,
+                                      settings ? settings->n_sign_headers : 0,
+                                      default_sign_headers);
+    dkim_oversign_list = copy_header_list(settings ? settings->oversign_headers : NULL,
+                                          settings ? settings->n_oversign_headers : 0,
+                                          default_oversign_headers);
+    /* Never sign every header (the library's default without SIGNHDRS); the array itself is
+     * the option value. FIXCRLF: our data is CRLF already, this only guards against an
+     * LF-only message silently signing an empty body. */
+    u_int flags = DKIM_LIBFLAGS_FIXCRLF;
+    if (dkim_options(dkim_lib, DKIM_OP_SETOPT, DKIM_OPTS_SIGNHDRS, dkim_sign_list,
+                     sizeof(char **)) != DKIM_STAT_OK ||
+        dkim_options(dkim_lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, dkim_oversign_list,
+                     sizeof(char **)) != DKIM_STAT_OK ||
+        dkim_options(dkim_lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags) !=
+            DKIM_STAT_OK ||
+        dkim_set_key_lookup(dkim_lib, key_lookup) != DKIM_STAT_OK) {
+        snprintf(err, errlen, "cannot configure libopendkim (header lists, flags, key lookup)");
+        dkim_shutdown();
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Signing */
+
+static const char *algorithm_name(dkim_alg_t alg)
+{
+    switch (alg) {
+    case DKIM_SIGN_RSASHA256:
+        return "rsa-sha256";
+    case DKIM_SIGN_ED25519SHA256:
+        return "ed25519-sha256";
+    case DKIM_SIGN_RSASHA1:
+        return "rsa-sha1";
+    default:
+        return "unknown";
+    }
+}
+
+static const char *dkim_error_text(DKIM *d, DKIM_STAT st)
+{
+    const char *e = d ? dkim_geterror(d) : NULL;
+    return e && *e ? e : dkim_getresultstr(st);
+}
+
+int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const char *data,
+                      size_t len, struct strbuf *headers_out, struct dkim_signature *sigs,
+                      char *err, size_t errlen)
+{
+    DKIM *handles[MAX_SIGNING_KEYS] = {0};
+    struct strbuf out = STRBUF_INIT;
+    DKIM_STAT st = DKIM_STAT_OK;
+    int rc = -1;
+
+    if (!dkim_lib) {
+        snprintf(err, errlen, "DKIM not initialised");
+        return -1;
+    }
+    if (n_keys > MAX_SIGNING_KEYS) {
+        snprintf(err, errlen, "too many DKIM keys for one message (%zu, at most %d)", n_keys,
+                 MAX_SIGNING_KEYS);
+        return -1;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        const struct dkim_key *k = keys[i];
+        dkim_alg_t alg = k->algorithm == DKIM_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256
+                                                                  : DKIM_SIGN_RSASHA256;
+        handles[i] = dkim_sign(dkim_lib, (const unsigned char *)"outrelay", NULL,
+                               (dkim_sigkey_t)k->pem, (const unsigned char *)k->selector,
+                               (const unsigned char *)k->domain, DKIM_CANON_RELAXED,
+                               DKIM_CANON_RELAXED, alg, -1, &st);
+        if (!handles[i] || st != DKIM_STAT_OK) {
+            snprintf(err, errlen, "%s: dkim_sign: %s", k->path ? k->path : k->selector,
+                     dkim_getresultstr(st));
+            goto out;
+        }
+        st = dkim_privkey_load(handles[i]);
+        if (st != DKIM_STAT_OK) {
+            snprintf(err, errlen, "%s: unusable private key: %s",
+                     k->path ? k->path : k->selector, dkim_error_text(handles[i], st));
+            goto out;
+        }
+        if (sigs) {
+            memset(&sigs[i], 0, sizeof sigs[i]);
+            snprintf(sigs[i].domain, sizeof sigs[i].domain, "%s", k->domain);
+            snprintf(sigs[i].selector, sizeof sigs[i].selector, "%s", k->selector);
+            snprintf(sigs[i].algorithm, sizeof sigs[i].algorithm, "%s", algorithm_name(alg));
+        }
+    }
+
+    /* One pass over the message feeds every handle. */
+    for (size_t off = 0; off < len; off += FEED_PIECE) {
+        size_t piece = len - off < FEED_PIECE ? len - off : FEED_PIECE;
+        for (size_t i = 0; i < n_keys; i++) {
+            st = dkim_chunk(handles[i], (u_char *)data + off, piece);
+            if (st != DKIM_STAT_OK) {
+                snprintf(err, errlen, "signing with %s: %s", keys[i]->selector,
+                         dkim_error_text(handles[i], st));
+                goto out;
+            }
+        }
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        st = dkim_chunk(handles[i], NULL, 0);
+        if (st == DKIM_STAT_OK)
+            st = dkim_eom(handles[i], NULL);
+        if (st != DKIM_STAT_OK) {
+            snprintf(err, errlen, "signing with %s: %s", keys[i]->selector,
+                     dkim_error_text(handles[i], st));
+            goto out;
+        }
+        u_char *value = NULL;
+        size_t vlen = 0;
+        st = dkim_getsighdr_d(handles[i], strlen(DKIM_SIGNHEADER) + 2, &value, &vlen);
+        if (st != DKIM_STAT_OK || !value) {
+            snprintf(err, errlen, "signing with %s: cannot get the signature: %s",
+                     keys[i]->selector, dkim_error_text(handles[i], st));
+            goto out;
+        }
+        /* value belongs to the handle: copy before dkim_free. */
+        strbuf_puts(&out, DKIM_SIGNHEADER ": ");
+        strbuf_append(&out, value, vlen);
+        strbuf_puts(&out, "\r\n");
+        if (sigs)
+            sigs[i].result = 1;
+    }
+    strbuf_append(headers_out, out.data, out.len);
+    rc = 0;
+out:
+    for (size_t i = 0; i < n_keys; i++)
+        if (handles[i])
+            dkim_free(handles[i]);
+    strbuf_free(&out);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Verification */
+
+static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, struct dkim_signature *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *domain = (const char *)dkim_sig_getdomain(sig);
+    const char *selector = (const char *)dkim_sig_getselector(sig);
+    snprintf(out->domain, sizeof out->domain, "%s", domain ? domain : "");
+    snprintf(out->selector, sizeof out->selector, "%s", selector ? selector : "");
+    dkim_alg_t alg = -1;
+    if (dkim_sig_getsignalg(sig, &alg) != DKIM_STAT_OK)
+        alg = -1;
+    snprintf(out->algorithm, sizeof out->algorithm, "%s", algorithm_name(alg));
+
+    unsigned flags = dkim_sig_getflags(sig);
+    int sigerr = dkim_sig_geterror(sig);
+    if (DKIM_SIG_CHECK(sig)) {
+        out->result = 1;
+    } else if (sigerr == DKIM_SIGERROR_KEYFAIL) {
+        out->result = -1;
+        snprintf(out->error, sizeof out->error, "%s", dkim_sig_geterrorstr(sigerr));
+    } else {
+        out->result = 0;
+        const char *why;
+        if (sigerr != DKIM_SIGERROR_OK && sigerr != DKIM_SIGERROR_UNKNOWN)
+            why = dkim_sig_geterrorstr(sigerr);
+        else if ((flags & DKIM_SIGFLAG_PROCESSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
+            why = "body hash mismatch";
+        else if (!(flags & DKIM_SIGFLAG_PROCESSED))
+            why = dkim_geterror(d) && *dkim_geterror(d) ? dkim_geterror(d) : "not processed";
+        else
+            why = "signature mismatch";
+        snprintf(out->error, sizeof out->error, "%s", why ? why : "unknown error");
+    }
+}
+
+size_t dkim_verify_message(const char *data, size_t len, struct dkim_signature *sigs, size_t max)
+{
+    if (!dkim_lib)
+        return 0;
+    DKIM_STAT st;
+    DKIM *d = dkim_verify(dkim_lib, (const unsigned char *)"outrelay", NULL, &st);
+    if (!d)
+        return 0;
+    st = dkim_chunk(d, (u_char *)data, len);
+    if (st == DKIM_STAT_OK)
+        st = dkim_chunk(d, NULL, 0);
+    if (st == DKIM_STAT_OK)
+        st = dkim_eom(d, NULL);
+    size_t found = 0;
+    if (st != DKIM_STAT_NOSIG) {
+        DKIM_SIGINFO **list = NULL;
+        int n = 0;
+        if (dkim_getsiglist(d, &list, &n) == DKIM_STAT_OK && list) {
+            for (int i = 0; i < n; i++) {
+                if (found < max)
+                    describe_signature(d, list[i], &sigs[found]);
+                found++;
+            }
+        }
+    }
+    dkim_free(d);
+    return found < max ? found : max;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Stripping */
+
+/* Length of the line starting at p (including its LF), bounded by end. */
+static size_t line_length(const char *p, const char *end)
+{
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    return nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+}
+
+static int is_dkim_signature_field(const char *p, size_t n)
+{
+    static const char name[] = DKIM_SIGNHEADER;
+    size_t nl = sizeof name - 1;
+    if (n <= nl || strncasecmp(p, name, nl) != 0)
+        return 0;
+    size_t i = nl;
+    while (i < n && (p[i] == ' ' || p[i] == '\t'))
+        i++;
+    return i < n && p[i] == ':';
+}
+
+size_t dkim_strip_signatures(char *data, size_t len)
+{
+    char *end = data + len;
+    char *p = data;
+    while (p < end) {
+        size_t n = line_length(p, end);
+        /* The empty line ends the header section. */
+        if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
+            break;
+        if (!is_dkim_signature_field(p, n)) {
+            p += n;
+            continue;
+        }
+        size_t field = n;
+        while (p + field < end && (p[field] == ' ' || p[field] == '\t'))
+            field += line_length(p + field, end);
+        memmove(p, p + field, (size_t)(end - (p + field)));
+        end -= field;
+    }
+    return (size_t)(end - data);
+}
