@@ -487,14 +487,14 @@ static void describe_dkim(const struct dmarc_prediction *p, char *buf, size_t si
     }
     for (size_t i = 0; i < p->n_dkim; i++) {
         const struct dmarc_dkim_outcome *o = &p->dkim[i];
-        append(buf, size, "%sDKIM d=%s (%s", i ? ", " : "", o->domain,
-               o->aligned ? "aligned" : "not aligned");
-        if (o->key_matches == 1)
-            append(buf, size, ", key published)");
-        else if (o->aligned)
-            append(buf, size, ", but %s)", o->detail);
+        /* An unaligned signature cannot help, whatever its key: say only that. */
+        if (!o->aligned)
+            append(buf, size, "%sDKIM d=%s (not aligned)", i ? ", " : "", o->domain);
+        else if (o->key_matches == 1)
+            append(buf, size, "%sDKIM d=%s (aligned, key published)", i ? ", " : "", o->domain);
         else
-            append(buf, size, ")");
+            append(buf, size, "%sDKIM d=%s (aligned, but %s)", i ? ", " : "", o->domain,
+                   o->detail);
     }
 }
 

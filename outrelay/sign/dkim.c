@@ -10,8 +10,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+
 #include <opendkim/dkim.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
@@ -98,6 +103,117 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* libopendkim 2.11.0 signing-handle leaks
+ *
+ * dkim_free() releases the key material of a signing handle only when the signature is RSA:
+ * an Ed25519 signature leaves its EVP_PKEY and its 64-byte output buffer behind (~1.3 KB per
+ * message), and a handle freed after dkim_privkey_load() but before dkim_eom() attached the
+ * key (any error on the way) leaves the whole key. We record the two blocks dkim_privkey_load
+ * allocates through our allocator (the library's struct dkim_crypto and its output buffer),
+ * check that they look exactly like 2.11.0's layout (mirrored below), and free what the
+ * library forgot. Anything unexpected: we touch nothing and warn once (a leak, never a crash).
+ */
+
+struct odkim_crypto_2_11 { /* libopendkim/dkim-types.h, 2.11.0, OpenSSL build */
+    unsigned char pad;
+    int keysize;
+    size_t inlen;
+    size_t outlen;
+    EVP_PKEY *pkey;
+    void *rsa; /* RSA * from EVP_PKEY_get1_RSA */
+    BIO *keydata;
+    unsigned char *in;
+    unsigned char *out;
+};
+_Static_assert(sizeof(struct odkim_crypto_2_11) == 64, "mirror of struct dkim_crypto");
+
+/* The per-handle allocator closure (handles made with dkim_sign(..., memclosure, ...)). */
+struct handle_mem {
+    int recording;
+    int n;
+    void *block[2];
+    size_t size[2];
+    int freed[2];
+};
+
+static int dkim_fix_leaks; /* the library is the version the workaround knows */
+
+static void *lib_malloc(void *closure, size_t n)
+{
+    void *p = malloc(n);
+    struct handle_mem *m = closure;
+    if (m && m->recording && p && m->n < 2) {
+        m->block[m->n] = p;
+        m->size[m->n] = n;
+        m->freed[m->n] = 0;
+        m->n++;
+    }
+    return p;
+}
+
+static void lib_free(void *closure, void *p)
+{
+    struct handle_mem *m = closure;
+    for (int i = 0; m && p && i < m->n; i++)
+        if (m->block[i] == p && !m->freed[i]) {
+            m->freed[i] = 1;
+            break;
+        }
+    free(p);
+}
+
+/* 1: key loaded (struct + output buffer), 2: load failed (struct only, emptied), 0: unknown. */
+static int handle_mem_layout(const struct handle_mem *m)
+{
+    if (!dkim_fix_leaks || m->n < 1 || m->size[0] != sizeof(struct odkim_crypto_2_11))
+        return 0;
+    const struct odkim_crypto_2_11 *c = m->block[0];
+    if (m->n == 2 && c->out == m->block[1] && c->outlen == m->size[1] && c->pkey)
+        return 1;
+    if (m->n == 1 && !c->pkey && !c->keydata && !c->out)
+        return 2;
+    return 0;
+}
+
+/* Frees h, then whatever libopendkim leaves behind of its key. */
+static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
+{
+    int layout = m->freed[0] ? 0 : handle_mem_layout(m);
+    struct odkim_crypto_2_11 snap = {0};
+    if (layout)
+        snap = *(const struct odkim_crypto_2_11 *)m->block[0];
+    else if (dkim_fix_leaks && m->n > 0) {
+        static int warned;
+        if (!warned++)
+            log_warn("dkim: unexpected libopendkim key layout; not freeing its leftovers");
+    }
+    dkim_free(h);
+    if (!layout)
+        return;
+    if (m->freed[0]) {
+        /* Attached to the signature: dkim_free released everything for RSA, only the
+         * struct for Ed25519. dkim_eom already freed and cleared the BIO. */
+        if (alg == DKIM_SIGN_ED25519SHA256) {
+            EVP_PKEY_free(snap.pkey);
+            BIO_free(snap.keydata);
+            if (m->n == 2 && !m->freed[1])
+                free(m->block[1]);
+        }
+        return;
+    }
+    /* Never attached: the library forgot the whole key. */
+    EVP_PKEY_free(snap.pkey);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    RSA_free(snap.rsa);
+#pragma GCC diagnostic pop
+    BIO_free(snap.keydata);
+    if (m->n == 2 && !m->freed[1])
+        free(m->block[1]);
+    free(m->block[0]);
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* Library set-up */
 
 static const char **copy_header_list(char **names, size_t n, const char *const *fallback)
@@ -137,7 +253,7 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
 {
     if (dkim_lib)
         return 0;
-    dkim_lib = dkim_init(NULL, NULL);
+    dkim_lib = dkim_init(lib_malloc, lib_free);
     if (!dkim_lib) {
         snprintf(err, errlen, "libopendkim initialisation failed");
         return -1;
@@ -149,6 +265,7 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
         dkim_shutdown();
         return -1;
     }
+    dkim_fix_leaks = dkim_libversion() == 0x020B0000;
     dkim_sign_list = copy_header_list(settings ? settings->sign_headers : NULL,
                                       settings ? settings->n_sign_headers : 0,
                                       default_sign_headers);
@@ -201,6 +318,8 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
                       char *err, size_t errlen)
 {
     DKIM *handles[MAX_SIGNING_KEYS] = {0};
+    struct handle_mem mem[MAX_SIGNING_KEYS];
+    dkim_alg_t algs[MAX_SIGNING_KEYS];
     struct strbuf out = STRBUF_INIT;
     DKIM_STAT st = DKIM_STAT_OK;
     int rc = -1;
@@ -218,7 +337,9 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
         const struct dkim_key *k = keys[i];
         dkim_alg_t alg = k->algorithm == DKIM_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256
                                                                   : DKIM_SIGN_RSASHA256;
-        handles[i] = dkim_sign(dkim_lib, (const unsigned char *)"outrelay", NULL,
+        algs[i] = alg;
+        memset(&mem[i], 0, sizeof mem[i]);
+        handles[i] = dkim_sign(dkim_lib, (const unsigned char *)"outrelay", &mem[i],
                                (dkim_sigkey_t)k->pem, (const unsigned char *)k->selector,
                                (const unsigned char *)k->domain, DKIM_CANON_RELAXED,
                                DKIM_CANON_RELAXED, alg, -1, &st);
@@ -227,7 +348,9 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
                      dkim_getresultstr(st));
             goto out;
         }
+        mem[i].recording = 1;
         st = dkim_privkey_load(handles[i]);
+        mem[i].recording = 0;
         if (st != DKIM_STAT_OK) {
             snprintf(err, errlen, "%s: unusable private key: %s",
                      k->path ? k->path : k->selector, dkim_error_text(handles[i], st));
@@ -282,7 +405,7 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
 out:
     for (size_t i = 0; i < n_keys; i++)
         if (handles[i])
-            dkim_free(handles[i]);
+            free_signing_handle(handles[i], &mem[i], algs[i]);
     strbuf_free(&out);
     return rc;
 }

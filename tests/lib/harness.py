@@ -272,6 +272,7 @@ class Env:
         self.failed = False
         self._cleaned = False
         self.bin = os.environ.get("OUTRELAY_BIN", "")
+        self.tools = os.environ.get("OUTRELAY_TOOLS", os.path.join(os.path.dirname(self.bin), "tools"))
         self.src = os.environ.get("OUTRELAY_SRC",
                                   os.path.dirname(os.path.dirname(LIB_DIR)))
         atexit.register(self.cleanup)
@@ -1079,6 +1080,14 @@ class SendResult:
     @property
     def accepted(self):
         return self.code("data") == 250
+
+    @property
+    def queue_id(self):
+        """The relay's queue id from "250 2.0.0 Ok: queued as ID", or None."""
+        for step in self.steps:
+            if step[0] == "data" and step[1] == 250 and "queued as " in (step[2] or ""):
+                return step[2].rsplit("queued as ", 1)[1].strip()
+        return None
 
     def __repr__(self):
         return f"SendResult(steps={self.steps}, tls={self.tls_version}, error={self.error})"

@@ -531,6 +531,16 @@ static void test_sign_with_bad_key_fails_early(void **state)
                      -1);
     assert_non_null(strstr(err, "/nowhere/bad.rsa.pem"));
     assert_int_equal(out.len, 0);
+
+    /* Good keys loaded before the bad one are released too (LeakSanitizer checks). */
+    struct dkim_keystore *ks = dkim_keystore_load(keydir, NULL, NULL);
+    assert_non_null(ks);
+    const struct dkim_key *three[3] = {&ks->keys[0], &ks->keys[1], &bad};
+    assert_int_equal(dkim_sign_message(three, 3, message, sizeof message - 1, &out, NULL, err,
+                                       sizeof err),
+                     -1);
+    assert_int_equal(out.len, 0);
+    dkim_keystore_free(ks);
     strbuf_free(&out);
 }
 
