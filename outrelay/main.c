@@ -56,8 +56,7 @@ static void usage_main(FILE *f)
 
 static struct config *load_config(const char *path)
 {
-    if (!path)
-        return config_defaults();
+    if (!path) return config_defaults();
     struct config_errors errs = {0};
     struct config *cfg = config_load(path, &errs);
     for (size_t i = 0; i < errs.n; i++)
@@ -102,8 +101,7 @@ static int cmd_check(int argc, char **argv)
         return r == 1 ? 0 : 2;
     }
     struct config *cfg = load_config(path);
-    if (!cfg)
-        return 1;
+    if (!cfg) return 1;
     int status = 0;
     if (cfg->tls_cert && cfg->tls_key) {
         char err[512];
@@ -144,7 +142,8 @@ static int cmd_queue(int argc, char **argv)
     int rest;
     int r = parse_common(argc, argv, &path, &rest, 1);
     static const char *usage =
-        "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete ID\n"
+        "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete "
+        "ID\n"
         "Talks to the running relay over its control socket:\n"
         "  list        messages with their pending recipients and last replies ('!' = held)\n"
         "  show ID     one message: envelope, every recipient's state\n"
@@ -197,22 +196,18 @@ static int ensure_dir(const char *path, uid_t uid, gid_t gid, int chown_it)
     for (char *p = tmp + 1; *p; p++) {
         if (*p == '/') {
             *p = '\0';
-            if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
-                return -1;
+            if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
             *p = '/';
         }
     }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return -1;
-    if (chown_it && chown(tmp, uid, gid) < 0)
-        return -1;
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
+    if (chown_it && chown(tmp, uid, gid) < 0) return -1;
     return 0;
 }
 
 static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 {
-    if (!cfg->user)
-        return 0;
+    if (!cfg->user) return 0;
     struct passwd *pw = getpwnam(cfg->user);
     if (!pw) {
         snprintf(err, errlen, "user %s does not exist", cfg->user);
@@ -224,8 +219,7 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (getuid() != 0 && geteuid() != 0) {
-        if (geteuid() == pw->pw_uid)
-            return 0;
+        if (geteuid() == pw->pw_uid) return 0;
         snprintf(err, errlen, "must start as root to switch to user %s", cfg->user);
         return -1;
     }
@@ -294,8 +288,7 @@ static int cmd_serve(int argc, char **argv)
         return r == 1 ? 0 : 2;
     }
     struct config *cfg = load_config(path);
-    if (!cfg)
-        return 1;
+    if (!cfg) return 1;
     log_init("outrelay", cfg->log_syslog, (enum log_level)cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
@@ -312,84 +305,64 @@ static int cmd_serve(int argc, char **argv)
     if (cfg->tls_cert && cfg->tls_key &&
         !(server_ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err)))
         goto out;
-    if (cfg->users_file && !(users = auth_load(cfg->users_file, err, sizeof err)))
-        goto out;
+    if (cfg->users_file && !(users = auth_load(cfg->users_file, err, sizeof err))) goto out;
     /* Bind while still privileged (port 25), then drop. */
-    if (smtpd_start(serve_base, cfg, server_ctx, users, err, sizeof err) < 0)
-        goto out;
-    if (drop_privileges(cfg, err, sizeof err) < 0)
-        goto out;
+    if (smtpd_start(serve_base, cfg, server_ctx, users, err, sizeof err) < 0) goto out;
+    if (drop_privileges(cfg, err, sizeof err) < 0) goto out;
     if (ensure_dir(cfg->state, 0, 0, 0) < 0) {
         snprintf(err, sizeof err, "cannot create state directory %s: %s", cfg->state,
                  strerror(errno));
         goto out;
     }
-    if (records_open(cfg->state, err, sizeof err) < 0)
-        goto out;
+    if (records_open(cfg->state, err, sizeof err) < 0) goto out;
     records_started = 1;
-    if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0)
-        goto out;
-    if (auth_stages_start(cfg, &keys, err, sizeof err) < 0)
-        goto out;
+    if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0) goto out;
+    if (auth_stages_start(cfg, &keys, err, sizeof err) < 0) goto out;
     auth_started = 1;
     if (workpool_start(serve_base, 2) < 0) {
         snprintf(err, sizeof err, "cannot start worker threads");
         goto out;
     }
-    if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err)))
-        goto out;
-    if (queue_init(serve_base, cfg, sp, err, sizeof err) < 0)
-        goto out;
+    if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err))) goto out;
+    if (queue_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
     queue_started = 1;
     int recovered = queue_recover(err, sizeof err);
-    if (recovered < 0)
-        goto out;
+    if (recovered < 0) goto out;
     if (recovered > 0)
         log_info("outrelay: recovered %d message%s from the spool", recovered,
                  recovered == 1 ? "" : "s");
     smtpd_set_spool(sp);
-    if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0)
-        goto out;
+    if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0) goto out;
     control_started = 1;
     sigterm = evsignal_new(serve_base, SIGTERM, on_signal, NULL);
     sigint = evsignal_new(serve_base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION,
-             cfg->file, queue_size(), queue_size() == 1 ? "" : "s");
+    log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION, cfg->file,
+             queue_size(), queue_size() == 1 ? "" : "s");
     event_base_dispatch(serve_base);
     status = 0;
 
 out:
-    if (status != 0)
-        log_error("outrelay: %s", err);
+    if (status != 0) log_error("outrelay: %s", err);
     smtpd_stop();
-    if (control_started)
-        control_stop();
-    if (queue_started)
-        queue_stop();
+    if (control_started) control_stop();
+    if (queue_started) queue_stop();
     workpool_stop();
     spool_close(sp); /* runs the last commit callbacks */
     smtpd_release();
-    if (queue_started)
-        queue_shutdown();
+    if (queue_started) queue_shutdown();
     dns_shutdown();
-    if (auth_started)
-        auth_stages_stop();
+    if (auth_started) auth_stages_stop();
     dkim_keystore_free(keys);
-    if (records_started)
-        records_close();
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
+    if (records_started) records_close();
+    if (sigterm) event_free(sigterm);
+    if (sigint) event_free(sigint);
     event_base_free(serve_base);
     auth_free(users);
-    if (server_ctx)
-        SSL_CTX_free(server_ctx);
+    if (server_ctx) SSL_CTX_free(server_ctx);
     config_free(cfg);
-    if (status == 0)
-        log_info("outrelay: stopped");
+    if (status == 0) log_info("outrelay: stopped");
     return status;
 }
 
@@ -410,8 +383,7 @@ static int cmd_dns_advice(int argc, char **argv)
         return r == 1 ? 0 : 2;
     }
     struct config *cfg = load_config(path);
-    if (!cfg)
-        return 1;
+    if (!cfg) return 1;
     log_init("outrelay", 0, LOG_LEVEL_ERROR);
     char err[512];
     char **key_errors = NULL;
@@ -478,12 +450,11 @@ static int cmd_keygen(int argc, char **argv)
         return 2;
     }
     struct config *cfg = load_config(path);
-    if (!cfg)
-        return 1;
+    if (!cfg) return 1;
     struct strbuf txt = STRBUF_INIT;
     char err[512];
-    int status = dkim_keygen(cfg->keys, argv[optind], argv[optind + 1], alg, bits, &txt, err,
-                             sizeof err);
+    int status =
+        dkim_keygen(cfg->keys, argv[optind], argv[optind + 1], alg, bits, &txt, err, sizeof err);
     if (status < 0)
         fprintf(stderr, "outrelay: %s\n", err);
     else
@@ -508,16 +479,11 @@ int main(int argc, char **argv)
         usage_main(stdout);
         return 0;
     }
-    if (strcmp(cmd, "serve") == 0)
-        return cmd_serve(argc - 1, argv + 1);
-    if (strcmp(cmd, "check") == 0)
-        return cmd_check(argc - 1, argv + 1);
-    if (strcmp(cmd, "queue") == 0)
-        return cmd_queue(argc - 1, argv + 1);
-    if (strcmp(cmd, "keygen") == 0)
-        return cmd_keygen(argc - 1, argv + 1);
-    if (strcmp(cmd, "dns-advice") == 0)
-        return cmd_dns_advice(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0) return cmd_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
+    if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
     fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -22,11 +22,9 @@ static void tag_value(const char *record, const char *name, char *out, size_t si
             p++;
         if (!strncasecmp(p, name, n) && (p[n] == '=' || p[n] == ' ')) {
             const char *v = strchr(p, '=');
-            if (!v)
-                return;
+            if (!v) return;
             for (v++; *v && *v != ';' && o + 1 < size; v++)
-                if (!isspace((unsigned char)*v))
-                    out[o++] = *v;
+                if (!isspace((unsigned char)*v)) out[o++] = *v;
             out[o] = '\0';
             return;
         }
@@ -54,8 +52,7 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
         int found = 0;
         for (size_t i = 0; i < a.n; i++) {
             tag_value(a.txt[i], "p", p, sizeof p);
-            if (!strcmp(p, k->public_b64))
-                found = 1;
+            if (!strcmp(p, k->public_b64)) found = 1;
         }
         if (found) {
             strbuf_puts(out, "    ok: the published key matches ours\n");
@@ -70,15 +67,13 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
         struct strbuf rec = STRBUF_INIT;
         dkim_dns_record(k, &rec);
         strbuf_printf(out, "    %s", strbuf_str(&rec));
-        if (rec.len && rec.data[rec.len - 1] != '\n')
-            strbuf_puts(out, "\n");
+        if (rec.len && rec.data[rec.len - 1] != '\n') strbuf_puts(out, "\n");
         strbuf_free(&rec);
     }
     return problem;
 }
 
-static void egress_mechanisms(const struct egress_conf *e, struct strbuf *mech,
-                              struct strbuf *ips)
+static void egress_mechanisms(const struct egress_conf *e, struct strbuf *mech, struct strbuf *ips)
 {
     char ip[64];
     if (e->type == EGRESS_SMARTHOST) {
@@ -86,8 +81,7 @@ static void egress_mechanisms(const struct egress_conf *e, struct strbuf *mech,
             inet_ntop(e->spf_ips[i].family, e->spf_ips[i].addr, ip, sizeof ip);
             int full = e->spf_ips[i].family == AF_INET ? 32 : 128;
             strbuf_printf(mech, " ip%c:%s", e->spf_ips[i].family == AF_INET ? '4' : '6', ip);
-            if (e->spf_ips[i].bits != full)
-                strbuf_printf(mech, "/%d", e->spf_ips[i].bits);
+            if (e->spf_ips[i].bits != full) strbuf_printf(mech, "/%d", e->spf_ips[i].bits);
             strbuf_printf(ips, "%s%s", ips->len ? " " : "", ip);
         }
         return;
@@ -118,8 +112,9 @@ static int advise_spf(const struct config *cfg, const char *domain, struct strbu
         struct strbuf mech = STRBUF_INIT, ips = STRBUF_INIT;
         egress_mechanisms(e, &mech, &ips);
         if (!ips.len) {
-            strbuf_printf(out, "    egress %s: no fixed source address configured (set source "
-                               "or spf_ips) - cannot check\n",
+            strbuf_printf(out,
+                          "    egress %s: no fixed source address configured (set source "
+                          "or spf_ips) - cannot check\n",
                           e->name);
         } else {
             char one[64];
@@ -132,8 +127,7 @@ static int advise_spf(const struct config *cfg, const char *domain, struct strbu
                 strbuf_printf(out, "    egress %s from %s: %s%s%s\n", e->name, one,
                               spf_result_name(o.result), o.result == SPF_PASS ? "" : " - ",
                               o.result == SPF_PASS ? "" : o.explanation);
-                if (o.result != SPF_PASS)
-                    problems++;
+                if (o.result != SPF_PASS) problems++;
                 p += n;
                 while (*p == ' ')
                     p++;
@@ -164,8 +158,7 @@ static int advise_dmarc(const char *domain, struct strbuf *out)
     dns_sync_query(name, DNS_TYPE_TXT, &a);
     const char *rec = NULL;
     for (size_t i = 0; a.status == DNS_OK && i < a.n; i++)
-        if (!strncasecmp(a.txt[i], "v=DMARC1", 8))
-            rec = a.txt[i];
+        if (!strncasecmp(a.txt[i], "v=DMARC1", 8)) rec = a.txt[i];
     int problem = 0;
     orgdomain_of(domain, org, sizeof org);
     if (rec) {
@@ -177,9 +170,10 @@ static int advise_dmarc(const char *domain, struct strbuf *out)
         strbuf_printf(out, "    none here; the policy of the organisational domain %s applies\n",
                       org);
     } else {
-        strbuf_printf(out, "    MISSING: no DMARC record. During a migration start with\n"
-                           "    suggested: _dmarc.%s. IN TXT \"v=DMARC1; p=none; "
-                           "rua=mailto:dmarc-reports@%s; adkim=r; aspf=r\"\n",
+        strbuf_printf(out,
+                      "    MISSING: no DMARC record. During a migration start with\n"
+                      "    suggested: _dmarc.%s. IN TXT \"v=DMARC1; p=none; "
+                      "rua=mailto:dmarc-reports@%s; adkim=r; aspf=r\"\n",
                       domain, domain);
         problem = 1;
     }
@@ -191,17 +185,16 @@ int advice_report(const struct config *cfg, const struct dkim_keystore *keys, st
 {
     int problems = 0;
     if (keys->n_keys == 0)
-        strbuf_printf(out, "no DKIM keys under %s: create one with "
-                           "`outrelay keygen DOMAIN SELECTOR`\n",
+        strbuf_printf(out,
+                      "no DKIM keys under %s: create one with "
+                      "`outrelay keygen DOMAIN SELECTOR`\n",
                       cfg->keys);
     for (size_t i = 0; i < keys->n_keys; i++) {
         const char *domain = keys->keys[i].domain;
         int first = 1;
         for (size_t j = 0; j < i; j++)
-            if (!strcasecmp(keys->keys[j].domain, domain))
-                first = 0;
-        if (!first)
-            continue;
+            if (!strcasecmp(keys->keys[j].domain, domain)) first = 0;
+        if (!first) continue;
         strbuf_printf(out, "%s\n", domain);
         for (size_t j = i; j < keys->n_keys; j++)
             if (!strcasecmp(keys->keys[j].domain, domain))

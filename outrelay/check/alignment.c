@@ -140,8 +140,7 @@ void alignment_submit(const struct config *cfg, const char *sender, const char *
 
 void alignment_result_free(struct alignment_result *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     free(r->egress);
     free(r);
 }
@@ -150,22 +149,22 @@ const struct egress_check *alignment_for(const struct alignment_result *r,
                                          const struct egress_conf *e)
 {
     for (size_t i = 0; r && i < r->n_egress; i++)
-        if (r->egress[i].egress == e)
-            return &r->egress[i];
+        if (r->egress[i].egress == e) return &r->egress[i];
     return NULL;
 }
 
 void alignment_policy_text(const struct dmarc_prediction *p, struct strbuf *out)
 {
-    if (!p->p)
-        return;
+    if (!p->p) return;
     strbuf_printf(out, "p=%s", p->p == 'r' ? "reject" : p->p == 'q' ? "quarantine" : "none");
     if (p->sp)
-        strbuf_printf(out, " sp=%s", p->sp == 'r' ? "reject" : p->sp == 'q' ? "quarantine" : "none");
+        strbuf_printf(out, " sp=%s",
+                      p->sp == 'r'   ? "reject"
+                      : p->sp == 'q' ? "quarantine"
+                                     : "none");
     strbuf_printf(out, " pct=%d adkim=%c aspf=%c", p->pct, p->adkim ? p->adkim : 'r',
                   p->aspf ? p->aspf : 'r');
-    if (p->record_domain[0])
-        strbuf_printf(out, " at=%s", p->record_domain);
+    if (p->record_domain[0]) strbuf_printf(out, " at=%s", p->record_domain);
 }
 
 void alignment_dkim_text(const struct dmarc_prediction *p, struct strbuf *out)
@@ -174,7 +173,9 @@ void alignment_dkim_text(const struct dmarc_prediction *p, struct strbuf *out)
         const struct dmarc_dkim_outcome *d = &p->dkim[i];
         strbuf_printf(out, "%sd=%s s=%s a=%s key=%s %s", i ? "; " : "", d->domain, d->selector,
                       d->algorithm,
-                      d->key_matches > 0 ? "ok" : d->key_matches == 0 ? "mismatch" : "dns-error",
+                      d->key_matches > 0    ? "ok"
+                      : d->key_matches == 0 ? "mismatch"
+                                            : "dns-error",
                       d->aligned ? "aligned" : "unaligned");
     }
 }

@@ -14,9 +14,9 @@
 
 struct egress_check {
     const struct egress_conf *egress;
-    struct spf_outcome spf;  /* worst over the egress's source addresses */
-    char spf_ip[64];         /* the address the worst result is for */
-    int spf_known;           /* 0: the egress has no fixed source address to check */
+    struct spf_outcome spf; /* worst over the egress's source addresses */
+    char spf_ip[64];        /* the address the worst result is for */
+    int spf_known;          /* 0: the egress has no fixed source address to check */
     struct dmarc_prediction dmarc;
 };
 

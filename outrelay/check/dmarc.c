@@ -52,8 +52,7 @@ static int dmarc_library_ready;   /* under dmarc_lock */
 
 static char **copy_strings(char *const *src, size_t n)
 {
-    if (n == 0)
-        return NULL;
+    if (n == 0) return NULL;
     char **out = xcalloc(n, sizeof *out);
     for (size_t i = 0; i < n; i++)
         out[i] = xstrdup(src[i]);
@@ -69,8 +68,7 @@ static void free_strings(char **s, size_t n)
 
 static void txt_entry_free(struct txt_entry *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     free_strings(e->txt, e->n);
     free(e);
 }
@@ -107,8 +105,7 @@ static void free_entry_cb(void *arg, const char *key, void *value)
 /* With dmarc_lock held: keeps the cache bounded (expired entries first, then everything). */
 static void cache_make_room(int64_t now)
 {
-    if (hashmap_count(txt_cache) < DMARC_CACHE_MAX)
-        return;
+    if (hashmap_count(txt_cache) < DMARC_CACHE_MAX) return;
     struct expiry_scan scan = {now, NULL, 0};
     hashmap_foreach(txt_cache, collect_expired, &scan);
     for (size_t i = 0; i < scan.n; i++)
@@ -149,11 +146,9 @@ static void txt_lookup(const char *name, struct txt_result *out)
                  answer.error ? answer.error : "temporary failure");
     }
     unsigned ttl = answer.status == DNS_OK ? answer.ttl : DMARC_NEGATIVE_TTL;
-    if (ttl > DMARC_MAX_TTL)
-        ttl = DMARC_MAX_TTL;
+    if (ttl > DMARC_MAX_TTL) ttl = DMARC_MAX_TTL;
     dns_sync_free(&answer);
-    if (out->status == DNS_TEMPFAIL || ttl == 0)
-        return;
+    if (out->status == DNS_TEMPFAIL || ttl == 0) return;
 
     struct txt_entry *e = xcalloc(1, sizeof *e);
     e->expires = now + ttl;
@@ -161,8 +156,7 @@ static void txt_lookup(const char *name, struct txt_result *out)
     e->n = out->n;
     e->txt = copy_strings(out->txt, out->n);
     pthread_mutex_lock(&dmarc_lock);
-    if (!txt_cache)
-        txt_cache = hashmap_new();
+    if (!txt_cache) txt_cache = hashmap_new();
     cache_make_room(now);
     txt_entry_free(hashmap_put(txt_cache, name, e));
     pthread_mutex_unlock(&dmarc_lock);
@@ -180,8 +174,7 @@ int dmarc_init(char *err, size_t errlen)
         OPENDMARC_LIB_T lib;
         memset(&lib, 0, sizeof lib);
         lib.tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
-        snprintf((char *)lib.tld_source_file, sizeof lib.tld_source_file, "%s",
-                 ORGDOMAIN_PSL_FILE);
+        snprintf((char *)lib.tld_source_file, sizeof lib.tld_source_file, "%s", ORGDOMAIN_PSL_FILE);
         int st = opendmarc_policy_library_init(&lib);
         if (st != DMARC_PARSE_OKAY) {
             snprintf(err, errlen, "libopendmarc initialisation with %s failed: %s",
@@ -191,8 +184,7 @@ int dmarc_init(char *err, size_t errlen)
             dmarc_library_ready = 1;
         }
     }
-    if (rc == 0 && !txt_cache)
-        txt_cache = hashmap_new();
+    if (rc == 0 && !txt_cache) txt_cache = hashmap_new();
     pthread_mutex_unlock(&dmarc_lock);
     return rc;
 }
@@ -239,8 +231,7 @@ static void append(char *buf, size_t size, const char *fmt, ...)
 static void append(char *buf, size_t size, const char *fmt, ...)
 {
     size_t used = strnlen(buf, size);
-    if (used + 1 >= size)
-        return;
+    if (used + 1 >= size) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf + used, size - used, fmt, ap);
@@ -254,8 +245,7 @@ static void normalise_domain(const char *in, char *out, size_t size)
     for (; in && in[n] && n + 1 < size; n++)
         out[n] = (char)tolower((unsigned char)in[n]);
     out[n] = '\0';
-    if (n && out[n - 1] == '.')
-        out[n - 1] = '\0';
+    if (n && out[n - 1] == '.') out[n - 1] = '\0';
 }
 
 static int is_space(char c)
@@ -278,10 +268,8 @@ static int b64_equal(const char *a, const char *b)
             a++;
         while (is_space(*b))
             b++;
-        if (*a != *b)
-            return 0;
-        if (!*a)
-            return 1;
+        if (*a != *b) return 0;
+        if (!*a) return 1;
         a++;
         b++;
     }
@@ -315,11 +303,9 @@ int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out)
         const char *spec = skip_space(s);
         const char *spec_end = s + len;
         s = end ? end + 1 : s + len;
-        if (spec >= spec_end)
-            continue; /* empty tag-spec, e.g. a trailing ";" */
+        if (spec >= spec_end) continue; /* empty tag-spec, e.g. a trailing ";" */
         const char *eq = memchr(spec, '=', (size_t)(spec_end - spec));
-        if (!eq)
-            return -1;
+        if (!eq) return -1;
         const char *name_end = eq;
         while (name_end > spec && is_space(name_end[-1]))
             name_end--;
@@ -329,26 +315,20 @@ int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out)
         while (val_end > val && is_space(val_end[-1]))
             val_end--;
         size_t val_len = val_end > val ? (size_t)(val_end - val) : 0;
-        if (name_len == 0)
-            return -1;
+        if (name_len == 0) return -1;
         if (name_len == 1 && spec[0] == 'v') {
             /* RFC 6376 3.6.1: if present, first and "DKIM1". */
-            if (seen_v++ || !first || val_len != 5 || strncmp(val, "DKIM1", 5) != 0)
-                return -1;
+            if (seen_v++ || !first || val_len != 5 || strncmp(val, "DKIM1", 5) != 0) return -1;
         } else if (name_len == 1 && spec[0] == 'k') {
-            if (seen_k++ || val_len == 0 || val_len >= sizeof out->key_type)
-                return -1;
+            if (seen_k++ || val_len == 0 || val_len >= sizeof out->key_type) return -1;
             memcpy(out->key_type, val, val_len);
             out->key_type[val_len] = '\0';
         } else if (name_len == 1 && spec[0] == 'p') {
-            if (seen_p++)
-                return -1;
+            if (seen_p++) return -1;
             size_t o = 0;
             for (size_t i = 0; i < val_len; i++) {
-                if (is_space(val[i]))
-                    continue;
-                if (o + 1 >= sizeof out->public_b64)
-                    return -1;
+                if (is_space(val[i])) continue;
+                if (o + 1 >= sizeof out->public_b64) return -1;
                 out->public_b64[o++] = val[i];
             }
             out->public_b64[o] = '\0';
@@ -376,8 +356,7 @@ int dmarc_key_check(char *const *txt, size_t n_txt, const char *name, const char
     char seen_type[16] = "";
     for (size_t i = 0; i < n_txt; i++) {
         struct dmarc_key_record rec;
-        if (dmarc_parse_key_record(txt[i], &rec) < 0)
-            continue;
+        if (dmarc_parse_key_record(txt[i], &rec) < 0) continue;
         usable++;
         if (rec.public_b64[0] == '\0') {
             revoked = 1;
@@ -405,8 +384,7 @@ int dmarc_key_check(char *const *txt, size_t n_txt, const char *name, const char
 static void check_published_key(const struct dmarc_dkim_input *sig, struct dmarc_dkim_outcome *o)
 {
     char name[600];
-    snprintf(name, sizeof name, "%s._domainkey.%s", sig->selector ? sig->selector : "",
-             o->domain);
+    snprintf(name, sizeof name, "%s._domainkey.%s", sig->selector ? sig->selector : "", o->domain);
     struct txt_result r;
     txt_lookup(name, &r);
     switch (r.status) {
@@ -436,10 +414,8 @@ int dmarc_domains_aligned(const char *identifier, const char *from_domain, char 
     char a[256], b[256];
     normalise_domain(identifier, a, sizeof a);
     normalise_domain(from_domain, b, sizeof b);
-    if (!a[0] || !b[0])
-        return 0;
-    if (mode == 's')
-        return strcmp(a, b) == 0;
+    if (!a[0] || !b[0]) return 0;
+    if (mode == 's') return strcmp(a, b) == 0;
     char org_a[256], org_b[256];
     orgdomain_of(a, org_a, sizeof org_a);
     orgdomain_of(b, org_b, sizeof org_b);
@@ -493,8 +469,7 @@ static void describe_dkim(const struct dmarc_prediction *p, char *buf, size_t si
         else if (o->key_matches == 1)
             append(buf, size, "%sDKIM d=%s (aligned, key published)", i ? ", " : "", o->domain);
         else
-            append(buf, size, "%sDKIM d=%s (aligned, but %s)", i ? ", " : "", o->domain,
-                   o->detail);
+            append(buf, size, "%sDKIM d=%s (aligned, but %s)", i ? ", " : "", o->domain, o->detail);
     }
 }
 
@@ -507,10 +482,8 @@ void dmarc_decide(struct dmarc_prediction *out, enum dmarc_record_state state,
     out->dkim_aligned_pass = 0;
     int dkim_tempfail = 0;
     for (size_t i = 0; i < out->n_dkim; i++) {
-        if (out->dkim[i].aligned && out->dkim[i].key_matches == 1)
-            out->dkim_aligned_pass = 1;
-        if (out->dkim[i].aligned && out->dkim[i].key_matches < 0)
-            dkim_tempfail = 1;
+        if (out->dkim[i].aligned && out->dkim[i].key_matches == 1) out->dkim_aligned_pass = 1;
+        if (out->dkim[i].aligned && out->dkim[i].key_matches < 0) dkim_tempfail = 1;
     }
     out->applied_subdomain_policy = state == DMARC_RECORD_FOUND && out->sp &&
                                     out->record_domain[0] &&
@@ -533,16 +506,14 @@ void dmarc_decide(struct dmarc_prediction *out, enum dmarc_record_state state,
     char what[320] = "";
     if (spf_pass || out->dkim_aligned_pass) {
         out->verdict = DMARC_VERDICT_PASS;
-        if (spf_pass)
-            describe_spf(out, what, sizeof what);
+        if (spf_pass) describe_spf(out, what, sizeof what);
         for (size_t i = 0; i < out->n_dkim; i++) {
             const struct dmarc_dkim_outcome *o = &out->dkim[i];
             if (o->aligned && o->key_matches == 1)
                 append(what, sizeof what, "%sDKIM d=%s (aligned, key published)",
                        what[0] ? ", " : "", o->domain);
         }
-        append(out->reason, sizeof out->reason, "DMARC passes for %s: %s", out->from_domain,
-               what);
+        append(out->reason, sizeof out->reason, "DMARC passes for %s: %s", out->from_domain, what);
         return;
     }
 
@@ -570,14 +541,11 @@ void dmarc_decide(struct dmarc_prediction *out, enum dmarc_record_state state,
 static int is_dmarc_record(const char *txt)
 {
     const char *s = skip_space(txt);
-    if (*s != 'v')
-        return 0;
+    if (*s != 'v') return 0;
     s = skip_space(s + 1);
-    if (*s != '=')
-        return 0;
+    if (*s != '=') return 0;
     s = skip_space(s + 1);
-    if (strncmp(s, "DMARC1", 6) != 0)
-        return 0;
+    if (strncmp(s, "DMARC1", 6) != 0) return 0;
     s += 6;
     return *s == '\0' || *s == ';' || is_space(*s);
 }
@@ -599,10 +567,8 @@ static enum lookup_outcome lookup_dmarc_at(const char *domain, char **record, ch
     } else {
         size_t found = 0;
         for (size_t i = 0; i < r.n; i++) {
-            if (!is_dmarc_record(r.txt[i]))
-                continue;
-            if (found++ == 0)
-                *record = xstrdup(r.txt[i]);
+            if (!is_dmarc_record(r.txt[i])) continue;
+            if (found++ == 0) *record = xstrdup(r.txt[i]);
         }
         if (found == 1) {
             outcome = LOOKUP_ONE;
@@ -618,16 +584,13 @@ static enum lookup_outcome lookup_dmarc_at(const char *domain, char **record, ch
 }
 
 /* Finds the policy record for from (normalised). On FOUND: *record and record_domain. */
-static enum dmarc_record_state discover_record(const char *from, char **record,
-                                               char *record_domain, size_t rd_size, char *note,
-                                               size_t note_size)
+static enum dmarc_record_state discover_record(const char *from, char **record, char *record_domain,
+                                               size_t rd_size, char *note, size_t note_size)
 {
     *record = NULL;
     enum lookup_outcome o = lookup_dmarc_at(from, record, note, note_size);
-    if (o == LOOKUP_TEMPFAIL)
-        return DMARC_RECORD_TEMPFAIL;
-    if (o == LOOKUP_SEVERAL)
-        return DMARC_RECORD_NONE;
+    if (o == LOOKUP_TEMPFAIL) return DMARC_RECORD_TEMPFAIL;
+    if (o == LOOKUP_SEVERAL) return DMARC_RECORD_NONE;
     if (o == LOOKUP_ONE) {
         snprintf(record_domain, rd_size, "%s", from);
         return DMARC_RECORD_FOUND;
@@ -639,10 +602,8 @@ static enum dmarc_record_state discover_record(const char *from, char **record,
         return DMARC_RECORD_NONE;
     }
     o = lookup_dmarc_at(org, record, note, note_size);
-    if (o == LOOKUP_TEMPFAIL)
-        return DMARC_RECORD_TEMPFAIL;
-    if (o == LOOKUP_SEVERAL)
-        return DMARC_RECORD_NONE;
+    if (o == LOOKUP_TEMPFAIL) return DMARC_RECORD_TEMPFAIL;
+    if (o == LOOKUP_SEVERAL) return DMARC_RECORD_NONE;
     if (o == LOOKUP_NONE) {
         snprintf(note, note_size, "no record at _dmarc.%s nor at _dmarc.%s", from, org);
         return DMARC_RECORD_NONE;
@@ -713,19 +674,16 @@ static int evaluate_with_library(struct dmarc_prediction *out, const char *recor
     }
     for (size_t i = 0; i < out->n_dkim; i++) {
         struct dmarc_dkim_outcome *o = &out->dkim[i];
-        int result = o->key_matches == 1 ? DMARC_POLICY_DKIM_OUTCOME_PASS
-                                         : DMARC_POLICY_DKIM_OUTCOME_FAIL;
-        opendmarc_policy_store_dkim(pctx, (u_char *)o->domain, (u_char *)o->selector, result,
-                                    NULL);
+        int result =
+            o->key_matches == 1 ? DMARC_POLICY_DKIM_OUTCOME_PASS : DMARC_POLICY_DKIM_OUTCOME_FAIL;
+        opendmarc_policy_store_dkim(pctx, (u_char *)o->domain, (u_char *)o->selector, result, NULL);
     }
     int policy = opendmarc_get_policy_to_enforce(pctx);
     int lib_dkim = 0, lib_spf = 0, v = 0;
     opendmarc_policy_fetch_alignment(pctx, &lib_dkim, &lib_spf);
-    if (opendmarc_policy_fetch_p(pctx, &v) == DMARC_PARSE_OKAY)
-        out->p = char_or_zero(v);
+    if (opendmarc_policy_fetch_p(pctx, &v) == DMARC_PARSE_OKAY) out->p = char_or_zero(v);
     v = 0;
-    if (opendmarc_policy_fetch_sp(pctx, &v) == DMARC_PARSE_OKAY)
-        out->sp = char_or_zero(v);
+    if (opendmarc_policy_fetch_sp(pctx, &v) == DMARC_PARSE_OKAY) out->sp = char_or_zero(v);
     v = -1;
     opendmarc_policy_fetch_pct(pctx, &v);
     out->pct = (v >= 0 && v <= 100) ? v : 100;
@@ -748,8 +706,7 @@ done:
 }
 
 void dmarc_predict(const char *from_domain, const char *mailfrom_domain, enum spf_result spf,
-                   const struct dmarc_dkim_input *sigs, size_t n_sigs,
-                   struct dmarc_prediction *out)
+                   const struct dmarc_dkim_input *sigs, size_t n_sigs, struct dmarc_prediction *out)
 {
     memset(out, 0, sizeof *out);
     normalise_domain(from_domain, out->from_domain, sizeof out->from_domain);
@@ -773,8 +730,8 @@ void dmarc_predict(const char *from_domain, const char *mailfrom_domain, enum sp
 
     char note[200] = "";
     char *record = NULL;
-    enum dmarc_record_state state = discover_record(
-        out->from_domain, &record, out->record_domain, sizeof out->record_domain, note, sizeof note);
+    enum dmarc_record_state state = discover_record(out->from_domain, &record, out->record_domain,
+                                                    sizeof out->record_domain, note, sizeof note);
 
     for (size_t i = 0; i < out->n_dkim; i++)
         check_published_key(&sigs[i], &out->dkim[i]);

@@ -31,9 +31,9 @@ struct dmarc_dkim_outcome {
     char domain[256];
     char selector[64];
     char algorithm[24];
-    int key_matches;   /* 1 DNS has our key, 0 missing/different, -1 DNS temporary error */
-    int aligned;       /* with the From domain under the record's adkim */
-    char detail[160];  /* "no key published at s1._domainkey.example.org", ... */
+    int key_matches;  /* 1 DNS has our key, 0 missing/different, -1 DNS temporary error */
+    int aligned;      /* with the From domain under the record's adkim */
+    char detail[160]; /* "no key published at s1._domainkey.example.org", ... */
 };
 
 struct dmarc_prediction {
@@ -41,17 +41,17 @@ struct dmarc_prediction {
     char record_domain[256]; /* where the policy was found ("" = none) */
     char p, sp;              /* 'n' none, 'q' quarantine, 'r' reject, 0 when no record */
     int pct;
-    char adkim, aspf;        /* 'r' / 's' */
+    char adkim, aspf; /* 'r' / 's' */
     int applied_subdomain_policy;
     enum spf_result spf;
     char spf_domain[256];
     int spf_aligned;
     struct dmarc_dkim_outcome dkim[8];
     size_t n_dkim;
-    int dkim_aligned_pass;   /* some signature both matches its published key and aligns */
+    int dkim_aligned_pass; /* some signature both matches its published key and aligns */
     enum dmarc_verdict verdict;
-    char policy_to_apply;    /* on FAIL: the p (or sp) the receiver would apply */
-    char reason[320];        /* words for the operator */
+    char policy_to_apply; /* on FAIL: the p (or sp) the receiver would apply */
+    char reason[320];     /* words for the operator */
 };
 
 /* Before workers start (needs orgdomain_init). Returns 0 / -1. */
@@ -70,8 +70,8 @@ const char *dmarc_verdict_name(enum dmarc_verdict v); /* "pass", "fail", "temper
 
 /* A DKIM key record (RFC 6376 3.6.1) as far as the prediction needs it. */
 struct dmarc_key_record {
-    char key_type[16];      /* k=, "rsa" when absent */
-    char public_b64[2048];  /* p= with whitespace removed; "" = revoked */
+    char key_type[16];     /* k=, "rsa" when absent */
+    char public_b64[2048]; /* p= with whitespace removed; "" = revoked */
 };
 /* Parses one TXT string. Returns 0, or -1 when it is not a usable key record (v= other than
  * DKIM1, no p= tag, a p= too long for us, malformed tag list). */

@@ -10,8 +10,7 @@ static psl_ctx_t *orgdomain_psl;
 
 int orgdomain_init(const char *path, char *err, size_t errlen)
 {
-    if (orgdomain_psl)
-        return 0;
+    if (orgdomain_psl) return 0;
     orgdomain_psl = psl_load_file(path ? path : ORGDOMAIN_PSL_FILE);
     if (!orgdomain_psl) {
         snprintf(err, errlen, "cannot load the public suffix list %s",
@@ -23,8 +22,7 @@ int orgdomain_init(const char *path, char *err, size_t errlen)
 
 void orgdomain_shutdown(void)
 {
-    if (orgdomain_psl)
-        psl_free(orgdomain_psl);
+    if (orgdomain_psl) psl_free(orgdomain_psl);
     orgdomain_psl = NULL;
 }
 
@@ -32,13 +30,11 @@ void orgdomain_of(const char *domain, char *out, size_t size)
 {
     char lower[256];
     size_t n = strlen(domain);
-    if (n >= sizeof lower)
-        n = sizeof lower - 1;
+    if (n >= sizeof lower) n = sizeof lower - 1;
     for (size_t i = 0; i < n; i++)
         lower[i] = (char)tolower((unsigned char)domain[i]);
     lower[n] = '\0';
-    if (n && lower[n - 1] == '.')
-        lower[--n] = '\0';
+    if (n && lower[n - 1] == '.') lower[--n] = '\0';
     const char *reg = orgdomain_psl ? psl_registrable_domain(orgdomain_psl, lower) : NULL;
     snprintf(out, size, "%s", reg ? reg : lower);
 }

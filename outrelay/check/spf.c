@@ -327,16 +327,35 @@ static void spf_pick_domain(const char *sender, const char *helo, char *out, siz
         snprintf(out, size, "%s", helo ? helo : "");
 }
 
-/* The first message libspf2 attached to the response, for permerror explanations. */
+/* The first error libspf2 attached to the response (warnings only when there is no error),
+ * for permerror explanations. */
 static const char *spf_first_message(SPF_response_t *resp)
 {
     int n = resp ? SPF_response_messages(resp) : 0;
+    const char *warning = NULL;
     for (int i = 0; i < n; i++) {
         SPF_error_t *e = SPF_response_message(resp, i);
         const char *text = e ? SPF_error_message(e) : NULL;
-        if (text && *text) return text;
+        if (!text || !*text) continue;
+        if (SPF_error_errorp(e)) return text;
+        if (!warning) warning = text;
     }
-    return NULL;
+    return warning;
+}
+
+/* libspf2 leaves the result at SPF_RESULT_INVALID when it stops early: a record that does not
+ * compile (RFC 7208 §4.6: permerror) or a DNS failure it does not classify (temperror). */
+static enum spf_result spf_map_invalid(SPF_response_t *resp)
+{
+    int n = SPF_response_messages(resp);
+    int errors = 0;
+    for (int i = 0; i < n; i++) {
+        SPF_error_t *e = SPF_response_message(resp, i);
+        if (!e || !SPF_error_errorp(e)) continue;
+        if (SPF_error_code(e) == SPF_E_DNS_ERROR) return SPF_TEMPERROR;
+        errors++;
+    }
+    return errors ? SPF_PERMERROR : SPF_TEMPERROR;
 }
 
 /* Sets out->explanation; an over-long text (255-octet domain names) is cut in the middle so
@@ -408,9 +427,9 @@ static void spf_explain(struct spf_outcome *out, const char *ip, SPF_response_t 
     }
 }
 
-static enum spf_result spf_map_result(SPF_result_t r)
+static enum spf_result spf_map_result(SPF_response_t *resp)
 {
-    switch (r) {
+    switch (SPF_response_result(resp)) {
     case SPF_RESULT_NEUTRAL:
         return SPF_NEUTRAL;
     case SPF_RESULT_PASS:
@@ -423,7 +442,9 @@ static enum spf_result spf_map_result(SPF_result_t r)
         return SPF_NONE;
     case SPF_RESULT_PERMERROR:
         return SPF_PERMERROR;
-    default: /* SPF_RESULT_INVALID (no result reached) and TEMPERROR */
+    case SPF_RESULT_INVALID:
+        return spf_map_invalid(resp);
+    default:
         return SPF_TEMPERROR;
     }
 }
@@ -477,7 +498,14 @@ static void spf_run(const char *ip, const char *sender, const char *helo, struct
     SPF_response_t *r = NULL;
     SPF_request_query_mailfrom(req, &r);
     resp = r;
-    out->result = resp ? spf_map_result(SPF_response_result(resp)) : SPF_TEMPERROR;
+    out->result = resp ? spf_map_result(resp) : SPF_TEMPERROR;
+    if (resp) {
+        log_debug("spf: %s for %s: libspf2 says %s (%s), %d message(s)%s%s", ip, out->domain,
+                  SPF_strresult(SPF_response_result(resp)),
+                  SPF_strreason(SPF_response_reason(resp)), SPF_response_messages(resp),
+                  spf_first_message(resp) ? ", first: " : "",
+                  spf_first_message(resp) ? spf_first_message(resp) : "");
+    }
 done:
     spf_explain(out, ip, resp, st);
     if (resp) SPF_response_free(resp);

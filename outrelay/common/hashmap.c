@@ -40,8 +40,7 @@ struct hashmap *hashmap_new(void)
 
 void hashmap_free(struct hashmap *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     for (size_t i = 0; i < m->n_buckets; i++) {
         struct hashmap_entry *e = m->buckets[i];
         while (e) {
@@ -82,8 +81,7 @@ void *hashmap_put(struct hashmap *m, const char *key, void *value)
             return old;
         }
     }
-    if (m->count + 1 > m->n_buckets)
-        grow(m);
+    if (m->count + 1 > m->n_buckets) grow(m);
     size_t klen = strlen(key);
     struct hashmap_entry *e = xmalloc(sizeof *e + klen + 1);
     memcpy(e->key, key, klen + 1);
@@ -99,8 +97,7 @@ void *hashmap_get(const struct hashmap *m, const char *key)
 {
     uint64_t h = hash_key(key);
     for (struct hashmap_entry *e = m->buckets[h & (m->n_buckets - 1)]; e; e = e->next)
-        if (e->hash == h && strcmp(e->key, key) == 0)
-            return e->value;
+        if (e->hash == h && strcmp(e->key, key) == 0) return e->value;
     return NULL;
 }
 

@@ -16,8 +16,7 @@ void log_init(const char *ident, int use_syslog, enum log_level min_level)
     log_ident = ident;
     log_use_syslog = use_syslog;
     log_min_level = min_level;
-    if (use_syslog)
-        openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    if (use_syslog) openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
@@ -27,8 +26,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     char line[4096];
     va_list ap;
 
-    if (level < log_min_level)
-        return;
+    if (level < log_min_level) return;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);

@@ -7,14 +7,12 @@
 
 void strbuf_reserve(struct strbuf *sb, size_t extra)
 {
-    if (sb->len + extra + 1 <= sb->cap)
-        return;
+    if (sb->len + extra + 1 <= sb->cap) return;
     size_t cap = sb->cap ? sb->cap : 64;
     while (cap < sb->len + extra + 1)
         cap *= 2;
     char *p = realloc(sb->data, cap);
-    if (!p)
-        abort();
+    if (!p) abort();
     sb->data = p;
     sb->cap = cap;
 }
@@ -22,8 +20,7 @@ void strbuf_reserve(struct strbuf *sb, size_t extra)
 void strbuf_append(struct strbuf *sb, const void *data, size_t len)
 {
     strbuf_reserve(sb, len);
-    if (len)
-        memcpy(sb->data + sb->len, data, len);
+    if (len) memcpy(sb->data + sb->len, data, len);
     sb->len += len;
     sb->data[sb->len] = '\0';
 }
@@ -39,8 +36,7 @@ void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap)
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     strbuf_reserve(sb, (size_t)n);
     vsnprintf(sb->data + sb->len, (size_t)n + 1, fmt, ap);
     sb->len += (size_t)n;
@@ -57,16 +53,14 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
 void strbuf_reset(struct strbuf *sb)
 {
     sb->len = 0;
-    if (sb->data)
-        sb->data[0] = '\0';
+    if (sb->data) sb->data[0] = '\0';
 }
 
 char *strbuf_detach(struct strbuf *sb, size_t *len)
 {
     strbuf_reserve(sb, 0);
     char *p = sb->data;
-    if (len)
-        *len = sb->len;
+    if (len) *len = sb->len;
     sb->data = NULL;
     sb->len = sb->cap = 0;
     return p;

@@ -13,24 +13,21 @@
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
 void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
 void *xrealloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);
-    if (!p)
-        abort();
+    if (!p) abort();
     return p;
 }
 
@@ -51,20 +48,16 @@ static int parse_number_with_unit(const char *text, int64_t *value, const char *
                                   const int64_t *factors)
 {
     char *end;
-    if (!text || !isdigit((unsigned char)*text))
-        return -1;
+    if (!text || !isdigit((unsigned char)*text)) return -1;
     long long n = strtoll(text, &end, 10);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     int64_t factor = 1;
     if (*end) {
         const char *u = strchr(units, *end);
-        if (!u || end[1] != '\0')
-            return -1;
+        if (!u || end[1] != '\0') return -1;
         factor = factors[u - units];
     }
-    if (n > INT64_MAX / factor)
-        return -1;
+    if (n > INT64_MAX / factor) return -1;
     *value = (int64_t)n * factor;
     return 0;
 }
@@ -101,10 +94,8 @@ int util_parse_ip(const char *text, struct sockaddr_any *out)
 
 int util_addr_port(const struct sockaddr_any *a)
 {
-    if (a->ss.ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
-    if (a->ss.ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    if (a->ss.ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    if (a->ss.ss_family == AF_INET6) return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
     return 0;
 }
 
@@ -119,11 +110,9 @@ void util_addr_set_port(struct sockaddr_any *a, int port)
 static int parse_port(const char *p, int *port)
 {
     char *end;
-    if (!isdigit((unsigned char)*p))
-        return -1;
+    if (!isdigit((unsigned char)*p)) return -1;
     long v = strtol(p, &end, 10);
-    if (*end || v < 0 || v > 65535)
-        return -1;
+    if (*end || v < 0 || v > 65535) return -1;
     *port = (int)v;
     return 0;
 }
@@ -134,36 +123,28 @@ int util_parse_hostport(const char *text, int default_port, struct sockaddr_any 
     int port = default_port;
     const char *colon;
 
-    if (!text)
-        return -1;
+    if (!text) return -1;
     if (text[0] == '[') {
         const char *close = strchr(text, ']');
-        if (!close || (size_t)(close - text - 1) >= sizeof host)
-            return -1;
+        if (!close || (size_t)(close - text - 1) >= sizeof host) return -1;
         memcpy(host, text + 1, (size_t)(close - text - 1));
         host[close - text - 1] = '\0';
         if (close[1] == ':') {
-            if (parse_port(close + 2, &port) < 0)
-                return -1;
+            if (parse_port(close + 2, &port) < 0) return -1;
         } else if (close[1] != '\0') {
             return -1;
         }
     } else if ((colon = strchr(text, ':')) && !strchr(colon + 1, ':')) {
-        if ((size_t)(colon - text) >= sizeof host)
-            return -1;
+        if ((size_t)(colon - text) >= sizeof host) return -1;
         memcpy(host, text, (size_t)(colon - text));
         host[colon - text] = '\0';
-        if (parse_port(colon + 1, &port) < 0)
-            return -1;
+        if (parse_port(colon + 1, &port) < 0) return -1;
     } else {
-        if (strlen(text) >= sizeof host)
-            return -1;
+        if (strlen(text) >= sizeof host) return -1;
         strcpy(host, text);
     }
-    if (port < 0)
-        return -1;
-    if (util_parse_ip(host, out) < 0)
-        return -1;
+    if (port < 0) return -1;
+    if (util_parse_ip(host, out) < 0) return -1;
     util_addr_set_port(out, port);
     return 0;
 }
@@ -199,24 +180,19 @@ int util_parse_prefix(const char *text, struct net_prefix *out)
     struct sockaddr_any a;
     int bits = -1;
 
-    if (!text || strlen(text) >= sizeof tmp)
-        return -1;
+    if (!text || strlen(text) >= sizeof tmp) return -1;
     strcpy(tmp, text);
     char *slash = strchr(tmp, '/');
     if (slash) {
         *slash = '\0';
-        if (parse_port(slash + 1, &bits) < 0)
-            return -1;
+        if (parse_port(slash + 1, &bits) < 0) return -1;
     }
-    if (util_parse_ip(tmp, &a) < 0)
-        return -1;
+    if (util_parse_ip(tmp, &a) < 0) return -1;
     memset(out, 0, sizeof *out);
     out->family = a.ss.ss_family;
     int maxbits = out->family == AF_INET ? 32 : 128;
-    if (bits < 0)
-        bits = maxbits;
-    if (bits > maxbits)
-        return -1;
+    if (bits < 0) bits = maxbits;
+    if (bits > maxbits) return -1;
     out->bits = bits;
     if (out->family == AF_INET)
         memcpy(out->addr, &((struct sockaddr_in *)&a.ss)->sin_addr, 4);
@@ -229,30 +205,25 @@ int util_prefix_match(const struct net_prefix *p, const struct sockaddr_any *a)
 {
     const uint8_t *bytes;
     if (a->ss.ss_family == AF_INET) {
-        if (p->family != AF_INET)
-            return 0;
+        if (p->family != AF_INET) return 0;
         bytes = (const uint8_t *)&((const struct sockaddr_in *)&a->ss)->sin_addr;
     } else if (a->ss.ss_family == AF_INET6) {
         const struct in6_addr *in6 = &((const struct sockaddr_in6 *)&a->ss)->sin6_addr;
         if (IN6_IS_ADDR_V4MAPPED(in6)) {
-            if (p->family != AF_INET)
-                return 0;
+            if (p->family != AF_INET) return 0;
             bytes = &in6->s6_addr[12];
         } else {
-            if (p->family != AF_INET6)
-                return 0;
+            if (p->family != AF_INET6) return 0;
             bytes = in6->s6_addr;
         }
     } else {
         return 0;
     }
     int full = p->bits / 8, rest = p->bits % 8;
-    if (memcmp(bytes, p->addr, (size_t)full) != 0)
-        return 0;
+    if (memcmp(bytes, p->addr, (size_t)full) != 0) return 0;
     if (rest) {
         uint8_t mask = (uint8_t)(0xff << (8 - rest));
-        if ((bytes[full] & mask) != (p->addr[full] & mask))
-            return 0;
+        if ((bytes[full] & mask) != (p->addr[full] & mask)) return 0;
     }
     return 1;
 }
@@ -280,8 +251,7 @@ void util_rfc5322_date(int64_t when, char *buf, size_t size)
 int util_secure_streq(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
-    if (la != lb)
-        return 0;
+    if (la != lb) return 0;
     return CRYPTO_memcmp(a, b, la) == 0;
 }
 

@@ -34,8 +34,7 @@ static void *worker(void *unused)
             return NULL;
         }
         todo = j->next;
-        if (!todo)
-            todo_tail = &todo;
+        if (!todo) todo_tail = &todo;
         pthread_mutex_unlock(&pool_lock);
         j->work(j->arg);
         j->next = NULL;
@@ -60,8 +59,7 @@ static void run_finished(evutil_socket_t fd, short what, void *unused)
     while (list) {
         struct job *j = list;
         list = j->next;
-        if (j->done)
-            j->done(j->arg);
+        if (j->done) j->done(j->arg);
         free(j);
     }
 }
@@ -71,8 +69,7 @@ int workpool_start(struct event_base *base, int threads)
     pool_done_ev = event_new(base, -1, 0, run_finished, NULL);
     pool_threads = xcalloc((size_t)threads, sizeof *pool_threads);
     for (pool_n = 0; pool_n < threads; pool_n++)
-        if (pthread_create(&pool_threads[pool_n], NULL, worker, NULL) != 0)
-            return -1;
+        if (pthread_create(&pool_threads[pool_n], NULL, worker, NULL) != 0) return -1;
     return 0;
 }
 
@@ -91,8 +88,7 @@ void workpool_submit(void (*work)(void *), void (*done)(void *), void *arg)
 
 void workpool_stop(void)
 {
-    if (!pool_threads)
-        return;
+    if (!pool_threads) return;
     pthread_mutex_lock(&pool_lock);
     pool_stopping = 1;
     pthread_cond_broadcast(&pool_wake);

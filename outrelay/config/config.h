@@ -15,17 +15,17 @@ enum tls_mode { TLS_NONE, TLS_OPTIONAL, TLS_REQUIRED, TLS_IMPLICIT };
 enum egress_type { EGRESS_DIRECT, EGRESS_SMARTHOST };
 
 struct listen_conf {
-    char *address_text;        /* as written */
-    struct sockaddr_any addr;  /* parsed */
-    enum tls_mode tls;         /* listen: none|optional|required|implicit (default optional) */
+    char *address_text;       /* as written */
+    struct sockaddr_any addr; /* parsed */
+    enum tls_mode tls;        /* listen: none|optional|required|implicit (default optional) */
 };
 
 struct origin_conf {
     char *name;
-    int strip_upstream_dkim;   /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
+    int strip_upstream_dkim; /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
     struct net_prefix *networks;
     size_t n_networks;
-    char **users;              /* AUTH identities that map to this origin */
+    char **users; /* AUTH identities that map to this origin */
     size_t n_users;
 };
 
@@ -33,21 +33,21 @@ struct egress_conf {
     char *name;
     enum egress_type type;
     /* direct */
-    struct sockaddr_any *sources;   /* bound source addresses (port 0); may be empty */
+    struct sockaddr_any *sources; /* bound source addresses (port 0); may be empty */
     size_t n_sources;
-    char *helo;                     /* EHLO name; default: top-level hostname */
+    char *helo; /* EHLO name; default: top-level hostname */
     /* smarthost */
-    char *host;                     /* IP literal or hostname */
-    int port;                       /* default 25 */
-    char *auth_user;                /* optional AUTH PLAIN/LOGIN credentials */
+    char *host;      /* IP literal or hostname */
+    int port;        /* default 25 */
+    char *auth_user; /* optional AUTH PLAIN/LOGIN credentials */
     char *auth_password;
-    struct net_prefix *spf_ips;     /* where a smarthost sends from (for SPF checks) */
+    struct net_prefix *spf_ips; /* where a smarthost sends from (for SPF checks) */
     size_t n_spf_ips;
     /* both */
-    enum tls_mode tls;              /* egress: none | optional (default) | required */
-    char *tls_ca_file;              /* verify the peer certificate against this CA file */
-    int tls_verify;                 /* 1 when tls_ca_file is set or tls_verify: true */
-    int max_connections;            /* per destination; default 10 */
+    enum tls_mode tls;               /* egress: none | optional (default) | required */
+    char *tls_ca_file;               /* verify the peer certificate against this CA file */
+    int tls_verify;                  /* 1 when tls_ca_file is set or tls_verify: true */
+    int max_connections;             /* per destination; default 10 */
     int max_messages_per_connection; /* default 100 */
 };
 
@@ -57,13 +57,13 @@ struct ramp_step {
 };
 
 struct ramp_conf {
-    char *from;          /* egress name; required when egress is non-empty */
-    char *to;            /* egress name; optional */
-    char **key;          /* routing key parts: from_domain, rcpt_domain, sender, rcpt, message_id */
+    char *from; /* egress name; required when egress is non-empty */
+    char *to;   /* egress name; optional */
+    char **key; /* routing key parts: from_domain, rcpt_domain, sender, rcpt, message_id */
     size_t n_key;
     struct ramp_step *schedule;
     size_t n_schedule;
-    int interpolate;     /* linear interpolation between steps */
+    int interpolate; /* linear interpolation between steps */
 };
 
 /* What to do with a message whose DMARC is predicted to fail on the egress chosen for it. */
@@ -77,36 +77,36 @@ enum alignment_action {
 struct alignment_rule {
     char *domain; /* From domain, lower case; matches the domain and its subdomains */
     enum alignment_action action;
-    char *file;   /* where the rule was written, for messages */
+    char *file; /* where the rule was written, for messages */
     int line;
 };
 
 struct config {
-    char *file;               /* path it was read from, or "(defaults)" */
-    char *hostname;           /* default: gethostname() */
-    char *user;               /* drop privileges to this user; NULL: stay */
-    char *spool;              /* default ./var/spool */
-    char *state;              /* default ./var/state */
-    char *keys;               /* default ./keys */
-    char *control_socket;     /* default <state>/control.sock */
-    int log_syslog;           /* log.syslog: 1 = syslog, 0 = stderr (default 0) */
-    int log_level;            /* log.level: 0 debug, 1 info (default), 2 warning, 3 error;
-                                 the same numbers as enum log_level in common/log.h */
+    char *file;           /* path it was read from, or "(defaults)" */
+    char *hostname;       /* default: gethostname() */
+    char *user;           /* drop privileges to this user; NULL: stay */
+    char *spool;          /* default ./var/spool */
+    char *state;          /* default ./var/state */
+    char *keys;           /* default ./keys */
+    char *control_socket; /* default <state>/control.sock */
+    int log_syslog;       /* log.syslog: 1 = syslog, 0 = stderr (default 0) */
+    int log_level;        /* log.level: 0 debug, 1 info (default), 2 warning, 3 error;
+                             the same numbers as enum log_level in common/log.h */
 
-    char **dns_servers;       /* "127.0.0.1:5353" or "127.0.0.1@5353"; empty: system resolver */
+    char **dns_servers; /* "127.0.0.1:5353" or "127.0.0.1@5353"; empty: system resolver */
     size_t n_dns_servers;
 
-    int mx_port;              /* delivery.mx_port, default 25 */
-    int64_t *retry;           /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */
+    int mx_port;    /* delivery.mx_port, default 25 */
+    int64_t *retry; /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */
     size_t n_retry;
-    int64_t max_lifetime;     /* delivery.max_lifetime, default 5d */
-    int64_t connect_timeout;  /* delivery.connect_timeout, default 30s */
-    int64_t command_timeout;  /* delivery.command_timeout, default 5m (per SMTP reply) */
+    int64_t max_lifetime;    /* delivery.max_lifetime, default 5d */
+    int64_t connect_timeout; /* delivery.connect_timeout, default 30s */
+    int64_t command_timeout; /* delivery.command_timeout, default 5m (per SMTP reply) */
 
     struct listen_conf *listen;
     size_t n_listen;
 
-    char *tls_cert;           /* tls.cert / tls.key: server certificate for STARTTLS */
+    char *tls_cert; /* tls.cert / tls.key: server certificate for STARTTLS */
     char *tls_key;
 
     /* smtpd limits (section "limits:") */
@@ -118,7 +118,7 @@ struct config {
     int max_received_headers;   /* default 50 */
     int max_connections_in;     /* default 500 */
 
-    char *users_file;           /* auth.users_file: "user:crypt-hash" lines */
+    char *users_file; /* auth.users_file: "user:crypt-hash" lines */
 
     struct origin_conf *origins;
     size_t n_origins;
@@ -129,9 +129,9 @@ struct config {
     struct ramp_conf ramp;
 
     /* dkim: signing settings (keys themselves live under `keys`) */
-    char **dkim_headers;       /* NULL: the built-in list */
+    char **dkim_headers; /* NULL: the built-in list */
     size_t n_dkim_headers;
-    char **dkim_oversign;      /* default {"from"} */
+    char **dkim_oversign; /* default {"from"} */
     size_t n_dkim_oversign;
 
     /* alignment: actions on a predicted DMARC failure, from the main file and policy files */

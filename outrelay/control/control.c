@@ -58,8 +58,7 @@ static void client_read_cb(struct bufferevent *bev, void *arg)
     size_t n;
     char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
     if (!line) {
-        if (evbuffer_get_length(in) > CONTROL_MAX_REQUEST)
-            bufferevent_free(bev);
+        if (evbuffer_get_length(in) > CONTROL_MAX_REQUEST) bufferevent_free(bev);
         return;
     }
     struct strbuf out = STRBUF_INIT;
@@ -114,8 +113,7 @@ int control_start(struct event_base *base, const char *path, char *err, size_t e
 
 void control_stop(void)
 {
-    if (control_listener)
-        evconnlistener_free(control_listener);
+    if (control_listener) evconnlistener_free(control_listener);
     control_listener = NULL;
     if (control_path) {
         unlink(control_path);
@@ -135,8 +133,7 @@ int control_request(const char *path, const char *request, struct strbuf *out, c
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
         snprintf(err, errlen, "cannot reach the outrelay daemon at %s: %s (is it running?)", path,
                  strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         return -1;
     }
     struct strbuf req = STRBUF_INIT;

@@ -27,13 +27,13 @@ enum rcpt_state { RCPT_PENDING, RCPT_INFLIGHT, RCPT_FINAL };
 
 struct rcpt {
     enum rcpt_state state;
-    char final;          /* spool mark once final: D, B, E */
+    char final; /* spool mark once final: D, B, E */
     int attempts;
-    int64_t next_try;    /* unix seconds */
-    char *last_reply;    /* for queue list and DSNs */
+    int64_t next_try; /* unix seconds */
+    char *last_reply; /* for queue list and DSNs */
     char *last_mx;
-    char status[16];     /* enhanced status of the last reply */
-    int mark_committed;  /* its final mark is durable */
+    char status[16];    /* enhanced status of the last reply */
+    int mark_committed; /* its final mark is durable */
 };
 
 struct message {
@@ -47,7 +47,7 @@ struct message {
     int deleted;
     int inflight; /* jobs out */
     int marks_pending;
-    int prep_pending;      /* a sign or check job holds a pointer to us */
+    int prep_pending; /* a sign or check job holds a pointer to us */
     /* sign and check stages, redone after a restart */
     enum { STAGE_TODO, STAGE_RUNNING, STAGE_DONE } sign_state, check_state;
     struct sign_result *sign;
@@ -112,8 +112,7 @@ static struct message *message_new(struct envelope *env, const struct spool_loc 
 static int all_final(const struct message *m)
 {
     for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state != RCPT_FINAL)
-            return 0;
+        if (m->r[i].state != RCPT_FINAL) return 0;
     return 1;
 }
 
@@ -122,8 +121,7 @@ static int all_final(const struct message *m)
 static const struct egress_conf *route_egress(const struct message *m, size_t rcpt)
 {
     (void)rcpt;
-    if (m->egress_override)
-        return m->egress_override;
+    if (m->egress_override) return m->egress_override;
     return config_find_egress(queue_cfg, queue_cfg->ramp.from);
 }
 
@@ -139,8 +137,7 @@ static struct dest *dest_get(const struct egress_conf *e, const char *domain)
     snprintf(key, sizeof key, "%s/%s", e->name, e->type == EGRESS_SMARTHOST ? "" : domain);
     lowercase(key);
     struct dest *d = hashmap_get(queue_dests, key);
-    if (d)
-        return d;
+    if (d) return d;
     d = xcalloc(1, sizeof *d);
     d->key = xstrdup(key);
     d->egress = e;
@@ -155,11 +152,9 @@ static struct dest *dest_get(const struct egress_conf *e, const char *domain)
 static void dest_kick(struct dest *d)
 {
     while (d->n_jobs > 0) {
-        if (smtpc_wake_idle(d))
-            continue;
+        if (smtpc_wake_idle(d)) continue;
         int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
-        if (d->connections >= limit || (size_t)d->connections >= d->n_jobs)
-            return;
+        if (d->connections >= limit || (size_t)d->connections >= d->n_jobs) return;
         d->connections++;
         smtpc_open(d);
         return;
@@ -179,8 +174,7 @@ struct job *queue_dest_take_job(struct dest *d)
 void queue_dest_connection_closed(struct dest *d)
 {
     d->connections--;
-    if (!queue_stopping)
-        dest_kick(d);
+    if (!queue_stopping) dest_kick(d);
 }
 
 void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text)
@@ -264,34 +258,27 @@ static void start_check(struct message *m);
 
 static void schedule(struct message *m, int64_t now)
 {
-    if (m->held || m->deleted || queue_stopping)
-        return;
+    if (m->held || m->deleted || queue_stopping) return;
     if (m->sign_state != STAGE_DONE) {
-        if (m->sign_state == STAGE_TODO)
-            start_sign(m);
+        if (m->sign_state == STAGE_TODO) start_sign(m);
         return;
     }
     if (m->check_state != STAGE_DONE) {
-        if (m->check_state == STAGE_TODO && now >= m->check_retry_at)
-            start_check(m);
+        if (m->check_state == STAGE_TODO && now >= m->check_retry_at) start_check(m);
         return;
     }
     size_t n = m->env->n_rcpts;
     char *grouped = xcalloc(n, 1);
     size_t *idx = xmalloc(n * sizeof *idx);
     for (size_t i = 0; i < n; i++) {
-        if (grouped[i] || m->r[i].state != RCPT_PENDING || m->r[i].next_try > now)
-            continue;
+        if (grouped[i] || m->r[i].state != RCPT_PENDING || m->r[i].next_try > now) continue;
         const struct egress_conf *e = route_egress(m, i);
-        if (!e)
-            continue;
+        if (!e) continue;
         struct dest *d = dest_get(e, smtp_address_domain(m->env->rcpts[i].address));
         size_t k = 0;
         for (size_t j = i; j < n; j++) {
-            if (grouped[j] || m->r[j].state != RCPT_PENDING || m->r[j].next_try > now)
-                continue;
-            if (route_egress(m, j) != e)
-                continue;
+            if (grouped[j] || m->r[j].state != RCPT_PENDING || m->r[j].next_try > now) continue;
+            if (route_egress(m, j) != e) continue;
             if (e->type != EGRESS_SMARTHOST &&
                 strcasecmp(smtp_address_domain(m->env->rcpts[j].address),
                            smtp_address_domain(m->env->rcpts[i].address)) != 0)
@@ -303,8 +290,7 @@ static void schedule(struct message *m, int64_t now)
                 k = 0;
             }
         }
-        if (k)
-            enqueue_job(m, d, idx, k);
+        if (k) enqueue_job(m, d, idx, k);
     }
     free(grouped);
     free(idx);
@@ -319,10 +305,9 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
     struct message *m;
     TAILQ_FOREACH(m, &queue_messages, link)
     {
-        if (m->held || m->deleted)
-            continue;
-        if (m->check_state == STAGE_TODO && m->sign_state == STAGE_DONE &&
-            m->check_retry_at && m->check_retry_at <= now) {
+        if (m->held || m->deleted) continue;
+        if (m->check_state == STAGE_TODO && m->sign_state == STAGE_DONE && m->check_retry_at &&
+            m->check_retry_at <= now) {
             schedule(m, now);
             continue;
         }
@@ -349,14 +334,12 @@ static void mark_done(void *arg, int status, const struct spool_loc *loc, const 
     m->marks_pending--;
     if (status == 0) {
         message_add_pin(m, loc->segment);
-        if (c->rcpt != SIZE_MAX)
-            m->r[c->rcpt].mark_committed = 1;
+        if (c->rcpt != SIZE_MAX) m->r[c->rcpt].mark_committed = 1;
     } else {
         /* The outcome is not durable; after a restart the recipient would be tried again
          * (a possible duplicate, never a loss). */
         log_error("%s: spool mark not stored: %s", m->env->queue_id, err);
-        if (c->rcpt != SIZE_MAX)
-            m->r[c->rcpt].mark_committed = 1;
+        if (c->rcpt != SIZE_MAX) m->r[c->rcpt].mark_committed = 1;
     }
     free(c);
     message_maybe_forget(m);
@@ -374,10 +357,8 @@ static void submit_mark(struct message *m, size_t rcpt, enum spool_mark mark)
 
 static void message_maybe_forget(struct message *m)
 {
-    if (m->inflight > 0 || m->marks_pending > 0 || m->prep_pending > 0)
-        return;
-    if (!m->deleted && !all_final(m))
-        return;
+    if (m->inflight > 0 || m->marks_pending > 0 || m->prep_pending > 0) return;
+    if (!m->deleted && !all_final(m)) return;
     for (size_t i = 0; i < m->n_pins; i++)
         spool_unpin(queue_spool, m->pins[i]);
     TAILQ_REMOVE(&queue_messages, m, link);
@@ -453,8 +434,7 @@ static void new_dsn_queue_id(char *out, size_t size)
 {
     static uint64_t last;
     uint64_t now = (uint64_t)util_now_us();
-    if (now <= last)
-        now = last + 1;
+    if (now <= last) now = last + 1;
     last = now;
     /* D prefix keeps our notifications apart from ids issued by smtpd. */
     snprintf(out, size, "D%012llX", (unsigned long long)(now & 0xFFFFFFFFFFFFULL));
@@ -468,8 +448,7 @@ static void send_dsn(struct message *m, size_t *rcpts, size_t n)
     for (size_t i = 0; i < n; i++) {
         const struct envelope_rcpt *er = &m->env->rcpts[rcpts[i]];
         const struct rcpt *r = &m->r[rcpts[i]];
-        if (er->notify && !(er->notify & SMTP_NOTIFY_FAILURE))
-            continue;
+        if (er->notify && !(er->notify & SMTP_NOTIFY_FAILURE)) continue;
         dr[k].address = er->address;
         dr[k].orcpt = er->orcpt;
         dr[k].action = "failed";
@@ -518,8 +497,8 @@ static void send_dsn(struct message *m, size_t *rcpts, size_t n)
     memcpy(c->rcpts, rcpts, n * sizeof *rcpts);
     c->n = n;
     m->marks_pending++;
-    spool_submit_message(queue_spool, envtext.data, envtext.len, text.data, text.len,
-                         dsn_committed, c);
+    spool_submit_message(queue_spool, envtext.data, envtext.len, text.data, text.len, dsn_committed,
+                         c);
     strbuf_free(&original);
     strbuf_free(&text);
     strbuf_free(&envtext);
@@ -528,11 +507,9 @@ static void send_dsn(struct message *m, size_t *rcpts, size_t n)
 
 static int64_t retry_delay(int attempts)
 {
-    if (queue_cfg->n_retry == 0)
-        return 300;
+    if (queue_cfg->n_retry == 0) return 300;
     size_t i = attempts <= 0 ? 0 : (size_t)attempts - 1;
-    if (i >= queue_cfg->n_retry)
-        i = queue_cfg->n_retry - 1;
+    if (i >= queue_cfg->n_retry) i = queue_cfg->n_retry - 1;
     return queue_cfg->retry[i];
 }
 
@@ -543,8 +520,8 @@ static void record_reply(struct rcpt *r, const struct rcpt_result *res,
     free(r->last_mx);
     struct strbuf sb = STRBUF_INIT;
     if (res->code)
-        strbuf_printf(&sb, "%d %s%s%s", res->code, res->enhanced,
-                      res->enhanced[0] ? " " : "", res->text);
+        strbuf_printf(&sb, "%d %s%s%s", res->code, res->enhanced, res->enhanced[0] ? " " : "",
+                      res->text);
     else
         strbuf_puts(&sb, res->text);
     r->last_reply = strbuf_detach(&sb, NULL);
@@ -579,8 +556,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
         } else if (res->code >= 500) {
             r->state = RCPT_FINAL;
             r->final = SPOOL_MARK_BOUNCED;
-            if (!r->status[0])
-                snprintf(r->status, sizeof r->status, "5.0.0");
+            if (!r->status[0]) snprintf(r->status, sizeof r->status, "5.0.0");
             emit("bounced", m, ri, res, job->dest, info, NULL);
             failed[n_failed++] = ri;
         } else if (now - m->env->arrival >= queue_cfg->max_lifetime) {
@@ -599,8 +575,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
             emit("deferred", m, ri, res, job->dest, info, detail);
         }
     }
-    if (n_failed)
-        send_dsn(m, failed, n_failed);
+    if (n_failed) send_dsn(m, failed, n_failed);
     free(failed);
     if (m->has_data && m->inflight == 0) {
         strbuf_free(&m->data); /* later attempts read it back from the spool */
@@ -612,7 +587,8 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
     message_maybe_forget(m);
 }
 
-/* --- sign and check stages ---------------------------------------------------------------------- */
+/* --- sign and check stages ----------------------------------------------------------------------
+ */
 
 static void sign_done(void *arg, struct sign_result *r)
 {
@@ -642,7 +618,7 @@ static void sign_done(void *arg, struct sign_result *r)
         ev.dkim = dkim.data;
     } else {
         ev.dkim = NULL;
-        ev.detail = r->error[0] ? r->error
+        ev.detail = r->error[0]           ? r->error
                     : m->env->from_domain ? "no DKIM key for the From domain or its "
                                             "organisational domain"
                                           : "no From: domain";
@@ -696,7 +672,9 @@ static void emit_check(const struct message *m, const struct egress_conf *e,
         .dmarc_policy = policy.len ? policy.data : NULL,
         .dmarc_result = dmarc_verdict_name(c->dmarc.verdict),
         .action = action,
-        .detail = detail ? detail : c->dmarc.reason[0] ? c->dmarc.reason : c->spf.explanation,
+        .detail = detail               ? detail
+                  : c->dmarc.reason[0] ? c->dmarc.reason
+                                       : c->spf.explanation,
     };
     records_emit(&ev);
     strbuf_free(&policy);
@@ -713,16 +691,14 @@ static void bounce_for_alignment(struct message *m, const char *reason)
     snprintf(res.text, sizeof res.text, "not sent: %s", reason);
     for (size_t i = 0; i < m->env->n_rcpts; i++) {
         struct rcpt *r = &m->r[i];
-        if (r->state != RCPT_PENDING)
-            continue;
+        if (r->state != RCPT_PENDING) continue;
         record_reply(r, &res, NULL);
         r->state = RCPT_FINAL;
         r->final = SPOOL_MARK_BOUNCED;
         emit("bounced", m, i, &res, NULL, NULL, "alignment policy: bounce");
         failed[n++] = i;
     }
-    if (n)
-        send_dsn(m, failed, n);
+    if (n) send_dsn(m, failed, n);
     free(failed);
     message_maybe_forget(m);
 }
@@ -742,8 +718,7 @@ static void check_done(void *arg, struct alignment_result *r)
     const struct egress_check *c = alignment_for(r, e);
     m->check_state = STAGE_DONE;
     if (!c || !m->env->from_domain) {
-        if (c)
-            emit_check(m, e, c, "send", NULL);
+        if (c) emit_check(m, e, c, "send", NULL);
         schedule(m, util_now());
         return;
     }
@@ -766,8 +741,7 @@ static void check_done(void *arg, struct alignment_result *r)
         if (a == ALIGN_REROUTE) {
             const struct egress_check *better = NULL;
             for (size_t i = 0; i < r->n_egress && !better; i++)
-                if (r->egress[i].egress != e &&
-                    r->egress[i].dmarc.verdict == DMARC_VERDICT_PASS)
+                if (r->egress[i].egress != e && r->egress[i].dmarc.verdict == DMARC_VERDICT_PASS)
                     better = &r->egress[i];
             if (better) {
                 char detail[400];
@@ -776,8 +750,7 @@ static void check_done(void *arg, struct alignment_result *r)
                 m->egress_override = better->egress;
                 emit_check(m, better->egress, better, "reroute", detail);
             } else {
-                emit_check(m, e, c, "send",
-                           "no egress would pass DMARC; sent as is and flagged");
+                emit_check(m, e, c, "send", "no egress would pass DMARC; sent as is and flagged");
             }
         } else if (a == ALIGN_HOLD) {
             emit_check(m, e, c, "hold", NULL);
@@ -874,8 +847,7 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
 int queue_recover(char *err, size_t errlen)
 {
     int n = spool_recover(queue_spool, recover_one, NULL, err, errlen);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     int64_t now = util_now();
     struct message *m, *next;
     for (m = TAILQ_FIRST(&queue_messages); m; m = next) {
@@ -893,8 +865,7 @@ int queue_init(struct event_base *base, const struct config *cfg, struct spool *
     queue_spool = sp;
     queue_by_id = hashmap_new();
     queue_dests = hashmap_new();
-    if (smtpc_init(base, cfg, err, errlen) < 0)
-        return -1;
+    if (smtpc_init(base, cfg, err, errlen) < 0) return -1;
     queue_timer = event_new(base, -1, EV_PERSIST, scan_cb, NULL);
     struct timeval tv = {0, QUEUE_SCAN_INTERVAL_US};
     event_add(queue_timer, &tv);
@@ -926,16 +897,14 @@ static void free_dest(void *arg, const char *key, void *value)
 void queue_stop(void)
 {
     queue_stopping = 1;
-    if (queue_timer)
-        event_free(queue_timer);
+    if (queue_timer) event_free(queue_timer);
     queue_timer = NULL;
     smtpc_shutdown();
 }
 
 void queue_shutdown(void)
 {
-    if (!queue_stopping)
-        queue_stop();
+    if (!queue_stopping) queue_stop();
     if (queue_dests) {
         hashmap_foreach(queue_dests, free_dest, NULL);
         hashmap_free(queue_dests);
@@ -955,12 +924,10 @@ void queue_shutdown(void)
 static const char *rcpt_state_text(const struct message *m, size_t i)
 {
     const struct rcpt *r = &m->r[i];
-    if (r->state == RCPT_INFLIGHT)
-        return "in delivery";
+    if (r->state == RCPT_INFLIGHT) return "in delivery";
     if (r->state == RCPT_FINAL)
         return r->final == 'D' ? "delivered" : r->final == 'B' ? "bounced" : "expired";
-    if (m->held)
-        return "held";
+    if (m->held) return "held";
     return r->attempts ? "deferred" : "queued";
 }
 
@@ -972,11 +939,9 @@ static void list_message(const struct message *m, struct strbuf *out, int verbos
                   (long long)m->env->size, date, m->env->sender);
     for (size_t i = 0; i < m->env->n_rcpts; i++) {
         const struct rcpt *r = &m->r[i];
-        if (!verbose && r->state == RCPT_FINAL)
-            continue;
+        if (!verbose && r->state == RCPT_FINAL) continue;
         strbuf_printf(out, "    <%s> %s", m->env->rcpts[i].address, rcpt_state_text(m, i));
-        if (r->last_reply && r->state != RCPT_INFLIGHT)
-            strbuf_printf(out, " (%s)", r->last_reply);
+        if (r->last_reply && r->state != RCPT_INFLIGHT) strbuf_printf(out, " (%s)", r->last_reply);
         if (r->state == RCPT_PENDING && r->attempts && !m->held)
             strbuf_printf(out, " next attempt in %llds",
                           (long long)(r->next_try > util_now() ? r->next_try - util_now() : 0));
@@ -987,8 +952,7 @@ static void list_message(const struct message *m, struct strbuf *out, int verbos
 static struct message *find(const char *id, struct strbuf *out)
 {
     struct message *m = *id ? hashmap_get(queue_by_id, id) : NULL;
-    if (!m)
-        strbuf_printf(out, "no message %s in the queue\n", *id ? id : "(no id given)");
+    if (!m) strbuf_printf(out, "no message %s in the queue\n", *id ? id : "(no id given)");
     return m;
 }
 
@@ -1010,22 +974,20 @@ int queue_control(const char *command, struct strbuf *out)
         TAILQ_FOREACH(m, &queue_messages, link)
         {
             for (size_t i = 0; i < m->env->n_rcpts; i++)
-                if (m->r[i].state == RCPT_PENDING)
-                    m->r[i].next_try = now;
-            if (!m->held)
-                n++;
+                if (m->r[i].state == RCPT_PENDING) m->r[i].next_try = now;
+            if (!m->held) n++;
             schedule(m, now);
         }
         strbuf_printf(out, "flushed %zu message%s\n", n, n == 1 ? "" : "s");
         return 0;
     }
-    if (!(m = find(id, out)))
-        return -1;
+    if (!(m = find(id, out))) return -1;
     if (strcmp(verb, "show") == 0) {
         const struct envelope *e = m->env;
         strbuf_printf(out, "queue id:    %s\norigin:      %s\nclient:      %s (helo %s)\n",
                       e->queue_id, e->origin, e->client_addr, e->helo ? e->helo : "");
-        strbuf_printf(out, "sender:      <%s>\nmessage-id:  %s\nfrom domain: %s\nsize:        %lld\n",
+        strbuf_printf(out,
+                      "sender:      <%s>\nmessage-id:  %s\nfrom domain: %s\nsize:        %lld\n",
                       e->sender, e->message_id ? e->message_id : "(none)",
                       e->from_domain ? e->from_domain : "(none)", (long long)e->size);
         strbuf_printf(out, "held:        %s\n", m->held ? "yes" : "no");
@@ -1049,8 +1011,7 @@ int queue_control(const char *command, struct strbuf *out)
             emit("released", m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
             int64_t now = util_now();
             for (size_t i = 0; i < m->env->n_rcpts; i++)
-                if (m->r[i].state == RCPT_PENDING)
-                    m->r[i].next_try = now;
+                if (m->r[i].state == RCPT_PENDING) m->r[i].next_try = now;
             schedule(m, now);
         }
         strbuf_printf(out, "%s: released\n", m->env->queue_id);

@@ -130,8 +130,7 @@ static void fill_info(struct smtpc_conn *c, struct attempt_info *info)
     info->remote_mx = c->mx_name[0] ? c->mx_name : NULL;
     info->remote_addr = c->addr_text[0] ? c->addr_text : NULL;
     info->source_addr = c->source_text[0] ? c->source_text : NULL;
-    if (c->tls && c->bev)
-        tls_describe(c->bev, &info->tls_version, &info->tls_cipher);
+    if (c->tls && c->bev) tls_describe(c->bev, &info->tls_version, &info->tls_cipher);
     info->started_us = c->job_started_us;
 }
 
@@ -139,8 +138,7 @@ static void fill_info(struct smtpc_conn *c, struct attempt_info *info)
  * the connection's error, which is temporary unless we know better. */
 static void job_abort(struct smtpc_conn *c)
 {
-    if (!c->job)
-        return;
+    if (!c->job) return;
     struct job *j = c->job;
     for (size_t i = 0; i < j->n_rcpts; i++) {
         if (j->results[i].code == 0 || (j->results[i].code >= 200 && j->results[i].code < 300)) {
@@ -163,8 +161,7 @@ static void job_abort(struct smtpc_conn *c)
 static void fail_destination(struct smtpc_conn *c)
 {
     struct dest *d = c->dest;
-    if (d->connections > 1 && c->last_error_code < 500)
-        return;
+    if (d->connections > 1 && c->last_error_code < 500) return;
     struct job *j;
     struct attempt_info info;
     fill_info(c, &info);
@@ -182,13 +179,11 @@ static void conn_drop_socket(struct smtpc_conn *c)
     if (c->bev) {
         if (c->tls) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-            if (ssl)
-                SSL_shutdown(ssl);
+            if (ssl) SSL_shutdown(ssl);
             bufferevent_free(c->bev); /* owns the fd */
         } else {
             bufferevent_free(c->bev);
-            if (c->fd >= 0)
-                evutil_closesocket(c->fd);
+            if (c->fd >= 0) evutil_closesocket(c->fd);
         }
     } else if (c->fd >= 0) {
         evutil_closesocket(c->fd);
@@ -222,18 +217,14 @@ static void bury_all(evutil_socket_t fd, short what, void *arg)
  * callers up the stack may still look at c->closed. */
 static void conn_close(struct smtpc_conn *c)
 {
-    if (c->closed)
-        return;
+    if (c->closed) return;
     c->closed = 1;
     job_abort(c);
-    if (c->state == C_IDLE)
-        LIST_REMOVE(c, idle_link);
+    if (c->state == C_IDLE) LIST_REMOVE(c, idle_link);
     LIST_REMOVE(c, all_link);
-    if (c->dnsq)
-        dns_cancel(c->dnsq);
+    if (c->dnsq) dns_cancel(c->dnsq);
     c->dnsq = NULL;
-    if (c->idle_timer)
-        event_free(c->idle_timer);
+    if (c->idle_timer) event_free(c->idle_timer);
     c->idle_timer = NULL;
     conn_drop_socket(c);
     LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
@@ -243,7 +234,8 @@ static void conn_close(struct smtpc_conn *c)
 
 /* --- writing --------------------------------------------------------------------------------- */
 
-static void send_line(struct smtpc_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void send_line(struct smtpc_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void send_line(struct smtpc_conn *c, const char *fmt, ...)
 {
     va_list ap;
@@ -275,7 +267,8 @@ static void resolve_next_host(struct smtpc_conn *c)
     if (c->host_i >= c->n_hosts) {
         if (!c->last_error[0]) {
             if (c->any_tempfail)
-                set_error(c, 0, "4.4.3", "cannot resolve any mail exchanger of %s (DNS temporary failure)",
+                set_error(c, 0, "4.4.3",
+                          "cannot resolve any mail exchanger of %s (DNS temporary failure)",
                           c->dest->domain);
             else
                 set_error(c, 550, "5.4.4", "no address for any mail exchanger of %s",
@@ -305,11 +298,9 @@ static void resolve_next_host(struct smtpc_conn *c)
 
 static int source_family_ok(const struct smtpc_conn *c, int family)
 {
-    if (c->egress->n_sources == 0)
-        return 1;
+    if (c->egress->n_sources == 0) return 1;
     for (size_t i = 0; i < c->egress->n_sources; i++)
-        if (c->egress->sources[i].ss.ss_family == family)
-            return 1;
+        if (c->egress->sources[i].ss.ss_family == family) return 1;
     return 0;
 }
 
@@ -317,11 +308,9 @@ static void host_resolved(void *arg, const struct dns_answer *a)
 {
     struct smtpc_conn *c = arg;
     c->dnsq = NULL;
-    if (a->status == DNS_TEMPFAIL)
-        c->any_tempfail = 1;
+    if (a->status == DNS_TEMPFAIL) c->any_tempfail = 1;
     for (size_t i = 0; i < a->n && a->status == DNS_OK; i++) {
-        if (!source_family_ok(c, a->addrs[i].ss.ss_family))
-            continue;
+        if (!source_family_ok(c, a->addrs[i].ss.ss_family)) continue;
         c->addrs = xrealloc(c->addrs, (c->n_addrs + 1) * sizeof *c->addrs);
         c->addrs[c->n_addrs++] = a->addrs[i];
     }
@@ -369,8 +358,7 @@ static void mx_resolved(void *arg, const struct dns_answer *a)
         }
         c->hosts = xcalloc(a->n, sizeof *c->hosts);
         for (size_t i = 0; i < a->n; i++) {
-            if (a->mx[i].host[0] == '\0')
-                continue;
+            if (a->mx[i].host[0] == '\0') continue;
             c->hosts[c->n_hosts].preference = a->mx[i].preference;
             snprintf(c->hosts[c->n_hosts].name, sizeof c->hosts[0].name, "%s", a->mx[i].host);
             c->n_hosts++;
@@ -393,8 +381,7 @@ static void mx_resolved(void *arg, const struct dns_answer *a)
 static const struct sockaddr_any *pick_source(struct smtpc_conn *c, int family)
 {
     for (size_t i = 0; i < c->egress->n_sources; i++)
-        if (c->egress->sources[i].ss.ss_family == family)
-            return &c->egress->sources[i];
+        if (c->egress->sources[i].ss.ss_family == family) return &c->egress->sources[i];
     return NULL;
 }
 
@@ -444,7 +431,8 @@ static void conn_next_address(struct smtpc_conn *c)
     }
 }
 
-/* --- transaction ------------------------------------------------------------------------------- */
+/* --- transaction -------------------------------------------------------------------------------
+ */
 
 static void send_body(struct smtpc_conn *c)
 {
@@ -463,13 +451,11 @@ static void send_body(struct smtpc_conn *c)
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-        if (*p == '.')
-            evbuffer_add(out, ".", 1);
+        if (*p == '.') evbuffer_add(out, ".", 1);
         evbuffer_add(out, p, n);
         p += n;
     }
-    if (data.len && data.data[data.len - 1] != '\n')
-        evbuffer_add(out, "\r\n", 2);
+    if (data.len && data.data[data.len - 1] != '\n') evbuffer_add(out, "\r\n", 2);
     evbuffer_add(out, ".\r\n", 3);
     strbuf_free(&data);
     c->state = C_DATA_BODY;
@@ -482,15 +468,11 @@ static void send_command(struct smtpc_conn *c, size_t i)
     case EXPECT_MAIL: {
         struct strbuf cmd = STRBUF_INIT;
         strbuf_printf(&cmd, "MAIL FROM:<%s>", env->sender);
-        if (c->ext_size)
-            strbuf_printf(&cmd, " SIZE=%lld", (long long)env->size);
-        if (env->body_8bit && c->ext_8bitmime)
-            strbuf_puts(&cmd, " BODY=8BITMIME");
-        if (env->smtputf8 && c->ext_smtputf8)
-            strbuf_puts(&cmd, " SMTPUTF8");
+        if (c->ext_size) strbuf_printf(&cmd, " SIZE=%lld", (long long)env->size);
+        if (env->body_8bit && c->ext_8bitmime) strbuf_puts(&cmd, " BODY=8BITMIME");
+        if (env->smtputf8 && c->ext_smtputf8) strbuf_puts(&cmd, " SMTPUTF8");
         if (c->ext_dsn) {
-            if (env->ret_hdrs)
-                strbuf_puts(&cmd, " RET=HDRS");
+            if (env->ret_hdrs) strbuf_puts(&cmd, " RET=HDRS");
             if (env->envid) {
                 char x[400];
                 smtp_xtext_encode(env->envid, x, sizeof x);
@@ -516,8 +498,7 @@ static void send_command(struct smtpc_conn *c, size_t i)
                 strbuf_printf(&cmd, "%s%s%s", r->notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS," : "",
                               r->notify & SMTP_NOTIFY_FAILURE ? "FAILURE," : "",
                               r->notify & SMTP_NOTIFY_DELAY ? "DELAY," : "");
-            if (cmd.data[cmd.len - 1] == ',')
-                cmd.data[--cmd.len] = '\0';
+            if (cmd.data[cmd.len - 1] == ',') cmd.data[--cmd.len] = '\0';
         }
         if (c->ext_dsn && r->orcpt) {
             char x[1600];
@@ -648,8 +629,7 @@ static void transaction_reply(struct smtpc_conn *c, int code, const char *text)
             return;
         }
         for (size_t i = 0; i < j->n_rcpts; i++)
-            if (j->results[i].code == 0)
-                store_result(&j->results[i], code, text);
+            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
         finish_job(c);
         if (code >= 400 && code < 500 && c->accepted == 0) {
             conn_ready(c);
@@ -668,8 +648,7 @@ static void transaction_reply(struct smtpc_conn *c, int code, const char *text)
         return;
     case EXPECT_BODY:
         for (size_t i = 0; i < j->n_rcpts; i++)
-            if (j->results[i].code == 0)
-                store_result(&j->results[i], code, text);
+            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
         finish_job(c);
         conn_ready(c);
         return;
@@ -708,7 +687,8 @@ static void transaction_reply(struct smtpc_conn *c, int code, const char *text)
     }
 }
 
-/* --- session (before transactions) --------------------------------------------------------------- */
+/* --- session (before transactions) ---------------------------------------------------------------
+ */
 
 static void parse_ehlo_line(struct smtpc_conn *c, const char *kw)
 {
@@ -737,8 +717,8 @@ static const char *helo_name(const struct smtpc_conn *c)
 
 static void start_tls(struct smtpc_conn *c)
 {
-    SSL_CTX *ctx = c->egress->tls_verify && smtpc_tls_verify_ctx ? smtpc_tls_verify_ctx
-                                                                   : smtpc_tls_plain;
+    SSL_CTX *ctx =
+        c->egress->tls_verify && smtpc_tls_verify_ctx ? smtpc_tls_verify_ctx : smtpc_tls_plain;
     SSL *ssl = SSL_new(ctx);
     SSL_set_tlsext_host_name(ssl, c->mx_name);
     if (c->egress->tls_verify) {
@@ -767,8 +747,8 @@ static void after_ehlo(struct smtpc_conn *c)
         }
         if (e->tls == TLS_REQUIRED) {
             set_error(c, 0, "4.7.4",
-                      "TLS is required for egress %s but %s[%s] does not offer STARTTLS",
-                      e->name, c->mx_name, c->addr_text);
+                      "TLS is required for egress %s but %s[%s] does not offer STARTTLS", e->name,
+                      c->mx_name, c->addr_text);
             log_warn("smtpc: %s", c->last_error);
             c->state = C_QUIT;
             send_line(c, "QUIT");
@@ -814,8 +794,8 @@ static void idle_timeout(evutil_socket_t fd, short what, void *arg)
 /* Ready for a transaction: take the next job, or wait idle a little, or leave. */
 static void conn_ready(struct smtpc_conn *c)
 {
-    int limit = c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection
-                                                            : 100;
+    int limit =
+        c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection : 100;
     if (c->messages < limit) {
         c->job = queue_dest_take_job(c->dest);
         if (c->job) {
@@ -824,8 +804,7 @@ static void conn_ready(struct smtpc_conn *c)
         }
         c->state = C_IDLE;
         LIST_INSERT_HEAD(&c->dest->idle, c, idle_link);
-        if (!c->idle_timer)
-            c->idle_timer = evtimer_new(smtpc_base, idle_timeout, c);
+        if (!c->idle_timer) c->idle_timer = evtimer_new(smtpc_base, idle_timeout, c);
         struct timeval tv = {SMTPC_IDLE_SECONDS, 0};
         evtimer_add(c->idle_timer, &tv);
         set_timeout(c, smtpc_cfg->command_timeout);
@@ -839,8 +818,7 @@ static void conn_ready(struct smtpc_conn *c)
 int smtpc_wake_idle(struct dest *d)
 {
     struct smtpc_conn *c = LIST_FIRST(&d->idle);
-    if (!c)
-        return 0;
+    if (!c) return 0;
     LIST_REMOVE(c, idle_link);
     evtimer_del(c->idle_timer);
     c->state = C_TRANSACTION;
@@ -887,8 +865,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
     case C_STARTTLS:
         if (code != 220) {
             if (c->egress->tls == TLS_REQUIRED) {
-                set_error(c, 0, "4.7.4", "%s[%s] refused STARTTLS: %d %s", c->mx_name,
-                          c->addr_text, code, text);
+                set_error(c, 0, "4.7.4", "%s[%s] refused STARTTLS: %d %s", c->mx_name, c->addr_text,
+                          code, text);
                 conn_next_address(c);
                 return;
             }
@@ -905,8 +883,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
         return;
     case C_AUTH:
         if (code != 235) {
-            set_error(c, 0, "4.7.0", "smarthost %s[%s] refused our credentials: %d %s",
-                      c->mx_name, c->addr_text, code, text);
+            set_error(c, 0, "4.7.0", "smarthost %s[%s] refused our credentials: %d %s", c->mx_name,
+                      c->addr_text, code, text);
             log_error("smtpc: %s", c->last_error);
             fail_destination(c);
             conn_close(c);
@@ -925,7 +903,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
     }
 }
 
-/* --- input ---------------------------------------------------------------------------------------- */
+/* --- input
+ * ---------------------------------------------------------------------------------------- */
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -959,14 +938,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         }
         if (c->state == C_EHLO && c->reply.len) /* extension lines after the first */
             parse_ehlo_line(c, text);
-        if (c->reply.len)
-            strbuf_puts(&c->reply, " ");
-        if (c->reply.len < SMTPC_MAX_REPLY)
-            strbuf_puts(&c->reply, text);
+        if (c->reply.len) strbuf_puts(&c->reply, " ");
+        if (c->reply.len < SMTPC_MAX_REPLY) strbuf_puts(&c->reply, text);
         c->reply_code = code;
         free(line);
-        if (more)
-            continue;
+        if (more) continue;
         char *full = strbuf_detach(&c->reply, NULL);
         c->reply_code = 0;
         struct bufferevent *before_bev = c->bev;
@@ -977,8 +953,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         free(full);
         /* the connection may be closed, moved to another address or upgraded to TLS: then
          * this bufferevent's input is no longer ours to read */
-        if (c->closed || c->bev != before_bev)
-            return;
+        if (c->closed || c->bev != before_bev) return;
     }
 }
 
@@ -996,8 +971,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
             if (c->egress->tls_verify && SSL_get_verify_result(ssl) != X509_V_OK) {
                 set_error(c, 0, "4.7.5", "certificate of %s[%s] did not verify: %s", c->mx_name,
-                          c->addr_text,
-                          X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+                          c->addr_text, X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
                 log_warn("smtpc: %s", c->last_error);
                 conn_next_address(c);
                 return;
@@ -1043,8 +1017,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     case C_HELO:
     case C_STARTTLS:
     case C_AUTH:
-        set_error(c, 0, "4.4.2", "lost connection with %s[%s] during the greeting: %s",
-                  c->mx_name, c->addr_text, why);
+        set_error(c, 0, "4.4.2", "lost connection with %s[%s] during the greeting: %s", c->mx_name,
+                  c->addr_text, why);
         conn_next_address(c);
         return;
     case C_QUIT:
@@ -1083,20 +1057,17 @@ int smtpc_init(struct event_base *base, const struct config *cfg, char *err, siz
     smtpc_cfg = cfg;
     smtpc_graveyard_ev = event_new(base, -1, 0, bury_all, NULL);
     smtpc_tls_plain = tls_client_context(NULL, err, errlen);
-    if (!smtpc_tls_plain)
-        return -1;
+    if (!smtpc_tls_plain) return -1;
     /* one verifying context per CA file would be better; egresses rarely differ */
     for (size_t i = 0; i < cfg->n_egress; i++) {
         if (cfg->egress[i].tls_ca_file && !smtpc_tls_verify_ctx) {
             smtpc_tls_verify_ctx = tls_client_context(cfg->egress[i].tls_ca_file, err, errlen);
-            if (!smtpc_tls_verify_ctx)
-                return -1;
+            if (!smtpc_tls_verify_ctx) return -1;
         }
     }
     if (!smtpc_tls_verify_ctx) {
         smtpc_tls_verify_ctx = tls_client_context(NULL, err, errlen);
-        if (smtpc_tls_verify_ctx)
-            SSL_CTX_set_default_verify_paths(smtpc_tls_verify_ctx);
+        if (smtpc_tls_verify_ctx) SSL_CTX_set_default_verify_paths(smtpc_tls_verify_ctx);
     }
     return 0;
 }
@@ -1109,12 +1080,9 @@ void smtpc_shutdown(void)
         conn_close(c);
     }
     bury_all(-1, 0, NULL);
-    if (smtpc_graveyard_ev)
-        event_free(smtpc_graveyard_ev);
+    if (smtpc_graveyard_ev) event_free(smtpc_graveyard_ev);
     smtpc_graveyard_ev = NULL;
-    if (smtpc_tls_plain)
-        SSL_CTX_free(smtpc_tls_plain);
-    if (smtpc_tls_verify_ctx)
-        SSL_CTX_free(smtpc_tls_verify_ctx);
+    if (smtpc_tls_plain) SSL_CTX_free(smtpc_tls_plain);
+    if (smtpc_tls_verify_ctx) SSL_CTX_free(smtpc_tls_verify_ctx);
     smtpc_tls_plain = smtpc_tls_verify_ctx = NULL;
 }

@@ -59,8 +59,7 @@ int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_ser
             snprintf(fwd, sizeof fwd, "%s", servers[i]);
             /* "addr:port" -> "addr@port" (only when there is exactly one colon: IPv4). */
             char *colon = strchr(fwd, ':');
-            if (colon && !strchr(colon + 1, ':'))
-                *colon = '@';
+            if (colon && !strchr(colon + 1, ':')) *colon = '@';
             if (fwd[0] == '[') { /* "[::1]:53" */
                 char *close = strchr(fwd, ']');
                 if (close) {
@@ -75,13 +74,10 @@ int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_ser
         }
         /* Test and lab setups point us at servers on loopback, serving names under .test,
          * which libunbound would otherwise answer itself with NXDOMAIN (RFC 6761 default). */
-        if (rc == 0)
-            rc = ub_ctx_set_option(dns_ctx, "do-not-query-localhost:", "no");
-        if (rc == 0)
-            rc = ub_ctx_set_option(dns_ctx, "local-zone:", "test. transparent");
+        if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "do-not-query-localhost:", "no");
+        if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "local-zone:", "test. transparent");
     }
-    if (rc == 0)
-        rc = ub_ctx_set_option(dns_ctx, "outgoing-range:", "256");
+    if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "outgoing-range:", "256");
     if (rc != 0) {
         snprintf(err, errlen, "DNS resolver setup: %s", ub_strerror(rc));
         return -1;
@@ -91,8 +87,7 @@ int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_ser
 
 void dns_shutdown(void)
 {
-    if (dns_ctx)
-        ub_ctx_delete(dns_ctx);
+    if (dns_ctx) ub_ctx_delete(dns_ctx);
     dns_ctx = NULL;
 }
 
@@ -144,14 +139,11 @@ void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct d
     a->ttl = 86400;
     for (int i = 0; i < count; i++) {
         ns_rr rr;
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
-            continue;
-        if ((int)ns_rr_type(rr) != rrtype)
-            continue; /* CNAME chain members */
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0) continue;
+        if ((int)ns_rr_type(rr) != rrtype) continue; /* CNAME chain members */
         const unsigned char *rd = ns_rr_rdata(rr);
         int rdlen = ns_rr_rdlen(rr);
-        if (ns_rr_ttl(rr) < a->ttl)
-            a->ttl = ns_rr_ttl(rr);
+        if (ns_rr_ttl(rr) < a->ttl) a->ttl = ns_rr_ttl(rr);
         if (rrtype == DNS_TYPE_MX && rdlen >= 3) {
             struct dns_mx mx;
             mx.preference = ns_get16(rd);
@@ -159,10 +151,8 @@ void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct d
                                    sizeof mx.host) < 0)
                 continue;
             size_t hl = strlen(mx.host);
-            if (hl && mx.host[hl - 1] == '.')
-                mx.host[hl - 1] = '\0';
-            if (strcmp(mx.host, ".") == 0)
-                mx.host[0] = '\0';
+            if (hl && mx.host[hl - 1] == '.') mx.host[hl - 1] = '\0';
+            if (strcmp(mx.host, ".") == 0) mx.host[0] = '\0';
             a->mx = xrealloc(a->mx, (a->n + 1) * sizeof *a->mx);
             a->mx[a->n++] = mx;
         } else if (rrtype == DNS_TYPE_A && rdlen == 4) {
@@ -188,16 +178,14 @@ void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct d
             if (ns_name_uncompress(ns_msg_base(msg), ns_msg_end(msg), rd, host, sizeof host) < 0)
                 continue;
             size_t hl = strlen(host);
-            if (hl > 1 && host[hl - 1] == '.')
-                host[hl - 1] = '\0';
+            if (hl > 1 && host[hl - 1] == '.') host[hl - 1] = '\0';
             a->ptr = xrealloc(a->ptr, (a->n + 1) * sizeof *a->ptr);
             a->ptr[a->n++] = xstrdup(host);
         } else if (rrtype == DNS_TYPE_TXT) {
             struct strbuf sb = STRBUF_INIT;
             for (int p = 0; p < rdlen;) {
                 int l = rd[p];
-                if (p + 1 + l > rdlen)
-                    break;
+                if (p + 1 + l > rdlen) break;
                 strbuf_append(&sb, rd + p + 1, (size_t)l);
                 p += 1 + l;
             }
@@ -213,8 +201,7 @@ static void deliver_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct dns_query *q = arg;
-    if (q->cb)
-        q->cb(q->arg, &q->answer);
+    if (q->cb) q->cb(q->arg, &q->answer);
     dns_answer_free(&q->answer);
     event_free(q->deliver);
     free(q);
@@ -262,6 +249,5 @@ struct dns_query *dns_query(const char *name, int rrtype, dns_cb cb, void *arg)
 
 void dns_cancel(struct dns_query *q)
 {
-    if (q)
-        q->cb = NULL;
+    if (q) q->cb = NULL;
 }

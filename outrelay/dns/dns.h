@@ -30,14 +30,14 @@ struct dns_mx {
 
 struct dns_answer {
     enum dns_status status;
-    int secure;     /* DNSSEC validated */
-    unsigned ttl;   /* smallest TTL of the answers */
+    int secure;   /* DNSSEC validated */
+    unsigned ttl; /* smallest TTL of the answers */
     size_t n;
-    struct dns_mx *mx;             /* for MX */
-    struct sockaddr_any *addrs;    /* for A / AAAA (port 0) */
-    char **txt;                    /* for TXT: character-strings joined */
-    char **ptr;                    /* for PTR: names without trailing dot */
-    const char *error;             /* text for TEMPFAIL */
+    struct dns_mx *mx;          /* for MX */
+    struct sockaddr_any *addrs; /* for A / AAAA (port 0) */
+    char **txt;                 /* for TXT: character-strings joined */
+    char **ptr;                 /* for PTR: names without trailing dot */
+    const char *error;          /* text for TEMPFAIL */
 };
 
 struct dns_query;

@@ -27,8 +27,7 @@ int dns_sync_init(char *const *servers, size_t n_servers, char *err, size_t errl
 
 void dns_sync_shutdown(void)
 {
-    if (sync_ctx)
-        ub_ctx_delete(sync_ctx);
+    if (sync_ctx) ub_ctx_delete(sync_ctx);
     sync_ctx = NULL;
 }
 
@@ -56,8 +55,7 @@ int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer)
             answer->error = "DNSSEC validation failed (bogus)";
         }
     }
-    if (r)
-        ub_resolve_free(r);
+    if (r) ub_resolve_free(r);
     return 0;
 }
 

@@ -29,8 +29,7 @@ static void free_value(void *arg, const char *key, void *value)
 
 void auth_free(struct auth_users *users)
 {
-    if (!users)
-        return;
+    if (!users) return;
     hashmap_foreach(users->hashes, free_value, NULL);
     hashmap_free(users->hashes);
     free(users);
@@ -53,8 +52,7 @@ struct auth_users *auth_load(const char *path, char *err, size_t errlen)
         char *p = line;
         while (*p == ' ' || *p == '\t')
             p++;
-        if (*p == '\0' || *p == '#')
-            continue;
+        if (*p == '\0' || *p == '#') continue;
         char *colon = strchr(p, ':');
         if (!colon || colon == p || colon[1] != '$') {
             snprintf(err, errlen, "%s:%d: expected \"name:crypt-hash\"", path, lineno);
@@ -75,24 +73,19 @@ int auth_verify(const struct auth_users *users, const char *user, const char *pa
     struct crypt_data data;
     memset(&data, 0, sizeof data);
     const char *computed = crypt_r(password, hash ? hash : auth_dummy_hash, &data);
-    if (!hash || !computed || computed[0] == '*')
-        return 0;
+    if (!hash || !computed || computed[0] == '*') return 0;
     return util_secure_streq(computed, hash);
 }
 
 int auth_base64_decode(const char *in, unsigned char *out, size_t size)
 {
     size_t len = strlen(in);
-    if (len % 4 != 0 || (len / 4) * 3 + 1 > size)
-        return -1;
+    if (len % 4 != 0 || (len / 4) * 3 + 1 > size) return -1;
     int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     /* EVP_DecodeBlock counts padding as data; remove it. */
-    if (len >= 1 && in[len - 1] == '=')
-        n--;
-    if (len >= 2 && in[len - 2] == '=')
-        n--;
+    if (len >= 1 && in[len - 1] == '=') n--;
+    if (len >= 2 && in[len - 2] == '=') n--;
     out[n] = '\0';
     return n;
 }

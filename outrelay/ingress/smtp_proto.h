@@ -39,8 +39,12 @@ int smtp_parse_command(const char *line, struct smtp_command *cmd);
 
 enum smtp_body { SMTP_BODY_7BIT, SMTP_BODY_8BITMIME, SMTP_BODY_BINARYMIME };
 enum smtp_ret { SMTP_RET_UNSET, SMTP_RET_FULL, SMTP_RET_HDRS };
-enum smtp_notify { SMTP_NOTIFY_NEVER = 1, SMTP_NOTIFY_SUCCESS = 2, SMTP_NOTIFY_FAILURE = 4,
-                   SMTP_NOTIFY_DELAY = 8 };
+enum smtp_notify {
+    SMTP_NOTIFY_NEVER = 1,
+    SMTP_NOTIFY_SUCCESS = 2,
+    SMTP_NOTIFY_FAILURE = 4,
+    SMTP_NOTIFY_DELAY = 8
+};
 
 struct smtp_mail_args {
     char address[SMTP_MAX_PATH + 1]; /* "" for the null sender */
@@ -53,8 +57,8 @@ struct smtp_mail_args {
 
 struct smtp_rcpt_args {
     char address[SMTP_MAX_PATH + 1];
-    int notify;       /* bit set of smtp_notify, 0 when absent */
-    char orcpt[520];  /* "rfc822;addr" decoded, "" when absent */
+    int notify;      /* bit set of smtp_notify, 0 when absent */
+    char orcpt[520]; /* "rfc822;addr" decoded, "" when absent */
 };
 
 /* Parse the argument of MAIL ("FROM:<a@b> SIZE=1 ...") / RCPT ("TO:<a@b> NOTIFY=..").

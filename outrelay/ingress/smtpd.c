@@ -114,8 +114,7 @@ static void reply_and_close(struct session *s, const char *text)
     reply(s, "%s", text);
     s->state = STATE_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        session_free(s);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) session_free(s);
 }
 
 /* Queue ids: 13 hex digits of microseconds since the epoch, strictly increasing, so they sort
@@ -123,8 +122,7 @@ static void reply_and_close(struct session *s, const char *text)
 static void new_queue_id(char *out, size_t size)
 {
     uint64_t now = (uint64_t)util_now_us();
-    if (now <= smtpd_qid_last)
-        now = smtpd_qid_last + 1;
+    if (now <= smtpd_qid_last) now = smtpd_qid_last + 1;
     smtpd_qid_last = now;
     snprintf(out, size, "%013llX", (unsigned long long)now);
 }
@@ -148,8 +146,7 @@ static const struct origin_conf *origin_for_address(const struct sockaddr_any *a
     for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
         const struct origin_conf *o = &smtpd_cfg->origins[i];
         for (size_t n = 0; n < o->n_networks; n++)
-            if (util_prefix_match(&o->networks[n], a))
-                return o;
+            if (util_prefix_match(&o->networks[n], a)) return o;
     }
     return NULL;
 }
@@ -159,8 +156,7 @@ static const struct origin_conf *origin_for_user(const char *user)
     for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
         const struct origin_conf *o = &smtpd_cfg->origins[i];
         for (size_t n = 0; n < o->n_users; n++)
-            if (strcmp(o->users[n], user) == 0)
-                return o;
+            if (strcmp(o->users[n], user) == 0) return o;
     }
     return NULL;
 }
@@ -183,22 +179,19 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void set_timeouts(struct session *s)
 {
-    struct timeval tv = {
-        .tv_sec = s->state == STATE_DATA ? smtpd_cfg->data_timeout : smtpd_cfg->command_timeout_in};
+    struct timeval tv = {.tv_sec = s->state == STATE_DATA ? smtpd_cfg->data_timeout
+                                                          : smtpd_cfg->command_timeout_in};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
 static int switch_to_tls(struct session *s, int plain_exists)
 {
     SSL *ssl = SSL_new(smtpd_tls_ctx);
-    if (!ssl)
-        return -1;
-    if (plain_exists)
-        bufferevent_free(s->bev); /* the plaintext bev does not own the fd */
+    if (!ssl) return -1;
+    if (plain_exists) bufferevent_free(s->bev); /* the plaintext bev does not own the fd */
     s->bev = bufferevent_openssl_socket_new(smtpd_base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
-    if (!s->bev)
-        return -1;
+    if (!s->bev) return -1;
     bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -232,8 +225,7 @@ static void auth_done(void *arg)
     } else if (j->ok) {
         s->auth_user = xstrdup(j->user);
         const struct origin_conf *o = origin_for_user(j->user);
-        if (o)
-            s->origin = o;
+        if (o) s->origin = o;
         log_info("smtpd: %s: authenticated as %s, origin=%s", s->peer_text, j->user,
                  s->origin ? s->origin->name : "(none)");
         s->state = STATE_READY;
@@ -250,8 +242,7 @@ static void auth_done(void *arg)
     free(j->user);
     free(j->password);
     free(j);
-    if (!s->dead && s->state != STATE_CLOSING)
-        session_process(s);
+    if (!s->dead && s->state != STATE_CLOSING) session_process(s);
 }
 
 static void auth_start(struct session *s, const char *user, const char *password)
@@ -306,8 +297,7 @@ static void cmd_auth(struct session *s, const char *args)
         memcpy(mech, args, n);
         mech[n] = '\0';
     }
-    if (args[n] == ' ')
-        initial = args + n + 1;
+    if (args[n] == ' ') initial = args + n + 1;
     if (strcasecmp(mech, "PLAIN") == 0) {
         if (initial) {
             auth_plain_response(s, initial);
@@ -380,10 +370,8 @@ static void cmd_ehlo(struct session *s, const char *args, int esmtp)
     reply(s, "250-%s", smtpd_cfg->hostname);
     reply(s, "250-PIPELINING");
     reply(s, "250-SIZE %lld", (long long)smtpd_cfg->max_message_size);
-    if (starttls_offered(s))
-        reply(s, "250-STARTTLS");
-    if (auth_offered(s))
-        reply(s, "250-AUTH PLAIN LOGIN");
+    if (starttls_offered(s)) reply(s, "250-STARTTLS");
+    if (auth_offered(s)) reply(s, "250-AUTH PLAIN LOGIN");
     reply(s, "250-ENHANCEDSTATUSCODES");
     reply(s, "250-8BITMIME");
     reply(s, "250-DSN");
@@ -439,8 +427,7 @@ static void cmd_rcpt(struct session *s, const char *args)
         return;
     }
     if (!s->origin) {
-        log_warn("smtpd: %s: relay denied for <%s>: client is no origin", s->peer_text,
-                 r.address);
+        log_warn("smtpd: %s: relay denied for <%s>: client is no origin", s->peer_text, r.address);
         reply(s, "554 5.7.1 <%s>: Relay access denied", r.address);
         return;
     }
@@ -471,17 +458,14 @@ static void cmd_data(struct session *s)
     char date[64];
     const char *version = NULL, *cipher = NULL;
     util_rfc5322_date(util_now(), date, sizeof date);
-    if (s->tls)
-        tls_describe(s->bev, &version, &cipher);
+    if (s->tls) tls_describe(s->bev, &version, &cipher);
     strbuf_reset(&s->data);
     strbuf_printf(&s->data, "Received: from %s (%s)\r\n\tby %s (outrelay) with %s%s%s id %s",
                   s->helo[0] ? s->helo : "unknown", s->peer_text, smtpd_cfg->hostname,
                   s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "",
                   env->queue_id);
-    if (version)
-        strbuf_printf(&s->data, "\r\n\t(using %s with cipher %s)", version, cipher);
-    if (env->n_rcpts == 1)
-        strbuf_printf(&s->data, "\r\n\tfor <%s>", env->rcpts[0].address);
+    if (version) strbuf_printf(&s->data, "\r\n\t(using %s with cipher %s)", version, cipher);
+    if (env->n_rcpts == 1) strbuf_printf(&s->data, "\r\n\tfor <%s>", env->rcpts[0].address);
     strbuf_printf(&s->data, "; %s\r\n", date);
     s->data_bytes = 0;
     s->in_headers = 1;
@@ -500,8 +484,7 @@ static void cmd_data(struct session *s)
 static const char *header_value(const char *field, const char *name)
 {
     size_t n = strlen(name);
-    if (strncasecmp(field, name, n) != 0 || field[n] != ':')
-        return NULL;
+    if (strncasecmp(field, name, n) != 0 || field[n] != ':') return NULL;
     const char *v = field + n + 1;
     while (*v == ' ' || *v == '\t')
         v++;
@@ -512,8 +495,7 @@ static char *unfold(const char *v)
 {
     struct strbuf sb = STRBUF_INIT;
     for (; *v; v++)
-        if (*v != '\r' && *v != '\n')
-            strbuf_append(&sb, v, 1);
+        if (*v != '\r' && *v != '\n') strbuf_append(&sb, v, 1);
     size_t len;
     char *out = strbuf_detach(&sb, &len);
     while (len && (out[len - 1] == ' ' || out[len - 1] == '\t'))
@@ -527,14 +509,11 @@ static char *from_domain(const char *v)
     const char *lt = strchr(v, '<');
     const char *start = lt ? lt + 1 : v;
     const char *end = lt ? strchr(start, '>') : start + strcspn(start, " ,;(");
-    if (!end)
-        return NULL;
+    if (!end) return NULL;
     const char *at = NULL;
     for (const char *p = start; p < end; p++)
-        if (*p == '@')
-            at = p;
-    if (!at || at + 1 >= end)
-        return NULL;
+        if (*p == '@') at = p;
+    if (!at || at + 1 >= end) return NULL;
     char *d = xstrndup(at + 1, (size_t)(end - at - 1));
     for (char *p = d; *p; p++)
         *p = (char)tolower((unsigned char)*p);
@@ -543,8 +522,7 @@ static char *from_domain(const char *v)
 
 static void header_finish(struct session *s)
 {
-    if (s->header.len == 0)
-        return;
+    if (s->header.len == 0) return;
     const char *f = strbuf_str(&s->header);
     const char *v;
     if ((v = header_value(f, "Received")))
@@ -563,8 +541,7 @@ static void data_line(struct session *s, const char *line, size_t len)
             header_finish(s);
             s->in_headers = 0;
         } else if (line[0] == ' ' || line[0] == '\t') {
-            if (s->header.len < 8192)
-                strbuf_append(&s->header, line, len);
+            if (s->header.len < 8192) strbuf_append(&s->header, line, len);
         } else {
             header_finish(s);
             strbuf_append(&s->header, line, len < 8192 ? len : 8192);
@@ -572,8 +549,7 @@ static void data_line(struct session *s, const char *line, size_t len)
     }
     s->data_bytes += (int64_t)len + 2;
     if (s->data_bytes > smtpd_cfg->max_message_size) {
-        if (!s->data_error)
-            s->data_error = "552 5.3.4 Message too big";
+        if (!s->data_error) s->data_error = "552 5.3.4 Message too big";
         return;
     }
     if (!s->data_error) {
@@ -600,14 +576,12 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .size = env->size,
                                   .detail = rcpts};
         records_emit(&ev);
-        if (!s->dead)
-            reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
+        if (!s->dead) reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
         queue_accept(env, loc, &s->data);
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);
-        if (!s->dead)
-            reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
+        if (!s->dead) reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
     }
     strbuf_free(&s->data);
     if (s->dead) {
@@ -643,8 +617,7 @@ static void data_end(struct session *s)
     struct strbuf text = STRBUF_INIT;
     envelope_serialize(env, &text);
     s->busy = 1;
-    spool_submit_message(smtpd_spool, text.data, text.len, s->data.data, s->data.len, committed,
-                         s);
+    spool_submit_message(smtpd_spool, text.data, text.len, s->data.data, s->data.len, committed, s);
     strbuf_free(&text);
 }
 
@@ -657,8 +630,7 @@ static int data_input(struct session *s, struct evbuffer *in)
         if (eol.pos < 0) {
             size_t avail = evbuffer_get_length(in);
             if (avail > (size_t)smtpd_cfg->max_line_length) {
-                if (!s->data_error)
-                    s->data_error = "500 5.5.2 Message line too long";
+                if (!s->data_error) s->data_error = "500 5.5.2 Message line too long";
                 s->skip_long_line = 1;
                 evbuffer_drain(in, avail - 1); /* keep a possible CR */
             }
@@ -670,16 +642,14 @@ static int data_input(struct session *s, struct evbuffer *in)
         evbuffer_remove(in, raw, len);
         if (s->skip_long_line) {
             s->skip_long_line = 0;
-            if (raw != stack)
-                free(raw);
+            if (raw != stack) free(raw);
             continue;
         }
         const char *line;
         size_t n;
         enum data_line kind = data_parse_line(raw, len, &line, &n);
         if (kind == DATA_LINE_BARE_LF || kind == DATA_LINE_BARE_CR) {
-            if (raw != stack)
-                free(raw);
+            if (raw != stack) free(raw);
             log_warn("smtpd: %s: bare %s in message data", s->peer_text,
                      kind == DATA_LINE_BARE_LF ? "<LF>" : "<CR>");
             reply_and_close(s, kind == DATA_LINE_BARE_LF
@@ -688,16 +658,14 @@ static int data_input(struct session *s, struct evbuffer *in)
             return -1;
         }
         if (kind == DATA_LINE_END) {
-            if (raw != stack)
-                free(raw);
+            if (raw != stack) free(raw);
             data_end(s);
             return 0;
         }
         if (len > (size_t)smtpd_cfg->max_line_length && !s->data_error)
             s->data_error = "500 5.5.2 Message line too long";
         data_line(s, line, n);
-        if (raw != stack)
-            free(raw);
+        if (raw != stack) free(raw);
     }
 }
 
@@ -793,8 +761,7 @@ static void session_process(struct session *s)
     while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
         if (s->state == STATE_DATA) {
             int r = data_input(s, in);
-            if (r != 0)
-                return;
+            if (r != 0) return;
             continue;
         }
         size_t eol_len;
@@ -850,8 +817,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return; /* TLS handshake done */
+    if (what & BEV_EVENT_CONNECTED) return; /* TLS handshake done */
     if (what & BEV_EVENT_TIMEOUT) {
         log_warn("smtpd: %s: timeout", s->peer_text);
         bufferevent_enable(bev, EV_WRITE);
@@ -889,8 +855,7 @@ static void bury_sessions(evutil_socket_t fd, short what, void *arg)
 
 static void session_free(struct session *s)
 {
-    if (s->closed)
-        return;
+    if (s->closed) return;
     if (s->busy) {
         s->dead = 1;
         return;
@@ -900,8 +865,7 @@ static void session_free(struct session *s)
     smtpd_n_sessions--;
     if (s->tls) {
         SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
-        if (ssl)
-            SSL_shutdown(ssl);
+        if (ssl) SSL_shutdown(ssl);
         bufferevent_free(s->bev); /* closes the fd */
     } else {
         bufferevent_free(s->bev);
@@ -966,11 +930,9 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     for (size_t i = 0; i < cfg->n_listen; i++) {
         struct listener *l = &smtpd_listeners[i];
         l->conf = &cfg->listen[i];
-        l->evl = evconnlistener_new_bind(base, accept_cb, l,
-                                         LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                             LEV_OPT_CLOSE_ON_EXEC,
-                                         512, (const struct sockaddr *)&l->conf->addr.ss,
-                                         (int)l->conf->addr.len);
+        l->evl = evconnlistener_new_bind(
+            base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+            512, (const struct sockaddr *)&l->conf->addr.ss, (int)l->conf->addr.len);
         if (!l->evl) {
             snprintf(err, errlen, "cannot listen on %s: %s", l->conf->address_text,
                      strerror(errno));
@@ -1002,8 +964,7 @@ void smtpd_stop(void)
             s->dead = 1;
             continue;
         }
-        evbuffer_add_printf(bufferevent_get_output(s->bev),
-                            "421 4.3.2 Service shutting down\r\n");
+        evbuffer_add_printf(bufferevent_get_output(s->bev), "421 4.3.2 Service shutting down\r\n");
         session_free(s);
     }
     bury_sessions(-1, 0, NULL);
@@ -1014,14 +975,12 @@ void smtpd_release(void)
     struct session *s;
     while ((s = LIST_FIRST(&smtpd_sessions))) { /* busy ones whose answer never came */
         LIST_REMOVE(s, link);
-        if (s->bev)
-            bufferevent_free(s->bev);
+        if (s->bev) bufferevent_free(s->bev);
         transaction_reset(s);
         free(s->auth_user);
         free(s);
     }
     bury_sessions(-1, 0, NULL);
-    if (smtpd_graveyard_ev)
-        event_free(smtpd_graveyard_ev);
+    if (smtpd_graveyard_ev) event_free(smtpd_graveyard_ev);
     smtpd_graveyard_ev = NULL;
 }

@@ -10,8 +10,8 @@
 
 /* Every field is optional (NULL / 0) except event and queue_id. */
 struct record_event {
-    const char *event;       /* received, attempt, delivered, deferred, bounced, expired,
-                                held, released, deleted, dsn */
+    const char *event; /* received, attempt, delivered, deferred, bounced, expired,
+                          held, released, deleted, dsn */
     const char *queue_id;
     const char *message_id;
     const char *origin;
@@ -22,24 +22,24 @@ struct record_event {
     const char *source_addr;
     const char *remote_mx;
     const char *remote_addr;
-    int reply_code;          /* 0 when there was no SMTP reply */
+    int reply_code; /* 0 when there was no SMTP reply */
     const char *enhanced_code;
     const char *reply_text;
     const char *tls_version;
     const char *tls_cipher;
-    int64_t size;            /* message bytes */
-    int64_t delay_ms;        /* since the message was received */
-    int64_t attempt_ms;      /* duration of this attempt */
-    const char *detail;      /* free text, e.g. why a message stayed queued */
+    int64_t size;       /* message bytes */
+    int64_t delay_ms;   /* since the message was received */
+    int64_t attempt_ms; /* duration of this attempt */
+    const char *detail; /* free text, e.g. why a message stayed queued */
     /* authentication and routing (sign, check, route stages) */
     const char *from_domain;
-    const char *spf_result;  /* pass, fail, softfail, neutral, none, temperror, permerror */
+    const char *spf_result; /* pass, fail, softfail, neutral, none, temperror, permerror */
     const char *spf_domain;
-    const char *dkim;        /* "d=example.org s=s1 a=rsa-sha256 pass aligned; ..." */
+    const char *dkim;         /* "d=example.org s=s1 a=rsa-sha256 pass aligned; ..." */
     const char *dmarc_policy; /* "p=reject sp=quarantine pct=100 adkim=r aspf=r" */
     const char *dmarc_result; /* predicted: pass, fail, temperror, none */
-    const char *action;      /* what outrelay did about it: send, reroute, hold, bounce, ... */
-    double ramp_percent;     /* the ramp's cloud share when the egress was chosen; <0 unset */
+    const char *action;       /* what outrelay did about it: send, reroute, hold, bounce, ... */
+    double ramp_percent;      /* the ramp's cloud share when the egress was chosen; <0 unset */
 };
 
 /* Opens (creates) <state_dir>/records.db, creates the schema, starts the writer thread.

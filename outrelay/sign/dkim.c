@@ -127,13 +127,16 @@ struct odkim_crypto_2_11 { /* libopendkim/dkim-types.h, 2.11.0, OpenSSL build */
 };
 _Static_assert(sizeof(struct odkim_crypto_2_11) == 64, "mirror of struct dkim_crypto");
 
-/* The per-handle allocator closure (handles made with dkim_sign(..., memclosure, ...)). */
+/* The per-handle allocator closure (handles made with dkim_sign(..., memclosure, ...)):
+ * remembers the blocks allocated while recording (during dkim_privkey_load) and which of them
+ * the library freed since. */
+#define HANDLE_MEM_BLOCKS 8
 struct handle_mem {
     int recording;
     int n;
-    void *block[2];
-    size_t size[2];
-    int freed[2];
+    void *block[HANDLE_MEM_BLOCKS];
+    size_t size[HANDLE_MEM_BLOCKS];
+    int freed[HANDLE_MEM_BLOCKS];
 };
 
 static int dkim_fix_leaks; /* the library is the version the workaround knows */
@@ -142,7 +145,7 @@ static void *lib_malloc(void *closure, size_t n)
 {
     void *p = malloc(n);
     struct handle_mem *m = closure;
-    if (m && m->recording && p && m->n < 2) {
+    if (m && m->recording && p && m->n < HANDLE_MEM_BLOCKS) {
         m->block[m->n] = p;
         m->size[m->n] = n;
         m->freed[m->n] = 0;
@@ -162,33 +165,37 @@ static void lib_free(void *closure, void *p)
     free(p);
 }
 
-/* 1: key loaded (struct + output buffer), 2: load failed (struct only, emptied), 0: unknown. */
+/* The first block dkim_privkey_load allocates is its struct dkim_crypto. Returns the index of
+ * its output buffer among the recorded blocks, -1 when the load failed (pkey, BIO and buffer
+ * all empty), -2 when the blocks do not look like 2.11.0's. */
 static int handle_mem_layout(const struct handle_mem *m)
 {
-    if (!dkim_fix_leaks || m->n < 1 || m->size[0] != sizeof(struct odkim_crypto_2_11))
-        return 0;
+    if (!dkim_fix_leaks || m->n < 1 || m->freed[0] ||
+        m->size[0] != sizeof(struct odkim_crypto_2_11))
+        return -2;
     const struct odkim_crypto_2_11 *c = m->block[0];
-    if (m->n == 2 && c->out == m->block[1] && c->outlen == m->size[1] && c->pkey)
-        return 1;
-    if (m->n == 1 && !c->pkey && !c->keydata && !c->out)
-        return 2;
-    return 0;
+    if (!c->pkey && !c->keydata && !c->out && !c->rsa)
+        return -1;
+    for (int i = 1; i < m->n; i++)
+        if (c->pkey && c->out == m->block[i] && !m->freed[i] && c->outlen == m->size[i])
+            return i;
+    return -2;
 }
 
 /* Frees h, then whatever libopendkim leaves behind of its key. */
 static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
 {
-    int layout = m->freed[0] ? 0 : handle_mem_layout(m);
+    int out = handle_mem_layout(m);
     struct odkim_crypto_2_11 snap = {0};
-    if (layout)
+    if (out != -2) {
         snap = *(const struct odkim_crypto_2_11 *)m->block[0];
-    else if (dkim_fix_leaks && m->n > 0) {
+    } else if (dkim_fix_leaks && m->n > 0) {
         static int warned;
         if (!warned++)
             log_warn("dkim: unexpected libopendkim key layout; not freeing its leftovers");
     }
     dkim_free(h);
-    if (!layout)
+    if (out == -2)
         return;
     if (m->freed[0]) {
         /* Attached to the signature: dkim_free released everything for RSA, only the
@@ -196,8 +203,8 @@ static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
         if (alg == DKIM_SIGN_ED25519SHA256) {
             EVP_PKEY_free(snap.pkey);
             BIO_free(snap.keydata);
-            if (m->n == 2 && !m->freed[1])
-                free(m->block[1]);
+            if (out > 0 && !m->freed[out])
+                free(m->block[out]);
         }
         return;
     }
@@ -208,8 +215,8 @@ static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
     RSA_free(snap.rsa);
 #pragma GCC diagnostic pop
     BIO_free(snap.keydata);
-    if (m->n == 2 && !m->freed[1])
-        free(m->block[1]);
+    if (out > 0 && !m->freed[out])
+        free(m->block[out]);
     free(m->block[0]);
 }
 
@@ -435,10 +442,11 @@ static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, struct dkim_signature
     } else {
         out->result = 0;
         const char *why;
-        if (sigerr != DKIM_SIGERROR_OK && sigerr != DKIM_SIGERROR_UNKNOWN)
-            why = dkim_sig_geterrorstr(sigerr);
-        else if ((flags & DKIM_SIGFLAG_PROCESSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
+        /* A changed body also reports "signature verification failed"; say what changed. */
+        if ((flags & DKIM_SIGFLAG_PROCESSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
             why = "body hash mismatch";
+        else if (sigerr != DKIM_SIGERROR_OK && sigerr != DKIM_SIGERROR_UNKNOWN)
+            why = dkim_sig_geterrorstr(sigerr);
         else if (!(flags & DKIM_SIGFLAG_PROCESSED))
             why = dkim_geterror(d) && *dkim_geterror(d) ? dkim_geterror(d) : "not processed";
         else

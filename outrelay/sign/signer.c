@@ -36,11 +36,9 @@ static void sign_work(void *arg)
     struct sign_result *r = j->result;
     if (j->verify_upstream)
         r->n_upstream = dkim_verify_message(j->data, j->len, r->upstream, SIGNER_MAX_UPSTREAM);
-    if (!signer_keys || !j->from_domain)
-        return;
+    if (!signer_keys || !j->from_domain) return;
     r->n_sigs = dkim_keystore_for(signer_keys, j->from_domain, r->keys, SIGNER_MAX_SIGS);
-    if (r->n_sigs == 0)
-        return;
+    if (r->n_sigs == 0) return;
     if (dkim_sign_message(r->keys, r->n_sigs, j->data, j->len, &r->headers, r->sigs, r->error,
                           sizeof r->error) < 0) {
         strbuf_reset(&r->headers);
@@ -72,8 +70,7 @@ void signer_submit(const char *data, size_t len, const char *from_domain, int ve
 
 void signer_result_free(struct sign_result *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     strbuf_free(&r->headers);
     free(r);
 }
@@ -83,7 +80,9 @@ void signer_describe(const struct dkim_signature *sigs, size_t n, struct strbuf 
     for (size_t i = 0; i < n; i++)
         strbuf_printf(out, "%sd=%s s=%s a=%s %s%s%s", i ? "; " : "", sigs[i].domain,
                       sigs[i].selector, sigs[i].algorithm,
-                      sigs[i].result > 0 ? "pass" : sigs[i].result == 0 ? "fail" : "temperror",
+                      sigs[i].result > 0    ? "pass"
+                      : sigs[i].result == 0 ? "fail"
+                                            : "temperror",
                       sigs[i].error[0] && sigs[i].result <= 0 ? " " : "",
                       sigs[i].result <= 0 ? sigs[i].error : "");
 }

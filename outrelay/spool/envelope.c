@@ -23,8 +23,7 @@ void envelope_add_rcpt(struct envelope *env, const char *address, const char *or
 
 void envelope_free(struct envelope *env)
 {
-    if (!env)
-        return;
+    if (!env) return;
     free(env->origin);
     free(env->client_addr);
     free(env->helo);
@@ -44,8 +43,7 @@ void envelope_free(struct envelope *env)
 /* Values are percent-escaped for '%', '\n', '\r', '\t' and NUL-free by construction. */
 static void put(struct strbuf *out, const char *key, const char *value)
 {
-    if (!value)
-        return;
+    if (!value) return;
     strbuf_puts(out, key);
     strbuf_append(out, " ", 1);
     for (const char *p = value; *p; p++) {
@@ -59,12 +57,9 @@ static void put(struct strbuf *out, const char *key, const char *value)
 
 static int hexdigit(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
 }
 
@@ -143,11 +138,9 @@ struct envelope *envelope_parse(const char *text, size_t len)
     const char *p = text, *end = text + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            goto bad;
+        if (!nl) goto bad;
         const char *sp = memchr(p, ' ', (size_t)(nl - p));
-        if (!sp)
-            goto bad;
+        if (!sp) goto bad;
         size_t klen = (size_t)(sp - p);
         const char *v = sp + 1;
         size_t vlen = (size_t)(nl - v);
@@ -164,17 +157,14 @@ struct envelope *envelope_parse(const char *text, size_t len)
             char *addr = unescape(t1 + 1, strlen(t1 + 1));
             char *orcpt = unescape(t2 + 1, strlen(t2 + 1));
             int ok = addr && orcpt;
-            if (ok)
-                envelope_add_rcpt(env, addr, orcpt, atoi(raw));
+            if (ok) envelope_add_rcpt(env, addr, orcpt, atoi(raw));
             free(addr);
             free(orcpt);
             free(raw);
-            if (!ok)
-                goto bad;
+            if (!ok) goto bad;
         } else {
             char *val = unescape(v, vlen);
-            if (!val)
-                goto bad;
+            if (!val) goto bad;
 /* A field seen twice is refused (and not leaked): envelope_serialize never writes one twice. */
 #define SET(field)                                                                                 \
     do {                                                                                           \
@@ -226,8 +216,7 @@ struct envelope *envelope_parse(const char *text, size_t len)
 #undef KEY
         p = nl + 1;
     }
-    if (!env->queue_id[0] || !env->sender || env->n_rcpts == 0)
-        goto bad;
+    if (!env->queue_id[0] || !env->sender || env->n_rcpts == 0) goto bad;
     return env;
 bad:
     envelope_free(env);

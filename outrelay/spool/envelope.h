@@ -11,25 +11,25 @@
 
 struct envelope_rcpt {
     char *address;
-    char *orcpt;  /* "rfc822;a@b" or NULL */
-    int notify;   /* smtp_notify bits, 0 = default */
+    char *orcpt; /* "rfc822;a@b" or NULL */
+    int notify;  /* smtp_notify bits, 0 = default */
 };
 
 struct envelope {
     char queue_id[20];
-    int64_t arrival;     /* unix seconds */
-    char *origin;        /* origin name; "dsn" for our own notifications */
-    char *client_addr;   /* "127.0.0.1" */
+    int64_t arrival;   /* unix seconds */
+    char *origin;      /* origin name; "dsn" for our own notifications */
+    char *client_addr; /* "127.0.0.1" */
     char *helo;
-    char *auth_user;     /* NULL when not authenticated */
-    char *sender;        /* "" for the null sender */
-    char *envid;         /* NULL when absent */
-    int ret_hdrs;        /* RET=HDRS */
-    int body_8bit;       /* BODY=8BITMIME */
+    char *auth_user; /* NULL when not authenticated */
+    char *sender;    /* "" for the null sender */
+    char *envid;     /* NULL when absent */
+    int ret_hdrs;    /* RET=HDRS */
+    int body_8bit;   /* BODY=8BITMIME */
     int smtputf8;
-    char *message_id;    /* Message-ID header value, or NULL */
-    char *from_domain;   /* domain of the From: header, or NULL */
-    int64_t size;        /* bytes of the stored message */
+    char *message_id;  /* Message-ID header value, or NULL */
+    char *from_domain; /* domain of the From: header, or NULL */
+    int64_t size;      /* bytes of the stored message */
     struct envelope_rcpt *rcpts;
     size_t n_rcpts;
 };

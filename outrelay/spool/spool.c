@@ -109,10 +109,8 @@ static void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t 
 static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
 {
     for (size_t i = 0; i < sp->n_pins; i++)
-        if (sp->pins[i].id == id)
-            return &sp->pins[i];
-    if (!create)
-        return NULL;
+        if (sp->pins[i].id == id) return &sp->pins[i];
+    if (!create) return NULL;
     sp->pins = xrealloc(sp->pins, (sp->n_pins + 1) * sizeof *sp->pins);
     sp->pins[sp->n_pins] = (struct segment_pin){id, 0};
     return &sp->pins[sp->n_pins++];
@@ -124,13 +122,10 @@ static void collect_segments_locked(struct spool *sp)
     for (;;) {
         size_t oldest = SIZE_MAX;
         for (size_t i = 0; i < sp->n_pins; i++)
-            if (oldest == SIZE_MAX || sp->pins[i].id < sp->pins[oldest].id)
-                oldest = i;
-        if (oldest == SIZE_MAX)
-            return;
+            if (oldest == SIZE_MAX || sp->pins[i].id < sp->pins[oldest].id) oldest = i;
+        if (oldest == SIZE_MAX) return;
         struct segment_pin *p = &sp->pins[oldest];
-        if (p->pins > 0 || p->id == sp->active_id)
-            return;
+        if (p->pins > 0 || p->id == sp->active_id) return;
         char path[4096];
         segment_path(sp, p->id, path, sizeof path);
         if (unlink(path) < 0 && errno != ENOENT)
@@ -182,8 +177,7 @@ static int rotate_segment(struct spool *sp, char *err, size_t errlen)
 {
     int old_fd = sp->active_fd;
     uint64_t old_id = sp->active_id;
-    if (open_segment(sp, old_id + 1, err, errlen) < 0)
-        return -1;
+    if (open_segment(sp, old_id + 1, err, errlen) < 0) return -1;
     close(old_fd);
     (void)old_id;
     pthread_mutex_lock(&sp->lock);
@@ -197,8 +191,7 @@ static int write_all(int fd, struct iovec *iov, int n)
     while (n > 0) {
         ssize_t w = writev(fd, iov, n);
         if (w < 0) {
-            if (errno == EINTR)
-                continue;
+            if (errno == EINTR) continue;
             return -1;
         }
         while (n > 0 && (size_t)w >= iov->iov_len) {
@@ -228,7 +221,10 @@ static void write_batch(struct spool *sp, struct request *batch)
             }
             batch_start = 0;
         }
-        struct record_header h = {SPOOL_MAGIC, r->type, {0, 0, 0}, (uint32_t)r->payload_len,
+        struct record_header h = {SPOOL_MAGIC,
+                                  r->type,
+                                  {0, 0, 0},
+                                  (uint32_t)r->payload_len,
                                   crc32_of(r->payload, r->payload_len)};
         struct iovec iov[2] = {{&h, sizeof h}, {r->payload, r->payload_len}};
         if (write_all(sp->active_fd, iov, 2) < 0) {
@@ -247,16 +243,14 @@ static void write_batch(struct spool *sp, struct request *batch)
     }
     if (failed) {
         /* Nothing of this batch is acknowledged; cut it off so the log stays parseable. */
-        if (ftruncate(sp->active_fd, (off_t)batch_start) == 0)
-            sp->active_size = batch_start;
+        if (ftruncate(sp->active_fd, (off_t)batch_start) == 0) sp->active_size = batch_start;
         log_error("spool: %s", err);
     }
     pthread_mutex_lock(&sp->lock);
     for (struct request *r = batch; r; r = r->next) {
         r->status = failed ? -1 : 0;
         snprintf(r->err, sizeof r->err, "%s", err);
-        if (!failed)
-            pin_find(sp, r->loc.segment, 1)->pins++;
+        if (!failed) pin_find(sp, r->loc.segment, 1)->pins++;
     }
     pthread_mutex_unlock(&sp->lock);
 }
@@ -273,8 +267,7 @@ static void *commit_thread(void *arg)
         sp->pending_tail = &sp->pending;
         int stopping = sp->stopping;
         pthread_mutex_unlock(&sp->lock);
-        if (!batch && stopping)
-            break;
+        if (!batch && stopping) break;
         write_batch(sp, batch);
         pthread_mutex_lock(&sp->lock);
         struct request *last = batch;
@@ -301,8 +294,7 @@ static void completed_cb(evutil_socket_t fd, short what, void *arg)
     while (list) {
         struct request *r = list;
         list = r->next;
-        if (r->cb)
-            r->cb(r->arg, r->status, &r->loc, r->err);
+        if (r->cb) r->cb(r->arg, r->status, &r->loc, r->err);
         free(r->payload);
         free(r);
     }
@@ -356,15 +348,13 @@ int spool_read(struct spool *sp, const struct spool_loc *loc, struct strbuf *out
     char path[4096];
     segment_path(sp, loc->segment, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     strbuf_reset(out);
     strbuf_reserve(out, loc->length);
     size_t got = 0;
     while (got < loc->length) {
         ssize_t n = pread(fd, out->data + got, loc->length - got, (off_t)(loc->offset + got));
-        if (n < 0 && errno == EINTR)
-            continue;
+        if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             close(fd);
             return -1;
@@ -382,8 +372,7 @@ int spool_read(struct spool *sp, const struct spool_loc *loc, struct strbuf *out
 static int list_segments(const char *dir, uint64_t **ids, size_t *n)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return -1;
+    if (!d) return -1;
     struct dirent *de;
     *ids = NULL;
     *n = 0;
@@ -391,8 +380,8 @@ static int list_segments(const char *dir, uint64_t **ids, size_t *n)
         uint64_t id;
         int end = 0;
         /* exactly "seg-" + 16 hex digits + ".log": backups and editor files are not ours */
-        if (strlen(de->d_name) == 24 && sscanf(de->d_name, "seg-%16" SCNx64 ".log%n", &id, &end) == 1 &&
-            end == 24) {
+        if (strlen(de->d_name) == 24 &&
+            sscanf(de->d_name, "seg-%16" SCNx64 ".log%n", &id, &end) == 1 && end == 24) {
             *ids = xrealloc(*ids, (*n + 1) * sizeof **ids);
             (*ids)[(*n)++] = id;
         }
@@ -414,13 +403,11 @@ static int mkdir_p(const char *path)
     for (char *p = tmp + 1; *p; p++) {
         if (*p == '/') {
             *p = '\0';
-            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-                return -1;
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
             *p = '/';
         }
     }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-        return -1;
+    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
     return 0;
 }
 
@@ -461,8 +448,7 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
 
 static int start_writer(struct spool *sp, char *err, size_t errlen)
 {
-    if (open_segment(sp, sp->next_id, err, errlen) < 0)
-        return -1;
+    if (open_segment(sp, sp->next_id, err, errlen) < 0) return -1;
     if (pthread_create(&sp->thread, NULL, commit_thread, sp) != 0) {
         snprintf(err, errlen, "cannot start the spool commit thread");
         return -1;
@@ -473,8 +459,7 @@ static int start_writer(struct spool *sp, char *err, size_t errlen)
 
 void spool_close(struct spool *sp)
 {
-    if (!sp)
-        return;
+    if (!sp) return;
     if (sp->thread_started) {
         pthread_mutex_lock(&sp->lock);
         sp->stopping = 1;
@@ -483,12 +468,9 @@ void spool_close(struct spool *sp)
         pthread_join(sp->thread, NULL);
         completed_cb(-1, 0, sp); /* deliver the last callbacks */
     }
-    if (sp->active_fd >= 0)
-        close(sp->active_fd);
-    if (sp->dirfd >= 0)
-        close(sp->dirfd);
-    if (sp->completed_ev)
-        event_free(sp->completed_ev);
+    if (sp->active_fd >= 0) close(sp->active_fd);
+    if (sp->dirfd >= 0) close(sp->dirfd);
+    if (sp->completed_ev) event_free(sp->completed_ev);
     pthread_mutex_destroy(&sp->lock);
     pthread_cond_destroy(&sp->wake);
     free(sp->pins);
@@ -512,8 +494,7 @@ struct found {
 static void found_add_pin(struct found *f, uint64_t seg)
 {
     for (size_t i = 0; i < f->n_pins; i++)
-        if (f->pins[i] == seg)
-            return;
+        if (f->pins[i] == seg) return;
     f->pins = xrealloc(f->pins, (f->n_pins + 1) * sizeof *f->pins);
     f->pins[f->n_pins++] = seg;
 }
@@ -521,8 +502,7 @@ static void found_add_pin(struct found *f, uint64_t seg)
 static int read_file(const char *path, char **data, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
+    if (fd < 0) return -1;
     struct stat st;
     if (fstat(fd, &st) < 0) {
         close(fd);
@@ -532,8 +512,7 @@ static int read_file(const char *path, char **data, size_t *len)
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t n = read(fd, *data + got, (size_t)st.st_size - got);
-        if (n <= 0)
-            break;
+        if (n <= 0) break;
         got += (size_t)n;
     }
     close(fd);
@@ -583,15 +562,15 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
         while (pos < len) {
             struct record_header h;
             if (len - pos < sizeof h) {
-                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)",
-                         path, pos);
+                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)", path,
+                         pos);
                 break;
             }
             memcpy(&h, data + pos, sizeof h);
             if (h.magic != SPOOL_MAGIC || h.length > len - pos - sizeof h ||
                 crc32_of(data + pos + sizeof h, h.length) != h.crc) {
-                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)",
-                         path, pos);
+                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)", path,
+                         pos);
                 break;
             }
             const char *payload = data + pos + sizeof h;
@@ -650,8 +629,8 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
         if (status == 0) {
             for (size_t p = 0; p < f->n_pins; p++)
                 pin_find(sp, f->pins[p], 1)->pins++;
-            struct spool_recovered r = {f->envelope, f->envelope_len, f->loc, f->mark_rcpt,
-                                        f->mark_kind, f->n_marks, f->pins, f->n_pins};
+            struct spool_recovered r = {f->envelope,  f->envelope_len, f->loc,  f->mark_rcpt,
+                                        f->mark_kind, f->n_marks,      f->pins, f->n_pins};
             if (fn(arg, &r)) {
                 kept++;
             } else {
@@ -672,8 +651,7 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
         for (size_t s = 0; s < n_ids; s++)
             pin_find(sp, ids[s], 1);
         collect_segments_locked(sp);
-        if (start_writer(sp, err, errlen) < 0)
-            status = -1;
+        if (start_writer(sp, err, errlen) < 0) status = -1;
     }
     free(ids);
     return status < 0 ? -1 : kept;

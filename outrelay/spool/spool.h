@@ -36,8 +36,7 @@ enum spool_mark {
 /* status 0: durable; -1: not stored (err says why). loc is valid for messages.
  * segment is the segment that now holds the record: the caller must keep it pinned
  * (spool_unpin) for as long as the record matters. */
-typedef void (*spool_done_cb)(void *arg, int status, const struct spool_loc *loc,
-                              const char *err);
+typedef void (*spool_done_cb)(void *arg, int status, const struct spool_loc *loc, const char *err);
 
 struct spool *spool_open(const char *dir, struct event_base *base, char *err, size_t errlen);
 void spool_close(struct spool *sp);

@@ -72,8 +72,7 @@ const char *tls_error_string(struct bufferevent *bev)
 {
     static char buf[256];
     unsigned long e = bufferevent_get_openssl_error(bev);
-    if (!e)
-        return "TLS handshake failed";
+    if (!e) return "TLS handshake failed";
     ERR_error_string_n(e, buf, sizeof buf);
     while (bufferevent_get_openssl_error(bev))
         ;

@@ -1,10 +1,8 @@
-"""dmarc_matrix.py - proves dmarc_predict() (outrelay/check/dmarc.c) against real DNS: a table of
-From / envelope domain / SPF result / our DKIM signatures, each run through tests/tools/dmarc_eval
-against NSD, asserting the verdict and the fields that row is about. Covers aligned and unaligned
-SPF and DKIM, strict vs relaxed (where libopendmarc 1.4.2 alone would say "aligned"), sp at the
-organisational domain, p=none/quarantine/reject, missing/duplicate/invalid records, published keys
-that differ, are revoked or are missing, and DNS timeouts (a proxy in front of NSD drops queries
-under dead.example.org).
+"""dmarc_matrix.py - proves dmarc_predict() (outrelay/check/dmarc.c) against NSD: a table of From /
+envelope domain / SPF result / our DKIM signatures run through tests/tools/dmarc_eval, asserting the
+verdict and the fields each row is about: SPF and DKIM alignment, strict vs relaxed (where
+libopendmarc 1.4.2 alone says "aligned"), sp, p values, missing/duplicate/invalid records, keys that
+differ, are revoked or missing, and DNS timeouts (a proxy drops queries under dead.example.org).
 """
 import base64
 import concurrent.futures
@@ -303,6 +301,17 @@ def test(env):
         # Rows run concurrently: the timeout rows each wait for libunbound to give up (~20s).
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(lambda row: run_row(tool, proxy.server, row), ROWS))
+        # The same prediction from 8 threads at once (shared cache, per-call libopendmarc
+        # contexts) must agree with the single-threaded one.
+        r = subprocess.run([tool, proxy.server, "example.org", "bounce.other.net", "pass",
+                            sig("other.net", "sel"), sig("example.org", "rsa1")],
+                           capture_output=True, text=True, timeout=TIMEOUT_BOUND,
+                           env=dict(os.environ, DMARC_EVAL_THREADS="8"))
+        got = parse(r.stdout)
+        h.check(r.returncode == 0 and got.get("threads_consistent") == "1"
+                and got.get("verdict") == "pass" and not h.sanitizer_summary(r.stderr),
+                lambda: f"threaded predictions disagree or crashed: rc {r.returncode}, "
+                        f"{got}, {r.stderr[-1500:]}")
     finally:
         proxy.stop()
     errors = [e for errs in results for e in errs]

@@ -2,7 +2,9 @@
  * prediction as "key=value" lines for tests/integration/dmarc_matrix.py.
  * Usage: dmarc_eval DNS_SERVER FROM_DOMAIN MAILFROM_DOMAIN SPF_RESULT
  *                   [d=DOMAIN,s=SELECTOR,a=ALG,p=PUBKEY_B64 ...]
- * Owns nothing but its own process; exit status 0 unless the arguments or setup are wrong. */
+ * DMARC_EVAL_THREADS=N also repeats the prediction from N threads and prints whether all agree.
+ * Exit status 0 unless the arguments or setup are wrong. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +17,8 @@
 #define MAX_SIGS 8
 
 static const char *spf_names[] = {
-    [SPF_NONE] = "none",           [SPF_NEUTRAL] = "neutral",     [SPF_PASS] = "pass",
-    [SPF_FAIL] = "fail",           [SPF_SOFTFAIL] = "softfail",   [SPF_TEMPERROR] = "temperror",
+    [SPF_NONE] = "none",           [SPF_NEUTRAL] = "neutral",   [SPF_PASS] = "pass",
+    [SPF_FAIL] = "fail",           [SPF_SOFTFAIL] = "softfail", [SPF_TEMPERROR] = "temperror",
     [SPF_PERMERROR] = "permerror",
 };
 
@@ -38,8 +40,7 @@ static int parse_sig(char *text, struct dmarc_dkim_input *sig)
     for (char *save = NULL, *tok = strtok_r(text, ",", &save); tok;
          tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
-        if (!eq)
-            return -1;
+        if (!eq) return -1;
         *eq = '\0';
         const char *val = eq + 1;
         if (strcmp(tok, "d") == 0)
@@ -53,13 +54,51 @@ static int parse_sig(char *text, struct dmarc_dkim_input *sig)
         else
             return -1;
     }
-    if (!sig->domain || !sig->selector)
-        return -1;
-    if (!sig->algorithm)
-        sig->algorithm = "rsa-sha256";
-    if (!sig->public_b64)
-        sig->public_b64 = "";
+    if (!sig->domain || !sig->selector) return -1;
+    if (!sig->algorithm) sig->algorithm = "rsa-sha256";
+    if (!sig->public_b64) sig->public_b64 = "";
     return 0;
+}
+
+struct thread_job {
+    char **argv;
+    enum spf_result spf;
+    const struct dmarc_dkim_input *sigs;
+    size_t n_sigs;
+    const struct dmarc_prediction *first;
+    int consistent;
+};
+
+/* Repeats the prediction (exercising the shared cache) and compares with the first result. */
+static void *thread_main(void *arg)
+{
+    struct thread_job *job = arg;
+    struct dmarc_prediction pr;
+    job->consistent = 1;
+    for (int i = 0; i < 20; i++) {
+        dmarc_predict(job->argv[2], job->argv[3], job->spf, job->sigs, job->n_sigs, &pr);
+        if (pr.verdict != job->first->verdict || strcmp(pr.reason, job->first->reason) != 0)
+            job->consistent = 0;
+    }
+    return NULL;
+}
+
+static int run_threads(int n, char **argv, enum spf_result spf, const struct dmarc_dkim_input *sigs,
+                       size_t n_sigs, const struct dmarc_prediction *first)
+{
+    pthread_t tids[16];
+    struct thread_job jobs[16];
+    int consistent = 1;
+    if (n > 16) n = 16;
+    for (int i = 0; i < n; i++) {
+        jobs[i] = (struct thread_job){argv, spf, sigs, n_sigs, first, 0};
+        pthread_create(&tids[i], NULL, thread_main, &jobs[i]);
+    }
+    for (int i = 0; i < n; i++) {
+        pthread_join(tids[i], NULL);
+        consistent &= jobs[i].consistent;
+    }
+    return consistent;
 }
 
 static char show(char c)
@@ -71,10 +110,9 @@ int main(int argc, char **argv)
 {
     enum spf_result spf;
     if (argc < 5 || argc - 5 > MAX_SIGS || parse_spf(argv[4], &spf) < 0) {
-        fprintf(stderr,
-                "usage: dmarc_eval DNS_SERVER FROM_DOMAIN MAILFROM_DOMAIN SPF_RESULT "
-                "[d=DOMAIN,s=SELECTOR,a=ALG,p=PUBKEY_B64 ...]\n"
-                "SPF_RESULT: none neutral pass fail softfail temperror permerror\n");
+        fprintf(stderr, "usage: dmarc_eval DNS_SERVER FROM_DOMAIN MAILFROM_DOMAIN SPF_RESULT "
+                        "[d=DOMAIN,s=SELECTOR,a=ALG,p=PUBKEY_B64 ...]\n"
+                        "SPF_RESULT: none neutral pass fail softfail temperror permerror\n");
         return 2;
     }
     struct dmarc_dkim_input sigs[MAX_SIGS];
@@ -116,10 +154,13 @@ int main(int argc, char **argv)
         const struct dmarc_dkim_outcome *o = &pr.dkim[i];
         printf("dkim%zu.domain=%s\ndkim%zu.selector=%s\ndkim%zu.algorithm=%s\n", i, o->domain, i,
                o->selector, i, o->algorithm);
-        printf("dkim%zu.key_matches=%d\ndkim%zu.aligned=%d\ndkim%zu.detail=%s\n", i,
-               o->key_matches, i, o->aligned, i, o->detail);
+        printf("dkim%zu.key_matches=%d\ndkim%zu.aligned=%d\ndkim%zu.detail=%s\n", i, o->key_matches,
+               i, o->aligned, i, o->detail);
     }
     printf("reason=%s\n", pr.reason);
+    const char *threads = getenv("DMARC_EVAL_THREADS");
+    if (threads && atoi(threads) > 0)
+        printf("threads_consistent=%d\n", run_threads(atoi(threads), argv, spf, sigs, n_sigs, &pr));
 
     dmarc_shutdown();
     orgdomain_shutdown();

@@ -63,10 +63,10 @@ static void test_key_record_invalid(void **state)
 {
     (void)state;
     struct dmarc_key_record r;
-    assert_int_equal(dmarc_parse_key_record("v=DKIM2; p=AAAA", &r), -1);   /* version */
+    assert_int_equal(dmarc_parse_key_record("v=DKIM2; p=AAAA", &r), -1);        /* version */
     assert_int_equal(dmarc_parse_key_record("k=rsa; v=DKIM1; p=AAAA", &r), -1); /* v not first */
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa", &r), -1);    /* no p= */
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=AA; p=BB", &r), -1); /* twice */
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa", &r), -1);         /* no p= */
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=AA; p=BB", &r), -1);    /* twice */
     assert_int_equal(dmarc_parse_key_record("v=spf1 -all", &r), -1);
     assert_int_equal(dmarc_parse_key_record("", &r), -1);
     assert_int_equal(dmarc_parse_key_record("p=AAAA; garbage", &r), -1);
@@ -84,13 +84,11 @@ static void test_key_check(void **state)
     char detail[160];
     const char *name = "s1._domainkey.example.org";
     char *match[] = {"v=DKIM1; k=rsa; p=MIIB IjAN"};
-    assert_int_equal(dmarc_key_check(match, 1, name, "rsa-sha256", "MIIBIjAN", detail,
-                                     sizeof detail),
-                     1);
+    assert_int_equal(
+        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIBIjAN", detail, sizeof detail), 1);
     /* Our own key may carry whitespace too (copied from a wrapped file). */
-    assert_int_equal(dmarc_key_check(match, 1, name, "rsa-sha256", "MIIB\nIjAN", detail,
-                                     sizeof detail),
-                     1);
+    assert_int_equal(
+        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIB\nIjAN", detail, sizeof detail), 1);
 
     char *other[] = {"v=DKIM1; p=MIIBzzzz"};
     assert_int_equal(
@@ -197,8 +195,8 @@ static void test_decide_pass(void **state)
     dmarc_decide(&p, DMARC_RECORD_FOUND, NULL);
     assert_int_equal(p.verdict, DMARC_VERDICT_PASS);
     assert_int_equal(p.policy_to_apply, 0);
-    assert_string_equal(p.reason,
-                        "DMARC passes for example.com: SPF passes for bounce.example.com (aligned)");
+    assert_string_equal(
+        p.reason, "DMARC passes for example.com: SPF passes for bounce.example.com (aligned)");
 
     base_prediction(&p, "example.com", "example.com");
     p.spf = SPF_FAIL;
@@ -209,8 +207,8 @@ static void test_decide_pass(void **state)
     dmarc_decide(&p, DMARC_RECORD_FOUND, NULL);
     assert_int_equal(p.verdict, DMARC_VERDICT_PASS);
     assert_int_equal(p.dkim_aligned_pass, 1);
-    assert_string_equal(p.reason,
-                        "DMARC passes for example.com: DKIM d=example.com (aligned, key published)");
+    assert_string_equal(
+        p.reason, "DMARC passes for example.com: DKIM d=example.com (aligned, key published)");
 }
 
 static void test_decide_aligned_key_problems(void **state)
@@ -303,7 +301,8 @@ static void test_decide_no_record_and_tempfail(void **state)
     dmarc_decide(&p, DMARC_RECORD_NONE, "no record at _dmarc.example.com");
     assert_int_equal(p.verdict, DMARC_VERDICT_NO_POLICY);
     assert_int_equal(p.policy_to_apply, 0);
-    assert_string_equal(p.reason, "no DMARC policy for example.com: no record at _dmarc.example.com");
+    assert_string_equal(p.reason,
+                        "no DMARC policy for example.com: no record at _dmarc.example.com");
 
     p.spf = SPF_PASS;
     p.spf_aligned = 1;
