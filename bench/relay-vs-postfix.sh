@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # relay-vs-postfix.sh - push identical SMTP load through a throw-away Postfix
-# relay and through outrelay, both delivering to Postfix's smtp-sink, and
-# compare accepted and end-to-end message rates.  See bench/README.md.
+# relay (without and with the OpenDKIM milter) and through outrelay (without
+# signing, with an RSA-2048 key, with RSA-2048 + Ed25519), all delivering to
+# Postfix's smtp-sink, and compare accepted and end-to-end message rates.
+# See bench/README.md.
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_MESSAGES   messages per system                      [20000]
 #   BENCH_SESSIONS   parallel smtp-source sessions            [20]
 #   BENCH_SIZE       message size in bytes (smtp-source -l)   [4096]
 #   BENCH_TIMEOUT    seconds allowed per phase (accept, drain) [900]
-#   BENCH_SYSTEMS    which systems to run, in order           ["postfix outrelay"]
+#   BENCH_SYSTEMS    which systems to run, in order
+#                    ["postfix postfix-opendkim outrelay outrelay-rsa outrelay-dual"]
 #   BENCH_KEEP=1     keep the temp dir (logs, spools) afterwards
 #   BENCH_TMPDIR     parent for the temp dir                  [$TMPDIR or /tmp]
 #   OUTRELAY_BIN     outrelay binary       [$REPO/build-bench/outrelay]
+#   BENCH_BUILD=0    use build-bench/outrelay as it is (no incremental rebuild)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,16 +23,30 @@ N="${BENCH_MESSAGES:-20000}"
 SESSIONS="${BENCH_SESSIONS:-20}"
 SIZE="${BENCH_SIZE:-4096}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
-SYSTEMS="${BENCH_SYSTEMS:-postfix outrelay}"
+ALL_SYSTEMS="postfix postfix-opendkim outrelay outrelay-rsa outrelay-dual"
+SYSTEMS="${BENCH_SYSTEMS:-$ALL_SYSTEMS}"
 KEEP="${BENCH_KEEP:-0}"
 OUTRELAY_BIN="${OUTRELAY_BIN:-$REPO/build-bench/outrelay}"
-SENDER="bench@sender.outrelay.test"
-RCPT="sink@rcpt.outrelay.test"
+BUILD="${BENCH_BUILD:-1}"
+BUILD_DIR="$REPO/build-bench"
+# The sender domain lives in a zone served by our own NSD; smtp-source writes
+# "From: <SENDER>" into every message it generates, so the From domain (which
+# DKIM signs and DMARC evaluates) is the envelope sender's domain.
+ZONE="outrelay.test"
+DOMAIN="bench.$ZONE"
+SENDER="bench@$DOMAIN"
+RCPT="sink@rcpt.$ZONE"
+SEL_RSA="rsa1"              # outrelay's RSA-2048 selector
+SEL_ED="ed1"                # outrelay's Ed25519 selector
+SEL_PF="pf1"                # OpenDKIM's RSA-2048 selector
 
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
 POSTFIX=/usr/sbin/postfix
 POSTCONF=/usr/sbin/postconf
+OPENDKIM=/usr/sbin/opendkim
+NSD=/usr/sbin/nsd
+PY3=/usr/bin/python3        # the Debian interpreter (python3-dkim lives there)
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -37,9 +55,15 @@ for v in N SESSIONS SIZE TIMEOUT; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 for s in $SYSTEMS; do
-    [[ "$s" == postfix || "$s" == outrelay ]] || die "unknown system '$s' in BENCH_SYSTEMS"
+    [[ " $ALL_SYSTEMS " == *" $s "* ]] || die "unknown system '$s' in BENCH_SYSTEMS (known: $ALL_SYSTEMS)"
 done
 [[ $EUID -eq 0 ]] || die "run as root (Postfix master and smtp-sink -u need it)"
+has_system() { [[ " $SYSTEMS " == *" $1 "* ]]; }
+has_outrelay() { [[ " $SYSTEMS " == *" outrelay"* ]]; }
+# Every system but the plain Postfix one talks to our DNS server: outrelay's
+# SPF/DMARC checks resolve against it (so no query leaves the box), and the
+# signature check before a signing run looks the public keys up there.
+needs_dns() { [[ " $SYSTEMS " == *" outrelay"* || " $SYSTEMS " == *" postfix-opendkim "* ]]; }
 
 # ---------------------------------------------------------------- packages
 need_pkg() {  # need_pkg FILE PACKAGE
@@ -54,15 +78,40 @@ need_pkg "$SMTP_SINK" postfix
 need_pkg /usr/bin/ss iproute2
 need_pkg /usr/bin/timeout coreutils
 need_pkg /usr/bin/findmnt util-linux
+need_pkg /usr/bin/setpriv util-linux
 getent passwd postfix >/dev/null || die "no 'postfix' user (broken postfix install?)"
 getent group postdrop >/dev/null || die "no 'postdrop' group (broken postfix install?)"
+if needs_dns; then
+    need_pkg "$NSD" nsd
+    need_pkg /usr/sbin/nsd-checkzone nsd
+    need_pkg /usr/bin/dig bind9-dnsutils
+    need_pkg /usr/bin/openssl openssl
+    need_pkg "$PY3" python3
+    if ! "$PY3" -c 'import dkim, nacl' 2>/dev/null; then
+        log "python3-dkim/python3-nacl missing (used to verify signatures once); installing"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y python3-dkim python3-nacl >&2
+        "$PY3" -c 'import dkim, nacl' || die "python3 still cannot import dkim and nacl"
+    fi
+    getent group nogroup >/dev/null || die "no 'nogroup' group (NSD runs as nobody:nogroup)"
+fi
+if has_system postfix-opendkim; then
+    # Only the binary is used: /etc/opendkim.conf and the system service are
+    # neither read nor started (the package's postinst may try to start the
+    # service; on our CI box policy-rc.d refuses that).
+    need_pkg "$OPENDKIM" opendkim
+    getent passwd opendkim >/dev/null || die "no 'opendkim' user (broken opendkim install?)"
+fi
 
 # ------------------------------------------------------------------ state
 TMP=""                      # created after the (optional) build, see bottom
-PF=""                       # $TMP/postfix: throw-away Postfix instance
+PF=""                       # the Postfix instance in use (a directory under $TMP)
+OD=""                       # OpenDKIM's directory (under /run, see setup_opendkim)
 SINK_PID=""
 SOURCE_PID=""
 OUTRELAY_PID=""
+NSD_PID=""
+NSD_PORT=""
+OPENDKIM_PID=""
 PF_STARTED=0
 declare -A RES=()
 
@@ -105,6 +154,18 @@ stop_postfix() {
     fi
 }
 
+stop_nsd() {  # via its pidfile, falling back to the PID we started
+    [[ -n "$NSD_PID" ]] || return 0
+    local fpid=""
+    [[ -r "$TMP/nsd/nsd.pid" ]] && fpid="$(tr -dc 0-9 <"$TMP/nsd/nsd.pid")"
+    if [[ -n "$fpid" && "$fpid" != "$NSD_PID" ]]; then
+        log "nsd pidfile says $fpid, we started $NSD_PID; stopping both"
+        pid_alive "$fpid" && kill -TERM "$fpid" 2>/dev/null
+    fi
+    stop_pid "$NSD_PID" nsd
+    NSD_PID=""
+}
+
 cleanup() {
     local rc=$?
     set +e
@@ -112,13 +173,17 @@ cleanup() {
     stop_pid "$SOURCE_PID" smtp-source; SOURCE_PID=""
     stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
     stop_postfix
+    stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
     stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    stop_nsd
     if [[ -z "$TMP" ]]; then
         :
     elif [[ "$KEEP" == 1 || $rc -ne 0 ]]; then
         log "temp dir kept: $TMP"
+        [[ -n "$OD" ]] && log "OpenDKIM directory kept: $OD"
     else
         rm -rf "$TMP"
+        [[ -n "$OD" ]] && rm -rf "$OD"
     fi
     exit $rc
 }
@@ -128,10 +193,11 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------ ports
 # Pick ports below the ephemeral range so outgoing client sockets can't
-# collide with them, and check nothing is listening there right now.
+# collide with them, and check nothing is listening there right now (TCP or
+# UDP: NSD uses both).
 read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
 USED_PORTS=" "
-port_busy() { [[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]]; }
+port_busy() { [[ -n "$(ss -Hltun "sport = :$1" 2>/dev/null)" ]]; }
 free_port() {
     local lo=20000 hi=$((EPH_LO - 1)) p i
     ((hi > lo)) || { lo=10000; hi=19999; }
@@ -161,12 +227,28 @@ port_owned_by() {  # PORT PID: the listener on PORT belongs to PID
 }
 
 now() { echo "$EPOCHREALTIME"; }
+
+# CPU seconds (user + system) used so far by the given processes, their
+# threads, their live children and the children they have already reaped.
+# Snapshots taken around a run give the relay's own CPU cost, which other
+# load on the box inflates much less than it inflates wall-clock rates.
+HZ="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+cpu_of() {  # cpu_of PID...
+    local roots=" $* "
+    awk -v roots="$roots" -v hz="$HZ" '
+        { pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
+          line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
+          # f[2] = ppid, f[12..15] = utime stime cutime cstime
+          if (index(roots, " " pid " ") || index(roots, " " f[2] " "))
+              t += f[12] + f[13] + f[14] + f[15] }
+        END { printf "%.2f", t / hz }' /proc/[0-9]*/stat 2>/dev/null || echo 0
+}
 fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN { if (b > 0) printf f, a / b; else printf "n/a" }'; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
 # -------------------------------------------------------------- machine info
 print_machine_info() {
-    local fstype
+    local fstype dirty=""
     fstype="$(findmnt -n -o FSTYPE --target "$TMP" 2>/dev/null || stat -f -c %T "$TMP" 2>/dev/null || echo '?')"
     echo "== machine"
     echo "nproc:        $(nproc)"
@@ -176,8 +258,20 @@ print_machine_info() {
     echo "temp dir:     $TMP"
     echo "temp dir fs:  $fstype ($(df -P "$TMP" | awk 'NR==2 {print $1}'), mount opts: $(findmnt -n -o OPTIONS --target "$TMP" 2>/dev/null || echo '?'))"
     echo "postfix:      $("$POSTCONF" -h -d mail_version 2>/dev/null || echo '?')"
+    has_system postfix-opendkim && echo "opendkim:     $("$OPENDKIM" -V 2>/dev/null | head -n 1 || echo '?')"
+    needs_dns && echo "nsd:          $("$NSD" -v 2>&1 | head -n 1 || echo '?')"
+    if has_outrelay; then
+        if [[ "$OUTRELAY_BIN" == "$BUILD_DIR/outrelay" ]] && git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+            [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- outrelay CMakeLists.txt 2>/dev/null)" ]] \
+                && dirty=" + uncommitted changes under outrelay/"
+            echo "outrelay:     $OUTRELAY_BIN (tree at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)$dirty)"
+        else
+            echo "outrelay:     $OUTRELAY_BIN (built $(date -r "$OUTRELAY_BIN" '+%F %T'))"
+        fi
+    fi
     echo "loadavg:      $(cut -d' ' -f1-3 /proc/loadavg) (other work on the box skews results)"
     echo "bench load:   $N msgs x $SIZE B, $SESSIONS sessions; timeout ${TIMEOUT}s per phase"
+    echo "systems:      $SYSTEMS"
     echo
 }
 
@@ -193,6 +287,19 @@ start_sink() {  # start_sink PORT
     "${SINK_CMD[@]}" >"$TMP/sink-$port.out" 2>"$TMP/sink-$port.err" &
     SINK_PID=$!
     wait_listen "$port" "$SINK_PID" smtp-sink 10
+    port_owned_by "$port" "$SINK_PID" || die "port $port is held by something other than our smtp-sink"
+}
+
+# A sink that writes every message it gets into DIR (one file each) and never
+# exits by itself: used for the one-message check before a measured run.
+start_dump_sink() {  # start_dump_sink PORT DIR
+    local port="$1" dir="$2"
+    mkdir -p "$dir"
+    chown nobody "$dir"
+    env MAIL_CONFIG=/nonexistent "$SMTP_SINK" -u nobody -d "$dir/%H%M%S." "127.0.0.1:$port" 16 \
+        >"$dir.sink.out" 2>"$dir.sink.err" &
+    SINK_PID=$!
+    wait_listen "$port" "$SINK_PID" "smtp-sink (dump)" 10
     port_owned_by "$port" "$SINK_PID" || die "port $port is held by something other than our smtp-sink"
 }
 
@@ -252,13 +359,214 @@ run_load() {
     log "$sys: accepted in ${RES[$sys.accept]}s, all $N delivered after ${RES[$sys.e2e]}s"
 }
 
+# cpu_run SYSTEM COMMAND...: run COMMAND and record the CPU seconds the relay
+# used meanwhile (Postfix: master and its children, plus OpenDKIM if it runs;
+# outrelay: its process) and, separately, what our NSD used.
+relay_pids() {
+    local p=""
+    [[ "$PF_STARTED" == 1 && -r "$PF/queue/pid/master.pid" ]] && p+=" $(tr -dc 0-9 <"$PF/queue/pid/master.pid")"
+    [[ -n "$OPENDKIM_PID" ]] && p+=" $OPENDKIM_PID"
+    [[ -n "$OUTRELAY_PID" ]] && p+=" $OUTRELAY_PID"
+    echo "$p"
+}
+cpu_run() {
+    local sys="$1" pids c0 c1 d0 d1 rc=0
+    shift
+    pids="$(relay_pids)"
+    c0="$(cpu_of $pids)"; d0="$(cpu_of $NSD_PID)"
+    "$@" || rc=$?
+    c1="$(cpu_of $pids)"; d1="$(cpu_of $NSD_PID)"
+    RES[$sys.cpu]="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')"
+    [[ -n "$NSD_PID" ]] && RES[$sys.dnscpu]="$(awk -v a="$d0" -v b="$d1" 'BEGIN { printf "%.1f", b - a }')"
+    return $rc
+}
+
+# --------------------------------------------------------- one-message check
+# Before a measured run of a system that should sign or check, one message
+# goes through a separate, short-lived instance of the same setup into a
+# dumping sink, and the stored copy is inspected: the number and algorithms of
+# DKIM-Signature fields, and that each of them verifies (dkimpy, with the keys
+# looked up in our NSD). A measured run whose messages were not signed would
+# be meaningless, so a failed check skips the measurement.
+
+send_one() {  # send_one RELAYPORT LOG: one message like the measured ones
+    env MAIL_CONFIG=/nonexistent timeout 60 "$SMTP_SOURCE" -m 1 -l "$SIZE" \
+        -f "$SENDER" -t "$RCPT" "127.0.0.1:$1" >>"$2" 2>&1
+}
+
+wait_grep() {  # wait_grep FILE REGEX SECONDS: until a line in FILE matches
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        grep -Eq -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+write_dkim_verifier() {
+    cat >"$TMP/dkim-verify.py" <<'EOF'
+# dkim-verify.py DUMPFILE DNSPORT: list and verify every DKIM-Signature of a
+# message stored by smtp-sink -d (LF line ends, sink's own X-/Received lines
+# on top, which no signature covers). Public keys come from the bench's NSD.
+import re, subprocess, sys
+import dkim
+
+path, port = sys.argv[1], sys.argv[2]
+raw = open(path, 'rb').read().replace(b'\r\n', b'\n').replace(b'\n', b'\r\n')
+
+def lookup(name, timeout=5):
+    if isinstance(name, bytes):
+        name = name.decode()
+    out = subprocess.run(['dig', '@127.0.0.1', '-p', port, '+short', '+norecurse',
+                          '+time=2', '+tries=1', 'TXT', name.rstrip('.')],
+                         capture_output=True, text=True, timeout=timeout).stdout
+    first = out.splitlines()[0] if out.strip() else ''
+    parts = re.findall(r'"((?:[^"\\]|\\.)*)"', first)
+    return ''.join(parts).encode()
+
+n = len(re.findall(rb'(?im)^dkim-signature:', raw))
+ok = 0
+for i in range(n):
+    d = dkim.DKIM(raw)
+    try:
+        res = d.verify(idx=i, dnsfunc=lookup)
+        err = ''
+    except Exception as e:  # a mismatch raises in DKIM.verify
+        res, err = False, ' (%s)' % e
+    f = d.signature_fields or {}
+    tag = lambda k: f.get(k, b'?').decode(errors='replace')
+    print('sig %d: a=%s d=%s s=%s c=%s: %s%s' % (i, tag(b'a'), tag(b'd'), tag(b's'), tag(b'c'),
+          'pass' if res else 'FAIL', err))
+    ok += bool(res)
+print('signatures: %d, verified: %d' % (n, ok))
+sys.exit(0 if ok == n else 1)
+EOF
+}
+
+# check_dump SYSTEM DIR EXPECTED_ALGS: the single stored message carries
+# exactly the expected signatures ("" = none; else e.g. "rsa-sha256" or
+# "ed25519-sha256 rsa-sha256", sorted) and each verifies.
+check_dump() {
+    local sys="$1" dir="$2" want="$3" f got out
+    f="$(find "$dir" -type f | head -n 1)"
+    [[ -n "$f" ]] || { log "$sys check: the sink stored no message"; return 1; }
+    [[ "$(find "$dir" -type f | wc -l)" == 1 ]] || { log "$sys check: more than one message stored"; return 1; }
+    out="$("$PY3" "$TMP/dkim-verify.py" "$f" "$NSD_PORT" 2>&1)" || {
+        log "$sys check: DKIM verification failed:"; printf '%s\n' "$out" >&2; return 1; }
+    printf '%s\n' "$out" | sed 's/^/  check:  /'
+    got="$(printf '%s\n' "$out" | sed -n 's/^sig [0-9]*: a=\([^ ]*\) d=\([^ ]*\) .*/\1 \2/p' | sort)"
+    local expect="" a
+    for a in $want; do expect+="$a $DOMAIN"$'\n'; done
+    expect="$(printf '%s' "$expect" | sort)"
+    if [[ "$got" != "$expect" ]]; then
+        log "$sys check: expected signatures [$(echo $want)] by $DOMAIN, got:"
+        printf '%s\n' "${got:-none}" >&2
+        return 1
+    fi
+}
+
+# ------------------------------------------------------------- DNS and keys
+# One NSD for the whole invocation, serving $ZONE: the DKIM keys of outrelay
+# and OpenDKIM, the sender domain's SPF record (127.0.0.1 may send) and its
+# DMARC record (p=reject).
+make_keys() {
+    local kcfg
+    # outrelay: the RSA key in keys-rsa; the same RSA key plus an Ed25519 key
+    # in keys-dual; keys-none stays empty (the plain run must not sign).
+    mkdir -p "$TMP/keys-rsa" "$TMP/keys-dual" "$TMP/keys-none"
+    chmod 700 "$TMP/keys-rsa" "$TMP/keys-dual" "$TMP/keys-none"
+    if has_outrelay; then
+        kcfg="$TMP/keygen.yaml"
+        printf 'hostname: %s\nspool: %s\nstate: %s\nkeys: %s\n' "$DOMAIN" \
+            "$TMP/keygen-spool" "$TMP/keygen-state" "$TMP/keys-dual" >"$kcfg"
+        "$OUTRELAY_BIN" keygen "$DOMAIN" "$SEL_RSA" --rsa 2048 -c "$kcfg" >"$TMP/dkim-$SEL_RSA.txt" \
+            || die "outrelay keygen $DOMAIN $SEL_RSA --rsa 2048 failed"
+        "$OUTRELAY_BIN" keygen "$DOMAIN" "$SEL_ED" --ed25519 -c "$kcfg" >"$TMP/dkim-$SEL_ED.txt" \
+            || die "outrelay keygen $DOMAIN $SEL_ED --ed25519 failed"
+        mkdir -p "$TMP/keys-rsa/$DOMAIN"
+        chmod 700 "$TMP/keys-rsa/$DOMAIN"
+        cp -p "$TMP/keys-dual/$DOMAIN/$SEL_RSA.rsa.pem" "$TMP/keys-rsa/$DOMAIN/"
+    fi
+    if has_system postfix-opendkim; then
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/opendkim-$SEL_PF.pem" 2>/dev/null \
+            || die "openssl could not make OpenDKIM's RSA key"
+        chmod 600 "$TMP/opendkim-$SEL_PF.pem"
+        local p
+        p="$(openssl pkey -in "$TMP/opendkim-$SEL_PF.pem" -pubout -outform DER | base64 -w0)"
+        # character-strings are at most 255 bytes: split the key
+        { printf '%s._domainkey.%s. IN TXT ( "v=DKIM1; k=rsa; "' "$SEL_PF" "$DOMAIN"
+          printf '%s\n' "p=$p" | fold -w 200 | sed 's/.*/ "&"/' | tr -d '\n'
+          printf ' )\n'; } >"$TMP/dkim-$SEL_PF.txt"
+    fi
+}
+
+start_nsd() {
+    local d="$TMP/nsd" i
+    NSD_PORT="$(free_port)"
+    mkdir -p "$d"
+    {
+        printf '$ORIGIN %s.\n$TTL 300\n' "$ZONE"
+        printf '@ IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )\n'
+        printf '@ IN NS ns1\nns1 IN A 127.0.0.1\n'
+        printf '%s. IN TXT "v=spf1 ip4:127.0.0.1 -all"\n' "$DOMAIN"
+        printf '_dmarc.%s. IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"\n' "$DOMAIN"
+        cat "$TMP"/dkim-*.txt 2>/dev/null || true
+    } >"$d/$ZONE.zone"
+    cat >"$d/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1
+    port: $NSD_PORT
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "$d"
+    database: ""
+    zonelistfile: "$d/zone.list"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    pidfile: "$d/nsd.pid"
+    logfile: "$d/nsd.log"
+    server-count: 1
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: "$ZONE"
+    zonefile: "$ZONE.zone"
+EOF
+    chown -R nobody:nogroup "$d"
+    nsd-checkconf "$d/nsd.conf" >&2 || die "nsd-checkconf rejected $d/nsd.conf"
+    nsd-checkzone "$ZONE" "$d/$ZONE.zone" >"$d/checkzone.out" 2>&1 \
+        || { cat "$d/checkzone.out" >&2; die "nsd-checkzone rejected the zone"; }
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$NSD" -d -c "$d/nsd.conf" \
+        >"$d/nsd.out" 2>&1 &
+    NSD_PID=$!
+    wait_listen "$NSD_PORT" "$NSD_PID" nsd 10
+    for ((i = 0; i < 50; i++)); do [[ -s "$d/nsd.pid" ]] && break; sleep 0.1; done
+    # sanity: the records the relays depend on are served
+    local dmarc spf
+    dmarc="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "_dmarc.$DOMAIN" || true)"
+    spf="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "$DOMAIN" || true)"
+    [[ "$dmarc" == *"v=DMARC1"* && "$spf" == *"v=spf1"* ]] \
+        || die "NSD on 127.0.0.1:$NSD_PORT does not answer for $DOMAIN (dmarc='$dmarc' spf='$spf')"
+    echo "== DNS: nsd (pid $NSD_PID) on 127.0.0.1:$NSD_PORT serving $ZONE (zone file $d/$ZONE.zone)"
+    echo "  $DOMAIN TXT $spf"
+    echo "  _dmarc.$DOMAIN TXT $dmarc"
+    local s
+    for s in $(cd "$TMP" && ls dkim-*.txt 2>/dev/null | sed 's/^dkim-//; s/\.txt$//'); do
+        echo "  $s._domainkey.$DOMAIN TXT ($(dig @127.0.0.1 -p "$NSD_PORT" +short TXT "$s._domainkey.$DOMAIN" \
+            | tr -d '" ' | cut -c1-40)...)"
+    done
+    echo
+}
+
 # ------------------------------------------------------------------ Postfix
 # A separate instance: own config_directory, queue_directory, data_directory,
 # all under $TMP.  /etc/postfix and the system queue are never touched; the
 # instance is selected with 'postfix -c DIR' (root may use any config dir
 # without listing it in alternate_config_directories).
-write_postfix_config() {  # RELAYPORT SINKPORT
-    local rport="$1" sport="$2"
+write_postfix_config() {  # RELAYPORT SINKPORT [MILTER-SOCKET]; instance dir is $PF
+    local rport="$1" sport="$2" milter="${3:-}"
     mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
     chown root:root "$PF/etc" "$PF/queue"
     chmod 755 "$PF" "$PF/etc" "$PF/queue"
@@ -298,6 +606,16 @@ smtp_destination_concurrency_limit = 20
 relay_destination_concurrency_limit = 20
 biff = no
 EOF
+    if [[ -n "$milter" ]]; then
+        # A milter that does not answer must show up as a failure (4xx to the
+        # client, so smtp-source aborts), not as unsigned mail going out.
+        cat >>"$PF/etc/main.cf" <<EOF
+smtpd_milters = unix:$milter
+non_smtpd_milters =
+milter_default_action = tempfail
+milter_protocol = 6
+EOF
+    fi
     # master.cf: only the services this relay path needs, none chrooted.
     # The public SMTP listener sits on the chosen port instead of :25.
     cat >"$PF/etc/master.cf" <<EOF
@@ -326,7 +644,7 @@ postlog            unix-dgram n  -      n      -      1       postlogd
 EOF
 }
 
-start_postfix() {  # RELAYPORT
+start_postfix() {  # RELAYPORT; instance dir is $PF
     local rport="$1" mpid qdir
     # Sanity: make sure postconf really resolves to our instance.
     qdir="$("$POSTCONF" -c "$PF/etc" -h queue_directory)"
@@ -351,46 +669,150 @@ start_postfix() {  # RELAYPORT
     echo "  master: pid $mpid, queue $PF/queue, log $PF/maillog"
 }
 
+postfix_stats() {  # postfix_stats SYS: record what the instance's log says
+    local sys="$1"
+    RES[$sys.left]="$(find "$PF/queue/active" "$PF/queue/incoming" "$PF/queue/deferred" -type f 2>/dev/null | wc -l)"
+    RES[$sys.log]="$(grep -c 'status=sent' "$PF/maillog" 2>/dev/null || true) sent, $(grep -c 'status=deferred' "$PF/maillog" 2>/dev/null || true) deferred, $(grep -ci 'milter' "$PF/maillog" 2>/dev/null || true) milter warning(s) (per maillog); ${RES[$sys.left]} queue file(s) left at stop"
+}
+
 bench_postfix() {
     local rport sport
     rport="$(free_port)"; sport="$(free_port)"
+    PF="$TMP/postfix"
     echo "== postfix (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
     write_postfix_config "$rport" "$sport"
     start_sink "$sport"
     start_postfix "$rport"
-    run_load postfix "$rport" "$sport" || true
+    cpu_run postfix run_load postfix "$rport" "$sport" || true
     # Messages left in the queue (e.g. the last one if the sink hung up on it
     # when it reached -M N) are irrelevant; report them for the record.
-    RES[postfix.left]="$(find "$PF/queue/active" "$PF/queue/incoming" "$PF/queue/deferred" -type f 2>/dev/null | wc -l)"
     stop_postfix
-    RES[postfix.log]="$(grep -c 'status=sent' "$PF/maillog" 2>/dev/null || true) sent, $(grep -c 'status=deferred' "$PF/maillog" 2>/dev/null || true) deferred (per maillog)"
+    postfix_stats postfix
+    echo
+}
+
+# OpenDKIM as a milter, run by us in the foreground with our own config file.
+# opendkim refuses a config file (and key file) if any directory above it is
+# writable by others, sticky bit or not, so /tmp is out: its files live in a
+# private directory under /run (root's, 0755), removed at the end.
+setup_opendkim() {
+    OD="$(mktemp -d /run/outrelay-bench-opendkim.XXXXXX)"
+    chmod 755 "$OD"
+    mkdir -p "$OD/keys" "$OD/sock"
+    install -o opendkim -g opendkim -m 600 "$TMP/opendkim-$SEL_PF.pem" "$OD/keys/$SEL_PF.private"
+    chown opendkim:opendkim "$OD/keys"
+    chmod 700 "$OD/keys"
+    # Postfix's smtpd (user postfix) must reach the socket: the directory is
+    # opendkim:postfix 0750 and opendkim runs with group postfix and UMask 007,
+    # so the socket is srwxrwx--- opendkim:postfix.
+    chown opendkim:postfix "$OD/sock"
+    chmod 750 "$OD/sock"
+    cat >"$OD/opendkim.conf" <<EOF
+# OpenDKIM for bench/relay-vs-postfix.sh: sign only, one domain, one key
+Mode                s
+Domain              $DOMAIN
+Selector            $SEL_PF
+KeyFile             $OD/keys/$SEL_PF.private
+SubDomains          no
+Canonicalization    relaxed/relaxed
+SignatureAlgorithm  rsa-sha256
+InternalHosts       127.0.0.1
+Socket              local:$OD/sock/opendkim.sock
+UMask               007
+UserID              opendkim:postfix
+Background          no
+Syslog              no
+EOF
+    chmod 644 "$OD/opendkim.conf"
+}
+
+start_opendkim() {
+    local i
+    rm -f "$OD/sock/opendkim.sock"
+    echo "  milter: $OPENDKIM -f -x $OD/opendkim.conf   (runs as opendkim:postfix; output $OD/opendkim.out)"
+    "$OPENDKIM" -f -x "$OD/opendkim.conf" >>"$OD/opendkim.out" 2>&1 &
+    OPENDKIM_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ -S "$OD/sock/opendkim.sock" ]] && return 0
+        pid_alive "$OPENDKIM_PID" || break
+        sleep 0.1
+    done
+    cat "$OD/opendkim.out" >&2
+    die "opendkim did not create its socket $OD/sock/opendkim.sock"
+}
+
+bench_postfix_opendkim() {
+    local sys=postfix-opendkim rport sport vdir
+    setup_opendkim
+    start_opendkim
+
+    # one-message check through a separate instance into a dumping sink
+    rport="$(free_port)"; sport="$(free_port)"; vdir="$TMP/$sys-check"
+    PF="$TMP/postfix-opendkim-check"
+    echo "== $sys: check (relay 127.0.0.1:$rport -> dumping sink 127.0.0.1:$sport)"
+    write_postfix_config "$rport" "$sport" "$OD/sock/opendkim.sock"
+    start_dump_sink "$sport" "$vdir/dump"
+    start_postfix "$rport" >/dev/null
+    local ok=1
+    send_one "$rport" "$vdir.source.log" || { log "$sys check: smtp-source failed:"; cat "$vdir.source.log" >&2; ok=0; }
+    if ((ok)) && ! wait_grep "$PF/maillog" 'status=sent' 30; then
+        log "$sys check: no status=sent in $PF/maillog within 30s"; tail -n 20 "$PF/maillog" >&2; ok=0
+    fi
+    ((ok)) && { check_dump "$sys" "$vdir/dump" "rsa-sha256" || ok=0; }
+    stop_postfix
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    if ((!ok)); then
+        RES[$sys.accept]="unsigned"; RES[$sys.e2e]="unsigned"; KEEP=1
+        stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
+        echo; return 0
+    fi
+
+    rport="$(free_port)"; sport="$(free_port)"
+    PF="$TMP/postfix-opendkim"
+    echo "== $sys (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
+    write_postfix_config "$rport" "$sport" "$OD/sock/opendkim.sock"
+    start_sink "$sport"
+    start_postfix "$rport"
+    cpu_run "$sys" run_load "$sys" "$rport" "$sport" || true
+    stop_postfix
+    postfix_stats "$sys"
+    pid_alive "$OPENDKIM_PID" || { log "opendkim exited during the run:"; cat "$OD/opendkim.out" >&2; }
+    stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
     echo
 }
 
 # ----------------------------------------------------------------- outrelay
 ensure_outrelay() {
-    if [[ ! -x "$OUTRELAY_BIN" ]]; then
-        [[ "$OUTRELAY_BIN" == "$REPO/build-bench/outrelay" ]] \
-            || die "OUTRELAY_BIN=$OUTRELAY_BIN does not exist"
-        need_pkg /usr/bin/cmake cmake
-        log "building outrelay (Release) into $REPO/build-bench"
-        echo "build:        cmake -S $REPO -B $REPO/build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF && cmake --build $REPO/build-bench -j2"
-        { cmake -S "$REPO" -B "$REPO/build-bench" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >&2 \
-            && cmake --build "$REPO/build-bench" -j2 >&2; } \
-            || die "building outrelay failed (BENCH_SYSTEMS=postfix runs the baseline alone)"
-        [[ -x "$OUTRELAY_BIN" ]] || die "build did not produce $OUTRELAY_BIN"
+    if [[ "$OUTRELAY_BIN" != "$BUILD_DIR/outrelay" || ( "$BUILD" == 0 && -x "$OUTRELAY_BIN" ) ]]; then
+        [[ -x "$OUTRELAY_BIN" ]] || die "OUTRELAY_BIN=$OUTRELAY_BIN does not exist"
+        return 0
     fi
+    # Always (re)build: cmake --build is incremental, so this is quick when
+    # nothing changed and picks up source changes otherwise. At -O2 GCC's
+    # -Wformat-truncation reports snprintf calls that the Debug builds don't
+    # see; -Werror would stop the bench build there, so that one warning is
+    # kept a warning (it changes no generated code).
+    need_pkg /usr/bin/cmake cmake
+    log "building outrelay (Release) in $BUILD_DIR"
+    echo "build:        cmake -S $REPO -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DCMAKE_C_FLAGS=-Wno-error=format-truncation && cmake --build $BUILD_DIR -j2"
+    { cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+            -DCMAKE_C_FLAGS=-Wno-error=format-truncation >"$BUILD_DIR/bench-build.log" 2>&1 \
+        && cmake --build "$BUILD_DIR" -j2 >>"$BUILD_DIR/bench-build.log" 2>&1; } \
+        || { tail -n 30 "$BUILD_DIR/bench-build.log" >&2
+             die "building outrelay failed, see $BUILD_DIR/bench-build.log (BENCH_SYSTEMS='postfix postfix-opendkim' runs the baselines alone)"; }
+    [[ -x "$OUTRELAY_BIN" ]] || die "build did not produce $OUTRELAY_BIN"
 }
 
-bench_outrelay() {
-    local rport sport cfg="$TMP/outrelay.yaml"
-    rport="$(free_port)"; sport="$(free_port)"
-    echo "== outrelay (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
-    mkdir -p "$TMP/ospool" "$TMP/ostate"
+write_outrelay_config() {  # FILE DIR RELAYPORT SINKPORT KEYSDIR
+    local cfg="$1" dir="$2" rport="$3" sport="$4" keys="$5"
+    mkdir -p "$dir/spool" "$dir/state"
     cat >"$cfg" <<EOF
 hostname: bench.outrelay.test
-spool: $TMP/ospool
-state: $TMP/ostate
+spool: $dir/spool
+state: $dir/state
+keys: $keys
+dns:
+  servers: ["127.0.0.1:$NSD_PORT"]
 listen:
   - address: "127.0.0.1:$rport"
     tls: none
@@ -404,28 +826,80 @@ egress:
     port: $sport
     tls: none
     max_connections: 20
+    spf_ips: ["127.0.0.1/32"]
 ramp:
   from: sink
 EOF
-    start_sink "$sport"
-    echo "  relay:  $OUTRELAY_BIN serve -c $cfg   (config: $cfg, log: $TMP/outrelay.log)"
-    "$OUTRELAY_BIN" serve -c "$cfg" >"$TMP/outrelay.log" 2>&1 &
+}
+
+start_outrelay() {  # CONFIG LOG RELAYPORT: sets OUTRELAY_PID, false if it did not come up
+    "$OUTRELAY_BIN" serve -c "$1" >"$2" 2>&1 &
     OUTRELAY_PID=$!
-    if ( wait_listen "$rport" "$OUTRELAY_PID" outrelay 15 && port_owned_by "$rport" "$OUTRELAY_PID" ); then
-        run_load outrelay "$rport" "$sport" || true
+    ( wait_listen "$3" "$OUTRELAY_PID" outrelay 15 && port_owned_by "$3" "$OUTRELAY_PID" )
+}
+
+# bench_outrelay_variant SYSTEM KEYSDIR "EXPECTED ALGORITHMS"
+bench_outrelay_variant() {
+    local sys="$1" keys="$2" want="$3" rport sport dir cfg ok=1
+    dir="$TMP/$sys"
+
+    # one-message check through a separate instance (own spool and ports)
+    rport="$(free_port)"; sport="$(free_port)"
+    cfg="$dir-check.yaml"
+    echo "== $sys: check (relay 127.0.0.1:$rport -> dumping sink 127.0.0.1:$sport)"
+    write_outrelay_config "$cfg" "$dir-check" "$rport" "$sport" "$keys"
+    start_dump_sink "$sport" "$dir-check/dump"
+    if ! start_outrelay "$cfg" "$dir-check/outrelay.log" "$rport"; then
+        log "$sys check: outrelay did not start:"; tail -n 30 "$dir-check/outrelay.log" >&2; ok=0
+    fi
+    ((ok)) && { send_one "$rport" "$dir-check/source.log" \
+        || { log "$sys check: smtp-source failed:"; cat "$dir-check/source.log" >&2; ok=0; }; }
+    if ((ok)) && ! wait_grep "$dir-check/outrelay.log" 'status=sent' 30; then
+        log "$sys check: no status=sent in its log within 30s:"; tail -n 30 "$dir-check/outrelay.log" >&2; ok=0
+    fi
+    if ((ok)); then
+        grep -E '\<(signed|checked)\>' "$dir-check/outrelay.log" | sed 's/^[^ ]* outrelay: /  log:    /'
+        if ! grep -E '\<checked\>' "$dir-check/outrelay.log" | grep -q 'dmarc=pass'; then
+            log "$sys check: outrelay's log has no 'checked ... dmarc=pass' line"; ok=0
+        fi
+        check_dump "$sys" "$dir-check/dump" "$want" || ok=0
+    fi
+    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    if ((!ok)); then
+        log "$sys check failed; outrelay log: $dir-check/outrelay.log; the measured run is skipped"
+        RES[$sys.accept]="check-failed"; RES[$sys.e2e]="check-failed"; KEEP=1
+        echo; return 0
+    fi
+
+    rport="$(free_port)"; sport="$(free_port)"
+    cfg="$dir.yaml"
+    echo "== $sys (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$keys"
+    start_sink "$sport"
+    echo "  relay:  $OUTRELAY_BIN serve -c $cfg   (log: $dir/outrelay.log)"
+    if start_outrelay "$cfg" "$dir/outrelay.log" "$rport"; then
+        cpu_run "$sys" run_load "$sys" "$rport" "$sport" || true
     else
-        RES[outrelay.accept]="failed"; RES[outrelay.e2e]="failed"
+        RES[$sys.accept]="failed"; RES[$sys.e2e]="failed"
         stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
     fi
-    if [[ "${RES[outrelay.e2e]:-}" == failed || "${RES[outrelay.e2e]:-}" == timeout ]]; then
-        log "outrelay log (tail, full log in $TMP/outrelay.log):"
-        tail -n 30 "$TMP/outrelay.log" >&2 || true
+    if [[ "${RES[$sys.e2e]:-}" == failed || "${RES[$sys.e2e]:-}" == timeout ]]; then
+        log "$sys log (tail, full log in $dir/outrelay.log):"
+        tail -n 30 "$dir/outrelay.log" >&2 || true
         KEEP=1
     fi
-    RES[outrelay.left]="$(find "$TMP/ospool" -type f 2>/dev/null | wc -l)"
+    RES[$sys.left]="$(find "$dir/spool" -type f 2>/dev/null | wc -l)"
+    pid_alive "$OUTRELAY_PID" || log "$sys: outrelay (pid $OUTRELAY_PID) is no longer running"
     stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    local lg="$dir/outrelay.log"
+    RES[$sys.log]="$(grep -c 'status=sent' "$lg" || true) sent, $(grep -c 'status=deferred' "$lg" || true) deferred, $(grep -E '\<signed\>' "$lg" | grep -c 'dkim=(' || true) signed, $(grep -E '\<signed\>' "$lg" | grep -c 'action=unsigned' || true) unsigned, $(grep -E '\<checked\>' "$lg" | grep -c 'dmarc=pass' || true) checked dmarc=pass (per its log); ${RES[$sys.left]} file(s) left in spool at stop"
     echo
 }
+
+bench_outrelay()      { bench_outrelay_variant outrelay      "$TMP/keys-none" ""; }
+bench_outrelay_rsa()  { bench_outrelay_variant outrelay-rsa  "$TMP/keys-rsa"  "rsa-sha256"; }
+bench_outrelay_dual() { bench_outrelay_variant outrelay-dual "$TMP/keys-dual" "ed25519-sha256 rsa-sha256"; }
 
 # ------------------------------------------------------------------ report
 rate() {  # rate SYSTEM KEY -> msg/s or n/a
@@ -433,48 +907,95 @@ rate() {  # rate SYSTEM KEY -> msg/s or n/a
     if [[ "$t" =~ ^[0-9.]+$ ]]; then fdiv "$N" "$t"; else echo "n/a"; fi
 }
 
-ratio() {  # ratio KEY: outrelay msg/s divided by postfix msg/s (= t_postfix / t_outrelay)
-    local p="${RES[postfix.$1]:-}" o="${RES[outrelay.$1]:-}"
-    if [[ "$p" =~ ^[0-9.]+$ && "$o" =~ ^[0-9.]+$ ]]; then
-        echo "$(fdiv "$p" "$o" '%.2f')x"
+ratio() {  # ratio A B KEY: A's msg/s divided by B's msg/s (= t_B / t_A)
+    local a="${RES[$1.$3]:-}" b="${RES[$2.$3]:-}"
+    if [[ "$a" =~ ^[0-9.]+$ && "$b" =~ ^[0-9.]+$ ]]; then
+        echo "$(fdiv "$b" "$a" '%.2f')x"
     else
         echo "n/a"
     fi
 }
 
+slowdown() {  # slowdown A B KEY: how much lower A's msg/s is than B's, in %
+    local a="${RES[$1.$3]:-}" b="${RES[$2.$3]:-}"
+    if [[ "$a" =~ ^[0-9.]+$ && "$b" =~ ^[0-9.]+$ ]]; then
+        awk -v ta="$a" -v tb="$b" 'BEGIN { printf "%.1f %%", (1 - tb / ta) * 100 }'
+    else
+        echo "n/a"
+    fi
+}
+
+verdict() {  # verdict VALUE OP LIMIT: "met" / "missed" for a number, else ""
+    local v="${1%x}"; v="${v% %}"
+    [[ "$v" =~ ^-?[0-9.]+$ ]] || return 0
+    awk -v v="$v" -v op="$2" -v l="$3" 'BEGIN { ok = (op == ">=") ? v >= l : v <= l; printf ok ? "met" : "MISSED" }'
+}
+
+ratio_line() {  # ratio_line A B TARGET-MIN
+    local acc e2e
+    has_system "$1" && has_system "$2" || return 0
+    acc="$(ratio "$1" "$2" accept)"; e2e="$(ratio "$1" "$2" e2e)"
+    printf '  %-34s accept %8s %-7s end-to-end %8s %-7s%s\n' "$1 / $2" \
+        "$acc" "$( [[ -n "$3" ]] && verdict "$acc" '>=' "$3")" \
+        "$e2e" "$( [[ -n "$3" ]] && verdict "$e2e" '>=' "$3")" \
+        "${3:+  (target >= ${3}x)}"
+}
+
+cpu_per_msg() {  # milliseconds of relay CPU per message
+    local c="${RES[$1.cpu]:-}"
+    if [[ "$c" =~ ^[0-9.]+$ ]]; then awk -v c="$c" -v n="$N" 'BEGIN { printf "%.3f", c * 1000 / n }'; else echo "n/a"; fi
+}
+
 report() {
     local s
     echo "== results ($N msgs x $SIZE B, $SESSIONS sessions; loadavg now $(cut -d' ' -f1-3 /proc/loadavg))"
-    printf '%-10s %12s %12s %12s %12s %8s\n' system accept_s accept_msg/s e2e_s e2e_msg/s src_err
+    printf '%-17s %10s %12s %10s %10s %8s %10s %8s\n' system accept_s accept_msg/s e2e_s e2e_msg/s cpu_s cpu_ms/msg src_err
     for s in $SYSTEMS; do
-        printf '%-10s %12s %12s %12s %12s %8s\n' "$s" \
+        printf '%-17s %10s %12s %10s %10s %8s %10s %8s\n' "$s" \
             "${RES[$s.accept]:-n/a}" "$(rate "$s" accept)" \
-            "${RES[$s.e2e]:-n/a}" "$(rate "$s" e2e)" "${RES[$s.srcerr]:-n/a}"
+            "${RES[$s.e2e]:-n/a}" "$(rate "$s" e2e)" \
+            "${RES[$s.cpu]:-n/a}" "$(cpu_per_msg "$s")" "${RES[$s.srcerr]:-n/a}"
     done
-    if [[ -n "${RES[postfix.accept]:-}" && -n "${RES[outrelay.accept]:-}" ]]; then
-        echo
-        echo "ratio outrelay/postfix (msg/s): accept $(ratio accept)   end-to-end $(ratio e2e)"
+    echo
+    [[ "$(wc -w <<<"$SYSTEMS")" -ge 2 ]] && echo "ratios (msg/s of the first divided by msg/s of the second):"
+    ratio_line outrelay postfix ""
+    ratio_line postfix-opendkim postfix ""
+    ratio_line outrelay-rsa postfix-opendkim 5
+    ratio_line outrelay-rsa postfix 2
+    ratio_line outrelay-rsa outrelay ""
+    if has_system outrelay-dual && has_system outrelay-rsa; then
+        local a e
+        a="$(slowdown outrelay-dual outrelay-rsa accept)"; e="$(slowdown outrelay-dual outrelay-rsa e2e)"
+        printf '  %-34s accept %8s %-7s end-to-end %8s %-7s  (target <= 15 %%)\n' \
+            "outrelay-dual slower than -rsa by" "$a" "$(verdict "$a" '<=' 15)" "$e" "$(verdict "$e" '<=' 15)"
     fi
-    [[ -n "${RES[postfix.log]:-}" ]] && echo "postfix: ${RES[postfix.log]}; ${RES[postfix.left]} queue file(s) left at stop"
-    [[ -n "${RES[outrelay.left]:-}" ]] && echo "outrelay: ${RES[outrelay.left]} file(s) left in spool at stop"
+    echo
+    for s in $SYSTEMS; do
+        [[ -n "${RES[$s.log]:-}" ]] && printf '%-17s %s\n' "$s:" "${RES[$s.log]}${RES[$s.dnscpu]:+; nsd used ${RES[$s.dnscpu]} s CPU meanwhile}"
+    done
     return 0
 }
 
 # Build (if needed) before measuring anything, so a compile neither competes
 # with the Postfix run for CPU nor fails after minutes of benchmarking.
-if [[ " $SYSTEMS " == *" outrelay "* ]]; then
+if has_outrelay; then
     ensure_outrelay
 fi
 
 TMP="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/relay-bench.XXXXXX")"
 chmod 755 "$TMP"            # Postfix daemons run as 'postfix' and must traverse it
-PF="$TMP/postfix"
 
 print_machine_info
+if needs_dns; then
+    make_keys
+    write_dkim_verifier
+    start_nsd
+fi
 for s in $SYSTEMS; do
-    "bench_$s"
+    "bench_${s//-/_}"
     sleep 1
 done
+stop_nsd
 report
 rc=0
 for s in $SYSTEMS; do

@@ -31,6 +31,7 @@
 #include "check/spf.h"
 #include "dns/dns_sync.h"
 #include "records/records.h"
+#include "route/route.h"
 #include "sign/dkim.h"
 #include "sign/signer.h"
 #include "spool/spool.h"
@@ -44,6 +45,8 @@ static void usage_main(FILE *f)
                "  check -c FILE          validate a configuration file\n"
                "  queue list|show ID|hold ID|release ID|flush|delete ID [-c FILE]\n"
                "                         inspect and act on the running relay's queue\n"
+               "  ramp status|set PERCENT|pause|resume|rollback|plan [-c FILE]\n"
+               "                         the legacy->cloud ramp of the running relay\n"
                "  keygen DOMAIN SELECTOR [--rsa BITS | --ed25519] [-c FILE]\n"
                "                         make a DKIM key under keys/ and print its DNS record\n"
                "  dns-advice [-c FILE]   the DKIM, SPF and DMARC records each signing domain\n"
@@ -136,11 +139,26 @@ static int cmd_check(int argc, char **argv)
 
 /* --- queue ---------------------------------------------------------------------------------- */
 
+static int control_command(const char *verb, int argc, char **argv, const char *usage);
+
+static int cmd_ramp(int argc, char **argv)
+{
+    return control_command(
+        "ramp", argc, argv,
+        "usage: outrelay ramp [-c FILE] status | set PERCENT | pause | resume | rollback | plan\n"
+        "Talks to the running relay over its control socket:\n"
+        "  status       schedule, current and next step, effective share, observed share per\n"
+        "               provider, caps used, active suspensions and throttles\n"
+        "  set PERCENT  pin the cloud share at PERCENT until `resume`\n"
+        "  pause        freeze the share where it is until `resume`\n"
+        "  resume       follow the schedule again\n"
+        "  rollback     pin the share of the previous schedule step until `resume`\n"
+        "  plan         expected messages per day per egress and provider for the next 7 days\n"
+        "               (from the last 7 days of records), flagging days over a cap\n");
+}
+
 static int cmd_queue(int argc, char **argv)
 {
-    const char *path = NULL;
-    int rest;
-    int r = parse_common(argc, argv, &path, &rest, 1);
     static const char *usage =
         "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete "
         "ID\n"
@@ -151,12 +169,20 @@ static int cmd_queue(int argc, char **argv)
         "  release ID  send a held message now\n"
         "  flush       retry every deferred message now\n"
         "  delete ID   remove a message without a bounce\n";
+    return control_command("queue", argc, argv, usage);
+}
+
+static int control_command(const char *verb, int argc, char **argv, const char *usage)
+{
+    const char *path = NULL;
+    int rest;
+    int r = parse_common(argc, argv, &path, &rest, 1);
     if (r != 0 || rest >= argc) {
         fputs(usage, r == 1 ? stdout : stderr);
         return r == 1 ? 0 : 2;
     }
     struct strbuf req = STRBUF_INIT;
-    strbuf_puts(&req, "queue");
+    strbuf_puts(&req, verb);
     for (int i = rest; i < argc; i++)
         strbuf_printf(&req, " %s", argv[i]);
     struct config *cfg = load_config(path);
@@ -300,6 +326,7 @@ static int cmd_serve(int argc, char **argv)
     struct spool *sp = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     int queue_started = 0, records_started = 0, control_started = 0, auth_started = 0;
+    int route_started = 0;
     struct dkim_keystore *keys = NULL;
 
     if (cfg->tls_cert && cfg->tls_key &&
@@ -316,6 +343,8 @@ static int cmd_serve(int argc, char **argv)
     }
     if (records_open(cfg->state, err, sizeof err) < 0) goto out;
     records_started = 1;
+    if (route_init(cfg, cfg->state, err, sizeof err) < 0) goto out;
+    route_started = 1;
     if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0) goto out;
     if (auth_stages_start(cfg, &keys, err, sizeof err) < 0) goto out;
     auth_started = 1;
@@ -352,6 +381,7 @@ out:
     spool_close(sp); /* runs the last commit callbacks */
     smtpd_release();
     if (queue_started) queue_shutdown();
+    if (route_started) route_shutdown();
     dns_shutdown();
     if (auth_started) auth_stages_stop();
     dkim_keystore_free(keys);
@@ -482,6 +512,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "queue") == 0) return cmd_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "ramp") == 0)
+        return cmd_ramp(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
     fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);

@@ -44,14 +44,21 @@ struct spf_eval_state {
     int dns_failed; /* a lookup came back temporarily failed */
     char failed_name[128];
     const char *failed_error;
+    SPF_request_t *request; /* owned by spf_run */
+    SPF_response_t *response;
 };
 
 static _Thread_local struct spf_eval_state *spf_current;
 
 static SPF_server_t *spf_server;
 static SPF_dns_server_t *spf_dns_layer;
-static spf_query_fn spf_query = dns_sync_query;
-static spf_free_fn spf_free_answer = dns_sync_free;
+/* The layer's configuration (its hook): where answers come from. The servers themselves are
+ * dns_sync's business. */
+struct spf_dns_config {
+    spf_query_fn query;
+    spf_free_fn free_answer;
+};
+static struct spf_dns_config spf_dns_config = {dns_sync_query, dns_sync_free};
 
 struct spf_cache_entry {
     struct spf_outcome outcome;
@@ -64,10 +71,10 @@ static struct hashmap *spf_cache;
 /* libspf2 log handlers */
 
 /* libspf2 declares its error handler noreturn and abort()s if it returns. During an evaluation
- * we jump back to spf_evaluate_uncached (which reports permerror and frees what it owns; the
- * library's in-flight allocations of that query are lost). Outside one we can only log and
+ * we longjmp back to spf_run (which reports permerror and frees the request and response; any
+ * other allocation libspf2 had in flight for that query is lost). Outside one we can only log and
  * abort, as libspf2 would: those errors are setup failures (out of memory at spf_init). */
-_Noreturn static void spf_on_error(const char *file, int line, const char *msg)
+__attribute__((noreturn)) static void spf_on_error(const char *file, int line, const char *msg)
 {
     log_error("spf: libspf2 error at %s:%d: %s", file ? file : "?", line, msg ? msg : "");
     struct spf_eval_state *st = spf_current;
@@ -189,7 +196,8 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
         return SPF_dns_rr_new_init(layer, domain ? domain : "", type, 0, HOST_NOT_FOUND);
 
     struct dns_answer a;
-    spf_query(domain, rrtype, &a);
+    const struct spf_dns_config *cfg = layer->hook;
+    cfg->query(domain, rrtype, &a);
     SPF_dns_rr_t *rr = NULL;
     switch (a.status) {
     case DNS_OK:
@@ -211,7 +219,9 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
         rr = SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
         break;
     }
-    spf_free_answer(&a);
+    log_debug("spf: DNS %s type %d: %s, %zu record(s)", domain, rrtype, dns_status_text(a.status),
+              a.n);
+    cfg->free_answer(&a);
     if (!rr) /* libspf2 treats a NULL answer as fatal: that reaches spf_on_error */
         log_error("spf: out of memory answering %s", domain);
     return rr;
@@ -241,7 +251,7 @@ int spf_init(char *err, size_t errlen)
     spf_dns_layer->lookup = spf_dns_lookup;
     spf_dns_layer->destroy = spf_dns_destroy;
     spf_dns_layer->name = "outrelay";
-    /* No hook data: the layer's configuration is dns_sync's (or a test resolver). */
+    spf_dns_layer->hook = &spf_dns_config;
 
     /* Shared by all threads: libspf2 never writes to the server while evaluating (requests and
      * responses are per call), and our layer keeps per-query state on the caller's stack. */
@@ -286,8 +296,8 @@ void spf_shutdown(void)
 
 void spf_set_resolver(spf_query_fn query, spf_free_fn free_answer)
 {
-    spf_query = query ? query : dns_sync_query;
-    spf_free_answer = free_answer ? free_answer : dns_sync_free;
+    spf_dns_config.query = query ? query : dns_sync_query;
+    spf_dns_config.free_answer = free_answer ? free_answer : dns_sync_free;
 }
 
 const char *spf_result_name(enum spf_result r)
@@ -385,6 +395,26 @@ __attribute__((format(printf, 2, 3))) static void spf_say(struct spf_outcome *ou
     out->explanation[head + 4 + tail] = '\0';
 }
 
+/* SPF_request_query_mailfrom without its "localhost always passes" shortcut: outrelay asks
+ * about its own egress addresses, and in test worlds those are 127.0.0.x with real SPF records
+ * to evaluate. The same three steps the library takes after that shortcut (installed API). */
+static void spf_query_mailfrom(SPF_server_t *server, SPF_request_t *req, SPF_response_t **respp)
+{
+    SPF_record_t *record = NULL;
+    *respp = SPF_response_new(req);
+    if (!*respp) return;
+    req->cur_dom = req->use_helo ? req->helo_dom : req->env_from_dp;
+    SPF_errcode_t err = SPF_server_get_record(server, req, *respp, &record);
+    if (err != SPF_E_SUCCESS) {
+        if (record) SPF_record_free(record);
+        SPF_i_done(*respp, (*respp)->result, (*respp)->reason, (*respp)->err);
+        return;
+    }
+    (*respp)->spf_record_exp = record;
+    SPF_record_interpret(record, req, *respp, 0);
+    SPF_record_free(record);
+}
+
 static void spf_explain(struct spf_outcome *out, const char *ip, SPF_response_t *resp,
                         const struct spf_eval_state *st)
 {
@@ -463,16 +493,15 @@ static unsigned spf_outcome_ttl(enum spf_result r, const struct spf_eval_state *
 static void spf_run(const char *ip, const char *sender, const char *helo, struct spf_outcome *out,
                     struct spf_eval_state *st)
 {
-    SPF_request_t *volatile req = NULL;
-    SPF_response_t *volatile resp = NULL;
-
     if (setjmp(st->fatal) != 0) {
         /* libspf2 hit a fatal error (see spf_on_error); its request state may be half-built,
          * so only what we own is released. */
         out->result = SPF_PERMERROR;
         goto done;
     }
-    req = SPF_request_new(spf_server);
+    /* The request and response live in *st, not in locals: after a longjmp only memory is
+     * reliable, and libspf2 stores the response through our pointer before evaluating. */
+    SPF_request_t *req = st->request = SPF_request_new(spf_server);
     if (!req) {
         out->result = SPF_TEMPERROR;
         snprintf(st->fatal_msg, sizeof st->fatal_msg, "out of memory");
@@ -480,36 +509,51 @@ static void spf_run(const char *ip, const char *sender, const char *helo, struct
     }
     struct sockaddr_any addr;
     int bad_ip = util_parse_ip(ip, &addr) < 0;
-    if (!bad_ip) {
-        if (addr.ss.ss_family == AF_INET)
-            bad_ip = SPF_request_set_ipv4_str(req, ip) != SPF_E_SUCCESS;
-        else
-            bad_ip = SPF_request_set_ipv6_str(req, ip) != SPF_E_SUCCESS;
+    if (!bad_ip && addr.ss.ss_family == AF_INET) {
+        bad_ip =
+            SPF_request_set_ipv4(req, ((struct sockaddr_in *)&addr.ss)->sin_addr) != SPF_E_SUCCESS;
+    } else if (!bad_ip) {
+        /* RFC 7208 §5: an IPv4-mapped IPv6 client is an IPv4 client. libspf2 does not do
+         * this itself (SPF_request_set_ipv6 keeps AF_INET6). */
+        const struct in6_addr *a6 = &((struct sockaddr_in6 *)&addr.ss)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6)) {
+            struct in_addr a4;
+            memcpy(&a4, &a6->s6_addr[12], 4);
+            bad_ip = SPF_request_set_ipv4(req, a4) != SPF_E_SUCCESS;
+        } else {
+            bad_ip = SPF_request_set_ipv6(req, *a6) != SPF_E_SUCCESS;
+        }
     }
     if (bad_ip) {
         out->result = SPF_PERMERROR;
         snprintf(st->fatal_msg, sizeof st->fatal_msg, "'%s' is not an IP address", ip);
         goto done;
     }
-    /* HELO first: libspf2 builds postmaster@helo from it when the sender is empty. */
+    /* HELO first: libspf2 builds postmaster@helo from it when the sender is empty. A sender
+     * whose domain part is empty ("user@") counts as the null sender, as in spf_pick_domain. */
     if (helo && *helo) SPF_request_set_helo_dom(req, helo);
-    SPF_request_set_env_from(req, sender ? sender : "");
+    const char *at = sender ? strrchr(sender, '@') : NULL;
+    SPF_request_set_env_from(req, !sender || (at && !at[1]) ? "" : sender);
 
-    SPF_response_t *r = NULL;
-    SPF_request_query_mailfrom(req, &r);
-    resp = r;
+    spf_query_mailfrom(spf_server, req, &st->response);
+    SPF_response_t *resp = st->response;
     out->result = resp ? spf_map_result(resp) : SPF_TEMPERROR;
     if (resp) {
-        log_debug("spf: %s for %s: libspf2 says %s (%s), %d message(s)%s%s", ip, out->domain,
+        log_debug("spf: %s for %s: libspf2 says %s (%s)", ip, out->domain,
                   SPF_strresult(SPF_response_result(resp)),
-                  SPF_strreason(SPF_response_reason(resp)), SPF_response_messages(resp),
-                  spf_first_message(resp) ? ", first: " : "",
-                  spf_first_message(resp) ? spf_first_message(resp) : "");
+                  SPF_strreason(SPF_response_reason(resp)));
+        for (int i = 0; i < SPF_response_messages(resp); i++) {
+            SPF_error_t *e = SPF_response_message(resp, i);
+            log_debug("spf: libspf2 %s %d: %s", SPF_error_errorp(e) ? "error" : "warning",
+                      (int)SPF_error_code(e), SPF_error_message(e));
+        }
     }
 done:
-    spf_explain(out, ip, resp, st);
-    if (resp) SPF_response_free(resp);
-    if (req) SPF_request_free(req);
+    spf_explain(out, ip, st->response, st);
+    if (st->response) SPF_response_free(st->response);
+    if (st->request) SPF_request_free(st->request);
+    st->response = NULL;
+    st->request = NULL;
 }
 
 void spf_evaluate_uncached(const char *ip, const char *sender, const char *helo,

@@ -28,7 +28,9 @@ struct spf_outcome {
 };
 
 /* Before workers start: installs the DNS layer and routes libspf2's error/warning handlers to
- * our log (its default error handler aborts). Returns 0 / -1. */
+ * our log (its default error handler aborts). A fatal libspf2 error during an evaluation ends
+ * that evaluation with permerror (a thread-local longjmp) instead of the process. One libspf2
+ * server is shared by all threads. Returns 0 / -1. */
 int spf_init(char *err, size_t errlen);
 void spf_shutdown(void);
 

@@ -6,6 +6,7 @@
 #ifndef OUTRELAY_CONFIG_H
 #define OUTRELAY_CONFIG_H
 
+#include <regex.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,13 @@ struct ramp_step {
     double percent; /* 0..100 */
 };
 
+/* ramp.pins: one origin, recipient domain or provider fixed to one egress, until a time. */
+struct ramp_pin {
+    char *name;    /* origin name, recipient domain (lower case) or provider name */
+    char *egress;  /* egress name */
+    int64_t until; /* unix seconds; 0 = until the pin is removed from the configuration */
+};
+
 struct ramp_conf {
     char *from; /* egress name; required when egress is non-empty */
     char *to;   /* egress name; optional */
@@ -64,6 +72,59 @@ struct ramp_conf {
     struct ramp_step *schedule;
     size_t n_schedule;
     int interpolate; /* linear interpolation between steps */
+    /* ramp.pins (main file and policy files); checked in this order: origin, domain, provider */
+    struct ramp_pin *pin_origins;
+    size_t n_pin_origins;
+    struct ramp_pin *pin_domains; /* a domain pin matches the domain and its subdomains */
+    size_t n_pin_domains;
+    struct ramp_pin *pin_providers;
+    size_t n_pin_providers;
+};
+
+/* providers: destinations grouped by the suffix of their MX host names. The name "other"
+ * stands for every destination no provider claims; it needs no definition. */
+struct provider_conf {
+    char *name;
+    char **mx_suffixes; /* lower case, no leading or trailing dot */
+    size_t n_mx_suffixes;
+    char *source; /* where the grouping comes from (text); may be NULL */
+};
+
+/* caps: limits per egress x provider; 0 = no limit. */
+struct cap_conf {
+    char *egress;
+    char *provider;
+    int per_minute, per_hour, per_day; /* messages per UTC calendar minute / hour / day */
+    int connections;                   /* concurrent connections */
+    int per_connection;                /* messages per connection */
+};
+
+enum shaping_action { SHAPING_SUSPEND, SHAPING_THROTTLE, SHAPING_REROUTE };
+
+/* shaping: what to do when receivers answer in a certain way. */
+struct shaping_rule {
+    char *name;
+    int code;        /* match.code; 0 = any */
+    char **enhanced; /* match.enhanced: any of these; none = any */
+    size_t n_enhanced;
+    char *text;       /* match.text as written (POSIX extended regex); NULL = any */
+    regex_t text_re;  /* compiled, case-insensitive; valid when text != NULL */
+    char **providers; /* none = every provider */
+    size_t n_providers;
+    char **egress; /* none = every egress */
+    size_t n_egress;
+    int hits;       /* threshold.hits (default 1) ... */
+    int64_t window; /* ... within threshold.window seconds (default 1h) */
+    enum shaping_action action;
+    int rate_count;        /* throttle: rate_count messages per rate_period seconds; */
+    int64_t rate_period;   /*   0 = no rate limit */
+    int connections;       /* throttle: concurrent connections; 0 = no limit */
+    int64_t duration;      /* seconds the action lasts */
+    int64_t recover_quiet; /* recover.quiet seconds; 0 = lift at once after duration */
+    double recover_step;   /* recover.step: rate multiplier per quiet period (> 1) */
+    char *source;          /* where the reply text and the reaction come from */
+    char *file;            /* where the rule was written, for messages */
+    int line;
 };
 
 /* What to do with a message whose DMARC is predicted to fail on the egress chosen for it. */
@@ -140,6 +201,14 @@ struct config {
     size_t n_alignment_rules;
     char **policy_files;
     size_t n_policy_files;
+
+    /* providers, caps and shaping rules: from the main file and policy files, in order */
+    struct provider_conf *providers;
+    size_t n_providers;
+    struct cap_conf *caps;
+    size_t n_caps;
+    struct shaping_rule *shaping;
+    size_t n_shaping;
 };
 
 /* The action for a From domain: the most specific rule (domain or parent domain), else the
@@ -162,5 +231,9 @@ void config_errors_free(struct config_errors *errs);
 
 const struct egress_conf *config_find_egress(const struct config *cfg, const char *name);
 const struct origin_conf *config_find_origin(const struct config *cfg, const char *name);
+const struct provider_conf *config_find_provider(const struct config *cfg, const char *name);
+/* "1/min", "10/h", "500/day", "3/30s": messages per period. Returns 0 / -1. */
+int config_parse_rate(const char *text, int *count, int64_t *period);
+const char *config_shaping_action_name(enum shaping_action a);
 
 #endif

@@ -17,6 +17,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "deliver/queue.h"
+#include "records/records.h"
+#include "route/route.h"
 
 #define CONTROL_MAX_REQUEST 1024
 
@@ -27,6 +29,17 @@ static void dispatch(const char *req, struct strbuf *out, int *ok)
 {
     if (strncmp(req, "queue ", 6) == 0) {
         *ok = queue_control(req + 6, out) == 0;
+        return;
+    }
+    if (strncmp(req, "ramp ", 5) == 0) {
+        const char *cmd = req + 5;
+        *ok = route_control(cmd, out) == 0;
+        if (*ok && strncmp(cmd, "status", 6) != 0 && strncmp(cmd, "plan", 4) != 0) {
+            /* an operator override: on the record like every other decision */
+            struct record_event ev = {.event = "ramp", .queue_id = "-", .action = cmd,
+                                      .detail = strbuf_str(out)};
+            records_emit(&ev);
+        }
         return;
     }
     if (strcmp(req, "ping") == 0) {

@@ -39,6 +39,8 @@ struct dest {
     char *key; /* "egress/domain" */
     const struct egress_conf *egress;
     char *domain; /* recipient domain; "" for a smarthost */
+    const char *provider; /* of the first domain routed here (route_provider) */
+    int max_per_connection; /* from caps/throttles; 0 = the egress's own limit */
     struct job_list jobs;
     size_t n_jobs;
     int connections; /* open or opening */
@@ -53,6 +55,9 @@ struct attempt_info {
     const char *tls_version;
     const char *tls_cipher;
     int64_t started_us;
+    int reply_code;         /* the receiver's last telling reply (for shaping rules), or 0 */
+    const char *reply_enhanced;
+    const char *reply_text;
 };
 
 /* queue.c, for smtpc.c */

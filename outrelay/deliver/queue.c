@@ -19,6 +19,8 @@
 #include "records/records.h"
 #include "sign/signer.h"
 #include "check/alignment.h"
+#include "dns/dns.h"
+#include "route/route.h"
 
 #define QUEUE_MAX_RCPTS_PER_JOB 100
 #define QUEUE_SCAN_INTERVAL_US 500000
@@ -34,6 +36,8 @@ struct rcpt {
     char *last_mx;
     char status[16];    /* enhanced status of the last reply */
     int mark_committed; /* its final mark is durable */
+    const struct egress_conf *routed; /* egress of the last "routed" event */
+    int waiting_recorded;             /* a "routed ... waiting" event was written */
 };
 
 struct message {
@@ -54,8 +58,8 @@ struct message {
     struct alignment_result *align;
     int check_tries;
     int64_t check_retry_at;
-    const struct egress_conf *egress_override; /* rerouted by the alignment check */
-    int alignment_released; /* an operator released an alignment hold: send as is */
+    int alignment_released;    /* an operator released an alignment hold: send as is */
+    uint64_t checked_recorded; /* bit per egress: its "checked" event is written */
     uint64_t *pins;
     size_t n_pins;
 };
@@ -116,25 +120,84 @@ static int all_final(const struct message *m)
     return 1;
 }
 
-/* The egress for a recipient. The ramp (route stage) will decide here; until then every
- * message leaves through the ramp's `from` egress. */
-static const struct egress_conf *route_egress(const struct message *m, size_t rcpt)
-{
-    (void)rcpt;
-    if (m->egress_override) return m->egress_override;
-    return config_find_egress(queue_cfg, queue_cfg->ramp.from);
-}
-
 static void lowercase(char *s)
 {
     for (; *s; s++)
         *s = (char)tolower((unsigned char)*s);
 }
 
-static struct dest *dest_get(const struct egress_conf *e, const char *domain)
+/* --- providers of recipient domains ---------------------------------------------------------- */
+/* The route stage needs to know which provider (Microsoft, Google...) a recipient domain belongs
+ * to, which its MX hosts tell. Answers are cached per domain for the DNS TTL; while a lookup runs
+ * the recipients wait (the scan timer picks them up again). Without configured providers every
+ * domain is "other" and no lookup happens. */
+
+struct provider_entry {
+    const char *provider; /* NULL while the lookup runs */
+    int64_t expires;
+    struct dns_query *query;
+    char *domain;
+};
+
+static struct hashmap *queue_providers;
+
+static void provider_answer(void *arg, const struct dns_answer *a)
+{
+    struct provider_entry *p = arg;
+    p->query = NULL;
+    const char *hosts[32];
+    size_t n = 0;
+    for (size_t i = 0; a->status == DNS_OK && i < a->n && n < 32; i++)
+        hosts[n++] = a->mx[i].host;
+    if (a->status == DNS_NODATA) /* implicit MX: the domain itself */
+        hosts[n++] = p->domain;
+    p->provider = route_provider(hosts, n);
+    unsigned ttl = a->status == DNS_OK ? a->ttl : 60;
+    p->expires = util_now() + (ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl);
+    if (queue_timer) event_active(queue_timer, EV_TIMEOUT, 0); /* reschedule waiting mail */
+}
+
+/* The provider of a domain, or NULL while it is being looked up. */
+static const char *provider_of(const char *domain)
+{
+    if (queue_cfg->n_providers == 0) return "other";
+    char key[256];
+    snprintf(key, sizeof key, "%s", domain);
+    lowercase(key);
+    struct provider_entry *p = hashmap_get(queue_providers, key);
+    if (p && p->provider && p->expires > util_now()) return p->provider;
+    if (!p) {
+        p = xcalloc(1, sizeof *p);
+        p->domain = xstrdup(key);
+        hashmap_put(queue_providers, key, p);
+    }
+    if (!p->query) {
+        if (p->provider && p->expires <= util_now()) p->provider = NULL;
+        p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p);
+    }
+    return p->provider;
+}
+
+static void free_provider(void *arg, const char *key, void *value)
+{
+    (void)arg;
+    (void)key;
+    struct provider_entry *p = value;
+    if (p->query) dns_cancel(p->query);
+    free(p->domain);
+    free(p);
+}
+
+
+static struct dest *dest_get(const struct egress_conf *e, const char *domain,
+                             const char *provider)
 {
     char key[600];
-    snprintf(key, sizeof key, "%s/%s", e->name, e->type == EGRESS_SMARTHOST ? "" : domain);
+    /* a smarthost takes every domain, but caps and throttles apply per provider */
+    if (e->type == EGRESS_SMARTHOST)
+        snprintf(key, sizeof key, "%s/@%s", e->name, provider);
+    else
+        snprintf(key, sizeof key, "%s/%s", e->name, domain);
     lowercase(key);
     struct dest *d = hashmap_get(queue_dests, key);
     if (d) return d;
@@ -143,6 +206,7 @@ static struct dest *dest_get(const struct egress_conf *e, const char *domain)
     d->egress = e;
     d->domain = xstrdup(e->type == EGRESS_SMARTHOST ? "" : domain);
     lowercase(d->domain);
+    d->provider = provider;
     TAILQ_INIT(&d->jobs);
     LIST_INIT(&d->idle);
     hashmap_put(queue_dests, key, d);
@@ -154,6 +218,11 @@ static void dest_kick(struct dest *d)
     while (d->n_jobs > 0) {
         if (smtpc_wake_idle(d)) continue;
         int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
+        int route_conns = 0, route_per_conn = 0;
+        route_connection_limits(d->egress, d->provider, route_now(), &route_conns,
+                                &route_per_conn);
+        if (route_conns > 0 && route_conns < limit) limit = route_conns;
+        d->max_per_connection = route_per_conn;
         if (d->connections >= limit || (size_t)d->connections >= d->n_jobs) return;
         d->connections++;
         smtpc_open(d);
@@ -256,6 +325,39 @@ static void enqueue_job(struct message *m, struct dest *d, size_t *idx, size_t n
 static void start_sign(struct message *m);
 static void start_check(struct message *m);
 
+/* The alignment decision for recipients routed to egress e: returns the egress to use (e, or
+ * another one whose DMARC would pass), or NULL when the message was held (*stop set) or the
+ * recipient bounced. */
+static const struct egress_conf *apply_alignment(struct message *m, size_t rcpt,
+                                                 const struct egress_conf *e, int *stop);
+
+static void emit_routed(struct message *m, size_t i, const struct route_decision *rd,
+                        const struct egress_conf *e, const char *provider)
+{
+    struct rcpt *r = &m->r[i];
+    if (e && r->routed == e) return;
+    if (!e && r->waiting_recorded) return;
+    char detail[300];
+    snprintf(detail, sizeof detail, "provider=%s%s%s%s", provider, rd->reason[0] ? "; " : "",
+             rd->reason, e ? "" : "; waiting in the queue");
+    struct record_event ev = {.event = "routed",
+                              .queue_id = m->env->queue_id,
+                              .message_id = m->env->message_id,
+                              .origin = m->env->origin,
+                              .sender = m->env->sender,
+                              .recipient = m->env->rcpts[i].address,
+                              .egress = e ? e->name : NULL,
+                              .from_domain = m->env->from_domain,
+                              .ramp_percent = rd->share,
+                              .action = !e                  ? "wait"
+                                        : e != rd->planned ? "spill"
+                                                           : "ramp",
+                              .detail = detail};
+    records_emit(&ev);
+    r->routed = e;
+    r->waiting_recorded = !e;
+}
+
 static void schedule(struct message *m, int64_t now)
 {
     if (m->held || m->deleted || queue_stopping) return;
@@ -268,32 +370,58 @@ static void schedule(struct message *m, int64_t now)
         return;
     }
     size_t n = m->env->n_rcpts;
-    char *grouped = xcalloc(n, 1);
-    size_t *idx = xmalloc(n * sizeof *idx);
+    const struct egress_conf **chosen = xcalloc(n, sizeof *chosen);
+    const char **providers = xcalloc(n, sizeof *providers);
+    int64_t rnow = route_now();
     for (size_t i = 0; i < n; i++) {
-        if (grouped[i] || m->r[i].state != RCPT_PENDING || m->r[i].next_try > now) continue;
-        const struct egress_conf *e = route_egress(m, i);
-        if (!e) continue;
-        struct dest *d = dest_get(e, smtp_address_domain(m->env->rcpts[i].address));
+        struct rcpt *r = &m->r[i];
+        if (r->state != RCPT_PENDING || r->next_try > now) continue;
+        const char *provider = provider_of(smtp_address_domain(m->env->rcpts[i].address));
+        if (!provider) continue; /* being looked up; the scan comes back */
+        struct route_decision rd;
+        route_decide(m->env, i, provider, rnow, &rd);
+        if (!rd.egress) {
+            r->next_try = rd.retry_at > now ? rd.retry_at : now + 1;
+            emit_routed(m, i, &rd, NULL, provider);
+            continue;
+        }
+        int stop = 0;
+        const struct egress_conf *e = apply_alignment(m, i, rd.egress, &stop);
+        if (stop) break; /* held */
+        if (!e) continue; /* bounced for alignment */
+        emit_routed(m, i, &rd, e, provider);
+        chosen[i] = e;
+        providers[i] = provider;
+    }
+    size_t *idx = xmalloc(n * sizeof *idx);
+    for (size_t i = 0; i < n && !m->held; i++) {
+        if (!chosen[i]) continue;
+        const struct egress_conf *e = chosen[i];
+        const char *provider = providers[i];
+        const char *domain = smtp_address_domain(m->env->rcpts[i].address);
+        struct dest *d = dest_get(e, domain, provider);
         size_t k = 0;
         for (size_t j = i; j < n; j++) {
-            if (grouped[j] || m->r[j].state != RCPT_PENDING || m->r[j].next_try > now) continue;
-            if (route_egress(m, j) != e) continue;
+            if (chosen[j] != e || providers[j] != provider) continue;
             if (e->type != EGRESS_SMARTHOST &&
-                strcasecmp(smtp_address_domain(m->env->rcpts[j].address),
-                           smtp_address_domain(m->env->rcpts[i].address)) != 0)
+                strcasecmp(smtp_address_domain(m->env->rcpts[j].address), domain) != 0)
                 continue;
-            grouped[j] = 1;
+            chosen[j] = NULL;
             idx[k++] = j;
             if (k == QUEUE_MAX_RCPTS_PER_JOB) {
+                route_count(e, provider, rnow);
                 enqueue_job(m, d, idx, k);
                 k = 0;
             }
         }
-        if (k) enqueue_job(m, d, idx, k);
+        if (k) {
+            route_count(e, provider, rnow);
+            enqueue_job(m, d, idx, k);
+        }
     }
-    free(grouped);
     free(idx);
+    free(chosen);
+    free(providers);
 }
 
 static void scan_cb(evutil_socket_t fd, short what, void *arg)
@@ -302,6 +430,11 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     int64_t now = util_now();
+    static int64_t last_flush;
+    if (now - last_flush >= 5) { /* counters of quiet periods reach route.db too */
+        route_flush();
+        last_flush = now;
+    }
     struct message *m;
     TAILQ_FOREACH(m, &queue_messages, link)
     {
@@ -538,6 +671,9 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
 
     m->inflight--;
     emit("attempt", m, SIZE_MAX, NULL, job->dest, info, NULL);
+    if (info && info->reply_code)
+        route_feedback(job->dest->egress, job->dest->provider, info->reply_code,
+                       info->reply_enhanced, info->reply_text, route_now());
     for (size_t i = 0; i < job->n_rcpts; i++) {
         size_t ri = job->rcpts[i];
         struct rcpt *r = &m->r[ri];
@@ -681,26 +817,18 @@ static void emit_check(const struct message *m, const struct egress_conf *e,
     strbuf_free(&dkim);
 }
 
-/* Every pending recipient is returned to the sender because DMARC would fail. */
-static void bounce_for_alignment(struct message *m, const char *reason)
+/* A recipient is returned to the sender because DMARC would fail. */
+static void bounce_for_alignment(struct message *m, size_t i, const char *reason)
 {
-    size_t *failed = xmalloc(m->env->n_rcpts * sizeof *failed);
-    size_t n = 0;
     struct rcpt_result res = {.code = 550};
     snprintf(res.enhanced, sizeof res.enhanced, "5.7.1");
     snprintf(res.text, sizeof res.text, "not sent: %s", reason);
-    for (size_t i = 0; i < m->env->n_rcpts; i++) {
-        struct rcpt *r = &m->r[i];
-        if (r->state != RCPT_PENDING) continue;
-        record_reply(r, &res, NULL);
-        r->state = RCPT_FINAL;
-        r->final = SPOOL_MARK_BOUNCED;
-        emit("bounced", m, i, &res, NULL, NULL, "alignment policy: bounce");
-        failed[n++] = i;
-    }
-    if (n) send_dsn(m, failed, n);
-    free(failed);
-    message_maybe_forget(m);
+    struct rcpt *r = &m->r[i];
+    record_reply(r, &res, NULL);
+    r->state = RCPT_FINAL;
+    r->final = SPOOL_MARK_BOUNCED;
+    emit("bounced", m, i, &res, NULL, NULL, "alignment policy: bounce");
+    send_dsn(m, &i, 1);
 }
 
 static void check_done(void *arg, struct alignment_result *r)
@@ -709,64 +837,96 @@ static void check_done(void *arg, struct alignment_result *r)
     m->prep_pending--;
     alignment_result_free(m->align);
     m->align = r;
+    m->check_state = STAGE_DONE;
     if (m->deleted || queue_stopping) {
-        m->check_state = STAGE_TODO;
         message_maybe_forget(m);
         return;
     }
-    const struct egress_conf *e = route_egress(m, 0);
-    const struct egress_check *c = alignment_for(r, e);
-    m->check_state = STAGE_DONE;
-    if (!c || !m->env->from_domain) {
-        if (c) emit_check(m, e, c, "send", NULL);
-        schedule(m, util_now());
+    /* DNS trouble defers the check (a minute, three times), never the mail for long */
+    int temp = 0;
+    for (size_t i = 0; i < r->n_egress; i++)
+        temp |= r->egress[i].dmarc.verdict == DMARC_VERDICT_TEMPERROR;
+    if (temp && m->env->from_domain && ++m->check_tries < 3) {
+        m->check_state = STAGE_TODO;
+        m->check_retry_at = util_now() + 60;
+        struct record_event ev = {.event = "checked",
+                                  .queue_id = m->env->queue_id,
+                                  .message_id = m->env->message_id,
+                                  .origin = m->env->origin,
+                                  .sender = m->env->sender,
+                                  .from_domain = m->env->from_domain,
+                                  .dmarc_result = "temperror",
+                                  .action = "recheck",
+                                  .detail = "DNS temporary failure; the check is repeated in "
+                                            "a minute"};
+        records_emit(&ev);
         return;
     }
-    enum dmarc_verdict v = c->dmarc.verdict;
-    if (v == DMARC_VERDICT_PASS || v == DMARC_VERDICT_NO_POLICY) {
-        emit_check(m, e, c, "send", NULL);
-    } else if (v == DMARC_VERDICT_TEMPERROR) {
-        /* DNS trouble defers the check, never the mail for long */
-        if (++m->check_tries < 3) {
-            m->check_state = STAGE_TODO;
-            m->check_retry_at = util_now() + 60;
-            emit_check(m, e, c, "recheck", NULL);
-            return;
-        }
-        emit_check(m, e, c, "send", "DNS kept failing; sent without a DMARC prediction");
-    } else if (m->alignment_released) {
-        emit_check(m, e, c, "send", "released by the operator");
-    } else {
-        enum alignment_action a = config_alignment_action(queue_cfg, m->env->from_domain);
-        if (a == ALIGN_REROUTE) {
-            const struct egress_check *better = NULL;
-            for (size_t i = 0; i < r->n_egress && !better; i++)
-                if (r->egress[i].egress != e && r->egress[i].dmarc.verdict == DMARC_VERDICT_PASS)
-                    better = &r->egress[i];
-            if (better) {
-                char detail[400];
-                snprintf(detail, sizeof detail, "rerouted from %s to %s: %s", e->name,
-                         better->egress->name, c->dmarc.reason);
-                m->egress_override = better->egress;
-                emit_check(m, better->egress, better, "reroute", detail);
-            } else {
-                emit_check(m, e, c, "send", "no egress would pass DMARC; sent as is and flagged");
-            }
-        } else if (a == ALIGN_HOLD) {
-            emit_check(m, e, c, "hold", NULL);
-            m->held = 1;
-            submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
-            emit("held", m, SIZE_MAX, NULL, NULL, NULL, c->dmarc.reason);
-            return;
-        } else if (a == ALIGN_BOUNCE) {
-            emit_check(m, e, c, "bounce", NULL);
-            bounce_for_alignment(m, c->dmarc.reason);
-            return;
-        } else {
-            emit_check(m, e, c, "send", NULL);
-        }
-    }
     schedule(m, util_now());
+}
+
+static int egress_index(const struct egress_conf *e)
+{
+    return (int)(e - queue_cfg->egress);
+}
+
+static const struct egress_conf *apply_alignment(struct message *m, size_t rcpt,
+                                                 const struct egress_conf *e, int *stop)
+{
+    const struct egress_check *c = alignment_for(m->align, e);
+    if (!c) return e;
+    uint64_t bit = 1ULL << (egress_index(e) & 63);
+    int first = !(m->checked_recorded & bit);
+    m->checked_recorded |= bit;
+    enum dmarc_verdict v = c->dmarc.verdict;
+    if (!m->env->from_domain || v == DMARC_VERDICT_PASS || v == DMARC_VERDICT_NO_POLICY) {
+        if (first) emit_check(m, e, c, "send", NULL);
+        return e;
+    }
+    if (v == DMARC_VERDICT_TEMPERROR) {
+        if (first) emit_check(m, e, c, "send", "DNS kept failing; sent without a prediction");
+        return e;
+    }
+    if (m->alignment_released) {
+        if (first) emit_check(m, e, c, "send", "released by the operator");
+        return e;
+    }
+    enum alignment_action a = config_alignment_action(queue_cfg, m->env->from_domain);
+    if (a == ALIGN_REROUTE) {
+        for (size_t i = 0; i < m->align->n_egress; i++) {
+            const struct egress_check *o = &m->align->egress[i];
+            if (o->egress == e || o->dmarc.verdict != DMARC_VERDICT_PASS) continue;
+            uint64_t obit = 1ULL << (egress_index(o->egress) & 63);
+            if (first) {
+                char detail[400];
+                snprintf(detail, sizeof detail, "rerouted to %s: %s", o->egress->name,
+                         c->dmarc.reason);
+                emit_check(m, e, c, "reroute", detail);
+            }
+            if (!(m->checked_recorded & obit)) {
+                emit_check(m, o->egress, o, "send", NULL);
+                m->checked_recorded |= obit;
+            }
+            return o->egress;
+        }
+        if (first) emit_check(m, e, c, "send", "no egress would pass DMARC; sent and flagged");
+        return e;
+    }
+    if (a == ALIGN_HOLD) {
+        if (first) emit_check(m, e, c, "hold", NULL);
+        m->held = 1;
+        submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+        emit("held", m, SIZE_MAX, NULL, NULL, NULL, c->dmarc.reason);
+        *stop = 1;
+        return NULL;
+    }
+    if (a == ALIGN_BOUNCE) {
+        if (first) emit_check(m, e, c, "bounce", NULL);
+        bounce_for_alignment(m, rcpt, c->dmarc.reason);
+        return NULL;
+    }
+    if (first) emit_check(m, e, c, "send", NULL);
+    return e;
 }
 
 static void start_check(struct message *m)
@@ -865,6 +1025,7 @@ int queue_init(struct event_base *base, const struct config *cfg, struct spool *
     queue_spool = sp;
     queue_by_id = hashmap_new();
     queue_dests = hashmap_new();
+    queue_providers = hashmap_new();
     if (smtpc_init(base, cfg, err, errlen) < 0) return -1;
     queue_timer = event_new(base, -1, EV_PERSIST, scan_cb, NULL);
     struct timeval tv = {0, QUEUE_SCAN_INTERVAL_US};
@@ -917,6 +1078,11 @@ void queue_shutdown(void)
     }
     hashmap_free(queue_by_id);
     queue_by_id = NULL;
+    if (queue_providers) {
+        hashmap_foreach(queue_providers, free_provider, NULL);
+        hashmap_free(queue_providers);
+        queue_providers = NULL;
+    }
 }
 
 /* --- operator commands ------------------------------------------------------------------------ */

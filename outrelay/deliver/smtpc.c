@@ -97,6 +97,10 @@ struct smtpc_conn {
     int accepted;
     int got_354;
     int closed;
+    /* the receiver's last telling reply, for the shaping rules */
+    int fb_code;
+    char fb_enhanced[16];
+    char fb_text[256];
 };
 
 static struct event_base *smtpc_base;
@@ -132,6 +136,11 @@ static void fill_info(struct smtpc_conn *c, struct attempt_info *info)
     info->source_addr = c->source_text[0] ? c->source_text : NULL;
     if (c->tls && c->bev) tls_describe(c->bev, &info->tls_version, &info->tls_cipher);
     info->started_us = c->job_started_us;
+    if (c->fb_code) {
+        info->reply_code = c->fb_code;
+        info->reply_enhanced = c->fb_enhanced;
+        info->reply_text = c->fb_text;
+    }
 }
 
 /* The current job ends without a (complete) answer: recipients without a final reply keep
@@ -525,6 +534,7 @@ static void start_transaction(struct smtpc_conn *c)
     struct job *j = c->job;
     const struct envelope *env = queue_message_envelope(j->msg);
     c->job_started_us = util_now_us();
+    c->fb_code = 0;
     if (env->smtputf8 && !c->ext_smtputf8) {
         delivery_fail_all(j, 553, "5.6.7",
                           "the message needs SMTPUTF8, which the receiving server does not offer");
@@ -796,6 +806,8 @@ static void conn_ready(struct smtpc_conn *c)
 {
     int limit =
         c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection : 100;
+    if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
+        limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
     if (c->messages < limit) {
         c->job = queue_dest_take_job(c->dest);
         if (c->job) {
@@ -945,6 +957,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         if (more) continue;
         char *full = strbuf_detach(&c->reply, NULL);
         c->reply_code = 0;
+        if (code >= 400 || c->state == C_DATA_BODY) {
+            size_t skip = smtp_enhanced_code(full, c->fb_enhanced, sizeof c->fb_enhanced);
+            c->fb_code = code;
+            snprintf(c->fb_text, sizeof c->fb_text, "%s", full + skip);
+        }
         struct bufferevent *before_bev = c->bev;
         if (c->state == C_TRANSACTION || c->state == C_DATA_BODY)
             transaction_reply(c, code, full);

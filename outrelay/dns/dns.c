@@ -76,6 +76,9 @@ int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_ser
          * which libunbound would otherwise answer itself with NXDOMAIN (RFC 6761 default). */
         if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "do-not-query-localhost:", "no");
         if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "local-zone:", "test. transparent");
+        /* reverse zones of private and documentation ranges are the configured servers' to
+         * answer (SPF ptr and %{p}), not libunbound's built-in NXDOMAIN */
+        if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "unblock-lan-zones:", "yes");
     }
     if (rc == 0) rc = ub_ctx_set_option(dns_ctx, "outgoing-range:", "256");
     if (rc != 0) {

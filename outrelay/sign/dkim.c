@@ -4,7 +4,7 @@
  * blocks on DNS, so both run on worker threads, never on the event loop. Keys: keystore.c. */
 #include "sign/dkim.h"
 
-#include <ctype.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,11 +30,21 @@ static const char **dkim_oversign_list; /* (it copies them too; kept until shutd
 static const char *(*dkim_test_lookup)(const char *domain, const char *selector);
 
 static const char *const default_sign_headers[] = {
-    "from",        "reply-to",       "subject",
-    "date",        "to",             "cc",
-    "message-id",  "in-reply-to",    "references",
-    "mime-version", "content-type",  "content-transfer-encoding",
-    "list-id",     "list-unsubscribe", "list-unsubscribe-post",
+    "from",
+    "reply-to",
+    "subject",
+    "date",
+    "to",
+    "cc",
+    "message-id",
+    "in-reply-to",
+    "references",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
     NULL,
 };
 static const char *const default_oversign_headers[] = {"from", NULL};
@@ -47,41 +57,67 @@ void dkim_set_test_key_lookup(const char *(*fn)(const char *domain, const char *
     dkim_test_lookup = fn;
 }
 
-/* libopendkim calls this (synchronously, from dkim_eom) for every signature it checks. */
+/* What the key lookup could not find, per verification (the handle's user context). A
+ * TRYAGAIN answer would make libopendkim stop at that signature and give up on the whole
+ * message (dkim_eoh returns DKIM_STAT_CBTRYAGAIN, no signature list), so the callback says
+ * NOTFOUND and remembers the real reason here for describe_signature(). */
+#define LOOKUP_NOTES 16
+struct lookup_notes {
+    size_t n;
+    struct {
+        char domain[256];
+        char selector[64];
+        int temporary;
+        char error[96];
+    } note[LOOKUP_NOTES];
+};
+
+static void lookup_note(DKIM *dkim, const char *domain, const char *selector, int temporary,
+                        const char *error)
+{
+    struct lookup_notes *notes = dkim_get_user_context(dkim);
+    if (!notes || notes->n == LOOKUP_NOTES) return;
+    snprintf(notes->note[notes->n].domain, sizeof notes->note[0].domain, "%s", domain);
+    snprintf(notes->note[notes->n].selector, sizeof notes->note[0].selector, "%s", selector);
+    notes->note[notes->n].temporary = temporary;
+    snprintf(notes->note[notes->n].error, sizeof notes->note[0].error, "%s", error);
+    notes->n++;
+}
+
+/* libopendkim calls this synchronously, from dkim_eoh (inside dkim_chunk), for every
+ * signature it checks. */
 static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
 {
-    (void)dkim;
     const char *domain = (const char *)dkim_sig_getdomain(sig);
     const char *selector = (const char *)dkim_sig_getselector(sig);
-    if (!domain || !selector || !*domain || !*selector)
-        return DKIM_CBSTAT_NOTFOUND;
+    if (!domain || !selector || !*domain || !*selector) return DKIM_CBSTAT_NOTFOUND;
 
     if (dkim_test_lookup) {
         const char *record = dkim_test_lookup(domain, selector);
-        if (!record)
+        if (!record) return DKIM_CBSTAT_NOTFOUND;
+        if (strlen(record) >= buflen) {
+            lookup_note(dkim, domain, selector, 0, "key record too long");
             return DKIM_CBSTAT_NOTFOUND;
-        if (strlen(record) >= buflen)
-            return DKIM_CBSTAT_ERROR;
+        }
         memcpy(buf, record, strlen(record) + 1);
         return DKIM_CBSTAT_CONTINUE;
     }
 
     char name[512];
     int n = snprintf(name, sizeof name, "%s._domainkey.%s", selector, domain);
-    if (n < 0 || (size_t)n >= sizeof name || n > 253)
+    if (n < 0 || (size_t)n >= sizeof name || n > 253) {
+        lookup_note(dkim, domain, selector, 0, "key name too long");
         return DKIM_CBSTAT_NOTFOUND;
+    }
     struct dns_answer answer;
     dns_sync_query(name, DNS_TYPE_TXT, &answer);
-    DKIM_CBSTAT rc;
-    switch (answer.status) {
-    case DNS_OK:
-        rc = DKIM_CBSTAT_NOTFOUND;
+    DKIM_CBSTAT rc = DKIM_CBSTAT_NOTFOUND;
+    if (answer.status == DNS_OK) {
         for (size_t i = 0; i < answer.n; i++) {
             size_t len = strlen(answer.txt[i]);
-            if (len == 0)
-                continue;
+            if (len == 0) continue;
             if (len >= buflen) {
-                rc = DKIM_CBSTAT_ERROR;
+                lookup_note(dkim, domain, selector, 0, "key record too long");
                 break;
             }
             /* More than one record is a configuration error; the first wins. */
@@ -89,15 +125,13 @@ static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t
             rc = DKIM_CBSTAT_CONTINUE;
             break;
         }
-        break;
-    case DNS_NODATA:
-    case DNS_NXDOMAIN:
-        rc = DKIM_CBSTAT_NOTFOUND;
-        break;
-    default:
-        rc = DKIM_CBSTAT_TRYAGAIN;
-        break;
+    } else if (answer.status == DNS_TEMPFAIL) {
+        char why[96];
+        snprintf(why, sizeof why, "key lookup failed: %s",
+                 answer.error ? answer.error : "temporary DNS error");
+        lookup_note(dkim, domain, selector, 1, why);
     }
+    /* DNS_NXDOMAIN / DNS_NODATA: no key, the library reports it. */
     dns_sync_free(&answer);
     return rc;
 }
@@ -174,11 +208,9 @@ static int handle_mem_layout(const struct handle_mem *m)
         m->size[0] != sizeof(struct odkim_crypto_2_11))
         return -2;
     const struct odkim_crypto_2_11 *c = m->block[0];
-    if (!c->pkey && !c->keydata && !c->out && !c->rsa)
-        return -1;
+    if (!c->pkey && !c->keydata && !c->out && !c->rsa) return -1;
     for (int i = 1; i < m->n; i++)
-        if (c->pkey && c->out == m->block[i] && !m->freed[i] && c->outlen == m->size[i])
-            return i;
+        if (c->pkey && c->out == m->block[i] && !m->freed[i] && c->outlen == m->size[i]) return i;
     return -2;
 }
 
@@ -190,21 +222,19 @@ static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
     if (out != -2) {
         snap = *(const struct odkim_crypto_2_11 *)m->block[0];
     } else if (dkim_fix_leaks && m->n > 0) {
-        static int warned;
-        if (!warned++)
+        static atomic_int warned;
+        if (atomic_fetch_add(&warned, 1) == 0)
             log_warn("dkim: unexpected libopendkim key layout; not freeing its leftovers");
     }
     dkim_free(h);
-    if (out == -2)
-        return;
+    if (out == -2) return;
     if (m->freed[0]) {
         /* Attached to the signature: dkim_free released everything for RSA, only the
          * struct for Ed25519. dkim_eom already freed and cleared the BIO. */
         if (alg == DKIM_SIGN_ED25519SHA256) {
             EVP_PKEY_free(snap.pkey);
             BIO_free(snap.keydata);
-            if (out > 0 && !m->freed[out])
-                free(m->block[out]);
+            if (out > 0 && !m->freed[out]) free(m->block[out]);
         }
         return;
     }
@@ -215,8 +245,7 @@ static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
     RSA_free(snap.rsa);
 #pragma GCC diagnostic pop
     BIO_free(snap.keydata);
-    if (out > 0 && !m->freed[out])
-        free(m->block[out]);
+    if (out > 0 && !m->freed[out]) free(m->block[out]);
     free(m->block[0]);
 }
 
@@ -239,8 +268,7 @@ static const char **copy_header_list(char **names, size_t n, const char *const *
 
 static void free_header_list(const char **list)
 {
-    if (!list)
-        return;
+    if (!list) return;
     for (size_t i = 0; list[i]; i++)
         free((char *)list[i]);
     free(list);
@@ -248,8 +276,7 @@ static void free_header_list(const char **list)
 
 void dkim_shutdown(void)
 {
-    if (dkim_lib)
-        dkim_close(dkim_lib);
+    if (dkim_lib) dkim_close(dkim_lib);
     dkim_lib = NULL;
     free_header_list(dkim_sign_list);
     free_header_list(dkim_oversign_list);
@@ -258,8 +285,7 @@ void dkim_shutdown(void)
 
 int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
 {
-    if (dkim_lib)
-        return 0;
+    if (dkim_lib) return 0;
     dkim_lib = dkim_init(lib_malloc, lib_free);
     if (!dkim_lib) {
         snprintf(err, errlen, "libopendkim initialisation failed");
@@ -273,12 +299,12 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
         return -1;
     }
     dkim_fix_leaks = dkim_libversion() == 0x020B0000;
-    dkim_sign_list = copy_header_list(settings ? settings->sign_headers : NULL,
-                                      settings ? settings->n_sign_headers : 0,
-                                      default_sign_headers);
-    dkim_oversign_list = copy_header_list(settings ? settings->oversign_headers : NULL,
-                                          settings ? settings->n_oversign_headers : 0,
-                                          default_oversign_headers);
+    dkim_sign_list =
+        copy_header_list(settings ? settings->sign_headers : NULL,
+                         settings ? settings->n_sign_headers : 0, default_sign_headers);
+    dkim_oversign_list =
+        copy_header_list(settings ? settings->oversign_headers : NULL,
+                         settings ? settings->n_oversign_headers : 0, default_oversign_headers);
     /* Never sign every header (the library's default without SIGNHDRS); the array itself is
      * the option value. FIXCRLF: our data is CRLF already, this only guards against an
      * LF-only message silently signing an empty body. */
@@ -342,14 +368,14 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
     }
     for (size_t i = 0; i < n_keys; i++) {
         const struct dkim_key *k = keys[i];
-        dkim_alg_t alg = k->algorithm == DKIM_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256
-                                                                  : DKIM_SIGN_RSASHA256;
+        dkim_alg_t alg =
+            k->algorithm == DKIM_ALG_ED25519_SHA256 ? DKIM_SIGN_ED25519SHA256 : DKIM_SIGN_RSASHA256;
         algs[i] = alg;
         memset(&mem[i], 0, sizeof mem[i]);
-        handles[i] = dkim_sign(dkim_lib, (const unsigned char *)"outrelay", &mem[i],
-                               (dkim_sigkey_t)k->pem, (const unsigned char *)k->selector,
-                               (const unsigned char *)k->domain, DKIM_CANON_RELAXED,
-                               DKIM_CANON_RELAXED, alg, -1, &st);
+        handles[i] =
+            dkim_sign(dkim_lib, (const unsigned char *)"outrelay", &mem[i], (dkim_sigkey_t)k->pem,
+                      (const unsigned char *)k->selector, (const unsigned char *)k->domain,
+                      DKIM_CANON_RELAXED, DKIM_CANON_RELAXED, alg, -1, &st);
         if (!handles[i] || st != DKIM_STAT_OK) {
             snprintf(err, errlen, "%s: dkim_sign: %s", k->path ? k->path : k->selector,
                      dkim_getresultstr(st));
@@ -359,8 +385,8 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
         st = dkim_privkey_load(handles[i]);
         mem[i].recording = 0;
         if (st != DKIM_STAT_OK) {
-            snprintf(err, errlen, "%s: unusable private key: %s",
-                     k->path ? k->path : k->selector, dkim_error_text(handles[i], st));
+            snprintf(err, errlen, "%s: unusable private key: %s", k->path ? k->path : k->selector,
+                     dkim_error_text(handles[i], st));
             goto out;
         }
         if (sigs) {
@@ -385,8 +411,7 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
     }
     for (size_t i = 0; i < n_keys; i++) {
         st = dkim_chunk(handles[i], NULL, 0);
-        if (st == DKIM_STAT_OK)
-            st = dkim_eom(handles[i], NULL);
+        if (st == DKIM_STAT_OK) st = dkim_eom(handles[i], NULL);
         if (st != DKIM_STAT_OK) {
             snprintf(err, errlen, "signing with %s: %s", keys[i]->selector,
                      dkim_error_text(handles[i], st));
@@ -404,15 +429,13 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
         strbuf_puts(&out, DKIM_SIGNHEADER ": ");
         strbuf_append(&out, value, vlen);
         strbuf_puts(&out, "\r\n");
-        if (sigs)
-            sigs[i].result = 1;
+        if (sigs) sigs[i].result = 1;
     }
     strbuf_append(headers_out, out.data, out.len);
     rc = 0;
 out:
     for (size_t i = 0; i < n_keys; i++)
-        if (handles[i])
-            free_signing_handle(handles[i], &mem[i], algs[i]);
+        if (handles[i]) free_signing_handle(handles[i], &mem[i], algs[i]);
     strbuf_free(&out);
     return rc;
 }
@@ -420,7 +443,8 @@ out:
 /* ---------------------------------------------------------------------------------------- */
 /* Verification */
 
-static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, struct dkim_signature *out)
+static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, const struct lookup_notes *notes,
+                               struct dkim_signature *out)
 {
     memset(out, 0, sizeof *out);
     const char *domain = (const char *)dkim_sig_getdomain(sig);
@@ -428,12 +452,19 @@ static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, struct dkim_signature
     snprintf(out->domain, sizeof out->domain, "%s", domain ? domain : "");
     snprintf(out->selector, sizeof out->selector, "%s", selector ? selector : "");
     dkim_alg_t alg = -1;
-    if (dkim_sig_getsignalg(sig, &alg) != DKIM_STAT_OK)
-        alg = -1;
+    if (dkim_sig_getsignalg(sig, &alg) != DKIM_STAT_OK) alg = -1;
     snprintf(out->algorithm, sizeof out->algorithm, "%s", algorithm_name(alg));
 
     unsigned flags = dkim_sig_getflags(sig);
     int sigerr = dkim_sig_geterror(sig);
+    for (size_t i = 0; !DKIM_SIG_CHECK(sig) && i < notes->n; i++) {
+        if (strcmp(notes->note[i].domain, out->domain) == 0 &&
+            strcmp(notes->note[i].selector, out->selector) == 0) {
+            out->result = notes->note[i].temporary ? -1 : 0;
+            snprintf(out->error, sizeof out->error, "%s", notes->note[i].error);
+            return;
+        }
+    }
     if (DKIM_SIG_CHECK(sig)) {
         out->result = 1;
     } else if (sigerr == DKIM_SIGERROR_KEYFAIL) {
@@ -457,25 +488,22 @@ static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, struct dkim_signature
 
 size_t dkim_verify_message(const char *data, size_t len, struct dkim_signature *sigs, size_t max)
 {
-    if (!dkim_lib)
-        return 0;
+    if (!dkim_lib) return 0;
     DKIM_STAT st;
     DKIM *d = dkim_verify(dkim_lib, (const unsigned char *)"outrelay", NULL, &st);
-    if (!d)
-        return 0;
+    if (!d) return 0;
+    struct lookup_notes notes = {0};
+    dkim_set_user_context(d, &notes);
     st = dkim_chunk(d, (u_char *)data, len);
-    if (st == DKIM_STAT_OK)
-        st = dkim_chunk(d, NULL, 0);
-    if (st == DKIM_STAT_OK)
-        st = dkim_eom(d, NULL);
+    if (st == DKIM_STAT_OK) st = dkim_chunk(d, NULL, 0);
+    if (st == DKIM_STAT_OK) st = dkim_eom(d, NULL);
     size_t found = 0;
     if (st != DKIM_STAT_NOSIG) {
         DKIM_SIGINFO **list = NULL;
         int n = 0;
         if (dkim_getsiglist(d, &list, &n) == DKIM_STAT_OK && list) {
             for (int i = 0; i < n; i++) {
-                if (found < max)
-                    describe_signature(d, list[i], &sigs[found]);
+                if (found < max) describe_signature(d, list[i], &notes, &sigs[found]);
                 found++;
             }
         }
@@ -498,8 +526,7 @@ static int is_dkim_signature_field(const char *p, size_t n)
 {
     static const char name[] = DKIM_SIGNHEADER;
     size_t nl = sizeof name - 1;
-    if (n <= nl || strncasecmp(p, name, nl) != 0)
-        return 0;
+    if (n <= nl || strncasecmp(p, name, nl) != 0) return 0;
     size_t i = nl;
     while (i < n && (p[i] == ' ' || p[i] == '\t'))
         i++;
@@ -513,8 +540,7 @@ size_t dkim_strip_signatures(char *data, size_t len)
     while (p < end) {
         size_t n = line_length(p, end);
         /* The empty line ends the header section. */
-        if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n'))
-            break;
+        if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n')) break;
         if (!is_dkim_signature_field(p, n)) {
             p += n;
             continue;

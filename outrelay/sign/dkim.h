@@ -13,13 +13,13 @@ enum dkim_algorithm { DKIM_ALG_RSA_SHA256, DKIM_ALG_ED25519_SHA256 };
 
 /* One loaded private key: <keys>/<domain>/<selector>.rsa.pem | .ed25519.pem */
 struct dkim_key {
-    char *domain;   /* lower case */
+    char *domain; /* lower case */
     char *selector;
     enum dkim_algorithm algorithm;
     char *path;
-    char *pem;              /* the private key as libopendkim wants it */
-    char *public_b64;       /* what p= of the DNS record must hold (RSA: SPKI DER; Ed25519: raw) */
-    int bits;               /* RSA modulus size; 256 for Ed25519 */
+    char *pem;        /* the private key as libopendkim wants it */
+    char *public_b64; /* what p= of the DNS record must hold (RSA: SPKI DER; Ed25519: raw) */
+    int bits;         /* RSA modulus size; 256 for Ed25519 */
 };
 
 struct dkim_keystore {
@@ -28,7 +28,7 @@ struct dkim_keystore {
 };
 
 struct dkim_settings {
-    char **sign_headers;    /* NULL: a built-in list (from, to, cc, subject, date, ...) */
+    char **sign_headers; /* NULL: a built-in list (from, to, cc, subject, date, ...) */
     size_t n_sign_headers;
     char **oversign_headers; /* NULL: {"from"} */
     size_t n_oversign_headers;

@@ -39,14 +39,11 @@ static const char *const algorithm_suffix[] = {
 static int name_is_valid(const char *s, size_t max)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > max || s[0] == '.' || s[n - 1] == '.')
-        return 0;
+    if (n == 0 || n > max || s[0] == '.' || s[n - 1] == '.') return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '.' && s[i + 1] == '.')
-            return 0;
-        if (!isalnum(c) && c != '-' && c != '_' && c != '.')
-            return 0;
+        if (c == '.' && s[i + 1] == '.') return 0;
+        if (!isalnum(c) && c != '-' && c != '_' && c != '.') return 0;
     }
     return 1;
 }
@@ -64,14 +61,11 @@ static int parse_key_file_name(const char *name, char *selector, size_t size,
     size_t n = strlen(name);
     for (int a = DKIM_ALG_RSA_SHA256; a <= DKIM_ALG_ED25519_SHA256; a++) {
         size_t sl = strlen(algorithm_suffix[a]);
-        if (n <= sl || strcmp(name + n - sl, algorithm_suffix[a]) != 0)
-            continue;
-        if (n - sl >= size)
-            return -1;
+        if (n <= sl || strcmp(name + n - sl, algorithm_suffix[a]) != 0) continue;
+        if (n - sl >= size) return -1;
         memcpy(selector, name, n - sl);
         selector[n - sl] = '\0';
-        if (!name_is_valid(selector, 63))
-            return -1;
+        if (!name_is_valid(selector, 63)) return -1;
         *algorithm = (enum dkim_algorithm)a;
         return 0;
     }
@@ -235,8 +229,7 @@ static char *read_private_file(const char *path, size_t *len, char *err, size_t 
     size_t got = 0;
     while (got < (size_t)st.st_size) {
         ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             snprintf(err, errlen, "read failed: %s", r < 0 ? strerror(errno) : "short file");
             free(buf);
@@ -317,10 +310,8 @@ static int key_compare(const void *a, const void *b)
 {
     const struct dkim_key *x = a, *y = b;
     int c = strcmp(x->domain, y->domain);
-    if (c)
-        return c;
-    if (x->algorithm != y->algorithm)
-        return x->algorithm < y->algorithm ? -1 : 1;
+    if (c) return c;
+    if (x->algorithm != y->algorithm) return x->algorithm < y->algorithm ? -1 : 1;
     return strcmp(x->selector, y->selector);
 }
 
@@ -330,16 +321,14 @@ struct dkim_keystore *dkim_keystore_load(const char *dir, char ***errors, size_t
     struct load_state st = {.ks = ks, .errors = errors, .n_errors = n_errors};
     DIR *d = opendir(dir);
     if (!d) {
-        if (errno == ENOENT)
-            return ks;
+        if (errno == ENOENT) return ks;
         load_error(&st, dir, strerror(errno));
         free(ks);
         return NULL;
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || !name_is_valid(de->d_name, 253))
-            continue;
+        if (de->d_name[0] == '.' || !name_is_valid(de->d_name, 253)) continue;
         struct strbuf sub = STRBUF_INIT;
         strbuf_printf(&sub, "%s/%s", dir, de->d_name);
         struct stat sst;
@@ -352,15 +341,13 @@ struct dkim_keystore *dkim_keystore_load(const char *dir, char ***errors, size_t
         strbuf_free(&sub);
     }
     closedir(d);
-    if (ks->n_keys > 1)
-        qsort(ks->keys, ks->n_keys, sizeof *ks->keys, key_compare);
+    if (ks->n_keys > 1) qsort(ks->keys, ks->n_keys, sizeof *ks->keys, key_compare);
     return ks;
 }
 
 void dkim_keystore_free(struct dkim_keystore *ks)
 {
-    if (!ks)
-        return;
+    if (!ks) return;
     for (size_t i = 0; i < ks->n_keys; i++)
         key_clear(&ks->keys[i]);
     free(ks->keys);
@@ -372,8 +359,7 @@ static size_t keys_of_domain(const struct dkim_keystore *ks, const char *domain,
 {
     size_t n = 0;
     for (size_t i = 0; i < ks->n_keys && n < max; i++)
-        if (strcmp(ks->keys[i].domain, domain) == 0)
-            out[n++] = &ks->keys[i];
+        if (strcmp(ks->keys[i].domain, domain) == 0) out[n++] = &ks->keys[i];
     return n;
 }
 
@@ -381,19 +367,15 @@ size_t dkim_keystore_for(const struct dkim_keystore *ks, const char *from_domain
                          const struct dkim_key **out, size_t max)
 {
     char domain[256], org[256];
-    if (!ks || !from_domain || max == 0)
-        return 0;
+    if (!ks || !from_domain || max == 0) return 0;
     snprintf(domain, sizeof domain, "%s", from_domain);
     lower_in_place(domain);
     size_t n = strlen(domain);
-    if (n && domain[n - 1] == '.')
-        domain[n - 1] = '\0';
+    if (n && domain[n - 1] == '.') domain[n - 1] = '\0';
     size_t found = keys_of_domain(ks, domain, out, max);
-    if (found)
-        return found;
+    if (found) return found;
     orgdomain_of(domain, org, sizeof org);
-    if (strcmp(org, domain) == 0)
-        return 0;
+    if (strcmp(org, domain) == 0) return 0;
     return keys_of_domain(ks, org, out, max);
 }
 
@@ -404,8 +386,8 @@ void dkim_dns_record(const struct dkim_key *key, struct strbuf *out)
 {
     /* Zone-file syntax, one character-string per line, each at most 255 bytes. */
     const char *kind = key->algorithm == DKIM_ALG_ED25519_SHA256 ? "ed25519" : "rsa";
-    strbuf_printf(out, "%s._domainkey.%s. IN TXT ( \"v=DKIM1; k=%s; \"", key->selector,
-                  key->domain, kind);
+    strbuf_printf(out, "%s._domainkey.%s. IN TXT ( \"v=DKIM1; k=%s; \"", key->selector, key->domain,
+                  kind);
     const char *p = key->public_b64;
     size_t left = strlen(p);
     size_t room = 255 - 2; /* the first string also holds "p=" */
@@ -416,8 +398,7 @@ void dkim_dns_record(const struct dkim_key *key, struct strbuf *out)
         p += take;
         left -= take;
         strbuf_puts(out, "\"");
-        if (!left)
-            break;
+        if (!left) break;
         strbuf_puts(out, "\n    \"");
         room = 255;
     }
@@ -429,8 +410,7 @@ static int make_dir(const char *path, char *err, size_t errlen)
 {
     if (mkdir(path, 0700) == 0 || errno == EEXIST) {
         struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            return 0;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
         snprintf(err, errlen, "%s: exists and is not a directory", path);
         return -1;
     }
@@ -438,15 +418,13 @@ static int make_dir(const char *path, char *err, size_t errlen)
     return -1;
 }
 
-static EVP_PKEY *generate_pkey(enum dkim_algorithm algorithm, int bits, char *err,
-                               size_t errlen)
+static EVP_PKEY *generate_pkey(enum dkim_algorithm algorithm, int bits, char *err, size_t errlen)
 {
     char ossl[256];
     EVP_PKEY *pkey = algorithm == DKIM_ALG_RSA_SHA256
                          ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)bits)
                          : EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    if (!pkey)
-        snprintf(err, errlen, "key generation failed: %s", openssl_error(ossl, sizeof ossl));
+    if (!pkey) snprintf(err, errlen, "key generation failed: %s", openssl_error(ossl, sizeof ossl));
     return pkey;
 }
 
@@ -464,8 +442,7 @@ static int write_new_private_file(const char *path, const char *text, char *err,
     size_t len = strlen(text), done = 0;
     while (done < len) {
         ssize_t w = write(fd, text + done, len - done);
-        if (w < 0 && errno == EINTR)
-            continue;
+        if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             snprintf(err, errlen, "%s: write failed: %s", path, strerror(errno));
             close(fd);
@@ -499,8 +476,7 @@ int dkim_keygen(const char *dir, const char *domain, const char *selector,
         return -1;
     }
     if (algorithm == DKIM_ALG_RSA_SHA256) {
-        if (bits == 0)
-            bits = RSA_DEFAULT_BITS;
+        if (bits == 0) bits = RSA_DEFAULT_BITS;
         if (bits < RSA_MIN_BITS || bits > RSA_MAX_BITS) {
             snprintf(err, errlen, "RSA key size %d out of range (%d..%d)", bits, RSA_MIN_BITS,
                      RSA_MAX_BITS);
@@ -521,22 +497,17 @@ int dkim_keygen(const char *dir, const char *domain, const char *selector,
         snprintf(err, errlen, "%s: already exists; refusing to overwrite a key", path.data);
         goto out;
     }
-    if (make_dir(dir, err, errlen) < 0)
-        goto out;
+    if (make_dir(dir, err, errlen) < 0) goto out;
     struct strbuf sub = STRBUF_INIT;
     strbuf_printf(&sub, "%s/%s", dir, key.domain);
     int dir_ok = make_dir(sub.data, err, errlen);
     strbuf_free(&sub);
-    if (dir_ok < 0)
-        goto out;
+    if (dir_ok < 0) goto out;
     pkey = generate_pkey(algorithm, bits, err, errlen);
-    if (!pkey || key_fill_from_pkey(&key, pkey, err, errlen) < 0)
-        goto out;
-    if (write_new_private_file(path.data, key.pem, err, errlen) < 0)
-        goto out;
+    if (!pkey || key_fill_from_pkey(&key, pkey, err, errlen) < 0) goto out;
+    if (write_new_private_file(path.data, key.pem, err, errlen) < 0) goto out;
     key.path = strbuf_detach(&path, NULL);
-    if (txt_out)
-        dkim_dns_record(&key, txt_out);
+    if (txt_out) dkim_dns_record(&key, txt_out);
     rc = 0;
 out:
     EVP_PKEY_free(pkey);

@@ -80,13 +80,13 @@ def test(env):
         h.check(res.accepted, f"{d}: not accepted: {res}")
         qids[d] = res.queue_id
 
-    def checked(d):
-        rows = relay.events("SELECT * FROM events WHERE event='checked' AND queue_id=?",
-                            (qids[d],))
+    def checked(d, egress="legacy"):
+        rows = relay.events("SELECT * FROM events WHERE event='checked' AND queue_id=? AND "
+                            "egress=?", (qids[d], egress))
         return rows[-1] if rows else None
 
     env.wait_for(lambda: all(checked(d) for d in domains), 60, "a check of every message")
-    expect = {"reroute": ("fail", "reroute", "cloud"), "hold": ("fail", "hold", "legacy"),
+    expect = {"reroute": ("fail", "reroute", "legacy"), "hold": ("fail", "hold", "legacy"),
               "bounce": ("fail", "bounce", "legacy"), "send": ("fail", "send", "legacy"),
               "pass": ("pass", "send", "legacy"), "nopolicy": ("none", "send", "legacy"),
               "stale": ("fail", "send", "legacy")}
@@ -99,7 +99,10 @@ def test(env):
                 f"{d}: expected dmarc={verdict} action={action} egress={egress_name}, got {row}")
     h.check("key=mismatch" in (checked("stale")["dkim"] or ""),
             f"stale.example: the mismatching published key was not noticed: {checked('stale')}")
-    h.check(checked("reroute")["spf_result"] == "pass", "reroute: SPF should pass on cloud")
+    cloud = checked("reroute", "cloud")
+    h.check(cloud and cloud["spf_result"] == "pass" and cloud["dmarc_result"] == "pass",
+            f"reroute: the cloud egress should pass SPF and DMARC: {cloud}")
+    h.check(checked("reroute")["spf_result"] == "fail", "reroute: SPF should fail on legacy")
 
     def at_sink(d):
         return [m for m in sink.messages() if m.message_id == f"<{d}@test.outrelay>"]

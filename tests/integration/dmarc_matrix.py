@@ -308,6 +308,7 @@ def test(env):
                            capture_output=True, text=True, timeout=TIMEOUT_BOUND,
                            env=dict(os.environ, DMARC_EVAL_THREADS="8"))
         got = parse(r.stdout)
+        h.log(f"8 threads x 20 predictions: threads_consistent={got.get('threads_consistent')}")
         h.check(r.returncode == 0 and got.get("threads_consistent") == "1"
                 and got.get("verdict") == "pass" and not h.sanitizer_summary(r.stderr),
                 lambda: f"threaded predictions disagree or crashed: rc {r.returncode}, "

@@ -10,7 +10,8 @@ Skips (exit 77) when python3-yaml or the data file ($OUTRELAY_TESTDATA/spf/rfc72
 missing. TIMEOUT is answered with SERVFAIL by default (libunbound's own retry schedule for a
 silent server takes ~17 s per lookup, and dns_sync folds both into DNS_TEMPFAIL); one real,
 silent timeout is checked at the end. SPF_SUITE_REAL_TIMEOUTS=1 makes every TIMEOUT silent;
-SPF_SUITE_ONLY=scenario-number-or-test-name runs a subset (then deviations are not checked).
+SPF_SUITE_ONLY=scenario-number-or-test-name runs a subset (then deviations are not checked);
+SPF_SUITE_DEBUG=1 shows each failing case's DNS queries and libspf2 messages.
 """
 import os
 import socket
@@ -34,13 +35,130 @@ if not os.path.exists(DATA):
 
 import harness as h  # noqa: E402
 
-# "scenario description/test name": why libspf2 1.2.10 answers differently. Checked against the
-# libspf2 sources (github shevek/libspf2, src/libspf2/*.c); every entry must still fail.
+# "scenario description/test name": why we answer differently. Checked against the libspf2
+# sources (github shevek/libspf2 src/libspf2/*.c; Debian 12 ships 1.2.10) and with spf_eval's
+# debug log (SPF_SUITE_DEBUG=1). Every entry must still fail.
+_LIB = "documented libspf2 behaviour: "
+_CIDR0 = (_LIB + "SPF_c_parse_cidr_ip4/_ip6 (spf_compile.c) reject a /0 prefix ('Invalid "
+          "IPv4/IPv6 CIDR netmask (=0)'): 0 is its internal 'no prefix given'. The record does not "
+          "compile, so permerror, where RFC 7208 allows /0")
+_LINT = (_LIB + "domain-spec syntax (all-numeric or '-'-led top label, no top label, an IP "
+         "address) is only checked by SPF_record_lint (spf_compile.c), which adds warnings "
+         "(SPF_E_BAD_HOST_TLD / SPF_E_BAD_HOST_IP), never errors; the name is looked up as written")
+_EMPTY = (_LIB + "an empty domain-spec compiles to no data and SPF_GET_LOOKUP_DATA "
+          "(spf_interpret.c) then uses the current domain, so 'a:', 'mx:', 'ptr:', 'exists:' "
+          "act as the bare mechanism; an empty 'exp=' only warns 'Explanation is blank!', an "
+          "empty 'redirect=' is not checked")
+_CHARSET = (_LIB + "SPF_c_parse_macro copies every byte but ' ' and '%' into a domain-spec (no "
+            "check for non-ASCII or control characters); the mangled name is NXDOMAIN and -all "
+            "decides")
+_MODNAME = (_LIB + "the term-name scanner in SPF_record_compile accepts only alphanumerics, '_' "
+            "and '-', so a modifier name with '.' (allowed by RFC 7208's ABNF) is 'Invalid "
+            "character in middle of mechanism' and the record does not compile")
+_PERCENT = (_LIB + "SPF_c_parse_macro treats '%' followed by anything but '{', '%', '_', '-' as a "
+            "literal '%' (its comment: 'SPF spec says to treat it as a literal'), the RFC 4408 "
+            "reading; RFC 7208 §7.1 makes it a syntax error")
+_DUP = _LIB + "spf_compile.c has no check for a repeated exp= or redirect= modifier"
+_NUL = (_LIB + "SPF_dns_rr_t.txt is a NUL-terminated string (libspf2's own resolv layer stores TXT "
+        "the same way, and so does our dns_parse_packet), so the record ends at the embedded "
+        "NUL and 'a:foo.example.com' / 'mx:foo.example.com' match")
+_PTR_LOOP = ("libspf2 ends the whole check with temperror when validating one ptr name fails "
+             "temporarily; RFC 7208 5.5 says to skip that name. A CNAME loop is exactly that: "
+             "the resolver answers SERVFAIL for loop4.example.com")
 KNOWN_DEVIATIONS = {
+    "PTR mechanism syntax/ptr-cname-loop": _PTR_LOOP,
+    "Initial processing/non-ascii-policy": _CHARSET,
+    "Initial processing/control-char-policy": _CHARSET,
+    "Record evaluation/modifier-charset-good": _MODNAME,
+    "Record evaluation/redirect-after-mechanisms1": (
+        _LIB + "redirect is compiled as a mechanism (MECH_REDIRECT; 'FIXME the redirect mechanism "
+        "needs to be moved to the very end' in spf_compile.c) and interpreted where it stands, so "
+        "'redirect=t5.example.com ~all' on t5 redirects to itself first: SPF_E_RECURSIVE"),
+    "Record evaluation/redirect-after-mechanisms2": (
+        _MODNAME + " (the redirect target t2.example.com holds that record)"),
+    "Record evaluation/redirect-is-modifier": (
+        _LIB + "SPF_record_compile looks 'redirect' up in its mechanism branch too, so "
+        "'redirect:t2.example.com' is a redirect, not an unknown mechanism, and t2 passes"),
+    "Record evaluation/invalid-domain": _LINT,
+    "PTR mechanism syntax/ptr-empty-domain": _EMPTY,
+    "A mechanism syntax/a-bad-domain": _LINT,
+    "A mechanism syntax/a-nxdomain": _CIDR0,
+    "A mechanism syntax/a-cidr4-0": _CIDR0,
+    "A mechanism syntax/a-cidr4-0-ip6": _CIDR0,
+    "A mechanism syntax/a-cidr6-0-ip4": _CIDR0,
+    "A mechanism syntax/a-cidr6-0-ip4mapped": _CIDR0,
+    "A mechanism syntax/a-cidr6-0-ip6": _CIDR0,
+    "A mechanism syntax/a-cidr6-0-nxdomain": _CIDR0,
+    "A mechanism syntax/a-null": _NUL,
+    "A mechanism syntax/a-numeric": _LINT,
+    "A mechanism syntax/a-numeric-toplabel": _LINT,
+    "A mechanism syntax/a-bad-toplabel": _LINT,
+    "A mechanism syntax/a-only-toplabel": _LINT,
+    "A mechanism syntax/a-only-toplabel-trailing-dot": _LINT,
+    "A mechanism syntax/a-empty-domain": _EMPTY,
+    "MX mechanism syntax/mx-bad-domain": _LINT,
+    "MX mechanism syntax/mx-nxdomain": _CIDR0,
+    "MX mechanism syntax/mx-cidr4-0": _CIDR0,
+    "MX mechanism syntax/mx-cidr4-0-ip6": _CIDR0,
+    "MX mechanism syntax/mx-cidr6-0-ip4": _CIDR0,
+    "MX mechanism syntax/mx-cidr6-0-ip4mapped": _CIDR0,
+    "MX mechanism syntax/mx-cidr6-0-ip6": _CIDR0,
+    "MX mechanism syntax/mx-cidr6-0-nxdomain": _CIDR0,
+    "MX mechanism syntax/mx-null": _NUL,
+    "MX mechanism syntax/mx-numeric-top-label": _LINT,
+    "MX mechanism syntax/mx-bad-toplab": _LINT,
+    "MX mechanism syntax/mx-empty-domain": _EMPTY,
+    "EXISTS mechanism syntax/exists-empty-domain": _EMPTY,
+    "EXISTS mechanism syntax/exists-cidr": (
+        _LIB + "exists takes no CIDR (CIDR_NONE in spf_mechtypes), so '/24' stays part of the "
+        "name; the lint only warns and 'mail.example.com/24' is NXDOMAIN"),
+    "IP4 mechanism syntax/cidr4-0": _CIDR0,
+    "IP4 mechanism syntax/cidr4-032": (
+        _LIB + "SPF_c_parse_cidr_ip4 reads the prefix with strtoul, which accepts leading zeros "
+        "('/032' is /32); RFC 7208's ABNF forbids them"),
+    "IP6 mechanism syntax/cidr6-0-ip4": _CIDR0,
+    "IP6 mechanism syntax/cidr6-ip4": _CIDR0,
+    "IP6 mechanism syntax/cidr6-0": _CIDR0,
+    "Semantics of exp and other modifiers/exp-empty-domain": _EMPTY,
+    "Semantics of exp and other modifiers/exp-syntax-error": (
+        _LIB + "exp='s domain-spec gets no top-label check ('-all' is just looked up as the "
+        "explanation domain); with no mechanism matching the default is neutral"),
+    "Semantics of exp and other modifiers/exp-twice": _DUP,
+    "Semantics of exp and other modifiers/redirect-empty-domain": _EMPTY,
+    "Semantics of exp and other modifiers/redirect-twice": _DUP,
+    "Semantics of exp and other modifiers/unknown-modifier-syntax": _PERCENT,
+    "Macro expansion rules/exp-only-macro-char": (
+        _LIB + "SPF_c_parse_var accepts the c, r and t macro letters in every modifier value "
+        "(is_mod), exp='s domain-spec included; RFC 7208 §7.1 allows them only in explanation "
+        "text"),
+    "Macro expansion rules/invalid-macro-char": _PERCENT,
+    "Macro expansion rules/invalid-embedded-macro-char": _PERCENT,
+    "Macro expansion rules/invalid-trailing-macro-char": _PERCENT,
+    "Processing limits/include-over-limit": (
+        _LIB + "MECH_INCLUDE evaluates the included record with a fresh SPF_response_t "
+        "(SPF_response_new in spf_interpret.c) whose num_dns_mech starts at 0, so the limit of "
+        "10 DNS terms applies per record, not per check"),
+    "Processing limits/void-over-limit": (
+        _LIB + "1.2.10 predates RFC 7208 and has no void-lookup limit (nothing in "
+        "spf_interpret.c counts NXDOMAIN or empty answers)"),
+}
+
+# Cases whose libspf2 result depends on the order of an RRset, which varies between runs
+# (seen here): either outcome is accepted and reported, neither is held against the list.
+ORDER_DEPENDENT = {
+    "Processing limits/mx-limit": (
+        _LIB + "MECH_MX checks only the first max_dns_mx (10) MX hosts in answer order and returns "
+        "the over-limit permerror only when none of them matched: pass when e4.example.com is "
+        "among the first 10, permerror (the expected result) otherwise", {"pass", "permerror"}),
+    "Processing limits/ptr-limit": (
+        _LIB + "MECH_PTR validates only the first max_dns_ptr (10) names in answer order and "
+        "returns permerror (SPF_E_BIG_DNS) when there were more and none matched: pass when "
+        "e5.example.com is among the first 10, permerror otherwise", {"pass", "permerror"}),
 }
 
 REAL_TIMEOUTS = os.environ.get("SPF_SUITE_REAL_TIMEOUTS") == "1"
 ONLY = os.environ.get("SPF_SUITE_ONLY", "")
+DEBUG = os.environ.get("SPF_SUITE_DEBUG") == "1"  # failures show spf_eval's DNS and libspf2 log
 SILENT_TIMEOUT_SECONDS = 40  # libunbound gives up on a silent server after ~17 s
 
 QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SPF": 99}
@@ -292,13 +410,19 @@ class Proxy:
 
 def spf_eval(server, host, mailfrom, helo, timeout=60):
     tool = os.path.join(os.environ["OUTRELAY_TOOLS"], "spf_eval")
+    env = dict(os.environ)
+    if DEBUG:
+        env["SPF_EVAL_DEBUG"] = "1"
     r = subprocess.run([tool, server, host, mailfrom, helo], capture_output=True, text=True,
-                       timeout=timeout)
+                       timeout=timeout, env=env)
     sanitizer = [p for p in h.SANITIZER_PATTERNS if p in r.stderr]
     h.check(not sanitizer, lambda: f"spf_eval {host} {mailfrom!r} {helo!r}: sanitizer report:\n"
             f"{r.stderr[-3000:]}")
     h.check(r.returncode == 0, lambda: f"spf_eval exited {r.returncode}: {r.stderr[-2000:]}")
     result, _, explanation = r.stdout.rstrip("\n").partition("\t")
+    if DEBUG:
+        explanation += "\n" + "\n".join("      " + line.split(" debug: ", 1)[-1]
+                                         for line in r.stderr.splitlines())
     return result, explanation
 
 
@@ -314,6 +438,7 @@ def run_scenario(env, index, doc, outcomes):
     if not tests:
         return
     text, timeouts = root_zone(doc.get("zonedata") or {})
+    diagnostics = len(env.diagnostics)
     nsd = h.Nsd(env, {".": text})
     proxy = Proxy(env, nsd.port)
     proxy.timeouts = timeouts
@@ -327,6 +452,7 @@ def run_scenario(env, index, doc, outcomes):
     finally:
         proxy.stop()
         nsd.stop()
+    del env.diagnostics[diagnostics + 1:]  # keep one NSD log pointer, not one per scenario
 
 
 def real_timeout_check(env):
@@ -357,11 +483,20 @@ def test(env):
     outcomes = []
     for index, doc in enumerate(docs):
         run_scenario(env, index, doc, outcomes)
+    order = [o for o in outcomes if o[0] in ORDER_DEPENDENT]
+    outcomes = [o for o in outcomes if o[0] not in ORDER_DEPENDENT]
     passed = [o for o in outcomes if o[1] in o[2]]
     failed = [o for o in outcomes if o[1] not in o[2]]
-    h.log(f"RFC 7208 suite: {len(passed)} of {len(outcomes)} pass "
-          f"({time.monotonic() - started:.1f}s, TIMEOUT {'silent' if REAL_TIMEOUTS else 'SERVFAIL'})")
+    h.log(f"RFC 7208 suite: {len(passed)} of {len(outcomes)} pass, {len(failed)} known "
+          f"deviations, {len(order)} order-dependent "
+          f"({time.monotonic() - started:.1f}s, "
+          f"TIMEOUT {'silent' if REAL_TIMEOUTS else 'SERVFAIL'})")
     problems = []
+    for key, got, want, why in order:
+        accepted = ORDER_DEPENDENT[key][1]
+        h.log(f"  order-dependent {key}: got {got}, want {'|'.join(want)}")
+        if got not in accepted:
+            problems.append(f"{key}: got {got}, outside {sorted(accepted)} ({why})")
     for key, got, want, why in failed:
         known = KNOWN_DEVIATIONS.get(key)
         h.log(f"  {'known' if known else 'NEW  '} {key}: got {got}, want {'|'.join(want)} ({why})")
@@ -372,8 +507,8 @@ def test(env):
             if key in KNOWN_DEVIATIONS:
                 problems.append(f"{key}: listed in KNOWN_DEVIATIONS but now passes ({got}); "
                                 "remove it from the list")
-        ran = {o[0] for o in outcomes}
-        for key in KNOWN_DEVIATIONS:
+        ran = {o[0] for o in outcomes + order}
+        for key in list(KNOWN_DEVIATIONS) + list(ORDER_DEPENDENT):
             if key not in ran:
                 problems.append(f"{key}: listed in KNOWN_DEVIATIONS but not in the suite")
         if not REAL_TIMEOUTS:

@@ -34,8 +34,7 @@ static void read_message_crlf(struct strbuf *out)
     char prev = 0;
     while ((n = fread(buf, 1, sizeof buf, stdin)) > 0) {
         for (size_t i = 0; i < n; i++) {
-            if (buf[i] == '\n' && prev != '\r')
-                strbuf_append(out, "\r", 1);
+            if (buf[i] == '\n' && prev != '\r') strbuf_append(out, "\r", 1);
             strbuf_append(out, &buf[i], 1);
             prev = buf[i];
         }
@@ -74,8 +73,7 @@ static void stop_libraries(void)
 static int cmd_sign(const char *keydir, const char *domain)
 {
     struct dkim_keystore *ks = load_keys(keydir);
-    if (!ks)
-        return 1;
+    if (!ks) return 1;
     const struct dkim_key *keys[MAX_KEYS];
     size_t n = dkim_keystore_for(ks, domain, keys, MAX_KEYS);
     if (n == 0) {
@@ -120,15 +118,14 @@ static int cmd_verify(const char *server)
     for (size_t i = 0; i < n; i++)
         printf("%s d=%s s=%s a=%s %s\n", names[sigs[i].result + 1], sigs[i].domain,
                sigs[i].selector, sigs[i].algorithm, sigs[i].error);
-    if (n == 0)
-        printf("none\n");
+    if (n == 0) printf("none\n");
     strbuf_free(&msg);
     dns_sync_shutdown();
     return 0;
 }
 
-static int cmd_keygen(const char *dir, const char *domain, const char *selector,
-                      const char *alg, const char *bits)
+static int cmd_keygen(const char *dir, const char *domain, const char *selector, const char *alg,
+                      const char *bits)
 {
     enum dkim_algorithm a;
     if (strcmp(alg, "rsa") == 0)
@@ -164,8 +161,8 @@ static void bench_message(const char *domain, struct strbuf *msg)
     strbuf_puts(msg, "\r\n");
 }
 
-static double bench_run(const struct dkim_key *const *keys, size_t n_keys,
-                        const struct strbuf *msg, int rounds)
+static double bench_run(const struct dkim_key *const *keys, size_t n_keys, const struct strbuf *msg,
+                        int rounds)
 {
     struct strbuf out = STRBUF_INIT;
     char err[512];
@@ -186,18 +183,14 @@ static double bench_run(const struct dkim_key *const *keys, size_t n_keys,
 static int cmd_bench(const char *keydir, const char *domain, const char *count)
 {
     int rounds = atoi(count);
-    if (rounds <= 0)
-        return usage();
+    if (rounds <= 0) return usage();
     struct dkim_keystore *ks = load_keys(keydir);
-    if (!ks)
-        return 1;
+    if (!ks) return 1;
     const struct dkim_key *all[MAX_KEYS], *rsa = NULL, *ed = NULL;
     size_t n = dkim_keystore_for(ks, domain, all, MAX_KEYS);
     for (size_t i = 0; i < n; i++) {
-        if (all[i]->algorithm == DKIM_ALG_RSA_SHA256 && !rsa)
-            rsa = all[i];
-        if (all[i]->algorithm == DKIM_ALG_ED25519_SHA256 && !ed)
-            ed = all[i];
+        if (all[i]->algorithm == DKIM_ALG_RSA_SHA256 && !rsa) rsa = all[i];
+        if (all[i]->algorithm == DKIM_ALG_ED25519_SHA256 && !ed) ed = all[i];
     }
     struct strbuf msg = STRBUF_INIT;
     bench_message(domain, &msg);
@@ -226,14 +219,12 @@ static int cmd_bench(const char *keydir, const char *domain, const char *count)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage();
+    if (argc < 2) return usage();
     const char *cmd = argv[1];
     if (strcmp(cmd, "keygen") == 0 && (argc == 6 || argc == 7))
         return cmd_keygen(argv[2], argv[3], argv[4], argv[5], argc == 7 ? argv[6] : NULL);
     int rc;
-    if (start_libraries() < 0)
-        return 1;
+    if (start_libraries() < 0) return 1;
     if (strcmp(cmd, "sign") == 0 && argc == 4)
         rc = cmd_sign(argv[2], argv[3]);
     else if (strcmp(cmd, "verify") == 0 && argc == 3)

@@ -77,8 +77,7 @@ static int setup(void **state)
 {
     (void)state;
     char err[256];
-    if (!mkdtemp(tmpdir))
-        return -1;
+    if (!mkdtemp(tmpdir)) return -1;
     snprintf(keydir, sizeof keydir, "%s/keys", tmpdir);
     if (orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(NULL, err, sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
@@ -86,8 +85,8 @@ static int setup(void **state)
     }
     /* The keys every test shares: example.org, RSA-2048 (default) and Ed25519. */
     struct strbuf txt = STRBUF_INIT;
-    if (dkim_keygen(keydir, "example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0, &txt, err,
-                    sizeof err) < 0 ||
+    if (dkim_keygen(keydir, "example.org", "rsa1", DKIM_ALG_RSA_SHA256, 0, &txt, err, sizeof err) <
+            0 ||
         dkim_keygen(keydir, "example.org", "ed1", DKIM_ALG_ED25519_SHA256, 0, &txt, err,
                     sizeof err) < 0) {
         fprintf(stderr, "%s\n", err);
@@ -115,9 +114,9 @@ static void test_keygen_then_load(void **state)
     char dir[700], err[256], path[800];
     snprintf(dir, sizeof dir, "%s/gen", tmpdir);
     struct strbuf rsa_txt = STRBUF_INIT, ed_txt = STRBUF_INIT;
-    assert_int_equal(dkim_keygen(dir, "Example.COM", "s1", DKIM_ALG_RSA_SHA256, 1024, &rsa_txt,
-                                 err, sizeof err),
-                     0);
+    assert_int_equal(
+        dkim_keygen(dir, "Example.COM", "s1", DKIM_ALG_RSA_SHA256, 1024, &rsa_txt, err, sizeof err),
+        0);
     assert_int_equal(
         dkim_keygen(dir, "example.com", "s2", DKIM_ALG_ED25519_SHA256, 0, &ed_txt, err, sizeof err),
         0);
@@ -164,7 +163,7 @@ static void test_keygen_then_load(void **state)
     assert_int_equal(ed->algorithm, DKIM_ALG_ED25519_SHA256);
     assert_string_equal(ed->selector, "s2");
     assert_int_equal(ed->bits, 256);
-    assert_int_equal(strlen(ed->public_b64), 44); /* raw 32 bytes, RFC 8463 */
+    assert_int_equal(strlen(ed->public_b64), 44);              /* raw 32 bytes, RFC 8463 */
     assert_true(strncmp(rsa->public_b64, "MIGfMA0G", 8) == 0); /* SPKI DER of RSA-1024 */
 
     /* The record keygen printed carries the same public keys as the loaded ones. */
@@ -215,9 +214,9 @@ static void test_load_refuses_bad_files(void **state)
     (void)state;
     char dir[700], sub[800], path[900], err[256], cmd[2000];
     snprintf(dir, sizeof dir, "%s/bad", tmpdir);
-    assert_int_equal(dkim_keygen(dir, "example.net", "open", DKIM_ALG_ED25519_SHA256, 0, NULL, err,
-                                 sizeof err),
-                     0);
+    assert_int_equal(
+        dkim_keygen(dir, "example.net", "open", DKIM_ALG_ED25519_SHA256, 0, NULL, err, sizeof err),
+        0);
     assert_int_equal(
         dkim_keygen(dir, "example.net", "ok", DKIM_ALG_ED25519_SHA256, 0, NULL, err, sizeof err),
         0);
@@ -257,8 +256,7 @@ static void test_load_refuses_bad_files(void **state)
     assert_int_equal(n_errors, 3);
     int seen_mode = 0, seen_garbage = 0, seen_type = 0;
     for (size_t i = 0; i < n_errors; i++) {
-        if (strstr(errors[i], "/example.net/open.ed25519.pem: mode 0644 refused"))
-            seen_mode = 1;
+        if (strstr(errors[i], "/example.net/open.ed25519.pem: mode 0644 refused")) seen_mode = 1;
         if (strstr(errors[i], "/example.net/garbage.rsa.pem: ") &&
             strstr(errors[i], "not a readable"))
             seen_garbage = 1;
@@ -368,7 +366,8 @@ static const char message[] =
     "Content-Type: text/plain; charset=utf-8\r\n"
     "Content-Transfer-Encoding: 8bit\r\n"
     "\r\n"
-    "Gr\xc3\xbc\xc3\x9f" "e!\r\n"
+    "Gr\xc3\xbc\xc3\x9f"
+    "e!\r\n"
     ".a line starting with a dot\r\n"
     "\r\n";
 
@@ -380,8 +379,7 @@ static char *sign(const struct dkim_key *const *keys, size_t n, const char *msg,
     struct dkim_signature sigs[4];
     char err[256] = "";
     int rc = dkim_sign_message(keys, n, msg, len, &out, sigs, err, sizeof err);
-    if (rc != 0)
-        fprintf(stderr, "sign: %s\n", err);
+    if (rc != 0) fprintf(stderr, "sign: %s\n", err);
     assert_int_equal(rc, 0);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(sigs[i].result, 1);
@@ -423,8 +421,7 @@ static void test_sign_then_verify(void **state)
     struct dkim_signature sigs[4];
     assert_int_equal(dkim_verify_message(signed_msg, len, sigs, 4), 2);
     for (int i = 0; i < 2; i++) {
-        if (sigs[i].result != 1)
-            fprintf(stderr, "sig %d: %s\n", i, sigs[i].error);
+        if (sigs[i].result != 1) fprintf(stderr, "sig %d: %s\n", i, sigs[i].error);
         assert_int_equal(sigs[i].result, 1);
         assert_string_equal(sigs[i].domain, "example.org");
     }
@@ -442,8 +439,7 @@ static void test_sign_then_verify(void **state)
     assert_int_equal(dkim_verify_message(signed_msg, len, sigs, 4), 2);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(sigs[i].result, 0);
-        if (!strstr(sigs[i].error, "body hash"))
-            fprintf(stderr, "error: %s\n", sigs[i].error);
+        if (!strstr(sigs[i].error, "body hash")) fprintf(stderr, "error: %s\n", sigs[i].error);
         assert_non_null(strstr(sigs[i].error, "body hash"));
     }
     dot[1] = 'a';
@@ -527,9 +523,8 @@ static void test_sign_with_bad_key_fails_early(void **state)
     const struct dkim_key *keys[1] = {&bad};
     struct strbuf out = STRBUF_INIT;
     char err[256] = "";
-    assert_int_equal(dkim_sign_message(keys, 1, message, sizeof message - 1, &out, NULL, err,
-                                       sizeof err),
-                     -1);
+    assert_int_equal(
+        dkim_sign_message(keys, 1, message, sizeof message - 1, &out, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "/nowhere/bad.rsa.pem"));
     assert_int_equal(out.len, 0);
 
@@ -537,9 +532,8 @@ static void test_sign_with_bad_key_fails_early(void **state)
     struct dkim_keystore *ks = dkim_keystore_load(keydir, NULL, NULL);
     assert_non_null(ks);
     const struct dkim_key *three[3] = {&ks->keys[0], &ks->keys[1], &bad};
-    assert_int_equal(dkim_sign_message(three, 3, message, sizeof message - 1, &out, NULL, err,
-                                       sizeof err),
-                     -1);
+    assert_int_equal(
+        dkim_sign_message(three, 3, message, sizeof message - 1, &out, NULL, err, sizeof err), -1);
     assert_int_equal(out.len, 0);
     dkim_keystore_free(ks);
     strbuf_free(&out);

@@ -1,0 +1,314 @@
+/* control.c - the texts `outrelay ramp status` and `outrelay ramp plan` print: the schedule
+ * and where the ramp stands, counts against caps, shaping in force; and the next 7 days'
+ * expected messages per egress and provider from the last 7 days in <state>/records.db
+ * (read only). Formats only; changes nothing. Loop thread; called by route.c. */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/strbuf.h"
+#include "route/route.h"
+#include "route/route_internal.h"
+
+static void format_span(int64_t seconds, char *buf, size_t size)
+{
+    if (seconds < 0) seconds = 0;
+    if (seconds >= 86400)
+        snprintf(buf, size, "%lldd %02lldh", (long long)(seconds / 86400),
+                 (long long)(seconds % 86400 / 3600));
+    else if (seconds >= 3600)
+        snprintf(buf, size, "%lldh %02lldm", (long long)(seconds / 3600),
+                 (long long)(seconds % 3600 / 60));
+    else
+        snprintf(buf, size, "%lldm %02llds", (long long)(seconds / 60), (long long)(seconds % 60));
+}
+
+static void status_schedule(const struct ramp_conf *r, int64_t now, struct strbuf *out)
+{
+    long current = ramp_current_step(r, now);
+    char t[32], span[32];
+    if (!r->n_schedule) {
+        strbuf_puts(out, "schedule: none (the share is 0 % unless set by the operator)\n");
+        return;
+    }
+    strbuf_printf(out, "schedule (UTC, %s):\n", r->interpolate ? "interpolated" : "steps");
+    for (size_t i = 0; i < r->n_schedule; i++) {
+        ramp_format_time(r->schedule[i].at, t, sizeof t);
+        strbuf_printf(out, "  %s %s %7.2f%%", (long)i == current ? ">" : " ", t,
+                      r->schedule[i].percent);
+        if ((long)i == current) strbuf_puts(out, "   current");
+        if ((long)i == current + 1) {
+            format_span(r->schedule[i].at - now, span, sizeof span);
+            strbuf_printf(out, "   next, in %s", span);
+        }
+        strbuf_puts(out, "\n");
+    }
+}
+
+static void status_pins(const struct ramp_conf *r, int64_t now, struct strbuf *out)
+{
+    static const char *const kinds[] = {"origin", "domain", "provider"};
+    const struct ramp_pin *lists[] = {r->pin_origins, r->pin_domains, r->pin_providers};
+    size_t counts[] = {r->n_pin_origins, r->n_pin_domains, r->n_pin_providers};
+    int any = 0;
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < counts[k]; i++) {
+            const struct ramp_pin *p = &lists[k][i];
+            char t[32];
+            if (!any++) strbuf_puts(out, "pins (checked in this order):\n");
+            strbuf_printf(out, "  %-8s %-30s -> %s", kinds[k], p->name, p->egress);
+            if (p->until) {
+                ramp_format_time(p->until, t, sizeof t);
+                strbuf_printf(out, " until %s%s", t, now >= p->until ? " (expired)" : "");
+            }
+            strbuf_puts(out, "\n");
+        }
+    }
+}
+
+static void cell(char *buf, size_t size, int count, int cap)
+{
+    if (cap)
+        snprintf(buf, size, "%d/%d%s", count, cap, count >= cap ? "!" : "");
+    else
+        snprintf(buf, size, "%d/-", count);
+}
+
+static void status_counts(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    size_t n = w->cfg->n_egress * w->n_providers;
+    int header = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct route_pair *p = &w->pairs[i];
+        int c[WIN_COUNT];
+        char cells[WIN_COUNT][32];
+        for (int k = 0; k < WIN_COUNT; k++)
+            c[k] = limits_count_in(p, k, now);
+        if (!p->cap && !c[WIN_DAY]) continue;
+        if (!header++)
+            strbuf_printf(out,
+                          "messages per egress x provider (UTC calendar windows; count/cap, "
+                          "! = cap reached):\n  %-10s %-22s %12s %12s %14s %6s %9s\n",
+                          "egress", "provider", "minute", "hour", "day", "conns", "per-conn");
+        cell(cells[0], sizeof cells[0], c[0], p->cap ? p->cap->per_minute : 0);
+        cell(cells[1], sizeof cells[1], c[1], p->cap ? p->cap->per_hour : 0);
+        cell(cells[2], sizeof cells[2], c[2], p->cap ? p->cap->per_day : 0);
+        char conns[16] = "-", per[16] = "-";
+        if (p->cap && p->cap->connections) snprintf(conns, sizeof conns, "%d", p->cap->connections);
+        if (p->cap && p->cap->per_connection)
+            snprintf(per, sizeof per, "%d", p->cap->per_connection);
+        strbuf_printf(out, "  %-10s %-22s %12s %12s %14s %6s %9s\n", p->egress->name, p->provider,
+                      cells[0], cells[1], cells[2], conns, per);
+    }
+    if (!header) strbuf_puts(out, "messages per egress x provider: none counted today, no caps\n");
+}
+
+/* The share of each provider's messages that actually left through ramp.to. */
+static void status_observed(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    const struct egress_conf *to = config_find_egress(w->cfg, w->cfg->ramp.to);
+    int header = 0;
+    if (!to) return;
+    for (size_t p = 0; p < w->n_providers; p++) {
+        int total[2] = {0, 0}, moved[2] = {0, 0};
+        for (size_t e = 0; e < w->cfg->n_egress; e++) {
+            struct route_pair *pair = &w->pairs[e * w->n_providers + p];
+            for (int k = 0; k < 2; k++) {
+                int c = limits_count_in(pair, k == 0 ? WIN_HOUR : WIN_DAY, now);
+                total[k] += c;
+                if (pair->egress == to) moved[k] += c;
+            }
+        }
+        if (!total[1]) continue;
+        if (!header++)
+            strbuf_printf(out, "observed share through %s (this UTC hour / day):\n", to->name);
+        char hour[16] = "-";
+        if (total[0]) snprintf(hour, sizeof hour, "%.1f%%", 100.0 * moved[0] / total[0]);
+        strbuf_printf(out, "  %-22s %8s / %5.1f%%  (%d / %d messages)\n", w->pairs[p].provider,
+                      hour, 100.0 * moved[1] / total[1], total[0], total[1]);
+    }
+}
+
+static void status_shaping(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    int header = 0;
+    for (size_t i = 0; i < w->n_shaping_states; i++) {
+        const struct route_shaping *s = &w->shaping[i];
+        char t[32], span[32];
+        if (!s->active) continue;
+        if (!header++) strbuf_puts(out, "shaping in force:\n");
+        strbuf_printf(out, "  %-24s %s x %s: %s", s->rule->name, s->pair->egress->name,
+                      s->pair->provider, config_shaping_action_name(s->rule->action));
+        if (now < s->until) {
+            ramp_format_time(s->until, t, sizeof t);
+            format_span(s->until - now, span, sizeof span);
+            if (s->rule->action == SHAPING_THROTTLE && s->rule->rate_count)
+                strbuf_printf(out, " to %d per %llds", s->rule->rate_count,
+                              (long long)s->rule->rate_period);
+            if (s->rule->connections)
+                strbuf_printf(out, ", %d connection(s)", s->rule->connections);
+            strbuf_printf(out, ", ends in %s (%s)", span, t);
+        } else {
+            int count;
+            int64_t period;
+            limits_throttle_rate(w, s, now, &count, &period);
+            strbuf_printf(out,
+                          " over, recovering: %d per %llds, stepping up x%g every %llds "
+                          "without a matching reply",
+                          count, (long long)period, s->rule->recover_step,
+                          (long long)s->rule->recover_quiet);
+        }
+        strbuf_puts(out, "\n");
+    }
+    if (!header) strbuf_puts(out, "shaping in force: none\n");
+}
+
+void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    const struct ramp_conf *r = &w->cfg->ramp;
+    char t[32];
+    strbuf_printf(out, "ramp: %s -> %s, key ", r->from ? r->from : "-", r->to ? r->to : "(none)");
+    for (size_t i = 0; i < r->n_key; i++)
+        strbuf_printf(out, "%s%s", i ? "|" : "", r->key[i]);
+    ramp_format_time(now, t, sizeof t);
+    strbuf_printf(out, ", now %s\n", t);
+    status_schedule(r, now, out);
+    strbuf_printf(out, "effective share: %.2f%% (", ramp_share_at(r, &w->override, now));
+    if (w->override.mode == RAMP_SCHEDULE) {
+        strbuf_printf(out, "mode schedule)\n");
+    } else {
+        ramp_format_time(w->override.since, t, sizeof t);
+        strbuf_printf(out, "mode %s since %s, until resume; the schedule says %.2f%%)\n",
+                      ramp_mode_name(w->override.mode), t, ramp_schedule_share(r, now));
+    }
+    status_pins(r, now, out);
+    status_counts(w, now, out);
+    status_observed(w, now, out);
+    status_shaping(w, now, out);
+}
+
+/* ---- plan */
+
+#define PLAN_DAYS 7
+
+/* Delivered messages per provider over the last 7 days, from records.db. */
+static int read_traffic(struct route_world *w, int64_t now, double *per_provider,
+                        struct strbuf *out)
+{
+    struct strbuf path = STRBUF_INIT;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    strbuf_printf(&path, "%s/records.db", w->state_dir);
+    int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "SELECT remote_mx, COUNT(*) FROM events WHERE event = 'delivered' "
+                                "AND ts_us >= ?1 AND ts_us < ?2 GROUP BY remote_mx",
+                                -1, &st, NULL);
+    if (rc != SQLITE_OK) {
+        strbuf_printf(out, "cannot read %s: %s\n", strbuf_str(&path),
+                      db ? sqlite3_errmsg(db) : "cannot open");
+        sqlite3_close(db);
+        strbuf_free(&path);
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
+    sqlite3_bind_int64(st, 2, now * 1000000);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *mx = (const char *)sqlite3_column_text(st, 0);
+        const char *const hosts[] = {mx ? mx : ""};
+        const char *provider = route_provider(hosts, 1);
+        size_t p = 0;
+        while (p + 1 < w->n_providers && strcmp(w->pairs[p].provider, provider))
+            p++;
+        per_provider[p] += (double)sqlite3_column_int64(st, 1) / PLAN_DAYS;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    strbuf_free(&path);
+    return 0;
+}
+
+/* The share over one UTC day: the mean of 24 hourly samples (steps may fall inside it). */
+static double day_share(struct route_world *w, int64_t day)
+{
+    double sum = 0;
+    for (int h = 0; h < 24; h++)
+        sum += ramp_share_at(&w->cfg->ramp, &w->override, day + h * 3600 + 1800);
+    return sum / 24;
+}
+
+int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    const struct config *cfg = w->cfg;
+    const struct egress_conf *from = config_find_egress(cfg, cfg->ramp.from);
+    const struct egress_conf *to = config_find_egress(cfg, cfg->ramp.to);
+    double traffic[w->n_providers];
+    int flagged = 0;
+    memset(traffic, 0, sizeof traffic);
+    if (read_traffic(w, now, traffic, out) < 0) return -1;
+    strbuf_printf(out, "average messages delivered per day over the last %d days, by provider:\n",
+                  PLAN_DAYS);
+    double all = 0;
+    for (size_t p = 0; p < w->n_providers; p++) {
+        all += traffic[p];
+        if (traffic[p] > 0)
+            strbuf_printf(out, "  %-22s %10.1f\n", w->pairs[p].provider, traffic[p]);
+    }
+    if (all <= 0) {
+        strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");
+        return 0;
+    }
+    strbuf_printf(out,
+                  "expected messages per UTC day (share averaged over the day; provider pins "
+                  "applied, origin and domain pins not modelled; ! = over the per_day cap):\n"
+                  "  %-10s %7s  %-10s %-22s %10s %9s\n",
+                  "day", "share", "egress", "provider", "expected", "cap/day");
+    int64_t today = limits_window_start(WIN_DAY, now);
+    for (int d = 0; d < PLAN_DAYS; d++) {
+        int64_t day = today + (int64_t)d * 86400;
+        double share = day_share(w, day);
+        char date[32];
+        ramp_format_time(day, date, sizeof date);
+        date[10] = '\0';
+        int first = 1;
+        for (size_t p = 0; p < w->n_providers; p++) {
+            if (traffic[p] <= 0) continue;
+            const char *provider = w->pairs[p].provider;
+            for (size_t e = 0; e < cfg->n_egress; e++) {
+                const struct egress_conf *eg = &cfg->egress[e];
+                double expected = 0;
+                const struct ramp_pin *pin = NULL;
+                for (size_t i = 0; i < cfg->ramp.n_pin_providers; i++)
+                    if (!strcmp(cfg->ramp.pin_providers[i].name, provider) &&
+                        (!cfg->ramp.pin_providers[i].until ||
+                         day + 43200 < cfg->ramp.pin_providers[i].until))
+                        pin = &cfg->ramp.pin_providers[i];
+                if (pin)
+                    expected = !strcmp(pin->egress, eg->name) ? traffic[p] : 0;
+                else if (eg == to)
+                    expected = traffic[p] * share / 100.0;
+                else if (eg == from)
+                    expected = traffic[p] * (to ? 1.0 - share / 100.0 : 1.0);
+                const struct cap_conf *cap = w->pairs[e * w->n_providers + p].cap;
+                int limit = cap ? cap->per_day : 0;
+                if (expected <= 0 && !limit) continue;
+                char capbuf[16] = "-";
+                if (limit) snprintf(capbuf, sizeof capbuf, "%d", limit);
+                int over = limit && expected > limit;
+                flagged += over;
+                strbuf_printf(out, "  %-10s %6.1f%%  %-10s %-22s %10.0f %9s%s\n", first ? date : "",
+                              share, eg->name, provider, expected, capbuf, over ? " !" : "");
+                first = 0;
+            }
+        }
+    }
+    if (flagged)
+        strbuf_printf(out,
+                      "%d day x egress x provider rows exceed a per_day cap: that mail "
+                      "spills to the other egress where its caps allow, else waits.\n",
+                      flagged);
+    else
+        strbuf_puts(out, "no day exceeds a per_day cap.\n");
+    return 0;
+}

@@ -1,0 +1,76 @@
+/* route.h - the route stage: which egress a recipient's mail leaves through, and whether it
+ * may leave now. Three things decide it, in this order:
+ *   1. the ramp: a sticky percentage split between ramp.from and ramp.to (schedule + the
+ *      operator's overrides, which persist in <state>/route.db);
+ *   2. pins: an origin, a recipient domain or a provider fixed to one egress;
+ *   3. caps and shaping per egress x provider: message counts per minute/hour/day (persisted),
+ *      and suspensions/throttles triggered by receivers' replies (rules in policies/shaping.yaml,
+ *      persisted). A capped or suspended choice spills to the other egress when that one is
+ *      allowed, else the mail waits in the queue.
+ * Providers group destinations by MX host suffix (policies/providers.yaml).
+ * Loop thread only (route.db is written synchronously; writes are rare, counters are flushed
+ * every few seconds and at shutdown). */
+#ifndef OUTRELAY_ROUTE_H
+#define OUTRELAY_ROUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+#include "spool/envelope.h"
+
+/* Loads persisted overrides, counters and suspensions. Returns 0 / -1 with err. */
+int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen);
+/* Flushes counters; closes route.db. */
+void route_shutdown(void);
+/* Writes the counts to route.db now. route_count() does it by itself when 5 s have passed
+ * since the last flush; a timer may call this so quiet periods are flushed too. */
+void route_flush(void);
+
+/* The clock the ramp and the caps use: time(NULL), unless the environment variable
+ * OUTRELAY_TEST_CLOCK names a file holding a unix time (tests move time by rewriting it). */
+int64_t route_now(void);
+
+/* The provider of a destination from its MX host names (e.g. "microsoft-consumer",
+ * "google"); "other" when no provider matches. The returned string lives as long as the config. */
+const char *route_provider(const char *const *mx_hosts, size_t n_hosts);
+
+/* The ramp's effective cloud share in percent at `now` (schedule, interpolation, overrides). */
+double route_share(int64_t now);
+
+/* The routing key of a recipient (ramp.key parts joined), e.g. "example.org|example.net". */
+void route_key(const struct envelope *env, size_t rcpt, char *out, size_t size);
+/* A key's bucket in [0, 10000): the same on every instance and every run. */
+uint32_t route_bucket(const char *key);
+
+/* The decision for one recipient. */
+struct route_decision {
+    const struct egress_conf *egress;  /* NULL: nothing may send now; wait until `retry_at` */
+    const struct egress_conf *planned; /* what the ramp (and pins) chose */
+    double share;                      /* ramp share used */
+    int spilled;                       /* egress != planned because of a cap or shaping */
+    int64_t retry_at;                  /* when egress == NULL */
+    char reason[200];                  /* why (pin, cap hit, suspension...) */
+};
+/* Decides for one recipient whose provider is known. origin: the message's origin name;
+ * rcpt_domain: the recipient's domain. Does not count anything. */
+void route_decide(const struct envelope *env, size_t rcpt, const char *provider, int64_t now,
+                  struct route_decision *out);
+/* Counts one message sent through egress to provider (call when a transaction starts). */
+void route_count(const struct egress_conf *egress, const char *provider, int64_t now);
+/* The connection limits in force for egress x provider (caps and throttles): max concurrent
+ * connections and messages per connection; 0 = no limit from the route stage. */
+void route_connection_limits(const struct egress_conf *egress, const char *provider, int64_t now,
+                             int *max_connections, int *max_per_connection);
+
+/* A reply from a receiver (any code, including 2xx so rules can recover): feeds the shaping
+ * rules for egress x provider. Returns 1 when it started a suspension/throttle/reroute. */
+int route_feedback(const struct egress_conf *egress, const char *provider, int code,
+                   const char *enhanced, const char *text, int64_t now);
+
+/* Operator commands ("status", "set PERCENT", "pause", "resume", "rollback", "plan");
+ * the answer goes to out. Returns 0 / -1. Overrides are persisted and recorded as events. */
+int route_control(const char *command, struct strbuf *out);
+
+#endif

@@ -1,0 +1,125 @@
+/* route_internal.h - what the files of the route stage share, and nothing outside it uses
+ * (tests excepted): the pure ramp math (ramp.c), the in-memory caps and shaping state
+ * (limits.c), its persistence in <state>/route.db (state.c) and the operator's texts
+ * (control.c). route.c owns the one struct route_world instance; loop thread only. */
+#ifndef OUTRELAY_ROUTE_INTERNAL_H
+#define OUTRELAY_ROUTE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+#include "spool/envelope.h"
+
+/* ---- ramp.c: pure functions of the schedule, the overrides and the clock */
+
+enum ramp_mode {
+    RAMP_SCHEDULE, /* the schedule decides */
+    RAMP_SET,      /* "set P": P until resume */
+    RAMP_PAUSE,    /* "pause": the share at the moment of pausing, until resume */
+    RAMP_ROLLBACK, /* "rollback": the step before the current one, until resume */
+};
+
+struct ramp_override {
+    enum ramp_mode mode;
+    double percent; /* for every mode but RAMP_SCHEDULE */
+    int64_t since;  /* when the operator gave the command */
+};
+
+const char *ramp_mode_name(enum ramp_mode mode);
+int ramp_mode_parse(const char *name, enum ramp_mode *mode);
+/* The index of the step in force at `now` (the last one at or before it), -1 before the first. */
+long ramp_current_step(const struct ramp_conf *ramp, int64_t now);
+/* The schedule alone: 0 before the first step; steps, or straight lines between them. */
+double ramp_schedule_share(const struct ramp_conf *ramp, int64_t now);
+/* The schedule with the operator's override applied. */
+double ramp_share_at(const struct ramp_conf *ramp, const struct ramp_override *o, int64_t now);
+/* The percentage "rollback" pins at `now`: the step before the current one, 0 if none. */
+double ramp_rollback_percent(const struct ramp_conf *ramp, int64_t now);
+void ramp_key(const struct ramp_conf *ramp, const struct envelope *env, size_t rcpt, char *out,
+              size_t size);
+uint32_t ramp_bucket(const char *key);
+/* 1 when a key in `bucket` goes to ramp.to at `share` percent. */
+int ramp_goes_to(uint32_t bucket, double share);
+/* "2026-12-01T00:00:00Z" */
+void ramp_format_time(int64_t t, char *buf, size_t size);
+
+/* ---- limits.c: caps and shaping per egress x provider */
+
+enum { WIN_MINUTE, WIN_HOUR, WIN_DAY, WIN_COUNT };
+
+struct route_pair {
+    const struct egress_conf *egress;
+    const char *provider;       /* a provider's name or "other" (lives as long as the config) */
+    const struct cap_conf *cap; /* NULL: no caps */
+    int64_t window_start[WIN_COUNT];
+    int count[WIN_COUNT];
+    int dirty; /* counts not yet in route.db */
+};
+
+/* One shaping rule applied to one egress x provider. */
+struct route_shaping {
+    const struct shaping_rule *rule;
+    struct route_pair *pair;
+    int64_t *hit_times; /* the last rule->hits matching replies (a ring) */
+    int n_hits, next_hit;
+    int active; /* 0 idle; 1 in force until `until`; then recovering (see limits.c) */
+    int64_t started, until, last_hit;
+    int64_t throttle_start; /* the current rate period and its message count */
+    int throttle_count;
+};
+
+struct route_world {
+    const struct config *cfg;
+    char *state_dir;
+    sqlite3 *db;
+    struct ramp_override override;
+    size_t n_providers;            /* cfg providers + "other" */
+    struct route_pair *pairs;      /* n_egress x n_providers */
+    struct route_shaping *shaping; /* n_shaping x n_egress x n_providers */
+    size_t n_shaping_states;
+    int64_t last_flush; /* real time of the last counter flush */
+};
+
+extern struct route_world route_world;
+
+const char *limits_window_name(int window);
+int64_t limits_window_start(int window, int64_t now);
+int64_t limits_window_end(int window, int64_t now);
+void limits_build(struct route_world *w);
+void limits_free(struct route_world *w);
+struct route_pair *limits_pair(struct route_world *w, const struct egress_conf *egress,
+                               const char *provider);
+/* The counts for the windows containing `now` (older windows read as 0). */
+int limits_count_in(struct route_pair *p, int window, int64_t now);
+void limits_count(struct route_world *w, struct route_pair *p, int64_t now);
+/* 0 when p may send at `now`; else the time it may send again, with the reason in why. */
+int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_t now, char *why,
+                             size_t size);
+/* The throttle rate in force for an active entry at `now` (messages, period); 0 = none. */
+void limits_throttle_rate(const struct route_world *w, const struct route_shaping *s, int64_t now,
+                          int *count, int64_t *period);
+/* Lifts what has ended (persisting the change); call before reading the shaping state. */
+void limits_expire(struct route_world *w, int64_t now);
+int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
+                    const char *enhanced, const char *text, int64_t now);
+
+/* ---- state.c: <state>/route.db */
+
+int route_db_open(struct route_world *w, char *err, size_t errlen);
+void route_db_close(struct route_world *w);
+/* Reads the override, counters and active shaping entries into w (built already). */
+int route_db_load(struct route_world *w, char *err, size_t errlen);
+void route_db_save_override(struct route_world *w);
+void route_db_flush_counters(struct route_world *w);
+void route_db_save_shaping(struct route_world *w, const struct route_shaping *s);
+void route_db_delete_shaping(struct route_world *w, const struct route_shaping *s);
+
+/* ---- control.c: the operator's texts */
+
+void route_status_report(struct route_world *w, int64_t now, struct strbuf *out);
+int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out);
+
+#endif
