@@ -3,6 +3,7 @@
  * generating new keys (`outrelay keygen`) and printing the TXT record to publish. The only code
  * that reads or writes key files. Loading happens at start/reload, never on the event loop. */
 #include "sign/dkim.h"
+#include "sign/keycache.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -167,6 +168,7 @@ static void key_clear(struct dkim_key *key)
     free(key->selector);
     free(key->path);
     if (key->pem) {
+        keycache_unregister(key->pem);
         OPENSSL_cleanse(key->pem, strlen(key->pem));
         free(key->pem);
     }
@@ -272,6 +274,7 @@ static void load_key_file(struct load_state *st, const char *domain, const char 
         load_error(st, path, err);
         return;
     }
+    keycache_register(key.pem, pkey); /* parsed once, not for every signature */
     EVP_PKEY_free(pkey);
     key.domain = xstrdup(domain);
     key.selector = xstrdup(selector);
