@@ -381,7 +381,10 @@ static void schedule(struct message *m, int64_t now)
         struct route_decision rd;
         route_decide(m->env, i, provider, rnow, &rd);
         if (!rd.egress) {
-            r->next_try = rd.retry_at > now ? rd.retry_at : now + 1;
+            /* retry_at is on the route clock; wait that long on ours, but look again at least
+             * every minute (caps and suspensions can also end by an operator's command) */
+            int64_t wait = rd.retry_at - rnow;
+            r->next_try = now + (wait < 1 ? 1 : wait > 60 ? 60 : wait);
             emit_routed(m, i, &rd, NULL, provider);
             continue;
         }

@@ -992,6 +992,13 @@ class Relay:
     def stderr(self):
         return tail(self.log_path, 10 ** 9)
 
+    def queue_like(self, command, *args, timeout=30):
+        """`outrelay COMMAND ARGS -c CONFIG` (ramp, queue, ...) as a CompletedProcess."""
+        r = subprocess.run([self.env.bin, command, *args, "-c", self.conf_path],
+                           capture_output=True, text=True, timeout=timeout)
+        log(f"outrelay {command} {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}")
+        return r
+
     def queue(self, *args, timeout=30):
         r = subprocess.run([self.env.bin, "queue", *args, "-c", self.conf_path],
                            capture_output=True, text=True, timeout=timeout)

@@ -15,6 +15,7 @@ saw 250 can rely on the record being there. Scripted replies (--script JSON) are
   [{"on": "DATA", "reply": "451 4.3.0 try later", "count": 1}]   first DATA gets 451, later ones 250
   [{"on": "RCPT", "reply": "550 5.1.1 no such user"}]            every RCPT refused (no count: forever)
   [{"on": "RCPT", "match": "bad@", "reply": "550 5.1.1 no"}]      only recipients containing "bad@"
+  [{"on": "DATA", "peer": "127.0.0.3", "reply": "451 ..."}]       only clients from that address
 
 "on" is EHLO, MAIL, RCPT or DATA (DATA = the reply after the message data). The first rule that
 matches and still has a count left answers; otherwise the command is accepted normally.
@@ -43,10 +44,12 @@ class Script:
         self.rules = [dict(r) for r in (rules or [])]
         self.lock = threading.Lock()
 
-    def reply_for(self, cmd, arg):
+    def reply_for(self, cmd, arg, peer=None):
         with self.lock:
             for rule in self.rules:
                 if rule.get("on", "").upper() != cmd:
+                    continue
+                if rule.get("peer") and rule["peer"] != peer:
                     continue
                 if rule.get("match") and rule["match"] not in (arg or ""):
                     continue
@@ -94,7 +97,7 @@ class Handler:
         self.rec = recorder
 
     def _scripted(self, session, cmd, arg):
-        reply = self.script.reply_for(cmd, arg)
+        reply = self.script.reply_for(cmd, arg, (session.peer or (None,))[0])
         if reply is not None:
             version, cipher = tls_info(session)
             self.rec.write({"event": "reply", "cmd": cmd, "arg": arg, "reply": reply,
