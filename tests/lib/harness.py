@@ -949,6 +949,17 @@ class Relay:
                 fail(f"{self.name} did not listen on {self.host}:{self.port} within {timeout}s:"
                      f"\n{tail(self.log_path, 40)}")
             time.sleep(0.05)
+        # the control socket comes up after the spool is recovered: "ready" means both
+        sock = self.config.get("control_socket") or os.path.join(self.config["state"],
+                                                                 "control.sock")
+        while not os.path.exists(sock):
+            if not self.proc.alive():
+                fail(f"{self.name} exited with status {self.proc.returncode()} before its "
+                     f"control socket appeared:\n{tail(self.log_path, 40)}")
+            if time.monotonic() > deadline:
+                fail(f"{self.name} has no control socket {sock} after {timeout}s:"
+                     f"\n{tail(self.log_path, 40)}")
+            time.sleep(0.05)
         log(f"{self.name} listening on {self.host}:{self.port} (pid {self.proc.pid})")
         return self
 
