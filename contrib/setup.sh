@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_DEPS="build-essential cmake pkg-config libevent-dev libssl-dev libunbound-dev libfyaml-dev
   libsqlite3-dev libspf2-dev libopendmarc-dev libopendkim-dev libcrypt-dev libpsl-dev publicsuffix"
-TEST_DEPS="libcmocka-dev nsd postfix swaks python3 python3-aiosmtpd python3-dkim python3-nacl
+TEST_DEPS="libcmocka-dev nsd postfix swaks python3 python3-aiosmtpd python3-dkim python3-nacl python3-yaml
   dnsutils openssl iproute2 procps util-linux"
 
 install() {
