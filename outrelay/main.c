@@ -21,6 +21,7 @@
 #include "common/workpool.h"
 #include "config/config.h"
 #include "control/control.h"
+#include "control/metrics.h"
 #include "deliver/queue.h"
 #include "dns/dns.h"
 #include "ingress/auth.h"
@@ -31,6 +32,7 @@
 #include "check/spf.h"
 #include "dns/dns_sync.h"
 #include "records/records.h"
+#include "report/report.h"
 #include "route/route.h"
 #include "sign/dkim.h"
 #include "sign/signer.h"
@@ -52,6 +54,9 @@ static void usage_main(FILE *f)
                "  dns-advice [-c FILE]   the DKIM, SPF and DMARC records each signing domain\n"
                "                         needs for the configured egresses, and what is wrong\n"
                "                         with what is published now\n"
+               "  report alignment|ramp|delivery|continuity|export|html [options] [-c FILE]\n"
+               "                         review the records: alignment, ramp, delivery,\n"
+               "                         continuity; CSV/JSON, PowerMTA export, HTML page\n"
                "  --version              print the version\n"
                "  --help                 this text; COMMAND --help for each command\n\n"
                "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
@@ -326,6 +331,7 @@ static int cmd_serve(int argc, char **argv)
     struct spool *sp = NULL;
     struct event *sigterm = NULL, *sigint = NULL;
     int queue_started = 0, records_started = 0, control_started = 0, auth_started = 0;
+    int metrics_started = 0;
     int route_started = 0;
     struct dkim_keystore *keys = NULL;
 
@@ -363,6 +369,11 @@ static int cmd_serve(int argc, char **argv)
     smtpd_set_spool(sp);
     if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0) goto out;
     control_started = 1;
+    if (cfg->metrics_listen) {
+        if (metrics_start(serve_base, cfg->metrics_listen, err, sizeof err) < 0) goto out;
+        metrics_started = 1;
+        log_info("metrics: http://%s/metrics", cfg->metrics_listen);
+    }
     sigterm = evsignal_new(serve_base, SIGTERM, on_signal, NULL);
     sigint = evsignal_new(serve_base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
@@ -385,6 +396,7 @@ out:
     dns_shutdown();
     if (auth_started) auth_stages_stop();
     dkim_keystore_free(keys);
+    if (metrics_started) metrics_stop();
     if (records_started) records_close();
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
@@ -441,6 +453,25 @@ static int cmd_dns_advice(int argc, char **argv)
     dns_sync_shutdown();
     orgdomain_shutdown();
     dkim_keystore_free(ks);
+    config_free(cfg);
+    return status;
+}
+
+/* --- report ---------------------------------------------------------------------------------- */
+
+static int cmd_report(int argc, char **argv)
+{
+    /* report_run parses its own options; only -c/--config matters here */
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+    }
+    struct config *cfg = load_config(path);
+    if (!cfg) return 1;
+    int status = report_run(cfg, argc, argv);
     config_free(cfg);
     return status;
 }
@@ -516,6 +547,7 @@ int main(int argc, char **argv)
         return cmd_ramp(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
+    if (strcmp(cmd, "report") == 0) return cmd_report(argc - 1, argv + 1);
     fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -595,6 +595,8 @@ static struct config *defaults_build(void)
     cfg->state = xstrdup("./var/state");
     cfg->keys = xstrdup("./keys");
     cfg->log_level = 1;
+    cfg->dedup_enabled = 1;
+    cfg->dedup_window = 86400;
 
     cfg->mx_port = 25;
     cfg->n_retry = sizeof retry / sizeof retry[0];
@@ -672,6 +674,34 @@ static void load_log(struct loader *ld, const struct at *at)
         int level = get_choice(ld, &v[1], "a log level", levels);
         if (level >= 0) ld->cfg->log_level = level;
     }
+}
+
+/* metrics: { listen: "127.0.0.1:9464" } - the Prometheus endpoint (off when absent) */
+static void load_metrics(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"listen", NULL};
+    struct at v[1];
+    if (take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    const char *s = scalar_text(ld, &v[0]);
+    struct sockaddr_any a;
+    if (!s) return;
+    if (util_parse_hostport(s, -1, &a) < 0) {
+        error_at(ld, v[0].where, LABEL_FMT "\"%s\" is not an address:port (e.g. 127.0.0.1:9464)",
+                 LABEL_ARGS(&v[0]), s);
+        return;
+    }
+    free(ld->cfg->metrics_listen);
+    ld->cfg->metrics_listen = xstrdup(s);
+}
+
+/* dedup: { enabled: true, window: 24h } - duplicate suppression across the two platforms */
+static void load_dedup(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"enabled", "window", NULL};
+    struct at v[2];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) get_bool(ld, &v[0], &ld->cfg->dedup_enabled);
+    if (v[1].node) get_duration(ld, &v[1], &ld->cfg->dedup_window);
 }
 
 static void load_dns(struct loader *ld, const struct at *at)
@@ -1998,6 +2028,8 @@ enum {
     K_PROVIDERS,
     K_CAPS,
     K_SHAPING,
+    K_METRICS,
+    K_DEDUP,
     K_COUNT
 };
 
@@ -2006,7 +2038,8 @@ static void load_root(struct loader *ld, struct fy_node *root)
     static const char *const keys[] = {
         "hostname", "user",   "spool",     "state",     "keys", "control_socket", "log",    "dns",
         "delivery", "listen", "tls",       "limits",    "auth", "origins",        "egress", "ramp",
-        "policies", "dkim",   "alignment", "providers", "caps", "shaping",        NULL};
+        "policies", "dkim",   "alignment", "providers", "caps", "shaping",        "metrics",
+        "dedup",    NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -2043,6 +2076,8 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_PROVIDERS].node) load_providers(ld, &v[K_PROVIDERS]);
     if (v[K_CAPS].node) load_caps(ld, &v[K_CAPS]);
     if (v[K_SHAPING].node) load_shaping(ld, &v[K_SHAPING]);
+    if (v[K_METRICS].node) load_metrics(ld, &v[K_METRICS]);
+    if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
     if (v[K_POLICIES].node) load_policies(ld, &v[K_POLICIES]);
     check_provider_refs(ld);
 }
@@ -2280,6 +2315,7 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_policy_files; i++)
         free(cfg->policy_files[i]);
     free(cfg->policy_files);
+    free(cfg->metrics_listen);
     free(cfg);
 }
 

@@ -199,6 +199,10 @@ struct config {
     enum alignment_action alignment_default;
     struct alignment_rule *alignment_rules;
     size_t n_alignment_rules;
+    char *metrics_listen; /* metrics.listen: Prometheus endpoint address, NULL = off */
+    int dedup_enabled;    /* dedup.enabled (default on): a Message-ID + recipient already
+                             delivered within dedup_window is not sent again */
+    int64_t dedup_window; /* dedup.window, default 24h */
     char **policy_files;
     size_t n_policy_files;
 

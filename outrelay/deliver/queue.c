@@ -303,6 +303,111 @@ const struct envelope *queue_message_envelope(const struct message *m)
     return m->env;
 }
 
+/* --- duplicate suppression ------------------------------------------------------------------- */
+/* During coexistence both platforms can hand us the same message (journaling, forwarding, both
+ * answering). A (Message-ID, recipient) pair delivered within dedup.window is not sent again;
+ * while one copy is being delivered, another waits for its outcome. The delivered pairs of the
+ * window are reloaded from the records at start. */
+
+struct dedup_entry {
+    int64_t delivered_at;            /* 0: not delivered (yet) */
+    const struct message *inflight;  /* the copy being delivered now, or NULL */
+};
+
+static struct hashmap *queue_dedup;
+
+enum dedup_verdict { DEDUP_SEND, DEDUP_SUPPRESS, DEDUP_WAIT };
+
+static int dedup_key(const struct message *m, size_t i, char *out, size_t size)
+{
+    if (!queue_cfg->dedup_enabled || !m->env->message_id || !m->env->message_id[0]) return -1;
+    snprintf(out, size, "%s\n%s", m->env->message_id, m->env->rcpts[i].address);
+    lowercase(out);
+    return 0;
+}
+
+static void dedup_load_one(void *arg, const char *message_id, const char *recipient,
+                           int64_t ts_us)
+{
+    (void)arg;
+    char key[1200];
+    if (!message_id || !recipient) return;
+    snprintf(key, sizeof key, "%s\n%s", message_id, recipient);
+    lowercase(key);
+    struct dedup_entry *e = hashmap_get(queue_dedup, key);
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        hashmap_put(queue_dedup, key, e);
+    }
+    e->delivered_at = ts_us / 1000000;
+}
+
+static enum dedup_verdict dedup_check(struct message *m, size_t i, int64_t now)
+{
+    char key[1200];
+    if (dedup_key(m, i, key, sizeof key) < 0) return DEDUP_SEND;
+    struct dedup_entry *e = hashmap_get(queue_dedup, key);
+    if (e && e->delivered_at && now - e->delivered_at < queue_cfg->dedup_window)
+        return DEDUP_SUPPRESS;
+    if (e && e->inflight && e->inflight != m) return DEDUP_WAIT;
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        hashmap_put(queue_dedup, key, e);
+    }
+    e->inflight = m;
+    return DEDUP_SEND;
+}
+
+/* The outcome of a delivery attempt for recipient i of m. */
+static void dedup_outcome(const struct message *m, size_t i, int delivered, int64_t now)
+{
+    char key[1200];
+    if (dedup_key(m, i, key, sizeof key) < 0) return;
+    struct dedup_entry *e = hashmap_get(queue_dedup, key);
+    if (!e) return;
+    if (delivered) e->delivered_at = now;
+    if (e->inflight == m) e->inflight = NULL;
+}
+
+static void dedup_forget_message(const struct message *m)
+{
+    for (size_t i = 0; i < m->env->n_rcpts; i++) dedup_outcome(m, i, 0, 0);
+}
+
+struct dedup_prune {
+    int64_t now;
+    char **dead;
+    size_t n;
+};
+
+static void dedup_find_old(void *arg, const char *key, void *value)
+{
+    struct dedup_prune *p = arg;
+    struct dedup_entry *e = value;
+    if (!e->inflight && p->now - e->delivered_at >= queue_cfg->dedup_window) {
+        p->dead = xrealloc(p->dead, (p->n + 1) * sizeof *p->dead);
+        p->dead[p->n++] = xstrdup(key);
+    }
+}
+
+static void dedup_prune(int64_t now)
+{
+    struct dedup_prune p = {now, NULL, 0};
+    hashmap_foreach(queue_dedup, dedup_find_old, &p);
+    for (size_t i = 0; i < p.n; i++) {
+        free(hashmap_remove(queue_dedup, p.dead[i]));
+        free(p.dead[i]);
+    }
+    free(p.dead);
+}
+
+static void free_dedup(void *arg, const char *key, void *value)
+{
+    (void)arg;
+    (void)key;
+    free(value);
+}
+
 /* --- scheduling ---------------------------------------------------------------------------- */
 
 static void enqueue_job(struct message *m, struct dest *d, size_t *idx, size_t n)
@@ -324,6 +429,10 @@ static void enqueue_job(struct message *m, struct dest *d, size_t *idx, size_t n
 
 static void start_sign(struct message *m);
 static void start_check(struct message *m);
+static void submit_mark(struct message *m, size_t rcpt, enum spool_mark mark);
+static void emit(const char *event, const struct message *m, size_t rcpt,
+                 const struct rcpt_result *res, const struct dest *d,
+                 const struct attempt_info *info, const char *detail);
 
 /* The alignment decision for recipients routed to egress e: returns the egress to use (e, or
  * another one whose DMARC would pass), or NULL when the message was held (*stop set) or the
@@ -349,6 +458,7 @@ static void emit_routed(struct message *m, size_t i, const struct route_decision
                               .egress = e ? e->name : NULL,
                               .from_domain = m->env->from_domain,
                               .ramp_percent = rd->share,
+                              .provider = provider,
                               .action = !e                  ? "wait"
                                         : e != rd->planned ? "spill"
                                                            : "ramp",
@@ -376,6 +486,19 @@ static void schedule(struct message *m, int64_t now)
     for (size_t i = 0; i < n; i++) {
         struct rcpt *r = &m->r[i];
         if (r->state != RCPT_PENDING || r->next_try > now) continue;
+        enum dedup_verdict dv = dedup_check(m, i, now);
+        if (dv == DEDUP_WAIT) { /* another copy is being delivered: its outcome decides */
+            r->next_try = now + 2;
+            continue;
+        }
+        if (dv == DEDUP_SUPPRESS) {
+            r->state = RCPT_FINAL;
+            r->final = SPOOL_MARK_DELIVERED;
+            emit("suppressed", m, i, NULL, NULL, NULL,
+                 "duplicate: this Message-ID was already delivered to this recipient");
+            submit_mark(m, i, SPOOL_MARK_DELIVERED);
+            continue;
+        }
         const char *provider = provider_of(smtp_address_domain(m->env->rcpts[i].address));
         if (!provider) continue; /* being looked up; the scan comes back */
         struct route_decision rd;
@@ -437,6 +560,11 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
     if (now - last_flush >= 5) { /* counters of quiet periods reach route.db too */
         route_flush();
         last_flush = now;
+    }
+    static int64_t last_prune;
+    if (now - last_prune >= 60) {
+        dedup_prune(now);
+        last_prune = now;
     }
     struct message *m;
     TAILQ_FOREACH(m, &queue_messages, link)
@@ -500,6 +628,7 @@ static void message_maybe_forget(struct message *m)
     TAILQ_REMOVE(&queue_messages, m, link);
     hashmap_remove(queue_by_id, m->env->queue_id);
     queue_count--;
+    dedup_forget_message(m);
     message_free(m);
 }
 
@@ -517,6 +646,7 @@ static void emit(const char *event, const struct message *m, size_t rcpt,
         .sender = m->env->sender,
         .recipient = rcpt != SIZE_MAX ? m->env->rcpts[rcpt].address : NULL,
         .egress = d ? d->egress->name : NULL,
+        .provider = d ? d->provider : NULL,
         .source_addr = info ? info->source_addr : NULL,
         .remote_mx = info ? info->remote_mx : NULL,
         .remote_addr = info ? info->remote_addr : NULL,
@@ -687,6 +817,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
             r->state = RCPT_FINAL;
             continue;
         }
+        dedup_outcome(m, ri, res->code >= 200 && res->code < 300, now);
         if (res->code >= 200 && res->code < 300) {
             r->state = RCPT_FINAL;
             r->final = SPOOL_MARK_DELIVERED;
@@ -1029,6 +1160,10 @@ int queue_init(struct event_base *base, const struct config *cfg, struct spool *
     queue_by_id = hashmap_new();
     queue_dests = hashmap_new();
     queue_providers = hashmap_new();
+    queue_dedup = hashmap_new();
+    if (cfg->dedup_enabled)
+        records_recent_deliveries(cfg->state, (util_now() - cfg->dedup_window) * 1000000,
+                                  dedup_load_one, NULL);
     if (smtpc_init(base, cfg, err, errlen) < 0) return -1;
     queue_timer = event_new(base, -1, EV_PERSIST, scan_cb, NULL);
     struct timeval tv = {0, QUEUE_SCAN_INTERVAL_US};
@@ -1039,6 +1174,27 @@ int queue_init(struct event_base *base, const struct config *cfg, struct spool *
 size_t queue_size(void)
 {
     return queue_count;
+}
+
+void queue_stats(size_t *active, size_t *deferred, size_t *held)
+{
+    int64_t now = util_now();
+    struct message *m;
+    *active = *deferred = *held = 0;
+    TAILQ_FOREACH(m, &queue_messages, link)
+    {
+        if (m->held) {
+            (*held)++;
+            continue;
+        }
+        int waiting = m->inflight == 0 && m->prep_pending == 0;
+        for (size_t i = 0; waiting && i < m->env->n_rcpts; i++)
+            if (m->r[i].state == RCPT_PENDING && m->r[i].next_try <= now) waiting = 0;
+        if (waiting && !all_final(m))
+            (*deferred)++;
+        else
+            (*active)++;
+    }
 }
 
 static void free_dest(void *arg, const char *key, void *value)
@@ -1081,6 +1237,11 @@ void queue_shutdown(void)
     }
     hashmap_free(queue_by_id);
     queue_by_id = NULL;
+    if (queue_dedup) {
+        hashmap_foreach(queue_dedup, free_dedup, NULL);
+        hashmap_free(queue_dedup);
+        queue_dedup = NULL;
+    }
     if (queue_providers) {
         hashmap_foreach(queue_providers, free_provider, NULL);
         hashmap_free(queue_providers);

@@ -25,6 +25,9 @@ void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strb
 int queue_control(const char *command, struct strbuf *out);
 /* Number of messages in the queue. */
 size_t queue_size(void);
+/* Messages by state: being worked on (signing, checking, delivering, or due), waiting for a
+ * retry, held by the operator or a policy. */
+void queue_stats(size_t *active, size_t *deferred, size_t *held);
 /* Stops scheduling and closes outbound connections (their messages stay in the spool); the
  * queue still takes late spool callbacks until queue_shutdown(). */
 void queue_stop(void);

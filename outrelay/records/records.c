@@ -17,8 +17,8 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 
-#define RECORDS_SCHEMA_VERSION 2
-#define RECORDS_SCHEMA_VERSION_TEXT "2"
+#define RECORDS_SCHEMA_VERSION 3
+#define RECORDS_SCHEMA_VERSION_TEXT "3"
 /* Rows per transaction: big enough to amortise the commit, small enough that a flush waiting
  * behind a burst is answered quickly and a failed commit loses little. */
 #define RECORDS_BATCH_MAX 1000
@@ -60,9 +60,9 @@ static const char records_insert_sql[] =
     "INSERT INTO events (ts_us, event, queue_id, message_id, origin, client_addr, sender, "
     "recipient, egress, source_addr, remote_mx, remote_addr, reply_code, enhanced_code, "
     "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail, from_domain, "
-    "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent) VALUES "
-    "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "
-    "?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
+    "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent, provider) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
+    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
 
 static const char records_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
@@ -96,7 +96,8 @@ static const char records_schema_sql[] =
     " dmarc_policy TEXT,"
     " dmarc_result TEXT,"
     " action TEXT,"
-    " ramp_percent REAL);"
+    " ramp_percent REAL,"
+    " provider TEXT);"
     "CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);"
     "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id);"
     "CREATE INDEX IF NOT EXISTS events_ts_us ON events (ts_us);"
@@ -248,6 +249,7 @@ static void records_log(const struct record_event *ev)
         strbuf_puts(&line, bracketed ? "" : ">");
     }
     records_put_field(&line, &first, "egress", ev->egress);
+    records_put_field(&line, &first, "provider", ev->provider);
     records_put_field(&line, &first, "source", ev->source_addr);
     records_put_relay(&line, &first, ev);
     if (ev->size != 0) {
@@ -352,7 +354,8 @@ static const char *records_copy_string(const char *s, char **pool)
     X(dkim)                                                                                        \
     X(dmarc_policy)                                                                                \
     X(dmarc_result)                                                                                \
-    X(action)
+    X(action)                                                                                      \
+    X(provider)
 
 static struct record_node *records_node_new(const struct record_event *ev)
 {
@@ -370,8 +373,16 @@ static struct record_node *records_node_new(const struct record_event *ev)
     return node;
 }
 
+static void (*records_observer)(const struct record_event *ev);
+
+void records_set_observer(void (*observer)(const struct record_event *ev))
+{
+    records_observer = observer;
+}
+
 void records_emit(const struct record_event *ev)
 {
+    if (records_observer && ev) records_observer(ev);
     if (ev == NULL) return;
     records_log(ev);
 
@@ -488,6 +499,7 @@ static int records_insert_one(const struct record_node *node)
     records_bind_text(26, ev->dmarc_policy);
     records_bind_text(27, ev->dmarc_result);
     records_bind_text(28, ev->action);
+    records_bind_text(30, ev->provider);
     if (ev->ramp_percent >= 0 && ev->event && strcmp(ev->event, "routed") == 0)
         sqlite3_bind_double(records_insert, 29, ev->ramp_percent);
     else
@@ -613,7 +625,7 @@ static int records_migrate(char *err, size_t errlen)
     static const char *const added[][2] = {
         {"from_domain", "TEXT"}, {"spf_result", "TEXT"},   {"spf_domain", "TEXT"},
         {"dkim", "TEXT"},        {"dmarc_policy", "TEXT"}, {"dmarc_result", "TEXT"},
-        {"action", "TEXT"},      {"ramp_percent", "REAL"},
+        {"action", "TEXT"},      {"ramp_percent", "REAL"},   {"provider", "TEXT"},
     };
     for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
         char sql[200];
@@ -732,4 +744,33 @@ void records_close(void)
     records_stopping = 0;
     pthread_cond_broadcast(&records_committed);
     pthread_mutex_unlock(&records_lock);
+}
+
+int records_recent_deliveries(const char *state_dir, int64_t since_us,
+                              void (*fn)(void *arg, const char *message_id, const char *recipient,
+                                         int64_t ts_us),
+                              void *arg)
+{
+    struct strbuf path = STRBUF_INIT;
+    strbuf_printf(&path, "%s/records.db", state_dir);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(path.data, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT message_id, recipient, MAX(ts_us) FROM events "
+                           "WHERE event='delivered' AND ts_us >= ?1 AND message_id IS NOT NULL "
+                           "GROUP BY message_id, recipient",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        sqlite3_bind_int64(st, 1, since_us);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            fn(arg, (const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1), sqlite3_column_int64(st, 2));
+        rc = 0;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    strbuf_free(&path);
+    return rc;
 }

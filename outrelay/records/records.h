@@ -40,6 +40,7 @@ struct record_event {
     const char *dmarc_result; /* predicted: pass, fail, temperror, none */
     const char *action;       /* what outrelay did about it: send, reroute, hold, bounce, ... */
     double ramp_percent;      /* the ramp's cloud share when the egress was chosen; <0 unset */
+    const char *provider;   /* of the recipient domain (route stage): google, ..., other */
 };
 
 /* Opens (creates) <state_dir>/records.db, creates the schema, starts the writer thread.
@@ -47,6 +48,15 @@ struct record_event {
 int records_open(const char *state_dir, char *err, size_t errlen);
 /* Logs the event and queues its row. Safe before records_open (then it only logs). */
 void records_emit(const struct record_event *ev);
+/* One more consumer of every event (the metrics endpoint): called from records_emit, on the
+ * emitting thread, before the row is queued. NULL removes it. */
+void records_set_observer(void (*observer)(const struct record_event *ev));
+/* Calls fn for every (Message-ID, recipient) delivered since since_us, from <state_dir>/records.db
+ * (read on its own connection; safe before or after records_open). Returns 0 / -1. */
+int records_recent_deliveries(const char *state_dir, int64_t since_us,
+                              void (*fn)(void *arg, const char *message_id, const char *recipient,
+                                         int64_t ts_us),
+                              void *arg);
 /* Waits until every queued row is committed. */
 void records_flush(void);
 /* Flushes and stops the writer; closes the database. */

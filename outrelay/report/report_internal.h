@@ -59,8 +59,8 @@ struct report_doc {
 
 /* columns: space-separated names; "name:i" integer, "name:r" real (1 decimal), else text.
  * The table is appended to doc, which owns it. */
-struct report_table *report_table_add(struct report_doc *doc, const char *name,
-                                      const char *title, const char *columns);
+struct report_table *report_table_add(struct report_doc *doc, const char *name, const char *title,
+                                      const char *columns);
 struct report_table *report_doc_find(const struct report_doc *doc, const char *name);
 void report_doc_free(struct report_doc *doc);
 /* Starts a new row (all cells empty); the put calls fill the last row. */
@@ -68,6 +68,9 @@ void report_row(struct report_table *t);
 void report_put(struct report_table *t, size_t col, const char *text); /* NULL = empty */
 void report_puti(struct report_table *t, size_t col, int64_t v);
 void report_putr(struct report_table *t, size_t col, double v);
+/* The same for any row. */
+void report_put_at(struct report_table *t, size_t row, size_t col, const char *text);
+void report_putr_at(struct report_table *t, size_t row, size_t col, double v);
 /* The cell text ("" when empty) and its number (0 when empty). */
 const char *report_cell(const struct report_table *t, size_t row, size_t col);
 double report_cell_num(const struct report_table *t, size_t row, size_t col);
@@ -97,7 +100,7 @@ void report_bind_filters(sqlite3_stmt *st, const struct report_ctx *ctx);
 sqlite3_stmt *report_prepare(struct report_ctx *ctx, const char *sql);
 /* SQL for the provider named in a routed row's detail ("provider=NAME; ..."), column `col`. */
 #define REPORT_PROVIDER_SQL(col)                                                                   \
-    "CASE WHEN " col " LIKE 'provider=%' THEN substr(" col ", 10, instr(" col                       \
+    "CASE WHEN " col " LIKE 'provider=%' THEN substr(" col ", 10, instr(" col                      \
     " || ';', ';') - 10) END"
 /* The sending domain of an envelope sender column. */
 #define REPORT_SENDER_DOMAIN_SQL(col) "lower(substr(" col ", instr(" col ", '@') + 1))"
@@ -106,8 +109,7 @@ sqlite3_stmt *report_prepare(struct report_ctx *ctx, const char *sql);
 const char *report_time_text(int64_t ts_us, char *buf, size_t size);
 const char *report_text_col(sqlite3_stmt *st, int col); /* "" for NULL */
 /* Progress on stderr when opt->progress: "what: done/total (pct%)", throttled. */
-void report_progress(const struct report_ctx *ctx, const char *what, uint64_t done,
-                     uint64_t total);
+void report_progress(const struct report_ctx *ctx, const char *what, uint64_t done, uint64_t total);
 void report_progress_end(const struct report_ctx *ctx);
 
 /* ---- the reports (fill doc; 0 / -1 with ctx->err) ------------------------------------------- */

@@ -64,8 +64,9 @@ static int rua_read_all(const char *path, struct strbuf *raw, char *err, size_t 
 
 static void rua_too_big(char *err, size_t errlen, const char *what)
 {
-    snprintf(err, errlen, "%s decompresses to more than the %u MiB limit (refused as a possible "
-                          "decompression bomb)",
+    snprintf(err, errlen,
+             "%s decompresses to more than the %u MiB limit (refused as a possible "
+             "decompression bomb)",
              what, RUA_MAX_BYTES >> 20);
 }
 
@@ -184,8 +185,7 @@ static int rua_unzip(const struct strbuf *raw, struct strbuf *xml, char *err, si
     if (rua_zip_pick(za, &index, err, errlen) != 0) goto done;
     zf = zip_fopen_index(za, index, 0);
     if (zf == NULL) {
-        snprintf(err, errlen, "zip member %s: %s", zip_get_name(za, index, 0),
-                 zip_strerror(za));
+        snprintf(err, errlen, "zip member %s: %s", zip_get_name(za, index, 0), zip_strerror(za));
         goto done;
     }
     for (;;) {

@@ -20,6 +20,8 @@ struct rua_row {
     char *envelope_from;
     char *dkim_results; /* "d=example.org s=sel1 pass; d=other.net fail" or NULL */
     char *spf_results;  /* "d=example.org scope=mfrom pass" or NULL */
+    char *spf_raw;      /* the receiver's own SPF result for the MAIL FROM (first mfrom or
+                           unscoped <spf> of auth_results), before alignment; NULL if none */
 };
 
 struct rua_report {

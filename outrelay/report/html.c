@@ -1,0 +1,188 @@
+/* html.c - `outrelay report html -o FILE`: one self-contained HTML page (inline CSS, inline SVG
+ * from charts.c, no scripts, nothing fetched) with the ramp, alignment, deferral charts and the
+ * tables of the alignment, ramp, delivery and continuity reports for the same window and
+ * filters. Builds each report with its own module; only the layout lives here. */
+#include <string.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "report/report_internal.h"
+
+static const char html_style[] =
+    "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#fff}"
+    "h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:2px "
+    "solid #dfe3ea;padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}"
+    ".meta{color:#5b6475}nav a{margin-right:14px}"
+    "table{border-collapse:collapse;margin:4px 0 12px;font-size:13px}"
+    "th,td{border:1px solid #dfe3ea;padding:3px 8px;text-align:left;vertical-align:top}"
+    "th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+    "tr.alert td{background:#fde8e8}.none{color:#8a93a3;font-style:italic}"
+    ".big{font-size:20px;font-weight:600}.ok{color:#17803d}.bad{color:#c0262d}"
+    "svg.chart{display:block;max-width:100%;height:auto;margin:6px 0 8px;background:#fbfcfe;"
+    "border:1px solid #e6e9ef}"
+    "svg .grid{stroke:#e3e7ee;stroke-width:1}svg .axis,svg .label,svg .value,svg .legend text,"
+    "svg .empty{font:12px system-ui,sans-serif;fill:#4a5263}"
+    "svg .line-planned{fill:none;stroke:#2f6fde;stroke-width:2;stroke-dasharray:6 4}"
+    "svg .line-actual{fill:none;stroke:#e0731b;stroke-width:2}"
+    "svg circle.planned,svg .key-planned{fill:#2f6fde}svg circle.actual,svg .key-actual{fill:"
+    "#e0731b}svg .bar.good{fill:#2e9c5a}svg .bar.warn{fill:#e0a21b}svg .bar.bad{fill:#d64545}"
+    "svg rect.deferred{fill:#e0a21b}svg rect.shaping{fill:#c0262d}"
+    "p.note{white-space:pre-wrap;color:#5b6475;font-size:12px}";
+
+static void html_table(struct strbuf *out, const struct report_table *t)
+{
+    strbuf_puts(out, "<h3>");
+    report_html_escape(out, t->title);
+    strbuf_puts(out, "</h3>\n<table data-table=\"");
+    report_html_escape(out, t->name);
+    strbuf_puts(out, "\"><thead><tr>");
+    for (size_t c = 0; c < t->n_cols; c++) {
+        strbuf_puts(out, "<th>");
+        report_html_escape(out, t->cols[c]);
+        strbuf_puts(out, "</th>");
+    }
+    strbuf_puts(out, "</tr></thead><tbody>\n");
+    size_t state = report_col(t, "state");
+    for (size_t r = 0; r < t->n_rows; r++) {
+        int alert = state != (size_t)-1 && strcmp(report_cell(t, r, state), "in queue") != 0;
+        strbuf_puts(out, alert ? "<tr class=\"alert\">" : "<tr>");
+        for (size_t c = 0; c < t->n_cols; c++) {
+            strbuf_puts(out, t->kinds[c] == REPORT_COL_TEXT ? "<td>" : "<td class=\"num\">");
+            report_html_escape(out, report_cell(t, r, c));
+            strbuf_puts(out, "</td>");
+        }
+        strbuf_puts(out, "</tr>\n");
+    }
+    if (t->n_rows == 0)
+        strbuf_printf(out, "<tr><td class=\"none\" colspan=\"%zu\">none</td></tr>\n", t->n_cols);
+    strbuf_puts(out, "</tbody></table>\n");
+}
+
+static void html_notes(struct strbuf *out, const struct report_doc *doc)
+{
+    if (!doc->notes.len) return;
+    strbuf_puts(out, "<p class=\"note\">");
+    report_html_escape(out, doc->notes.data);
+    strbuf_puts(out, "</p>\n");
+}
+
+static void html_section(struct strbuf *out, const char *id, const char *title)
+{
+    strbuf_printf(out, "<h2 id=\"%s\">", id);
+    report_html_escape(out, title);
+    strbuf_puts(out, "</h2>\n");
+}
+
+/* Writes out and empties it, so a month of tables never sits in memory twice. */
+static void html_flush(struct strbuf *out, FILE *f)
+{
+    fwrite(out->data ? out->data : "", 1, out->len, f);
+    strbuf_reset(out);
+}
+
+static void html_head(struct strbuf *out, const struct report_ctx *ctx)
+{
+    char a[32], b[32], now[32];
+    strbuf_puts(out, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                     "<title>outrelay report</title><style>");
+    strbuf_puts(out, html_style);
+    strbuf_puts(out, "</style></head><body>\n<h1>outrelay: alignment, ramp, delivery and "
+                     "continuity</h1>\n<p class=\"meta\">");
+    strbuf_printf(out, "Records %s .. %s UTC",
+                  ctx->opt.since_us ? report_time_text(ctx->opt.since_us, a, sizeof a) : "(start)",
+                  ctx->opt.until_us ? report_time_text(ctx->opt.until_us, b, sizeof b) : "(now)");
+    if (ctx->opt.domain) {
+        strbuf_puts(out, ", domain ");
+        report_html_escape(out, ctx->opt.domain);
+    }
+    if (ctx->opt.egress) {
+        strbuf_puts(out, ", egress ");
+        report_html_escape(out, ctx->opt.egress);
+    }
+    strbuf_puts(out, "; ramp ");
+    report_html_escape(out, ctx->cfg->ramp.from ? ctx->cfg->ramp.from : "-");
+    strbuf_puts(out, " &rarr; ");
+    report_html_escape(out, ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "(any other egress)");
+    strbuf_printf(out, ". Generated %s UTC.</p>\n",
+                  report_time_text(util_now_us(), now, sizeof now));
+    strbuf_puts(out, "<nav><a href=\"#continuity\">Continuity</a><a href=\"#ramp\">Ramp</a>"
+                     "<a href=\"#alignment\">Alignment</a><a href=\"#deferrals\">Deferrals and "
+                     "shaping</a><a href=\"#delivery\">Delivery</a></nav>\n");
+}
+
+static void html_continuity_summary(struct strbuf *out, const struct report_table *acc)
+{
+    if (acc->n_rows == 0) return;
+    double unaccounted = report_cell_num(acc, 0, report_col(acc, "unaccounted"));
+    strbuf_printf(out,
+                  "<p class=\"big\" data-accepted=\"%s\" data-unaccounted=\"%s\">%s accepted, "
+                  "%s complete, %s in the queue, <span class=\"%s\">%s unaccounted</span></p>\n",
+                  report_cell(acc, 0, 0), report_cell(acc, 0, 3), report_cell(acc, 0, 0),
+                  report_cell(acc, 0, 1), report_cell(acc, 0, 2), unaccounted > 0 ? "bad" : "ok",
+                  report_cell(acc, 0, 3));
+}
+
+int report_html_write(struct report_ctx *ctx, FILE *f)
+{
+    struct report_doc align = {.report = "alignment"}, ramp = {.report = "ramp"};
+    struct report_doc delivery = {.report = "delivery"}, cont = {.report = "continuity"};
+    struct strbuf out = STRBUF_INIT;
+    int rc = -1;
+    const int parts = 4;
+    report_progress(ctx, "html: alignment (parts done)", 0, parts);
+    if (report_alignment_build(ctx, &align) < 0) goto done;
+    report_progress(ctx, "html: ramp (parts done)", 1, parts);
+    if (report_ramp_build(ctx, &ramp) < 0) goto done;
+    report_progress(ctx, "html: delivery (parts done)", 2, parts);
+    if (report_delivery_build(ctx, &delivery) < 0) goto done;
+    report_progress(ctx, "html: continuity (parts done)", 3, parts);
+    if (report_continuity_build(ctx, &cont, ctx->opt.message_id != NULL) < 0) goto done;
+    report_progress(ctx, "html: writing (parts done)", 4, parts);
+    report_progress_end(ctx);
+
+    html_head(&out, ctx);
+    html_section(&out, "continuity", "Continuity");
+    html_continuity_summary(&out, report_doc_find(&cont, "accounting"));
+    for (size_t i = 0; i < cont.n_tables; i++)
+        html_table(&out, cont.tables[i]);
+    html_notes(&out, &cont);
+
+    html_section(&out, "ramp", "Ramp: planned vs actual cloud share");
+    report_chart_ramp(&out, report_doc_find(&ramp, "hours"));
+    html_flush(&out, f);
+    static const char *const ramp_tables[] = {"providers", "caps", "overrides", "hours", "hourly"};
+    for (size_t i = 0; i < sizeof ramp_tables / sizeof ramp_tables[0]; i++)
+        html_table(&out, report_doc_find(&ramp, ramp_tables[i]));
+    html_notes(&out, &ramp);
+    html_flush(&out, f);
+
+    html_section(&out, "alignment", "Alignment: DMARC pass rate per From domain and egress");
+    report_chart_alignment(&out, report_doc_find(&align, "summary"));
+    for (size_t i = 0; i < align.n_tables; i++) {
+        static const char *const order[] = {"summary", "reasons", "alignment"};
+        html_table(&out, report_doc_find(&align, order[i]));
+        html_flush(&out, f);
+    }
+    html_notes(&out, &align);
+
+    html_section(&out, "deferrals", "Deferrals and shaping replies over time");
+    report_chart_deferrals(&out, report_doc_find(&ramp, "deferrals"));
+    html_table(&out, report_doc_find(&ramp, "shaping"));
+    html_table(&out, report_doc_find(&ramp, "deferrals"));
+
+    html_section(&out, "delivery", "Delivery");
+    for (size_t i = 0; i < delivery.n_tables; i++)
+        html_table(&out, delivery.tables[i]);
+    html_notes(&out, &delivery);
+    strbuf_puts(&out, "</body></html>\n");
+    html_flush(&out, f);
+    rc = ferror(f) ? -1 : 0;
+    if (rc < 0) snprintf(ctx->err, sizeof ctx->err, "write error");
+done:
+    strbuf_free(&out);
+    report_doc_free(&align);
+    report_doc_free(&ramp);
+    report_doc_free(&delivery);
+    report_doc_free(&cont);
+    return rc;
+}

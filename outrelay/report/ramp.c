@@ -1,0 +1,264 @@
+/* ramp.c - the ramp report: planned vs actual cloud share per hour and per provider from the
+ * `routed` rows (planned = the ramp_percent recorded with each decision, actual = the share of
+ * assigned recipients whose egress is ramp.to), caps hit (routed action spill / wait), replies
+ * that match the configured shaping rules (or any 4.7.x) per hour and egress, deferrals per hour
+ * and the operator's overrides (`ramp` rows). Read-only SQL; shaping matching happens here. */
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "report/report_internal.h"
+
+/* 1 when the route stage counts egress as the ramp's cloud side. ?1 = ramp.to, ?2 = ramp.from */
+#define RAMP_CLOUD_SQL "(CASE WHEN ?1 IS NOT NULL THEN egress = ?1 ELSE egress <> ?2 END)"
+#define RAMP_HOUR_SQL "strftime('%Y-%m-%d %H:00', ts_us / 1000000, 'unixepoch')"
+
+static sqlite3_stmt *ramp_prepare(struct report_ctx *ctx, const char *sql)
+{
+    sqlite3_stmt *st = report_prepare(ctx, sql);
+    if (!st) return NULL;
+    const struct config *cfg = ctx->cfg;
+    if (cfg->ramp.to) sqlite3_bind_text(st, 1, cfg->ramp.to, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, cfg->ramp.from ? cfg->ramp.from : "", -1, SQLITE_STATIC);
+    return st;
+}
+
+static int ramp_done(struct report_ctx *ctx, sqlite3_stmt *st, int rc)
+{
+    if (rc != SQLITE_DONE)
+        snprintf(ctx->err, sizeof ctx->err, "records: %s", sqlite3_errmsg(ctx->db));
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Share rows: keys..., routed, cloud, planned_pct, actual_pct, spilled, waiting. */
+static int ramp_shares(struct report_ctx *ctx, struct report_table *t, const char *keys, int n_keys)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_printf(&sql,
+                  "SELECT %s, count(*), sum(" RAMP_CLOUD_SQL "), avg(ramp_percent), "
+                  "100.0 * sum(" RAMP_CLOUD_SQL ") / nullif(count(egress), 0), "
+                  "sum(action = 'spill'), sum(action = 'wait') FROM events "
+                  "WHERE event = 'routed'",
+                  keys);
+    report_sql_filters(&sql, ctx, NULL, "from_domain", 0);
+    strbuf_printf(&sql, " GROUP BY %s ORDER BY %s", keys, keys);
+    sqlite3_stmt *st = ramp_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        report_row(t);
+        int c = 0;
+        for (; c < n_keys; c++)
+            report_put(t, (size_t)c, report_text_col(st, c));
+        report_puti(t, (size_t)c, sqlite3_column_int64(st, c));
+        report_puti(t, (size_t)c + 1, sqlite3_column_int64(st, c + 1));
+        report_putr(t, (size_t)c + 2, sqlite3_column_double(st, c + 2));
+        report_putr(t, (size_t)c + 3, sqlite3_column_double(st, c + 3));
+        report_puti(t, (size_t)c + 4, sqlite3_column_int64(st, c + 4));
+        report_puti(t, (size_t)c + 5, sqlite3_column_int64(st, c + 5));
+    }
+    return ramp_done(ctx, st, rc);
+}
+
+static int ramp_caps(struct report_ctx *ctx, struct report_table *t)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_puts(&sql, "SELECT " RAMP_HOUR_SQL ", " REPORT_PROVIDER_SQL(
+                          "detail") ", action, "
+                                    "coalesce(egress, '-'), count(*), min(detail) FROM events "
+                                    "WHERE event = 'routed' AND action IN ('spill', 'wait')");
+    report_sql_filters(&sql, ctx, NULL, "from_domain", 1);
+    strbuf_puts(&sql, " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
+    sqlite3_stmt *st = ramp_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        report_row(t);
+        for (int c = 0; c < 4; c++)
+            report_put(t, (size_t)c, report_text_col(st, c));
+        report_puti(t, 4, sqlite3_column_int64(st, 4));
+        /* the reason without the "provider=NAME; " prefix */
+        const char *why = report_text_col(st, 5);
+        const char *semi = strstr(why, "; ");
+        report_put(t, 5, semi ? semi + 2 : why);
+    }
+    return ramp_done(ctx, st, rc);
+}
+
+static int ramp_rule_matches(const struct shaping_rule *r, const char *egress, int code,
+                             const char *enhanced, const char *text)
+{
+    if (r->code && r->code != code) return 0;
+    if (r->n_enhanced) {
+        size_t i = 0;
+        while (i < r->n_enhanced && strcasecmp(enhanced, r->enhanced[i]) != 0)
+            i++;
+        if (i == r->n_enhanced) return 0;
+    }
+    if (r->n_egress) {
+        size_t i = 0;
+        while (i < r->n_egress && strcmp(egress, r->egress[i]) != 0)
+            i++;
+        if (i == r->n_egress) return 0;
+    }
+    return !r->text || regexec(&r->text_re, text, 0, NULL, 0) == 0;
+}
+
+/* Which shaping rule a reply matches: its name, "4.7.x" for an unmatched 4.7.* policy reply,
+ * NULL for none. */
+static const char *ramp_shaping_name(const struct config *cfg, const char *egress, int code,
+                                     const char *enhanced, const char *text)
+{
+    for (size_t i = 0; i < cfg->n_shaping; i++)
+        if (ramp_rule_matches(&cfg->shaping[i], egress, code, enhanced, text))
+            return cfg->shaping[i].name;
+    return strncmp(enhanced, "4.7.", 4) == 0 ? "4.7.x (no rule)" : NULL;
+}
+
+struct ramp_bucket {
+    char *hour, *egress, *rule, *reply;
+    int64_t count;
+};
+
+/* Deferred and bounced replies grouped by hour, egress and reply; each group classified. */
+static int ramp_shaping(struct report_ctx *ctx, struct report_table *shaping,
+                        struct report_table *deferrals)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_puts(&sql, "SELECT " RAMP_HOUR_SQL ", coalesce(egress, '-'), event, reply_code, "
+                      "coalesce(enhanced_code, ''), coalesce(reply_text, ''), count(*) FROM events "
+                      "WHERE event IN ('deferred', 'bounced') AND reply_code IS NOT NULL");
+    report_sql_filters(&sql, ctx, NULL, REPORT_SENDER_DOMAIN_SQL("sender"), 1);
+    strbuf_puts(&sql, " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2");
+    sqlite3_stmt *st = report_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    struct ramp_bucket *b = NULL;
+    size_t n = 0;
+    int rc;
+    char hour[32] = "";
+    int64_t hour_deferred = 0, hour_shaping = 0;
+    for (;;) {
+        rc = sqlite3_step(st);
+        const char *h = rc == SQLITE_ROW ? report_text_col(st, 0) : "";
+        if (hour[0] && strcmp(h, hour) != 0) { /* an hour is complete */
+            report_row(deferrals);
+            report_put(deferrals, 0, hour);
+            report_puti(deferrals, 1, hour_deferred);
+            report_puti(deferrals, 2, hour_shaping);
+            hour_deferred = hour_shaping = 0;
+        }
+        if (rc != SQLITE_ROW) break;
+        snprintf(hour, sizeof hour, "%s", h);
+        const char *egress = report_text_col(st, 1);
+        int deferred = strcmp(report_text_col(st, 2), "deferred") == 0;
+        int code = sqlite3_column_int(st, 3);
+        const char *enhanced = report_text_col(st, 4), *text = report_text_col(st, 5);
+        int64_t count = sqlite3_column_int64(st, 6);
+        if (deferred) hour_deferred += count;
+        const char *rule = ramp_shaping_name(ctx->cfg, egress, code, enhanced, text);
+        if (!rule) continue;
+        hour_shaping += count;
+        size_t i = n;
+        while (i > 0 && strcmp(b[i - 1].hour, h) == 0 &&
+               !(strcmp(b[i - 1].egress, egress) == 0 && strcmp(b[i - 1].rule, rule) == 0))
+            i--;
+        if (i > 0 && strcmp(b[i - 1].hour, h) == 0) {
+            b[i - 1].count += count;
+            continue;
+        }
+        b = xrealloc(b, (n + 1) * sizeof *b);
+        char reply[600];
+        snprintf(reply, sizeof reply, "%d %s%s%s", code, enhanced, enhanced[0] ? " " : "", text);
+        b[n++] =
+            (struct ramp_bucket){xstrdup(h), xstrdup(egress), xstrdup(rule), xstrdup(reply), count};
+    }
+    for (size_t i = 0; i < n; i++) {
+        report_row(shaping);
+        report_put(shaping, 0, b[i].hour);
+        report_put(shaping, 1, b[i].egress);
+        report_put(shaping, 2, b[i].rule);
+        report_puti(shaping, 3, b[i].count);
+        report_put(shaping, 4, b[i].reply);
+        free(b[i].hour);
+        free(b[i].egress);
+        free(b[i].rule);
+        free(b[i].reply);
+    }
+    free(b);
+    return ramp_done(ctx, st, rc);
+}
+
+static int ramp_overrides(struct report_ctx *ctx, struct report_table *t)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_puts(&sql, "SELECT ts_us, action, detail FROM events WHERE event = 'ramp'");
+    report_sql_filters(&sql, ctx, NULL, NULL, 0);
+    strbuf_puts(&sql, " ORDER BY ts_us, id");
+    sqlite3_stmt *st = report_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char when[32];
+        report_row(t);
+        report_put(t, 0, report_time_text(sqlite3_column_int64(st, 0), when, sizeof when));
+        report_put(t, 1, report_text_col(st, 1));
+        /* the relay's answer, on one line */
+        char *answer = xstrdup(report_text_col(st, 2));
+        size_t len = strlen(answer);
+        while (len > 0 && (answer[len - 1] == '\n' || answer[len - 1] == ' '))
+            answer[--len] = '\0';
+        for (char *p = answer; *p; p++)
+            if (*p == '\n') *p = ' ';
+        report_put(t, 2, answer);
+        free(answer);
+    }
+    return ramp_done(ctx, st, rc);
+}
+
+int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
+{
+    static const char share_cols[] =
+        "routed:i cloud:i planned_pct:r actual_pct:r spilled:i waiting:i";
+    char cols[256];
+    snprintf(cols, sizeof cols, "hour %s", share_cols);
+    struct report_table *hours =
+        report_table_add(doc, "hours", "Ramp per hour: planned vs actual cloud share", cols);
+    snprintf(cols, sizeof cols, "hour provider %s", share_cols);
+    struct report_table *hourly =
+        report_table_add(doc, "hourly", "Ramp per hour and provider", cols);
+    snprintf(cols, sizeof cols, "provider %s", share_cols);
+    struct report_table *providers =
+        report_table_add(doc, "providers", "Ramp per provider (whole window)", cols);
+    struct report_table *caps = report_table_add(
+        doc, "caps", "Caps hit (recipients spilled to the other egress or waiting)",
+        "hour provider action egress count:i reason");
+    struct report_table *shaping = report_table_add(
+        doc, "shaping", "Shaping replies (matching a configured shaping rule, or 4.7.x)",
+        "hour egress rule count:i reply");
+    struct report_table *deferrals = report_table_add(
+        doc, "deferrals", "Deferrals and shaping replies per hour", "hour deferred:i shaping:i");
+    struct report_table *overrides = report_table_add(
+        doc, "overrides", "Operator overrides (outrelay ramp ...)", "time action result");
+
+    if (ramp_shares(ctx, hours, RAMP_HOUR_SQL, 1) < 0 ||
+        ramp_shares(ctx, hourly, RAMP_HOUR_SQL ", " REPORT_PROVIDER_SQL("detail"), 2) < 0 ||
+        ramp_shares(ctx, providers, REPORT_PROVIDER_SQL("detail"), 1) < 0 ||
+        ramp_caps(ctx, caps) < 0 || ramp_shaping(ctx, shaping, deferrals) < 0 ||
+        ramp_overrides(ctx, overrides) < 0)
+        return -1;
+    strbuf_printf(&doc->notes,
+                  "cloud = recipients routed to %s%s; actual_pct = cloud / recipients given an "
+                  "egress;\nplanned_pct = the mean ramp share recorded with the decisions. "
+                  "--egress applies to caps and shaping only.\n",
+                  ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "any egress but ",
+                  ctx->cfg->ramp.to ? "" : (ctx->cfg->ramp.from ? ctx->cfg->ramp.from : "-"));
+    return 0;
+}

@@ -1,0 +1,354 @@
+/* report.c - `outrelay report COMMAND [options]`: parses the options, opens <state>/records.db
+ * read-only, runs one report and prints it in the chosen format. Also the pieces every report
+ * shares: time window parsing, the filter SQL, progress on a terminal. Never writes to the
+ * database; never blocks a running relay (WAL readers do not block the writer). */
+#include "report/report.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "report/report_internal.h"
+
+static const char report_usage[] =
+    "usage: outrelay report COMMAND [options] [-c FILE]\n"
+    "Reads the relay's records (<state>/records.db, read-only; fine while the relay runs).\n"
+    "Commands:\n"
+    "  alignment    per From domain x egress x day: messages, SPF pass/fail/temperror, DKIM\n"
+    "               signed/aligned, DMARC predicted pass/fail, actions, top failure reasons\n"
+    "  ramp         planned vs actual cloud share per hour and provider, caps hit, shaping\n"
+    "               replies (per the configured shaping rules) and operator overrides\n"
+    "  delivery     delivered/deferred/bounced/expired per egress x provider, delays p50/p95,\n"
+    "               top remote replies\n"
+    "  continuity   accepted messages without a final state that are not in the queue (should\n"
+    "               be 0); with --message-id or a window, every event of each message\n"
+    "  export --format pmta   PowerMTA-style accounting CSV (d, b, t records)\n"
+    "  html -o FILE one self-contained HTML page: charts and every table above\n"
+    "Options:\n"
+    "  --since T, --until T   window: 2026-03-01, \"2026-03-01 14:00\", 2026-03-01T14:00:00Z\n"
+    "                         (UTC), or relative to now: 90m, 12h, 7d, 2w\n"
+    "  --domain D             mail from domain D (From: domain where the records have it,\n"
+    "                         else the envelope sender's domain)\n"
+    "  --egress E             one egress only\n"
+    "  --message-id ID        continuity: the trail of this message (with or without <>)\n"
+    "  --csv | --json         CSV (RFC 4180, the main table or --table NAME) or JSON\n"
+    "  --table NAME           only this table\n"
+    "  -o FILE                write to FILE instead of standard output\n"
+    "Times are UTC. The provider of a recipient is the one the route stage recorded for it\n"
+    "(routed: provider=NAME), so reports agree with the routing decisions and caps.\n";
+
+static int report_parse_time(const char *text, int64_t now, int64_t *out_us)
+{
+    int y, mo, d, h = 0, mi = 0, s = 0, n = 0;
+    if (strcmp(text, "now") == 0) {
+        *out_us = now * 1000000;
+        return 0;
+    }
+    if (text[0] == '@') {
+        char *end;
+        long long v = strtoll(text + 1, &end, 10);
+        if (*end || end == text + 1) return -1;
+        *out_us = (int64_t)v * 1000000;
+        return 0;
+    }
+    if (sscanf(text, "%4d-%2d-%2d%n", &y, &mo, &d, &n) == 3) {
+        const char *rest = text + n;
+        if (*rest == 'T' || *rest == ' ') {
+            int m = 0;
+            if (sscanf(rest + 1, "%2d:%2d%n", &h, &mi, &m) != 2) return -1;
+            rest += 1 + m;
+            if (*rest == ':') {
+                if (sscanf(rest + 1, "%2d%n", &s, &m) != 1) return -1;
+                rest += 1 + m;
+            }
+        }
+        if (*rest == 'Z') rest++;
+        if (*rest || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return -1;
+        struct tm tm = {.tm_year = y - 1900,
+                        .tm_mon = mo - 1,
+                        .tm_mday = d,
+                        .tm_hour = h,
+                        .tm_min = mi,
+                        .tm_sec = s};
+        *out_us = (int64_t)timegm(&tm) * 1000000;
+        return 0;
+    }
+    int64_t secs;
+    /* a bare number would be seconds: too easy to mistake for a year, so a unit is required */
+    if (!isalpha((unsigned char)text[strlen(text) ? strlen(text) - 1 : 0]) ||
+        util_parse_duration(text, &secs) < 0)
+        return -1;
+    *out_us = (now - secs) * 1000000;
+    return 0;
+}
+
+/* ---- shared pieces ------------------------------------------------------------------------- */
+
+void report_sql_filters(struct strbuf *sql, const struct report_ctx *ctx, const char *alias,
+                        const char *domain_expr, int use_egress)
+{
+    const char *a = alias ? alias : "";
+    const char *dot = a[0] ? "." : "";
+    if (ctx->opt.since_us) strbuf_printf(sql, " AND %s%sts_us >= ?101", a, dot);
+    if (ctx->opt.until_us) strbuf_printf(sql, " AND %s%sts_us < ?102", a, dot);
+    if (ctx->opt.domain && domain_expr) strbuf_printf(sql, " AND %s = ?103", domain_expr);
+    if (ctx->opt.egress && use_egress) strbuf_printf(sql, " AND %s%segress = ?104", a, dot);
+}
+
+void report_bind_filters(sqlite3_stmt *st, const struct report_ctx *ctx)
+{
+    /* Binding a parameter the statement does not use fails harmlessly (SQLITE_RANGE). */
+    int n = sqlite3_bind_parameter_count(st);
+    if (ctx->opt.since_us && n >= 101) sqlite3_bind_int64(st, 101, ctx->opt.since_us);
+    if (ctx->opt.until_us && n >= 102) sqlite3_bind_int64(st, 102, ctx->opt.until_us);
+    if (ctx->opt.domain && n >= 103) sqlite3_bind_text(st, 103, ctx->opt.domain, -1, SQLITE_STATIC);
+    if (ctx->opt.egress && n >= 104) sqlite3_bind_text(st, 104, ctx->opt.egress, -1, SQLITE_STATIC);
+}
+
+sqlite3_stmt *report_prepare(struct report_ctx *ctx, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(ctx->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        snprintf(ctx->err, sizeof ctx->err, "records: %s", sqlite3_errmsg(ctx->db));
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    report_bind_filters(st, ctx);
+    return st;
+}
+
+const char *report_text_col(sqlite3_stmt *st, int col)
+{
+    const unsigned char *s = sqlite3_column_text(st, col);
+    return s ? (const char *)s : "";
+}
+
+static struct timespec report_progress_last;
+static int report_progress_shown;
+
+void report_progress(const struct report_ctx *ctx, const char *what, uint64_t done, uint64_t total)
+{
+    if (!ctx->opt.progress) return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double since = (double)(now.tv_sec - report_progress_last.tv_sec) +
+                   (double)(now.tv_nsec - report_progress_last.tv_nsec) / 1e9;
+    if (report_progress_shown && since < 0.2 && done < total) return;
+    report_progress_last = now;
+    report_progress_shown = 1;
+    if (total > 0)
+        fprintf(stderr, "\r%s: %llu / %llu rows (%d%%)   ", what, (unsigned long long)done,
+                (unsigned long long)total, (int)(done * 100 / total));
+    else
+        fprintf(stderr, "\r%s: %llu rows   ", what, (unsigned long long)done);
+    fflush(stderr);
+}
+
+void report_progress_end(const struct report_ctx *ctx)
+{
+    if (ctx->opt.progress && report_progress_shown) fputc('\n', stderr);
+    report_progress_shown = 0;
+}
+
+/* ---- the command --------------------------------------------------------------------------- */
+
+static int report_open_db(struct report_ctx *ctx)
+{
+    struct strbuf path = STRBUF_INIT;
+    strbuf_printf(&path, "%s/records.db", ctx->cfg->state);
+    struct stat st;
+    int rc = -1;
+    if (stat(path.data, &st) != 0) {
+        snprintf(ctx->err, sizeof ctx->err,
+                 "no records at %s (has the relay run with this configuration?)", path.data);
+    } else if (sqlite3_open_v2(path.data, &ctx->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        snprintf(ctx->err, sizeof ctx->err, "cannot open %s: %s", path.data,
+                 ctx->db ? sqlite3_errmsg(ctx->db) : "out of memory");
+    } else {
+        /* the relay's writer holds the lock only for a batch commit */
+        sqlite3_busy_timeout(ctx->db, 10000);
+        rc = 0;
+    }
+    strbuf_free(&path);
+    return rc;
+}
+
+static int report_render(struct report_ctx *ctx, struct report_doc *doc, FILE *out)
+{
+    switch (ctx->opt.format) {
+    case REPORT_CSV:
+        return report_render_csv(doc, &ctx->opt, out, ctx->err, sizeof ctx->err);
+    case REPORT_JSON:
+        report_render_json(doc, &ctx->opt, out);
+        return 0;
+    case REPORT_TEXT:
+        report_render_text(doc, &ctx->opt, out);
+        return 0;
+    }
+    return 0;
+}
+
+static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
+{
+    if (strcmp(cmd, "export") == 0) return report_export_pmta(ctx, out);
+    if (strcmp(cmd, "html") == 0) return report_html_write(ctx, out);
+    struct report_doc doc = {.report = cmd};
+    int rc;
+    if (strcmp(cmd, "alignment") == 0)
+        rc = report_alignment_build(ctx, &doc);
+    else if (strcmp(cmd, "ramp") == 0)
+        rc = report_ramp_build(ctx, &doc);
+    else if (strcmp(cmd, "delivery") == 0)
+        rc = report_delivery_build(ctx, &doc);
+    else
+        rc = report_continuity_build(ctx, &doc,
+                                     ctx->opt.message_id != NULL || ctx->opt.window_given);
+    if (rc == 0) rc = report_render(ctx, &doc, out);
+    report_doc_free(&doc);
+    return rc;
+}
+
+static int report_is_command(const char *cmd)
+{
+    static const char *const commands[] = {"alignment",  "ramp",   "delivery",
+                                           "continuity", "export", "html"};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i]) == 0) return 1;
+    return 0;
+}
+
+int report_run(const struct config *cfg, int argc, char **argv)
+{
+    enum {
+        OPT_SINCE = 256,
+        OPT_UNTIL,
+        OPT_DOMAIN,
+        OPT_EGRESS,
+        OPT_CSV,
+        OPT_JSON,
+        OPT_MSGID,
+        OPT_FORMAT,
+        OPT_TABLE
+    };
+    static const struct option opts[] = {{"since", required_argument, NULL, OPT_SINCE},
+                                         {"until", required_argument, NULL, OPT_UNTIL},
+                                         {"domain", required_argument, NULL, OPT_DOMAIN},
+                                         {"egress", required_argument, NULL, OPT_EGRESS},
+                                         {"csv", no_argument, NULL, OPT_CSV},
+                                         {"json", no_argument, NULL, OPT_JSON},
+                                         {"message-id", required_argument, NULL, OPT_MSGID},
+                                         {"format", required_argument, NULL, OPT_FORMAT},
+                                         {"table", required_argument, NULL, OPT_TABLE},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0, 0, 0, 0}};
+    struct report_ctx ctx = {.cfg = cfg};
+    int64_t now = util_now();
+    char *domain = NULL;
+    int ch, bad = 0, help = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "o:c:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case OPT_SINCE:
+        case OPT_UNTIL:
+            if (report_parse_time(optarg, now,
+                                  ch == OPT_SINCE ? &ctx.opt.since_us : &ctx.opt.until_us) < 0) {
+                fprintf(stderr,
+                        "outrelay report: cannot read the time \"%s\" (use 2026-03-01, "
+                        "\"2026-03-01 14:00\" or 7d)\n",
+                        optarg);
+                bad = 1;
+            }
+            ctx.opt.window_given = 1;
+            break;
+        case OPT_DOMAIN:
+            free(domain);
+            domain = xstrdup(optarg);
+            for (char *p = domain; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            ctx.opt.domain = domain;
+            break;
+        case OPT_EGRESS:
+            ctx.opt.egress = optarg;
+            break;
+        case OPT_CSV:
+            ctx.opt.format = REPORT_CSV;
+            break;
+        case OPT_JSON:
+            ctx.opt.format = REPORT_JSON;
+            break;
+        case OPT_MSGID:
+            ctx.opt.message_id = optarg;
+            break;
+        case OPT_FORMAT:
+            ctx.opt.export_format = optarg;
+            break;
+        case OPT_TABLE:
+            ctx.opt.table = optarg;
+            break;
+        case 'o':
+            ctx.opt.output = optarg;
+            break;
+        case 'c':
+            break; /* main.c loaded it */
+        case 'h':
+            help = 1;
+            break;
+        default:
+            bad = 1;
+        }
+    }
+    const char *cmd = optind < argc ? argv[optind] : NULL;
+    if (help || bad || !cmd || !report_is_command(cmd) || optind + 1 != argc) {
+        if (!help && cmd && !report_is_command(cmd))
+            fprintf(stderr, "outrelay report: unknown report \"%s\"\n", cmd);
+        fputs(report_usage, help ? stdout : stderr);
+        free(domain);
+        return help ? 0 : 2;
+    }
+    if (strcmp(cmd, "export") == 0 &&
+        (!ctx.opt.export_format || strcmp(ctx.opt.export_format, "pmta") != 0)) {
+        fprintf(stderr, "outrelay report export: --format pmta is the format there is\n");
+        free(domain);
+        return 2;
+    }
+    if (strcmp(cmd, "html") == 0 && !ctx.opt.output) {
+        fprintf(stderr, "outrelay report html: -o FILE is required\n");
+        free(domain);
+        return 2;
+    }
+    if (ctx.opt.since_us && ctx.opt.until_us && ctx.opt.until_us <= ctx.opt.since_us) {
+        fprintf(stderr, "outrelay report: --until must be after --since\n");
+        free(domain);
+        return 2;
+    }
+    ctx.opt.progress = isatty(STDERR_FILENO);
+
+    int status = 1;
+    FILE *out = stdout;
+    if (report_open_db(&ctx) == 0) {
+        if (ctx.opt.output && !(out = fopen(ctx.opt.output, "w")))
+            snprintf(ctx.err, sizeof ctx.err, "cannot write %s: %s", ctx.opt.output,
+                     strerror(errno));
+        else if (report_dispatch(&ctx, cmd, out) == 0)
+            status = 0;
+        int closed = out == stdout ? fflush(stdout) : out ? fclose(out) : 0;
+        if (closed != 0 && status == 0) {
+            snprintf(ctx.err, sizeof ctx.err, "cannot write %s: %s",
+                     ctx.opt.output ? ctx.opt.output : "standard output", strerror(errno));
+            status = 1;
+        }
+    }
+    if (status != 0) fprintf(stderr, "outrelay report %s: %s\n", cmd, ctx.err);
+    sqlite3_close(ctx.db);
+    free(domain);
+    return status;
+}
