@@ -118,6 +118,13 @@ def test(env):
     h.check(total(metrics, "outrelay_delivery_delay_seconds_bucket", le="+Inf") ==
             rows("delivered"), "the +Inf bucket must count every delivery")
     h.check(("outrelay_queue_messages", '{state="held"}') in metrics, "queue gauge missing")
+    # every series the shipped Grafana dashboard charts must exist
+    import json
+    import os
+    dash = json.load(open(os.path.join(env.src, "contrib/grafana/outrelay-dashboard.json")))
+    names = set(re.findall(r"outrelay_[a-z_]+", json.dumps(dash)))
+    known = set(types) | {f"{t}{s}" for t in types for s in ("_bucket", "_sum", "_count")}
+    h.check(names <= known, f"the dashboard uses metrics /metrics lacks: {names - known}")
     h.log(f"/metrics: {len(metrics)} series, delivered={rows('delivered')}")
     relay.stop()
 

@@ -380,7 +380,7 @@ static void test_hostile_files_are_refused(void **state)
     expect_refused(fx, "hostile/not-a-report.xml", "not a DMARC aggregate report");
     expect_refused(fx, "hostile/truncated.xml.gz", "gzip data is truncated");
     expect_refused(fx, "hostile/bad-third-record.xml",
-                   "record 3 (line 28): source_ip \"192.0.2.300\" is not an IP address");
+                   "record 3 (line 26): source_ip \"192.0.2.300\" is not an IP address");
     expect_refused(fx, bomb_gz, "decompresses to more than the 50 MiB limit");
     expect_refused(fx, bomb_zip, "decompresses to more than the 50 MiB limit");
     expect_refused(fx, deep, "malformed XML");
