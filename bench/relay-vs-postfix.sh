@@ -23,7 +23,7 @@ N="${BENCH_MESSAGES:-20000}"
 SESSIONS="${BENCH_SESSIONS:-20}"
 SIZE="${BENCH_SIZE:-4096}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
-ALL_SYSTEMS="postfix postfix-opendkim outrelay outrelay-rsa outrelay-dual"
+ALL_SYSTEMS="postfix postfix-opendkim outrelay outrelay-rsa outrelay-dual outrelay-ramp"
 SYSTEMS="${BENCH_SYSTEMS:-$ALL_SYSTEMS}"
 KEEP="${BENCH_KEEP:-0}"
 OUTRELAY_BIN="${OUTRELAY_BIN:-$REPO/build-bench/outrelay}"
@@ -803,8 +803,8 @@ ensure_outrelay() {
     [[ -x "$OUTRELAY_BIN" ]] || die "build did not produce $OUTRELAY_BIN"
 }
 
-write_outrelay_config() {  # FILE DIR RELAYPORT SINKPORT KEYSDIR
-    local cfg="$1" dir="$2" rport="$3" sport="$4" keys="$5"
+write_outrelay_config() {  # FILE DIR RELAYPORT SINKPORT KEYSDIR [ramp]
+    local cfg="$1" dir="$2" rport="$3" sport="$4" keys="$5" sys_ramp="${6:-}"
     mkdir -p "$dir/spool" "$dir/state"
     cat >"$cfg" <<EOF
 hostname: bench.outrelay.test
@@ -827,9 +827,28 @@ egress:
     tls: none
     max_connections: 20
     spf_ips: ["127.0.0.1/32"]
+EOF
+    if [[ "$sys_ramp" == ramp ]]; then
+        # outrelay-ramp: a second egress and a 30 % ramp keyed by Message-ID, so the route
+        # stage splits real traffic (both egresses end at the same sink)
+        cat >>"$cfg" <<EOF
+  sink2:
+    type: smarthost
+    host: 127.0.0.1
+    port: $sport
+    tls: none
+    max_connections: 20
+    spf_ips: ["127.0.0.1/32"]
 ramp:
   from: sink
+  to: sink2
+  key: [message_id]
+  schedule:
+    - { at: "2026-01-01T00:00:00Z", percent: 30 }
 EOF
+    else
+        printf 'ramp:\n  from: sink\n' >>"$cfg"
+    fi
 }
 
 start_outrelay() {  # CONFIG LOG RELAYPORT: sets OUTRELAY_PID, false if it did not come up
@@ -847,7 +866,7 @@ bench_outrelay_variant() {
     rport="$(free_port)"; sport="$(free_port)"
     cfg="$dir-check.yaml"
     echo "== $sys: check (relay 127.0.0.1:$rport -> dumping sink 127.0.0.1:$sport)"
-    write_outrelay_config "$cfg" "$dir-check" "$rport" "$sport" "$keys"
+    write_outrelay_config "$cfg" "$dir-check" "$rport" "$sport" "$keys" "${sys#outrelay-}"
     start_dump_sink "$sport" "$dir-check/dump"
     if ! start_outrelay "$cfg" "$dir-check/outrelay.log" "$rport"; then
         log "$sys check: outrelay did not start:"; tail -n 30 "$dir-check/outrelay.log" >&2; ok=0
@@ -875,7 +894,7 @@ bench_outrelay_variant() {
     rport="$(free_port)"; sport="$(free_port)"
     cfg="$dir.yaml"
     echo "== $sys (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
-    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$keys"
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$keys" "${sys#outrelay-}"
     start_sink "$sport"
     echo "  relay:  $OUTRELAY_BIN serve -c $cfg   (log: $dir/outrelay.log)"
     if start_outrelay "$cfg" "$dir/outrelay.log" "$rport"; then
@@ -900,6 +919,7 @@ bench_outrelay_variant() {
 bench_outrelay()      { bench_outrelay_variant outrelay      "$TMP/keys-none" ""; }
 bench_outrelay_rsa()  { bench_outrelay_variant outrelay-rsa  "$TMP/keys-rsa"  "rsa-sha256"; }
 bench_outrelay_dual() { bench_outrelay_variant outrelay-dual "$TMP/keys-dual" "ed25519-sha256 rsa-sha256"; }
+bench_outrelay_ramp() { bench_outrelay_variant outrelay-ramp "$TMP/keys-rsa"  "rsa-sha256"; }
 
 # ------------------------------------------------------------------ report
 rate() {  # rate SYSTEM KEY -> msg/s or n/a
@@ -963,6 +983,8 @@ report() {
     ratio_line outrelay-rsa postfix-opendkim 5
     ratio_line outrelay-rsa postfix 2
     ratio_line outrelay-rsa outrelay ""
+    ratio_line outrelay-ramp outrelay-rsa ""
+    ratio_line outrelay-ramp postfix ""
     if has_system outrelay-dual && has_system outrelay-rsa; then
         local a e
         a="$(slowdown outrelay-dual outrelay-rsa accept)"; e="$(slowdown outrelay-dual outrelay-rsa e2e)"

@@ -1,6 +1,6 @@
 #!/bin/sh
 # report-1m.sh - times `outrelay report` over a month of a busy relay: generates 1,000,000
-# event rows (the records.db schema of outrelay/records/records.c) for 30 days, 400 From
+# event rows (the records.db schema 3 of outrelay/records/records.c) for 30 days, 400 From
 # domains, two egresses (legacy -> cloud ramp from 0 to 100 %), the shipped providers and
 # shaping policies, deferrals (some of them Microsoft throttling replies), bounces, checks
 # with DMARC failures, cap spills and operator overrides; then runs every report and prints
@@ -41,13 +41,13 @@ rnd = random.Random(20260301)
 db = sqlite3.connect(db_path)
 db.executescript("""
 PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
-CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (2);
+CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (3);
 CREATE TABLE events (id INTEGER PRIMARY KEY, ts_us INTEGER NOT NULL, event TEXT, queue_id TEXT,
  message_id TEXT, origin TEXT, client_addr TEXT, sender TEXT, recipient TEXT, egress TEXT,
  source_addr TEXT, remote_mx TEXT, remote_addr TEXT, reply_code INTEGER, enhanced_code TEXT,
  reply_text TEXT, tls_version TEXT, tls_cipher TEXT, size INTEGER, delay_ms INTEGER,
  attempt_ms INTEGER, detail TEXT, from_domain TEXT, spf_result TEXT, spf_domain TEXT, dkim TEXT,
- dmarc_policy TEXT, dmarc_result TEXT, action TEXT, ramp_percent REAL);
+ dmarc_policy TEXT, dmarc_result TEXT, action TEXT, ramp_percent REAL, provider TEXT);
 """)
 START = 1772323200  # 2026-03-01 00:00 UTC
 DAYS = 30
@@ -75,7 +75,7 @@ def ev(ts, event, qid, **kw):
                  kw.get("delay_ms"), kw.get("attempt_ms"), kw.get("detail"),
                  kw.get("from_domain"), kw.get("spf_result"), kw.get("spf_domain"),
                  kw.get("dkim"), kw.get("dmarc_policy"), kw.get("dmarc_result"),
-                 kw.get("action"), kw.get("ramp_percent")))
+                 kw.get("action"), kw.get("ramp_percent"), kw.get("provider")))
 
 # overrides: a pause and a resume in week 2, a set in week 3
 for day, action, detail in ((9, "pause", "ramp paused at 30 %"), (10, "resume", "ramp follows "
@@ -128,12 +128,13 @@ while len(rows) < target:
         egress = "legacy"   # rerouted by the alignment policy
     ev(t + 0.06, "routed", qid, message_id=mid, origin=origin, sender=sender, recipient=rcpt,
        egress=egress, from_domain=dom, ramp_percent=round(share, 2), action=action,
+       provider=pname,
        detail=f"provider={pname}{why}")
     ts = t + 0.3
     addr = f"203.0.113.{rnd.randrange(1, 250)}:25"
     common = dict(message_id=mid, origin=origin, client_addr=client, sender=sender,
                   recipient=rcpt, egress=egress, source_addr=EGRESS_IP[egress], remote_mx=mx,
-                  remote_addr=addr, size=size, tls_version="TLSv1.3",
+                  remote_addr=addr, size=size, tls_version="TLSv1.3", provider=pname,
                   tls_cipher="TLS_AES_256_GCM_SHA384")
     r = rnd.random()
     tries = 0
@@ -166,8 +167,8 @@ while len(rows) < target:
                        "client_addr, sender, recipient, egress, source_addr, remote_mx, "
                        "remote_addr, reply_code, enhanced_code, reply_text, tls_version, "
                        "tls_cipher, size, delay_ms, attempt_ms, detail, from_domain, spf_result, "
-                       "spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent) "
-                       "VALUES (" + ",".join("?" * 29) + ")", rows)
+                       "spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent, "
+                       "provider) VALUES (" + ",".join("?" * 30) + ")", rows)
         target -= len(rows)
         rows = []
 rows = rows[:max(0, target)]
@@ -176,7 +177,7 @@ db.executemany("INSERT INTO events (ts_us, event, queue_id, message_id, origin, 
                "sender, recipient, egress, source_addr, remote_mx, remote_addr, reply_code, "
                "enhanced_code, reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, "
                "detail, from_domain, spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, "
-               "action, ramp_percent) VALUES (" + ",".join("?" * 29) + ")", rows)
+               "action, ramp_percent, provider) VALUES (" + ",".join("?" * 30) + ")", rows)
 db.executescript("""
 CREATE INDEX events_queue_id ON events (queue_id);
 CREATE INDEX events_message_id ON events (message_id);

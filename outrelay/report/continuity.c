@@ -38,7 +38,7 @@ static void continuity_queue_load(const struct config *cfg, struct continuity_qu
             q->ids = xrealloc(q->ids, (q->n + 1) * sizeof *q->ids);
             q->ids[q->n++] = xstrndup(line, len);
         }
-        qsort(q->ids, q->n, sizeof *q->ids, continuity_cmp_str);
+        if (q->n > 1) qsort(q->ids, q->n, sizeof *q->ids, continuity_cmp_str);
     }
     strbuf_free(&out);
 }

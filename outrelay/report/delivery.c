@@ -1,7 +1,7 @@
 /* delivery.c - the delivery report: delivered / deferred / bounced / expired per egress x
  * provider with delivery delays (p50, p95 of delay_ms: acceptance to the remote 250), and the
- * most frequent remote replies. The provider of a recipient is the one its latest `routed` row
- * names (found through the queue_id index). Read-only SQL; percentiles are computed here. */
+ * most frequent remote replies. The provider is the row's own (schema 3), else the one the
+ * recipient's latest `routed` row names. Read-only SQL; percentiles are computed here. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,12 +54,17 @@ static struct delivery_group *delivery_group_of(struct delivery_group **groups, 
 static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
 {
     struct strbuf sql = STRBUF_INIT;
-    strbuf_puts(&sql,
-                "SELECT e.event, coalesce(e.egress, '-'), coalesce((SELECT " REPORT_PROVIDER_SQL(
-                    "r.detail") " FROM events r WHERE r.queue_id = e.queue_id AND r.event = "
-                                "'routed' AND r.recipient = e.recipient ORDER BY r.id DESC "
-                                "LIMIT 1), '-'), e.delay_ms FROM events e "
-                                "WHERE e.event IN ('delivered', 'deferred', 'bounced', 'expired')");
+    /* schema 3 rows name their provider; older ones (and recipients bounced before any
+     * attempt) take it from their latest routing decision */
+    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(");
+    if (ctx->has_provider) strbuf_puts(&sql, "e.provider, ");
+    strbuf_puts(
+        &sql,
+        "(SELECT " REPORT_PROVIDER_SQL(
+            "r.detail") " FROM events r WHERE "
+                        "r.queue_id = e.queue_id AND r.event = 'routed' AND r.recipient = "
+                        "e.recipient ORDER BY r.id DESC LIMIT 1), '-'), e.delay_ms FROM events e "
+                        "WHERE e.event IN ('delivered', 'deferred', 'bounced', 'expired')");
     report_sql_filters(&sql, ctx, "e", REPORT_SENDER_DOMAIN_SQL("e.sender"), 1);
     sqlite3_stmt *st = report_prepare(ctx, sql.data);
     strbuf_free(&sql);
@@ -97,10 +102,10 @@ static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
     if (rc != SQLITE_DONE)
         snprintf(ctx->err, sizeof ctx->err, "records: %s", sqlite3_errmsg(ctx->db));
     sqlite3_finalize(st);
-    qsort(groups, n, sizeof *groups, delivery_cmp_group);
+    if (n > 1) qsort(groups, n, sizeof *groups, delivery_cmp_group);
     for (size_t i = 0; i < n; i++) {
         struct delivery_group *g = &groups[i];
-        qsort(g->delays, g->n_delays, sizeof *g->delays, delivery_cmp_i64);
+        if (g->n_delays > 1) qsort(g->delays, g->n_delays, sizeof *g->delays, delivery_cmp_i64);
         report_row(t);
         report_put(t, 0, g->egress);
         report_put(t, 1, g->provider);

@@ -105,9 +105,10 @@ static void html_head(struct strbuf *out, const struct report_ctx *ctx)
     report_html_escape(out, ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "(any other egress)");
     strbuf_printf(out, ". Generated %s UTC.</p>\n",
                   report_time_text(util_now_us(), now, sizeof now));
-    strbuf_puts(out, "<nav><a href=\"#continuity\">Continuity</a><a href=\"#ramp\">Ramp</a>"
-                     "<a href=\"#alignment\">Alignment</a><a href=\"#deferrals\">Deferrals and "
-                     "shaping</a><a href=\"#delivery\">Delivery</a></nav>\n");
+    strbuf_puts(out, "<nav>Charts: <a href=\"#ramp\">ramp</a><a href=\"#deferrals\">deferrals"
+                     "</a><a href=\"#alignment\">alignment</a> Tables: <a href=\"#continuity\">"
+                     "continuity</a><a href=\"#ramp-tables\">ramp</a><a href=\"#alignment-tables"
+                     "\">alignment</a><a href=\"#delivery\">delivery</a></nav>\n");
 }
 
 static void html_continuity_summary(struct strbuf *out, const struct report_table *acc)
@@ -140,35 +141,38 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
     report_progress(ctx, "html: writing (parts done)", 4, parts);
     report_progress_end(ctx);
 
+    /* the three charts first, so the first screen answers "how is it going" */
     html_head(&out, ctx);
-    html_section(&out, "continuity", "Continuity");
     html_continuity_summary(&out, report_doc_find(&cont, "accounting"));
+    html_section(&out, "ramp", "Ramp: planned vs actual cloud share");
+    report_chart_ramp(&out, report_doc_find(&ramp, "hours"));
+    html_section(&out, "deferrals", "Deferrals and shaping replies over time");
+    report_chart_deferrals(&out, report_doc_find(&ramp, "deferrals"));
+    html_section(&out, "alignment", "Alignment: DMARC pass rate per From domain and egress");
+    report_chart_alignment(&out, report_doc_find(&align, "summary"));
+    html_flush(&out, f);
+
+    html_section(&out, "continuity", "Continuity");
     for (size_t i = 0; i < cont.n_tables; i++)
         html_table(&out, cont.tables[i]);
     html_notes(&out, &cont);
 
-    html_section(&out, "ramp", "Ramp: planned vs actual cloud share");
-    report_chart_ramp(&out, report_doc_find(&ramp, "hours"));
-    html_flush(&out, f);
-    static const char *const ramp_tables[] = {"providers", "caps", "overrides", "hours", "hourly"};
-    for (size_t i = 0; i < sizeof ramp_tables / sizeof ramp_tables[0]; i++)
+    html_section(&out, "ramp-tables", "Ramp tables");
+    static const char *const ramp_tables[] = {"providers", "caps",  "overrides", "shaping",
+                                              "deferrals", "hours", "hourly"};
+    for (size_t i = 0; i < sizeof ramp_tables / sizeof ramp_tables[0]; i++) {
         html_table(&out, report_doc_find(&ramp, ramp_tables[i]));
+        html_flush(&out, f);
+    }
     html_notes(&out, &ramp);
-    html_flush(&out, f);
 
-    html_section(&out, "alignment", "Alignment: DMARC pass rate per From domain and egress");
-    report_chart_alignment(&out, report_doc_find(&align, "summary"));
-    for (size_t i = 0; i < align.n_tables; i++) {
-        static const char *const order[] = {"summary", "reasons", "alignment"};
-        html_table(&out, report_doc_find(&align, order[i]));
+    html_section(&out, "alignment-tables", "Alignment tables");
+    static const char *const align_tables[] = {"summary", "reasons", "alignment"};
+    for (size_t i = 0; i < sizeof align_tables / sizeof align_tables[0]; i++) {
+        html_table(&out, report_doc_find(&align, align_tables[i]));
         html_flush(&out, f);
     }
     html_notes(&out, &align);
-
-    html_section(&out, "deferrals", "Deferrals and shaping replies over time");
-    report_chart_deferrals(&out, report_doc_find(&ramp, "deferrals"));
-    html_table(&out, report_doc_find(&ramp, "shaping"));
-    html_table(&out, report_doc_find(&ramp, "deferrals"));
 
     html_section(&out, "delivery", "Delivery");
     for (size_t i = 0; i < delivery.n_tables; i++)

@@ -248,9 +248,12 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
     struct report_table *overrides = report_table_add(
         doc, "overrides", "Operator overrides (outrelay ramp ...)", "time action result");
 
+    char hour_provider[400];
+    snprintf(hour_provider, sizeof hour_provider, "%s, %s", RAMP_HOUR_SQL,
+             REPORT_ROUTED_PROVIDER_SQL(ctx));
     if (ramp_shares(ctx, hours, RAMP_HOUR_SQL, 1) < 0 ||
-        ramp_shares(ctx, hourly, RAMP_HOUR_SQL ", " REPORT_PROVIDER_SQL("detail"), 2) < 0 ||
-        ramp_shares(ctx, providers, REPORT_PROVIDER_SQL("detail"), 1) < 0 ||
+        ramp_shares(ctx, hourly, hour_provider, 2) < 0 ||
+        ramp_shares(ctx, providers, REPORT_ROUTED_PROVIDER_SQL(ctx), 1) < 0 ||
         ramp_caps(ctx, caps) < 0 || ramp_shaping(ctx, shaping, deferrals) < 0 ||
         ramp_overrides(ctx, overrides) < 0)
         return -1;

@@ -174,6 +174,12 @@ static int report_open_db(struct report_ctx *ctx)
     } else {
         /* the relay's writer holds the lock only for a batch commit */
         sqlite3_busy_timeout(ctx->db, 10000);
+        sqlite3_stmt *q = NULL;
+        if (sqlite3_prepare_v2(ctx->db,
+                               "SELECT 1 FROM pragma_table_info('events') WHERE name = 'provider'",
+                               -1, &q, NULL) == SQLITE_OK)
+            ctx->has_provider = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
         rc = 0;
     }
     strbuf_free(&path);

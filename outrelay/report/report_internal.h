@@ -32,6 +32,7 @@ struct report_options {
 struct report_ctx {
     const struct config *cfg;
     sqlite3 *db;
+    int has_provider; /* schema 3: delivery and routing rows carry a provider column */
     struct report_options opt;
     char err[512];
 };
@@ -102,6 +103,10 @@ sqlite3_stmt *report_prepare(struct report_ctx *ctx, const char *sql);
 #define REPORT_PROVIDER_SQL(col)                                                                   \
     "CASE WHEN " col " LIKE 'provider=%' THEN substr(" col ", 10, instr(" col                      \
     " || ';', ';') - 10) END"
+/* The provider of a routed row: the provider column (schema 3), else the detail text. */
+#define REPORT_ROUTED_PROVIDER_SQL(ctx)                                                            \
+    ((ctx)->has_provider ? "coalesce(provider, " REPORT_PROVIDER_SQL("detail") ")"                 \
+                         : REPORT_PROVIDER_SQL("detail"))
 /* The sending domain of an envelope sender column. */
 #define REPORT_SENDER_DOMAIN_SQL(col) "lower(substr(" col ", instr(" col ", '@') + 1))"
 

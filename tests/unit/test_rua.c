@@ -371,6 +371,12 @@ static void test_hostile_files_are_refused(void **state)
     write_zip_bomb(bomb_zip, over);
     write_deep(deep);
     write_text(empty, "");
+    char huge[600];
+    snprintf(huge, sizeof huge, "%s/huge.xml", fx->state);
+    FILE *hf = fopen(huge, "w");
+    assert_non_null(hf);
+    assert_int_equal(ftruncate(fileno(hf), (off_t)over), 0); /* sparse: no disk used */
+    fclose(hf);
 
     expect_refused(fx, "hostile/billion-laughs.xml", "DOCTYPE");
     expect_refused(fx, "hostile/xxe-file.xml", "DOCTYPE");
@@ -385,6 +391,7 @@ static void test_hostile_files_are_refused(void **state)
     expect_refused(fx, bomb_zip, "decompresses to more than the 50 MiB limit");
     expect_refused(fx, deep, "malformed XML");
     expect_refused(fx, empty, "file is empty");
+    expect_refused(fx, huge, "bytes, more than the 50 MiB limit");
     expect_refused(fx, missing, "cannot open");
     expect_refused(fx, fx->state, "not a regular file");
 
