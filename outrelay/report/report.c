@@ -13,9 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/strbuf.h"
 #include "common/util.h"
 #include "config/config.h"
 #include "report/report_internal.h"
+#include "report/rua.h"
 
 static const char report_usage[] =
     "usage: outrelay report COMMAND [options] [-c FILE]\n"
@@ -31,6 +33,10 @@ static const char report_usage[] =
     "               be 0); with --message-id or a window, every event of each message\n"
     "  export --format pmta   PowerMTA-style accounting CSV (d, b, t records)\n"
     "  html -o FILE one self-contained HTML page: charts and every table above\n"
+    "  import-rua FILE...     store DMARC aggregate reports (XML, .gz, .zip) from receivers\n"
+    "  rua          per domain x source IP: what receivers reported next to what outrelay\n"
+    "               predicted for that egress address, mismatches marked (--mismatches: only\n"
+    "               those); the text alignment report ends with it when reports exist\n"
     "Options:\n"
     "  --since T, --until T   window: 2026-03-01, \"2026-03-01 14:00\", 2026-03-01T14:00:00Z\n"
     "                         (UTC), or relative to now: 90m, 12h, 7d, 2w\n"
@@ -180,6 +186,13 @@ static int report_open_db(struct report_ctx *ctx)
                                -1, &q, NULL) == SQLITE_OK)
             ctx->has_provider = sqlite3_step(q) == SQLITE_ROW;
         sqlite3_finalize(q);
+        q = NULL;
+        if (sqlite3_prepare_v2(ctx->db,
+                               "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                               "name = 'rua_reports'",
+                               -1, &q, NULL) == SQLITE_OK)
+            ctx->has_rua = sqlite3_step(q) == SQLITE_ROW;
+        sqlite3_finalize(q);
         rc = 0;
     }
     strbuf_free(&path);
@@ -201,8 +214,31 @@ static int report_render(struct report_ctx *ctx, struct report_doc *doc, FILE *o
     return 0;
 }
 
+/* Receivers' aggregate reports next to our predictions (report/rua.c). */
+static int report_rua(struct report_ctx *ctx, FILE *out, int heading)
+{
+    struct rua_filter f = {.domain = ctx->opt.domain,
+                           .egress = ctx->opt.egress,
+                           .since = ctx->opt.since_us / 1000000,
+                           .until = ctx->opt.until_us / 1000000,
+                           .mismatches_only = ctx->opt.mismatches_only};
+    struct strbuf text = STRBUF_INIT;
+    int fmt = ctx->opt.format == REPORT_CSV    ? RUA_FORMAT_CSV
+              : ctx->opt.format == REPORT_JSON ? RUA_FORMAT_JSON
+                                               : RUA_FORMAT_TABLE;
+    int rc = rua_compare(ctx->cfg->state, &f, &text, fmt, ctx->err, sizeof ctx->err);
+    if (rc == 0 && text.len) {
+        if (heading)
+            fputs("\nDMARC aggregate reports from receivers vs outrelay's predictions\n", out);
+        fwrite(text.data, 1, text.len, out);
+    }
+    strbuf_free(&text);
+    return rc;
+}
+
 static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
 {
+    if (strcmp(cmd, "rua") == 0) return report_rua(ctx, out, 0);
     if (strcmp(cmd, "export") == 0) return report_export_pmta(ctx, out);
     if (strcmp(cmd, "html") == 0) return report_html_write(ctx, out);
     struct report_doc doc = {.report = cmd};
@@ -218,13 +254,33 @@ static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
                                      ctx->opt.message_id != NULL || ctx->opt.window_given);
     if (rc == 0) rc = report_render(ctx, &doc, out);
     report_doc_free(&doc);
+    if (rc == 0 && strcmp(cmd, "alignment") == 0 && ctx->opt.format == REPORT_TEXT &&
+        ctx->has_rua)
+        rc = report_rua(ctx, out, 1);
     return rc;
+}
+
+/* `report import-rua FILE...`: not a report over the records but an import into them. */
+static int report_import_rua(const struct config *cfg, int argc, char **argv)
+{
+    if (argc < 1) {
+        fputs("usage: outrelay report import-rua FILE... [-c FILE]\n", stderr);
+        return 2;
+    }
+    struct strbuf out = STRBUF_INIT;
+    char err[512] = "";
+    int rc = rua_import(cfg->state, (const char *const *)argv, (size_t)argc, &out, err,
+                        sizeof err);
+    fputs(strbuf_str(&out), stdout);
+    if (rc != 0) fprintf(stderr, "outrelay report import-rua: %s\n", err);
+    strbuf_free(&out);
+    return rc == 0 ? 0 : 1;
 }
 
 static int report_is_command(const char *cmd)
 {
-    static const char *const commands[] = {"alignment",  "ramp",   "delivery",
-                                           "continuity", "export", "html"};
+    static const char *const commands[] = {"alignment", "ramp", "delivery", "continuity",
+                                           "export",    "html", "rua"};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(cmd, commands[i]) == 0) return 1;
     return 0;
@@ -241,7 +297,8 @@ int report_run(const struct config *cfg, int argc, char **argv)
         OPT_JSON,
         OPT_MSGID,
         OPT_FORMAT,
-        OPT_TABLE
+        OPT_TABLE,
+        OPT_MISMATCHES
     };
     static const struct option opts[] = {{"since", required_argument, NULL, OPT_SINCE},
                                          {"until", required_argument, NULL, OPT_UNTIL},
@@ -252,6 +309,7 @@ int report_run(const struct config *cfg, int argc, char **argv)
                                          {"message-id", required_argument, NULL, OPT_MSGID},
                                          {"format", required_argument, NULL, OPT_FORMAT},
                                          {"table", required_argument, NULL, OPT_TABLE},
+                                         {"mismatches", no_argument, NULL, OPT_MISMATCHES},
                                          {"output", required_argument, NULL, 'o'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
@@ -300,6 +358,9 @@ int report_run(const struct config *cfg, int argc, char **argv)
         case OPT_TABLE:
             ctx.opt.table = optarg;
             break;
+        case OPT_MISMATCHES:
+            ctx.opt.mismatches_only = 1;
+            break;
         case 'o':
             ctx.opt.output = optarg;
             break;
@@ -313,6 +374,10 @@ int report_run(const struct config *cfg, int argc, char **argv)
         }
     }
     const char *cmd = optind < argc ? argv[optind] : NULL;
+    if (!help && !bad && cmd && strcmp(cmd, "import-rua") == 0) {
+        free(domain);
+        return report_import_rua(cfg, argc - optind - 1, argv + optind + 1);
+    }
     if (help || bad || !cmd || !report_is_command(cmd) || optind + 1 != argc) {
         if (!help && cmd && !report_is_command(cmd))
             fprintf(stderr, "outrelay report: unknown report \"%s\"\n", cmd);

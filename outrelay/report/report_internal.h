@@ -27,12 +27,14 @@ struct report_options {
     enum report_format format;
     int window_given; /* --since or --until was given */
     int progress;     /* stderr is a terminal: show progress of long jobs */
+    int mismatches_only; /* rua: only rows where receivers disagree with our prediction */
 };
 
 struct report_ctx {
     const struct config *cfg;
     sqlite3 *db;
     int has_provider; /* schema 3: delivery and routing rows carry a provider column */
+    int has_rua;      /* rua_reports exists (aggregate reports were imported) */
     struct report_options opt;
     char err[512];
 };
