@@ -73,6 +73,30 @@ static struct config *load_config(const char *path)
     return cfg;
 }
 
+/* The DKIM key store of cfg. A key that cannot be used is reported (as "PREFIX: keys: ..." on
+ * stderr, or in the log when prefix is NULL) and left out; keys_refused counts them. NULL when
+ * the key directory itself cannot be read. */
+static int keys_refused;
+
+static struct dkim_keystore *load_keys(const struct config *cfg, const char *prefix)
+{
+    char **errors = NULL;
+    size_t n = 0;
+    struct dkim_keystore *ks = dkim_keystore_load(cfg->keys, &errors, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (prefix)
+            fprintf(stderr, "%s: keys: %s\n", prefix, errors[i]);
+        else
+            log_error("keys: %s (key not used)", errors[i]);
+        free(errors[i]);
+    }
+    free(errors);
+    keys_refused += (int)n;
+    if (!ks && prefix)
+        fprintf(stderr, "%s: keys: cannot read the key directory %s\n", prefix, cfg->keys);
+    return ks;
+}
+
 /* Parses "-c FILE" / "--config FILE" / "-h" for a subcommand. Returns 0, 1 (help), -1. */
 static int parse_common(int argc, char **argv, const char **config_path, int *optind_out,
                         int permute)
@@ -121,19 +145,8 @@ static int cmd_check(int argc, char **argv)
             SSL_CTX_free(ctx);
         }
     }
-    char **key_errors = NULL;
-    size_t n_key_errors = 0;
-    struct dkim_keystore *ks = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
-    for (size_t i = 0; i < n_key_errors; i++) {
-        fprintf(stderr, "%s: keys: %s\n", path, key_errors[i]);
-        free(key_errors[i]);
-        status = 1;
-    }
-    free(key_errors);
-    if (!ks) {
-        fprintf(stderr, "%s: keys: cannot read the key directory %s\n", path, cfg->keys);
-        status = 1;
-    }
+    struct dkim_keystore *ks = load_keys(cfg, path);
+    if (!ks || keys_refused) status = 1;
     if (status == 0)
         printf("%s: configuration ok (%zu DKIM key%s)\n", path, ks->n_keys,
                ks->n_keys == 1 ? "" : "s");
@@ -267,14 +280,7 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 static int auth_stages_start(const struct config *cfg, struct dkim_keystore **keys, char *err,
                              size_t errlen)
 {
-    char **key_errors = NULL;
-    size_t n_key_errors = 0;
-    *keys = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
-    for (size_t i = 0; i < n_key_errors; i++) {
-        log_error("keys: %s (key not used)", key_errors[i]);
-        free(key_errors[i]);
-    }
-    free(key_errors);
+    *keys = load_keys(cfg, NULL);
     if (!*keys) {
         snprintf(err, errlen, "cannot read the key directory %s", cfg->keys);
         return -1;
@@ -428,17 +434,10 @@ static int cmd_dns_advice(int argc, char **argv)
     if (!cfg) return 1;
     log_init("outrelay", 0, LOG_LEVEL_ERROR);
     char err[512];
-    char **key_errors = NULL;
-    size_t n_key_errors = 0;
-    struct dkim_keystore *ks = dkim_keystore_load(cfg->keys, &key_errors, &n_key_errors);
-    for (size_t i = 0; i < n_key_errors; i++) {
-        fprintf(stderr, "keys: %s\n", key_errors[i]);
-        free(key_errors[i]);
-    }
-    free(key_errors);
+    struct dkim_keystore *ks = load_keys(cfg, "outrelay");
     int status = 1;
     if (!ks) {
-        fprintf(stderr, "outrelay: cannot read the key directory %s\n", cfg->keys);
+        /* load_keys said why */
     } else if (orgdomain_init(NULL, err, sizeof err) < 0 ||
                dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0 ||
                spf_init(err, sizeof err) < 0) {
@@ -543,8 +542,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "queue") == 0) return cmd_queue(argc - 1, argv + 1);
-    if (strcmp(cmd, "ramp") == 0)
-        return cmd_ramp(argc - 1, argv + 1);
+    if (strcmp(cmd, "ramp") == 0) return cmd_ramp(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return cmd_report(argc - 1, argv + 1);
