@@ -280,7 +280,6 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 static int auth_stages_start(const struct config *cfg, struct dkim_keystore **keys, char *err,
                              size_t errlen)
 {
-    *keys = load_keys(cfg, NULL);
     if (!*keys) {
         snprintf(err, errlen, "cannot read the key directory %s", cfg->keys);
         return -1;
@@ -347,6 +346,8 @@ static int cmd_serve(int argc, char **argv)
     if (cfg->users_file && !(users = auth_load(cfg->users_file, err, sizeof err))) goto out;
     /* Bind while still privileged (port 25), then drop. */
     if (smtpd_start(serve_base, cfg, server_ctx, users, err, sizeof err) < 0) goto out;
+    /* keys are readable by root only (0600): read them before giving up root */
+    keys = load_keys(cfg, NULL);
     if (drop_privileges(cfg, err, sizeof err) < 0) goto out;
     if (ensure_dir(cfg->state, 0, 0, 0) < 0) {
         snprintf(err, sizeof err, "cannot create state directory %s: %s", cfg->state,
