@@ -38,6 +38,8 @@ enum conn_state {
     C_STARTTLS,
     C_TLS_HANDSHAKE,
     C_AUTH,
+    C_AUTH_LOGIN_USER, /* AUTH LOGIN sent, waiting for the username prompt */
+    C_AUTH_LOGIN_PASS, /* username sent, waiting for the password prompt */
     C_IDLE,
     C_TRANSACTION,
     C_DATA_BODY,
@@ -773,6 +775,11 @@ static void after_ehlo(struct smtpc_conn *c)
             conn_next_address(c);
             return;
         }
+        if (!c->ext_auth_plain) { /* LOGIN only: username and password in two steps */
+            c->state = C_AUTH_LOGIN_USER;
+            send_line(c, "AUTH LOGIN");
+            return;
+        }
         struct strbuf raw = STRBUF_INIT;
         strbuf_append(&raw, "", 1);
         strbuf_puts(&raw, e->auth_user);
@@ -893,6 +900,23 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
         }
         start_tls(c);
         return;
+    case C_AUTH_LOGIN_USER:
+    case C_AUTH_LOGIN_PASS:
+        if (code == 334) {
+            const char *v = c->state == C_AUTH_LOGIN_USER
+                                ? c->egress->auth_user
+                                : (c->egress->auth_password ? c->egress->auth_password : "");
+            size_t len = strlen(v);
+            char *b64 = xmalloc(len * 2 + 8);
+            EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)v, (int)len);
+            c->state = c->state == C_AUTH_LOGIN_USER ? C_AUTH_LOGIN_PASS : C_AUTH;
+            send_line(c, "%s", b64);
+            explicit_bzero(b64, strlen(b64));
+            free(b64);
+            return;
+        }
+        /* anything else ends the exchange like a final AUTH reply */
+        __attribute__((fallthrough));
     case C_AUTH:
         if (code != 235) {
             set_error(c, 0, "4.7.0", "smarthost %s[%s] refused our credentials: %d %s", c->mx_name,
@@ -928,7 +952,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
         if (!line) {
             if (evbuffer_get_length(in) > SMTPC_MAX_REPLY) {
                 set_error(c, 0, "4.4.2", "%s[%s] sent an overlong line", c->mx_name, c->addr_text);
-                if (c->state <= C_AUTH)
+                if (c->state <= C_AUTH_LOGIN_PASS)
                     conn_next_address(c);
                 else
                     conn_close(c);
@@ -942,7 +966,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
                       c->addr_text, line);
             free(line);
-            if (c->state <= C_AUTH)
+            if (c->state <= C_AUTH_LOGIN_PASS)
                 conn_next_address(c);
             else
                 conn_close(c);
@@ -1034,6 +1058,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     case C_HELO:
     case C_STARTTLS:
     case C_AUTH:
+    case C_AUTH_LOGIN_USER:
+    case C_AUTH_LOGIN_PASS:
         set_error(c, 0, "4.4.2", "lost connection with %s[%s] during the greeting: %s", c->mx_name,
                   c->addr_text, why);
         conn_next_address(c);

@@ -754,7 +754,7 @@ class PySink:
     make_ca_and_cert), optional reply script (see py_sink.py). .messages() -> [SinkMessage] with
     tls_version/tls_cipher set; .replies() -> the scripted replies it gave."""
 
-    def __init__(self, env, ip, port, name, tls=None, script=None, hostname=None):
+    def __init__(self, env, ip, port, name, tls=None, script=None, hostname=None, auth=None):
         self.env = env
         self.ip = ip
         self.port = port
@@ -766,6 +766,8 @@ class PySink:
                 "--script", json.dumps(script or [])]
         if tls:
             argv += ["--tls-cert", tls["cert"], "--tls-key", tls["key"]]
+        if auth:
+            argv += ["--auth", auth]
         self.proc = Proc(env, f"py-sink[{name}]", argv, env.path(f"pysink-{name}.log"),
                          stop_signal=signal.SIGINT)
         env.add_diagnostic(lambda: (f"py-sink {name} {ip}:{port}",
@@ -805,6 +807,9 @@ class PySink:
 
     def replies(self):
         return [e for e in self.events() if e.get("event") == "reply"]
+
+    def auths(self):
+        return [e for e in self.events() if e.get("event") == "auth"]
 
     def stop(self):
         return self.proc.stop()

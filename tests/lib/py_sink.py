@@ -33,7 +33,7 @@ import threading
 import time
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 class Script:
@@ -150,17 +150,18 @@ class Handler:
 
 
 class SinkController(Controller):
-    """Controller whose SMTP instances get our options (SMTPUTF8 on, no AUTH)."""
+    """Controller whose SMTP instances get our options (SMTPUTF8 on; AUTH only with --auth)."""
 
-    def __init__(self, handler, tls_context, **kwargs):
+    def __init__(self, handler, tls_context, auth_kwargs=None, **kwargs):
         self._tls = tls_context
+        self._auth = auth_kwargs or {}
         super().__init__(handler, **kwargs)
 
     def factory(self):
         return SMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
                     tls_context=self._tls, require_starttls=False,
                     enable_SMTPUTF8=True, decode_data=False,
-                    data_size_limit=64 * 1024 * 1024, auth_require_tls=True)
+                    data_size_limit=64 * 1024 * 1024, auth_require_tls=True, **self._auth)
 
 
 def main():
@@ -171,6 +172,8 @@ def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--script", default="[]", help="JSON list of reply rules")
+    ap.add_argument("--auth", help="USER:PASSWORD[:MECH,...]: require AUTH (after STARTTLS) "
+                                   "with these credentials, offering only the MECHs given")
     args = ap.parse_args()
 
     host, _, port = args.listen.rpartition(":")
@@ -182,8 +185,24 @@ def main():
         ctx.verify_mode = ssl.CERT_NONE
 
     handler = Handler(Script(json.loads(args.script)), Recorder(args.record))
+    auth_kwargs = {}
+    if args.auth:
+        user, password, *mechs = args.auth.split(":")
+        offered = [m.upper() for m in (mechs[0].split(",") if mechs else ["PLAIN", "LOGIN"])]
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = (getattr(auth_data, "login", b"") == user.encode() and
+                  getattr(auth_data, "password", b"") == password.encode())
+            handler.rec.write({"event": "auth", "mechanism": mechanism, "ok": ok,
+                               "login": getattr(auth_data, "login", b"").decode("utf-8",
+                                                                              "replace")})
+            return AuthResult(success=ok, handled=False)
+        auth_kwargs = {"authenticator": authenticator, "auth_required": True,
+                       "auth_exclude_mechanism": [m for m in ("PLAIN", "LOGIN")
+                                                  if m not in offered]}
     controller = SinkController(handler, ctx, hostname=host, port=int(port),
-                                server_hostname=args.hostname, ready_timeout=10)
+                                server_hostname=args.hostname, ready_timeout=10,
+                                auth_kwargs=auth_kwargs)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
