@@ -398,12 +398,12 @@ size_t smtp_enhanced_code(const char *text, char *out, size_t size)
     if (!(*p >= '2' && *p <= '5') || p[1] != '.') return 0;
     p += 2;
     size_t n = 0;
-    while (isdigit((unsigned char)p[n]) && n < 3)
+    while (n < 3 && isdigit((unsigned char)p[n]))
         n++;
     if (n == 0 || p[n] != '.') return 0;
     p += n + 1;
     n = 0;
-    while (isdigit((unsigned char)p[n]) && n < 3)
+    while (n < 3 && isdigit((unsigned char)p[n]))
         n++;
     if (n == 0 || (p[n] != ' ' && p[n] != '\0')) return 0;
     size_t total = (size_t)(p + n - text);
