@@ -1,0 +1,192 @@
+/* config_auth.c - the authentication sections of the configuration: dkim (which headers are
+ * signed), alignment (what to do with mail whose DMARC is predicted to fail) and the policy
+ * files, which may hold alignment, providers, caps, shaping and ramp pins. Called from
+ * load_root() in config.c; also answers config_alignment_action(). Never exits, never prints. */
+#include "config/config_loader.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libfyaml.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/strbuf.h"
+
+/* ---------------------------------------------------------------- dkim and alignment */
+
+static const char *const alignment_actions[] = {"send", "reroute", "hold", "bounce", NULL};
+
+void load_dkim(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"headers", "oversign", NULL};
+    struct config *cfg = ld->cfg;
+    struct at v[2];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) {
+        for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+            free(cfg->dkim_headers[i]);
+        free(cfg->dkim_headers);
+        cfg->dkim_headers = NULL;
+        cfg->n_dkim_headers = 0;
+        if (get_string_list(ld, &v[0], &cfg->dkim_headers, &cfg->n_dkim_headers) == 0) {
+            int has_from = 0;
+            for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+                has_from |= !strcasecmp(cfg->dkim_headers[i], "from");
+            if (!has_from)
+                error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)", v[0].label);
+        }
+    }
+    if (v[1].node) {
+        for (size_t i = 0; i < cfg->n_dkim_oversign; i++)
+            free(cfg->dkim_oversign[i]);
+        free(cfg->dkim_oversign);
+        cfg->dkim_oversign = NULL;
+        cfg->n_dkim_oversign = 0;
+        get_string_list(ld, &v[1], &cfg->dkim_oversign, &cfg->n_dkim_oversign);
+    }
+}
+
+/* alignment: { default: ACTION, domains: { DOMAIN: ACTION } } */
+void load_alignment(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"default", "domains", NULL};
+    struct config *cfg = ld->cfg;
+    struct at v[2];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) {
+        int a = get_choice(ld, &v[0], "an alignment action", alignment_actions);
+        if (a >= 0) cfg->alignment_default = (enum alignment_action)a;
+    }
+    if (!v[1].node || is_null(v[1].node)) return;
+    if (!fy_node_is_mapping(v[1].node)) {
+        error_at(ld, v[1].where, "%s: expected \"domain: action\" lines, found %s", v[1].label,
+                 kind_name(v[1].node));
+        return;
+    }
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(v[1].node, &it))) {
+        struct fy_node *key = fy_node_pair_key(pair);
+        struct pos kpos = node_pos(ld, key, v[1].where);
+        const char *domain = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
+        if (!domain || !valid_hostname(domain)) {
+            error_at(ld, kpos, "%s: \"%s\" is not a domain name", v[1].label, domain ? domain : "");
+            continue;
+        }
+        struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
+        val.where = node_pos(ld, val.node, kpos);
+        label_set(&val, "%s.%s", v[1].label, domain);
+        int a = get_choice(ld, &val, "an alignment action", alignment_actions);
+        if (a < 0) continue;
+        for (size_t i = 0; i < cfg->n_alignment_rules; i++)
+            if (!strcasecmp(cfg->alignment_rules[i].domain, domain))
+                error_at(ld, kpos, "%s: %s already has a rule at %s:%d", v[1].label, domain,
+                         cfg->alignment_rules[i].file, cfg->alignment_rules[i].line);
+        cfg->alignment_rules = xrealloc(cfg->alignment_rules, (cfg->n_alignment_rules + 1) *
+                                                                  sizeof *cfg->alignment_rules);
+        struct alignment_rule *r = &cfg->alignment_rules[cfg->n_alignment_rules++];
+        r->domain = xstrdup(domain);
+        for (char *p = r->domain; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        r->action = (enum alignment_action)a;
+        r->file = xstrdup(ld->file);
+        r->line = kpos.line;
+    }
+}
+
+/* ---------------------------------------------------------------- policy files */
+
+/* A policy file named with a relative path is relative to the file that names it (so a
+ * configuration and its policies can move together); when it is not there, to the directory
+ * outrelay runs in. */
+static char *policy_path(const struct loader *ld, const char *written)
+{
+    const char *slash = strrchr(ld->file, '/');
+    if (written[0] == '/' || !slash) return xstrdup(written);
+    struct strbuf sb = STRBUF_INIT;
+    strbuf_printf(&sb, "%.*s/%s", (int)(slash - ld->file), ld->file, written);
+    if (access(strbuf_str(&sb), F_OK) < 0) {
+        strbuf_free(&sb);
+        return xstrdup(written);
+    }
+    return strbuf_detach(&sb, NULL);
+}
+
+/* A policy file holds sections that may also be written in the main file (alignment now; ramp
+ * and shaping policies later). Its errors carry its own name and positions. */
+static void load_policy_file(struct loader *parent, const struct at *at, const char *written)
+{
+    static const char *const keys[] = {"alignment", "providers", "caps", "shaping", "ramp", NULL};
+    struct fy_diag *diag = NULL;
+    char *path = policy_path(parent, written);
+    struct loader ld = {.file = path, .cfg = parent->cfg, .root = parent->root};
+    ld.sort_within = at->where;
+    if (access(path, R_OK) < 0) {
+        error_at(parent, at->where, "%s: cannot read policy file %s: %s", at->label, written,
+                 strerror(errno));
+        free(path);
+        return;
+    }
+    struct fy_document *doc = parse_file(&ld, &diag);
+    if (doc) {
+        index_marks(&ld, doc);
+        struct fy_node *root = fy_document_root(doc);
+        struct at top = {.node = root, .where = {1, 1}};
+        struct at v[5];
+        if (!is_null(root) && take_mapping(&ld, &top, keys, v) == 0) {
+            if (v[0].node) load_alignment(&ld, &v[0]);
+            if (v[1].node) load_providers(&ld, &v[1]);
+            if (v[2].node) load_caps(&ld, &v[2]);
+            if (v[3].node) load_shaping(&ld, &v[3]);
+            if (v[4].node) {
+                static const char *const ramp_keys[] = {"pins", NULL};
+                struct at r[1];
+                if (take_mapping(&ld, &v[4], ramp_keys, r) == 0 && r[0].node) load_pins(&ld, &r[0]);
+            }
+        }
+        fy_document_destroy(doc);
+    }
+    if (diag) fy_diag_destroy(diag);
+    free(ld.marks);
+    for (size_t i = 0; i < ld.n_errors; i++) /* keep the policy file's own positions */
+        add_text(parent, (struct pos){at->where.line, at->where.col}, ld.errors[i].text);
+    free(ld.errors);
+    free(path);
+}
+
+void load_policies(struct loader *ld, const struct at *at)
+{
+    struct config *cfg = ld->cfg;
+    if (get_string_list(ld, at, &cfg->policy_files, &cfg->n_policy_files) < 0) return;
+    struct at *items;
+    size_t n;
+    if (take_list(ld, at, &items, &n) < 0) return;
+    for (size_t i = 0; i < cfg->n_policy_files && i < n; i++)
+        load_policy_file(ld, &items[i], cfg->policy_files[i]);
+    free(items);
+}
+
+/* ---------------------------------------------------------------- lookup */
+
+enum alignment_action config_alignment_action(const struct config *cfg, const char *from_domain)
+{
+    const struct alignment_rule *best = NULL;
+    size_t flen = from_domain ? strlen(from_domain) : 0;
+    for (size_t i = 0; i < cfg->n_alignment_rules; i++) {
+        const struct alignment_rule *r = &cfg->alignment_rules[i];
+        size_t rlen = strlen(r->domain);
+        int match = flen == rlen  ? !strcasecmp(from_domain, r->domain)
+                    : flen > rlen ? from_domain[flen - rlen - 1] == '.' &&
+                                        !strcasecmp(from_domain + flen - rlen, r->domain)
+                                  : 0;
+        if (match && (!best || rlen > strlen(best->domain))) best = r;
+    }
+    return best ? best->action : cfg->alignment_default;
+}
+
+const char *config_alignment_action_name(enum alignment_action a)
+{
+    return alignment_actions[a];
+}

@@ -1,0 +1,764 @@
+/* config_route.c - the route sections of the configuration: ramp (from, to, key, schedule,
+ * pins), providers, caps and shaping rules, with their rates and UTC times. The main file and
+ * policy files both reach them (load_root() in config.c, load_policy_file() in
+ * config_auth.c); provider names are checked once every file is read (check_provider_refs()).
+ * Never exits, never prints. */
+#include "config/config_loader.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libfyaml.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/strbuf.h"
+
+/* ---------------------------------------------------------------- ramp */
+
+static const char *const ramp_key_parts[] = {"from_domain", "rcpt_domain", "sender",
+                                             "rcpt",        "message_id",  NULL};
+
+/* A digit run of exactly n characters. */
+static int take_digits(const char **p, int n, int *out)
+{
+    *out = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (!isdigit((unsigned char)**p)) return -1;
+        *out = *out * 10 + (**p - '0');
+    }
+    return 0;
+}
+
+/* "2026-12-01T00:00:00Z", "2026-12-01T00:00:00+00:00" or "2026-12-01" (midnight UTC). */
+static int parse_utc_time(const char *s, int64_t *out)
+{
+    struct tm tm = {0}, check;
+    int y, mo, d, h = 0, mi = 0, se = 0;
+    const char *p = s;
+    if (take_digits(&p, 4, &y) || *p++ != '-' || take_digits(&p, 2, &mo) || *p++ != '-' ||
+        take_digits(&p, 2, &d))
+        return -1;
+    if (*p) {
+        if (*p != 'T' && *p != 't' && *p != ' ') return -1;
+        p++;
+        if (take_digits(&p, 2, &h) || *p++ != ':' || take_digits(&p, 2, &mi) || *p++ != ':' ||
+            take_digits(&p, 2, &se))
+            return -1;
+        if (strcmp(p, "Z") && strcmp(p, "z") && strcmp(p, "+00:00") && strcmp(p, "-00:00"))
+            return -1;
+    }
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 59) return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = se;
+    time_t t = timegm(&tm);
+    if (!gmtime_r(&t, &check) || check.tm_mday != d) /* 2026-02-30 rolls over */
+        return -1;
+    *out = (int64_t)t;
+    return 0;
+}
+
+/* "5", "12.5" or "12.5%". */
+static int parse_percent(const char *s, double *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)*s) || strpbrk(s, "xXeE")) return -1;
+    double v = strtod(s, &end);
+    if (*end == '%') end++;
+    if (*end || !isfinite(v) || v < 0 || v > 100) return -1;
+    *out = v;
+    return 0;
+}
+
+static int egress_defined(const struct config *cfg, const char *name)
+{
+    return config_find_egress(cfg, name) != NULL;
+}
+
+static void egress_names(const struct config *cfg, struct strbuf *list)
+{
+    for (size_t i = 0; i < cfg->n_egress; i++)
+        strbuf_printf(list, "%s%s", i ? ", " : "", cfg->egress[i].name);
+    if (!cfg->n_egress) strbuf_puts(list, "none");
+}
+
+static void report_undefined_egress(struct loader *ld, const struct at *at, const char *name)
+{
+    struct strbuf list = STRBUF_INIT;
+    egress_names(ld->cfg, &list);
+    error_at(ld, at->where, "%s: egress \"%s\" is not defined (defined: %s)", at->label, name,
+             strbuf_str(&list));
+    strbuf_free(&list);
+}
+
+static void load_schedule(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"at", "percent", NULL};
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at *items;
+    size_t n;
+    if (take_list(ld, at, &items, &n) < 0) return;
+    r->schedule = xcalloc(n, sizeof *r->schedule);
+    for (size_t i = 0; i < n; i++) {
+        struct at v[2];
+        struct ramp_step step = {0, 0};
+        int ok = 1;
+        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (!v[0].node || !v[1].node) {
+            error_at(ld, items[i].where,
+                     "%s: needs both at and percent (e.g. { at: "
+                     "\"2026-12-01T00:00:00Z\", percent: 5 })",
+                     items[i].label);
+            ok = 0;
+        }
+        const char *s = v[0].node ? scalar_text(ld, &v[0]) : NULL;
+        if (v[0].node && !s) {
+            ok = 0;
+        } else if (s && parse_utc_time(s, &step.at) < 0) {
+            error_at(ld, v[0].where,
+                     "%s: \"%s\" is not a UTC date and time (use 2026-12-01T00:00:00Z, "
+                     "2026-12-01T00:00:00+00:00 or 2026-12-01)",
+                     v[0].label, s);
+            ok = 0;
+        } else if (s && r->n_schedule && step.at <= r->schedule[r->n_schedule - 1].at) {
+            error_at(ld, v[0].where,
+                     "%s: %s is not later than the step before it (steps must be in time "
+                     "order)",
+                     v[0].label, s);
+            ok = 0;
+        }
+        s = v[1].node ? scalar_text(ld, &v[1]) : NULL;
+        if (v[1].node && !s)
+            ok = 0;
+        else if (s && parse_percent(s, &step.percent) < 0) {
+            error_at(ld, v[1].where, "%s: \"%s\" is not a percentage from 0 to 100", v[1].label, s);
+            ok = 0;
+        }
+        if (ok) r->schedule[r->n_schedule++] = step;
+    }
+    free(items);
+}
+
+void load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
+{
+    static const char *const keys[] = {"from",        "to",   "key", "schedule",
+                                       "interpolate", "pins", NULL};
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at v[6];
+    if (at->node && take_mapping(ld, at, keys, v) < 0) return;
+    if (!at->node) memset(v, 0, sizeof v);
+    if (v[0].node) {
+        if (get_string(ld, &v[0], &r->from) == 0 && !egress_defined(ld->cfg, r->from))
+            report_undefined_egress(ld, &v[0], r->from);
+    } else if (egress_at->node && ld->cfg->n_egress) {
+        /* The file defines its own egresses: the default "legacy" may not exist. */
+        const struct at *where = at->node ? at : egress_at;
+        struct strbuf names = STRBUF_INIT;
+        egress_names(ld->cfg, &names);
+        error_at(ld, where->where,
+                 "ramp.from is missing: name the egress that carries mail before the "
+                 "migration (defined: %s)",
+                 strbuf_str(&names));
+        strbuf_free(&names);
+    }
+    if (v[1].node && get_string(ld, &v[1], &r->to) == 0) {
+        if (!egress_defined(ld->cfg, r->to))
+            report_undefined_egress(ld, &v[1], r->to);
+        else if (r->from && !strcmp(r->from, r->to))
+            error_at(ld, v[1].where, "%s: \"%s\" is the same egress as ramp.from", v[1].label,
+                     r->to);
+    }
+    if (v[2].node) {
+        struct at *items;
+        size_t n;
+        if (take_list(ld, &v[2], &items, &n) == 0) {
+            for (size_t i = 0; i < r->n_key; i++)
+                free(r->key[i]);
+            free(r->key);
+            r->key = xcalloc(n, sizeof *r->key);
+            r->n_key = 0;
+            if (n == 0)
+                error_at(ld, v[2].where, "%s: needs at least one part (e.g. [from_domain])",
+                         v[2].label);
+            for (size_t i = 0; i < n; i++) {
+                int part = get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
+                size_t j = 0;
+                while (part >= 0 && j < r->n_key && strcmp(r->key[j], ramp_key_parts[part]))
+                    j++;
+                if (part >= 0 && j < r->n_key)
+                    error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
+                             ramp_key_parts[part]);
+                else if (part >= 0)
+                    r->key[r->n_key++] = xstrdup(ramp_key_parts[part]);
+            }
+            free(items);
+        }
+    }
+    if (v[3].node) {
+        load_schedule(ld, &v[3]);
+        if (r->n_schedule && !v[1].node)
+            error_at(ld, v[3].where, "%s: a schedule needs ramp.to (the egress mail moves to)",
+                     v[3].label);
+    }
+    if (v[4].node) get_bool(ld, &v[4], &r->interpolate);
+    if (v[5].node) load_pins(ld, &v[5]);
+}
+
+/* ---------------------------------------------------------- providers, caps, shaping, pins */
+
+/* Providers may be defined in a policy file read after the one that names them: remember the
+ * name and check it once everything is read. */
+static void provider_ref(struct loader *ld, const struct at *at, const char *name)
+{
+    struct loader *root = ld->root ? ld->root : ld;
+    struct strbuf sb = STRBUF_INIT;
+    if (at->where.line > 0)
+        strbuf_printf(&sb, "%s:%d:%d: " LABEL_FMT, ld->file, at->where.line, at->where.col,
+                      LABEL_ARGS(at));
+    else
+        strbuf_printf(&sb, "%s: " LABEL_FMT, ld->file, LABEL_ARGS(at));
+    root->provider_refs =
+        xrealloc(root->provider_refs, (root->n_provider_refs + 1) * sizeof *root->provider_refs);
+    struct provider_ref *r = &root->provider_refs[root->n_provider_refs++];
+    r->text_prefix = strbuf_detach(&sb, NULL);
+    r->name = xstrdup(name);
+    r->sort = root == ld ? at->where : ld->sort_within;
+}
+
+void check_provider_refs(struct loader *ld)
+{
+    for (size_t i = 0; i < ld->n_provider_refs; i++) {
+        struct provider_ref *r = &ld->provider_refs[i];
+        if (strcmp(r->name, "other") && !config_find_provider(ld->cfg, r->name)) {
+            struct strbuf sb = STRBUF_INIT;
+            strbuf_printf(&sb, "%sprovider \"%s\" is not defined (defined: ", r->text_prefix,
+                          r->name);
+            for (size_t j = 0; j < ld->cfg->n_providers; j++)
+                strbuf_printf(&sb, "%s, ", ld->cfg->providers[j].name);
+            strbuf_puts(&sb, "other)");
+            add_text(ld, r->sort, strbuf_detach(&sb, NULL));
+        }
+        free(r->text_prefix);
+        free(r->name);
+    }
+    free(ld->provider_refs);
+    ld->provider_refs = NULL;
+    ld->n_provider_refs = 0;
+}
+
+void free_provider(struct provider_conf *p)
+{
+    free(p->name);
+    for (size_t i = 0; i < p->n_mx_suffixes; i++)
+        free(p->mx_suffixes[i]);
+    free(p->mx_suffixes);
+    free(p->source);
+}
+
+/* providers: { NAME: { mx_suffixes: [...], source: "..." } } */
+void load_providers(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"mx_suffixes", "source", NULL};
+    struct config *cfg = ld->cfg;
+    struct at *items;
+    size_t n;
+    if (take_named(ld, at, "provider", &items, &n) < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        struct at v[2];
+        if (!strcmp(items[i].name, "other") || config_find_provider(cfg, items[i].name)) {
+            error_at(ld, items[i].where,
+                     "%s: is already defined (\"other\" is reserved for destinations no "
+                     "provider claims)",
+                     items[i].label);
+            continue;
+        }
+        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        struct provider_conf p = {.name = xstrdup(items[i].name)};
+        if (v[0].node) {
+            struct at *sfx;
+            size_t ns;
+            if (take_list(ld, &v[0], &sfx, &ns) == 0) {
+                p.mx_suffixes = xcalloc(ns, sizeof *p.mx_suffixes);
+                for (size_t j = 0; j < ns; j++) {
+                    const char *s = scalar_text(ld, &sfx[j]);
+                    if (!s) continue;
+                    while (*s == '.')
+                        s++;
+                    char *copy = xstrdup(s);
+                    size_t len = strlen(copy);
+                    while (len && copy[len - 1] == '.')
+                        copy[--len] = '\0';
+                    for (char *c = copy; *c; c++)
+                        *c = (char)tolower((unsigned char)*c);
+                    if (!valid_hostname(copy)) {
+                        error_at(ld, sfx[j].where, "%s: \"%s\" is not a host name suffix",
+                                 sfx[j].label, s);
+                        free(copy);
+                        continue;
+                    }
+                    p.mx_suffixes[p.n_mx_suffixes++] = copy;
+                }
+                free(sfx);
+            }
+        }
+        if (!p.n_mx_suffixes)
+            error_at(ld, items[i].where,
+                     "%s: mx_suffixes is missing or empty (e.g. mx_suffixes: [google.com])",
+                     items[i].label);
+        if (v[1].node) get_string(ld, &v[1], &p.source);
+        cfg->providers = xrealloc(cfg->providers, (cfg->n_providers + 1) * sizeof *cfg->providers);
+        cfg->providers[cfg->n_providers++] = p;
+    }
+    free(items);
+}
+
+/* An egress name that must exist already (egresses are only defined in the main file, which
+ * is read before any policy file). */
+static int check_egress_ref(struct loader *ld, const struct at *at, char **dst)
+{
+    if (get_string(ld, at, dst) < 0) return -1;
+    if (egress_defined(ld->cfg, *dst)) return 0;
+    report_undefined_egress(ld, at, *dst);
+    return -1;
+}
+
+/* caps: [ { egress, provider, per_minute, per_hour, per_day, connections, per_connection } ] */
+void load_caps(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"egress",  "provider",    "per_minute",     "per_hour",
+                                       "per_day", "connections", "per_connection", NULL};
+    struct config *cfg = ld->cfg;
+    struct at *items;
+    size_t n;
+    if (take_list(ld, at, &items, &n) < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        struct at v[7];
+        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        struct cap_conf c = {0};
+        int ok = 1, limits = 0;
+        if (!v[0].node || !v[1].node) {
+            error_at(ld, items[i].where,
+                     "%s: needs egress and provider (e.g. { egress: cloud, provider: "
+                     "microsoft-consumer, per_hour: 500 })",
+                     items[i].label);
+            ok = 0;
+        }
+        if (v[0].node && check_egress_ref(ld, &v[0], &c.egress) < 0) ok = 0;
+        if (v[1].node) {
+            if (get_string(ld, &v[1], &c.provider) < 0)
+                ok = 0;
+            else
+                provider_ref(ld, &v[1], c.provider);
+        }
+        int *fields[] = {&c.per_minute, &c.per_hour, &c.per_day, &c.connections, &c.per_connection};
+        for (size_t k = 0; k < 5; k++) {
+            if (!v[2 + k].node) continue;
+            limits++;
+            if (get_int(ld, &v[2 + k], 1, 100000000, fields[k]) < 0) ok = 0;
+        }
+        if (!limits && ok) {
+            error_at(ld, items[i].where,
+                     "%s: sets no limit (per_minute, per_hour, per_day, connections or "
+                     "per_connection)",
+                     items[i].label);
+            ok = 0;
+        }
+        for (size_t k = 0; ok && k < cfg->n_caps; k++)
+            if (!strcmp(cfg->caps[k].egress, c.egress) &&
+                !strcmp(cfg->caps[k].provider, c.provider)) {
+                error_at(ld, items[i].where, "%s: egress %s x provider %s already has caps",
+                         items[i].label, c.egress, c.provider);
+                ok = 0;
+            }
+        if (!ok) {
+            free(c.egress);
+            free(c.provider);
+            continue;
+        }
+        cfg->caps = xrealloc(cfg->caps, (cfg->n_caps + 1) * sizeof *cfg->caps);
+        cfg->caps[cfg->n_caps++] = c;
+    }
+    free(items);
+}
+
+int config_parse_rate(const char *text, int *count, int64_t *period)
+{
+    static const struct {
+        const char *name;
+        int64_t seconds;
+    } units[] = {{"s", 1},       {"sec", 1},  {"second", 1},  {"m", 60},    {"min", 60},
+                 {"minute", 60}, {"h", 3600}, {"hour", 3600}, {"d", 86400}, {"day", 86400}};
+    char *end;
+    if (!text || !isdigit((unsigned char)*text)) return -1;
+    errno = 0;
+    long n = strtol(text, &end, 10);
+    if (errno || n < 1 || n > 100000000 || *end != '/' || !end[1]) return -1;
+    const char *unit = end + 1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (!strcmp(unit, units[i].name)) {
+            *count = (int)n;
+            *period = units[i].seconds;
+            return 0;
+        }
+    }
+    int64_t d;
+    if (util_parse_duration(unit, &d) < 0 || d <= 0) return -1;
+    *count = (int)n;
+    *period = d;
+    return 0;
+}
+
+static const char *const shaping_actions[] = {"suspend", "throttle", "reroute", NULL};
+
+const char *config_shaping_action_name(enum shaping_action a)
+{
+    return shaping_actions[a];
+}
+
+void free_shaping_rule(struct shaping_rule *r)
+{
+    free(r->name);
+    for (size_t i = 0; i < r->n_enhanced; i++)
+        free(r->enhanced[i]);
+    free(r->enhanced);
+    if (r->text) regfree(&r->text_re);
+    free(r->text);
+    for (size_t i = 0; i < r->n_providers; i++)
+        free(r->providers[i]);
+    free(r->providers);
+    for (size_t i = 0; i < r->n_egress; i++)
+        free(r->egress[i]);
+    free(r->egress);
+    free(r->source);
+    free(r->file);
+}
+
+/* A single value or a list of them. */
+static void get_one_or_list(struct loader *ld, const struct at *at, char ***dst, size_t *n)
+{
+    if (fy_node_is_sequence(at->node)) {
+        get_string_list(ld, at, dst, n);
+        return;
+    }
+    char *one = NULL;
+    if (get_string(ld, at, &one) < 0) return;
+    *dst = xcalloc(1, sizeof **dst);
+    (*dst)[0] = one;
+    *n = 1;
+}
+
+static int valid_enhanced_code(const char *s)
+{
+    /* class "." subject "." detail, RFC 3463: 2|4|5 . 1-3 digits . 1-3 digits */
+    int cls, a, b, used = 0;
+    if (sscanf(s, "%1d.%3d.%3d%n", &cls, &a, &b, &used) != 3 || s[used]) return 0;
+    return (cls == 2 || cls == 4 || cls == 5) && a >= 0 && b >= 0;
+}
+
+static void load_match(struct loader *ld, const struct at *at, struct shaping_rule *r, int *ok)
+{
+    static const char *const keys[] = {"code", "enhanced", "text", NULL};
+    struct at v[3];
+    if (take_mapping(ld, at, keys, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    if (v[0].node && get_int(ld, &v[0], 200, 599, &r->code) < 0) *ok = 0;
+    if (v[1].node) {
+        get_one_or_list(ld, &v[1], &r->enhanced, &r->n_enhanced);
+        for (size_t i = 0; i < r->n_enhanced; i++)
+            if (!valid_enhanced_code(r->enhanced[i])) {
+                error_at(ld, v[1].where,
+                         "%s: \"%s\" is not an enhanced status code (e.g. 4.7.650, RFC 3463)",
+                         v[1].label, r->enhanced[i]);
+                *ok = 0;
+            }
+    }
+    if (v[2].node && get_string(ld, &v[2], &r->text) == 0) {
+        int rc = regcomp(&r->text_re, r->text, REG_EXTENDED | REG_ICASE | REG_NOSUB);
+        if (rc != 0) {
+            char msg[200];
+            regerror(rc, &r->text_re, msg, sizeof msg);
+            error_at(ld, v[2].where, "%s: \"%s\" is not a POSIX extended regular expression: %s",
+                     v[2].label, r->text, msg);
+            free(r->text);
+            r->text = NULL;
+            *ok = 0;
+        }
+    }
+    if (!v[0].node && !v[1].node && !v[2].node) {
+        error_at(ld, at->where, "%s: matches every reply; give code, enhanced or text", at->label);
+        *ok = 0;
+    }
+}
+
+enum {
+    SH_NAME,
+    SH_MATCH,
+    SH_PROVIDERS,
+    SH_EGRESS,
+    SH_THRESHOLD,
+    SH_ACTION,
+    SH_RATE,
+    SH_CONNECTIONS,
+    SH_DURATION,
+    SH_RECOVER,
+    SH_SOURCE,
+    SH_COUNT
+};
+
+static void load_one_rule(struct loader *ld, const struct at *item, struct shaping_rule *r, int *ok)
+{
+    static const char *const keys[] = {"name",      "match",   "providers", "egress",
+                                       "threshold", "action",  "rate",      "connections",
+                                       "duration",  "recover", "source",    NULL};
+    struct config *cfg = ld->cfg;
+    struct at v[SH_COUNT];
+    if (take_mapping(ld, item, keys, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    static const char *const required[] = {"name",   "match", NULL, NULL,      NULL,
+                                           "action", NULL,    NULL, "duration"};
+    for (size_t k = 0; k < sizeof required / sizeof required[0]; k++)
+        if (required[k] && !v[k].node) {
+            error_at(ld, item->where, "%s: %s is missing", item->label, required[k]);
+            *ok = 0;
+        }
+    if (v[SH_NAME].node && get_string(ld, &v[SH_NAME], &r->name) == 0) {
+        for (size_t k = 0; k < cfg->n_shaping; k++)
+            if (!strcmp(cfg->shaping[k].name, r->name)) {
+                error_at(ld, v[SH_NAME].where, "%s: a rule named \"%s\" is already at %s:%d",
+                         v[SH_NAME].label, r->name, cfg->shaping[k].file, cfg->shaping[k].line);
+                *ok = 0;
+            }
+    } else {
+        *ok = 0;
+    }
+    if (v[SH_MATCH].node) load_match(ld, &v[SH_MATCH], r, ok);
+    if (v[SH_PROVIDERS].node) {
+        struct at *p;
+        size_t np;
+        get_string_list(ld, &v[SH_PROVIDERS], &r->providers, &r->n_providers);
+        if (take_list(ld, &v[SH_PROVIDERS], &p, &np) == 0) {
+            for (size_t k = 0; k < np; k++)
+                if (fy_node_is_scalar(p[k].node) && !is_null(p[k].node))
+                    provider_ref(ld, &p[k], fy_node_get_scalar0(p[k].node));
+            free(p);
+        }
+    }
+    if (v[SH_EGRESS].node) {
+        struct at *e;
+        size_t ne;
+        get_string_list(ld, &v[SH_EGRESS], &r->egress, &r->n_egress);
+        if (take_list(ld, &v[SH_EGRESS], &e, &ne) == 0) {
+            for (size_t k = 0; k < ne; k++) {
+                const char *name = fy_node_is_scalar(e[k].node) && !is_null(e[k].node)
+                                       ? fy_node_get_scalar0(e[k].node)
+                                       : NULL;
+                if (name && !egress_defined(cfg, name)) {
+                    report_undefined_egress(ld, &e[k], name);
+                    *ok = 0;
+                }
+            }
+            free(e);
+        }
+    }
+    r->hits = 1;
+    r->window = 3600;
+    if (v[SH_THRESHOLD].node) {
+        static const char *const tkeys[] = {"hits", "window", NULL};
+        struct at t[2];
+        if (take_mapping(ld, &v[SH_THRESHOLD], tkeys, t) == 0) {
+            if (t[0].node && get_int(ld, &t[0], 1, 10000, &r->hits) < 0) *ok = 0;
+            if (t[1].node && get_duration(ld, &t[1], &r->window) < 0) *ok = 0;
+        }
+    }
+    int action =
+        v[SH_ACTION].node ? get_choice(ld, &v[SH_ACTION], "a shaping action", shaping_actions) : -1;
+    if (action >= 0)
+        r->action = (enum shaping_action)action;
+    else
+        *ok = 0;
+    if (v[SH_RATE].node) {
+        const char *s = scalar_text(ld, &v[SH_RATE]);
+        if (s && config_parse_rate(s, &r->rate_count, &r->rate_period) < 0) {
+            error_at(ld, v[SH_RATE].where,
+                     "%s: \"%s\" is not a rate (messages per period, e.g. 1/min, 10/h, "
+                     "500/day)",
+                     v[SH_RATE].label, s);
+            *ok = 0;
+        } else if (!s) {
+            *ok = 0;
+        }
+    }
+    if (v[SH_CONNECTIONS].node && get_int(ld, &v[SH_CONNECTIONS], 1, 100000, &r->connections) < 0)
+        *ok = 0;
+    if (action == SHAPING_THROTTLE && !v[SH_RATE].node && !v[SH_CONNECTIONS].node) {
+        error_at(ld, v[SH_ACTION].where,
+                 "%s: throttle needs rate and/or connections (e.g. rate: 1/min, connections: 1)",
+                 v[SH_ACTION].label);
+        *ok = 0;
+    }
+    if (v[SH_DURATION].node && get_duration(ld, &v[SH_DURATION], &r->duration) < 0) *ok = 0;
+    if (v[SH_RECOVER].node) {
+        static const char *const rkeys[] = {"quiet", "step", NULL};
+        struct at rc[2];
+        if (take_mapping(ld, &v[SH_RECOVER], rkeys, rc) == 0) {
+            if (!rc[0].node || !rc[1].node) {
+                error_at(ld, v[SH_RECOVER].where,
+                         "%s: needs quiet and step (e.g. { quiet: 30m, step: 2 })",
+                         v[SH_RECOVER].label);
+                *ok = 0;
+            }
+            if (rc[0].node && get_duration(ld, &rc[0], &r->recover_quiet) < 0) *ok = 0;
+            const char *s = rc[1].node ? scalar_text(ld, &rc[1]) : NULL;
+            char *end = NULL;
+            double step = s ? strtod(s, &end) : 0;
+            if (s && (!isdigit((unsigned char)*s) || *end || !isfinite(step) || step <= 1.0 ||
+                      step > 100.0)) {
+                error_at(ld, rc[1].where,
+                         "%s: \"%s\" is not a step (a number above 1 and at most 100 that "
+                         "multiplies the rate)",
+                         rc[1].label, s);
+                *ok = 0;
+            } else if (s) {
+                r->recover_step = step;
+            } else if (rc[1].node) {
+                *ok = 0;
+            }
+        }
+    }
+    if (v[SH_SOURCE].node && get_string(ld, &v[SH_SOURCE], &r->source) < 0) *ok = 0;
+}
+
+/* shaping: [ { name, match: {code, enhanced, text}, providers, egress, threshold: {hits,
+ * window}, action, rate, connections, duration, recover: {quiet, step}, source } ] */
+void load_shaping(struct loader *ld, const struct at *at)
+{
+    struct config *cfg = ld->cfg;
+    struct at *items;
+    size_t n;
+    if (take_list(ld, at, &items, &n) < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        struct shaping_rule r = {0};
+        int ok = 1;
+        load_one_rule(ld, &items[i], &r, &ok);
+        if (!ok) {
+            free_shaping_rule(&r);
+            continue;
+        }
+        r.file = xstrdup(ld->file);
+        r.line = items[i].where.line;
+        cfg->shaping = xrealloc(cfg->shaping, (cfg->n_shaping + 1) * sizeof *cfg->shaping);
+        cfg->shaping[cfg->n_shaping++] = r;
+    }
+    free(items);
+}
+
+void free_pins(struct ramp_pin *pins, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(pins[i].name);
+        free(pins[i].egress);
+    }
+    free(pins);
+}
+
+/* One kind of pin: { NAME: EGRESS } or { NAME: { egress: EGRESS, until: TIME } }. */
+static void load_pin_kind(struct loader *ld, const struct at *at, int kind, struct ramp_pin **pins,
+                          size_t *n_pins)
+{
+    static const char *const keys[] = {"egress", "until", NULL};
+    if (is_null(at->node)) return;
+    if (!fy_node_is_mapping(at->node)) {
+        error_at(ld, at->where, "%s: expected \"name: egress\" lines, found %s", at->label,
+                 kind_name(at->node));
+        return;
+    }
+    void *it = NULL;
+    struct fy_node_pair *pair;
+    while ((pair = fy_node_mapping_iterate(at->node, &it))) {
+        struct fy_node *key = fy_node_pair_key(pair);
+        struct pos kpos = node_pos(ld, key, at->where);
+        const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
+        struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
+        val.where = node_pos(ld, val.node, kpos);
+        label_set(&val, "%s.%s", at->label, name ? name : "?");
+        if (!name || !*name) {
+            error_at(ld, kpos, "%s: a pin needs a name", at->label);
+            continue;
+        }
+        struct ramp_pin pin = {0};
+        int ok = 1;
+        if (kind == 0 && !config_find_origin(ld->cfg, name)) {
+            error_at(ld, kpos, "%s: origin \"%s\" is not defined", at->label, name);
+            ok = 0;
+        } else if (kind == 1 && !valid_hostname(name)) {
+            error_at(ld, kpos, "%s: \"%s\" is not a domain name", at->label, name);
+            ok = 0;
+        } else if (kind == 2) {
+            struct at ref = {.where = kpos};
+            label_set(&ref, "%s", at->label);
+            provider_ref(ld, &ref, name);
+        }
+        if (fy_node_is_mapping(val.node)) {
+            struct at v[2];
+            if (take_mapping(ld, &val, keys, v) < 0) {
+                ok = 0;
+            } else {
+                if (!v[0].node) {
+                    error_at(ld, val.where, "%s: egress is missing", val.label);
+                    ok = 0;
+                } else if (check_egress_ref(ld, &v[0], &pin.egress) < 0) {
+                    ok = 0;
+                }
+                const char *s = v[1].node ? scalar_text(ld, &v[1]) : NULL;
+                if (v[1].node && (!s || parse_utc_time(s, &pin.until) < 0)) {
+                    if (s)
+                        error_at(ld, v[1].where,
+                                 "%s: \"%s\" is not a UTC date and time (use "
+                                 "2026-12-01T00:00:00Z or 2026-12-01)",
+                                 v[1].label, s);
+                    ok = 0;
+                }
+            }
+        } else if (check_egress_ref(ld, &val, &pin.egress) < 0) {
+            ok = 0;
+        }
+        for (size_t i = 0; ok && i < *n_pins; i++)
+            if (!strcasecmp((*pins)[i].name, name)) {
+                error_at(ld, kpos, "%s: \"%s\" is pinned twice", at->label, name);
+                ok = 0;
+            }
+        if (!ok) {
+            free(pin.egress);
+            continue;
+        }
+        pin.name = xstrdup(name);
+        if (kind == 1)
+            for (char *c = pin.name; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+        *pins = xrealloc(*pins, (*n_pins + 1) * sizeof **pins);
+        (*pins)[(*n_pins)++] = pin;
+    }
+}
+
+/* ramp.pins: { origins: {...}, domains: {...}, providers: {...} } */
+void load_pins(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"origins", "domains", "providers", NULL};
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at v[3];
+    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) load_pin_kind(ld, &v[0], 0, &r->pin_origins, &r->n_pin_origins);
+    if (v[1].node) load_pin_kind(ld, &v[1], 1, &r->pin_domains, &r->n_pin_domains);
+    if (v[2].node) load_pin_kind(ld, &v[2], 2, &r->pin_providers, &r->n_pin_providers);
+}
