@@ -1,0 +1,194 @@
+/* smtpc_resolve.c - where an SMTP client connection goes: the MX hosts of the destination's
+ * domain (or the smarthost), their addresses in the egress's families, and connecting to them one
+ * by one from a bound source address. When nothing is left it fails the destination and closes
+ * the connection. Never blocks: DNS and connect are asynchronous. Loop thread only. */
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "deliver/smtpc_internal.h"
+#include "dns/dns.h"
+
+/* --- MX and address resolution --------------------------------------------------------------- */
+
+static int by_preference(const void *a, const void *b)
+{
+    const struct mx_host *x = a, *y = b;
+    return x->preference - y->preference;
+}
+
+static void host_resolved(void *arg, const struct dns_answer *a);
+
+void smtpc_resolve_next_host(struct smtpc_conn *c)
+{
+    if (c->host_i >= c->n_hosts) {
+        if (!c->last_error[0]) {
+            if (c->any_tempfail)
+                smtpc_set_error(c, 0, "4.4.3",
+                                "cannot resolve any mail exchanger of %s (DNS temporary failure)",
+                                c->dest->domain);
+            else
+                smtpc_set_error(c, 550, "5.4.4", "no address for any mail exchanger of %s",
+                                c->dest->domain[0] ? c->dest->domain : c->egress->host);
+        }
+        smtpc_fail_destination(c);
+        smtpc_conn_close(c);
+        return;
+    }
+    c->state = C_RESOLVE_HOST;
+    snprintf(c->mx_name, sizeof c->mx_name, "%s", c->hosts[c->host_i].name);
+    free(c->addrs);
+    c->addrs = NULL;
+    c->n_addrs = c->addr_i = 0;
+    c->aaaa_done = 0;
+    struct sockaddr_any lit;
+    if (util_parse_ip(c->mx_name, &lit) == 0) { /* smarthost given as an address */
+        c->addrs = xmalloc(sizeof *c->addrs);
+        c->addrs[0] = lit;
+        c->n_addrs = 1;
+        c->host_i++;
+        smtpc_conn_next_address(c);
+        return;
+    }
+    c->dnsq = dns_query(c->mx_name, DNS_TYPE_A, host_resolved, c);
+}
+
+static int source_family_ok(const struct smtpc_conn *c, int family)
+{
+    if (c->egress->n_sources == 0) return 1;
+    for (size_t i = 0; i < c->egress->n_sources; i++)
+        if (c->egress->sources[i].ss.ss_family == family) return 1;
+    return 0;
+}
+
+static void host_resolved(void *arg, const struct dns_answer *a)
+{
+    struct smtpc_conn *c = arg;
+    c->dnsq = NULL;
+    if (a->status == DNS_TEMPFAIL) c->any_tempfail = 1;
+    for (size_t i = 0; i < a->n && a->status == DNS_OK; i++) {
+        if (!source_family_ok(c, a->addrs[i].ss.ss_family)) continue;
+        c->addrs = xrealloc(c->addrs, (c->n_addrs + 1) * sizeof *c->addrs);
+        c->addrs[c->n_addrs++] = a->addrs[i];
+    }
+    if (!c->aaaa_done) {
+        c->aaaa_done = 1;
+        c->dnsq = dns_query(c->mx_name, DNS_TYPE_AAAA, host_resolved, c);
+        return;
+    }
+    c->host_i++;
+    if (c->n_addrs == 0) {
+        smtpc_resolve_next_host(c);
+        return;
+    }
+    smtpc_conn_next_address(c);
+}
+
+void smtpc_mx_resolved(void *arg, const struct dns_answer *a)
+{
+    struct smtpc_conn *c = arg;
+    c->dnsq = NULL;
+    const char *domain = c->dest->domain;
+    if (a->status == DNS_TEMPFAIL) {
+        smtpc_set_error(c, 0, "4.4.3", "MX lookup for %s failed: %s", domain,
+                        a->error ? a->error : "temporary DNS failure");
+        smtpc_fail_destination(c);
+        smtpc_conn_close(c);
+        return;
+    }
+    if (a->status == DNS_NXDOMAIN) {
+        smtpc_set_error(c, 550, "5.1.2", "Host or domain name not found: %s (NXDOMAIN)", domain);
+        smtpc_fail_destination(c);
+        smtpc_conn_close(c);
+        return;
+    }
+    if (a->status == DNS_NODATA) { /* implicit MX (RFC 5321 5.1) */
+        c->hosts = xcalloc(1, sizeof *c->hosts);
+        snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", domain);
+        c->n_hosts = 1;
+    } else {
+        if (a->n == 1 && a->mx[0].host[0] == '\0') {
+            smtpc_set_error(c, 556, "5.1.10", "Domain %s does not accept mail (null MX)", domain);
+            smtpc_fail_destination(c);
+            smtpc_conn_close(c);
+            return;
+        }
+        c->hosts = xcalloc(a->n, sizeof *c->hosts);
+        for (size_t i = 0; i < a->n; i++) {
+            if (a->mx[i].host[0] == '\0') continue;
+            c->hosts[c->n_hosts].preference = a->mx[i].preference;
+            snprintf(c->hosts[c->n_hosts].name, sizeof c->hosts[0].name, "%s", a->mx[i].host);
+            c->n_hosts++;
+        }
+        /* spread load over equal preferences, then sort stably by preference */
+        for (size_t i = c->n_hosts; i > 1; i--) {
+            size_t j = (size_t)random() % i;
+            struct mx_host t = c->hosts[i - 1];
+            c->hosts[i - 1] = c->hosts[j];
+            c->hosts[j] = t;
+        }
+        qsort(c->hosts, c->n_hosts, sizeof *c->hosts, by_preference);
+    }
+    c->host_i = 0;
+    smtpc_resolve_next_host(c);
+}
+
+/* --- connecting ------------------------------------------------------------------------------- */
+
+static const struct sockaddr_any *pick_source(struct smtpc_conn *c, int family)
+{
+    for (size_t i = 0; i < c->egress->n_sources; i++)
+        if (c->egress->sources[i].ss.ss_family == family) return &c->egress->sources[i];
+    return NULL;
+}
+
+void smtpc_conn_next_address(struct smtpc_conn *c)
+{
+    smtpc_conn_drop_socket(c);
+    if (c->addr_i >= c->n_addrs) {
+        smtpc_resolve_next_host(c);
+        return;
+    }
+    struct sockaddr_any target = c->addrs[c->addr_i++];
+    int port = c->egress->type == EGRESS_SMARTHOST ? c->egress->port : smtpc_cfg->mx_port;
+    util_addr_set_port(&target, port);
+    util_format_addr(&target, 1, c->addr_text, sizeof c->addr_text);
+    c->state = C_CONNECTING;
+    c->fd = socket(target.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        smtpc_set_error(c, 0, "4.4.1", "socket: %s", strerror(errno));
+        smtpc_conn_next_address(c);
+        return;
+    }
+    const struct sockaddr_any *src = pick_source(c, target.ss.ss_family);
+    c->source_text[0] = '\0';
+    if (src) {
+        util_format_addr(src, 0, c->source_text, sizeof c->source_text);
+        if (bind(c->fd, (const struct sockaddr *)&src->ss, src->len) < 0) {
+            smtpc_set_error(c, 0, "4.4.1", "cannot bind source address %s of egress %s: %s",
+                            c->source_text, c->egress->name, strerror(errno));
+            log_error("smtpc: %s", c->last_error);
+            smtpc_conn_next_address(c);
+            return;
+        }
+    }
+    evutil_make_socket_nonblocking(c->fd);
+    c->bev = bufferevent_socket_new(smtpc_base, c->fd, 0);
+    bufferevent_setcb(c->bev, smtpc_conn_read_cb, NULL, smtpc_conn_event_cb, c);
+    smtpc_set_timeout(c, smtpc_cfg->connect_timeout);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->tls = 0;
+    c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = 0;
+    c->ext_auth_plain = c->ext_auth_login = 0;
+    c->ext_size = 0;
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&target.ss, (int)target.len) < 0) {
+        smtpc_set_error(c, 0, "4.4.1", "connect to %s[%s]: %s", c->mx_name, c->addr_text,
+                        strerror(errno));
+        smtpc_conn_next_address(c);
+    }
+}

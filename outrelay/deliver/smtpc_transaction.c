@@ -1,0 +1,272 @@
+/* smtpc_transaction.c - one job on an open SMTP client connection: MAIL, RCPT and DATA
+ * (pipelined when offered), the dot-stuffed message, a reply per command, RSET after a refused
+ * transaction. Fills the job's per-recipient results and hands the job back to the queue
+ * (queue_job_done); never closes a working connection except when the data is unreadable. Loop
+ * thread only. */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "deliver/smtpc_internal.h"
+#include "ingress/smtp_proto.h"
+
+/* --- transaction -------------------------------------------------------------------------------
+ */
+
+static void send_body(struct smtpc_conn *c)
+{
+    struct strbuf data = STRBUF_INIT;
+    const struct envelope *env = queue_message_envelope(c->job->msg);
+    if (queue_message_data(c->job->msg, &data) < 0) {
+        log_error("%s: cannot read the message from the spool", env->queue_id);
+        smtpc_set_error(c, 0, "4.3.0", "message data unreadable from the spool");
+        strbuf_free(&data);
+        smtpc_conn_close(c);
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    const char *p = data.data, *end = data.data + data.len;
+    /* dot-stuffing: every line that starts with "." gets one more */
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
+        if (*p == '.') evbuffer_add(out, ".", 1);
+        evbuffer_add(out, p, n);
+        p += n;
+    }
+    if (data.len && data.data[data.len - 1] != '\n') evbuffer_add(out, "\r\n", 2);
+    evbuffer_add(out, ".\r\n", 3);
+    strbuf_free(&data);
+    c->state = C_DATA_BODY;
+}
+
+static void send_command(struct smtpc_conn *c, size_t i)
+{
+    const struct envelope *env = queue_message_envelope(c->job->msg);
+    switch (c->expects[i]) {
+    case EXPECT_MAIL: {
+        struct strbuf cmd = STRBUF_INIT;
+        strbuf_printf(&cmd, "MAIL FROM:<%s>", env->sender);
+        if (c->ext_size) strbuf_printf(&cmd, " SIZE=%lld", (long long)env->size);
+        if (env->body_8bit && c->ext_8bitmime) strbuf_puts(&cmd, " BODY=8BITMIME");
+        if (env->smtputf8 && c->ext_smtputf8) strbuf_puts(&cmd, " SMTPUTF8");
+        if (c->ext_dsn) {
+            if (env->ret_hdrs) strbuf_puts(&cmd, " RET=HDRS");
+            if (env->envid) {
+                char x[400];
+                smtp_xtext_encode(env->envid, x, sizeof x);
+                strbuf_printf(&cmd, " ENVID=%s", x);
+            }
+        }
+        smtpc_send_line(c, "%s", strbuf_str(&cmd));
+        strbuf_free(&cmd);
+        break;
+    }
+    case EXPECT_RCPT: {
+        size_t k = 0;
+        for (size_t e = 0; e < i; e++)
+            k += c->expects[e] == EXPECT_RCPT;
+        const struct envelope_rcpt *r = &env->rcpts[c->job->rcpts[k]];
+        struct strbuf cmd = STRBUF_INIT;
+        strbuf_printf(&cmd, "RCPT TO:<%s>", r->address);
+        if (c->ext_dsn && r->notify) {
+            strbuf_puts(&cmd, " NOTIFY=");
+            if (r->notify & SMTP_NOTIFY_NEVER)
+                strbuf_puts(&cmd, "NEVER");
+            else
+                strbuf_printf(&cmd, "%s%s%s", r->notify & SMTP_NOTIFY_SUCCESS ? "SUCCESS," : "",
+                              r->notify & SMTP_NOTIFY_FAILURE ? "FAILURE," : "",
+                              r->notify & SMTP_NOTIFY_DELAY ? "DELAY," : "");
+            if (cmd.data[cmd.len - 1] == ',') cmd.data[--cmd.len] = '\0';
+        }
+        if (c->ext_dsn && r->orcpt) {
+            char x[1600];
+            smtp_xtext_encode(r->orcpt, x, sizeof x);
+            strbuf_printf(&cmd, " ORCPT=%s", x);
+        }
+        smtpc_send_line(c, "%s", strbuf_str(&cmd));
+        strbuf_free(&cmd);
+        break;
+    }
+    case EXPECT_DATA:
+        smtpc_send_line(c, "DATA");
+        break;
+    case EXPECT_RSET:
+        smtpc_send_line(c, "RSET");
+        break;
+    case EXPECT_BODY:
+        break;
+    }
+}
+
+void smtpc_start_transaction(struct smtpc_conn *c)
+{
+    struct job *j = c->job;
+    const struct envelope *env = queue_message_envelope(j->msg);
+    c->job_started_us = util_now_us();
+    c->fb_code = 0;
+    if (env->smtputf8 && !c->ext_smtputf8) {
+        delivery_fail_all(j, 553, "5.6.7",
+                          "the message needs SMTPUTF8, which the receiving server does not offer");
+        struct attempt_info info;
+        smtpc_fill_info(c, &info);
+        c->job = NULL;
+        queue_job_done(j, &info);
+        smtpc_conn_ready(c);
+        return;
+    }
+    if (c->ext_size > 0 && env->size > c->ext_size) {
+        delivery_fail_all(j, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
+        struct attempt_info info;
+        smtpc_fill_info(c, &info);
+        c->job = NULL;
+        queue_job_done(j, &info);
+        smtpc_conn_ready(c);
+        return;
+    }
+    c->n_expects = j->n_rcpts + 2;
+    c->expects = xrealloc(c->expects, c->n_expects * sizeof *c->expects);
+    c->expects[0] = EXPECT_MAIL;
+    for (size_t i = 0; i < j->n_rcpts; i++)
+        c->expects[1 + i] = EXPECT_RCPT;
+    c->expects[j->n_rcpts + 1] = EXPECT_DATA;
+    c->expect_i = 0;
+    c->rcpt_i = 0;
+    c->accepted = 0;
+    c->got_354 = 0;
+    c->state = C_TRANSACTION;
+    smtpc_set_timeout(c, smtpc_cfg->command_timeout);
+    if (c->ext_pipelining) {
+        for (size_t i = 0; i < c->n_expects; i++)
+            send_command(c, i);
+        c->sent_i = c->n_expects;
+    } else {
+        send_command(c, 0);
+        c->sent_i = 1;
+    }
+}
+
+static void finish_job(struct smtpc_conn *c)
+{
+    struct job *j = c->job;
+    struct attempt_info info;
+    smtpc_fill_info(c, &info);
+    c->job = NULL;
+    c->messages++;
+    queue_job_done(j, &info);
+}
+
+static void store_result(struct rcpt_result *r, int code, const char *text)
+{
+    r->code = code;
+    size_t skip = smtp_enhanced_code(text, r->enhanced, sizeof r->enhanced);
+    snprintf(r->text, sizeof r->text, "%s", text + skip);
+}
+
+/* The next reply to read is for `what` (a command sent after the pipelined batch). */
+static void expect_one_more(struct smtpc_conn *c, enum expect what)
+{
+    c->n_expects = c->expect_i + 1;
+    c->expects = xrealloc(c->expects, c->n_expects * sizeof *c->expects);
+    c->expects[c->expect_i] = what;
+}
+
+/* One complete reply during a transaction. */
+void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
+{
+    struct job *j = c->job;
+    enum expect what = c->expects[c->expect_i++];
+    switch (what) {
+    case EXPECT_MAIL:
+        if (code < 200 || code >= 300)
+            for (size_t i = 0; i < j->n_rcpts; i++)
+                store_result(&j->results[i], code, text);
+        break;
+    case EXPECT_RCPT: {
+        struct rcpt_result *r = &j->results[c->rcpt_i++];
+        if (r->code == 0) { /* not already failed by MAIL */
+            if (code >= 200 && code < 300) {
+                c->accepted++;
+                r->code = 0; /* final answer comes after the data */
+                r->enhanced[0] = '\0';
+            } else {
+                store_result(r, code, text);
+            }
+        }
+        break;
+    }
+    case EXPECT_DATA:
+        if (code == 354 && c->accepted > 0) {
+            c->got_354 = 1;
+            send_body(c);
+            expect_one_more(c, EXPECT_BODY);
+            smtpc_set_timeout(c, smtpc_cfg->command_timeout * 2);
+            return;
+        }
+        if (code == 354) { /* no recipient left but the server wants data: send nothing */
+            evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+            expect_one_more(c, EXPECT_RSET); /* swallow the reply to the empty message */
+            return;
+        }
+        for (size_t i = 0; i < j->n_rcpts; i++)
+            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+        finish_job(c);
+        if (code >= 400 && code < 500 && c->accepted == 0) {
+            smtpc_conn_ready(c);
+            return;
+        }
+        if (code >= 300) {
+            /* the server refused the transaction: reset before the next one */
+            c->n_expects = 1;
+            c->expects[0] = EXPECT_RSET;
+            c->expect_i = 0;
+            c->state = C_TRANSACTION;
+            smtpc_send_line(c, "RSET");
+            return;
+        }
+        smtpc_conn_ready(c);
+        return;
+    case EXPECT_BODY:
+        for (size_t i = 0; i < j->n_rcpts; i++)
+            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+        finish_job(c);
+        smtpc_conn_ready(c);
+        return;
+    case EXPECT_RSET:
+        if (c->job) {
+            for (size_t i = 0; i < j->n_rcpts; i++)
+                if (j->results[i].code == 0)
+                    store_result(&j->results[i], 451, "4.3.0 no recipient accepted");
+            finish_job(c);
+        }
+        if (code != 250) {
+            smtpc_set_error(c, 0, "4.4.2", "RSET failed");
+            c->state = C_QUIT;
+            smtpc_send_line(c, "QUIT");
+            return;
+        }
+        smtpc_conn_ready(c);
+        return;
+    }
+    if (!c->ext_pipelining && c->sent_i < c->n_expects) {
+        /* MAIL refused: skip to the end without RCPTs */
+        if (c->expects[0] == EXPECT_MAIL && c->expect_i == 1 && (code < 200 || code >= 300)) {
+            finish_job(c);
+            smtpc_conn_ready(c);
+            return;
+        }
+        if (c->expects[c->sent_i] == EXPECT_DATA && c->accepted == 0) {
+            finish_job(c);
+            c->n_expects = 1;
+            c->expects[0] = EXPECT_RSET;
+            c->expect_i = 0;
+            smtpc_send_line(c, "RSET");
+            return;
+        }
+        send_command(c, c->sent_i++);
+    }
+}
