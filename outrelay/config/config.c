@@ -123,10 +123,10 @@ static void load_log(struct loader *ld, const struct at *at)
     static const char *const keys[] = {"syslog", "level", NULL};
     static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
     struct at v[2];
-    if (take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) get_bool(ld, &v[0], &ld->cfg->log_syslog);
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_bool(ld, &v[0], &ld->cfg->log_syslog);
     if (v[1].node) {
-        int level = get_choice(ld, &v[1], "a log level", levels);
+        int level = cfg_get_choice(ld, &v[1], "a log level", levels);
         if (level >= 0) ld->cfg->log_level = level;
     }
 }
@@ -136,13 +136,14 @@ static void load_metrics(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"listen", NULL};
     struct at v[1];
-    if (take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
-    const char *s = scalar_text(ld, &v[0]);
+    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    const char *s = cfg_scalar_text(ld, &v[0]);
     struct sockaddr_any a;
     if (!s) return;
     if (util_parse_hostport(s, -1, &a) < 0) {
-        error_at(ld, v[0].where, LABEL_FMT "\"%s\" is not an address:port (e.g. 127.0.0.1:9464)",
-                 LABEL_ARGS(&v[0]), s);
+        cfg_error_at(ld, v[0].where,
+                     LABEL_FMT "\"%s\" is not an address:port (e.g. 127.0.0.1:9464)",
+                     LABEL_ARGS(&v[0]), s);
         return;
     }
     free(ld->cfg->metrics_listen);
@@ -154,9 +155,9 @@ static void load_dedup(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"enabled", "window", NULL};
     struct at v[2];
-    if (take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) get_bool(ld, &v[0], &ld->cfg->dedup_enabled);
-    if (v[1].node) get_duration(ld, &v[1], &ld->cfg->dedup_window);
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_bool(ld, &v[0], &ld->cfg->dedup_enabled);
+    if (v[1].node) cfg_get_duration(ld, &v[1], &ld->cfg->dedup_window);
 }
 
 static void load_dns(struct loader *ld, const struct at *at)
@@ -164,13 +165,13 @@ static void load_dns(struct loader *ld, const struct at *at)
     static const char *const keys[] = {"servers", NULL};
     struct at v[1];
     struct config *cfg = ld->cfg;
-    if (take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
     struct at *items;
     size_t n;
-    if (take_list(ld, &v[0], &items, &n) < 0) return;
+    if (cfg_take_list(ld, &v[0], &items, &n) < 0) return;
     cfg->dns_servers = xcalloc(n, sizeof *cfg->dns_servers);
     for (size_t i = 0; i < n; i++) {
-        const char *s = scalar_text(ld, &items[i]);
+        const char *s = cfg_scalar_text(ld, &items[i]);
         if (!s) continue;
         /* Accept unbound's "address@port" spelling beside "address:port". */
         char *text = xstrdup(s), *at_sign = strrchr(text, '@');
@@ -187,10 +188,11 @@ static void load_dns(struct loader *ld, const struct at *at)
         }
         free(text);
         if (!ok) {
-            error_at(ld, items[i].where,
-                     "%s: \"%s\" is not a DNS server address (e.g. 127.0.0.1, 127.0.0.1:5353 or "
-                     "[::1]:53)",
-                     items[i].label, s);
+            cfg_error_at(
+                ld, items[i].where,
+                "%s: \"%s\" is not a DNS server address (e.g. 127.0.0.1, 127.0.0.1:5353 or "
+                "[::1]:53)",
+                items[i].label, s);
             continue;
         }
         cfg->dns_servers[cfg->n_dns_servers++] = xstrdup(s);
@@ -204,26 +206,26 @@ static void load_delivery(struct loader *ld, const struct at *at)
                                        "connect_timeout", "command_timeout", NULL};
     struct at v[5];
     struct config *cfg = ld->cfg;
-    if (take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) get_port(ld, &v[0], &cfg->mx_port);
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_port(ld, &v[0], &cfg->mx_port);
     if (v[1].node) {
         struct at *items;
         size_t n;
-        if (take_list(ld, &v[1], &items, &n) == 0) {
-            if (n == 0) error_at(ld, v[1].where, "%s: needs at least one interval", v[1].label);
+        if (cfg_take_list(ld, &v[1], &items, &n) == 0) {
+            if (n == 0) cfg_error_at(ld, v[1].where, "%s: needs at least one interval", v[1].label);
             int64_t *retry = xcalloc(n, sizeof *retry);
             size_t good = 0;
             for (size_t i = 0; i < n; i++)
-                if (get_duration(ld, &items[i], &retry[good]) == 0) good++;
+                if (cfg_get_duration(ld, &items[i], &retry[good]) == 0) good++;
             free(cfg->retry);
             cfg->retry = retry;
             cfg->n_retry = good;
             free(items);
         }
     }
-    if (v[2].node) get_duration(ld, &v[2], &cfg->max_lifetime);
-    if (v[3].node) get_duration(ld, &v[3], &cfg->connect_timeout);
-    if (v[4].node) get_duration(ld, &v[4], &cfg->command_timeout);
+    if (v[2].node) cfg_get_duration(ld, &v[2], &cfg->max_lifetime);
+    if (v[3].node) cfg_get_duration(ld, &v[3], &cfg->connect_timeout);
+    if (v[4].node) cfg_get_duration(ld, &v[4], &cfg->command_timeout);
 }
 
 static void load_limits(struct loader *ld, const struct at *at)
@@ -233,27 +235,27 @@ static void load_limits(struct loader *ld, const struct at *at)
         "data_timeout",     "max_received_headers", "max_connections", NULL};
     struct at v[7];
     struct config *cfg = ld->cfg;
-    if (take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) get_size(ld, &v[0], &cfg->max_message_size);
-    if (v[1].node) get_int(ld, &v[1], 1, 1000000, &cfg->max_recipients);
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_size(ld, &v[0], &cfg->max_message_size);
+    if (v[1].node) cfg_get_int(ld, &v[1], 1, 1000000, &cfg->max_recipients);
     if (v[2].node) /* RFC 5321 4.5.3.1.6: at least 1000 octets including CRLF */
-        get_int(ld, &v[2], 1000, 1048576, &cfg->max_line_length);
-    if (v[3].node) get_duration(ld, &v[3], &cfg->command_timeout_in);
-    if (v[4].node) get_duration(ld, &v[4], &cfg->data_timeout);
-    if (v[5].node) get_int(ld, &v[5], 1, 10000, &cfg->max_received_headers);
-    if (v[6].node) get_int(ld, &v[6], 1, 1000000, &cfg->max_connections_in);
+        cfg_get_int(ld, &v[2], 1000, 1048576, &cfg->max_line_length);
+    if (v[3].node) cfg_get_duration(ld, &v[3], &cfg->command_timeout_in);
+    if (v[4].node) cfg_get_duration(ld, &v[4], &cfg->data_timeout);
+    if (v[5].node) cfg_get_int(ld, &v[5], 1, 10000, &cfg->max_received_headers);
+    if (v[6].node) cfg_get_int(ld, &v[6], 1, 1000000, &cfg->max_connections_in);
 }
 
 static void load_tls(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"cert", "key", NULL};
     struct at v[2];
-    if (take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) get_readable_file(ld, &v[0], &ld->cfg->tls_cert);
-    if (v[1].node) get_readable_file(ld, &v[1], &ld->cfg->tls_key);
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_readable_file(ld, &v[0], &ld->cfg->tls_cert);
+    if (v[1].node) cfg_get_readable_file(ld, &v[1], &ld->cfg->tls_key);
     if (!v[0].node != !v[1].node)
-        error_at(ld, at->where, "tls: cert and key must be given together (%s is missing)",
-                 v[0].node ? "key" : "cert");
+        cfg_error_at(ld, at->where, "tls: cert and key must be given together (%s is missing)",
+                     v[0].node ? "key" : "cert");
     /* Listeners check this, not whether the files were readable (already reported). */
     ld->tls_given = v[0].node && v[1].node;
 }
@@ -267,7 +269,7 @@ static void read_users_file(struct loader *ld, const struct at *at, const char *
     size_t cap = 0, lineno = 0;
     ssize_t len;
     if (!f) {
-        error_at(ld, at->where, "%s: cannot read %s: %s", at->label, path, strerror(errno));
+        cfg_error_at(ld, at->where, "%s: cannot read %s: %s", at->label, path, strerror(errno));
         return;
     }
     while ((len = getline(&line, &cap, f)) >= 0) {
@@ -294,7 +296,7 @@ static void read_users_file(struct loader *ld, const struct at *at, const char *
             if (!strcmp(ld->users[i], name)) problem = "this user is listed twice";
         if (problem) {
             strbuf_printf(&sb, "%s:%zu:1: %s", path, lineno, problem);
-            add_text(ld, at->where, strbuf_detach(&sb, NULL));
+            cfg_add_text(ld, at->where, strbuf_detach(&sb, NULL));
             free(name);
             continue;
         }
@@ -310,9 +312,9 @@ static void load_auth(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"users_file", NULL};
     struct at v[1];
-    if (take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
     ld->users_file_given = 1;
-    if (get_readable_file(ld, &v[0], &ld->cfg->users_file) == 0)
+    if (cfg_get_readable_file(ld, &v[0], &ld->cfg->users_file) == 0)
         read_users_file(ld, &v[0], ld->cfg->users_file);
 }
 
@@ -322,37 +324,38 @@ static void load_listen(struct loader *ld, const struct at *at)
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
     for (size_t i = 0; i < cfg->n_listen; i++)
         free(cfg->listen[i].address_text);
     free(cfg->listen);
     cfg->listen = xcalloc(n, sizeof *cfg->listen);
     cfg->n_listen = 0;
-    if (n == 0) error_at(ld, at->where, "listen: no listener is defined, so no mail could come in");
+    if (n == 0)
+        cfg_error_at(ld, at->where, "listen: no listener is defined, so no mail could come in");
     for (size_t i = 0; i < n; i++) {
         struct at v[2];
         struct listen_conf *l = &cfg->listen[cfg->n_listen];
-        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         l->tls = TLS_OPTIONAL;
         if (!v[0].node) {
-            error_at(ld, items[i].where, "%s: address is missing (e.g. address: 127.0.0.1:2525)",
-                     items[i].label);
-        } else if (get_string(ld, &v[0], &l->address_text) == 0) {
+            cfg_error_at(ld, items[i].where,
+                         "%s: address is missing (e.g. address: 127.0.0.1:2525)", items[i].label);
+        } else if (cfg_get_string(ld, &v[0], &l->address_text) == 0) {
             if (util_parse_hostport(l->address_text, -1, &l->addr) < 0 ||
                 util_addr_port(&l->addr) == 0)
-                error_at(ld, v[0].where,
-                         "%s: \"%s\" is not an address:port (e.g. 127.0.0.1:2525 or "
-                         "[::1]:2525)",
-                         v[0].label, l->address_text);
+                cfg_error_at(ld, v[0].where,
+                             "%s: \"%s\" is not an address:port (e.g. 127.0.0.1:2525 or "
+                             "[::1]:2525)",
+                             v[0].label, l->address_text);
         }
         if (v[1].node) {
-            int mode = get_choice(ld, &v[1], "a listener TLS mode", tls_listen_modes);
+            int mode = cfg_get_choice(ld, &v[1], "a listener TLS mode", tls_listen_modes);
             if (mode >= 0) l->tls = (enum tls_mode)mode;
             if ((mode == TLS_REQUIRED || mode == TLS_IMPLICIT) && !ld->tls_given)
-                error_at(ld, v[1].where,
-                         "%s: \"%s\" needs a server certificate, but tls.cert and tls.key are "
-                         "not both set",
-                         v[1].label, tls_listen_modes[mode]);
+                cfg_error_at(ld, v[1].where,
+                             "%s: \"%s\" needs a server certificate, but tls.cert and tls.key are "
+                             "not both set",
+                             v[1].label, tls_listen_modes[mode]);
         }
         cfg->n_listen++;
     }
@@ -380,32 +383,33 @@ static void load_origins(struct loader *ld, const struct at *at)
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_named(ld, at, "origin", &items, &n) < 0) return;
+    if (cfg_take_named(ld, at, "origin", &items, &n) < 0) return;
     for (size_t i = 0; i < cfg->n_origins; i++)
         free_origin(&cfg->origins[i]);
     free(cfg->origins);
     cfg->origins = xcalloc(n, sizeof *cfg->origins);
     cfg->n_origins = 0;
-    if (n == 0) error_at(ld, at->where, "origins: no origin is defined, so no client could relay");
+    if (n == 0)
+        cfg_error_at(ld, at->where, "origins: no origin is defined, so no client could relay");
     for (size_t i = 0; i < n; i++) {
         struct origin_conf *o = &cfg->origins[cfg->n_origins++];
         struct at v[3];
         o->name = xstrdup(items[i].name);
-        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         if (v[2].node) {
-            int m = get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
+            int m = cfg_get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
             if (m >= 0) o->strip_upstream_dkim = m == 1;
         }
-        if (v[0].node) get_prefix_list(ld, &v[0], &o->networks, &o->n_networks);
-        if (v[1].node && get_string_list(ld, &v[1], &o->users, &o->n_users) == 0) {
+        if (v[0].node) cfg_get_prefix_list(ld, &v[0], &o->networks, &o->n_networks);
+        if (v[1].node && cfg_get_string_list(ld, &v[1], &o->users, &o->n_users) == 0) {
             if (o->n_users && !ld->users_file_given)
-                error_at(ld, v[1].where,
-                         "%s: AUTH users need auth.users_file (the file with their password "
-                         "hashes)",
-                         v[1].label);
+                cfg_error_at(ld, v[1].where,
+                             "%s: AUTH users need auth.users_file (the file with their password "
+                             "hashes)",
+                             v[1].label);
             struct at *u;
             size_t nu;
-            take_list(ld, &v[1], &u, &nu);
+            cfg_take_list(ld, &v[1], &u, &nu);
             for (size_t j = 0; ld->users_loaded && j < nu; j++) {
                 const char *name =
                     fy_node_is_scalar(u[j].node) ? fy_node_get_scalar0(u[j].node) : NULL;
@@ -413,15 +417,15 @@ static void load_origins(struct loader *ld, const struct at *at)
                 while (name && k < ld->n_users && strcmp(ld->users[k], name))
                     k++;
                 if (name && *name && k == ld->n_users)
-                    error_at(ld, u[j].where, "%s: \"%s\" is not in the users file %s", u[j].label,
-                             name, cfg->users_file);
+                    cfg_error_at(ld, u[j].where, "%s: \"%s\" is not in the users file %s",
+                                 u[j].label, name, cfg->users_file);
             }
             free(u);
         }
         if (!list_has_items(v[0].node) && !list_has_items(v[1].node))
-            error_at(ld, items[i].where,
-                     "%s: has neither networks nor users, so no client could match it",
-                     items[i].label);
+            cfg_error_at(ld, items[i].where,
+                         "%s: has neither networks nor users, so no client could match it",
+                         items[i].label);
     }
     free(items);
 }
@@ -471,72 +475,72 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
                                        NULL};
     static const char *const types[] = {"direct", "smarthost", NULL};
     struct at v[EG_COUNT];
-    if (take_mapping(ld, item, keys, v) < 0) return;
+    if (cfg_take_mapping(ld, item, keys, v) < 0) return;
     int type = -1;
     if (!v[EG_TYPE].node)
-        error_at(ld, item->where, "%s: type is missing (direct or smarthost)", item->label);
-    else if ((type = get_choice(ld, &v[EG_TYPE], "an egress type", types)) >= 0)
+        cfg_error_at(ld, item->where, "%s: type is missing (direct or smarthost)", item->label);
+    else if ((type = cfg_get_choice(ld, &v[EG_TYPE], "an egress type", types)) >= 0)
         e->type = (enum egress_type)type;
 
     if (v[EG_SOURCE].node) {
         struct at *items;
         size_t n;
-        if (take_list(ld, &v[EG_SOURCE], &items, &n) == 0) {
+        if (cfg_take_list(ld, &v[EG_SOURCE], &items, &n) == 0) {
             e->sources = xcalloc(n, sizeof *e->sources);
             for (size_t i = 0; i < n; i++) {
-                const char *s = scalar_text(ld, &items[i]);
+                const char *s = cfg_scalar_text(ld, &items[i]);
                 if (s && util_parse_ip(s, &e->sources[e->n_sources]) == 0)
                     e->n_sources++;
                 else if (s)
-                    error_at(ld, items[i].where,
-                             "%s: \"%s\" is not an IP address of this host (e.g. 192.0.2.10)",
-                             items[i].label, s);
+                    cfg_error_at(ld, items[i].where,
+                                 "%s: \"%s\" is not an IP address of this host (e.g. 192.0.2.10)",
+                                 items[i].label, s);
             }
             free(items);
         }
     }
-    if (v[EG_HELO].node) get_hostname(ld, &v[EG_HELO], &e->helo);
-    if (v[EG_HOST].node) get_string(ld, &v[EG_HOST], &e->host);
-    if (v[EG_PORT].node) get_port(ld, &v[EG_PORT], &e->port);
+    if (v[EG_HELO].node) cfg_get_hostname(ld, &v[EG_HELO], &e->helo);
+    if (v[EG_HOST].node) cfg_get_string(ld, &v[EG_HOST], &e->host);
+    if (v[EG_PORT].node) cfg_get_port(ld, &v[EG_PORT], &e->port);
     if (v[EG_AUTH].node) {
         static const char *const auth_keys[] = {"user", "password", NULL};
         struct at a[2];
-        if (take_mapping(ld, &v[EG_AUTH], auth_keys, a) == 0) {
-            if (a[0].node) get_string(ld, &a[0], &e->auth_user);
-            if (a[1].node) get_string(ld, &a[1], &e->auth_password);
+        if (cfg_take_mapping(ld, &v[EG_AUTH], auth_keys, a) == 0) {
+            if (a[0].node) cfg_get_string(ld, &a[0], &e->auth_user);
+            if (a[1].node) cfg_get_string(ld, &a[1], &e->auth_password);
             if (!a[0].node || !a[1].node)
-                error_at(ld, v[EG_AUTH].where, "%s: user and password must both be given",
-                         v[EG_AUTH].label);
+                cfg_error_at(ld, v[EG_AUTH].where, "%s: user and password must both be given",
+                             v[EG_AUTH].label);
         }
     }
     if (v[EG_TLS].node) {
-        int mode = get_choice(ld, &v[EG_TLS], "an egress TLS mode", tls_egress_modes);
+        int mode = cfg_get_choice(ld, &v[EG_TLS], "an egress TLS mode", tls_egress_modes);
         if (mode >= 0) e->tls = (enum tls_mode)mode;
     }
-    if (v[EG_TLS_CA_FILE].node) get_readable_file(ld, &v[EG_TLS_CA_FILE], &e->tls_ca_file);
-    if (v[EG_TLS_VERIFY].node && get_bool(ld, &v[EG_TLS_VERIFY], &e->tls_verify) == 0 &&
+    if (v[EG_TLS_CA_FILE].node) cfg_get_readable_file(ld, &v[EG_TLS_CA_FILE], &e->tls_ca_file);
+    if (v[EG_TLS_VERIFY].node && cfg_get_bool(ld, &v[EG_TLS_VERIFY], &e->tls_verify) == 0 &&
         !e->tls_verify && v[EG_TLS_CA_FILE].node)
-        error_at(ld, v[EG_TLS_VERIFY].where,
-                 "%s: false contradicts tls_ca_file (a CA file is only used to verify)",
-                 v[EG_TLS_VERIFY].label);
-    if (v[EG_SPF_IPS].node) get_prefix_list(ld, &v[EG_SPF_IPS], &e->spf_ips, &e->n_spf_ips);
+        cfg_error_at(ld, v[EG_TLS_VERIFY].where,
+                     "%s: false contradicts tls_ca_file (a CA file is only used to verify)",
+                     v[EG_TLS_VERIFY].label);
+    if (v[EG_SPF_IPS].node) cfg_get_prefix_list(ld, &v[EG_SPF_IPS], &e->spf_ips, &e->n_spf_ips);
     if (v[EG_MAX_CONNECTIONS].node)
-        get_int(ld, &v[EG_MAX_CONNECTIONS], 1, 100000, &e->max_connections);
+        cfg_get_int(ld, &v[EG_MAX_CONNECTIONS], 1, 100000, &e->max_connections);
     if (v[EG_MAX_MESSAGES].node)
-        get_int(ld, &v[EG_MAX_MESSAGES], 1, 1000000, &e->max_messages_per_connection);
+        cfg_get_int(ld, &v[EG_MAX_MESSAGES], 1, 1000000, &e->max_messages_per_connection);
 
     if (type == EGRESS_SMARTHOST && !v[EG_HOST].node)
-        error_at(ld, item->where, "%s: host is missing (a smarthost egress needs one)",
-                 item->label);
+        cfg_error_at(ld, item->where, "%s: host is missing (a smarthost egress needs one)",
+                     item->label);
     if (type == EGRESS_DIRECT) {
         static const int smarthost_only[] = {EG_HOST, EG_PORT, EG_AUTH};
         for (size_t i = 0; i < 3; i++) {
             const struct at *s = &v[smarthost_only[i]];
             if (s->node)
-                error_at(ld, s->where,
-                         "%s: only for smarthost egress (this one is type direct; direct "
-                         "delivery uses the MX hosts and delivery.mx_port)",
-                         s->label);
+                cfg_error_at(ld, s->where,
+                             "%s: only for smarthost egress (this one is type direct; direct "
+                             "delivery uses the MX hosts and delivery.mx_port)",
+                             s->label);
         }
     }
 }
@@ -546,13 +550,14 @@ static void load_egress(struct loader *ld, const struct at *at)
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_named(ld, at, "egress", &items, &n) < 0) return;
+    if (cfg_take_named(ld, at, "egress", &items, &n) < 0) return;
     for (size_t i = 0; i < cfg->n_egress; i++)
         free_egress(&cfg->egress[i]);
     free(cfg->egress);
     cfg->egress = xcalloc(n, sizeof *cfg->egress);
     cfg->n_egress = 0;
-    if (n == 0) error_at(ld, at->where, "egress: no egress is defined, so mail could not leave");
+    if (n == 0)
+        cfg_error_at(ld, at->where, "egress: no egress is defined, so mail could not leave");
     for (size_t i = 0; i < n; i++) {
         struct egress_conf *e = &cfg->egress[cfg->n_egress++];
         char *name = xstrdup(items[i].name);
@@ -604,23 +609,24 @@ static void load_root(struct loader *ld, struct fy_node *root)
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
 
-    top.where = node_pos(ld, root, top.where);
-    if (!is_null(root) && !fy_node_is_mapping(root)) {
-        error_at(ld, top.where,
-                 "the configuration must be a mapping of settings (\"name: value\" lines), "
-                 "found %s",
-                 kind_name(root));
+    top.where = cfg_node_pos(ld, root, top.where);
+    if (!cfg_is_null(root) && !fy_node_is_mapping(root)) {
+        cfg_error_at(ld, top.where,
+                     "the configuration must be a mapping of settings (\"name: value\" lines), "
+                     "found %s",
+                     cfg_kind_name(root));
         return;
     }
-    take_mapping(ld, &top, keys, v);
+    cfg_take_mapping(ld, &top, keys, v);
     /* Order matters: tls before listen, auth before origins, egress before ramp. */
-    if (v[K_HOSTNAME].node) get_hostname(ld, &v[K_HOSTNAME], &cfg->hostname);
-    if (v[K_USER].node && get_string(ld, &v[K_USER], &cfg->user) == 0 && !getpwnam(cfg->user))
-        error_at(ld, v[K_USER].where, "user: \"%s\" is not an account on this system", cfg->user);
-    if (v[K_SPOOL].node) get_string(ld, &v[K_SPOOL], &cfg->spool);
-    if (v[K_STATE].node) get_string(ld, &v[K_STATE], &cfg->state);
-    if (v[K_KEYS].node) get_string(ld, &v[K_KEYS], &cfg->keys);
-    if (v[K_CONTROL_SOCKET].node) get_string(ld, &v[K_CONTROL_SOCKET], &cfg->control_socket);
+    if (v[K_HOSTNAME].node) cfg_get_hostname(ld, &v[K_HOSTNAME], &cfg->hostname);
+    if (v[K_USER].node && cfg_get_string(ld, &v[K_USER], &cfg->user) == 0 && !getpwnam(cfg->user))
+        cfg_error_at(ld, v[K_USER].where, "user: \"%s\" is not an account on this system",
+                     cfg->user);
+    if (v[K_SPOOL].node) cfg_get_string(ld, &v[K_SPOOL], &cfg->spool);
+    if (v[K_STATE].node) cfg_get_string(ld, &v[K_STATE], &cfg->state);
+    if (v[K_KEYS].node) cfg_get_string(ld, &v[K_KEYS], &cfg->keys);
+    if (v[K_CONTROL_SOCKET].node) cfg_get_string(ld, &v[K_CONTROL_SOCKET], &cfg->control_socket);
     if (v[K_LOG].node) load_log(ld, &v[K_LOG]);
     if (v[K_DNS].node) load_dns(ld, &v[K_DNS]);
     if (v[K_DELIVERY].node) load_delivery(ld, &v[K_DELIVERY]);
@@ -630,16 +636,16 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_AUTH].node) load_auth(ld, &v[K_AUTH]);
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
-    if (v[K_RAMP].node || v[K_EGRESS].node) load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
-    if (v[K_DKIM].node) load_dkim(ld, &v[K_DKIM]);
-    if (v[K_ALIGNMENT].node) load_alignment(ld, &v[K_ALIGNMENT]);
-    if (v[K_PROVIDERS].node) load_providers(ld, &v[K_PROVIDERS]);
-    if (v[K_CAPS].node) load_caps(ld, &v[K_CAPS]);
-    if (v[K_SHAPING].node) load_shaping(ld, &v[K_SHAPING]);
+    if (v[K_RAMP].node || v[K_EGRESS].node) cfg_load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
+    if (v[K_DKIM].node) cfg_load_dkim(ld, &v[K_DKIM]);
+    if (v[K_ALIGNMENT].node) cfg_load_alignment(ld, &v[K_ALIGNMENT]);
+    if (v[K_PROVIDERS].node) cfg_load_providers(ld, &v[K_PROVIDERS]);
+    if (v[K_CAPS].node) cfg_load_caps(ld, &v[K_CAPS]);
+    if (v[K_SHAPING].node) cfg_load_shaping(ld, &v[K_SHAPING]);
     if (v[K_METRICS].node) load_metrics(ld, &v[K_METRICS]);
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
-    if (v[K_POLICIES].node) load_policies(ld, &v[K_POLICIES]);
-    check_provider_refs(ld);
+    if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
+    cfg_check_provider_refs(ld);
 }
 
 static int compare_errors(const void *a, const void *b)
@@ -665,13 +671,13 @@ struct config *config_load(const char *path, struct config_errors *errs)
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-        error_at(&ld, (struct pos){0, 0}, "cannot read the configuration: %s",
-                 fd < 0 ? strerror(errno) : "it is a directory");
+        cfg_error_at(&ld, (struct pos){0, 0}, "cannot read the configuration: %s",
+                     fd < 0 ? strerror(errno) : "it is a directory");
     } else {
-        struct fy_document *doc = parse_file(&ld, &diag);
+        struct fy_document *doc = cfg_parse_file(&ld, &diag);
         /* An empty file (or one with only comments) has no document: all defaults. */
         if (doc) {
-            index_marks(&ld, doc);
+            cfg_index_marks(&ld, doc);
             load_root(&ld, fy_document_root(doc));
             fy_document_destroy(doc);
         }
@@ -752,11 +758,11 @@ void config_free(struct config *cfg)
         free(cfg->ramp.key[i]);
     free(cfg->ramp.key);
     free(cfg->ramp.schedule);
-    free_pins(cfg->ramp.pin_origins, cfg->ramp.n_pin_origins);
-    free_pins(cfg->ramp.pin_domains, cfg->ramp.n_pin_domains);
-    free_pins(cfg->ramp.pin_providers, cfg->ramp.n_pin_providers);
+    cfg_free_pins(cfg->ramp.pin_origins, cfg->ramp.n_pin_origins);
+    cfg_free_pins(cfg->ramp.pin_domains, cfg->ramp.n_pin_domains);
+    cfg_free_pins(cfg->ramp.pin_providers, cfg->ramp.n_pin_providers);
     for (size_t i = 0; i < cfg->n_providers; i++)
-        free_provider(&cfg->providers[i]);
+        cfg_free_provider(&cfg->providers[i]);
     free(cfg->providers);
     for (size_t i = 0; i < cfg->n_caps; i++) {
         free(cfg->caps[i].egress);
@@ -764,7 +770,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->caps);
     for (size_t i = 0; i < cfg->n_shaping; i++)
-        free_shaping_rule(&cfg->shaping[i]);
+        cfg_free_shaping_rule(&cfg->shaping[i]);
     free(cfg->shaping);
     for (size_t i = 0; i < cfg->n_dkim_headers; i++)
         free(cfg->dkim_headers[i]);

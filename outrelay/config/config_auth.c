@@ -18,24 +18,25 @@
 
 static const char *const alignment_actions[] = {"send", "reroute", "hold", "bounce", NULL};
 
-void load_dkim(struct loader *ld, const struct at *at)
+void cfg_load_dkim(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"headers", "oversign", NULL};
     struct config *cfg = ld->cfg;
     struct at v[2];
-    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
     if (v[0].node) {
         for (size_t i = 0; i < cfg->n_dkim_headers; i++)
             free(cfg->dkim_headers[i]);
         free(cfg->dkim_headers);
         cfg->dkim_headers = NULL;
         cfg->n_dkim_headers = 0;
-        if (get_string_list(ld, &v[0], &cfg->dkim_headers, &cfg->n_dkim_headers) == 0) {
+        if (cfg_get_string_list(ld, &v[0], &cfg->dkim_headers, &cfg->n_dkim_headers) == 0) {
             int has_from = 0;
             for (size_t i = 0; i < cfg->n_dkim_headers; i++)
                 has_from |= !strcasecmp(cfg->dkim_headers[i], "from");
             if (!has_from)
-                error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)", v[0].label);
+                cfg_error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)",
+                             v[0].label);
         }
     }
     if (v[1].node) {
@@ -44,46 +45,47 @@ void load_dkim(struct loader *ld, const struct at *at)
         free(cfg->dkim_oversign);
         cfg->dkim_oversign = NULL;
         cfg->n_dkim_oversign = 0;
-        get_string_list(ld, &v[1], &cfg->dkim_oversign, &cfg->n_dkim_oversign);
+        cfg_get_string_list(ld, &v[1], &cfg->dkim_oversign, &cfg->n_dkim_oversign);
     }
 }
 
 /* alignment: { default: ACTION, domains: { DOMAIN: ACTION } } */
-void load_alignment(struct loader *ld, const struct at *at)
+void cfg_load_alignment(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"default", "domains", NULL};
     struct config *cfg = ld->cfg;
     struct at v[2];
-    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
     if (v[0].node) {
-        int a = get_choice(ld, &v[0], "an alignment action", alignment_actions);
+        int a = cfg_get_choice(ld, &v[0], "an alignment action", alignment_actions);
         if (a >= 0) cfg->alignment_default = (enum alignment_action)a;
     }
-    if (!v[1].node || is_null(v[1].node)) return;
+    if (!v[1].node || cfg_is_null(v[1].node)) return;
     if (!fy_node_is_mapping(v[1].node)) {
-        error_at(ld, v[1].where, "%s: expected \"domain: action\" lines, found %s", v[1].label,
-                 kind_name(v[1].node));
+        cfg_error_at(ld, v[1].where, "%s: expected \"domain: action\" lines, found %s", v[1].label,
+                     cfg_kind_name(v[1].node));
         return;
     }
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(v[1].node, &it))) {
         struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = node_pos(ld, key, v[1].where);
+        struct pos kpos = cfg_node_pos(ld, key, v[1].where);
         const char *domain = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
-        if (!domain || !valid_hostname(domain)) {
-            error_at(ld, kpos, "%s: \"%s\" is not a domain name", v[1].label, domain ? domain : "");
+        if (!domain || !cfg_valid_hostname(domain)) {
+            cfg_error_at(ld, kpos, "%s: \"%s\" is not a domain name", v[1].label,
+                         domain ? domain : "");
             continue;
         }
         struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
-        val.where = node_pos(ld, val.node, kpos);
-        label_set(&val, "%s.%s", v[1].label, domain);
-        int a = get_choice(ld, &val, "an alignment action", alignment_actions);
+        val.where = cfg_node_pos(ld, val.node, kpos);
+        cfg_label_set(&val, "%s.%s", v[1].label, domain);
+        int a = cfg_get_choice(ld, &val, "an alignment action", alignment_actions);
         if (a < 0) continue;
         for (size_t i = 0; i < cfg->n_alignment_rules; i++)
             if (!strcasecmp(cfg->alignment_rules[i].domain, domain))
-                error_at(ld, kpos, "%s: %s already has a rule at %s:%d", v[1].label, domain,
-                         cfg->alignment_rules[i].file, cfg->alignment_rules[i].line);
+                cfg_error_at(ld, kpos, "%s: %s already has a rule at %s:%d", v[1].label, domain,
+                             cfg->alignment_rules[i].file, cfg->alignment_rules[i].line);
         cfg->alignment_rules = xrealloc(cfg->alignment_rules, (cfg->n_alignment_rules + 1) *
                                                                   sizeof *cfg->alignment_rules);
         struct alignment_rule *r = &cfg->alignment_rules[cfg->n_alignment_rules++];
@@ -124,26 +126,27 @@ static void load_policy_file(struct loader *parent, const struct at *at, const c
     struct loader ld = {.file = path, .cfg = parent->cfg, .root = parent->root};
     ld.sort_within = at->where;
     if (access(path, R_OK) < 0) {
-        error_at(parent, at->where, "%s: cannot read policy file %s: %s", at->label, written,
-                 strerror(errno));
+        cfg_error_at(parent, at->where, "%s: cannot read policy file %s: %s", at->label, written,
+                     strerror(errno));
         free(path);
         return;
     }
-    struct fy_document *doc = parse_file(&ld, &diag);
+    struct fy_document *doc = cfg_parse_file(&ld, &diag);
     if (doc) {
-        index_marks(&ld, doc);
+        cfg_index_marks(&ld, doc);
         struct fy_node *root = fy_document_root(doc);
         struct at top = {.node = root, .where = {1, 1}};
         struct at v[5];
-        if (!is_null(root) && take_mapping(&ld, &top, keys, v) == 0) {
-            if (v[0].node) load_alignment(&ld, &v[0]);
-            if (v[1].node) load_providers(&ld, &v[1]);
-            if (v[2].node) load_caps(&ld, &v[2]);
-            if (v[3].node) load_shaping(&ld, &v[3]);
+        if (!cfg_is_null(root) && cfg_take_mapping(&ld, &top, keys, v) == 0) {
+            if (v[0].node) cfg_load_alignment(&ld, &v[0]);
+            if (v[1].node) cfg_load_providers(&ld, &v[1]);
+            if (v[2].node) cfg_load_caps(&ld, &v[2]);
+            if (v[3].node) cfg_load_shaping(&ld, &v[3]);
             if (v[4].node) {
                 static const char *const ramp_keys[] = {"pins", NULL};
                 struct at r[1];
-                if (take_mapping(&ld, &v[4], ramp_keys, r) == 0 && r[0].node) load_pins(&ld, &r[0]);
+                if (cfg_take_mapping(&ld, &v[4], ramp_keys, r) == 0 && r[0].node)
+                    cfg_load_pins(&ld, &r[0]);
             }
         }
         fy_document_destroy(doc);
@@ -151,18 +154,18 @@ static void load_policy_file(struct loader *parent, const struct at *at, const c
     if (diag) fy_diag_destroy(diag);
     free(ld.marks);
     for (size_t i = 0; i < ld.n_errors; i++) /* keep the policy file's own positions */
-        add_text(parent, (struct pos){at->where.line, at->where.col}, ld.errors[i].text);
+        cfg_add_text(parent, (struct pos){at->where.line, at->where.col}, ld.errors[i].text);
     free(ld.errors);
     free(path);
 }
 
-void load_policies(struct loader *ld, const struct at *at)
+void cfg_load_policies(struct loader *ld, const struct at *at)
 {
     struct config *cfg = ld->cfg;
-    if (get_string_list(ld, at, &cfg->policy_files, &cfg->n_policy_files) < 0) return;
+    if (cfg_get_string_list(ld, at, &cfg->policy_files, &cfg->n_policy_files) < 0) return;
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
     for (size_t i = 0; i < cfg->n_policy_files && i < n; i++)
         load_policy_file(ld, &items[i], cfg->policy_files[i]);
     free(items);

@@ -21,7 +21,7 @@
 
 /* ---------------------------------------------------------------- errors and positions */
 
-void add_text(struct loader *ld, struct pos sort, char *text)
+void cfg_add_text(struct loader *ld, struct pos sort, char *text)
 {
     ld->errors = xrealloc(ld->errors, (ld->n_errors + 1) * sizeof *ld->errors);
     ld->errors[ld->n_errors] = (struct pending_error){sort, ld->n_errors, text};
@@ -29,7 +29,7 @@ void add_text(struct loader *ld, struct pos sort, char *text)
 }
 
 void __attribute__((format(printf, 3, 4)))
-error_at(struct loader *ld, struct pos p, const char *fmt, ...)
+cfg_error_at(struct loader *ld, struct pos p, const char *fmt, ...)
 {
     struct strbuf sb = STRBUF_INIT;
     va_list ap;
@@ -40,7 +40,7 @@ error_at(struct loader *ld, struct pos p, const char *fmt, ...)
     va_start(ap, fmt);
     strbuf_vprintf(&sb, fmt, ap);
     va_end(ap);
-    add_text(ld, p, strbuf_detach(&sb, NULL));
+    cfg_add_text(ld, p, strbuf_detach(&sb, NULL));
 }
 
 static struct pos token_pos(struct fy_token *tok)
@@ -93,7 +93,7 @@ static int event_matches(const struct fy_event *e, struct fy_node *n)
 }
 
 /* Fills ld->marks (sorted by node) or leaves it empty when the two orders disagree. */
-void index_marks(struct loader *ld, struct fy_document *doc)
+void cfg_index_marks(struct loader *ld, struct fy_document *doc)
 {
     struct fy_node **nodes = NULL;
     size_t n = 0, cap = 0, i = 0;
@@ -124,7 +124,7 @@ void index_marks(struct loader *ld, struct fy_document *doc)
     free(nodes);
 }
 
-struct pos node_pos(const struct loader *ld, struct fy_node *n, struct pos fallback)
+struct pos cfg_node_pos(const struct loader *ld, struct fy_node *n, struct pos fallback)
 {
     struct node_mark key = {n, {0, 0}}, *found = NULL;
     void *it = NULL;
@@ -137,10 +137,10 @@ struct pos node_pos(const struct loader *ld, struct fy_node *n, struct pos fallb
         p = token_pos(fy_node_get_scalar_token(n));
     } else if (fy_node_is_mapping(n)) {
         struct fy_node_pair *pair = fy_node_mapping_iterate(n, &it);
-        if (pair) p = node_pos(ld, fy_node_pair_key(pair), fallback);
+        if (pair) p = cfg_node_pos(ld, fy_node_pair_key(pair), fallback);
     } else if (fy_node_is_sequence(n)) {
         struct fy_node *first = fy_node_sequence_iterate(n, &it);
-        if (first) p = node_pos(ld, first, fallback);
+        if (first) p = cfg_node_pos(ld, first, fallback);
     }
     /* A quoted scalar's mark is after the quote; point at the quote, as an editor would. */
     enum fy_node_style style = fy_node_get_style(n);
@@ -150,7 +150,7 @@ struct pos node_pos(const struct loader *ld, struct fy_node *n, struct pos fallb
     return p.line > 0 ? p : fallback;
 }
 
-int is_null(struct fy_node *n)
+int cfg_is_null(struct fy_node *n)
 {
     if (!n || fy_node_is_null(n)) return 1;
     if (!fy_node_is_scalar(n) || fy_node_get_style(n) != FYNS_PLAIN) return 0;
@@ -158,16 +158,16 @@ int is_null(struct fy_node *n)
     return !s || !*s || !strcmp(s, "~") || !strcasecmp(s, "null");
 }
 
-const char *kind_name(struct fy_node *n)
+const char *cfg_kind_name(struct fy_node *n)
 {
-    if (is_null(n)) return "nothing";
+    if (cfg_is_null(n)) return "nothing";
     if (fy_node_is_mapping(n)) return "a mapping";
     if (fy_node_is_sequence(n)) return "a list";
     return "a single value";
 }
 
 /* Labels are cut at 255 bytes; only a pathological file gets there. */
-void __attribute__((format(printf, 2, 3))) label_set(struct at *at, const char *fmt, ...)
+void __attribute__((format(printf, 2, 3))) cfg_label_set(struct at *at, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -175,42 +175,42 @@ void __attribute__((format(printf, 2, 3))) label_set(struct at *at, const char *
     va_end(ap);
 }
 
-static void label_child(struct at *child, const struct at *parent, const char *name)
+static void cfg_label_child(struct at *child, const struct at *parent, const char *name)
 {
     if (!parent->label[0])
-        label_set(child, "%s", name);
+        cfg_label_set(child, "%s", name);
     else
-        label_set(child, "%s%s%s", parent->label, parent->named ? ": " : ".", name);
+        cfg_label_set(child, "%s%s%s", parent->label, parent->named ? ": " : ".", name);
 }
 
 /* ---------------------------------------------------------------- scalar values */
 
 /* The text of a scalar; reports and returns NULL for lists, mappings and empty values. */
-const char *scalar_text(struct loader *ld, const struct at *at)
+const char *cfg_scalar_text(struct loader *ld, const struct at *at)
 {
-    if (is_null(at->node) || !fy_node_is_scalar(at->node)) {
-        error_at(ld, at->where, LABEL_FMT "expected a single value, found %s", LABEL_ARGS(at),
-                 kind_name(at->node));
+    if (cfg_is_null(at->node) || !fy_node_is_scalar(at->node)) {
+        cfg_error_at(ld, at->where, LABEL_FMT "expected a single value, found %s", LABEL_ARGS(at),
+                     cfg_kind_name(at->node));
         return NULL;
     }
     const char *s = fy_node_get_scalar0(at->node);
     if (!s || !*s) {
-        error_at(ld, at->where, LABEL_FMT "is empty", LABEL_ARGS(at));
+        cfg_error_at(ld, at->where, LABEL_FMT "is empty", LABEL_ARGS(at));
         return NULL;
     }
     return s;
 }
 
-int get_string(struct loader *ld, const struct at *at, char **dst)
+int cfg_get_string(struct loader *ld, const struct at *at, char **dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     if (!s) return -1;
     free(*dst);
     *dst = xstrdup(s);
     return 0;
 }
 
-int valid_hostname(const char *s)
+int cfg_valid_hostname(const char *s)
 {
     size_t len = strlen(s), label = 0;
     if (len == 0 || len > 253) return 0;
@@ -227,12 +227,12 @@ int valid_hostname(const char *s)
     return 1;
 }
 
-int get_hostname(struct loader *ld, const struct at *at, char **dst)
+int cfg_get_hostname(struct loader *ld, const struct at *at, char **dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     if (!s) return -1;
-    if (!valid_hostname(s)) {
-        error_at(ld, at->where, LABEL_FMT "\"%s\" is not a valid host name", LABEL_ARGS(at), s);
+    if (!cfg_valid_hostname(s)) {
+        cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not a valid host name", LABEL_ARGS(at), s);
         return -1;
     }
     free(*dst);
@@ -240,63 +240,63 @@ int get_hostname(struct loader *ld, const struct at *at, char **dst)
     return 0;
 }
 
-int get_int(struct loader *ld, const struct at *at, long min, long max, int *dst)
+int cfg_get_int(struct loader *ld, const struct at *at, long min, long max, int *dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     char *end;
     if (!s) return -1;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || !isdigit((unsigned char)s[s[0] == '-' || s[0] == '+']) || v < min ||
         v > max) {
-        error_at(ld, at->where, LABEL_FMT "\"%s\" is not a whole number from %ld to %ld",
-                 LABEL_ARGS(at), s, min, max);
+        cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not a whole number from %ld to %ld",
+                     LABEL_ARGS(at), s, min, max);
         return -1;
     }
     *dst = (int)v;
     return 0;
 }
 
-int get_port(struct loader *ld, const struct at *at, int *dst)
+int cfg_get_port(struct loader *ld, const struct at *at, int *dst)
 {
-    return get_int(ld, at, 1, 65535, dst);
+    return cfg_get_int(ld, at, 1, 65535, dst);
 }
 
-int get_duration(struct loader *ld, const struct at *at, int64_t *dst)
+int cfg_get_duration(struct loader *ld, const struct at *at, int64_t *dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     int64_t v;
     if (!s) return -1;
     if (util_parse_duration(s, &v) < 0 || v <= 0) {
-        error_at(ld, at->where,
-                 LABEL_FMT "\"%s\" is not a duration (a number with s, m, h, d or w, e.g. 30s, "
-                           "5m, 2h, 5d)",
-                 LABEL_ARGS(at), s);
+        cfg_error_at(ld, at->where,
+                     LABEL_FMT "\"%s\" is not a duration (a number with s, m, h, d or w, e.g. 30s, "
+                               "5m, 2h, 5d)",
+                     LABEL_ARGS(at), s);
         return -1;
     }
     *dst = v;
     return 0;
 }
 
-int get_size(struct loader *ld, const struct at *at, int64_t *dst)
+int cfg_get_size(struct loader *ld, const struct at *at, int64_t *dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     int64_t v;
     if (!s) return -1;
     if (util_parse_size(s, &v) < 0 || v <= 0) {
-        error_at(ld, at->where,
-                 LABEL_FMT "\"%s\" is not a size (bytes, or a number with k, M or G, e.g. 35M)",
-                 LABEL_ARGS(at), s);
+        cfg_error_at(ld, at->where,
+                     LABEL_FMT "\"%s\" is not a size (bytes, or a number with k, M or G, e.g. 35M)",
+                     LABEL_ARGS(at), s);
         return -1;
     }
     *dst = v;
     return 0;
 }
 
-int get_bool(struct loader *ld, const struct at *at, int *dst)
+int cfg_get_bool(struct loader *ld, const struct at *at, int *dst)
 {
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     if (!s) return -1;
     for (size_t i = 0; i < 3; i++) {
         if (!strcasecmp(s, yes[i]) || !strcasecmp(s, no[i])) {
@@ -304,41 +304,43 @@ int get_bool(struct loader *ld, const struct at *at, int *dst)
             return 0;
         }
     }
-    error_at(ld, at->where, LABEL_FMT "\"%s\" is not true or false", LABEL_ARGS(at), s);
+    cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not true or false", LABEL_ARGS(at), s);
     return -1;
 }
 
 /* One of names[] (NULL-terminated); returns its index or -1. */
-int get_choice(struct loader *ld, const struct at *at, const char *what, const char *const *names)
+int cfg_get_choice(struct loader *ld, const struct at *at, const char *what,
+                   const char *const *names)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     if (!s) return -1;
     for (int i = 0; names[i]; i++)
         if (!strcmp(s, names[i])) return i;
     struct strbuf list = STRBUF_INIT;
     for (int i = 0; names[i]; i++)
         strbuf_printf(&list, "%s%s", i ? ", " : "", names[i]);
-    error_at(ld, at->where, LABEL_FMT "\"%s\" is not %s (expected one of: %s)", LABEL_ARGS(at), s,
-             what, strbuf_str(&list));
+    cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not %s (expected one of: %s)", LABEL_ARGS(at),
+                 s, what, strbuf_str(&list));
     strbuf_free(&list);
     return -1;
 }
 
 /* A file the server will read later: it must exist, be a file and be readable now. */
-int get_readable_file(struct loader *ld, const struct at *at, char **dst)
+int cfg_get_readable_file(struct loader *ld, const struct at *at, char **dst)
 {
-    const char *s = scalar_text(ld, at);
+    const char *s = cfg_scalar_text(ld, at);
     struct stat st;
     if (!s) return -1;
     int fd = open(s, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
-        error_at(ld, at->where, LABEL_FMT "cannot read %s: %s", LABEL_ARGS(at), s, strerror(errno));
+        cfg_error_at(ld, at->where, LABEL_FMT "cannot read %s: %s", LABEL_ARGS(at), s,
+                     strerror(errno));
         return -1;
     }
     int is_dir = fstat(fd, &st) == 0 && S_ISDIR(st.st_mode);
     close(fd);
     if (is_dir) {
-        error_at(ld, at->where, LABEL_FMT "%s is a directory, not a file", LABEL_ARGS(at), s);
+        cfg_error_at(ld, at->where, LABEL_FMT "%s is a directory, not a file", LABEL_ARGS(at), s);
         return -1;
     }
     free(*dst);
@@ -351,7 +353,8 @@ int get_readable_file(struct loader *ld, const struct at *at, char **dst)
 /* Splits a mapping into the values of the known keys (out[i] for names[i]; node NULL when
  * absent) and reports every unknown key. A missing or empty value counts as an empty mapping.
  * Returns -1 when the node is not a mapping at all. */
-int take_mapping(struct loader *ld, const struct at *at, const char *const *names, struct at *out)
+int cfg_take_mapping(struct loader *ld, const struct at *at, const char *const *names,
+                     struct at *out)
 {
     size_t n = 0;
     while (names[n])
@@ -359,23 +362,24 @@ int take_mapping(struct loader *ld, const struct at *at, const char *const *name
     for (size_t i = 0; i < n; i++) {
         memset(&out[i], 0, sizeof out[i]);
         out[i].where = at->where;
-        label_child(&out[i], at, names[i]);
+        cfg_label_child(&out[i], at, names[i]);
     }
-    if (is_null(at->node)) return 0;
+    if (cfg_is_null(at->node)) return 0;
     if (!fy_node_is_mapping(at->node)) {
-        error_at(ld, at->where, LABEL_FMT "expected a mapping (\"name: value\" lines), found %s",
-                 LABEL_ARGS(at), kind_name(at->node));
+        cfg_error_at(ld, at->where,
+                     LABEL_FMT "expected a mapping (\"name: value\" lines), found %s",
+                     LABEL_ARGS(at), cfg_kind_name(at->node));
         return -1;
     }
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(at->node, &it))) {
         struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = node_pos(ld, key, at->where);
+        struct pos kpos = cfg_node_pos(ld, key, at->where);
         const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
         if (!name || !*name) {
-            error_at(ld, kpos, LABEL_FMT "a key must be a plain name, found %s", LABEL_ARGS(at),
-                     kind_name(key));
+            cfg_error_at(ld, kpos, LABEL_FMT "a key must be a plain name, found %s", LABEL_ARGS(at),
+                         cfg_kind_name(key));
             continue;
         }
         size_t i = 0;
@@ -385,30 +389,30 @@ int take_mapping(struct loader *ld, const struct at *at, const char *const *name
             struct strbuf list = STRBUF_INIT;
             for (size_t j = 0; j < n; j++)
                 strbuf_printf(&list, "%s%s", j ? ", " : "", names[j]);
-            error_at(ld, kpos, LABEL_FMT "\"%s\" is not a known key (expected one of: %s)",
-                     LABEL_ARGS(at), name, strbuf_str(&list));
+            cfg_error_at(ld, kpos, LABEL_FMT "\"%s\" is not a known key (expected one of: %s)",
+                         LABEL_ARGS(at), name, strbuf_str(&list));
             strbuf_free(&list);
             continue;
         }
         out[i].node = fy_node_pair_value(pair);
-        out[i].where = node_pos(ld, out[i].node, kpos);
+        out[i].where = cfg_node_pos(ld, out[i].node, kpos);
         /* "key:" with nothing after it has no token of its own: point at the key. */
-        if (is_null(out[i].node)) out[i].where = kpos;
+        if (cfg_is_null(out[i].node)) out[i].where = kpos;
     }
     return 0;
 }
 
 /* The items of a list, each with its label "name[i]"; *items is NULL when empty.
  * A missing or empty value is an empty list. Returns -1 (reported) when it is not a list. */
-int take_list(struct loader *ld, const struct at *at, struct at **items, size_t *n)
+int cfg_take_list(struct loader *ld, const struct at *at, struct at **items, size_t *n)
 {
     *items = NULL;
     *n = 0;
-    if (is_null(at->node)) return 0;
+    if (cfg_is_null(at->node)) return 0;
     if (!fy_node_is_sequence(at->node)) {
-        error_at(ld, at->where,
-                 LABEL_FMT "expected a list ([a, b] or lines starting with \"- \"), found %s",
-                 LABEL_ARGS(at), kind_name(at->node));
+        cfg_error_at(ld, at->where,
+                     LABEL_FMT "expected a list ([a, b] or lines starting with \"- \"), found %s",
+                     LABEL_ARGS(at), cfg_kind_name(at->node));
         return -1;
     }
     size_t count = (size_t)fy_node_sequence_item_count(at->node);
@@ -418,23 +422,23 @@ int take_list(struct loader *ld, const struct at *at, struct at **items, size_t 
     while ((item = fy_node_sequence_iterate(at->node, &it)) && *n < count) {
         struct at *a = &(*items)[*n];
         a->node = item;
-        a->where = node_pos(ld, item, at->where);
-        label_set(a, "%s[%zu]", at->label, *n);
+        a->where = cfg_node_pos(ld, item, at->where);
+        cfg_label_set(a, "%s[%zu]", at->label, *n);
         (*n)++;
     }
     return 0;
 }
 
 /* Entries of a "NAME: {...}" mapping (origins, egress), each labelled 'what "NAME"'. */
-int take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
-               size_t *n)
+int cfg_take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
+                   size_t *n)
 {
     *items = NULL;
     *n = 0;
-    if (is_null(at->node)) return 0;
+    if (cfg_is_null(at->node)) return 0;
     if (!fy_node_is_mapping(at->node)) {
-        error_at(ld, at->where, "%s: expected a mapping of names (\"NAME:\" lines), found %s",
-                 at->label, kind_name(at->node));
+        cfg_error_at(ld, at->where, "%s: expected a mapping of names (\"NAME:\" lines), found %s",
+                     at->label, cfg_kind_name(at->node));
         return -1;
     }
     size_t count = (size_t)fy_node_mapping_item_count(at->node);
@@ -443,14 +447,14 @@ int take_named(struct loader *ld, const struct at *at, const char *what, struct 
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(at->node, &it)) && *n < count) {
         struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = node_pos(ld, key, at->where);
+        struct pos kpos = cfg_node_pos(ld, key, at->where);
         const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : "";
         int ok = name && *name;
         for (const char *p = name; ok && *p; p++)
             ok = isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.';
         if (!ok) {
-            error_at(ld, kpos, "%s: \"%s\" is not a usable %s name (letters, digits, -, _, .)",
-                     at->label, name ? name : "", what);
+            cfg_error_at(ld, kpos, "%s: \"%s\" is not a usable %s name (letters, digits, -, _, .)",
+                         at->label, name ? name : "", what);
             continue;
         }
         struct at *a = &(*items)[(*n)++];
@@ -458,43 +462,44 @@ int take_named(struct loader *ld, const struct at *at, const char *what, struct 
         a->where = kpos; /* "missing" errors point at the name */
         a->named = 1;
         a->name = name;
-        label_set(a, "%s \"%s\"", what, name);
+        cfg_label_set(a, "%s \"%s\"", what, name);
     }
     return 0;
 }
 
-int get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst)
+int cfg_get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst)
 {
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return -1;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return -1;
     for (size_t i = 0; i < *n_dst; i++)
         free((*dst)[i]);
     free(*dst);
     *dst = xcalloc(n, sizeof **dst);
     *n_dst = 0;
     for (size_t i = 0; i < n; i++)
-        if (get_string(ld, &items[i], &(*dst)[*n_dst]) == 0) (*n_dst)++;
+        if (cfg_get_string(ld, &items[i], &(*dst)[*n_dst]) == 0) (*n_dst)++;
     free(items);
     return 0;
 }
 
-int get_prefix_list(struct loader *ld, const struct at *at, struct net_prefix **dst, size_t *n_dst)
+int cfg_get_prefix_list(struct loader *ld, const struct at *at, struct net_prefix **dst,
+                        size_t *n_dst)
 {
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return -1;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return -1;
     free(*dst);
     *dst = xcalloc(n, sizeof **dst);
     *n_dst = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *s = scalar_text(ld, &items[i]);
+        const char *s = cfg_scalar_text(ld, &items[i]);
         if (!s) continue;
         if (util_parse_prefix(s, &(*dst)[*n_dst]) < 0)
-            error_at(ld, items[i].where,
-                     "%s: \"%s\" is not a network (an address or address/bits, e.g. "
-                     "10.0.1.0/24 or 2001:db8::/32)",
-                     items[i].label, s);
+            cfg_error_at(ld, items[i].where,
+                         "%s: \"%s\" is not a network (an address or address/bits, e.g. "
+                         "10.0.1.0/24 or 2001:db8::/32)",
+                         items[i].label, s);
         else
             (*n_dst)++;
     }
@@ -534,9 +539,9 @@ static void report_second_document(struct loader *ld, const struct fy_parse_cfg 
             if (e->type == FYET_DOCUMENT_START && ++documents == 2) {
                 const struct fy_mark *m = fy_event_start_mark(e);
                 struct pos p = {m ? m->line + 1 : 1, m ? m->column + 1 : 1};
-                error_at(ld, p,
-                         "a second YAML document starts here; outrelay reads one document, so "
-                         "remove this \"---\" line or what follows it");
+                cfg_error_at(ld, p,
+                             "a second YAML document starts here; outrelay reads one document, so "
+                             "remove this \"---\" line or what follows it");
             }
             fy_parser_event_free(parser, e);
             if (documents == 2) break;
@@ -545,7 +550,7 @@ static void report_second_document(struct loader *ld, const struct fy_parse_cfg 
     fy_parser_destroy(parser);
 }
 
-struct fy_document *parse_file(struct loader *ld, struct fy_diag **diagp)
+struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp)
 {
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
@@ -554,7 +559,7 @@ struct fy_document *parse_file(struct loader *ld, struct fy_diag **diagp)
     dcfg.colorize = false;
     struct fy_diag *diag = fy_diag_create(&dcfg);
     if (!diag) {
-        error_at(ld, (struct pos){0, 0}, "cannot set up the YAML parser");
+        cfg_error_at(ld, (struct pos){0, 0}, "cannot set up the YAML parser");
         return NULL;
     }
     fy_diag_set_collect_errors(diag, true);
@@ -566,8 +571,8 @@ struct fy_document *parse_file(struct loader *ld, struct fy_diag **diagp)
     while ((e = fy_diag_errors_iterate(diag, &it))) {
         if (e->type < FYET_ERROR) continue;
         /* Collected errors are already 1-based. */
-        error_at(ld, (struct pos){e->line > 0 ? e->line : 1, e->column > 0 ? e->column : 1}, "%s",
-                 syntax_message(e->msg ? e->msg : "YAML syntax error"));
+        cfg_error_at(ld, (struct pos){e->line > 0 ? e->line : 1, e->column > 0 ? e->column : 1},
+                     "%s", syntax_message(e->msg ? e->msg : "YAML syntax error"));
     }
     if (doc && ld->n_errors) {
         fy_document_destroy(doc);

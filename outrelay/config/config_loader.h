@@ -16,7 +16,7 @@ struct pos {
     int line, col; /* 1-based; line 0 = unknown */
 };
 
-/* A node and where it starts in the file; see index_marks(). */
+/* A node and where it starts in the file; see cfg_index_marks(). */
 struct node_mark {
     struct fy_node *node;
     struct pos pos;
@@ -29,7 +29,7 @@ struct pending_error {
 };
 
 /* A provider name used before every policy file is read; checked once all are (see
- * check_provider_refs()). */
+ * cfg_check_provider_refs()). */
 struct provider_ref {
     char *text_prefix; /* "file:line:col: label" */
     char *name;
@@ -50,7 +50,7 @@ struct loader {
     int users_loaded;
     int users_file_given;    /* auth.users_file is set, readable or not */
     int tls_given;           /* tls.cert and tls.key are both set, readable or not */
-    struct node_mark *marks; /* see index_marks() */
+    struct node_mark *marks; /* see cfg_index_marks() */
     size_t n_marks;
 };
 
@@ -68,53 +68,56 @@ struct at {
 #define LABEL_ARGS(at) (at)->label, (at)->label[0] ? ": " : ""
 
 /* Errors: collected, never printed; config_load() sorts them by position. */
-void add_text(struct loader *ld, struct pos sort, char *text);
+void cfg_add_text(struct loader *ld, struct pos sort, char *text);
 void __attribute__((format(printf, 3, 4)))
-error_at(struct loader *ld, struct pos p, const char *fmt, ...);
+cfg_error_at(struct loader *ld, struct pos p, const char *fmt, ...);
 
 /* Reading a file and the positions of its nodes. */
-struct fy_document *parse_file(struct loader *ld, struct fy_diag **diagp);
-void index_marks(struct loader *ld, struct fy_document *doc);
-struct pos node_pos(const struct loader *ld, struct fy_node *n, struct pos fallback);
-int is_null(struct fy_node *n);
-const char *kind_name(struct fy_node *n);
-void __attribute__((format(printf, 2, 3))) label_set(struct at *at, const char *fmt, ...);
+struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp);
+void cfg_index_marks(struct loader *ld, struct fy_document *doc);
+struct pos cfg_node_pos(const struct loader *ld, struct fy_node *n, struct pos fallback);
+int cfg_is_null(struct fy_node *n);
+const char *cfg_kind_name(struct fy_node *n);
+void __attribute__((format(printf, 2, 3))) cfg_label_set(struct at *at, const char *fmt, ...);
 
-/* Scalar values: each reports what is wrong and returns -1 (NULL for scalar_text). */
-const char *scalar_text(struct loader *ld, const struct at *at);
-int get_string(struct loader *ld, const struct at *at, char **dst);
-int valid_hostname(const char *s);
-int get_hostname(struct loader *ld, const struct at *at, char **dst);
-int get_int(struct loader *ld, const struct at *at, long min, long max, int *dst);
-int get_port(struct loader *ld, const struct at *at, int *dst);
-int get_duration(struct loader *ld, const struct at *at, int64_t *dst);
-int get_size(struct loader *ld, const struct at *at, int64_t *dst);
-int get_bool(struct loader *ld, const struct at *at, int *dst);
-int get_choice(struct loader *ld, const struct at *at, const char *what, const char *const *names);
-int get_readable_file(struct loader *ld, const struct at *at, char **dst);
+/* Scalar values: each reports what is wrong and returns -1 (NULL for cfg_scalar_text). */
+const char *cfg_scalar_text(struct loader *ld, const struct at *at);
+int cfg_get_string(struct loader *ld, const struct at *at, char **dst);
+int cfg_valid_hostname(const char *s);
+int cfg_get_hostname(struct loader *ld, const struct at *at, char **dst);
+int cfg_get_int(struct loader *ld, const struct at *at, long min, long max, int *dst);
+int cfg_get_port(struct loader *ld, const struct at *at, int *dst);
+int cfg_get_duration(struct loader *ld, const struct at *at, int64_t *dst);
+int cfg_get_size(struct loader *ld, const struct at *at, int64_t *dst);
+int cfg_get_bool(struct loader *ld, const struct at *at, int *dst);
+int cfg_get_choice(struct loader *ld, const struct at *at, const char *what,
+                   const char *const *names);
+int cfg_get_readable_file(struct loader *ld, const struct at *at, char **dst);
 
 /* Collections. */
-int take_mapping(struct loader *ld, const struct at *at, const char *const *names, struct at *out);
-int take_list(struct loader *ld, const struct at *at, struct at **items, size_t *n);
-int take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
-               size_t *n);
-int get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst);
-int get_prefix_list(struct loader *ld, const struct at *at, struct net_prefix **dst, size_t *n_dst);
+int cfg_take_mapping(struct loader *ld, const struct at *at, const char *const *names,
+                     struct at *out);
+int cfg_take_list(struct loader *ld, const struct at *at, struct at **items, size_t *n);
+int cfg_take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
+                   size_t *n);
+int cfg_get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst);
+int cfg_get_prefix_list(struct loader *ld, const struct at *at, struct net_prefix **dst,
+                        size_t *n_dst);
 
 /* config_auth.c: dkim, alignment, policy files. */
-void load_dkim(struct loader *ld, const struct at *at);
-void load_alignment(struct loader *ld, const struct at *at);
-void load_policies(struct loader *ld, const struct at *at);
+void cfg_load_dkim(struct loader *ld, const struct at *at);
+void cfg_load_alignment(struct loader *ld, const struct at *at);
+void cfg_load_policies(struct loader *ld, const struct at *at);
 
 /* config_route.c: ramp, providers, caps, shaping, pins; their parts for config_free(). */
-void load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at);
-void load_pins(struct loader *ld, const struct at *at);
-void load_providers(struct loader *ld, const struct at *at);
-void load_caps(struct loader *ld, const struct at *at);
-void load_shaping(struct loader *ld, const struct at *at);
-void check_provider_refs(struct loader *ld);
-void free_provider(struct provider_conf *p);
-void free_shaping_rule(struct shaping_rule *r);
-void free_pins(struct ramp_pin *pins, size_t n);
+void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at);
+void cfg_load_pins(struct loader *ld, const struct at *at);
+void cfg_load_providers(struct loader *ld, const struct at *at);
+void cfg_load_caps(struct loader *ld, const struct at *at);
+void cfg_load_shaping(struct loader *ld, const struct at *at);
+void cfg_check_provider_refs(struct loader *ld);
+void cfg_free_provider(struct provider_conf *p);
+void cfg_free_shaping_rule(struct shaping_rule *r);
+void cfg_free_pins(struct ramp_pin *pins, size_t n);
 
 #endif

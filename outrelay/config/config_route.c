@@ -1,7 +1,7 @@
 /* config_route.c - the route sections of the configuration: ramp (from, to, key, schedule,
  * pins), providers, caps and shaping rules, with their rates and UTC times. The main file and
  * policy files both reach them (load_root() in config.c, load_policy_file() in
- * config_auth.c); provider names are checked once every file is read (check_provider_refs()).
+ * config_auth.c); provider names are checked once every file is read (cfg_check_provider_refs()).
  * Never exits, never prints. */
 #include "config/config_loader.h"
 
@@ -93,8 +93,8 @@ static void report_undefined_egress(struct loader *ld, const struct at *at, cons
 {
     struct strbuf list = STRBUF_INIT;
     egress_names(ld->cfg, &list);
-    error_at(ld, at->where, "%s: egress \"%s\" is not defined (defined: %s)", at->label, name,
-             strbuf_str(&list));
+    cfg_error_at(ld, at->where, "%s: egress \"%s\" is not defined (defined: %s)", at->label, name,
+                 strbuf_str(&list));
     strbuf_free(&list);
 }
 
@@ -104,41 +104,42 @@ static void load_schedule(struct loader *ld, const struct at *at)
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
     r->schedule = xcalloc(n, sizeof *r->schedule);
     for (size_t i = 0; i < n; i++) {
         struct at v[2];
         struct ramp_step step = {0, 0};
         int ok = 1;
-        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         if (!v[0].node || !v[1].node) {
-            error_at(ld, items[i].where,
-                     "%s: needs both at and percent (e.g. { at: "
-                     "\"2026-12-01T00:00:00Z\", percent: 5 })",
-                     items[i].label);
+            cfg_error_at(ld, items[i].where,
+                         "%s: needs both at and percent (e.g. { at: "
+                         "\"2026-12-01T00:00:00Z\", percent: 5 })",
+                         items[i].label);
             ok = 0;
         }
-        const char *s = v[0].node ? scalar_text(ld, &v[0]) : NULL;
+        const char *s = v[0].node ? cfg_scalar_text(ld, &v[0]) : NULL;
         if (v[0].node && !s) {
             ok = 0;
         } else if (s && parse_utc_time(s, &step.at) < 0) {
-            error_at(ld, v[0].where,
-                     "%s: \"%s\" is not a UTC date and time (use 2026-12-01T00:00:00Z, "
-                     "2026-12-01T00:00:00+00:00 or 2026-12-01)",
-                     v[0].label, s);
+            cfg_error_at(ld, v[0].where,
+                         "%s: \"%s\" is not a UTC date and time (use 2026-12-01T00:00:00Z, "
+                         "2026-12-01T00:00:00+00:00 or 2026-12-01)",
+                         v[0].label, s);
             ok = 0;
         } else if (s && r->n_schedule && step.at <= r->schedule[r->n_schedule - 1].at) {
-            error_at(ld, v[0].where,
-                     "%s: %s is not later than the step before it (steps must be in time "
-                     "order)",
-                     v[0].label, s);
+            cfg_error_at(ld, v[0].where,
+                         "%s: %s is not later than the step before it (steps must be in time "
+                         "order)",
+                         v[0].label, s);
             ok = 0;
         }
-        s = v[1].node ? scalar_text(ld, &v[1]) : NULL;
+        s = v[1].node ? cfg_scalar_text(ld, &v[1]) : NULL;
         if (v[1].node && !s)
             ok = 0;
         else if (s && parse_percent(s, &step.percent) < 0) {
-            error_at(ld, v[1].where, "%s: \"%s\" is not a percentage from 0 to 100", v[1].label, s);
+            cfg_error_at(ld, v[1].where, "%s: \"%s\" is not a percentage from 0 to 100", v[1].label,
+                         s);
             ok = 0;
         }
         if (ok) r->schedule[r->n_schedule++] = step;
@@ -146,55 +147,55 @@ static void load_schedule(struct loader *ld, const struct at *at)
     free(items);
 }
 
-void load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
+void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
 {
     static const char *const keys[] = {"from",        "to",   "key", "schedule",
                                        "interpolate", "pins", NULL};
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at v[6];
-    if (at->node && take_mapping(ld, at, keys, v) < 0) return;
+    if (at->node && cfg_take_mapping(ld, at, keys, v) < 0) return;
     if (!at->node) memset(v, 0, sizeof v);
     if (v[0].node) {
-        if (get_string(ld, &v[0], &r->from) == 0 && !egress_defined(ld->cfg, r->from))
+        if (cfg_get_string(ld, &v[0], &r->from) == 0 && !egress_defined(ld->cfg, r->from))
             report_undefined_egress(ld, &v[0], r->from);
     } else if (egress_at->node && ld->cfg->n_egress) {
         /* The file defines its own egresses: the default "legacy" may not exist. */
         const struct at *where = at->node ? at : egress_at;
         struct strbuf names = STRBUF_INIT;
         egress_names(ld->cfg, &names);
-        error_at(ld, where->where,
-                 "ramp.from is missing: name the egress that carries mail before the "
-                 "migration (defined: %s)",
-                 strbuf_str(&names));
+        cfg_error_at(ld, where->where,
+                     "ramp.from is missing: name the egress that carries mail before the "
+                     "migration (defined: %s)",
+                     strbuf_str(&names));
         strbuf_free(&names);
     }
-    if (v[1].node && get_string(ld, &v[1], &r->to) == 0) {
+    if (v[1].node && cfg_get_string(ld, &v[1], &r->to) == 0) {
         if (!egress_defined(ld->cfg, r->to))
             report_undefined_egress(ld, &v[1], r->to);
         else if (r->from && !strcmp(r->from, r->to))
-            error_at(ld, v[1].where, "%s: \"%s\" is the same egress as ramp.from", v[1].label,
-                     r->to);
+            cfg_error_at(ld, v[1].where, "%s: \"%s\" is the same egress as ramp.from", v[1].label,
+                         r->to);
     }
     if (v[2].node) {
         struct at *items;
         size_t n;
-        if (take_list(ld, &v[2], &items, &n) == 0) {
+        if (cfg_take_list(ld, &v[2], &items, &n) == 0) {
             for (size_t i = 0; i < r->n_key; i++)
                 free(r->key[i]);
             free(r->key);
             r->key = xcalloc(n, sizeof *r->key);
             r->n_key = 0;
             if (n == 0)
-                error_at(ld, v[2].where, "%s: needs at least one part (e.g. [from_domain])",
-                         v[2].label);
+                cfg_error_at(ld, v[2].where, "%s: needs at least one part (e.g. [from_domain])",
+                             v[2].label);
             for (size_t i = 0; i < n; i++) {
-                int part = get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
+                int part = cfg_get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
                 size_t j = 0;
                 while (part >= 0 && j < r->n_key && strcmp(r->key[j], ramp_key_parts[part]))
                     j++;
                 if (part >= 0 && j < r->n_key)
-                    error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
-                             ramp_key_parts[part]);
+                    cfg_error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
+                                 ramp_key_parts[part]);
                 else if (part >= 0)
                     r->key[r->n_key++] = xstrdup(ramp_key_parts[part]);
             }
@@ -204,11 +205,11 @@ void load_ramp(struct loader *ld, const struct at *at, const struct at *egress_a
     if (v[3].node) {
         load_schedule(ld, &v[3]);
         if (r->n_schedule && !v[1].node)
-            error_at(ld, v[3].where, "%s: a schedule needs ramp.to (the egress mail moves to)",
-                     v[3].label);
+            cfg_error_at(ld, v[3].where, "%s: a schedule needs ramp.to (the egress mail moves to)",
+                         v[3].label);
     }
-    if (v[4].node) get_bool(ld, &v[4], &r->interpolate);
-    if (v[5].node) load_pins(ld, &v[5]);
+    if (v[4].node) cfg_get_bool(ld, &v[4], &r->interpolate);
+    if (v[5].node) cfg_load_pins(ld, &v[5]);
 }
 
 /* ---------------------------------------------------------- providers, caps, shaping, pins */
@@ -232,7 +233,7 @@ static void provider_ref(struct loader *ld, const struct at *at, const char *nam
     r->sort = root == ld ? at->where : ld->sort_within;
 }
 
-void check_provider_refs(struct loader *ld)
+void cfg_check_provider_refs(struct loader *ld)
 {
     for (size_t i = 0; i < ld->n_provider_refs; i++) {
         struct provider_ref *r = &ld->provider_refs[i];
@@ -243,7 +244,7 @@ void check_provider_refs(struct loader *ld)
             for (size_t j = 0; j < ld->cfg->n_providers; j++)
                 strbuf_printf(&sb, "%s, ", ld->cfg->providers[j].name);
             strbuf_puts(&sb, "other)");
-            add_text(ld, r->sort, strbuf_detach(&sb, NULL));
+            cfg_add_text(ld, r->sort, strbuf_detach(&sb, NULL));
         }
         free(r->text_prefix);
         free(r->name);
@@ -253,7 +254,7 @@ void check_provider_refs(struct loader *ld)
     ld->n_provider_refs = 0;
 }
 
-void free_provider(struct provider_conf *p)
+void cfg_free_provider(struct provider_conf *p)
 {
     free(p->name);
     for (size_t i = 0; i < p->n_mx_suffixes; i++)
@@ -263,31 +264,31 @@ void free_provider(struct provider_conf *p)
 }
 
 /* providers: { NAME: { mx_suffixes: [...], source: "..." } } */
-void load_providers(struct loader *ld, const struct at *at)
+void cfg_load_providers(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"mx_suffixes", "source", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_named(ld, at, "provider", &items, &n) < 0) return;
+    if (cfg_take_named(ld, at, "provider", &items, &n) < 0) return;
     for (size_t i = 0; i < n; i++) {
         struct at v[2];
         if (!strcmp(items[i].name, "other") || config_find_provider(cfg, items[i].name)) {
-            error_at(ld, items[i].where,
-                     "%s: is already defined (\"other\" is reserved for destinations no "
-                     "provider claims)",
-                     items[i].label);
+            cfg_error_at(ld, items[i].where,
+                         "%s: is already defined (\"other\" is reserved for destinations no "
+                         "provider claims)",
+                         items[i].label);
             continue;
         }
-        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         struct provider_conf p = {.name = xstrdup(items[i].name)};
         if (v[0].node) {
             struct at *sfx;
             size_t ns;
-            if (take_list(ld, &v[0], &sfx, &ns) == 0) {
+            if (cfg_take_list(ld, &v[0], &sfx, &ns) == 0) {
                 p.mx_suffixes = xcalloc(ns, sizeof *p.mx_suffixes);
                 for (size_t j = 0; j < ns; j++) {
-                    const char *s = scalar_text(ld, &sfx[j]);
+                    const char *s = cfg_scalar_text(ld, &sfx[j]);
                     if (!s) continue;
                     while (*s == '.')
                         s++;
@@ -297,9 +298,9 @@ void load_providers(struct loader *ld, const struct at *at)
                         copy[--len] = '\0';
                     for (char *c = copy; *c; c++)
                         *c = (char)tolower((unsigned char)*c);
-                    if (!valid_hostname(copy)) {
-                        error_at(ld, sfx[j].where, "%s: \"%s\" is not a host name suffix",
-                                 sfx[j].label, s);
+                    if (!cfg_valid_hostname(copy)) {
+                        cfg_error_at(ld, sfx[j].where, "%s: \"%s\" is not a host name suffix",
+                                     sfx[j].label, s);
                         free(copy);
                         continue;
                     }
@@ -309,10 +310,10 @@ void load_providers(struct loader *ld, const struct at *at)
             }
         }
         if (!p.n_mx_suffixes)
-            error_at(ld, items[i].where,
-                     "%s: mx_suffixes is missing or empty (e.g. mx_suffixes: [google.com])",
-                     items[i].label);
-        if (v[1].node) get_string(ld, &v[1], &p.source);
+            cfg_error_at(ld, items[i].where,
+                         "%s: mx_suffixes is missing or empty (e.g. mx_suffixes: [google.com])",
+                         items[i].label);
+        if (v[1].node) cfg_get_string(ld, &v[1], &p.source);
         cfg->providers = xrealloc(cfg->providers, (cfg->n_providers + 1) * sizeof *cfg->providers);
         cfg->providers[cfg->n_providers++] = p;
     }
@@ -323,36 +324,36 @@ void load_providers(struct loader *ld, const struct at *at)
  * is read before any policy file). */
 static int check_egress_ref(struct loader *ld, const struct at *at, char **dst)
 {
-    if (get_string(ld, at, dst) < 0) return -1;
+    if (cfg_get_string(ld, at, dst) < 0) return -1;
     if (egress_defined(ld->cfg, *dst)) return 0;
     report_undefined_egress(ld, at, *dst);
     return -1;
 }
 
 /* caps: [ { egress, provider, per_minute, per_hour, per_day, connections, per_connection } ] */
-void load_caps(struct loader *ld, const struct at *at)
+void cfg_load_caps(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"egress",  "provider",    "per_minute",     "per_hour",
                                        "per_day", "connections", "per_connection", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
     for (size_t i = 0; i < n; i++) {
         struct at v[7];
-        if (take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         struct cap_conf c = {0};
         int ok = 1, limits = 0;
         if (!v[0].node || !v[1].node) {
-            error_at(ld, items[i].where,
-                     "%s: needs egress and provider (e.g. { egress: cloud, provider: "
-                     "microsoft-consumer, per_hour: 500 })",
-                     items[i].label);
+            cfg_error_at(ld, items[i].where,
+                         "%s: needs egress and provider (e.g. { egress: cloud, provider: "
+                         "microsoft-consumer, per_hour: 500 })",
+                         items[i].label);
             ok = 0;
         }
         if (v[0].node && check_egress_ref(ld, &v[0], &c.egress) < 0) ok = 0;
         if (v[1].node) {
-            if (get_string(ld, &v[1], &c.provider) < 0)
+            if (cfg_get_string(ld, &v[1], &c.provider) < 0)
                 ok = 0;
             else
                 provider_ref(ld, &v[1], c.provider);
@@ -361,20 +362,20 @@ void load_caps(struct loader *ld, const struct at *at)
         for (size_t k = 0; k < 5; k++) {
             if (!v[2 + k].node) continue;
             limits++;
-            if (get_int(ld, &v[2 + k], 1, 100000000, fields[k]) < 0) ok = 0;
+            if (cfg_get_int(ld, &v[2 + k], 1, 100000000, fields[k]) < 0) ok = 0;
         }
         if (!limits && ok) {
-            error_at(ld, items[i].where,
-                     "%s: sets no limit (per_minute, per_hour, per_day, connections or "
-                     "per_connection)",
-                     items[i].label);
+            cfg_error_at(ld, items[i].where,
+                         "%s: sets no limit (per_minute, per_hour, per_day, connections or "
+                         "per_connection)",
+                         items[i].label);
             ok = 0;
         }
         for (size_t k = 0; ok && k < cfg->n_caps; k++)
             if (!strcmp(cfg->caps[k].egress, c.egress) &&
                 !strcmp(cfg->caps[k].provider, c.provider)) {
-                error_at(ld, items[i].where, "%s: egress %s x provider %s already has caps",
-                         items[i].label, c.egress, c.provider);
+                cfg_error_at(ld, items[i].where, "%s: egress %s x provider %s already has caps",
+                             items[i].label, c.egress, c.provider);
                 ok = 0;
             }
         if (!ok) {
@@ -422,7 +423,7 @@ const char *config_shaping_action_name(enum shaping_action a)
     return shaping_actions[a];
 }
 
-void free_shaping_rule(struct shaping_rule *r)
+void cfg_free_shaping_rule(struct shaping_rule *r)
 {
     free(r->name);
     for (size_t i = 0; i < r->n_enhanced; i++)
@@ -444,11 +445,11 @@ void free_shaping_rule(struct shaping_rule *r)
 static void get_one_or_list(struct loader *ld, const struct at *at, char ***dst, size_t *n)
 {
     if (fy_node_is_sequence(at->node)) {
-        get_string_list(ld, at, dst, n);
+        cfg_get_string_list(ld, at, dst, n);
         return;
     }
     char *one = NULL;
-    if (get_string(ld, at, &one) < 0) return;
+    if (cfg_get_string(ld, at, &one) < 0) return;
     *dst = xcalloc(1, sizeof **dst);
     (*dst)[0] = one;
     *n = 1;
@@ -466,35 +467,37 @@ static void load_match(struct loader *ld, const struct at *at, struct shaping_ru
 {
     static const char *const keys[] = {"code", "enhanced", "text", NULL};
     struct at v[3];
-    if (take_mapping(ld, at, keys, v) < 0) {
+    if (cfg_take_mapping(ld, at, keys, v) < 0) {
         *ok = 0;
         return;
     }
-    if (v[0].node && get_int(ld, &v[0], 200, 599, &r->code) < 0) *ok = 0;
+    if (v[0].node && cfg_get_int(ld, &v[0], 200, 599, &r->code) < 0) *ok = 0;
     if (v[1].node) {
         get_one_or_list(ld, &v[1], &r->enhanced, &r->n_enhanced);
         for (size_t i = 0; i < r->n_enhanced; i++)
             if (!valid_enhanced_code(r->enhanced[i])) {
-                error_at(ld, v[1].where,
-                         "%s: \"%s\" is not an enhanced status code (e.g. 4.7.650, RFC 3463)",
-                         v[1].label, r->enhanced[i]);
+                cfg_error_at(ld, v[1].where,
+                             "%s: \"%s\" is not an enhanced status code (e.g. 4.7.650, RFC 3463)",
+                             v[1].label, r->enhanced[i]);
                 *ok = 0;
             }
     }
-    if (v[2].node && get_string(ld, &v[2], &r->text) == 0) {
+    if (v[2].node && cfg_get_string(ld, &v[2], &r->text) == 0) {
         int rc = regcomp(&r->text_re, r->text, REG_EXTENDED | REG_ICASE | REG_NOSUB);
         if (rc != 0) {
             char msg[200];
             regerror(rc, &r->text_re, msg, sizeof msg);
-            error_at(ld, v[2].where, "%s: \"%s\" is not a POSIX extended regular expression: %s",
-                     v[2].label, r->text, msg);
+            cfg_error_at(ld, v[2].where,
+                         "%s: \"%s\" is not a POSIX extended regular expression: %s", v[2].label,
+                         r->text, msg);
             free(r->text);
             r->text = NULL;
             *ok = 0;
         }
     }
     if (!v[0].node && !v[1].node && !v[2].node) {
-        error_at(ld, at->where, "%s: matches every reply; give code, enhanced or text", at->label);
+        cfg_error_at(ld, at->where, "%s: matches every reply; give code, enhanced or text",
+                     at->label);
         *ok = 0;
     }
 }
@@ -521,7 +524,7 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
                                        "duration",  "recover", "source",    NULL};
     struct config *cfg = ld->cfg;
     struct at v[SH_COUNT];
-    if (take_mapping(ld, item, keys, v) < 0) {
+    if (cfg_take_mapping(ld, item, keys, v) < 0) {
         *ok = 0;
         return;
     }
@@ -529,14 +532,14 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
                                            "action", NULL,    NULL, "duration"};
     for (size_t k = 0; k < sizeof required / sizeof required[0]; k++)
         if (required[k] && !v[k].node) {
-            error_at(ld, item->where, "%s: %s is missing", item->label, required[k]);
+            cfg_error_at(ld, item->where, "%s: %s is missing", item->label, required[k]);
             *ok = 0;
         }
-    if (v[SH_NAME].node && get_string(ld, &v[SH_NAME], &r->name) == 0) {
+    if (v[SH_NAME].node && cfg_get_string(ld, &v[SH_NAME], &r->name) == 0) {
         for (size_t k = 0; k < cfg->n_shaping; k++)
             if (!strcmp(cfg->shaping[k].name, r->name)) {
-                error_at(ld, v[SH_NAME].where, "%s: a rule named \"%s\" is already at %s:%d",
-                         v[SH_NAME].label, r->name, cfg->shaping[k].file, cfg->shaping[k].line);
+                cfg_error_at(ld, v[SH_NAME].where, "%s: a rule named \"%s\" is already at %s:%d",
+                             v[SH_NAME].label, r->name, cfg->shaping[k].file, cfg->shaping[k].line);
                 *ok = 0;
             }
     } else {
@@ -546,10 +549,10 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
     if (v[SH_PROVIDERS].node) {
         struct at *p;
         size_t np;
-        get_string_list(ld, &v[SH_PROVIDERS], &r->providers, &r->n_providers);
-        if (take_list(ld, &v[SH_PROVIDERS], &p, &np) == 0) {
+        cfg_get_string_list(ld, &v[SH_PROVIDERS], &r->providers, &r->n_providers);
+        if (cfg_take_list(ld, &v[SH_PROVIDERS], &p, &np) == 0) {
             for (size_t k = 0; k < np; k++)
-                if (fy_node_is_scalar(p[k].node) && !is_null(p[k].node))
+                if (fy_node_is_scalar(p[k].node) && !cfg_is_null(p[k].node))
                     provider_ref(ld, &p[k], fy_node_get_scalar0(p[k].node));
             free(p);
         }
@@ -557,10 +560,10 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
     if (v[SH_EGRESS].node) {
         struct at *e;
         size_t ne;
-        get_string_list(ld, &v[SH_EGRESS], &r->egress, &r->n_egress);
-        if (take_list(ld, &v[SH_EGRESS], &e, &ne) == 0) {
+        cfg_get_string_list(ld, &v[SH_EGRESS], &r->egress, &r->n_egress);
+        if (cfg_take_list(ld, &v[SH_EGRESS], &e, &ne) == 0) {
             for (size_t k = 0; k < ne; k++) {
-                const char *name = fy_node_is_scalar(e[k].node) && !is_null(e[k].node)
+                const char *name = fy_node_is_scalar(e[k].node) && !cfg_is_null(e[k].node)
                                        ? fy_node_get_scalar0(e[k].node)
                                        : NULL;
                 if (name && !egress_defined(cfg, name)) {
@@ -576,58 +579,61 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
     if (v[SH_THRESHOLD].node) {
         static const char *const tkeys[] = {"hits", "window", NULL};
         struct at t[2];
-        if (take_mapping(ld, &v[SH_THRESHOLD], tkeys, t) == 0) {
-            if (t[0].node && get_int(ld, &t[0], 1, 10000, &r->hits) < 0) *ok = 0;
-            if (t[1].node && get_duration(ld, &t[1], &r->window) < 0) *ok = 0;
+        if (cfg_take_mapping(ld, &v[SH_THRESHOLD], tkeys, t) == 0) {
+            if (t[0].node && cfg_get_int(ld, &t[0], 1, 10000, &r->hits) < 0) *ok = 0;
+            if (t[1].node && cfg_get_duration(ld, &t[1], &r->window) < 0) *ok = 0;
         }
     }
-    int action =
-        v[SH_ACTION].node ? get_choice(ld, &v[SH_ACTION], "a shaping action", shaping_actions) : -1;
+    int action = v[SH_ACTION].node
+                     ? cfg_get_choice(ld, &v[SH_ACTION], "a shaping action", shaping_actions)
+                     : -1;
     if (action >= 0)
         r->action = (enum shaping_action)action;
     else
         *ok = 0;
     if (v[SH_RATE].node) {
-        const char *s = scalar_text(ld, &v[SH_RATE]);
+        const char *s = cfg_scalar_text(ld, &v[SH_RATE]);
         if (s && config_parse_rate(s, &r->rate_count, &r->rate_period) < 0) {
-            error_at(ld, v[SH_RATE].where,
-                     "%s: \"%s\" is not a rate (messages per period, e.g. 1/min, 10/h, "
-                     "500/day)",
-                     v[SH_RATE].label, s);
+            cfg_error_at(ld, v[SH_RATE].where,
+                         "%s: \"%s\" is not a rate (messages per period, e.g. 1/min, 10/h, "
+                         "500/day)",
+                         v[SH_RATE].label, s);
             *ok = 0;
         } else if (!s) {
             *ok = 0;
         }
     }
-    if (v[SH_CONNECTIONS].node && get_int(ld, &v[SH_CONNECTIONS], 1, 100000, &r->connections) < 0)
+    if (v[SH_CONNECTIONS].node &&
+        cfg_get_int(ld, &v[SH_CONNECTIONS], 1, 100000, &r->connections) < 0)
         *ok = 0;
     if (action == SHAPING_THROTTLE && !v[SH_RATE].node && !v[SH_CONNECTIONS].node) {
-        error_at(ld, v[SH_ACTION].where,
-                 "%s: throttle needs rate and/or connections (e.g. rate: 1/min, connections: 1)",
-                 v[SH_ACTION].label);
+        cfg_error_at(
+            ld, v[SH_ACTION].where,
+            "%s: throttle needs rate and/or connections (e.g. rate: 1/min, connections: 1)",
+            v[SH_ACTION].label);
         *ok = 0;
     }
-    if (v[SH_DURATION].node && get_duration(ld, &v[SH_DURATION], &r->duration) < 0) *ok = 0;
+    if (v[SH_DURATION].node && cfg_get_duration(ld, &v[SH_DURATION], &r->duration) < 0) *ok = 0;
     if (v[SH_RECOVER].node) {
         static const char *const rkeys[] = {"quiet", "step", NULL};
         struct at rc[2];
-        if (take_mapping(ld, &v[SH_RECOVER], rkeys, rc) == 0) {
+        if (cfg_take_mapping(ld, &v[SH_RECOVER], rkeys, rc) == 0) {
             if (!rc[0].node || !rc[1].node) {
-                error_at(ld, v[SH_RECOVER].where,
-                         "%s: needs quiet and step (e.g. { quiet: 30m, step: 2 })",
-                         v[SH_RECOVER].label);
+                cfg_error_at(ld, v[SH_RECOVER].where,
+                             "%s: needs quiet and step (e.g. { quiet: 30m, step: 2 })",
+                             v[SH_RECOVER].label);
                 *ok = 0;
             }
-            if (rc[0].node && get_duration(ld, &rc[0], &r->recover_quiet) < 0) *ok = 0;
-            const char *s = rc[1].node ? scalar_text(ld, &rc[1]) : NULL;
+            if (rc[0].node && cfg_get_duration(ld, &rc[0], &r->recover_quiet) < 0) *ok = 0;
+            const char *s = rc[1].node ? cfg_scalar_text(ld, &rc[1]) : NULL;
             char *end = NULL;
             double step = s ? strtod(s, &end) : 0;
             if (s && (!isdigit((unsigned char)*s) || *end || !isfinite(step) || step <= 1.0 ||
                       step > 100.0)) {
-                error_at(ld, rc[1].where,
-                         "%s: \"%s\" is not a step (a number above 1 and at most 100 that "
-                         "multiplies the rate)",
-                         rc[1].label, s);
+                cfg_error_at(ld, rc[1].where,
+                             "%s: \"%s\" is not a step (a number above 1 and at most 100 that "
+                             "multiplies the rate)",
+                             rc[1].label, s);
                 *ok = 0;
             } else if (s) {
                 r->recover_step = step;
@@ -636,23 +642,23 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             }
         }
     }
-    if (v[SH_SOURCE].node && get_string(ld, &v[SH_SOURCE], &r->source) < 0) *ok = 0;
+    if (v[SH_SOURCE].node && cfg_get_string(ld, &v[SH_SOURCE], &r->source) < 0) *ok = 0;
 }
 
 /* shaping: [ { name, match: {code, enhanced, text}, providers, egress, threshold: {hits,
  * window}, action, rate, connections, duration, recover: {quiet, step}, source } ] */
-void load_shaping(struct loader *ld, const struct at *at)
+void cfg_load_shaping(struct loader *ld, const struct at *at)
 {
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
-    if (take_list(ld, at, &items, &n) < 0) return;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
     for (size_t i = 0; i < n; i++) {
         struct shaping_rule r = {0};
         int ok = 1;
         load_one_rule(ld, &items[i], &r, &ok);
         if (!ok) {
-            free_shaping_rule(&r);
+            cfg_free_shaping_rule(&r);
             continue;
         }
         r.file = xstrdup(ld->file);
@@ -663,7 +669,7 @@ void load_shaping(struct loader *ld, const struct at *at)
     free(items);
 }
 
-void free_pins(struct ramp_pin *pins, size_t n)
+void cfg_free_pins(struct ramp_pin *pins, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         free(pins[i].name);
@@ -677,56 +683,56 @@ static void load_pin_kind(struct loader *ld, const struct at *at, int kind, stru
                           size_t *n_pins)
 {
     static const char *const keys[] = {"egress", "until", NULL};
-    if (is_null(at->node)) return;
+    if (cfg_is_null(at->node)) return;
     if (!fy_node_is_mapping(at->node)) {
-        error_at(ld, at->where, "%s: expected \"name: egress\" lines, found %s", at->label,
-                 kind_name(at->node));
+        cfg_error_at(ld, at->where, "%s: expected \"name: egress\" lines, found %s", at->label,
+                     cfg_kind_name(at->node));
         return;
     }
     void *it = NULL;
     struct fy_node_pair *pair;
     while ((pair = fy_node_mapping_iterate(at->node, &it))) {
         struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = node_pos(ld, key, at->where);
+        struct pos kpos = cfg_node_pos(ld, key, at->where);
         const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
         struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
-        val.where = node_pos(ld, val.node, kpos);
-        label_set(&val, "%s.%s", at->label, name ? name : "?");
+        val.where = cfg_node_pos(ld, val.node, kpos);
+        cfg_label_set(&val, "%s.%s", at->label, name ? name : "?");
         if (!name || !*name) {
-            error_at(ld, kpos, "%s: a pin needs a name", at->label);
+            cfg_error_at(ld, kpos, "%s: a pin needs a name", at->label);
             continue;
         }
         struct ramp_pin pin = {0};
         int ok = 1;
         if (kind == 0 && !config_find_origin(ld->cfg, name)) {
-            error_at(ld, kpos, "%s: origin \"%s\" is not defined", at->label, name);
+            cfg_error_at(ld, kpos, "%s: origin \"%s\" is not defined", at->label, name);
             ok = 0;
-        } else if (kind == 1 && !valid_hostname(name)) {
-            error_at(ld, kpos, "%s: \"%s\" is not a domain name", at->label, name);
+        } else if (kind == 1 && !cfg_valid_hostname(name)) {
+            cfg_error_at(ld, kpos, "%s: \"%s\" is not a domain name", at->label, name);
             ok = 0;
         } else if (kind == 2) {
             struct at ref = {.where = kpos};
-            label_set(&ref, "%s", at->label);
+            cfg_label_set(&ref, "%s", at->label);
             provider_ref(ld, &ref, name);
         }
         if (fy_node_is_mapping(val.node)) {
             struct at v[2];
-            if (take_mapping(ld, &val, keys, v) < 0) {
+            if (cfg_take_mapping(ld, &val, keys, v) < 0) {
                 ok = 0;
             } else {
                 if (!v[0].node) {
-                    error_at(ld, val.where, "%s: egress is missing", val.label);
+                    cfg_error_at(ld, val.where, "%s: egress is missing", val.label);
                     ok = 0;
                 } else if (check_egress_ref(ld, &v[0], &pin.egress) < 0) {
                     ok = 0;
                 }
-                const char *s = v[1].node ? scalar_text(ld, &v[1]) : NULL;
+                const char *s = v[1].node ? cfg_scalar_text(ld, &v[1]) : NULL;
                 if (v[1].node && (!s || parse_utc_time(s, &pin.until) < 0)) {
                     if (s)
-                        error_at(ld, v[1].where,
-                                 "%s: \"%s\" is not a UTC date and time (use "
-                                 "2026-12-01T00:00:00Z or 2026-12-01)",
-                                 v[1].label, s);
+                        cfg_error_at(ld, v[1].where,
+                                     "%s: \"%s\" is not a UTC date and time (use "
+                                     "2026-12-01T00:00:00Z or 2026-12-01)",
+                                     v[1].label, s);
                     ok = 0;
                 }
             }
@@ -735,7 +741,7 @@ static void load_pin_kind(struct loader *ld, const struct at *at, int kind, stru
         }
         for (size_t i = 0; ok && i < *n_pins; i++)
             if (!strcasecmp((*pins)[i].name, name)) {
-                error_at(ld, kpos, "%s: \"%s\" is pinned twice", at->label, name);
+                cfg_error_at(ld, kpos, "%s: \"%s\" is pinned twice", at->label, name);
                 ok = 0;
             }
         if (!ok) {
@@ -752,12 +758,12 @@ static void load_pin_kind(struct loader *ld, const struct at *at, int kind, stru
 }
 
 /* ramp.pins: { origins: {...}, domains: {...}, providers: {...} } */
-void load_pins(struct loader *ld, const struct at *at)
+void cfg_load_pins(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"origins", "domains", "providers", NULL};
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at v[3];
-    if (take_mapping(ld, at, keys, v) < 0) return;
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
     if (v[0].node) load_pin_kind(ld, &v[0], 0, &r->pin_origins, &r->n_pin_origins);
     if (v[1].node) load_pin_kind(ld, &v[1], 1, &r->pin_domains, &r->n_pin_domains);
     if (v[2].node) load_pin_kind(ld, &v[2], 2, &r->pin_providers, &r->n_pin_providers);
