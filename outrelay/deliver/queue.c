@@ -39,7 +39,7 @@ size_t queue_count;
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
-static void message_add_pin(struct message *m, uint64_t seg)
+void queue_message_add_pin(struct message *m, uint64_t seg)
 {
     m->pins = xrealloc(m->pins, (m->n_pins + 1) * sizeof *m->pins);
     m->pins[m->n_pins++] = seg;
@@ -182,7 +182,7 @@ int queue_message_data(struct message *m, struct strbuf *out)
 }
 
 /* The original as received (for DSNs). */
-static int message_original(struct message *m, struct strbuf *out)
+int queue_message_original(struct message *m, struct strbuf *out)
 {
     if (m->has_data) {
         strbuf_reset(out);
@@ -342,6 +342,7 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
         queue_dedup_prune(now);
         last_prune = now;
     }
+    queue_compact(now);
     struct message *m;
     TAILQ_FOREACH(m, &queue_messages, link)
     {
@@ -373,7 +374,7 @@ static void mark_done(void *arg, int status, const struct spool_loc *loc, const 
     struct message *m = c->m;
     m->marks_pending--;
     if (status == 0) {
-        message_add_pin(m, loc->segment);
+        queue_message_add_pin(m, loc->segment);
         if (c->rcpt != SIZE_MAX) m->r[c->rcpt].mark_committed = 1;
     } else {
         /* The outcome is not durable; after a restart the recipient would be tried again
@@ -509,7 +510,7 @@ void queue_send_dsn(struct message *m, size_t *rcpts, size_t n)
         return;
     }
     struct strbuf original = STRBUF_INIT, text = STRBUF_INIT, envtext = STRBUF_INIT;
-    if (message_original(m, &original) < 0)
+    if (queue_message_original(m, &original) < 0)
         strbuf_puts(&original, "(original message could not be read from the spool)\r\n");
     struct dsn_request req = {.reporting_mta = queue_cfg->hostname,
                               .queue_id = m->env->queue_id,
@@ -638,7 +639,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
 void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data)
 {
     struct message *m = message_new(env, loc);
-    message_add_pin(m, loc->segment);
+    queue_message_add_pin(m, loc->segment);
     if (data && data->len) {
         m->data = *data;
         m->has_data = 1;
@@ -680,7 +681,7 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
     }
     struct message *m = message_new(env, &rec->loc);
     for (size_t i = 0; i < rec->n_pins; i++)
-        message_add_pin(m, rec->pins[i]);
+        queue_message_add_pin(m, rec->pins[i]);
     for (size_t i = 0; i < env->n_rcpts; i++) {
         if (final[i]) {
             m->r[i].state = RCPT_FINAL;

@@ -56,6 +56,7 @@ struct message {
     int64_t check_retry_at;
     int alignment_released;    /* an operator released an alignment hold: send as is */
     uint64_t checked_recorded; /* bit per egress: its "checked" event is written */
+    int relocating; /* being rewritten into the active segment (queue_compact.c) */
     uint64_t *pins;
     size_t n_pins;
 };
@@ -81,6 +82,11 @@ void queue_schedule(struct message *m, int64_t now);
 void queue_message_maybe_forget(struct message *m);
 /* rcpt SIZE_MAX: a mark for the whole message. */
 void queue_submit_mark(struct message *m, size_t rcpt, enum spool_mark mark);
+/* The message as received (no signatures added), from memory or the spool. */
+int queue_message_original(struct message *m, struct strbuf *out);
+void queue_message_add_pin(struct message *m, uint64_t seg);
+/* queue_compact.c: moves messages out of the oldest spool segment (see there). */
+void queue_compact(int64_t now);
 void queue_emit(const char *event, const struct message *m, size_t rcpt,
                 const struct rcpt_result *res, const struct dest *d,
                 const struct attempt_info *info, const char *detail);

@@ -20,8 +20,8 @@
 #include "common/log.h"
 #include "common/util.h"
 
-#define SPOOL_MAGIC 0x5053524fu /* "ORSP" */
-#define SEGMENT_MAX_BYTES (64u << 20)
+#define SPOOL_MAGIC 0x5053524fu       /* "ORSP" */
+#define SEGMENT_MAX_BYTES (64u << 20) /* OUTRELAY_SPOOL_SEGMENT_BYTES overrides (tests) */
 #define RECORD_MESSAGE 'M'
 #define RECORD_MARK 'K'
 
@@ -69,7 +69,8 @@ struct spool {
     int active_fd;
     uint64_t active_id;
     uint64_t active_size;
-    uint64_t next_id; /* first segment this run writes */
+    uint64_t next_id;     /* first segment this run writes */
+    uint64_t segment_max; /* rotate after this many bytes */
 
     struct segment_pin *pins; /* under lock */
     size_t n_pins;
@@ -132,6 +133,25 @@ static void collect_segments_locked(struct spool *sp)
             log_warn("spool: cannot remove %s: %s", path, strerror(errno));
         *p = sp->pins[--sp->n_pins];
     }
+}
+
+uint64_t spool_active_segment(struct spool *sp)
+{
+    pthread_mutex_lock(&sp->lock);
+    uint64_t id = sp->active_id;
+    pthread_mutex_unlock(&sp->lock);
+    return id;
+}
+
+uint64_t spool_oldest_segment(struct spool *sp)
+{
+    uint64_t oldest = 0;
+    pthread_mutex_lock(&sp->lock);
+    for (size_t i = 0; i < sp->n_pins; i++)
+        if (sp->pins[i].id != sp->active_id && (!oldest || sp->pins[i].id < oldest))
+            oldest = sp->pins[i].id;
+    pthread_mutex_unlock(&sp->lock);
+    return oldest;
 }
 
 void spool_unpin(struct spool *sp, uint64_t segment)
@@ -214,7 +234,7 @@ static void write_batch(struct spool *sp, struct request *batch)
     uint64_t batch_start = sp->active_size;
 
     for (struct request *r = batch; r; r = r->next) {
-        if (sp->active_size > SEGMENT_MAX_BYTES && r == batch) {
+        if (sp->active_size > sp->segment_max && r == batch) {
             if (rotate_segment(sp, err, sizeof err) < 0) {
                 failed = 1;
                 break;
@@ -420,6 +440,8 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
     }
     struct spool *sp = xcalloc(1, sizeof *sp);
     sp->dir = xstrdup(dir);
+    const char *max = getenv("OUTRELAY_SPOOL_SEGMENT_BYTES");
+    sp->segment_max = max && atoll(max) > 0 ? (uint64_t)atoll(max) : SEGMENT_MAX_BYTES;
     sp->base = base;
     sp->active_fd = -1;
     sp->pending_tail = &sp->pending;
@@ -588,16 +610,30 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
                             qid[nl - e - 9] = '\0';
                         }
                     }
-                    if (qid[0] && !hashmap_get(map, qid)) {
-                        struct found *f = xcalloc(1, sizeof *f);
+                    struct found *f = qid[0] ? hashmap_get(map, qid) : NULL;
+                    if (f) {
+                        /* a relocated copy (spool compaction): it replaces the earlier record,
+                         * and the marks written after it carry the state */
+                        free(f->envelope);
+                        free(f->mark_rcpt);
+                        free(f->mark_kind);
+                        free(f->pins);
+                        f->mark_rcpt = NULL;
+                        f->mark_kind = NULL;
+                        f->pins = NULL;
+                        f->n_marks = f->n_pins = 0;
+                    } else if (qid[0]) {
+                        f = xcalloc(1, sizeof *f);
+                        f->order = order++;
+                        hashmap_put(map, qid, f);
+                    }
+                    if (f) {
                         f->envelope = xstrndup(e, elen);
                         f->envelope_len = elen;
                         f->loc.segment = ids[s];
                         f->loc.offset = pos + sizeof h + 4 + elen;
                         f->loc.length = h.length - 4 - elen;
-                        f->order = order++;
                         found_add_pin(f, ids[s]);
-                        hashmap_put(map, qid, f);
                     }
                 }
             } else if (h.type == RECORD_MARK) {

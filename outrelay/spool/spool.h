@@ -41,12 +41,18 @@ typedef void (*spool_done_cb)(void *arg, int status, const struct spool_loc *loc
 struct spool *spool_open(const char *dir, struct event_base *base, char *err, size_t errlen);
 void spool_close(struct spool *sp);
 
-/* Queue one message (envelope text + data, both copied) for the next group commit. */
+/* Queue one message (envelope text + data, both copied) for the next group commit. Writing a
+ * message whose queue id is already in the spool relocates it: on recovery the later record
+ * replaces the earlier one, and only marks written after it count. */
 void spool_submit_message(struct spool *sp, const char *envelope, size_t envelope_len,
                           const char *data, size_t data_len, spool_done_cb cb, void *arg);
 /* Queue a mark for one recipient (index) or SPOOL_ALL_RCPTS. */
 void spool_submit_mark(struct spool *sp, const char *queue_id, uint32_t rcpt, enum spool_mark mark,
                        spool_done_cb cb, void *arg);
+/* The oldest segment still on disk other than the one being written, or 0. Compaction moves the
+ * messages that pin it into the active segment so it can go. */
+uint64_t spool_oldest_segment(struct spool *sp);
+uint64_t spool_active_segment(struct spool *sp);
 /* Drop one pin of a segment; a segment without pins (and not being written) is deleted. */
 void spool_unpin(struct spool *sp, uint64_t segment);
 /* Read a message's data back (blocking pread; page-cache fast). Returns 0 / -1. */

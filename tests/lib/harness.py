@@ -957,7 +957,17 @@ class Relay:
         # the control socket comes up after the spool is recovered: "ready" means both
         sock = self.config.get("control_socket") or os.path.join(self.config["state"],
                                                                  "control.sock")
-        while not os.path.exists(sock):
+        def control_up():
+            # a stale socket file from a killed run exists but refuses connections
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    c.settimeout(1)
+                    c.connect(sock)
+                return True
+            except OSError:
+                return False
+
+        while not control_up():
             if not self.proc.alive():
                 fail(f"{self.name} exited with status {self.proc.returncode()} before its "
                      f"control socket appeared:\n{tail(self.log_path, 40)}")
