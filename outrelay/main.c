@@ -73,6 +73,11 @@ static struct config *load_config(const char *path)
     return cfg;
 }
 
+struct reload_ctx {
+    const struct config *cfg;
+    struct dkim_keystore **keys; /* the store in use (serve owns the variable) */
+};
+
 /* The DKIM key store of cfg. A key that cannot be used is reported (as "PREFIX: keys: ..." on
  * stderr, or in the log when prefix is NULL) and left out; keys_refused counts them. NULL when
  * the key directory itself cannot be read. */
@@ -225,6 +230,25 @@ static int control_command(const char *verb, int argc, char **argv, const char *
 
 static struct event_base *serve_base;
 
+/* SIGHUP: the DKIM key store is read again (new selectors, rotated keys); a key store that
+ * cannot be read keeps the current one. Other settings need a restart. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct reload_ctx *r = arg;
+    struct dkim_keystore *fresh = load_keys(r->cfg, NULL);
+    if (!fresh) {
+        log_error("reload: cannot read the key directory %s; keeping the keys loaded before",
+                  r->cfg->keys);
+        return;
+    }
+    signer_replace_keys(fresh, *r->keys);
+    *r->keys = fresh;
+    log_info("reload: %zu DKIM key%s loaded from %s", fresh->n_keys, fresh->n_keys == 1 ? "" : "s",
+             r->cfg->keys);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -319,7 +343,8 @@ static int cmd_serve(int argc, char **argv)
         fprintf(r == 1 ? stdout : stderr,
                 "usage: outrelay serve [-c FILE]\n"
                 "Runs the relay in the foreground, logging one line per event to stderr (or\n"
-                "syslog). SIGTERM/SIGINT stop it; accepted mail stays in the spool.\n"
+                "syslog). SIGTERM/SIGINT stop it; accepted mail stays in the spool. SIGHUP\n"
+                "reads the DKIM key store again (other settings need a restart).\n"
                 "Without -c it runs on the embedded defaults.\n");
         return r == 1 ? 0 : 2;
     }
@@ -334,7 +359,7 @@ static int cmd_serve(int argc, char **argv)
     SSL_CTX *server_ctx = NULL;
     struct auth_users *users = NULL;
     struct spool *sp = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
     int queue_started = 0, records_started = 0, control_started = 0, auth_started = 0;
     int metrics_started = 0;
     int route_started = 0;
@@ -385,6 +410,9 @@ static int cmd_serve(int argc, char **argv)
     sigint = evsignal_new(serve_base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
+    struct reload_ctx reload = {cfg, &keys};
+    sighup = evsignal_new(serve_base, SIGHUP, on_reload, &reload);
+    event_add(sighup, NULL);
     log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION, cfg->file,
              queue_size(), queue_size() == 1 ? "" : "s");
     event_base_dispatch(serve_base);
@@ -407,6 +435,7 @@ out:
     if (records_started) records_close();
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
+    if (sighup) event_free(sighup);
     event_base_free(serve_base);
     auth_free(users);
     if (server_ctx) SSL_CTX_free(server_ctx);

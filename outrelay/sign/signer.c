@@ -1,4 +1,6 @@
-/* signer.c - see signer.h. Jobs run on the workpool; the key store is read-only there. */
+/* signer.c - see signer.h. Jobs run on the workpool; a key store is read-only there. A reload
+ * swaps the current store atomically; replaced stores stay alive until shutdown, because
+ * queued messages still point at their keys (they are few and small). */
 #include "sign/signer.h"
 
 #include <stdio.h>
@@ -8,7 +10,9 @@
 #include "common/util.h"
 #include "common/workpool.h"
 
-static const struct dkim_keystore *signer_keys;
+static const struct dkim_keystore *signer_keys; /* atomic: workers read, the loop swaps */
+static struct dkim_keystore **signer_retired;
+static size_t signer_n_retired;
 
 struct sign_job {
     const char *data;
@@ -22,12 +26,24 @@ struct sign_job {
 
 void signer_init(const struct dkim_keystore *keys)
 {
-    signer_keys = keys;
+    __atomic_store_n(&signer_keys, keys, __ATOMIC_RELEASE);
+}
+
+void signer_replace_keys(struct dkim_keystore *keys, struct dkim_keystore *old)
+{
+    __atomic_store_n(&signer_keys, keys, __ATOMIC_RELEASE);
+    signer_retired = xrealloc(signer_retired, (signer_n_retired + 1) * sizeof *signer_retired);
+    signer_retired[signer_n_retired++] = old;
 }
 
 void signer_shutdown(void)
 {
-    signer_keys = NULL;
+    __atomic_store_n(&signer_keys, NULL, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < signer_n_retired; i++)
+        dkim_keystore_free(signer_retired[i]);
+    free(signer_retired);
+    signer_retired = NULL;
+    signer_n_retired = 0;
 }
 
 static void sign_work(void *arg)
@@ -36,8 +52,9 @@ static void sign_work(void *arg)
     struct sign_result *r = j->result;
     if (j->verify_upstream)
         r->n_upstream = dkim_verify_message(j->data, j->len, r->upstream, SIGNER_MAX_UPSTREAM);
-    if (!signer_keys || !j->from_domain) return;
-    r->n_sigs = dkim_keystore_for(signer_keys, j->from_domain, r->keys, SIGNER_MAX_SIGS);
+    const struct dkim_keystore *keys = __atomic_load_n(&signer_keys, __ATOMIC_ACQUIRE);
+    if (!keys || !j->from_domain) return;
+    r->n_sigs = dkim_keystore_for(keys, j->from_domain, r->keys, SIGNER_MAX_SIGS);
     if (r->n_sigs == 0) return;
     if (dkim_sign_message(r->keys, r->n_sigs, j->data, j->len, &r->headers, r->sigs, r->error,
                           sizeof r->error) < 0) {

@@ -25,6 +25,10 @@ struct sign_result {
 
 /* Installs the key store the signer uses (owned by the caller, alive until signer_shutdown). */
 void signer_init(const struct dkim_keystore *keys);
+/* Reload: new messages are signed with `keys`; `old` (the store passed before) is kept until
+ * signer_shutdown frees it, since queued messages may still refer to its keys. Loop thread. */
+void signer_replace_keys(struct dkim_keystore *keys, struct dkim_keystore *old);
+/* Also frees every store retired by signer_replace_keys. */
 void signer_shutdown(void);
 /* Queues the job. data/len: the message (CRLF). done(arg, result) runs on the loop; the result
  * is freed by signer_result_free. */
