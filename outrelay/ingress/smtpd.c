@@ -1,7 +1,10 @@
 /* smtpd.c - ESMTP server sessions; see smtpd.h. One struct session per client connection.
- * Input is processed line by line from the bufferevent; a session that waits for the spool or a
- * password check is "busy" and reads no further input until the answer is back. */
+ * Owns listeners, the session lifecycle, command dispatch, MAIL/RCPT/DATA, message data and
+ * STARTTLS; SMTP AUTH lives in smtpd_auth.c. Input is processed line by line from the
+ * bufferevent; a session that waits for the spool or a password check is "busy" and reads no
+ * further input until the answer is back. */
 #include "ingress/smtpd.h"
+#include "ingress/smtpd_internal.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -20,7 +23,6 @@
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "common/workpool.h"
 #include "deliver/queue.h"
 #include "ingress/data.h"
 #include "ingress/smtp_proto.h"
@@ -29,61 +31,16 @@
 #include "tls/tls.h"
 
 #define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */
-#define SMTPD_MAX_AUTH_FAILURES 3
 #define SMTPD_MAX_ERRORS 10
-
-enum session_state {
-    STATE_GREETING, /* before HELO/EHLO */
-    STATE_READY,    /* after HELO/EHLO, no transaction */
-    STATE_MAIL,     /* after MAIL FROM */
-    STATE_RCPT,     /* at least one RCPT accepted */
-    STATE_DATA,     /* reading message data */
-    STATE_AUTH_PLAIN,
-    STATE_AUTH_LOGIN_USER,
-    STATE_AUTH_LOGIN_PASS,
-    STATE_CLOSING, /* final reply queued; close when written */
-};
 
 struct listener {
     struct evconnlistener *evl;
     const struct listen_conf *conf;
 };
 
-struct session {
-    LIST_ENTRY(session) link;
-    struct bufferevent *bev;
-    evutil_socket_t fd;
-    const struct listen_conf *listen;
-    struct sockaddr_any peer;
-    char peer_text[64];
-    const struct origin_conf *origin;
-    enum session_state state;
-    int esmtp;
-    int tls;
-    int busy;      /* waiting for the spool or a password check */
-    int dead;      /* connection gone while busy: free when the answer arrives */
-    int upgrading; /* STARTTLS 220 queued; switch to TLS when written */
-    int closed;    /* torn down; memory released later */
-    int errors;
-    int auth_failures;
-    char helo[256];
-    char *auth_user;
-    char auth_login_user[256];
-    /* transaction */
-    struct envelope *env;
-    struct smtp_mail_args mail;
-    struct strbuf data;
-    int64_t data_bytes;
-    int in_headers;
-    int received_headers;
-    int skip_long_line;
-    const char *data_error; /* first reason to refuse the message being read */
-    struct strbuf header;   /* current (possibly folded) header field, for Message-ID/From */
-};
-
 static const struct config *smtpd_cfg;
 static SSL_CTX *smtpd_tls_ctx;
-static struct auth_users *smtpd_users;
+struct auth_users *smtpd_users;
 static struct spool *smtpd_spool;
 static struct event_base *smtpd_base;
 static struct listener *smtpd_listeners;
@@ -92,13 +49,9 @@ static LIST_HEAD(, session) smtpd_sessions = LIST_HEAD_INITIALIZER(smtpd_session
 static int smtpd_n_sessions;
 static uint64_t smtpd_qid_last;
 
-static void session_process(struct session *s);
-static void session_free(struct session *s);
-
 /* --- helpers ---------------------------------------------------------------------------- */
 
-static void reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(struct session *s, const char *fmt, ...)
+void smtpd_reply(struct session *s, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -109,12 +62,12 @@ static void reply(struct session *s, const char *fmt, ...)
 }
 
 /* Queue a final reply and close once it has been written. */
-static void reply_and_close(struct session *s, const char *text)
+void smtpd_reply_and_close(struct session *s, const char *text)
 {
-    reply(s, "%s", text);
+    smtpd_reply(s, "%s", text);
     s->state = STATE_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) session_free(s);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) smtpd_session_free(s);
 }
 
 /* Queue ids: 13 hex digits of microseconds since the epoch, strictly increasing, so they sort
@@ -151,7 +104,7 @@ static const struct origin_conf *origin_for_address(const struct sockaddr_any *a
     return NULL;
 }
 
-static const struct origin_conf *origin_for_user(const char *user)
+const struct origin_conf *smtpd_origin_for_user(const char *user)
 {
     for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
         const struct origin_conf *o = &smtpd_cfg->origins[i];
@@ -164,11 +117,6 @@ static const struct origin_conf *origin_for_user(const char *user)
 static int starttls_offered(const struct session *s)
 {
     return smtpd_tls_ctx && !s->tls && s->listen->tls != TLS_NONE;
-}
-
-static int auth_offered(const struct session *s)
-{
-    return s->tls && smtpd_users && !s->auth_user;
 }
 
 /* --- STARTTLS ----------------------------------------------------------------------------- */
@@ -200,163 +148,12 @@ static int switch_to_tls(struct session *s, int plain_exists)
     return 0;
 }
 
-/* --- AUTH ---------------------------------------------------------------------------------- */
-
-struct auth_job {
-    struct session *s;
-    char *user;
-    char *password;
-    int ok;
-};
-
-static void auth_work(void *arg)
-{
-    struct auth_job *j = arg;
-    j->ok = auth_verify(smtpd_users, j->user, j->password);
-}
-
-static void auth_done(void *arg)
-{
-    struct auth_job *j = arg;
-    struct session *s = j->s;
-    s->busy = 0;
-    if (s->dead) {
-        session_free(s);
-    } else if (j->ok) {
-        s->auth_user = xstrdup(j->user);
-        const struct origin_conf *o = origin_for_user(j->user);
-        if (o) s->origin = o;
-        log_info("smtpd: %s: authenticated as %s, origin=%s", s->peer_text, j->user,
-                 s->origin ? s->origin->name : "(none)");
-        s->state = STATE_READY;
-        reply(s, "235 2.7.0 Authentication successful");
-    } else {
-        s->state = STATE_READY;
-        log_warn("smtpd: %s: authentication failed for %s", s->peer_text, j->user);
-        if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES)
-            reply_and_close(s, "421 4.7.0 Too many authentication failures");
-        else
-            reply(s, "535 5.7.8 Authentication credentials invalid");
-    }
-    explicit_bzero(j->password, strlen(j->password));
-    free(j->user);
-    free(j->password);
-    free(j);
-    if (!s->dead && s->state != STATE_CLOSING) session_process(s);
-}
-
-static void auth_start(struct session *s, const char *user, const char *password)
-{
-    struct auth_job *j = xcalloc(1, sizeof *j);
-    j->s = s;
-    j->user = xstrdup(user);
-    j->password = xstrdup(password);
-    s->busy = 1;
-    workpool_submit(auth_work, auth_done, j);
-}
-
-/* "\0user\0password" or "authzid\0user\0password" */
-static void auth_plain_response(struct session *s, const char *b64)
-{
-    unsigned char buf[1024];
-    if (strcmp(b64, "*") == 0) {
-        s->state = STATE_READY;
-        reply(s, "501 5.7.0 Authentication cancelled");
-        return;
-    }
-    int n = auth_base64_decode(b64, buf, sizeof buf);
-    const unsigned char *user = n > 0 ? memchr(buf, '\0', (size_t)n) : NULL;
-    const unsigned char *pass = user ? memchr(user + 1, '\0', (size_t)(buf + n - user - 1)) : NULL;
-    if (!user || !pass) {
-        s->state = STATE_READY;
-        reply(s, "501 5.5.2 Malformed AUTH PLAIN response");
-        return;
-    }
-    auth_start(s, (const char *)user + 1, (const char *)pass + 1);
-}
-
-static void cmd_auth(struct session *s, const char *args)
-{
-    if (!auth_offered(s)) {
-        if (!s->tls && smtpd_users)
-            reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-        else if (s->auth_user)
-            reply(s, "503 5.5.1 Already authenticated");
-        else
-            reply(s, "503 5.5.1 AUTH not available");
-        return;
-    }
-    if (s->state != STATE_READY) {
-        reply(s, "503 5.5.1 AUTH not allowed during a mail transaction");
-        return;
-    }
-    char mech[32] = "";
-    const char *initial = NULL;
-    size_t n = strcspn(args, " ");
-    if (n < sizeof mech) {
-        memcpy(mech, args, n);
-        mech[n] = '\0';
-    }
-    if (args[n] == ' ') initial = args + n + 1;
-    if (strcasecmp(mech, "PLAIN") == 0) {
-        if (initial) {
-            auth_plain_response(s, initial);
-        } else {
-            s->state = STATE_AUTH_PLAIN;
-            reply(s, "334 ");
-        }
-    } else if (strcasecmp(mech, "LOGIN") == 0) {
-        if (initial) {
-            unsigned char user[256];
-            if (auth_base64_decode(initial, user, sizeof user) < 0) {
-                reply(s, "501 5.5.2 Malformed AUTH LOGIN response");
-                return;
-            }
-            snprintf(s->auth_login_user, sizeof s->auth_login_user, "%s", user);
-            s->state = STATE_AUTH_LOGIN_PASS;
-            reply(s, "334 UGFzc3dvcmQ6");
-        } else {
-            s->state = STATE_AUTH_LOGIN_USER;
-            reply(s, "334 VXNlcm5hbWU6");
-        }
-    } else {
-        reply(s, "504 5.5.4 Unrecognized authentication mechanism");
-    }
-}
-
-static void auth_continue(struct session *s, const char *line)
-{
-    if (s->state == STATE_AUTH_PLAIN) {
-        auth_plain_response(s, line);
-        return;
-    }
-    if (strcmp(line, "*") == 0) {
-        s->state = STATE_READY;
-        reply(s, "501 5.7.0 Authentication cancelled");
-        return;
-    }
-    unsigned char buf[256];
-    if (auth_base64_decode(line, buf, sizeof buf) < 0) {
-        s->state = STATE_READY;
-        reply(s, "501 5.5.2 Malformed AUTH LOGIN response");
-        return;
-    }
-    if (s->state == STATE_AUTH_LOGIN_USER) {
-        snprintf(s->auth_login_user, sizeof s->auth_login_user, "%s", buf);
-        s->state = STATE_AUTH_LOGIN_PASS;
-        reply(s, "334 UGFzc3dvcmQ6");
-    } else {
-        auth_start(s, s->auth_login_user, (const char *)buf);
-        explicit_bzero(buf, sizeof buf);
-    }
-}
-
 /* --- commands ------------------------------------------------------------------------------- */
 
 static void cmd_ehlo(struct session *s, const char *args, int esmtp)
 {
     if (!*args) {
-        reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        smtpd_reply(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
         return;
     }
     snprintf(s->helo, sizeof s->helo, "%.*s", (int)strcspn(args, " "), args);
@@ -364,43 +161,43 @@ static void cmd_ehlo(struct session *s, const char *args, int esmtp)
     s->state = STATE_READY;
     s->esmtp = esmtp;
     if (!esmtp) {
-        reply(s, "250 %s", smtpd_cfg->hostname);
+        smtpd_reply(s, "250 %s", smtpd_cfg->hostname);
         return;
     }
-    reply(s, "250-%s", smtpd_cfg->hostname);
-    reply(s, "250-PIPELINING");
-    reply(s, "250-SIZE %lld", (long long)smtpd_cfg->max_message_size);
-    if (starttls_offered(s)) reply(s, "250-STARTTLS");
-    if (auth_offered(s)) reply(s, "250-AUTH PLAIN LOGIN");
-    reply(s, "250-ENHANCEDSTATUSCODES");
-    reply(s, "250-8BITMIME");
-    reply(s, "250-DSN");
-    reply(s, "250 SMTPUTF8");
+    smtpd_reply(s, "250-%s", smtpd_cfg->hostname);
+    smtpd_reply(s, "250-PIPELINING");
+    smtpd_reply(s, "250-SIZE %lld", (long long)smtpd_cfg->max_message_size);
+    if (starttls_offered(s)) smtpd_reply(s, "250-STARTTLS");
+    if (smtpd_auth_offered(s)) smtpd_reply(s, "250-AUTH PLAIN LOGIN");
+    smtpd_reply(s, "250-ENHANCEDSTATUSCODES");
+    smtpd_reply(s, "250-8BITMIME");
+    smtpd_reply(s, "250-DSN");
+    smtpd_reply(s, "250 SMTPUTF8");
 }
 
 static void cmd_mail(struct session *s, const char *args)
 {
     char err[256];
     if (s->state == STATE_GREETING) {
-        reply(s, "503 5.5.1 Send HELO/EHLO first");
+        smtpd_reply(s, "503 5.5.1 Send HELO/EHLO first");
         return;
     }
     if (s->state != STATE_READY) {
-        reply(s, "503 5.5.1 Nested MAIL command");
+        smtpd_reply(s, "503 5.5.1 Nested MAIL command");
         return;
     }
     if (smtp_parse_mail(args, &s->mail, err, sizeof err) < 0) {
-        reply(s, "%s", err);
+        smtpd_reply(s, "%s", err);
         return;
     }
     if (!s->esmtp && (s->mail.size >= 0 || s->mail.smtputf8 || s->mail.body || s->mail.ret ||
                       s->mail.envid[0])) {
-        reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        smtpd_reply(s, "555 5.5.4 MAIL parameters need EHLO");
         return;
     }
     if (s->mail.size > smtpd_cfg->max_message_size) {
-        reply(s, "552 5.3.4 Message size exceeds fixed limit of %lld bytes",
-              (long long)smtpd_cfg->max_message_size);
+        smtpd_reply(s, "552 5.3.4 Message size exceeds fixed limit of %lld bytes",
+                    (long long)smtpd_cfg->max_message_size);
         return;
     }
     s->env = envelope_new();
@@ -411,7 +208,7 @@ static void cmd_mail(struct session *s, const char *args)
     s->env->body_8bit = s->mail.body == SMTP_BODY_8BITMIME;
     s->env->smtputf8 = s->mail.smtputf8;
     s->state = STATE_MAIL;
-    reply(s, "250 2.1.0 Ok");
+    smtpd_reply(s, "250 2.1.0 Ok");
 }
 
 static void cmd_rcpt(struct session *s, const char *args)
@@ -419,39 +216,39 @@ static void cmd_rcpt(struct session *s, const char *args)
     char err[256];
     struct smtp_rcpt_args r;
     if (s->state != STATE_MAIL && s->state != STATE_RCPT) {
-        reply(s, "503 5.5.1 Need MAIL command");
+        smtpd_reply(s, "503 5.5.1 Need MAIL command");
         return;
     }
     if (smtp_parse_rcpt(args, &r, err, sizeof err) < 0) {
-        reply(s, "%s", err);
+        smtpd_reply(s, "%s", err);
         return;
     }
     if (!s->origin) {
         log_warn("smtpd: %s: relay denied for <%s>: client is no origin", s->peer_text, r.address);
-        reply(s, "554 5.7.1 <%s>: Relay access denied", r.address);
+        smtpd_reply(s, "554 5.7.1 <%s>: Relay access denied", r.address);
         return;
     }
     if (!s->mail.smtputf8 && smtp_check_mailbox(r.address, 0) < 0) {
-        reply(s, "553 5.6.7 Non-ASCII address <%s> needs SMTPUTF8", r.address);
+        smtpd_reply(s, "553 5.6.7 Non-ASCII address <%s> needs SMTPUTF8", r.address);
         return;
     }
     if (s->env->n_rcpts >= (size_t)smtpd_cfg->max_recipients) {
-        reply(s, "452 4.5.3 Too many recipients");
+        smtpd_reply(s, "452 4.5.3 Too many recipients");
         return;
     }
     envelope_add_rcpt(s->env, r.address, r.orcpt, r.notify);
     s->state = STATE_RCPT;
-    reply(s, "250 2.1.5 Ok");
+    smtpd_reply(s, "250 2.1.5 Ok");
 }
 
 static void cmd_data(struct session *s)
 {
     if (s->state == STATE_MAIL) {
-        reply(s, "554 5.5.1 No valid recipients");
+        smtpd_reply(s, "554 5.5.1 No valid recipients");
         return;
     }
     if (s->state != STATE_RCPT) {
-        reply(s, "503 5.5.1 Need RCPT command");
+        smtpd_reply(s, "503 5.5.1 Need RCPT command");
         return;
     }
     struct envelope *env = s->env;
@@ -475,7 +272,7 @@ static void cmd_data(struct session *s)
     strbuf_reset(&s->header);
     s->state = STATE_DATA;
     set_timeouts(s);
-    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
 /* --- message data ---------------------------------------------------------------------------- */
@@ -576,21 +373,22 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .size = env->size,
                                   .detail = rcpts};
         records_emit(&ev);
-        if (!s->dead) reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
+        if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
         queue_accept(env, loc, &s->data);
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);
-        if (!s->dead) reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
+        if (!s->dead)
+            smtpd_reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
     }
     strbuf_free(&s->data);
     if (s->dead) {
-        session_free(s);
+        smtpd_session_free(s);
         return;
     }
     s->state = STATE_READY;
     set_timeouts(s);
-    session_process(s);
+    smtpd_session_process(s);
 }
 
 static void data_end(struct session *s)
@@ -602,7 +400,7 @@ static void data_end(struct session *s)
     if (s->data_error) {
         log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
                  s->data_error);
-        reply(s, "%s", s->data_error);
+        smtpd_reply(s, "%s", s->data_error);
         s->state = STATE_READY;
         transaction_reset(s);
         return;
@@ -652,9 +450,9 @@ static int data_input(struct session *s, struct evbuffer *in)
             if (raw != stack) free(raw);
             log_warn("smtpd: %s: bare %s in message data", s->peer_text,
                      kind == DATA_LINE_BARE_LF ? "<LF>" : "<CR>");
-            reply_and_close(s, kind == DATA_LINE_BARE_LF
-                                   ? "521 5.5.2 Bare <LF> received in message data; closing"
-                                   : "521 5.5.2 Bare <CR> received in message data; closing");
+            smtpd_reply_and_close(s, kind == DATA_LINE_BARE_LF
+                                         ? "521 5.5.2 Bare <LF> received in message data; closing"
+                                         : "521 5.5.2 Bare <CR> received in message data; closing");
             return -1;
         }
         if (kind == DATA_LINE_END) {
@@ -676,18 +474,18 @@ static void command(struct session *s, char *line)
     struct smtp_command cmd;
     if (s->state == STATE_AUTH_PLAIN || s->state == STATE_AUTH_LOGIN_USER ||
         s->state == STATE_AUTH_LOGIN_PASS) {
-        auth_continue(s, line);
+        smtpd_auth_continue(s, line);
         return;
     }
     if (smtp_parse_command(line, &cmd) < 0) {
-        reply(s, "500 5.5.2 Invalid characters in command");
+        smtpd_reply(s, "500 5.5.2 Invalid characters in command");
         s->errors++;
         return;
     }
     if (s->listen->tls == TLS_REQUIRED && !s->tls && cmd.verb != SMTP_VERB_EHLO &&
         cmd.verb != SMTP_VERB_HELO && cmd.verb != SMTP_VERB_STARTTLS &&
         cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP && cmd.verb != SMTP_VERB_RSET) {
-        reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
     switch (cmd.verb) {
@@ -705,57 +503,58 @@ static void command(struct session *s, char *line)
         break;
     case SMTP_VERB_DATA:
         if (*cmd.args)
-            reply(s, "501 5.5.4 Syntax: DATA");
+            smtpd_reply(s, "501 5.5.4 Syntax: DATA");
         else
             cmd_data(s);
         break;
     case SMTP_VERB_RSET:
         transaction_reset(s);
-        reply(s, "250 2.0.0 Ok");
+        smtpd_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_NOOP:
-        reply(s, "250 2.0.0 Ok");
+        smtpd_reply(s, "250 2.0.0 Ok");
         break;
     case SMTP_VERB_QUIT:
-        reply_and_close(s, "221 2.0.0 Bye");
+        smtpd_reply_and_close(s, "221 2.0.0 Bye");
         break;
     case SMTP_VERB_VRFY:
-        reply(s, "252 2.5.2 Cannot VRFY user; send mail and we will try");
+        smtpd_reply(s, "252 2.5.2 Cannot VRFY user; send mail and we will try");
         break;
     case SMTP_VERB_HELP:
-        reply(s, "214 2.0.0 See RFC 5321");
+        smtpd_reply(s, "214 2.0.0 See RFC 5321");
         break;
     case SMTP_VERB_STARTTLS:
         if (!starttls_offered(s) || *cmd.args) {
-            reply(s, s->tls ? "503 5.5.1 TLS already active" : "502 5.5.1 STARTTLS not available");
+            smtpd_reply(s, s->tls ? "503 5.5.1 TLS already active"
+                                  : "502 5.5.1 STARTTLS not available");
             break;
         }
         if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
             /* Commands pipelined behind STARTTLS would be taken as if sent over TLS. */
             log_warn("smtpd: %s: data pipelined after STARTTLS; disconnecting", s->peer_text);
-            session_free(s);
+            smtpd_session_free(s);
             return;
         }
         transaction_reset(s);
         s->state = STATE_GREETING;
         s->helo[0] = '\0';
         s->upgrading = 1;
-        reply(s, "220 2.0.0 Ready to start TLS");
+        smtpd_reply(s, "220 2.0.0 Ready to start TLS");
         break;
     case SMTP_VERB_AUTH:
-        cmd_auth(s, cmd.args);
+        smtpd_cmd_auth(s, cmd.args);
         break;
     case SMTP_VERB_BDAT:
     case SMTP_VERB_UNKNOWN:
-        reply(s, "502 5.5.2 Command not recognized");
+        smtpd_reply(s, "502 5.5.2 Command not recognized");
         s->errors++;
         break;
     }
     if (!s->closed && s->errors >= SMTPD_MAX_ERRORS && s->state != STATE_CLOSING)
-        reply_and_close(s, "421 4.7.0 Too many errors; closing");
+        smtpd_reply_and_close(s, "421 4.7.0 Too many errors; closing");
 }
 
-static void session_process(struct session *s)
+void smtpd_session_process(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
@@ -768,11 +567,11 @@ static void session_process(struct session *s)
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_LF);
         if (eol.pos < 0) {
             if (evbuffer_get_length(in) > SMTPD_MAX_COMMAND_LINE)
-                reply_and_close(s, "500 5.5.2 Line too long");
+                smtpd_reply_and_close(s, "500 5.5.2 Line too long");
             return;
         }
         if ((size_t)eol.pos > SMTPD_MAX_COMMAND_LINE) {
-            reply_and_close(s, "500 5.5.2 Line too long");
+            smtpd_reply_and_close(s, "500 5.5.2 Line too long");
             return;
         }
         char line[SMTPD_MAX_COMMAND_LINE + 2];
@@ -781,7 +580,7 @@ static void session_process(struct session *s)
         evbuffer_drain(in, 1);
         line[len] = '\0';
         if (len == 0 || line[len - 1] != '\r') {
-            reply_and_close(s, "500 5.5.2 Bare <LF> received in command; closing");
+            smtpd_reply_and_close(s, "500 5.5.2 Bare <LF> received in command; closing");
             return;
         }
         line[len - 1] = '\0';
@@ -794,7 +593,7 @@ static void session_process(struct session *s)
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    session_process(arg);
+    smtpd_session_process(arg);
 }
 
 static void session_write_cb(struct bufferevent *bev, void *arg)
@@ -802,14 +601,14 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
     (void)bev;
     struct session *s = arg;
     if (s->state == STATE_CLOSING) {
-        session_free(s);
+        smtpd_session_free(s);
         return;
     }
     if (s->upgrading) {
         s->upgrading = 0;
         if (switch_to_tls(s, 1) < 0) {
             log_error("smtpd: %s: cannot start TLS", s->peer_text);
-            session_free(s);
+            smtpd_session_free(s);
         }
     }
 }
@@ -821,7 +620,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_TIMEOUT) {
         log_warn("smtpd: %s: timeout", s->peer_text);
         bufferevent_enable(bev, EV_WRITE);
-        reply_and_close(s, "421 4.4.2 Timeout; closing connection");
+        smtpd_reply_and_close(s, "421 4.4.2 Timeout; closing connection");
         return;
     }
     if ((what & BEV_EVENT_ERROR) && s->tls) {
@@ -833,7 +632,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_disable(bev, EV_READ | EV_WRITE);
         return;
     }
-    session_free(s);
+    smtpd_session_free(s);
 }
 
 /* Sessions are torn down at once but their memory is released from the loop's top level
@@ -853,7 +652,7 @@ static void bury_sessions(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-static void session_free(struct session *s)
+void smtpd_session_free(struct session *s)
 {
     if (s->closed) return;
     if (s->busy) {
@@ -915,7 +714,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
         bufferevent_enable(s->bev, EV_READ | EV_WRITE);
         set_timeouts(s);
     }
-    reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
+    smtpd_reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
 }
 
 int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
@@ -965,7 +764,7 @@ void smtpd_stop(void)
             continue;
         }
         evbuffer_add_printf(bufferevent_get_output(s->bev), "421 4.3.2 Service shutting down\r\n");
-        session_free(s);
+        smtpd_session_free(s);
     }
     bury_sessions(-1, 0, NULL);
 }

@@ -1,0 +1,87 @@
+/* smtpd_internal.h - INTERNAL to ingress/: what the ESMTP server's files share (smtpd.c,
+ * smtpd_auth.c). Nothing outside ingress/ includes it; the API is smtpd.h. smtpd.c owns every
+ * struct session (accept allocates it, smtpd_session_free tears it down, the event loop frees it
+ * later) and the users pointer set by smtpd_start. Loop thread only. */
+#ifndef OUTRELAY_SMTPD_INTERNAL_H
+#define OUTRELAY_SMTPD_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/bufferevent.h>
+#include <event2/util.h>
+
+#include "common/strbuf.h"
+#include "common/util.h"
+#include "config/config.h"
+#include "ingress/auth.h"
+#include "ingress/smtp_proto.h"
+#include "spool/envelope.h"
+
+enum session_state {
+    STATE_GREETING, /* before HELO/EHLO */
+    STATE_READY,    /* after HELO/EHLO, no transaction */
+    STATE_MAIL,     /* after MAIL FROM */
+    STATE_RCPT,     /* at least one RCPT accepted */
+    STATE_DATA,     /* reading message data */
+    STATE_AUTH_PLAIN,
+    STATE_AUTH_LOGIN_USER,
+    STATE_AUTH_LOGIN_PASS,
+    STATE_CLOSING, /* final reply queued; close when written */
+};
+
+struct session {
+    LIST_ENTRY(session) link;
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+    const struct listen_conf *listen;
+    struct sockaddr_any peer;
+    char peer_text[64];
+    const struct origin_conf *origin;
+    enum session_state state;
+    int esmtp;
+    int tls;
+    int busy;      /* waiting for the spool or a password check */
+    int dead;      /* connection gone while busy: free when the answer arrives */
+    int upgrading; /* STARTTLS 220 queued; switch to TLS when written */
+    int closed;    /* torn down; memory released later */
+    int errors;
+    int auth_failures;
+    char helo[256];
+    char *auth_user;
+    char auth_login_user[256];
+    /* transaction */
+    struct envelope *env;
+    struct smtp_mail_args mail;
+    struct strbuf data;
+    int64_t data_bytes;
+    int in_headers;
+    int received_headers;
+    int skip_long_line;
+    const char *data_error; /* first reason to refuse the message being read */
+    struct strbuf header;   /* current (possibly folded) header field, for Message-ID/From */
+};
+
+/* Users for SMTP AUTH; NULL when AUTH is not offered. Set by smtpd_start (smtpd.c). */
+extern struct auth_users *smtpd_users;
+
+/* smtpd.c */
+void smtpd_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Queue a final reply and close once it has been written. */
+void smtpd_reply_and_close(struct session *s, const char *text);
+/* Reads and handles input until the session is busy, closing or out of complete lines. */
+void smtpd_session_process(struct session *s);
+/* Tears the session down (or marks it dead while busy); memory is released later. */
+void smtpd_session_free(struct session *s);
+/* The origin an AUTH identity maps to, or NULL. */
+const struct origin_conf *smtpd_origin_for_user(const char *user);
+
+/* smtpd_auth.c */
+/* AUTH is advertised and accepted only over TLS, with a users file, before authenticating. */
+int smtpd_auth_offered(const struct session *s);
+/* The AUTH command. */
+void smtpd_cmd_auth(struct session *s, const char *args);
+/* A client line while in STATE_AUTH_PLAIN / STATE_AUTH_LOGIN_USER / STATE_AUTH_LOGIN_PASS. */
+void smtpd_auth_continue(struct session *s, const char *line);
+
+#endif
