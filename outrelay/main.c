@@ -379,6 +379,7 @@ static int cmd_serve(int argc, char **argv)
                  strerror(errno));
         goto out;
     }
+    records_set_retention(cfg->records_retention);
     if (records_open(cfg->state, err, sizeof err) < 0) goto out;
     records_started = 1;
     if (route_init(cfg, cfg->state, err, sizeof err) < 0) goto out;

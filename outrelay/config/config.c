@@ -52,6 +52,7 @@ static struct config *defaults_build(void)
     cfg->log_level = 1;
     cfg->dedup_enabled = 1;
     cfg->dedup_window = 86400;
+    cfg->records_retention = 400 * 86400;
 
     cfg->mx_port = 25;
     cfg->n_retry = sizeof retry / sizeof retry[0];
@@ -151,6 +152,15 @@ static void load_metrics(struct loader *ld, const struct at *at)
 }
 
 /* dedup: { enabled: true, window: 24h } - duplicate suppression across the two platforms */
+/* records: { retention: 400d } - how long events stay in records.db ("0" keeps them forever) */
+static void load_records(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"retention", NULL};
+    struct at v[1];
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (v[0].node) cfg_get_duration(ld, &v[0], &ld->cfg->records_retention);
+}
+
 static void load_dedup(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"enabled", "window", NULL};
@@ -595,6 +605,7 @@ enum {
     K_SHAPING,
     K_METRICS,
     K_DEDUP,
+    K_RECORDS,
     K_COUNT
 };
 
@@ -604,7 +615,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
         "hostname", "user",     "spool",    "state", "keys",      "control_socket", "log",
         "dns",      "delivery", "listen",   "tls",   "limits",    "auth",           "origins",
         "egress",   "ramp",     "policies", "dkim",  "alignment", "providers",      "caps",
-        "shaping",  "metrics",  "dedup",    NULL};
+        "shaping",  "metrics",  "dedup",    "records", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -644,6 +655,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_SHAPING].node) cfg_load_shaping(ld, &v[K_SHAPING]);
     if (v[K_METRICS].node) load_metrics(ld, &v[K_METRICS]);
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
+    if (v[K_RECORDS].node) load_records(ld, &v[K_RECORDS]);
     if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
     cfg_check_provider_refs(ld);
 }

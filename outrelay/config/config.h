@@ -203,6 +203,8 @@ struct config {
     int dedup_enabled;    /* dedup.enabled (default on): a Message-ID + recipient already
                              delivered within dedup_window is not sent again */
     int64_t dedup_window; /* dedup.window, default 24h */
+    int64_t records_retention; /* records.retention: seconds events are kept (default 400d;
+                                  0 = forever) */
     char **policy_files;
     size_t n_policy_files;
 

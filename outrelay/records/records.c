@@ -532,9 +532,56 @@ static struct record_node *records_write_batch(struct record_node *list, uint64_
     return list;
 }
 
+/* ---- retention ----------------------------------------------------------------------- */
+
+static int64_t records_retention_s; /* 0: keep everything */
+static int64_t records_last_prune_us;
+
+void records_set_retention(int64_t seconds)
+{
+    records_retention_s = seconds > 0 ? seconds : 0;
+}
+
+/* Deletes rows older than the retention, a bounded chunk per transaction so the relay's own
+ * writes are never held up for long. Writer thread only; at start and then hourly. */
+static void records_prune(void)
+{
+    int64_t now = util_now_us();
+    if (!records_retention_s || !records_db || now - records_last_prune_us < 3600LL * 1000000)
+        return;
+    records_last_prune_us = now;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(records_db,
+                           "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE ts_us < ?1 "
+                           "ORDER BY ts_us LIMIT 20000)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        log_error("records: retention: %s", sqlite3_errmsg(records_db));
+        return;
+    }
+    sqlite3_bind_int64(st, 1, now - records_retention_s * 1000000);
+    long total = 0;
+    for (;;) {
+        int rc = sqlite3_step(st);
+        int n = sqlite3_changes(records_db);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            log_error("records: retention: %s", sqlite3_errmsg(records_db));
+            break;
+        }
+        total += n;
+        if (n == 0) break;
+    }
+    sqlite3_finalize(st);
+    if (total)
+        log_info("records: %ld event%s older than %lld days removed", total, total == 1 ? "" : "s",
+                 (long long)(records_retention_s / 86400));
+}
+
 static void *records_writer_main(void *arg)
 {
     (void)arg;
+    records_last_prune_us = 0;
+    records_prune();
     pthread_mutex_lock(&records_lock);
     for (;;) {
         while (records_head == NULL && !records_stopping)
@@ -545,6 +592,7 @@ static void *records_writer_main(void *arg)
         records_queued = 0;
         pthread_mutex_unlock(&records_lock);
 
+        records_prune();
         while (list != NULL) {
             uint64_t last_seq = 0;
             list = records_write_batch(list, &last_seq);

@@ -385,6 +385,46 @@ static void test_records_throughput(void **state)
     free(dir);
 }
 
+/* Rows older than the retention are removed when the records open; newer ones stay. */
+static void test_records_retention(void **state)
+{
+    (void)state;
+    char *dir = make_tmpdir();
+    char err[256] = "";
+    records_set_retention(0);
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    struct record_event ev = {.event = "received", .queue_id = "KEEP1"};
+    records_emit(&ev);
+    records_flush();
+    records_close();
+
+    char path[512];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof path, "%s/records.db", dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    char sql[256];
+    int64_t old = util_now_us() - 10LL * 86400 * 1000000;
+    for (int i = 0; i < 3; i++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO events (ts_us, event, queue_id) VALUES (%lld, 'received', 'OLD%d')",
+                 (long long)(old + i), i);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    }
+    sqlite3_close(db);
+
+    records_set_retention(2 * 86400);
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    records_emit(&ev);
+    records_flush();
+    records_close();
+    records_set_retention(0);
+    db = open_db(dir);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events WHERE queue_id LIKE 'OLD%'"), 0);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events WHERE queue_id = 'KEEP1'"), 2);
+    sqlite3_close(db);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -393,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_records_rows_from_two_threads),
         cmocka_unit_test(test_records_log_lines),
         cmocka_unit_test(test_records_throughput),
+        cmocka_unit_test(test_records_retention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
