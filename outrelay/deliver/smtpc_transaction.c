@@ -44,6 +44,14 @@ static void send_body(struct smtpc_conn *c)
     c->state = C_DATA_BODY;
 }
 
+/* " KEY=" + value as RFC 3461 xtext (ENVID, ORCPT). */
+static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
+{
+    char x[1600];
+    smtp_xtext_encode(value, x, sizeof x);
+    strbuf_printf(cmd, "%s%s", key, x);
+}
+
 static void send_command(struct smtpc_conn *c, size_t i)
 {
     const struct envelope *env = queue_message_envelope(c->job->msg);
@@ -56,11 +64,7 @@ static void send_command(struct smtpc_conn *c, size_t i)
         if (env->smtputf8 && c->ext_smtputf8) strbuf_puts(&cmd, " SMTPUTF8");
         if (c->ext_dsn) {
             if (env->ret_hdrs) strbuf_puts(&cmd, " RET=HDRS");
-            if (env->envid) {
-                char x[400];
-                smtp_xtext_encode(env->envid, x, sizeof x);
-                strbuf_printf(&cmd, " ENVID=%s", x);
-            }
+            if (env->envid) append_xtext(&cmd, " ENVID=", env->envid);
         }
         smtpc_send_line(c, "%s", strbuf_str(&cmd));
         strbuf_free(&cmd);
@@ -83,11 +87,7 @@ static void send_command(struct smtpc_conn *c, size_t i)
                               r->notify & SMTP_NOTIFY_DELAY ? "DELAY," : "");
             if (cmd.data[cmd.len - 1] == ',') cmd.data[--cmd.len] = '\0';
         }
-        if (c->ext_dsn && r->orcpt) {
-            char x[1600];
-            smtp_xtext_encode(r->orcpt, x, sizeof x);
-            strbuf_printf(&cmd, " ORCPT=%s", x);
-        }
+        if (c->ext_dsn && r->orcpt) append_xtext(&cmd, " ORCPT=", r->orcpt);
         smtpc_send_line(c, "%s", strbuf_str(&cmd));
         strbuf_free(&cmd);
         break;
