@@ -10,7 +10,7 @@ BUILD_DEPS="build-essential cmake pkg-config libevent-dev libssl-dev libunbound-
   libsqlite3-dev libspf2-dev libopendmarc-dev libopendkim-dev libcrypt-dev libpsl-dev publicsuffix
   libxml2-dev zlib1g-dev libzip-dev"
 TEST_DEPS="libcmocka-dev nsd postfix swaks python3 python3-aiosmtpd python3-dkim python3-nacl python3-yaml
-  dnsutils openssl iproute2 procps util-linux chromium"
+  dnsutils openssl iproute2 procps util-linux chromium fonts-dejavu-core"
 
 install() {
     SUDO=""
