@@ -54,9 +54,11 @@ static void usage_main(FILE *f)
                "  dns-advice [-c FILE]   the DKIM, SPF and DMARC records each signing domain\n"
                "                         needs for the configured egresses, and what is wrong\n"
                "                         with what is published now\n"
-               "  report alignment|ramp|delivery|continuity|export|html [options] [-c FILE]\n"
+               "  report alignment|ramp|delivery|continuity|export|html|rua|import-rua\n"
+               "         [options] [-c FILE]\n"
                "                         review the records: alignment, ramp, delivery,\n"
-               "                         continuity; CSV/JSON, PowerMTA export, HTML page\n"
+               "                         continuity; CSV/JSON, PowerMTA export, HTML page;\n"
+               "                         DMARC aggregate reports next to our predictions\n"
                "  --version              print the version\n"
                "  --help                 this text; COMMAND --help for each command\n\n"
                "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
