@@ -241,5 +241,9 @@ const struct provider_conf *config_find_provider(const struct config *cfg, const
 /* "1/min", "10/h", "500/day", "3/30s": messages per period. Returns 0 / -1. */
 int config_parse_rate(const char *text, int *count, int64_t *period);
 const char *config_shaping_action_name(enum shaping_action a);
+/* Whether a receiver's reply (code, enhanced code, text; NULLs allowed) matches a shaping rule's
+ * match section. The rule's egress/provider scope is the caller's business. */
+int config_shaping_matches(const struct shaping_rule *r, int code, const char *enhanced,
+                           const char *text);
 
 #endif

@@ -418,6 +418,19 @@ int config_parse_rate(const char *text, int *count, int64_t *period)
 
 static const char *const shaping_actions[] = {"suspend", "throttle", "reroute", NULL};
 
+int config_shaping_matches(const struct shaping_rule *r, int code, const char *enhanced,
+                           const char *text)
+{
+    if (r->code && r->code != code) return 0;
+    if (r->n_enhanced) {
+        size_t i = 0;
+        while (i < r->n_enhanced && !(enhanced && !strcasecmp(enhanced, r->enhanced[i])))
+            i++;
+        if (i == r->n_enhanced) return 0;
+    }
+    return !r->text || regexec(&r->text_re, text ? text : "", 0, NULL, 0) == 0;
+}
+
 const char *config_shaping_action_name(enum shaping_action a)
 {
     return shaping_actions[a];

@@ -94,20 +94,13 @@ static int ramp_caps(struct report_ctx *ctx, struct report_table *t)
 static int ramp_rule_matches(const struct shaping_rule *r, const char *egress, int code,
                              const char *enhanced, const char *text)
 {
-    if (r->code && r->code != code) return 0;
-    if (r->n_enhanced) {
-        size_t i = 0;
-        while (i < r->n_enhanced && strcasecmp(enhanced, r->enhanced[i]) != 0)
-            i++;
-        if (i == r->n_enhanced) return 0;
-    }
     if (r->n_egress) {
         size_t i = 0;
         while (i < r->n_egress && strcmp(egress, r->egress[i]) != 0)
             i++;
         if (i == r->n_egress) return 0;
     }
-    return !r->text || regexec(&r->text_re, text, 0, NULL, 0) == 0;
+    return config_shaping_matches(r, code, enhanced, text);
 }
 
 /* Which shaping rule a reply matches: its name, "4.7.x" for an unmatched 4.7.* policy reply,

@@ -268,20 +268,6 @@ int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_
     return until;
 }
 
-static int rule_matches(const struct shaping_rule *r, int code, const char *enhanced,
-                        const char *text)
-{
-    if (r->code && r->code != code) return 0;
-    if (r->n_enhanced) {
-        size_t i = 0;
-        while (i < r->n_enhanced && !(enhanced && !strcasecmp(enhanced, r->enhanced[i])))
-            i++;
-        if (i == r->n_enhanced) return 0;
-    }
-    if (r->text && regexec(&r->text_re, text ? text : "", 0, NULL, 0) != 0) return 0;
-    return 1;
-}
-
 int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
                     const char *enhanced, const char *text, int64_t now)
 {
@@ -289,7 +275,7 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
     for (size_t i = 0; i < w->n_shaping_states; i++) {
         struct route_shaping *s = &w->shaping[i];
         const struct shaping_rule *r = s->rule;
-        if (s->pair != p || !rule_matches(r, code, enhanced, text)) continue;
+        if (s->pair != p || !config_shaping_matches(r, code, enhanced, text)) continue;
         if (s->active && now < s->until) continue; /* in force: nothing to add */
         s->hit_times[s->next_hit] = now;
         s->next_hit = (s->next_hit + 1) % r->hits;
