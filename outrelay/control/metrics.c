@@ -32,6 +32,8 @@ static const struct metric_def {
     {"outrelay_routed_total", "counter", "Recipients routed, by egress and how (ramp, spill, wait)"},
     {"outrelay_shaping_events_total", "counter", "Deferrals whose reply is a receiver throttle"},
     {"outrelay_ramp_overrides_total", "counter", "Operator ramp overrides"},
+    {"outrelay_shaping_activations_total", "counter",
+     "Shaping rules that started a suspension, throttle or reroute"},
     {"outrelay_delivery_delay_seconds", "histogram", "Acceptance to remote 250, per egress"},
     {"outrelay_queue_messages", "gauge", "Messages in the queue by state"},
     {"outrelay_ramp_share_percent", "gauge", "Effective share of the ramp's to-egress"},
@@ -137,6 +139,9 @@ static void observe(const struct record_event *ev)
                              ev->action ? ev->action : "", NULL});
     } else if (!strcmp(event, "ramp")) {
         add("outrelay_ramp_overrides_total", 1, NULL);
+    } else if (!strcmp(event, "shaping") && ev->action && strcmp(ev->action, "lifted") != 0) {
+        add("outrelay_shaping_activations_total", 1,
+            (const char *[]){"egress", egress, "provider", provider, "action", ev->action, NULL});
     }
     pthread_mutex_unlock(&metrics_lock);
 }

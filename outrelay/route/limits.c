@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "records/records.h"
 #include "route/route_internal.h"
 
 static const int64_t window_seconds[WIN_COUNT] = {60, 3600, 86400};
@@ -213,6 +214,15 @@ static void lift(struct route_world *w, struct route_shaping *s, const char *why
     log_info("route: shaping=%s, egress=%s, provider=%s, action=%s, lifted (%s)", s->rule->name,
              s->pair->egress->name, s->pair->provider, config_shaping_action_name(s->rule->action),
              why);
+    char detail[300];
+    snprintf(detail, sizeof detail, "rule %s lifted (%s)", s->rule->name, why);
+    struct record_event ev = {.event = "shaping",
+                              .queue_id = "-",
+                              .egress = s->pair->egress->name,
+                              .provider = s->pair->provider,
+                              .action = "lifted",
+                              .detail = detail};
+    records_emit(&ev);
     s->active = 0;
     s->throttle_count = 0;
     s->throttle_start = 0;
@@ -304,6 +314,19 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
                  "%s\"",
                  r->name, p->egress->name, p->provider, config_shaping_action_name(r->action),
                  until, code, enhanced ? enhanced : "", text ? text : "");
+        char detail[300];
+        snprintf(detail, sizeof detail, "rule %s: %s until %s", r->name,
+                 config_shaping_action_name(r->action), until);
+        struct record_event ev = {.event = "shaping",
+                                  .queue_id = "-",
+                                  .egress = p->egress->name,
+                                  .provider = p->provider,
+                                  .reply_code = code,
+                                  .enhanced_code = enhanced,
+                                  .reply_text = text,
+                                  .action = config_shaping_action_name(r->action),
+                                  .detail = detail};
+        records_emit(&ev);
         started = 1;
     }
     return started;

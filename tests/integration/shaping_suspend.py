@@ -50,6 +50,11 @@ def test(env):
     status = w.status()
     h.check("ms-ip-reputation" in status and "microsoft-consumer" in status,
             f"the suspension is not shown in ramp status:\n{status}")
+    act = w.relay.events("SELECT egress, provider, action, enhanced_code FROM events WHERE "
+                         "event='shaping'")
+    h.check([(a["egress"], a["provider"], a["action"], a["enhanced_code"]) for a in act] ==
+            [("cloud", "microsoft-consumer", "suspend", "4.7.650")],
+            f"the suspension is not recorded as an event: {act}")
 
     w.relay.restart()
     status = w.status()
