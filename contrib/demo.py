@@ -34,6 +34,8 @@ def demo(env):
     print("\n== records.db events")
     for r in rows:
         print(f"   {r['event']:<10} {r['origin'] or '':<8} {r['n']}")
+    print("\n== outrelay report delivery")
+    print(relay.queue_like("report", "delivery").stdout)
     print("\n== outrelay queue list")
     print(relay.queue("list").stdout)
     relay.stop()

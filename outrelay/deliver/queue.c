@@ -433,7 +433,8 @@ void queue_emit(const char *event, const struct message *m, size_t rcpt,
         .tls_version = info ? info->tls_version : NULL,
         .tls_cipher = info ? info->tls_cipher : NULL,
         .size = m->env->size,
-        .delay_ms = (now_us - m->env->arrival * 1000000) / 1000,
+        .delay_ms =
+            (now_us - (m->env->arrival_us ? m->env->arrival_us : m->env->arrival * 1000000)) / 1000,
         .attempt_ms = info && info->started_us ? (now_us - info->started_us) / 1000 : 0,
         .detail = detail,
     };
@@ -525,7 +526,8 @@ void queue_send_dsn(struct message *m, size_t *rcpts, size_t n)
     dsn_build(&req, &text);
     struct envelope *env = envelope_new();
     new_dsn_queue_id(env->queue_id, sizeof env->queue_id);
-    env->arrival = util_now();
+    env->arrival_us = util_now_us();
+    env->arrival = env->arrival_us / 1000000;
     env->origin = xstrdup("dsn");
     env->client_addr = xstrdup("localhost");
     env->helo = xstrdup(queue_cfg->hostname);

@@ -406,7 +406,8 @@ static void data_end(struct session *s)
         return;
     }
     struct envelope *env = s->env;
-    env->arrival = util_now();
+    env->arrival_us = util_now_us();
+    env->arrival = env->arrival_us / 1000000;
     env->origin = xstrdup(s->origin->name);
     env->client_addr = xstrdup(s->peer_text);
     env->helo = xstrdup(s->helo);

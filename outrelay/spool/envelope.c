@@ -91,6 +91,8 @@ void envelope_serialize(const struct envelope *env, struct strbuf *out)
     put(out, "queue_id", env->queue_id);
     snprintf(num, sizeof num, "%lld", (long long)env->arrival);
     put(out, "arrival", num);
+    snprintf(num, sizeof num, "%lld", (long long)env->arrival_us);
+    put(out, "arrival_us", num);
     put(out, "origin", env->origin);
     put(out, "client", env->client_addr);
     put(out, "helo", env->helo);
@@ -180,6 +182,9 @@ struct envelope *envelope_parse(const char *text, size_t len)
                     goto bad;
                 }
                 memcpy(env->queue_id, val, strlen(val) + 1);
+                free(val);
+            } else if (KEY("arrival_us")) {
+                env->arrival_us = atoll(val);
                 free(val);
             } else if (KEY("arrival")) {
                 env->arrival = atoll(val);

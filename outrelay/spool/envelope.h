@@ -18,6 +18,7 @@ struct envelope_rcpt {
 struct envelope {
     char queue_id[20];
     int64_t arrival;   /* unix seconds */
+    int64_t arrival_us; /* the same in microseconds (0 in spools written before it existed) */
     char *origin;      /* origin name; "dsn" for our own notifications */
     char *client_addr; /* "127.0.0.1" */
     char *helo;
