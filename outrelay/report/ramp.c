@@ -216,6 +216,28 @@ static int ramp_overrides(struct report_ctx *ctx, struct report_table *t)
     return ramp_done(ctx, st, rc);
 }
 
+/* Shaping rules that started or ended a suspension, throttle or reroute (event 'shaping'). */
+static int ramp_suspensions(struct report_ctx *ctx, struct report_table *t)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_puts(&sql, "SELECT ts_us, egress, provider, action, detail FROM events "
+                      "WHERE event = 'shaping'");
+    report_sql_filters(&sql, ctx, NULL, NULL, 1);
+    strbuf_puts(&sql, " ORDER BY ts_us, id");
+    sqlite3_stmt *st = report_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        char when[32];
+        report_row(t);
+        report_put(t, 0, report_time_text(sqlite3_column_int64(st, 0), when, sizeof when));
+        for (int c = 1; c < 5; c++)
+            report_put(t, c, report_text_col(st, c));
+    }
+    return ramp_done(ctx, st, rc);
+}
+
 int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
 {
     static const char share_cols[] =
@@ -240,6 +262,9 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
         doc, "deferrals", "Deferrals and shaping replies per hour", "hour deferred:i shaping:i");
     struct report_table *overrides = report_table_add(
         doc, "overrides", "Operator overrides (outrelay ramp ...)", "time action result");
+    struct report_table *suspensions = report_table_add(
+        doc, "suspensions", "Shaping actions started and lifted (per egress x provider)",
+        "time egress provider action detail");
 
     char hour_provider[400];
     snprintf(hour_provider, sizeof hour_provider, "%s, %s", RAMP_HOUR_SQL,
@@ -248,7 +273,7 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
         ramp_shares(ctx, hourly, hour_provider, 2) < 0 ||
         ramp_shares(ctx, providers, REPORT_ROUTED_PROVIDER_SQL(ctx), 1) < 0 ||
         ramp_caps(ctx, caps) < 0 || ramp_shaping(ctx, shaping, deferrals) < 0 ||
-        ramp_overrides(ctx, overrides) < 0)
+        ramp_overrides(ctx, overrides) < 0 || ramp_suspensions(ctx, suspensions) < 0)
         return -1;
     strbuf_printf(&doc->notes,
                   "cloud = recipients routed to %s%s; actual_pct = cloud / recipients given an "

@@ -56,6 +56,12 @@ def test(env):
             [("cloud", "microsoft-consumer", "suspend", "4.7.650")],
             f"the suspension is not recorded as an event: {act}")
 
+    rep = w.relay.queue_like("report", "ramp", "--json")
+    import json
+    susp = json.loads(rep.stdout)["tables"]["suspensions"]
+    h.check([(r["egress"], r["provider"], r["action"]) for r in susp] ==
+            [("cloud", "microsoft-consumer", "suspend")],
+            f"the ramp report does not show the suspension: {susp}")
     w.relay.restart()
     status = w.status()
     h.check("ms-ip-reputation" in status, f"the suspension did not survive a restart:\n{status}")
