@@ -6,11 +6,10 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-BUILD_DEPS="build-essential cmake pkg-config libevent-dev libssl-dev libunbound-dev libfyaml-dev
-  libsqlite3-dev libspf2-dev libopendmarc-dev libopendkim-dev libcrypt-dev libpsl-dev publicsuffix
-  libxml2-dev zlib1g-dev libzip-dev"
-TEST_DEPS="libcmocka-dev nsd postfix swaks python3 python3-aiosmtpd python3-dkim python3-nacl python3-yaml
-  dnsutils openssl iproute2 procps util-linux chromium fonts-dejavu-core"
+# package lists shared with .ci/run
+packages() { grep -v '^#' "contrib/packages-$1.txt" | tr '\n' ' '; }
+BUILD_DEPS="$(packages build)"
+TEST_DEPS="$(packages test)"
 
 install() {
     SUDO=""
