@@ -103,6 +103,19 @@ static void send_command(struct smtpc_conn *c, size_t i)
     }
 }
 
+/* The job cannot be offered to this server at all: every recipient gets the same permanent
+ * answer, and the connection goes on with the next job. */
+static void refuse_job(struct smtpc_conn *c, int code, const char *enhanced, const char *text)
+{
+    struct job *j = c->job;
+    struct attempt_info info;
+    delivery_fail_all(j, code, enhanced, text);
+    smtpc_fill_info(c, &info);
+    c->job = NULL;
+    queue_job_done(j, &info);
+    smtpc_conn_ready(c);
+}
+
 void smtpc_start_transaction(struct smtpc_conn *c)
 {
     struct job *j = c->job;
@@ -110,22 +123,12 @@ void smtpc_start_transaction(struct smtpc_conn *c)
     c->job_started_us = util_now_us();
     c->fb_code = 0;
     if (env->smtputf8 && !c->ext_smtputf8) {
-        delivery_fail_all(j, 553, "5.6.7",
-                          "the message needs SMTPUTF8, which the receiving server does not offer");
-        struct attempt_info info;
-        smtpc_fill_info(c, &info);
-        c->job = NULL;
-        queue_job_done(j, &info);
-        smtpc_conn_ready(c);
+        refuse_job(c, 553, "5.6.7",
+                   "the message needs SMTPUTF8, which the receiving server does not offer");
         return;
     }
     if (c->ext_size > 0 && env->size > c->ext_size) {
-        delivery_fail_all(j, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
-        struct attempt_info info;
-        smtpc_fill_info(c, &info);
-        c->job = NULL;
-        queue_job_done(j, &info);
-        smtpc_conn_ready(c);
+        refuse_job(c, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
         return;
     }
     c->n_expects = j->n_rcpts + 2;

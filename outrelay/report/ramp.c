@@ -188,11 +188,14 @@ static int ramp_shaping(struct report_ctx *ctx, struct report_table *shaping,
     return ramp_done(ctx, st, rc);
 }
 
-static int ramp_overrides(struct report_ctx *ctx, struct report_table *t)
+/* One row per recorded event of a kind, in time order: its time, then `columns` as text on one
+ * line (operator overrides: event 'ramp'; shaping actions started and lifted: 'shaping'). */
+static int ramp_event_rows(struct report_ctx *ctx, struct report_table *t, const char *event,
+                           const char *columns, int n_columns, int use_egress)
 {
     struct strbuf sql = STRBUF_INIT;
-    strbuf_puts(&sql, "SELECT ts_us, action, detail FROM events WHERE event = 'ramp'");
-    report_sql_filters(&sql, ctx, NULL, NULL, 0);
+    strbuf_printf(&sql, "SELECT ts_us, %s FROM events WHERE event = '%s'", columns, event);
+    report_sql_filters(&sql, ctx, NULL, NULL, use_egress);
     strbuf_puts(&sql, " ORDER BY ts_us, id");
     sqlite3_stmt *st = report_prepare(ctx, sql.data);
     strbuf_free(&sql);
@@ -202,38 +205,17 @@ static int ramp_overrides(struct report_ctx *ctx, struct report_table *t)
         char when[32];
         report_row(t);
         report_put(t, 0, report_time_text(sqlite3_column_int64(st, 0), when, sizeof when));
-        report_put(t, 1, report_text_col(st, 1));
-        /* the relay's answer, on one line */
-        char *answer = xstrdup(report_text_col(st, 2));
-        size_t len = strlen(answer);
-        while (len > 0 && (answer[len - 1] == '\n' || answer[len - 1] == ' '))
-            answer[--len] = '\0';
-        for (char *p = answer; *p; p++)
-            if (*p == '\n') *p = ' ';
-        report_put(t, 2, answer);
-        free(answer);
-    }
-    return ramp_done(ctx, st, rc);
-}
-
-/* Shaping rules that started or ended a suspension, throttle or reroute (event 'shaping'). */
-static int ramp_suspensions(struct report_ctx *ctx, struct report_table *t)
-{
-    struct strbuf sql = STRBUF_INIT;
-    strbuf_puts(&sql, "SELECT ts_us, egress, provider, action, detail FROM events "
-                      "WHERE event = 'shaping'");
-    report_sql_filters(&sql, ctx, NULL, NULL, 1);
-    strbuf_puts(&sql, " ORDER BY ts_us, id");
-    sqlite3_stmt *st = report_prepare(ctx, sql.data);
-    strbuf_free(&sql);
-    if (!st) return -1;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char when[32];
-        report_row(t);
-        report_put(t, 0, report_time_text(sqlite3_column_int64(st, 0), when, sizeof when));
-        for (int c = 1; c < 5; c++)
-            report_put(t, c, report_text_col(st, c));
+        for (int c = 1; c <= n_columns; c++) {
+            /* multi-line texts (the relay's answer to an override) on one line */
+            char *v = xstrdup(report_text_col(st, c));
+            size_t len = strlen(v);
+            while (len > 0 && (v[len - 1] == '\n' || v[len - 1] == ' '))
+                v[--len] = '\0';
+            for (char *p = v; *p; p++)
+                if (*p == '\n') *p = ' ';
+            report_put(t, c, v);
+            free(v);
+        }
     }
     return ramp_done(ctx, st, rc);
 }
@@ -273,7 +255,8 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
         ramp_shares(ctx, hourly, hour_provider, 2) < 0 ||
         ramp_shares(ctx, providers, REPORT_ROUTED_PROVIDER_SQL(ctx), 1) < 0 ||
         ramp_caps(ctx, caps) < 0 || ramp_shaping(ctx, shaping, deferrals) < 0 ||
-        ramp_overrides(ctx, overrides) < 0 || ramp_suspensions(ctx, suspensions) < 0)
+        ramp_event_rows(ctx, overrides, "ramp", "action, detail", 2, 0) < 0 ||
+        ramp_event_rows(ctx, suspensions, "shaping", "egress, provider, action, detail", 4, 1) < 0)
         return -1;
     strbuf_printf(&doc->notes,
                   "cloud = recipients routed to %s%s; actual_pct = cloud / recipients given an "
