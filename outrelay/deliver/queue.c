@@ -463,12 +463,19 @@ static void dsn_committed(void *arg, int status, const struct spool_loc *loc, co
         records_emit(&ev);
         queue_accept(c->env, loc, NULL);
         c->env = NULL;
+        for (size_t i = 0; i < c->n; i++)
+            queue_submit_mark(m, c->rcpts[i], m->r[c->rcpts[i]].final);
     } else {
-        log_error("%s: DSN not stored: %s", m->env->queue_id, err);
+        /* The sender must hear of the failure: these recipients are not final until the DSN
+         * is durable. They are tried again in a minute, fail again and bring a new DSN. */
+        log_error("%s: DSN not stored (recipients kept, retried in 60s): %s", m->env->queue_id,
+                  err);
         envelope_free(c->env);
+        for (size_t i = 0; i < c->n; i++) {
+            m->r[c->rcpts[i]].state = RCPT_PENDING;
+            m->r[c->rcpts[i]].next_try = util_now() + 60;
+        }
     }
-    for (size_t i = 0; i < c->n; i++)
-        queue_submit_mark(m, c->rcpts[i], m->r[c->rcpts[i]].final);
     free(c->rcpts);
     free(c);
     queue_message_maybe_forget(m);
