@@ -35,7 +35,6 @@ struct hashmap *queue_by_id;
 static struct hashmap *queue_dests;
 struct event *queue_timer;
 int queue_stopping;
-size_t queue_count;
 
 /* --- helpers ------------------------------------------------------------------------------ */
 
@@ -68,7 +67,6 @@ static struct message *message_new(struct envelope *env, const struct spool_loc 
     m->r = xcalloc(env->n_rcpts, sizeof *m->r);
     TAILQ_INSERT_TAIL(&queue_messages, m, link);
     hashmap_put(queue_by_id, env->queue_id, m);
-    queue_count++;
     return m;
 }
 
@@ -404,7 +402,6 @@ void queue_message_maybe_forget(struct message *m)
         spool_unpin(queue_spool, m->pins[i]);
     TAILQ_REMOVE(&queue_messages, m, link);
     hashmap_remove(queue_by_id, m->env->queue_id);
-    queue_count--;
     queue_dedup_forget_message(m);
     message_free(m);
 }

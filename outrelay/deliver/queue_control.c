@@ -12,7 +12,7 @@
 
 size_t queue_size(void)
 {
-    return queue_count;
+    return queue_by_id ? hashmap_count(queue_by_id) : 0;
 }
 
 void queue_stats(size_t *active, size_t *deferred, size_t *held)
@@ -80,8 +80,8 @@ int queue_control(const char *command, struct strbuf *out)
     if (strcmp(verb, "list") == 0) {
         TAILQ_FOREACH(m, &queue_messages, link)
         list_message(m, out, 0);
-        strbuf_printf(out, "-- %zu message%s in the queue\n", queue_count,
-                      queue_count == 1 ? "" : "s");
+        size_t n = queue_size();
+        strbuf_printf(out, "-- %zu message%s in the queue\n", n, n == 1 ? "" : "s");
         return 0;
     }
     if (strcmp(verb, "flush") == 0) {

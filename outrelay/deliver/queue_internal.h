@@ -69,7 +69,6 @@ extern struct message_list queue_messages;
 extern struct hashmap *queue_by_id; /* queue id -> struct message */
 extern struct event *queue_timer;   /* the scan timer; NULL once stopping */
 extern int queue_stopping;
-extern size_t queue_count;
 
 /* queue.c: messages, scheduling, outcomes, marks, records and DSNs */
 int queue_all_final(const struct message *m);
