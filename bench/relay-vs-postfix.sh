@@ -235,13 +235,15 @@ now() { echo "$EPOCHREALTIME"; }
 HZ="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 cpu_of() {  # cpu_of PID...
     local roots=" $* "
-    awk -v roots="$roots" -v hz="$HZ" '
-        { pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
-          line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
+    # cat, not awk over the glob: a process that exits between the glob and the read must not
+    # abort the sum (mawk stops at the first file it cannot open, which printed 0 and made a
+    # run's CPU negative). The pid is the first field of each line.
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$roots" -v hz="$HZ" '
+        { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
           # f[2] = ppid, f[12..15] = utime stime cutime cstime
           if (index(roots, " " pid " ") || index(roots, " " f[2] " "))
               t += f[12] + f[13] + f[14] + f[15] }
-        END { printf "%.2f", t / hz }' /proc/[0-9]*/stat 2>/dev/null || echo 0
+        END { printf "%.2f", t / hz }'
 }
 fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN { if (b > 0) printf f, a / b; else printf "n/a" }'; }
 fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
@@ -376,7 +378,15 @@ cpu_run() {
     c0="$(cpu_of $pids)"; d0="$(cpu_of $NSD_PID)"
     "$@" || rc=$?
     c1="$(cpu_of $pids)"; d1="$(cpu_of $NSD_PID)"
-    RES[$sys.cpu]="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')"
+    if [[ -z "${pids// }" ]]; then
+        RES[$sys.cpu]="n/a"; RES[$sys.cpunote]="no relay process to measure"
+    elif ! pid_alive "${pids##* }"; then
+        RES[$sys.cpu]="n/a"; RES[$sys.cpunote]="the relay exited during the run"
+    elif awk -v a="$c0" -v b="$c1" 'BEGIN { exit !(b < a) }'; then
+        RES[$sys.cpu]="n/a"; RES[$sys.cpunote]="CPU went down ($c0 s -> $c1 s): a measured process was replaced"
+    else
+        RES[$sys.cpu]="$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.1f", b - a }')"
+    fi
     [[ -n "$NSD_PID" ]] && RES[$sys.dnscpu]="$(awk -v a="$d0" -v b="$d1" 'BEGIN { printf "%.1f", b - a }')"
     return $rc
 }
@@ -794,6 +804,7 @@ ensure_outrelay() {
     # kept a warning (it changes no generated code).
     need_pkg /usr/bin/cmake cmake
     log "building outrelay (Release) in $BUILD_DIR"
+    mkdir -p "$BUILD_DIR"
     echo "build:        cmake -S $REPO -B $BUILD_DIR -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DCMAKE_C_FLAGS=-Wno-error=format-truncation && cmake --build $BUILD_DIR -j2"
     { cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
             -DCMAKE_C_FLAGS=-Wno-error=format-truncation >"$BUILD_DIR/bench-build.log" 2>&1 \
@@ -992,6 +1003,9 @@ report() {
             "outrelay-dual slower than -rsa by" "$a" "$(verdict "$a" '<=' 15)" "$e" "$(verdict "$e" '<=' 15)"
     fi
     echo
+    for s in $SYSTEMS; do
+        [[ -n "${RES[$s.cpunote]:-}" ]] && printf '%-17s cpu n/a: %s\n' "$s:" "${RES[$s.cpunote]}"
+    done
     for s in $SYSTEMS; do
         [[ -n "${RES[$s.log]:-}" ]] && printf '%-17s %s\n' "$s:" "${RES[$s.log]}${RES[$s.dnscpu]:+; nsd used ${RES[$s.dnscpu]} s CPU meanwhile}"
     done

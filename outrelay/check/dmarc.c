@@ -18,6 +18,7 @@
 #include "check/orgdomain.h"
 #include "common/hashmap.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
@@ -122,7 +123,7 @@ static void cache_make_room(int64_t now)
 static void txt_lookup(const char *name, struct txt_result *out)
 {
     memset(out, 0, sizeof *out);
-    int64_t now = util_now();
+    int64_t now = clock_now();
 
     pthread_mutex_lock(&dmarc_lock);
     struct txt_entry *hit = txt_cache ? hashmap_get(txt_cache, name) : NULL;

@@ -24,6 +24,7 @@
 
 #include "common/hashmap.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
@@ -619,7 +620,7 @@ void spf_evaluate(const char *ip, const char *sender, const char *helo, struct s
     for (char *p = key; *p; p++) /* domains compare case-insensitively */
         if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
 
-    int64_t now = util_now();
+    int64_t now = clock_now();
     pthread_mutex_lock(&spf_cache_lock);
     struct spf_cache_entry *hit = spf_cache ? hashmap_get(spf_cache, key) : NULL;
     if (hit && hit->expires > now) {

@@ -1,6 +1,8 @@
 /* log.c - owns stderr/syslog output. Every module logs through log_msg(). */
 #include "common/log.h"
 
+#include "common/clock.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,16 +36,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
         syslog(prio[level], "%s", line);
         return;
     }
-    struct timespec ts;
+    int64_t now_us = clock_now_us();
+    time_t sec = (time_t)(now_us / 1000000);
     struct tm tm;
     char stamp[32];
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    gmtime_r(&sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     /* One fprintf per line keeps lines whole across threads (stdio locks the stream). */
     if (level == LOG_LEVEL_INFO)
-        fprintf(stderr, "%s.%03ldZ %s: %s\n", stamp, ts.tv_nsec / 1000000, log_ident, line);
+        fprintf(stderr, "%s.%03ldZ %s: %s\n", stamp, (long)(now_us % 1000000 / 1000), log_ident, line);
     else
-        fprintf(stderr, "%s.%03ldZ %s: %s: %s\n", stamp, ts.tv_nsec / 1000000, log_ident,
+        fprintf(stderr, "%s.%03ldZ %s: %s: %s\n", stamp, (long)(now_us % 1000000 / 1000), log_ident,
                 names[level], line);
 }

@@ -228,18 +228,6 @@ int util_prefix_match(const struct net_prefix *p, const struct sockaddr_any *a)
     return 1;
 }
 
-int64_t util_now(void)
-{
-    return (int64_t)time(NULL);
-}
-
-int64_t util_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 void util_rfc5322_date(int64_t when, char *buf, size_t size)
 {
     time_t t = (time_t)when;

@@ -1,5 +1,5 @@
 /* util.h - small pure helpers shared by every stage: memory, durations, socket addresses,
- * networks (CIDR), clock. No I/O, no global state; safe from any thread. */
+ * networks (CIDR), dates. No I/O, no global state; safe from any thread. */
 #ifndef OUTRELAY_UTIL_H
 #define OUTRELAY_UTIL_H
 
@@ -44,9 +44,6 @@ int util_parse_prefix(const char *text, struct net_prefix *out);
 /* IPv4-mapped IPv6 addresses match IPv4 prefixes. */
 int util_prefix_match(const struct net_prefix *p, const struct sockaddr_any *a);
 
-/* Wall clock in seconds and in microseconds. */
-int64_t util_now(void);
-int64_t util_now_us(void);
 /* RFC 5322 date for headers: "Mon, 30 Nov 2026 01:02:03 +0000". */
 void util_rfc5322_date(int64_t when, char *buf, size_t size);
 /* Constant-time string comparison; 1 if equal. */

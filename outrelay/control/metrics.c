@@ -11,6 +11,7 @@
 
 #include "common/hashmap.h"
 #include "common/strbuf.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue.h"
 #include "records/records.h"
@@ -190,7 +191,7 @@ static void render(struct strbuf *out)
             continue;
         }
         if (!strcmp(m->name, "outrelay_ramp_share_percent")) {
-            strbuf_printf(out, "%s %g\n", m->name, route_share(route_now()));
+            strbuf_printf(out, "%s %g\n", m->name, route_share(clock_now()));
             continue;
         }
         int histogram = !strcmp(m->type, "histogram");

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "common/clock.h"
 #include "common/util.h"
 
 /* Bigger originals are returned as headers only (RFC 3462 text/rfc822-headers). */
@@ -26,7 +27,7 @@ static uint64_t dsn_random64(void)
 {
     uint64_t r;
     if (getrandom(&r, sizeof r, GRND_NONBLOCK) == (ssize_t)sizeof r) return r;
-    r = (uint64_t)util_now_us() * 0x9E3779B97F4A7C15ull;
+    r = (uint64_t)clock_now_us() * 0x9E3779B97F4A7C15ull;
     return r ^ (atomic_fetch_add(&dsn_counter, 1) << 32);
 }
 
@@ -335,7 +336,7 @@ void dsn_build(const struct dsn_request *req, struct strbuf *out)
 
     /* Header section. */
     char date[64];
-    util_rfc5322_date(util_now(), date, sizeof date);
+    util_rfc5322_date(clock_now(), date, sizeof date);
     strbuf_printf(out, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", strbuf_str(&host));
     struct strbuf to = STRBUF_INIT;
     strbuf_puts(&to, "To: <");
@@ -347,7 +348,7 @@ void dsn_build(const struct dsn_request *req, struct strbuf *out)
                   delayed ? "Delayed Mail (still being retried)"
                           : "Undelivered Mail Returned to Sender");
     strbuf_printf(out, "Date: %s\r\n", date);
-    strbuf_printf(out, "Message-ID: <%lld.%016llx.%llu@%s>\r\n", (long long)util_now_us(),
+    strbuf_printf(out, "Message-ID: <%lld.%016llx.%llu@%s>\r\n", (long long)clock_now_us(),
                   (unsigned long long)dsn_random64(),
                   (unsigned long long)atomic_fetch_add(&dsn_counter, 1), strbuf_str(&host));
     strbuf_puts(out, "Auto-Submitted: auto-replied\r\n");

@@ -14,6 +14,7 @@
 
 #include "common/hashmap.h"
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/delivery.h"
 #include "deliver/dsn.h"
@@ -112,7 +113,7 @@ static void dest_kick(struct dest *d)
         if (smtpc_wake_idle(d)) continue;
         int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
         int route_conns = 0, route_per_conn = 0;
-        route_connection_limits(d->egress, d->provider, route_now(), &route_conns, &route_per_conn);
+        route_connection_limits(d->egress, d->provider, clock_now(), &route_conns, &route_per_conn);
         if (route_conns > 0 && route_conns < limit) limit = route_conns;
         d->max_per_connection = route_per_conn;
         if (d->connections >= limit || (size_t)d->connections >= d->n_jobs) return;
@@ -256,7 +257,6 @@ void queue_schedule(struct message *m, int64_t now)
     size_t n = m->env->n_rcpts;
     const struct egress_conf **chosen = xcalloc(n, sizeof *chosen);
     const char **providers = xcalloc(n, sizeof *providers);
-    int64_t rnow = route_now();
     for (size_t i = 0; i < n; i++) {
         struct rcpt *r = &m->r[i];
         if (r->state != RCPT_PENDING || r->next_try > now) continue;
@@ -276,11 +276,11 @@ void queue_schedule(struct message *m, int64_t now)
         const char *provider = queue_provider_of(smtp_address_domain(m->env->rcpts[i].address));
         if (!provider) continue; /* being looked up; the scan comes back */
         struct route_decision rd;
-        route_decide(m->env, i, provider, rnow, &rd);
+        route_decide(m->env, i, provider, now, &rd);
         if (!rd.egress) {
-            /* retry_at is on the route clock; wait that long on ours, but look again at least
-             * every minute (caps and suspensions can also end by an operator's command) */
-            int64_t wait = rd.retry_at - rnow;
+            /* wait until retry_at, but look again at least every minute (caps and suspensions
+             * can also end by an operator's command) */
+            int64_t wait = rd.retry_at - now;
             r->next_try = now + (wait < 1 ? 1 : wait > 60 ? 60 : wait);
             emit_routed(m, i, &rd, NULL, provider);
             continue;
@@ -309,13 +309,13 @@ void queue_schedule(struct message *m, int64_t now)
             chosen[j] = NULL;
             idx[k++] = j;
             if (k == QUEUE_MAX_RCPTS_PER_JOB) {
-                route_count(e, provider, rnow);
+                route_count(e, provider, now);
                 enqueue_job(m, d, idx, k);
                 k = 0;
             }
         }
         if (k) {
-            route_count(e, provider, rnow);
+            route_count(e, provider, now);
             enqueue_job(m, d, idx, k);
         }
     }
@@ -329,7 +329,7 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     (void)arg;
-    int64_t now = util_now();
+    int64_t now = clock_now();
     static int64_t last_flush;
     if (now - last_flush >= 5) { /* counters of quiet periods reach route.db too */
         route_flush();
@@ -410,7 +410,7 @@ void queue_emit(const char *event, const struct message *m, size_t rcpt,
                 const struct rcpt_result *res, const struct dest *d,
                 const struct attempt_info *info, const char *detail)
 {
-    int64_t now_us = util_now_us();
+    int64_t now_us = clock_now_us();
     struct record_event ev = {
         .event = event,
         .queue_id = m->env->queue_id,
@@ -470,7 +470,7 @@ static void dsn_committed(void *arg, int status, const struct spool_loc *loc, co
         envelope_free(c->env);
         for (size_t i = 0; i < c->n; i++) {
             m->r[c->rcpts[i]].state = RCPT_PENDING;
-            m->r[c->rcpts[i]].next_try = util_now() + 60;
+            m->r[c->rcpts[i]].next_try = clock_now() + 60;
         }
     }
     free(c->rcpts);
@@ -481,7 +481,7 @@ static void dsn_committed(void *arg, int status, const struct spool_loc *loc, co
 static void new_dsn_queue_id(char *out, size_t size)
 {
     static uint64_t last;
-    uint64_t now = (uint64_t)util_now_us();
+    uint64_t now = (uint64_t)clock_now_us();
     if (now <= last) now = last + 1;
     last = now;
     /* D prefix keeps our notifications apart from ids issued by smtpd. */
@@ -503,7 +503,7 @@ void queue_send_dsn(struct message *m, size_t *rcpts, size_t n)
         dr[k].status = r->status[0] ? r->status : (r->final == 'E' ? "4.4.7" : "5.0.0");
         dr[k].remote_mta = r->last_mx;
         dr[k].diagnostic = r->last_reply;
-        dr[k].last_attempt = util_now();
+        dr[k].last_attempt = clock_now();
         notify_rcpts[k++] = rcpts[i];
     }
     free(notify_rcpts);
@@ -530,7 +530,7 @@ void queue_send_dsn(struct message *m, size_t *rcpts, size_t n)
     dsn_build(&req, &text);
     struct envelope *env = envelope_new();
     new_dsn_queue_id(env->queue_id, sizeof env->queue_id);
-    env->arrival_us = util_now_us();
+    env->arrival_us = clock_now_us();
     env->arrival = env->arrival_us / 1000000;
     env->origin = xstrdup("dsn");
     env->client_addr = xstrdup("localhost");
@@ -581,7 +581,7 @@ void queue_record_reply(struct rcpt *r, const struct rcpt_result *res,
 void queue_job_done(struct job *job, const struct attempt_info *info)
 {
     struct message *m = job->msg;
-    int64_t now = util_now();
+    int64_t now = clock_now();
     size_t *failed = xmalloc(job->n_rcpts * sizeof *failed);
     size_t n_failed = 0;
 
@@ -589,7 +589,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
     queue_emit("attempt", m, SIZE_MAX, NULL, job->dest, info, NULL);
     if (info && info->reply_code)
         route_feedback(job->dest->egress, job->dest->provider, info->reply_code,
-                       info->reply_enhanced, info->reply_text, route_now());
+                       info->reply_enhanced, info->reply_text, clock_now());
     for (size_t i = 0; i < job->n_rcpts; i++) {
         size_t ri = job->rcpts[i];
         struct rcpt *r = &m->r[ri];
@@ -651,7 +651,7 @@ void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strb
         m->has_data = 1;
         *data = (struct strbuf)STRBUF_INIT;
     }
-    queue_schedule(m, util_now());
+    queue_schedule(m, clock_now());
 }
 
 static int recover_one(void *arg, const struct spool_recovered *rec)
@@ -704,7 +704,7 @@ int queue_recover(char *err, size_t errlen)
 {
     int n = spool_recover(queue_spool, recover_one, NULL, err, errlen);
     if (n < 0) return -1;
-    int64_t now = util_now();
+    int64_t now = clock_now();
     struct message *m, *next;
     for (m = TAILQ_FIRST(&queue_messages); m; m = next) {
         next = TAILQ_NEXT(m, link);

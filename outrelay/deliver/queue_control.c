@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/hashmap.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue.h"
 #include "deliver/queue_internal.h"
@@ -17,7 +18,7 @@ size_t queue_size(void)
 
 void queue_stats(size_t *active, size_t *deferred, size_t *held)
 {
-    int64_t now = util_now();
+    int64_t now = clock_now();
     struct message *m;
     *active = *deferred = *held = 0;
     TAILQ_FOREACH(m, &queue_messages, link)
@@ -60,7 +61,7 @@ static void list_message(const struct message *m, struct strbuf *out, int verbos
         if (r->last_reply && r->state != RCPT_INFLIGHT) strbuf_printf(out, " (%s)", r->last_reply);
         if (r->state == RCPT_PENDING && r->attempts && !m->held)
             strbuf_printf(out, " next attempt in %llds",
-                          (long long)(r->next_try > util_now() ? r->next_try - util_now() : 0));
+                          (long long)(r->next_try > clock_now() ? r->next_try - clock_now() : 0));
         strbuf_puts(out, "\n");
     }
 }
@@ -85,7 +86,7 @@ int queue_control(const char *command, struct strbuf *out)
         return 0;
     }
     if (strcmp(verb, "flush") == 0) {
-        int64_t now = util_now();
+        int64_t now = clock_now();
         size_t n = 0;
         TAILQ_FOREACH(m, &queue_messages, link)
         {
@@ -125,7 +126,7 @@ int queue_control(const char *command, struct strbuf *out)
             m->alignment_released = 1;
             queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
             queue_emit("released", m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
-            int64_t now = util_now();
+            int64_t now = clock_now();
             for (size_t i = 0; i < m->env->n_rcpts; i++)
                 if (m->r[i].state == RCPT_PENDING) m->r[i].next_try = now;
             queue_schedule(m, now);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/hashmap.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue_internal.h"
 #include "dns/dns.h"
@@ -41,7 +42,7 @@ static void provider_answer(void *arg, const struct dns_answer *a)
         hosts[n++] = p->domain;
     p->provider = route_provider(hosts, n);
     unsigned ttl = a->status == DNS_OK ? a->ttl : 60;
-    p->expires = util_now() + (ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl);
+    p->expires = clock_now() + (ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl);
     if (queue_timer) event_active(queue_timer, EV_TIMEOUT, 0); /* reschedule waiting mail */
 }
 
@@ -53,14 +54,14 @@ const char *queue_provider_of(const char *domain)
     snprintf(key, sizeof key, "%s", domain);
     queue_lowercase(key);
     struct provider_entry *p = hashmap_get(queue_providers, key);
-    if (p && p->provider && p->expires > util_now()) return p->provider;
+    if (p && p->provider && p->expires > clock_now()) return p->provider;
     if (!p) {
         p = xcalloc(1, sizeof *p);
         p->domain = xstrdup(key);
         hashmap_put(queue_providers, key, p);
     }
     if (!p->query) {
-        if (p->provider && p->expires <= util_now()) p->provider = NULL;
+        if (p->provider && p->expires <= clock_now()) p->provider = NULL;
         p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p);
     }
     return p->provider;
@@ -182,7 +183,7 @@ void queue_lookup_init(const struct config *cfg)
     queue_providers = hashmap_new();
     queue_dedup = hashmap_new();
     if (cfg->dedup_enabled)
-        records_recent_deliveries(cfg->state, (util_now() - cfg->dedup_window) * 1000000,
+        records_recent_deliveries(cfg->state, (clock_now() - cfg->dedup_window) * 1000000,
                                   dedup_load_one, NULL);
 }
 

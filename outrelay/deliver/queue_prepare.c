@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue_internal.h"
 #include "records/records.h"
@@ -57,7 +58,7 @@ static void sign_done(void *arg, struct sign_result *r)
         queue_message_maybe_forget(m);
         return;
     }
-    queue_schedule(m, util_now());
+    queue_schedule(m, clock_now());
 }
 
 void queue_start_sign(struct message *m)
@@ -67,7 +68,7 @@ void queue_start_sign(struct message *m)
             log_error("%s: cannot read the message from the spool", m->env->queue_id);
             m->sign_state = STAGE_DONE; /* delivery will report the read error */
             m->sign = NULL;
-            queue_schedule(m, util_now());
+            queue_schedule(m, clock_now());
             return;
         }
         m->has_data = 1;
@@ -139,7 +140,7 @@ static void check_done(void *arg, struct alignment_result *r)
         temp |= r->egress[i].dmarc.verdict == DMARC_VERDICT_TEMPERROR;
     if (temp && m->env->from_domain && ++m->check_tries < 3) {
         m->check_state = STAGE_TODO;
-        m->check_retry_at = util_now() + 60;
+        m->check_retry_at = clock_now() + 60;
         struct record_event ev = {.event = "checked",
                                   .queue_id = m->env->queue_id,
                                   .message_id = m->env->message_id,
@@ -153,7 +154,7 @@ static void check_done(void *arg, struct alignment_result *r)
         records_emit(&ev);
         return;
     }
-    queue_schedule(m, util_now());
+    queue_schedule(m, clock_now());
 }
 
 static int egress_index(const struct egress_conf *e)

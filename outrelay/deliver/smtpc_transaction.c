@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/smtpc_internal.h"
 #include "ingress/smtp_proto.h"
@@ -120,7 +121,7 @@ void smtpc_start_transaction(struct smtpc_conn *c)
 {
     struct job *j = c->job;
     const struct envelope *env = queue_message_envelope(j->msg);
-    c->job_started_us = util_now_us();
+    c->job_started_us = clock_now_us();
     c->fb_code = 0;
     if (env->smtputf8 && !c->ext_smtputf8) {
         refuse_job(c, 553, "5.6.7",

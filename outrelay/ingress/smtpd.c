@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue.h"
 #include "ingress/data.h"
@@ -74,7 +75,7 @@ void smtpd_reply_and_close(struct session *s, const char *text)
  * by arrival and never repeat within one host. */
 static void new_queue_id(char *out, size_t size)
 {
-    uint64_t now = (uint64_t)util_now_us();
+    uint64_t now = (uint64_t)clock_now_us();
     if (now <= smtpd_qid_last) now = smtpd_qid_last + 1;
     smtpd_qid_last = now;
     snprintf(out, size, "%013llX", (unsigned long long)now);
@@ -254,7 +255,7 @@ static void cmd_data(struct session *s)
     struct envelope *env = s->env;
     char date[64];
     const char *version = NULL, *cipher = NULL;
-    util_rfc5322_date(util_now(), date, sizeof date);
+    util_rfc5322_date(clock_now(), date, sizeof date);
     if (s->tls) tls_describe(s->bev, &version, &cipher);
     strbuf_reset(&s->data);
     strbuf_printf(&s->data, "Received: from %s (%s)\r\n\tby %s (outrelay) with %s%s%s id %s",
@@ -406,7 +407,7 @@ static void data_end(struct session *s)
         return;
     }
     struct envelope *env = s->env;
-    env->arrival_us = util_now_us();
+    env->arrival_us = clock_now_us();
     env->arrival = env->arrival_us / 1000000;
     env->origin = xstrdup(s->origin->name);
     env->client_addr = xstrdup(s->peer_text);

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "common/clock.h"
 #include "common/util.h"
 
 #define RECORDS_SCHEMA_VERSION 3
@@ -386,7 +387,7 @@ void records_emit(const struct record_event *ev)
     if (ev == NULL) return;
     records_log(ev);
 
-    int64_t now = util_now_us();
+    int64_t now = clock_now_us();
     pthread_mutex_lock(&records_lock);
     if (!records_running || records_stopping) {
         pthread_mutex_unlock(&records_lock);
@@ -546,7 +547,7 @@ void records_set_retention(int64_t seconds)
  * writes are never held up for long. Writer thread only; at start and then hourly. */
 static void records_prune(void)
 {
-    int64_t now = util_now_us();
+    int64_t now = clock_now_us();
     if (!records_retention_s || !records_db || now - records_last_prune_us < 3600LL * 1000000)
         return;
     records_last_prune_us = now;

@@ -4,6 +4,7 @@
  * filters. Builds each report with its own module; only the layout lives here. */
 #include <string.h>
 
+#include "common/clock.h"
 #include "common/util.h"
 #include "config/config.h"
 #include "report/report_internal.h"
@@ -104,7 +105,7 @@ static void html_head(struct strbuf *out, const struct report_ctx *ctx)
     strbuf_puts(out, " &rarr; ");
     report_html_escape(out, ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "(any other egress)");
     strbuf_printf(out, ". Generated %s UTC.</p>\n",
-                  report_time_text(util_now_us(), now, sizeof now));
+                  report_time_text(clock_now_us(), now, sizeof now));
     strbuf_puts(out, "<nav>Charts: <a href=\"#ramp\">ramp</a><a href=\"#deferrals\">deferrals"
                      "</a><a href=\"#alignment\">alignment</a> Tables: <a href=\"#continuity\">"
                      "continuity</a><a href=\"#ramp-tables\">ramp</a><a href=\"#alignment-tables"

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "common/strbuf.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "config/config.h"
 #include "report/report_internal.h"
@@ -315,7 +316,7 @@ int report_run(const struct config *cfg, int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
     struct report_ctx ctx = {.cfg = cfg};
-    int64_t now = util_now();
+    int64_t now = clock_now();
     char *domain = NULL;
     int ch, bad = 0, help = 0;
     optind = 1;

@@ -14,6 +14,7 @@
 
 #include <sqlite3.h>
 
+#include "common/clock.h"
 #include "common/util.h"
 #include "report/rua_internal.h"
 
@@ -173,7 +174,7 @@ static int rua_store(sqlite3 *db, const struct rua_report *rep, const char *file
     else
         sqlite3_bind_null(ins_report, 11);
     rua_bind_text(ins_report, 12, file);
-    sqlite3_bind_int64(ins_report, 13, util_now());
+    sqlite3_bind_int64(ins_report, 13, clock_now());
     if (sqlite3_step(ins_report) != SQLITE_DONE) {
         rua_db_error(db, "insert report", err, errlen);
         goto done;

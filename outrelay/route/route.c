@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "route/route_internal.h"
 
@@ -23,19 +24,6 @@
 
 struct route_world route_world;
 
-int64_t route_now(void)
-{
-    const char *path = getenv("OUTRELAY_TEST_CLOCK");
-    if (path && *path) {
-        FILE *f = fopen(path, "re");
-        long long t = 0;
-        int ok = f && fscanf(f, "%lld", &t) == 1;
-        if (f) fclose(f);
-        if (ok) return (int64_t)t;
-    }
-    return util_now();
-}
-
 int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen)
 {
     struct route_world *w = &route_world;
@@ -43,13 +31,13 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
     memset(w, 0, sizeof *w);
     w->cfg = cfg;
     w->state_dir = xstrdup(state_dir);
-    w->last_flush = util_now();
+    w->last_flush = clock_now();
     limits_build(w);
     if (route_db_open(w, err, errlen) < 0 || route_db_load(w, err, errlen) < 0) {
         route_shutdown();
         return -1;
     }
-    limits_expire(w, route_now());
+    limits_expire(w, clock_now());
     if (w->override.mode != RAMP_SCHEDULE)
         log_info("route: ramp override %s %.2f%% (since %lld) still in force",
                  ramp_mode_name(w->override.mode), w->override.percent,
@@ -62,7 +50,7 @@ void route_flush(void)
     struct route_world *w = &route_world;
     if (!w->cfg) return;
     route_db_flush_counters(w);
-    w->last_flush = util_now();
+    w->last_flush = clock_now();
 }
 
 void route_shutdown(void)
@@ -255,7 +243,7 @@ void route_count(const struct egress_conf *egress, const char *provider, int64_t
     struct route_pair *p = limits_pair(w, egress, provider);
     if (!p) return;
     limits_count(w, p, now);
-    if (util_now() - w->last_flush >= ROUTE_FLUSH_INTERVAL) route_flush();
+    if (clock_now() - w->last_flush >= ROUTE_FLUSH_INTERVAL) route_flush();
 }
 
 void route_connection_limits(const struct egress_conf *egress, const char *provider, int64_t now,
@@ -307,7 +295,7 @@ static void set_override(struct route_world *w, enum ramp_mode mode, double perc
 int route_control(const char *command, struct strbuf *out)
 {
     struct route_world *w = &route_world;
-    int64_t now = route_now();
+    int64_t now = clock_now();
     char verb[32] = "", arg[64] = "", extra[8] = "";
     if (!w->cfg) {
         strbuf_puts(out, "the route stage is not running\n");

@@ -28,10 +28,6 @@ void route_shutdown(void);
  * since the last flush; a timer may call this so quiet periods are flushed too. */
 void route_flush(void);
 
-/* The clock the ramp and the caps use: time(NULL), unless the environment variable
- * OUTRELAY_TEST_CLOCK names a file holding a unix time (tests move time by rewriting it). */
-int64_t route_now(void);
-
 /* The provider of a destination from its MX host names (e.g. "microsoft-consumer",
  * "google"); "other" when no provider matches. The returned string lives as long as the config. */
 const char *route_provider(const char *const *mx_hosts, size_t n_hosts);

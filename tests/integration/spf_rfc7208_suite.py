@@ -30,7 +30,10 @@ except ImportError:
     print("SKIP: python3-yaml is not installed (apt-get install python3-yaml)")
     sys.exit(77)
 if not os.path.exists(DATA):
-    print(f"SKIP: SPF test data {DATA} is absent")
+    print(f"SKIP: spf_rfc7208_suite needs the openspf RFC 7208 test suite, {DATA} is absent. "
+          "Get rfc7208-tests.yml from the test/ folder of pyspf "
+          "(https://github.com/sdgathman/pyspf) into DIR/spf/ and configure with "
+          "-DOUTRELAY_TESTDATA=DIR.")
     sys.exit(77)
 
 import harness as h  # noqa: E402

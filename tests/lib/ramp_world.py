@@ -1,7 +1,8 @@
 """ramp_world.py - the shared set-up of the ramp tests: two direct egresses (legacy from
 127.0.0.2, cloud from 127.0.0.3), recipients at example.net whose MX (mx.example.net) belongs
 to the test provider "testprov", a sink that records which egress each recipient arrived
-from, and a clock file the relay reads for the ramp and the caps (OUTRELAY_TEST_CLOCK)."""
+from, and a clock file every component of the relay reads (OUTRELAY_TEST_CLOCK, see
+outrelay/common/clock.h)."""
 import os
 
 import harness as h

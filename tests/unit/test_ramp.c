@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "route/route.h"
 #include "route/route_internal.h"
@@ -148,16 +149,19 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
+/* The injected clock (common/clock.h): the test says what time it is. */
+static int64_t test_now;
+
+static int64_t test_clock(void)
+{
+    return test_now * 1000000;
+}
+
 static void set_clock(int64_t t)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/clock", tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "%lld\n", (long long)t);
-    fclose(f);
-    setenv("OUTRELAY_TEST_CLOCK", path, 1);
-    assert_int_equal(route_now(), t);
+    test_now = t;
+    clock_set_source(test_clock);
+    assert_int_equal(clock_now(), t);
 }
 
 static void control(const char *command, const char *expect)
@@ -190,28 +194,28 @@ static void test_overrides(void **state)
     struct config_errors errs;
     struct config *cfg = config_load(path, &errs);
     assert_non_null(cfg);
+    set_clock(T0 + DAY + DAY / 2); /* before route_init: it judges route.db at this time */
     assert_int_equal(route_init(cfg, sdir, err, sizeof err), 0);
-
-    set_clock(T0 + DAY + DAY / 2); /* interpolated: 5 + 20 * 1.5/3 = 15 */
-    assert_float_equal(route_share(route_now()), 15.0, 1e-9);
+ /* interpolated: 5 + 20 * 1.5/3 = 15 */
+    assert_float_equal(route_share(clock_now()), 15.0, 1e-9);
     control("status", "effective share: 15.00% (mode schedule)");
     control("set 40", "ramp set: share 40.00%");
     assert_true(route_share(T0 + 6 * DAY) == 40.0);
     control("resume", "share 15.00%");
     control("pause", "share 15.00%");
     set_clock(T0 + 2 * DAY + DAY / 2); /* the schedule says 5 + 20 * 2.5/3, pause holds 15 */
-    assert_true(route_share(route_now()) == 15.0);
+    assert_true(route_share(clock_now()) == 15.0);
     control("status",
             "mode pause since 2026-12-02T12:00:00Z, until resume; the schedule says 21.67%");
     /* the override survives a restart */
     route_shutdown();
     assert_int_equal(route_init(cfg, sdir, err, sizeof err), 0);
-    assert_true(route_share(route_now()) == 15.0);
+    assert_true(route_share(clock_now()) == 15.0);
     control("resume", "share 21.67%");
     set_clock(T0 + 5 * DAY); /* current step: 25 % (Dec 4); the one before: 5 % */
     control("rollback", "ramp rollback: share 5.00%");
     set_clock(T0 + 9 * DAY);
-    assert_true(route_share(route_now()) == 5.0);
+    assert_true(route_share(clock_now()) == 5.0);
     control("resume", "share 60.00%");
     /* mistakes */
     struct strbuf out = STRBUF_INIT;
@@ -222,7 +226,7 @@ static void test_overrides(void **state)
     strbuf_free(&out);
     control("set 12.5%", "share 12.50%");
     route_shutdown();
-    unsetenv("OUTRELAY_TEST_CLOCK");
+    clock_set_source(NULL);
     config_free(cfg);
     nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }

@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "common/clock.h"
 #include "common/util.h"
 #include "records/records.h"
 
@@ -150,7 +151,7 @@ static void test_records_rows_from_two_threads(void **state)
     char *dir = make_tmpdir();
     char statedir[512], err[256] = "";
     snprintf(statedir, sizeof statedir, "%s/var/state", dir); /* mkdir -p */
-    int64_t before = util_now_us();
+    int64_t before = clock_now_us();
     assert_int_equal(records_open(statedir, err, sizeof err), 0);
     assert_int_equal(records_open(statedir, err, sizeof err), -1); /* already open */
 
@@ -164,7 +165,7 @@ static void test_records_rows_from_two_threads(void **state)
     for (int i = 0; i < 2; i++)
         pthread_join(threads[i], NULL);
     records_flush();
-    int64_t after = util_now_us();
+    int64_t after = clock_now_us();
 
     sqlite3 *db = open_db(statedir);
     char text[256];
@@ -403,7 +404,7 @@ static void test_records_retention(void **state)
     snprintf(path, sizeof path, "%s/records.db", dir);
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     char sql[256];
-    int64_t old = util_now_us() - 10LL * 86400 * 1000000;
+    int64_t old = clock_now_us() - 10LL * 86400 * 1000000;
     for (int i = 0; i < 3; i++) {
         snprintf(sql, sizeof sql,
                  "INSERT INTO events (ts_us, event, queue_id) VALUES (%lld, 'received', 'OLD%d')",

@@ -16,11 +16,28 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "route/route.h"
 #include "spool/envelope.h"
 
 static char tmpdir[64];
+
+#define T0 1796083200 /* 2026-12-01T00:00:00Z */
+
+/* The injected clock: every test sets the time it works at; nothing reads the calendar. */
+static int64_t test_now;
+
+static int64_t test_clock(void)
+{
+    return test_now * 1000000;
+}
+
+static void set_clock(int64_t t)
+{
+    test_now = t;
+    clock_set_source(test_clock);
+}
 
 static char *tmp_path(const char *name)
 {
@@ -53,6 +70,7 @@ static int setup(void **state)
     (void)state;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_route.XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
+    set_clock(T0);
     return 0;
 }
 
@@ -127,7 +145,6 @@ static const char *decide(const char *origin, const char *rcpt, const char *prov
     return d->egress ? d->egress->name : NULL;
 }
 
-#define T0 1796083200 /* 2026-12-01T00:00:00Z */
 
 /* ---------------------------------------------------------------- providers and pins */
 
@@ -231,20 +248,15 @@ static void test_caps_spill_and_wait(void **state)
 
     /* counters survive a restart within the same window */
     route_shutdown();
+    set_clock(now + 60);
     start(cfg);
     assert_string_equal(decide("local", "bob@x.example", "google", now + 60, &d) ? "x" : "null",
                         "null");
     struct strbuf out = STRBUF_INIT;
-    char clock[64];
-    snprintf(clock, sizeof clock, "%lld\n", (long long)(now + 60));
-    char *clock_path = write_file("clock", clock);
-    setenv("OUTRELAY_TEST_CLOCK", clock_path, 1);
     assert_int_equal(route_control("status", &out), 0);
     assert_non_null(strstr(strbuf_str(&out), "3/3!"));
     assert_non_null(strstr(strbuf_str(&out), "2/2!"));
-    unsetenv("OUTRELAY_TEST_CLOCK");
     strbuf_free(&out);
-    free(clock_path);
     route_shutdown();
     config_free(cfg);
 }
@@ -294,21 +306,16 @@ static void test_shaping_suspend_spill_lift(void **state)
 
     /* it survives a restart and shows in status */
     route_shutdown();
+    set_clock(now + 60); /* the restart judges the persisted suspension at the injected time */
     start(cfg);
     assert_string_equal(decide("local", "bob@hotmail.example", "microsoft-consumer", now + 60, &d),
                         "legacy");
-    char clock[64];
-    snprintf(clock, sizeof clock, "%lld\n", (long long)(now + 60));
-    char *clock_path = write_file("clock", clock);
-    setenv("OUTRELAY_TEST_CLOCK", clock_path, 1);
     struct strbuf out = STRBUF_INIT;
     assert_int_equal(route_control("status", &out), 0);
     assert_non_null(strstr(strbuf_str(&out), "reputation"));
     assert_non_null(strstr(strbuf_str(&out), "cloud x microsoft-consumer: suspend"));
     assert_non_null(strstr(strbuf_str(&out), "ends in 29m 00s"));
     strbuf_free(&out);
-    unsetenv("OUTRELAY_TEST_CLOCK");
-    free(clock_path);
 
     /* with legacy unusable too, the mail waits for the suspension to end */
     /* ...and after the duration it is lifted */
@@ -316,6 +323,7 @@ static void test_shaping_suspend_spill_lift(void **state)
         decide("local", "bob@hotmail.example", "microsoft-consumer", now + 30 * 60, &d), "cloud");
     assert_int_equal(d.spilled, 0);
     route_shutdown();
+    set_clock(now + 31 * 60);
     start(cfg); /* lifted entries are gone from route.db */
     assert_string_equal(
         decide("local", "bob@hotmail.example", "microsoft-consumer", now + 31 * 60, &d), "cloud");
@@ -423,10 +431,7 @@ static void test_plan(void **state)
     sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     sqlite3_close(db);
     start(cfg);
-    char clock[64];
-    snprintf(clock, sizeof clock, "%lld\n", (long long)T0);
-    char *clock_path = write_file("clock", clock);
-    setenv("OUTRELAY_TEST_CLOCK", clock_path, 1);
+    set_clock(T0);
     struct strbuf out = STRBUF_INIT;
     assert_int_equal(route_control("plan", &out), 0);
     const char *text = strbuf_str(&out);
@@ -439,8 +444,6 @@ static void test_plan(void **state)
     assert_non_null(strstr(text, "cloud      google                        150       100 !"));
     assert_non_null(strstr(text, "exceed a per_day cap"));
     strbuf_free(&out);
-    unsetenv("OUTRELAY_TEST_CLOCK");
-    free(clock_path);
     free(db_path);
     free(dir);
     route_shutdown();
