@@ -13,6 +13,7 @@ void strbuf_reserve(struct strbuf *sb, size_t extra)
         cap *= 2;
     char *p = realloc(sb->data, cap);
     if (!p) abort();
+    p[sb->len] = '\0'; /* the invariant holds from the first allocation, even when empty */
     sb->data = p;
     sb->cap = cap;
 }
