@@ -92,6 +92,22 @@ int util_parse_ip(const char *text, struct sockaddr_any *out)
     return -1;
 }
 
+int util_parse_address_literal(const char *domain, struct sockaddr_any *out)
+{
+    size_t n = strlen(domain);
+    if (n < 3 || domain[0] != '[' || domain[n - 1] != ']' || n - 2 >= INET6_ADDRSTRLEN + 5)
+        return -1;
+    char ip[INET6_ADDRSTRLEN + 8];
+    memcpy(ip, domain + 1, n - 2);
+    ip[n - 2] = '\0';
+    if (strncasecmp(ip, "IPv6:", 5) == 0) {
+        if (util_parse_ip(ip + 5, out) < 0 || out->ss.ss_family != AF_INET6) return -1;
+        return 0;
+    }
+    if (util_parse_ip(ip, out) < 0 || out->ss.ss_family != AF_INET) return -1;
+    return 0;
+}
+
 int util_addr_port(const struct sockaddr_any *a)
 {
     if (a->ss.ss_family == AF_INET) return ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);

@@ -29,6 +29,9 @@ struct sockaddr_any {
 int util_parse_hostport(const char *text, int default_port, struct sockaddr_any *out);
 /* An address without port ("192.0.2.1", "::1"). Port is set to 0. */
 int util_parse_ip(const char *text, struct sockaddr_any *out);
+/* An RFC 5321 address-literal domain, "[192.0.2.1]" or "[IPv6:2001:db8::1]" (section 4.1.3).
+ * Returns 0, or -1 for anything else (a name, a malformed literal). Port is set to 0. */
+int util_parse_address_literal(const char *domain, struct sockaddr_any *out);
 /* "1.2.3.4" or "[::1]:25" style text for logs; buf at least 64 bytes. */
 const char *util_format_addr(const struct sockaddr_any *a, int with_port, char *buf, size_t size);
 int util_addr_port(const struct sockaddr_any *a);

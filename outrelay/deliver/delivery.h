@@ -32,6 +32,7 @@ struct job {
     size_t *rcpts; /* indexes into msg->env->rcpts */
     size_t n_rcpts;
     struct rcpt_result *results; /* one per rcpts[] entry */
+    int64_t not_before;          /* deferred recipients wait at least until then (back-off) */
 };
 TAILQ_HEAD(job_list, job);
 
@@ -44,7 +45,15 @@ struct dest {
     struct job_list jobs;
     size_t n_jobs;
     int connections; /* open or opening */
+    int working;     /* of those, how many reached a transaction (greeting, TLS, AUTH passed) */
     LIST_HEAD(, smtpc_conn) idle;
+    /* Back-off after failures before any transaction (refused, 421 greeting, TLS, MX
+     * SERVFAIL): no new connection before retry_at; jobs that arrive meanwhile are deferred at
+     * once with `failure`; one probe connection at a time until a connection works again. */
+    int failures;              /* in a row */
+    int64_t retry_at;          /* 0: not backing off */
+    struct rcpt_result failure; /* the reply that started the back-off */
+    struct event *retry_ev;     /* kicks the destination when the back-off ends */
 };
 
 /* What an attempt looked like, for records. */
@@ -69,6 +78,13 @@ int queue_message_data(struct message *msg, struct strbuf *out);
 const struct envelope *queue_message_envelope(const struct message *msg);
 /* A connection has closed (smtpc calls it once per smtpc_open). */
 void queue_dest_connection_closed(struct dest *d);
+/* A connection of d reached a transaction: the destination works, any back-off ends. */
+void queue_dest_working(struct dest *d);
+/* A connection of d failed before any transaction with `why` (code 0 or 4xx: temporary, 5xx:
+ * permanent for every job). Starts or lengthens the back-off; jobs waiting for d get `why`
+ * unless another connection of d is working. */
+void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
+                       const struct attempt_info *info);
 
 /* smtpc.c, for queue.c */
 int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen);

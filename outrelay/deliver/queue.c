@@ -107,19 +107,80 @@ static struct dest *dest_get(const struct egress_conf *e, const char *domain, co
     return d;
 }
 
+static void dest_defer_waiting(struct dest *d);
+static int64_t retry_delay(int attempts);
+
 static void dest_kick(struct dest *d)
 {
     while (d->n_jobs > 0) {
         if (smtpc_wake_idle(d)) continue;
+        if (d->retry_at > clock_now()) { /* backing off: no new connection */
+            if (d->working == 0) dest_defer_waiting(d);
+            return;
+        }
         int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
         int route_conns = 0, route_per_conn = 0;
         route_connection_limits(d->egress, d->provider, clock_now(), &route_conns, &route_per_conn);
         if (route_conns > 0 && route_conns < limit) limit = route_conns;
+        if (d->failures > 0) limit = 1; /* after a failure, one probe until one works */
         d->max_per_connection = route_per_conn;
         if (d->connections >= limit || (size_t)d->connections >= d->n_jobs) return;
         d->connections++;
         smtpc_open(d);
         return;
+    }
+}
+
+static void dest_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct dest *d = arg;
+    if (!queue_stopping) dest_kick(d);
+}
+
+/* Every job waiting for d ends now with d's failure, without a connection: its recipients are
+ * deferred (or expire, or bounce on a permanent failure) and wait at least until retry_at. */
+static void dest_defer_waiting(struct dest *d)
+{
+    struct job *j;
+    while ((j = queue_dest_take_job(d))) {
+        delivery_fail_all(j, d->failure.code, d->failure.enhanced, d->failure.text);
+        j->not_before = d->retry_at;
+        queue_job_done(j, NULL);
+    }
+}
+
+void queue_dest_working(struct dest *d)
+{
+    if (d->failures > 0)
+        log_info("deliver: %s works again after %d failed connection(s)", d->key, d->failures);
+    d->working++;
+    d->failures = 0;
+    d->retry_at = 0;
+    if (d->retry_ev) event_del(d->retry_ev);
+}
+
+void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
+                       const struct attempt_info *info)
+{
+    d->failure = *why;
+    if (why->code < 500) {
+        d->failures++;
+        int64_t wait = retry_delay(d->failures);
+        d->retry_at = clock_now() + wait;
+        if (!d->retry_ev) d->retry_ev = evtimer_new(queue_base, dest_retry_cb, d);
+        struct timeval tv = {(time_t)wait, 0};
+        evtimer_add(d->retry_ev, &tv);
+        log_info("deliver: %s: no new connection for %llds (failure %d in a row): %s", d->key,
+                 (long long)wait, d->failures, why->text);
+        if (d->working > 0) return; /* a working connection takes the waiting jobs */
+    }
+    struct job *j;
+    while ((j = queue_dest_take_job(d))) {
+        delivery_fail_all(j, why->code, why->enhanced, why->text);
+        j->not_before = d->retry_at;
+        queue_job_done(j, info);
     }
 }
 
@@ -257,9 +318,21 @@ void queue_schedule(struct message *m, int64_t now)
     size_t n = m->env->n_rcpts;
     const struct egress_conf **chosen = xcalloc(n, sizeof *chosen);
     const char **providers = xcalloc(n, sizeof *providers);
+    size_t *expired = xmalloc(n * sizeof *expired);
+    size_t n_expired = 0;
     for (size_t i = 0; i < n; i++) {
         struct rcpt *r = &m->r[i];
         if (r->state != RCPT_PENDING || r->next_try > now) continue;
+        if (now - m->env->arrival >= queue_cfg->max_lifetime) {
+            /* the lifetime holds at every try, also for mail that never got a connection
+             * (waiting for a cap, a suspension or a destination's back-off) */
+            r->state = RCPT_FINAL;
+            r->final = SPOOL_MARK_EXPIRED;
+            if (r->status[0] != '4') snprintf(r->status, sizeof r->status, "4.4.7");
+            queue_emit("expired", m, i, NULL, NULL, NULL, "maximum queue lifetime exceeded");
+            expired[n_expired++] = i;
+            continue;
+        }
         enum dedup_verdict dv = queue_dedup_check(m, i, now);
         if (dv == DEDUP_WAIT) { /* another copy is being delivered: its outcome decides */
             r->next_try = now + 2;
@@ -322,6 +395,8 @@ void queue_schedule(struct message *m, int64_t now)
     free(idx);
     free(chosen);
     free(providers);
+    if (n_expired) queue_send_dsn(m, expired, n_expired);
+    free(expired);
 }
 
 static void scan_cb(evutil_socket_t fd, short what, void *arg)
@@ -586,7 +661,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
     size_t n_failed = 0;
 
     m->inflight--;
-    queue_emit("attempt", m, SIZE_MAX, NULL, job->dest, info, NULL);
+    if (info) queue_emit("attempt", m, SIZE_MAX, NULL, job->dest, info, NULL);
     if (info && info->reply_code)
         route_feedback(job->dest->egress, job->dest->provider, info->reply_code,
                        info->reply_enhanced, info->reply_text, clock_now());
@@ -622,6 +697,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
         } else {
             r->state = RCPT_PENDING;
             r->next_try = now + retry_delay(r->attempts);
+            if (r->next_try < job->not_before) r->next_try = job->not_before;
             char detail[64];
             snprintf(detail, sizeof detail, "next attempt in %llds",
                      (long long)(r->next_try - now));
@@ -741,6 +817,7 @@ static void free_dest(void *arg, const char *key, void *value)
         free(j->results);
         free(j);
     }
+    if (d->retry_ev) event_free(d->retry_ev);
     free(d->key);
     free(d->domain);
     free(d);

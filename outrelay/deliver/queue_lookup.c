@@ -49,7 +49,7 @@ static void provider_answer(void *arg, const struct dns_answer *a)
 /* The provider of a domain, or NULL while it is being looked up. */
 const char *queue_provider_of(const char *domain)
 {
-    if (queue_cfg->n_providers == 0) return "other";
+    if (queue_cfg->n_providers == 0 || domain[0] == '[') return "other"; /* literal: no MX */
     char key[256];
     snprintf(key, sizeof key, "%s", domain);
     queue_lowercase(key);

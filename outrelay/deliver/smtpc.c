@@ -84,20 +84,18 @@ static void job_abort(struct smtpc_conn *c)
     queue_job_done(j, &info);
 }
 
-/* Nothing could be connected to: every job waiting for this destination gets the error when
- * no other connection is working on it; a permanent error bounces them. */
+/* Nothing could be connected to (or nothing got past the greeting, TLS or AUTH): the queue
+ * puts the destination in back-off and gives the waiting jobs the error, unless another
+ * connection is working on them; a permanent error bounces them. */
 void smtpc_fail_destination(struct smtpc_conn *c)
 {
-    struct dest *d = c->dest;
-    if (d->connections > 1 && c->last_error_code < 500) return;
-    struct job *j;
+    struct rcpt_result why = {.code = c->last_error_code};
+    snprintf(why.enhanced, sizeof why.enhanced, "%s",
+             c->last_error_enh[0] ? c->last_error_enh : "4.4.1");
+    snprintf(why.text, sizeof why.text, "%s", c->last_error);
     struct attempt_info info;
     smtpc_fill_info(c, &info);
-    while ((j = queue_dest_take_job(d))) {
-        delivery_fail_all(j, c->last_error_code, c->last_error_enh[0] ? c->last_error_enh : "4.4.1",
-                          c->last_error);
-        queue_job_done(j, &info);
-    }
+    queue_dest_failed(c->dest, &why, &info);
 }
 
 /* --- connection teardown --------------------------------------------------------------------- */
@@ -155,6 +153,7 @@ void smtpc_conn_close(struct smtpc_conn *c)
     if (c->idle_timer) event_free(c->idle_timer);
     c->idle_timer = NULL;
     smtpc_conn_drop_socket(c);
+    if (c->working) c->dest->working--;
     LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
     event_active(smtpc_graveyard_ev, EV_TIMEOUT, 0);
     queue_dest_connection_closed(c->dest);
@@ -290,6 +289,10 @@ static void idle_timeout(evutil_socket_t fd, short what, void *arg)
 /* Ready for a transaction: take the next job, or wait idle a little, or leave. */
 void smtpc_conn_ready(struct smtpc_conn *c)
 {
+    if (!c->working) {
+        c->working = 1;
+        queue_dest_working(c->dest);
+    }
     int limit =
         c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection : 100;
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
@@ -421,6 +424,18 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
 /* --- input
  * ---------------------------------------------------------------------------------------- */
 
+int smtpc_reply_add_line(struct strbuf *reply, int *reply_code, const char *line,
+                         const char **text)
+{
+    int code, more;
+    if (smtp_parse_reply_line(line, &code, &more, text) < 0 || (reply->len && code != *reply_code))
+        return -1;
+    if (reply->len) strbuf_puts(reply, " ");
+    if (reply->len < SMTPC_MAX_REPLY) strbuf_puts(reply, *text);
+    *reply_code = code;
+    return more;
+}
+
 void smtpc_conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpc_conn *c = arg;
@@ -439,10 +454,10 @@ void smtpc_conn_read_cb(struct bufferevent *bev, void *arg)
             }
             return;
         }
-        int code, more;
         const char *text;
-        if (smtp_parse_reply_line(line, &code, &more, &text) < 0 ||
-            (c->reply.len && code != c->reply_code)) {
+        int first = c->reply.len == 0;
+        int more = smtpc_reply_add_line(&c->reply, &c->reply_code, line, &text);
+        if (more < 0) {
             smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
                             c->addr_text, line);
             free(line);
@@ -452,13 +467,11 @@ void smtpc_conn_read_cb(struct bufferevent *bev, void *arg)
                 smtpc_conn_close(c);
             return;
         }
-        if (c->state == C_EHLO && c->reply.len) /* extension lines after the first */
+        if (c->state == C_EHLO && !first) /* extension lines after the first */
             parse_ehlo_line(c, text);
-        if (c->reply.len) strbuf_puts(&c->reply, " ");
-        if (c->reply.len < SMTPC_MAX_REPLY) strbuf_puts(&c->reply, text);
-        c->reply_code = code;
         free(line);
         if (more) continue;
+        int code = c->reply_code;
         char *full = strbuf_detach(&c->reply, NULL);
         c->reply_code = 0;
         if (code >= 400 || c->state == C_DATA_BODY) {
@@ -568,6 +581,20 @@ void smtpc_open(struct dest *d)
         c->hosts = xcalloc(1, sizeof *c->hosts);
         snprintf(c->hosts[0].name, sizeof c->hosts[0].name, "%s", d->egress->host);
         c->n_hosts = 1;
+        smtpc_resolve_next_host(c);
+        return;
+    }
+    if (d->domain[0] == '[') { /* an address literal: no MX lookup (RFC 5321 5.1) */
+        struct sockaddr_any lit;
+        c->hosts = xcalloc(1, sizeof *c->hosts);
+        c->n_hosts = 1;
+        if (util_parse_address_literal(d->domain, &lit) < 0) {
+            smtpc_set_error(c, 550, "5.1.2", "malformed address literal %s", d->domain);
+            smtpc_fail_destination(c);
+            smtpc_conn_close(c);
+            return;
+        }
+        util_format_addr(&lit, 0, c->hosts[0].name, sizeof c->hosts[0].name);
         smtpc_resolve_next_host(c);
         return;
     }

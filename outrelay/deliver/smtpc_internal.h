@@ -47,6 +47,7 @@ struct smtpc_conn {
     LIST_ENTRY(smtpc_conn) idle_link;
     LIST_ENTRY(smtpc_conn) all_link;
     struct dest *dest;
+    int working; /* reached a transaction once; counted in dest->working */
     const struct egress_conf *egress;
     enum conn_state state;
     struct bufferevent *bev;
