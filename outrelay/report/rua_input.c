@@ -1,7 +1,8 @@
 /* rua_input.c - turns one rua file as receivers send it (plain XML, a .gz, or a .zip with one
  * XML member) into the XML bytes, never holding more than RUA_MAX_BYTES of input or output:
  * a gzip or zip bomb is refused as soon as its output passes the limit. Reads only the named
- * file; recognises the format by its magic bytes, not its name. Called by rua.c. */
+ * file, and only if it is a regular file (a FIFO or device is refused without blocking);
+ * recognises the format by its magic bytes, not its name. Called by rua.c. */
 #include "report/rua_internal.h"
 
 #include <errno.h>
@@ -21,19 +22,52 @@
 /* A zip with more members than this is not a DMARC report attachment. */
 #define RUA_ZIP_MAX_ENTRIES 64
 
-static int rua_read_all(const char *path, struct strbuf *raw, char *err, size_t errlen)
+static const char *rua_file_type(mode_t mode)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+    return "not a file";
+}
+
+/* Opens path for reading only if it is a regular file. O_NONBLOCK keeps open() from waiting for
+ * a writer on a FIFO (or for carrier on a device); the type is checked with fstat on the opened
+ * descriptor, so there is no window between the check and the read. Blocking mode is restored
+ * before reading. Returns the descriptor or -1 with err filled. */
+static int rua_open_regular(const char *path, struct stat *st, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open: %s", strerror(errno));
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "not a regular file");
+    if (fstat(fd, st) != 0) {
+        snprintf(err, errlen, "cannot stat: %s", strerror(errno));
         close(fd);
         return -1;
     }
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(err, errlen, "not a regular file (%s); give the report file itself",
+                 rua_file_type(st->st_mode));
+        close(fd);
+        return -1;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+        snprintf(err, errlen, "fcntl: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int rua_read_all(const char *path, struct strbuf *raw, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = rua_open_regular(path, &st, err, errlen);
+    if (fd < 0) return -1;
     if ((uint64_t)st.st_size > RUA_MAX_BYTES) {
         snprintf(err, errlen, "file is %lld bytes, more than the %u MiB limit",
                  (long long)st.st_size, RUA_MAX_BYTES >> 20);

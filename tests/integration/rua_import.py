@@ -1,9 +1,9 @@
 """rua_import.py - `outrelay report import-rua FILE...` with the real binary: the sample DMARC
 aggregate reports in tests/data/rua (plain XML, gzip, zip) are imported into <state>/records.db,
 a second import skips them, hostile files (entities, XXE, DTD, malformed, truncated gzip, a gzip
-and a zip bomb made here, a non-report) are refused by name and leave nothing in the database,
-and progress is shown when stderr is a terminal. Exits 77 (skipped) while the report command
-does not know import-rua yet; tests/unit/test_rua.c covers the same ground in-process."""
+and a zip bomb made here, a non-report, a FIFO) are refused by name and leave nothing in the
+database, and progress is shown when stderr is a terminal. Exits 77 (skipped) while the report
+command does not know import-rua yet; tests/unit/test_rua.c covers the same ground in-process."""
 import gzip
 import io
 import os
@@ -99,6 +99,19 @@ def test(env):
         h.check("root:" not in both, "the content of /etc/passwd leaked into the output")
         h.check(db_counts(db) == (0, 0, 0), f"{path}: something was stored")
         h.check("Sanitizer" not in r.stderr, f"{path}: sanitizer report:\n{r.stderr}")
+
+    # a FIFO is refused at once instead of waiting forever for a writer
+    fifo = env.path("report-fifo.xml")
+    os.mkfifo(fifo)
+    try:
+        r = subprocess.run([env.bin, "report", "import-rua", "-c", conf, fifo],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        h.check(False, "import-rua hung on a FIFO (no answer within 10 s)")
+    both = r.stdout + r.stderr
+    h.check(r.returncode == 1 and f"refused {fifo}: not a regular file (a FIFO)" in both,
+            f"FIFO: exit {r.returncode}, want 1 and 'not a regular file (a FIFO)':\n{both}")
+    h.check(db_counts(db) == (0, 0, 0), "FIFO: something was stored")
 
     # a mixed batch on a terminal: good files imported, the bad one refused, progress shown
     batch = good + [os.path.join(DATA, "hostile/xxe-file.xml")]

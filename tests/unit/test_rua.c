@@ -1,8 +1,8 @@
 /* test_rua.c - unit tests for outrelay/report/rua*.c: the sample aggregate reports in
  * tests/data/rua (plain XML, gzip, zip) import into records.db with the right rows and counts,
  * a second import is skipped, every hostile file (entities, XXE, DTD, malformed, truncated,
- * gzip/zip bombs made here at run time, deep nesting, non-reports, a bad record) is refused
- * with its name in the message and leaves nothing stored, and rua_compare lines receivers'
+ * gzip/zip bombs made here at run time, deep nesting, non-reports, a bad record, a FIFO) is
+ * refused with its name in the message and leaves nothing stored, and rua_compare lines receivers'
  * observations up with planted "checked" predictions, marking the planted mismatches. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -393,7 +394,7 @@ static void test_hostile_files_are_refused(void **state)
     expect_refused(fx, empty, "file is empty");
     expect_refused(fx, huge, "bytes, more than the 50 MiB limit");
     expect_refused(fx, missing, "cannot open");
-    expect_refused(fx, fx->state, "not a regular file");
+    expect_refused(fx, fx->state, "not a regular file (a directory)");
 
     /* a zip with two reports is ambiguous */
     int zerr = 0;
@@ -406,6 +407,21 @@ static void test_hostile_files_are_refused(void **state)
     assert_true(zip_file_add(za, "b.xml", zip_source_file(za, y, 0, -1), 0) >= 0);
     assert_int_equal(zip_close(za), 0);
     expect_refused(fx, two, "expected one report");
+}
+
+/* A FIFO (or any non-regular file) is refused at once, without waiting for a writer: the
+ * first version opened the path before checking its type and hung in open(). The alarm turns a
+ * hang into a failure instead of a stuck test run. */
+static void test_fifo_is_refused_without_blocking(void **state)
+{
+    struct fixture *fx = *state;
+    char fifo[600];
+    snprintf(fifo, sizeof fifo, "%s/report.xml", fx->state);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    expect_refused(fx, fifo, "not a regular file (a FIFO)");
+    expect_refused(fx, "/dev/null", "not a regular file (a character device)");
+    alarm(0);
 }
 
 /* A refused file among good ones: the good ones are imported, the bad one leaves nothing. */
@@ -578,6 +594,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_stores_reports, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reimport_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile_files_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_is_refused_without_blocking, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mixed_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compare_csv, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compare_table_marks_mismatch, setup, teardown),
