@@ -550,6 +550,64 @@ static void report_second_document(struct loader *ld, const struct fy_parse_cfg 
     fy_parser_destroy(parser);
 }
 
+/* The first this many anchors and aliases get an error each; the rest one line with a count. */
+#define CFG_MAX_ALIAS_ERRORS 10
+
+/* sigil: '&' for an anchor, '*' for an alias. libfyaml's mark is on the name; the error points
+ * at the sigil before it. */
+static void refuse_one_alias(struct loader *ld, const struct fy_mark *m, char sigil,
+                             struct fy_token *name, size_t *count)
+{
+    if (++*count > CFG_MAX_ALIAS_ERRORS) return;
+    struct pos p = {m ? m->line + 1 : 1, m && m->column > 0 ? m->column : 1};
+    size_t len = 0;
+    const char *text = name ? fy_token_get_text(name, &len) : NULL;
+    cfg_error_at(ld, p,
+                 "%s \"%c%.*s\": aliases are not supported in outrelay configuration%s; "
+                 "write the value out in full",
+                 sigil == '*' ? "alias" : "anchor", sigil, text ? (int)len : 0, text ? text : "",
+                 sigil == '*' ? "" : ", so anchors are refused too");
+}
+
+/* Anchors and aliases are refused, never resolved: resolving copies the anchored node at every
+ * alias, so nine levels of nine aliases (a 300-byte file) expand to 9^9 nodes and gigabytes of
+ * memory. outrelay's settings have no use for them. The document was built unresolved; its
+ * events are replayed here (cheap: an alias is one event) and every anchor and alias is an
+ * error where it stands. */
+static void refuse_anchors_and_aliases(struct loader *ld, struct fy_document *doc)
+{
+    struct fy_document_iterator *it = fy_document_iterator_create();
+    struct fy_event *e;
+    size_t count = 0;
+    struct pos first_extra = {0, 0};
+    if (!it) return;
+    if ((e = fy_document_iterator_stream_start(it))) fy_document_iterator_event_free(it, e);
+    if ((e = fy_document_iterator_document_start(it, doc))) fy_document_iterator_event_free(it, e);
+    while ((e = fy_document_iterator_body_next(it))) {
+        struct fy_token *anchor = NULL;
+        if (e->type == FYET_SCALAR) anchor = e->scalar.anchor;
+        if (e->type == FYET_SEQUENCE_START) anchor = e->sequence_start.anchor;
+        if (e->type == FYET_MAPPING_START) anchor = e->mapping_start.anchor;
+        const struct fy_mark *m = NULL;
+        if (e->type == FYET_ALIAS) {
+            m = fy_event_start_mark(e);
+            refuse_one_alias(ld, m, '*', e->alias.anchor, &count);
+        } else if (anchor) {
+            m = fy_token_start_mark(anchor);
+            refuse_one_alias(ld, m, '&', anchor, &count);
+        }
+        if (m && count == CFG_MAX_ALIAS_ERRORS + 1)
+            first_extra = (struct pos){m->line + 1, m->column > 0 ? m->column : 1};
+        fy_document_iterator_event_free(it, e);
+    }
+    fy_document_iterator_destroy(it);
+    if (count > CFG_MAX_ALIAS_ERRORS)
+        cfg_error_at(ld, first_extra,
+                     "%zu more anchors and aliases from here on (aliases are not supported in "
+                     "outrelay configuration)",
+                     count - CFG_MAX_ALIAS_ERRORS);
+}
+
 struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp)
 {
     struct fy_diag_cfg dcfg;
@@ -563,8 +621,8 @@ struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp)
         return NULL;
     }
     fy_diag_set_collect_errors(diag, true);
-    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG | FYPCF_RESOLVE_DOCUMENT,
-                                .diag = diag};
+    /* No FYPCF_RESOLVE_DOCUMENT: aliases stay unexpanded so they can be refused cheaply. */
+    struct fy_parse_cfg pcfg = {.flags = FYPCF_QUIET | FYPCF_COLLECT_DIAG, .diag = diag};
     struct fy_document *doc = fy_document_build_from_file(&pcfg, ld->file);
     void *it = NULL;
     struct fy_diag_error *e;
@@ -574,6 +632,7 @@ struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp)
         cfg_error_at(ld, (struct pos){e->line > 0 ? e->line : 1, e->column > 0 ? e->column : 1},
                      "%s", syntax_message(e->msg ? e->msg : "YAML syntax error"));
     }
+    if (doc && !ld->n_errors) refuse_anchors_and_aliases(ld, doc);
     if (doc && ld->n_errors) {
         fy_document_destroy(doc);
         doc = NULL;

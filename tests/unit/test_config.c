@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -655,10 +656,43 @@ static void test_allowed_oddities(void **state)
     assert_true(cfg->ramp.schedule[1].percent == 10.0);
     assert_int_equal(config_find_egress(cfg, "b")->port, 25);
     config_free(cfg);
-    /* anchors and aliases are resolved */
-    cfg = load_ok("origins:\n  a: &nets { networks: [10.0.0.0/8] }\n  b: *nets\n");
-    assert_int_equal(config_find_origin(cfg, "b")->n_networks, 1);
-    config_free(cfg);
+}
+
+/* Anchors and aliases are refused where they stand, before anything is expanded: a
+ * 300-byte "billion laughs" (nine levels of nine aliases) used to be resolved into 9^9 nodes
+ * (gigabytes, minutes under the sanitizers). The alarm turns a regression into a failure
+ * rather than a stuck run; the RSS bound shows nothing was expanded. */
+static void test_anchors_and_aliases_refused(void **state)
+{
+    (void)state;
+    expect_error("origins:\n  a: &nets { networks: [10.0.0.0/8] }\n  b: *nets\n", 2, 6,
+                 "anchor \"&nets\": aliases are not supported in outrelay configuration");
+    expect_error("origins:\n  a: &nets { networks: [10.0.0.0/8] }\n  b: *nets\n", 3, 6,
+                 "alias \"*nets\": aliases are not supported in outrelay configuration");
+    expect_error("hostname: relay.example.com\nspool: &s /var/spool\n", 2, 8,
+                 "anchor \"&s\": aliases are not supported");
+    /* a merge key is not special: "<<" is just an unknown key */
+    expect_error("<<: { hostname: relay.example.com }\n", 1, 1, "\"<<\" is not a known key");
+
+    const char *src = getenv("OUTRELAY_SRC");
+    if (!src) skip();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/data/configs/alias-bomb.yaml", src);
+    struct config_errors errs;
+    alarm(30);
+    struct config *cfg = config_load(path, &errs);
+    alarm(0);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 11); /* ten anchors and aliases, then one line with the rest */
+    char prefix[4200];
+    snprintf(prefix, sizeof prefix, "%s:3:4: anchor \"&a\": aliases are not supported", path);
+    assert_memory_equal(errs.items[0], prefix, strlen(prefix));
+    snprintf(prefix, sizeof prefix, "%s:4:32: 71 more anchors and aliases", path);
+    assert_memory_equal(errs.items[10], prefix, strlen(prefix));
+    config_errors_free(&errs);
+    struct rusage ru;
+    assert_int_equal(getrusage(RUSAGE_SELF, &ru), 0);
+    assert_true(ru.ru_maxrss < 512 * 1024); /* KiB: nothing was expanded */
 }
 
 int main(void)
@@ -674,6 +708,7 @@ int main(void)
         cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_users_file_lines),
         cmocka_unit_test(test_allowed_oddities),
+        cmocka_unit_test(test_anchors_and_aliases_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
