@@ -50,6 +50,8 @@ test)
         ASAN_OPTIONS=verify_asan_link_order=0 faketime -f "$shift" \
             ctest --test-dir build-debug --output-on-failure -R '^unit/' || rc=1
     done
+    # Every parser of network input and the config loader, fuzzed 30 s each (fuzz/README.md).
+    fuzz/run.sh 30 || rc=1
     exit $rc
     ;;
 *)

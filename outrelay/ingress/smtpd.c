@@ -318,33 +318,45 @@ static char *from_domain(const char *v)
     return d;
 }
 
-static void header_finish(struct session *s)
+void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *env)
 {
-    if (s->header.len == 0) return;
-    const char *f = strbuf_str(&s->header);
+    if (field->len == 0) return;
+    const char *f = strbuf_str(field);
     const char *v;
     if ((v = header_value(f, "Received")))
-        s->received_headers++;
-    else if ((v = header_value(f, "Message-ID")) && !s->env->message_id)
-        s->env->message_id = unfold(v);
-    else if ((v = header_value(f, "From")) && !s->env->from_domain)
-        s->env->from_domain = from_domain(v);
-    strbuf_reset(&s->header);
+        (*received)++;
+    else if ((v = header_value(f, "Message-ID")) && !env->message_id)
+        env->message_id = unfold(v);
+    else if ((v = header_value(f, "From")) && !env->from_domain)
+        env->from_domain = from_domain(v);
+    strbuf_reset(field);
+}
+
+int smtpd_header_line(struct strbuf *field, const char *line, size_t len, int *received,
+                      struct envelope *env)
+{
+    if (len == 0) {
+        smtpd_header_finish(field, received, env);
+        return 0;
+    }
+    if (line[0] == ' ' || line[0] == '\t') {
+        if (field->len < 8192) strbuf_append(field, line, len);
+    } else {
+        smtpd_header_finish(field, received, env);
+        strbuf_append(field, line, len < 8192 ? len : 8192);
+    }
+    return 1;
+}
+
+static void header_finish(struct session *s)
+{
+    smtpd_header_finish(&s->header, &s->received_headers, s->env);
 }
 
 static void data_line(struct session *s, const char *line, size_t len)
 {
-    if (s->in_headers) {
-        if (len == 0) {
-            header_finish(s);
-            s->in_headers = 0;
-        } else if (line[0] == ' ' || line[0] == '\t') {
-            if (s->header.len < 8192) strbuf_append(&s->header, line, len);
-        } else {
-            header_finish(s);
-            strbuf_append(&s->header, line, len < 8192 ? len : 8192);
-        }
-    }
+    if (s->in_headers)
+        s->in_headers = smtpd_header_line(&s->header, line, len, &s->received_headers, s->env);
     s->data_bytes += (int64_t)len + 2;
     if (s->data_bytes > smtpd_cfg->max_message_size) {
         if (!s->data_error) s->data_error = "552 5.3.4 Message too big";

@@ -13,6 +13,9 @@
 #include "ingress/auth.h"
 #include "spool/spool.h"
 
+struct strbuf;
+struct envelope;
+
 /* Binds every listen address. server_ctx may be NULL (no STARTTLS). users may be NULL. */
 int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
                 struct auth_users *users, char *err, size_t errlen);
@@ -22,5 +25,16 @@ void smtpd_set_spool(struct spool *sp);
 void smtpd_stop(void);
 /* After the spool and workpool delivered their last callbacks: frees what is left. */
 void smtpd_release(void);
+
+/* The header block of a message as a session reads it, pure and callable from any thread (the
+ * session uses it; so does fuzz/fuzz_header.c). Feed each message line after data_parse_line,
+ * without its CRLF: smtpd_header_line adds a folded continuation to *field or completes the
+ * field held there and starts the next; it returns 0 at the empty line that ends the block, 1
+ * while headers go on. A completed field counts a Received: in *received and keeps the first
+ * Message-ID (unfolded) and the first From: domain (lower case) in env, malloc'd and freed with
+ * the envelope. smtpd_header_finish completes the last field when data ends inside the block. */
+int smtpd_header_line(struct strbuf *field, const char *line, size_t len, int *received,
+                      struct envelope *env);
+void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *env);
 
 #endif
