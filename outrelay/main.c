@@ -36,6 +36,7 @@
 #include "route/route.h"
 #include "sign/dkim.h"
 #include "sign/signer.h"
+#include "spool/envelope.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
 
@@ -275,6 +276,29 @@ static int ensure_dir(const char *path, uid_t uid, gid_t gid, int chown_it)
     return 0;
 }
 
+/* Spool recovery witness: every message the spool still holds brings back the records a crash
+ * lost (records/replay.c). Messages whose segments are already deleted need nothing: a segment
+ * is deleted only once the records emitted before its release are committed
+ * (spool_set_release_barrier), unless the records stayed stuck for the barrier's bounded wait. */
+struct replay_ctx {
+    struct records_replay *rp;
+    int failed;
+};
+
+static void replay_witness(void *arg, const struct spool_recovered *msg)
+{
+    struct replay_ctx *c = arg;
+    if (!c->rp || c->failed) return;
+    struct envelope *env = envelope_parse(msg->envelope, msg->envelope_len);
+    if (!env) return; /* the queue reports it */
+    char *final = xcalloc(env->n_rcpts + 1, 1);
+    int held, deleted;
+    spool_recovered_state(msg, env->n_rcpts, final, &held, &deleted);
+    if (records_replay_message(c->rp, env, final, deleted) < 0) c->failed = 1;
+    free(final);
+    envelope_free(env);
+}
+
 static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
 {
     if (!cfg->user) return 0;
@@ -394,9 +418,23 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err))) goto out;
+    spool_set_release_barrier(sp, records_barrier, records_barrier_passed);
     if (queue_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
     queue_started = 1;
+    char replay_err[512] = "";
+    struct replay_ctx replay = {records_replay_open(cfg->state, replay_err, sizeof replay_err), 0};
+    if (!replay.rp) log_error("outrelay: no replay of records from the spool: %s", replay_err);
+    spool_set_recovery_witness(sp, replay_witness, &replay);
     int recovered = queue_recover(err, sizeof err);
+    spool_set_recovery_witness(sp, NULL, NULL);
+    long replayed_messages, replayed_rows;
+    records_replay_close(replay.rp, &replayed_messages, &replayed_rows);
+    if (replayed_rows > 0)
+        log_info("records: %ld event%s of %ld message%s replayed from the spool (lost with the "
+                 "previous run)",
+                 replayed_rows, replayed_rows == 1 ? "" : "s", replayed_messages,
+                 replayed_messages == 1 ? "" : "s");
+    if (replay.failed) log_error("records: the replay from the spool stopped on a read error");
     if (recovered < 0) goto out;
     if (recovered > 0)
         log_info("outrelay: recovered %d message%s from the spool", recovered,

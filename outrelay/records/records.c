@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -381,13 +382,25 @@ void records_set_observer(void (*observer)(const struct record_event *ev))
     records_observer = observer;
 }
 
+static void records_enqueue(const struct record_event *ev, int64_t ts_us);
+
 void records_emit(const struct record_event *ev)
 {
     if (records_observer && ev) records_observer(ev);
     if (ev == NULL) return;
     records_log(ev);
+    records_enqueue(ev, clock_now_us());
+}
 
-    int64_t now = clock_now_us();
+void records_emit_at(const struct record_event *ev, int64_t ts_us)
+{
+    if (ev == NULL) return;
+    records_log(ev);
+    records_enqueue(ev, ts_us);
+}
+
+static void records_enqueue(const struct record_event *ev, int64_t now)
+{
     pthread_mutex_lock(&records_lock);
     if (!records_running || records_stopping) {
         pthread_mutex_unlock(&records_lock);
@@ -425,6 +438,22 @@ void records_emit(const struct record_event *ev)
     pthread_mutex_unlock(&records_lock);
 }
 
+uint64_t records_barrier(void)
+{
+    pthread_mutex_lock(&records_lock);
+    uint64_t seq = records_enqueued_seq;
+    pthread_mutex_unlock(&records_lock);
+    return seq;
+}
+
+int records_barrier_passed(uint64_t token)
+{
+    pthread_mutex_lock(&records_lock);
+    int passed = !records_running || records_done_seq >= token;
+    pthread_mutex_unlock(&records_lock);
+    return passed;
+}
+
 void records_flush(void)
 {
     pthread_mutex_lock(&records_lock);
@@ -458,10 +487,13 @@ static void records_bind_int(int index, int64_t value)
         sqlite3_bind_int64(records_insert, index, value);
 }
 
+static int records_last_rc; /* of the last records_step (writer thread) */
+
 static int records_step(sqlite3_stmt *stmt, const char *what)
 {
     int rc = sqlite3_step(stmt);
     sqlite3_reset(stmt);
+    records_last_rc = rc;
     if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
         records_log_sqlite(what);
         return -1;
@@ -510,27 +542,65 @@ static int records_insert_one(const struct record_node *node)
     return rc;
 }
 
-/* Writes up to RECORDS_BATCH_MAX rows from the front of list in one transaction, frees them,
- * and returns the rest of the list. *last_seq is the seq of the last row handled. */
-static struct record_node *records_write_batch(struct record_node *list, uint64_t *last_seq)
+/* A failure of the database rather than of one row: the transaction is gone or cannot commit. */
+static int records_failure_is_transient(int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_FULL || primary == SQLITE_IOERR || primary == SQLITE_BUSY ||
+           primary == SQLITE_LOCKED || primary == SQLITE_CANTOPEN || primary == SQLITE_NOMEM ||
+           sqlite3_get_autocommit(records_db);
+}
+
+/* Writes up to RECORDS_BATCH_MAX rows from the front of list in one transaction. On commit the
+ * rows are freed, *rest is what is left and *last_seq the seq of the last row: returns 0. When
+ * the transaction fails (disk full, I/O error) nothing is freed and -1 is returned: the rows are
+ * written again later, so a full disk delays records instead of losing them. */
+static int records_write_batch(struct record_node *list, struct record_node **rest,
+                               uint64_t *last_seq)
 {
     int count = 0, failed = 0;
-    int in_transaction = records_step(records_begin, "begin") == 0;
-    while (list != NULL && count < RECORDS_BATCH_MAX) {
-        struct record_node *node = list;
-        list = node->next;
-        if (records_insert_one(node) != 0) failed++;
-        *last_seq = node->seq;
-        free(node);
-        count++;
+    if (records_step(records_begin, "begin") != 0) return -1;
+    struct record_node *node = list, *last = NULL;
+    for (; node != NULL && count < RECORDS_BATCH_MAX; node = node->next, count++) {
+        last = node;
+        if (records_insert_one(node) == 0) continue;
+        if (records_failure_is_transient(records_last_rc)) {
+            if (!sqlite3_get_autocommit(records_db)) records_step(records_rollback, "rollback");
+            return -1;
+        }
+        failed++; /* this row only */
     }
-    if (in_transaction && records_step(records_commit, "commit") != 0) {
-        log_error("records: %d rows lost with the failed transaction", count - failed);
+    if (records_step(records_commit, "commit") != 0) {
         if (!sqlite3_get_autocommit(records_db)) records_step(records_rollback, "rollback");
-    } else if (failed > 0) {
-        log_error("records: %d of %d rows could not be inserted", failed, count);
+        return -1;
     }
-    return list;
+    if (failed > 0) log_error("records: %d of %d rows could not be inserted", failed, count);
+    *last_seq = last->seq;
+    *rest = node;
+    while (list != node) {
+        struct record_node *next = list->next;
+        free(list);
+        list = next;
+    }
+    return 0;
+}
+
+/* After a failed transaction: waits a second (or until told to stop). Returns 1 when the rows
+ * must be given up (stopping, and still failing after a few tries). */
+static int records_wait_after_failure(int failures)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_mutex_lock(&records_lock);
+    int stopping = records_stopping;
+    if (!stopping) pthread_cond_timedwait(&records_work, &records_lock, &ts);
+    pthread_mutex_unlock(&records_lock);
+    if (stopping) {
+        struct timespec pause = {0, 300 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return stopping && failures >= 5;
 }
 
 /* ---- retention ----------------------------------------------------------------------- */
@@ -594,9 +664,31 @@ static void *records_writer_main(void *arg)
         pthread_mutex_unlock(&records_lock);
 
         records_prune();
+        int failures = 0;
         while (list != NULL) {
             uint64_t last_seq = 0;
-            list = records_write_batch(list, &last_seq);
+            struct record_node *rest = NULL;
+            if (records_write_batch(list, &rest, &last_seq) != 0) {
+                if (failures++ == 0)
+                    log_error("records: rows not committed; kept in memory and tried again "
+                              "every second");
+                if (!records_wait_after_failure(failures)) continue;
+                size_t lost = 0;
+                for (; list != NULL; lost++) {
+                    struct record_node *next = list->next;
+                    last_seq = list->seq;
+                    free(list);
+                    list = next;
+                }
+                log_error("records: %zu rows lost at shutdown (the database still fails); "
+                          "the spool segments kept for them replay what they prove at the next "
+                          "start",
+                          lost);
+            } else {
+                list = rest;
+                if (failures) log_info("records: rows committed again");
+                failures = 0;
+            }
             pthread_mutex_lock(&records_lock);
             records_done_seq = last_seq;
             pthread_cond_broadcast(&records_committed);

@@ -60,6 +60,31 @@ int records_recent_deliveries(const char *state_dir, int64_t since_us,
                               void (*fn)(void *arg, const char *message_id, const char *recipient,
                                          int64_t ts_us),
                               void *arg);
+/* The same for a row whose time is known (replays): logged and queued with ts_us; the
+ * observer is not told (it counts live traffic). */
+void records_emit_at(const struct record_event *ev, int64_t ts_us);
+/* Durability barrier for the spool (spool_set_release_barrier): a token for every row queued so
+ * far, and whether all of them are committed (always true when records are not open). Any
+ * thread; never blocks on the database. */
+uint64_t records_barrier(void);
+int records_barrier_passed(uint64_t token);
+
+/* Replay at start (records/replay.c): the spool is the truth about what was accepted and what
+ * became final; rows lost with a crash (rows are committed asynchronously) are inserted again
+ * from it, marked "replayed from spool at start". Open after records_open, feed every recovered
+ * message, close. Loop thread, before the relay accepts mail. */
+struct records_replay;
+struct envelope;
+struct records_replay *records_replay_open(const char *state_dir, char *err, size_t errlen);
+/* final[i]: the spool mark of recipient i ('D' delivered, 'B' bounced, 'E' expired) or 0 while
+ * open; deleted: the operator deleted the message. Queues the rows records.db lacks: received
+ * (not for our own DSNs, which are never "received"), the final event of each final recipient,
+ * deleted. Returns the number of rows queued, or -1 when records.db could not be read. */
+int records_replay_message(struct records_replay *rp, const struct envelope *env, const char *final,
+                           int deleted);
+/* Frees rp; *messages and *rows (may be NULL): how many messages got rows, how many rows. */
+void records_replay_close(struct records_replay *rp, long *messages, long *rows);
+
 /* Waits until every queued row is committed. */
 void records_flush(void);
 /* Flushes and stops the writer; closes the database. */

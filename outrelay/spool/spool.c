@@ -1,7 +1,10 @@
 /* spool.c - durable queue as an append-only log with group commit; see spool.h.
  * Threads: the event loop calls spool_*; one commit thread owns the active segment's fd and is
  * the only writer. The two meet in `pending` (loop -> thread) and `completed` (thread -> loop),
- * both under `lock`; pin counts are under `lock` too. Recovery runs before the thread writes. */
+ * both under `lock`; pin counts and doomed segments are under `lock` too. Recovery runs before
+ * the thread writes. Disk full: a reserve preallocated past the end of the active segment keeps
+ * room for marks; while it cannot be renewed new messages are refused, marks are retried until
+ * they are durable, and a drained queue gives its segment back without a restart. */
 #include "spool/spool.h"
 
 #include <dirent.h>
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/hashmap.h"
@@ -22,6 +26,16 @@
 
 #define SPOOL_MAGIC 0x5053524fu       /* "ORSP" */
 #define SEGMENT_MAX_BYTES (64u << 20) /* OUTRELAY_SPOOL_SEGMENT_BYTES overrides (tests) */
+/* Once the queue has drained, a segment at least this big is rolled over so its space comes
+ * back (OUTRELAY_SPOOL_RECLAIM_BYTES overrides); when the disk was found full, any size is. */
+#define RECLAIM_MIN_BYTES (1u << 20)
+/* Preallocated past the end of the active segment so marks can still be written when the disk
+ * is full; while it cannot be renewed, messages are refused. OUTRELAY_SPOOL_RESERVE_BYTES. */
+#define RESERVE_BYTES (256u << 10)
+#define MARK_RETRY_US 250000 /* a mark that could not be written is tried again after this */
+/* How long a finished segment waits for the records of its messages to be committed before it
+ * is deleted anyway (the disk may be full of it). OUTRELAY_SPOOL_RECORDS_WAIT_MS overrides. */
+#define BARRIER_WAIT_US (30LL * 1000000)
 #define RECORD_MESSAGE 'M'
 #define RECORD_MARK 'K'
 
@@ -42,6 +56,7 @@ struct request {
     spool_done_cb cb;
     void *arg;
     int status;
+    int retry; /* a mark that failed: back to the queue instead of to its caller */
     char err[160];
     struct spool_loc loc;
 };
@@ -49,6 +64,15 @@ struct request {
 struct segment_pin {
     uint64_t id;
     long pins;
+};
+
+/* A segment nothing needs any more, kept until the records emitted before it was released are
+ * committed (the continuity proof: recovery replays records from the spool). */
+struct doomed_segment {
+    uint64_t id;
+    uint64_t token;
+    int64_t since_us; /* monotonic */
+    int warned;
 };
 
 struct spool {
@@ -71,9 +95,24 @@ struct spool {
     uint64_t active_size;
     uint64_t next_id;     /* first segment this run writes */
     uint64_t segment_max; /* rotate after this many bytes */
+    uint64_t reclaim_min; /* roll a drained segment over from this size */
+    uint64_t reserve;     /* bytes preallocated past the end; 0: not supported */
+    uint64_t reserved_end;
+    int space_short;       /* the reserve cannot be renewed: refuse messages */
+    struct request *retry; /* marks to write again, oldest first */
+    int64_t retry_at_us;   /* monotonic */
 
     struct segment_pin *pins; /* under lock */
     size_t n_pins;
+    struct doomed_segment *doomed; /* under lock, oldest first */
+    size_t n_doomed;
+    int reclaim_check; /* under lock: a pin count reached 0, look whether the queue drained */
+    uint64_t (*barrier_token)(void);
+    int (*barrier_passed)(uint64_t token);
+    int64_t barrier_wait_us;
+
+    spool_witness_fn witness;
+    void *witness_arg;
 };
 
 static uint32_t crc32_table[256];
@@ -102,6 +141,57 @@ static void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t 
     snprintf(buf, size, "%s/seg-%016" PRIx64 ".log", sp->dir, id);
 }
 
+static int64_t monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static uint64_t env_bytes(const char *name, uint64_t dflt)
+{
+    const char *v = getenv(name);
+    return v && atoll(v) >= 0 && *v ? (uint64_t)atoll(v) : dflt;
+}
+
+void spool_set_release_barrier(struct spool *sp, uint64_t (*token)(void),
+                               int (*passed)(uint64_t token))
+{
+    pthread_mutex_lock(&sp->lock);
+    sp->barrier_token = token;
+    sp->barrier_passed = passed;
+    pthread_mutex_unlock(&sp->lock);
+}
+
+void spool_set_recovery_witness(struct spool *sp, spool_witness_fn fn, void *arg)
+{
+    sp->witness = fn;
+    sp->witness_arg = arg;
+}
+
+size_t spool_recovered_state(const struct spool_recovered *msg, size_t n_rcpts, char *final,
+                             int *held, int *deleted)
+{
+    memset(final, 0, n_rcpts);
+    *held = *deleted = 0;
+    for (size_t i = 0; i < msg->n_marks; i++) {
+        char kind = msg->mark_kind[i];
+        uint32_t idx = msg->mark_rcpt[i];
+        if (kind == SPOOL_MARK_HELD)
+            *held = 1;
+        else if (kind == SPOOL_MARK_RELEASED)
+            *held = 0;
+        else if (kind == SPOOL_MARK_DELETED)
+            *deleted = 1;
+        else if (idx < n_rcpts)
+            final[idx] = kind;
+    }
+    size_t open = 0;
+    for (size_t i = 0; i < n_rcpts; i++)
+        open += final[i] == 0;
+    return open;
+}
+
 /* --- pins (under lock) ------------------------------------------------------------------ */
 /* Every segment on disk has an entry, pinned or not. Segments are deleted strictly oldest
  * first: a mark in segment N may finish a message stored in an older segment, so N must stay
@@ -117,22 +207,50 @@ static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
     return &sp->pins[sp->n_pins++];
 }
 
-/* Deletes the unpinned segments at the old end of the log. Called with lock held. */
+/* Deletes the doomed segments whose records are committed, oldest first; after the barrier
+ * wait they go anyway (a full disk must be able to drain). Called with lock held. */
+static void reap_doomed_locked(struct spool *sp)
+{
+    size_t k = 0;
+    int64_t now = sp->n_doomed ? monotonic_us() : 0;
+    for (; k < sp->n_doomed; k++) {
+        struct doomed_segment *d = &sp->doomed[k];
+        if (sp->barrier_passed && !sp->barrier_passed(d->token)) {
+            if (now - d->since_us < sp->barrier_wait_us) break;
+            if (!d->warned)
+                log_warn("spool: records not committed after %llds; segment %016" PRIx64
+                         " deleted anyway so the disk can drain (a crash now would leave its "
+                         "messages without their last events in records.db)",
+                         (long long)(sp->barrier_wait_us / 1000000), d->id);
+            d->warned = 1;
+        }
+        char path[4096];
+        segment_path(sp, d->id, path, sizeof path);
+        if (unlink(path) < 0 && errno != ENOENT)
+            log_warn("spool: cannot remove %s: %s", path, strerror(errno));
+    }
+    if (k) {
+        memmove(sp->doomed, sp->doomed + k, (sp->n_doomed - k) * sizeof *sp->doomed);
+        sp->n_doomed -= k;
+    }
+}
+
+/* Dooms the unpinned segments at the old end of the log. Called with lock held. */
 static void collect_segments_locked(struct spool *sp)
 {
     for (;;) {
         size_t oldest = SIZE_MAX;
         for (size_t i = 0; i < sp->n_pins; i++)
             if (oldest == SIZE_MAX || sp->pins[i].id < sp->pins[oldest].id) oldest = i;
-        if (oldest == SIZE_MAX) return;
+        if (oldest == SIZE_MAX) break;
         struct segment_pin *p = &sp->pins[oldest];
-        if (p->pins > 0 || p->id == sp->active_id) return;
-        char path[4096];
-        segment_path(sp, p->id, path, sizeof path);
-        if (unlink(path) < 0 && errno != ENOENT)
-            log_warn("spool: cannot remove %s: %s", path, strerror(errno));
+        if (p->pins > 0 || p->id == sp->active_id) break;
+        sp->doomed = xrealloc(sp->doomed, (sp->n_doomed + 1) * sizeof *sp->doomed);
+        sp->doomed[sp->n_doomed++] = (struct doomed_segment){
+            p->id, sp->barrier_token ? sp->barrier_token() : 0, monotonic_us(), 0};
         *p = sp->pins[--sp->n_pins];
     }
+    reap_doomed_locked(sp);
 }
 
 uint64_t spool_active_segment(struct spool *sp)
@@ -161,11 +279,44 @@ void spool_unpin(struct spool *sp, uint64_t segment)
     if (p && --p->pins <= 0) {
         p->pins = 0;
         collect_segments_locked(sp);
+        sp->reclaim_check = 1; /* the queue may have drained: the commit thread looks */
+        pthread_cond_signal(&sp->wake);
     }
     pthread_mutex_unlock(&sp->lock);
 }
 
 /* --- commit thread ----------------------------------------------------------------------- */
+
+static int is_space_error(int err)
+{
+    return err == ENOSPC || err == EDQUOT;
+}
+
+/* Keeps `reserve` bytes allocated past the end of the active segment (they stay invisible: the
+ * file size does not change), so the marks that finish messages fit when the disk is full.
+ * Renewed when half used; while it cannot be, space_short refuses new messages. */
+static void reserve_space(struct spool *sp)
+{
+    if (!sp->reserve) return;
+    if (!sp->space_short && sp->reserved_end >= sp->active_size + sp->reserve / 2) return;
+    if (fallocate(sp->active_fd, FALLOC_FL_KEEP_SIZE, (off_t)sp->active_size, (off_t)sp->reserve) ==
+        0) {
+        if (sp->space_short) log_info("spool: disk space is available again; accepting messages");
+        sp->space_short = 0;
+        sp->reserved_end = sp->active_size + sp->reserve;
+    } else if (is_space_error(errno)) {
+        if (!sp->space_short)
+            log_error("spool: %s: no room for a %llu KiB reserve; new messages are refused "
+                      "(4xx) until space is freed",
+                      sp->dir, (unsigned long long)(sp->reserve >> 10));
+        sp->space_short = 1;
+    } else {
+        log_warn("spool: %s: cannot preallocate (%s); no reserve for marks on a full disk", sp->dir,
+                 strerror(errno));
+        sp->reserve = 0;
+        sp->space_short = 0;
+    }
+}
 
 static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
 {
@@ -189,6 +340,8 @@ static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
     pin_find(sp, id, 1);
     pthread_mutex_unlock(&sp->lock);
     sp->active_size = 0;
+    sp->reserved_end = 0;
+    reserve_space(sp);
     return 0;
 }
 
@@ -196,10 +349,11 @@ static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
 static int rotate_segment(struct spool *sp, char *err, size_t errlen)
 {
     int old_fd = sp->active_fd;
-    uint64_t old_id = sp->active_id;
-    if (open_segment(sp, old_id + 1, err, errlen) < 0) return -1;
+    if (open_segment(sp, sp->active_id + 1, err, errlen) < 0) {
+        sp->active_fd = old_fd;
+        return -1;
+    }
     close(old_fd);
-    (void)old_id;
     pthread_mutex_lock(&sp->lock);
     collect_segments_locked(sp);
     pthread_mutex_unlock(&sp->lock);
@@ -227,19 +381,27 @@ static int write_all(int fd, struct iovec *iov, int n)
     return 0;
 }
 
-static void write_batch(struct spool *sp, struct request *batch)
+/* Writes a batch and fdatasyncs once. Nothing of a failed batch is acknowledged; its marks are
+ * flagged `retry` (unless final) so they go back to the queue: a delivered mark that is not
+ * durable would bring the message back after a restart. While space_short, messages are refused
+ * without a write and marks go into the reserve. */
+static void write_batch(struct spool *sp, struct request *batch, int final)
 {
     char err[160] = "";
-    int failed = 0;
-    uint64_t batch_start = sp->active_size;
+    int failed = 0, failed_errno = 0, wrote = 0;
 
-    for (struct request *r = batch; r; r = r->next) {
-        if (sp->active_size > sp->segment_max && r == batch) {
-            if (rotate_segment(sp, err, sizeof err) < 0) {
-                failed = 1;
-                break;
-            }
-            batch_start = 0;
+    reserve_space(sp); /* renews it, or finds out that space came back */
+    if (sp->active_size > sp->segment_max && rotate_segment(sp, err, sizeof err) < 0) {
+        failed = 1;
+        failed_errno = errno;
+    }
+    uint64_t batch_start = sp->active_size;
+    for (struct request *r = batch; r && !failed; r = r->next) {
+        r->status = 0;
+        if (r->type == RECORD_MESSAGE && sp->space_short) {
+            r->status = -1;
+            snprintf(r->err, sizeof r->err, "spool: the disk is full");
+            continue;
         }
         struct record_header h = {SPOOL_MAGIC,
                                   r->type,
@@ -248,31 +410,81 @@ static void write_batch(struct spool *sp, struct request *batch)
                                   crc32_of(r->payload, r->payload_len)};
         struct iovec iov[2] = {{&h, sizeof h}, {r->payload, r->payload_len}};
         if (write_all(sp->active_fd, iov, 2) < 0) {
+            failed_errno = errno;
             snprintf(err, sizeof err, "spool write: %s", strerror(errno));
             failed = 1;
             break;
         }
+        wrote = 1;
         r->loc.segment = sp->active_id;
         r->loc.offset = sp->active_size + sizeof h + r->data_skip;
         r->loc.length = r->payload_len - r->data_skip;
         sp->active_size += sizeof h + r->payload_len;
     }
-    if (!failed && fdatasync(sp->active_fd) < 0) {
+    if (!failed && wrote && fdatasync(sp->active_fd) < 0) {
+        failed_errno = errno;
         snprintf(err, sizeof err, "spool fdatasync: %s", strerror(errno));
         failed = 1;
     }
     if (failed) {
-        /* Nothing of this batch is acknowledged; cut it off so the log stays parseable. */
+        /* Cut the batch off so the log stays parseable (this also frees the reserve past it). */
         if (ftruncate(sp->active_fd, (off_t)batch_start) == 0) sp->active_size = batch_start;
+        sp->reserved_end = 0;
+        if (is_space_error(failed_errno)) sp->space_short = 1;
+        reserve_space(sp);
         log_error("spool: %s", err);
     }
     pthread_mutex_lock(&sp->lock);
     for (struct request *r = batch; r; r = r->next) {
+        if (!failed && r->status < 0) continue; /* refused above */
         r->status = failed ? -1 : 0;
         snprintf(r->err, sizeof r->err, "%s", err);
+        if (failed && r->type == RECORD_MARK && !final) r->retry = 1;
         if (!failed) pin_find(sp, r->loc.segment, 1)->pins++;
     }
     pthread_mutex_unlock(&sp->lock);
+}
+
+/* When every message is final (only the active segment is left and nothing pins it), the active
+ * segment is rolled over so it can be deleted: the space comes back without a restart. */
+static void reclaim_if_drained(struct spool *sp)
+{
+    if (sp->active_size == 0) return;
+    if (sp->active_size < sp->reclaim_min && !sp->space_short) return;
+    pthread_mutex_lock(&sp->lock);
+    struct segment_pin *a = pin_find(sp, sp->active_id, 0);
+    int drained = sp->n_pins == 1 && a && a->pins == 0;
+    pthread_mutex_unlock(&sp->lock);
+    /* Only this thread adds pins, so "drained" cannot change before the rotation. */
+    if (!drained) return;
+    uint64_t old_id = sp->active_id, old_size = sp->active_size;
+    char err[160];
+    if (rotate_segment(sp, err, sizeof err) < 0) {
+        log_warn("spool: the queue drained but segment %016" PRIx64 " cannot be rolled over: %s",
+                 old_id, err);
+        return;
+    }
+    log_info("spool: the queue drained; segment %016" PRIx64 " (%llu bytes) released", old_id,
+             (unsigned long long)old_size);
+}
+
+static void wait_for_work_locked(struct spool *sp)
+{
+    for (;;) {
+        reap_doomed_locked(sp);
+        int64_t now = monotonic_us();
+        if (sp->stopping || sp->pending || sp->reclaim_check) return;
+        if (sp->retry && now >= sp->retry_at_us) return;
+        int64_t until = -1;
+        if (sp->retry) until = sp->retry_at_us;
+        if (sp->n_doomed && (until < 0 || now + 200000 < until)) until = now + 200000;
+        if (until < 0) {
+            pthread_cond_wait(&sp->wake, &sp->lock);
+        } else {
+            struct timespec ts = {(time_t)(until / 1000000), (long)(until % 1000000) * 1000};
+            pthread_cond_timedwait(&sp->wake, &sp->lock, &ts);
+        }
+    }
 }
 
 static void *commit_thread(void *arg)
@@ -280,21 +492,52 @@ static void *commit_thread(void *arg)
     struct spool *sp = arg;
     for (;;) {
         pthread_mutex_lock(&sp->lock);
-        while (!sp->pending && !sp->stopping)
-            pthread_cond_wait(&sp->wake, &sp->lock);
+        wait_for_work_locked(sp);
         struct request *batch = sp->pending;
         sp->pending = NULL;
         sp->pending_tail = &sp->pending;
         int stopping = sp->stopping;
+        sp->reclaim_check = 0;
         pthread_mutex_unlock(&sp->lock);
-        if (!batch && stopping) break;
-        write_batch(sp, batch);
+        if (sp->retry && (stopping || batch || monotonic_us() >= sp->retry_at_us)) {
+            /* marks that failed before go first, with any batch: they are older than anything
+             * pending, and a hold must not overtake its release */
+            struct request *last = sp->retry;
+            while (last->next)
+                last = last->next;
+            last->next = batch;
+            batch = sp->retry;
+            sp->retry = NULL;
+        }
+        if (!batch) {
+            if (stopping && !sp->retry) break;
+            reclaim_if_drained(sp);
+            continue;
+        }
+        write_batch(sp, batch, stopping);
+        /* split: the marks to try again stay here, everything else goes to its caller */
+        struct request *done = NULL, **done_tail = &done, **retry_tail = &sp->retry;
+        while (batch) {
+            struct request *r = batch;
+            batch = r->next;
+            r->next = NULL;
+            if (r->retry) {
+                r->retry = 0;
+                *retry_tail = r;
+                retry_tail = &r->next;
+            } else {
+                *done_tail = r;
+                done_tail = &r->next;
+            }
+        }
+        if (sp->retry)
+            sp->retry_at_us = monotonic_us() + MARK_RETRY_US;
+        else
+            reclaim_if_drained(sp);
+        if (!done) continue;
         pthread_mutex_lock(&sp->lock);
-        struct request *last = batch;
-        while (last->next)
-            last = last->next;
-        *sp->completed_tail = batch;
-        sp->completed_tail = &last->next;
+        *sp->completed_tail = done;
+        sp->completed_tail = done_tail;
         pthread_mutex_unlock(&sp->lock);
         event_active(sp->completed_ev, EV_READ, 0);
     }
@@ -442,12 +685,20 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
     sp->dir = xstrdup(dir);
     const char *max = getenv("OUTRELAY_SPOOL_SEGMENT_BYTES");
     sp->segment_max = max && atoll(max) > 0 ? (uint64_t)atoll(max) : SEGMENT_MAX_BYTES;
+    sp->reclaim_min = env_bytes("OUTRELAY_SPOOL_RECLAIM_BYTES", RECLAIM_MIN_BYTES);
+    sp->reserve = env_bytes("OUTRELAY_SPOOL_RESERVE_BYTES", RESERVE_BYTES);
+    const char *wait = getenv("OUTRELAY_SPOOL_RECORDS_WAIT_MS");
+    sp->barrier_wait_us = wait && *wait ? atoll(wait) * 1000 : BARRIER_WAIT_US;
     sp->base = base;
     sp->active_fd = -1;
     sp->pending_tail = &sp->pending;
     sp->completed_tail = &sp->completed;
     pthread_mutex_init(&sp->lock, NULL);
-    pthread_cond_init(&sp->wake, NULL);
+    pthread_condattr_t attr; /* timed waits (mark retries, doomed segments) on CLOCK_MONOTONIC */
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&sp->wake, &attr);
+    pthread_condattr_destroy(&attr);
     sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sp->dirfd < 0) {
         snprintf(err, errlen, "cannot open spool directory %s: %s", dir, strerror(errno));
@@ -492,6 +743,10 @@ void spool_close(struct spool *sp)
     }
     if (sp->active_fd >= 0) close(sp->active_fd);
     if (sp->dirfd >= 0) close(sp->dirfd);
+    pthread_mutex_lock(&sp->lock);
+    reap_doomed_locked(sp); /* the rest waits for the records: the next start replays them */
+    pthread_mutex_unlock(&sp->lock);
+    free(sp->doomed);
     if (sp->completed_ev) event_free(sp->completed_ev);
     pthread_mutex_destroy(&sp->lock);
     pthread_cond_destroy(&sp->wake);
@@ -667,6 +922,7 @@ int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, s
                 pin_find(sp, f->pins[p], 1)->pins++;
             struct spool_recovered r = {f->envelope,  f->envelope_len, f->loc,  f->mark_rcpt,
                                         f->mark_kind, f->n_marks,      f->pins, f->n_pins};
+            if (sp->witness) sp->witness(sp->witness_arg, &r);
             if (fn(arg, &r)) {
                 kept++;
             } else {

@@ -2,7 +2,10 @@
  * Messages and per-recipient marks are appended to log segments (<spool>/seg-N.log) by one
  * commit thread that writes a whole batch and then fdatasyncs once (group commit): every
  * caller whose record is in the batch is told "durable" together. A message may be answered
- * 250 only from its commit callback. A segment is deleted when no live message pins it.
+ * 250 only from its commit callback. A segment is deleted when no live message pins it (and,
+ * with a release barrier, once the records of its messages are committed). A failed mark is
+ * retried until it is durable; on a full disk messages are refused, and when the queue drains
+ * the active segment is rolled over so its space comes back without a restart.
  * Callbacks run on the event loop thread; spool_* calls are made from that thread only. */
 #ifndef OUTRELAY_SPOOL_H
 #define OUTRELAY_SPOOL_H
@@ -76,5 +79,20 @@ struct spool_recovered {
 typedef int (*spool_recover_fn)(void *arg, const struct spool_recovered *msg);
 /* Returns the number of messages recovered, or -1 on an unreadable spool. */
 int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen);
+
+/* Called by spool_recover for every message found, final or not, before fn (records replay the
+ * events the spool proves). Set before spool_recover. */
+typedef void (*spool_witness_fn)(void *arg, const struct spool_recovered *msg);
+void spool_set_recovery_witness(struct spool *sp, spool_witness_fn fn, void *arg);
+/* A segment no message needs is deleted only once passed(token) holds for the token taken when
+ * it was released (records: every event emitted before is committed), or after a bounded wait.
+ * Both are called with the spool's lock held from either thread: they must not call spool_*. */
+void spool_set_release_barrier(struct spool *sp, uint64_t (*token)(void),
+                               int (*passed)(uint64_t token));
+/* What a recovered message's marks say: final[i] is the mark ('D', 'B', 'E') of recipient i or
+ * 0 while it is open (final has n_rcpts bytes); *held, *deleted (operator marks). Returns the
+ * number of open recipients. Pure. */
+size_t spool_recovered_state(const struct spool_recovered *msg, size_t n_rcpts, char *final,
+                             int *held, int *deleted);
 
 #endif

@@ -668,6 +668,129 @@ static void test_final_message_stays_final(void **state)
         msg_free(&m[i]);
 }
 
+/* The marks of a recovered message, folded: the last hold/release wins, deletion sticks,
+ * final marks per recipient; out-of-range recipients are ignored. */
+static void test_recovered_state(void **state)
+{
+    (void)state;
+    uint32_t rcpt[] = {1, SPOOL_ALL_RCPTS, 0, SPOOL_ALL_RCPTS, 7};
+    char kind[] = {SPOOL_MARK_DELIVERED, SPOOL_MARK_HELD, SPOOL_MARK_BOUNCED, SPOOL_MARK_RELEASED,
+                   SPOOL_MARK_EXPIRED};
+    struct spool_recovered r = {.mark_rcpt = rcpt, .mark_kind = kind, .n_marks = 5};
+    char final[3];
+    int held = -1, deleted = -1;
+    assert_int_equal(spool_recovered_state(&r, 3, final, &held, &deleted), 1);
+    assert_int_equal(final[0], 'B');
+    assert_int_equal(final[1], 'D');
+    assert_int_equal(final[2], 0);
+    assert_int_equal(held, 0);
+    assert_int_equal(deleted, 0);
+    uint32_t rcpt2[] = {SPOOL_ALL_RCPTS, SPOOL_ALL_RCPTS};
+    char kind2[] = {SPOOL_MARK_HELD, SPOOL_MARK_DELETED};
+    struct spool_recovered r2 = {.mark_rcpt = rcpt2, .mark_kind = kind2, .n_marks = 2};
+    assert_int_equal(spool_recovered_state(&r2, 3, final, &held, &deleted), 3);
+    assert_int_equal(held, 1);
+    assert_int_equal(deleted, 1);
+}
+
+/* The release barrier of the test: segments wait while barrier_open is 0. */
+static int barrier_open;
+static uint64_t barrier_tokens;
+static uint64_t test_barrier_token(void)
+{
+    return ++barrier_tokens;
+}
+static int test_barrier_passed(uint64_t token)
+{
+    (void)token;
+    return barrier_open;
+}
+
+static int witnessed;
+static void count_witness(void *arg, const struct spool_recovered *msg)
+{
+    (void)arg;
+    (void)msg;
+    witnessed++;
+}
+
+static void spin(struct fixture *f, int rounds)
+{
+    for (int i = 0; i < rounds; i++) {
+        event_base_loop(f->base, EVLOOP_ONCE);
+        usleep(1000);
+    }
+}
+
+/* When the queue drains, the active segment is rolled over and deleted without a restart (the
+ * disk space comes back), but only once the release barrier (records committed) has passed. */
+static void test_drained_segment_released_after_barrier(void **state)
+{
+    struct fixture *f = *state;
+    struct recovery rec;
+    struct msg m;
+    msg_init(&m, "DRAIN1", 1, 5000, 80);
+    setenv("OUTRELAY_SPOOL_RECLAIM_BYTES", "0", 1);
+    barrier_open = 0;
+    callbacks_fired = 0;
+    reopen(f);
+    spool_set_release_barrier(f->sp, test_barrier_token, test_barrier_passed);
+    assert_int_equal(recover(f, &rec), 0);
+    uint64_t seg = spool_active_segment(f->sp);
+    submit_msg(f, &m);
+    run_until(f, 1);
+    assert_stored(&m.stored);
+    submit_mark(f, &m, 0, SPOOL_MARK_DELIVERED);
+    run_until(f, 2);
+    assert_int_equal(m.mark_done[0].loc.segment, seg);
+    spool_unpin(f->sp, m.stored.loc.segment);
+    spin(f, 50);
+    assert_true(segment_exists(f, seg)); /* still pinned by the mark */
+    spool_unpin(f->sp, m.mark_done[0].loc.segment);
+    spin(f, 100);
+    assert_int_not_equal(spool_active_segment(f->sp), seg); /* rolled over */
+    assert_true(segment_exists(f, seg));                    /* the records are not committed */
+    barrier_open = 1;
+    spin(f, 100);
+    assert_false(segment_exists(f, seg));
+
+    /* the witness sees final messages too (records replay them); here none is left */
+    reopen(f);
+    witnessed = 0;
+    spool_set_recovery_witness(f->sp, count_witness, NULL);
+    assert_int_equal(recover(f, &rec), 0);
+    assert_int_equal(witnessed, 0);
+    unsetenv("OUTRELAY_SPOOL_RECLAIM_BYTES");
+    msg_free(&m);
+}
+
+/* A final message whose segment is still on disk is shown to the witness, though the queue
+ * drops it. */
+static void test_witness_sees_final_messages(void **state)
+{
+    struct fixture *f = *state;
+    struct recovery rec;
+    struct msg m[2];
+    msg_init(&m[0], "W0DONE", 1, 100, 90);
+    msg_init(&m[1], "W1LIVE", 2, 100, 91);
+    callbacks_fired = 0;
+    reopen(f);
+    assert_int_equal(recover(f, &rec), 0);
+    submit_msg(f, &m[0]);
+    submit_msg(f, &m[1]);
+    run_until(f, 2);
+    submit_mark(f, &m[0], 0, SPOOL_MARK_DELIVERED);
+    submit_mark(f, &m[1], 1, SPOOL_MARK_BOUNCED);
+    run_until(f, 4);
+    reopen(f); /* like kill -9: nothing was unpinned */
+    witnessed = 0;
+    spool_set_recovery_witness(f->sp, count_witness, NULL);
+    assert_int_equal(recover(f, &rec), 1);
+    assert_int_equal(witnessed, 2);
+    for (int i = 0; i < 2; i++)
+        msg_free(&m[i]);
+}
+
 /* A stray file whose name merely starts like a segment is not a segment. */
 static void test_stray_segment_names_ignored(void **state)
 {
@@ -724,6 +847,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_messages_group_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_final_message_stays_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stray_segment_names_ignored, setup, teardown),
+        cmocka_unit_test(test_recovered_state),
+        cmocka_unit_test_setup_teardown(test_drained_segment_released_after_barrier, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_witness_sees_final_messages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

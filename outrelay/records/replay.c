@@ -1,0 +1,173 @@
+/* replay.c - puts back into records.db what a crash took away. Rows are committed by a writer
+ * thread in batches, so kill -9 loses the last ones; the spool, written before every 250 and
+ * every final mark, still proves them. At start, for every message the spool recovered, the
+ * rows records.db lacks (received, delivered/bounced/expired, deleted) are queued again with
+ * detail "replayed from spool at start". Reads records.db on its own read-only connection;
+ * writes only through records_emit_at. Called by main() during spool recovery (loop thread). */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/strbuf.h"
+#include "common/util.h"
+#include "records/records.h"
+#include "spool/envelope.h"
+
+#define REPLAY_DETAIL "replayed from spool at start"
+
+struct records_replay {
+    sqlite3 *db;
+    sqlite3_stmt *known; /* the events of one queue id that prove something */
+    long messages, rows;
+};
+
+struct records_replay *records_replay_open(const char *state_dir, char *err, size_t errlen)
+{
+    struct strbuf path = STRBUF_INIT;
+    strbuf_printf(&path, "%s/records.db", state_dir);
+    struct records_replay *rp = xcalloc(1, sizeof *rp);
+    if (sqlite3_open_v2(strbuf_str(&path), &rp->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_busy_timeout(rp->db, 5000) != SQLITE_OK ||
+        sqlite3_prepare_v2(rp->db,
+                           "SELECT event, recipient FROM events WHERE queue_id = ?1 AND event IN "
+                           "('received', 'delivered', 'bounced', 'expired', 'suppressed', "
+                           "'deleted')",
+                           -1, &rp->known, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "records: replay: %s: %s", strbuf_str(&path),
+                 rp->db ? sqlite3_errmsg(rp->db) : "cannot open");
+        records_replay_close(rp, NULL, NULL);
+        rp = NULL;
+    }
+    strbuf_free(&path);
+    return rp;
+}
+
+void records_replay_close(struct records_replay *rp, long *messages, long *rows)
+{
+    if (messages) *messages = rp ? rp->messages : 0;
+    if (rows) *rows = rp ? rp->rows : 0;
+    if (!rp) return;
+    sqlite3_finalize(rp->known);
+    sqlite3_close(rp->db);
+    free(rp);
+}
+
+static const char *replay_event_of(char mark)
+{
+    switch (mark) {
+    case 'D':
+        return "delivered";
+    case 'B':
+        return "bounced";
+    case 'E':
+        return "expired";
+    default:
+        return NULL;
+    }
+}
+
+/* What records.db already holds for one message. */
+struct replay_known {
+    int received, deleted;
+    char **final_rcpts; /* recipients with a final event (or a suppression) */
+    size_t n_final;
+};
+
+static int replay_known_has(const struct replay_known *k, const char *rcpt)
+{
+    for (size_t i = 0; i < k->n_final; i++)
+        if (strcmp(k->final_rcpts[i], rcpt) == 0) return 1;
+    return 0;
+}
+
+static int replay_load(struct records_replay *rp, const char *queue_id, struct replay_known *k)
+{
+    memset(k, 0, sizeof *k);
+    sqlite3_reset(rp->known);
+    sqlite3_bind_text(rp->known, 1, queue_id, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(rp->known)) == SQLITE_ROW) {
+        const char *event = (const char *)sqlite3_column_text(rp->known, 0);
+        const char *rcpt = (const char *)sqlite3_column_text(rp->known, 1);
+        if (!event) continue;
+        if (strcmp(event, "received") == 0) {
+            k->received = 1;
+        } else if (strcmp(event, "deleted") == 0) {
+            k->deleted = 1;
+        } else if (rcpt) {
+            k->final_rcpts = xrealloc(k->final_rcpts, (k->n_final + 1) * sizeof *k->final_rcpts);
+            k->final_rcpts[k->n_final++] = xstrdup(rcpt);
+        }
+    }
+    sqlite3_reset(rp->known);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+static void replay_known_free(struct replay_known *k)
+{
+    for (size_t i = 0; i < k->n_final; i++)
+        free(k->final_rcpts[i]);
+    free(k->final_rcpts);
+}
+
+int records_replay_message(struct records_replay *rp, const struct envelope *env, const char *final,
+                           int deleted)
+{
+    struct replay_known k;
+    if (replay_load(rp, env->queue_id, &k) < 0) {
+        log_error("records: replay: %s: %s", env->queue_id, sqlite3_errmsg(rp->db));
+        replay_known_free(&k);
+        return -1;
+    }
+    int64_t now = clock_now_us();
+    int64_t arrival = env->arrival_us ? env->arrival_us : env->arrival * 1000000;
+    int rows = 0;
+    struct record_event base = {.queue_id = env->queue_id,
+                                .message_id = env->message_id,
+                                .origin = env->origin,
+                                .client_addr = env->client_addr,
+                                .sender = env->sender,
+                                .from_domain = env->from_domain};
+    /* Our own DSNs are accepted by queue_send_dsn, which records "dsn" on the bounced message,
+     * never "received": a replayed "received" would count them as accepted mail. */
+    if (!k.received && strcmp(env->origin ? env->origin : "", "dsn") != 0) {
+        char detail[96];
+        snprintf(detail, sizeof detail, "nrcpt=%zu; " REPLAY_DETAIL, env->n_rcpts);
+        struct record_event ev = base;
+        ev.event = "received";
+        ev.size = env->size;
+        ev.detail = detail;
+        records_emit_at(&ev, arrival); /* the spool knows when it was accepted */
+        rows++;
+    }
+    for (size_t i = 0; i < env->n_rcpts; i++) {
+        const char *event = replay_event_of(final[i]);
+        if (!event || replay_known_has(&k, env->rcpts[i].address)) continue;
+        /* The mark proves the outcome, not its time or the remote reply: the row carries the
+         * time of the replay and says so. */
+        struct record_event ev = base;
+        ev.event = event;
+        ev.recipient = env->rcpts[i].address;
+        ev.detail = final[i] == 'D' ? REPLAY_DETAIL " (spool mark D: delivered, or suppressed "
+                                                    "as a duplicate; time and reply not recorded)"
+                                    : REPLAY_DETAIL " (time and reply not recorded)";
+        records_emit_at(&ev, now);
+        rows++;
+    }
+    if (deleted && !k.deleted) {
+        struct record_event ev = base;
+        ev.event = "deleted";
+        ev.detail = REPLAY_DETAIL;
+        records_emit_at(&ev, now);
+        rows++;
+    }
+    replay_known_free(&k);
+    if (rows) {
+        rp->messages++;
+        rp->rows += rows;
+    }
+    return rows;
+}
