@@ -7,35 +7,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "check/dmarc.h"
 #include "check/orgdomain.h"
 #include "check/spf.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
-/* The value of tag `name` in a "k=v; k=v" record, whitespace removed; "" if absent. */
-static void tag_value(const char *record, const char *name, char *out, size_t size)
-{
-    size_t n = strlen(name), o = 0;
-    out[0] = '\0';
-    for (const char *p = record; *p;) {
-        while (*p == ' ' || *p == '\t' || *p == ';')
-            p++;
-        if (!strncasecmp(p, name, n) && (p[n] == '=' || p[n] == ' ')) {
-            const char *v = strchr(p, '=');
-            if (!v) return;
-            for (v++; *v && *v != ';' && o + 1 < size; v++)
-                if (!isspace((unsigned char)*v)) out[o++] = *v;
-            out[o] = '\0';
-            return;
-        }
-        while (*p && *p != ';')
-            p++;
-    }
-}
-
 static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
 {
-    char name[400], p[4096];
+    char name[400];
     snprintf(name, sizeof name, "%s._domainkey.%s", k->selector, k->domain);
     strbuf_printf(out, "  DKIM %s (%s, %d bits):\n", name,
                   k->algorithm == DKIM_ALG_RSA_SHA256 ? "rsa" : "ed25519", k->bits);
@@ -49,16 +29,16 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
         strbuf_puts(out, "    MISSING: nothing is published; add:\n");
         problem = 1;
     } else {
-        int found = 0;
-        for (size_t i = 0; i < a.n; i++) {
-            tag_value(a.txt[i], "p", p, sizeof p);
-            if (!strcmp(p, k->public_b64)) found = 1;
-        }
-        if (found) {
-            strbuf_puts(out, "    ok: the published key matches ours\n");
+        /* judged as receivers judge it: tags, syntax, hash and service limits, our key */
+        char detail[400];
+        const char *alg = k->algorithm == DKIM_ALG_RSA_SHA256 ? "rsa-sha256" : "ed25519-sha256";
+        if (dmarc_key_check(a.txt, a.n, name, alg, k->public_b64, NULL, k->domain, detail,
+                            sizeof detail)) {
+            strbuf_printf(out, "    ok: the published key matches ours (%s)\n", detail);
         } else {
-            strbuf_puts(out, "    WRONG: the published key is not ours (stale or another key); "
-                             "replace it with:\n");
+            strbuf_printf(out, "    WRONG: %s; receivers will not verify our signatures. "
+                               "Replace it with:\n",
+                          detail);
             problem = 1;
         }
     }

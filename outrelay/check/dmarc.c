@@ -292,11 +292,64 @@ static const char *policy_word(char p)
 /* ---------------------------------------------------------------------------------------------
  * DKIM key records */
 
-int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out)
+/* tag-name = ALPHA *ALNUMPUNC (RFC 6376 3.2) */
+static int valid_tag_name(const char *name, size_t len)
 {
+    if (len == 0 || !isalpha((unsigned char)name[0])) return 0;
+    for (size_t i = 1; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && name[i] != '_') return 0;
+    return 1;
+}
+
+/* tag-value: tval (%x21-3A / %x3C-7E) separated by folding white space. */
+static int valid_tag_value(const char *val, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)val[i];
+        if (!is_space((char)c) && (c < 0x21 || c > 0x7e || c == ';')) return 0;
+    }
+    return 1;
+}
+
+/* Copies a value without its white space; -1 when it does not fit. */
+static int copy_compact(const char *val, size_t len, char *out, size_t size)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (is_space(val[i])) continue;
+        if (o + 1 >= size) return -1;
+        out[o++] = val[i];
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+/* Is `item` one of the colon-separated entries of `list` (case-insensitive)? */
+static int list_has(const char *list, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncasecmp(p, item, n) == 0) return 1;
+        if (!end) break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+#define KEY_MAX_TAGS 32
+
+int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out, const char **why)
+{
+    const char *dummy;
+    if (!why) why = &dummy;
+    *why = NULL;
     memset(out, 0, sizeof *out);
     snprintf(out->key_type, sizeof out->key_type, "rsa");
-    int seen_p = 0, seen_k = 0, seen_v = 0, first = 1;
+    char seen[KEY_MAX_TAGS][16];
+    size_t n_seen = 0;
+    int first = 1, seen_p = 0;
     const char *s = txt;
     while (*s) {
         const char *end = strchr(s, ';');
@@ -306,7 +359,10 @@ int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out)
         s = end ? end + 1 : s + len;
         if (spec >= spec_end) continue; /* empty tag-spec, e.g. a trailing ";" */
         const char *eq = memchr(spec, '=', (size_t)(spec_end - spec));
-        if (!eq) return -1;
+        if (!eq) {
+            *why = "a tag without '='";
+            return -1;
+        }
         const char *name_end = eq;
         while (name_end > spec && is_space(name_end[-1]))
             name_end--;
@@ -316,68 +372,131 @@ int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out)
         while (val_end > val && is_space(val_end[-1]))
             val_end--;
         size_t val_len = val_end > val ? (size_t)(val_end - val) : 0;
-        if (name_len == 0) return -1;
-        if (name_len == 1 && spec[0] == 'v') {
-            /* RFC 6376 3.6.1: if present, first and "DKIM1". */
-            if (seen_v++ || !first || val_len != 5 || strncmp(val, "DKIM1", 5) != 0) return -1;
-        } else if (name_len == 1 && spec[0] == 'k') {
-            if (seen_k++ || val_len == 0 || val_len >= sizeof out->key_type) return -1;
-            memcpy(out->key_type, val, val_len);
-            out->key_type[val_len] = '\0';
-        } else if (name_len == 1 && spec[0] == 'p') {
-            if (seen_p++) return -1;
-            size_t o = 0;
-            for (size_t i = 0; i < val_len; i++) {
-                if (is_space(val[i])) continue;
-                if (o + 1 >= sizeof out->public_b64) return -1;
-                out->public_b64[o++] = val[i];
-            }
-            out->public_b64[o] = '\0';
+        if (!valid_tag_name(spec, name_len) || name_len >= sizeof seen[0]) {
+            *why = "a malformed tag name";
+            return -1;
         }
+        if (!valid_tag_value(val, val_len)) {
+            *why = "a tag value with characters the syntax does not allow";
+            return -1;
+        }
+        for (size_t i = 0; i < n_seen; i++) {
+            if (strlen(seen[i]) == name_len && strncmp(seen[i], spec, name_len) == 0) {
+                *why = "a tag appears twice (the whole record is invalid)";
+                return -1;
+            }
+        }
+        if (n_seen < KEY_MAX_TAGS) {
+            memcpy(seen[n_seen], spec, name_len);
+            seen[n_seen++][name_len] = '\0';
+        }
+        char tag = name_len == 1 ? spec[0] : '\0';
+        if (tag == 'v') {
+            /* RFC 6376 3.6.1: if present, first and "DKIM1". */
+            if (!first || val_len != 5 || strncmp(val, "DKIM1", 5) != 0) {
+                *why = "v= is not first or not DKIM1";
+                return -1;
+            }
+        } else if (tag == 'k') {
+            if (val_len == 0 || copy_compact(val, val_len, out->key_type, sizeof out->key_type)) {
+                *why = "a malformed k=";
+                return -1;
+            }
+        } else if (tag == 'p') {
+            seen_p = 1;
+            if (copy_compact(val, val_len, out->public_b64, sizeof out->public_b64) < 0) {
+                *why = "a p= longer than any key we could have made";
+                return -1;
+            }
+        } else if (tag == 'h') {
+            if (copy_compact(val, val_len, out->hashes, sizeof out->hashes) < 0) {
+                *why = "an h= too long";
+                return -1;
+            }
+        } else if (tag == 's') {
+            if (copy_compact(val, val_len, out->services, sizeof out->services) < 0) {
+                *why = "an s= too long";
+                return -1;
+            }
+        } else if (tag == 't') {
+            char flags[64];
+            if (copy_compact(val, val_len, flags, sizeof flags) < 0) {
+                *why = "a t= too long";
+                return -1;
+            }
+            out->testing = list_has(flags, "y");
+            out->strict_identity = list_has(flags, "s");
+        } /* n= and unknown tags: ignored (RFC 6376 3.6.1) */
         first = 0;
     }
-    return seen_p ? 0 : -1;
+    if (!seen_p) {
+        *why = "no p= tag";
+        return -1;
+    }
+    return 0;
 }
 
-/* "rsa-sha256" -> "rsa" */
-static void key_type_of_algorithm(const char *algorithm, char *out, size_t size)
+/* "rsa-sha256" -> "rsa" and "sha256" */
+static void split_algorithm(const char *algorithm, char *type, size_t tsize, char *hash,
+                            size_t hsize)
 {
-    size_t n = 0;
-    for (; algorithm && algorithm[n] && algorithm[n] != '-' && n + 1 < size; n++)
-        out[n] = algorithm[n];
-    out[n] = '\0';
+    const char *dash = algorithm ? strchr(algorithm, '-') : NULL;
+    size_t n = dash ? (size_t)(dash - algorithm) : (algorithm ? strlen(algorithm) : 0);
+    snprintf(type, tsize, "%.*s", (int)n, algorithm ? algorithm : "");
+    snprintf(hash, hsize, "%s", dash ? dash + 1 : "");
 }
 
 int dmarc_key_check(char *const *txt, size_t n_txt, const char *name, const char *algorithm,
-                    const char *public_b64, char *detail, size_t detail_size)
+                    const char *public_b64, const char *auid_domain, const char *sdid,
+                    char *detail, size_t detail_size)
 {
-    char want_type[16];
-    key_type_of_algorithm(algorithm, want_type, sizeof want_type);
-    int usable = 0, revoked = 0, other_type = 0;
-    char seen_type[16] = "";
+    char want_type[16], want_hash[16];
+    split_algorithm(algorithm, want_type, sizeof want_type, want_hash, sizeof want_hash);
+    int usable = 0;
+    char problem[300] = "";
+    const char *syntax = NULL;
     for (size_t i = 0; i < n_txt; i++) {
         struct dmarc_key_record rec;
-        if (dmarc_parse_key_record(txt[i], &rec) < 0) continue;
+        const char *why = NULL;
+        if (dmarc_parse_key_record(txt[i], &rec, &why) < 0) {
+            if (!syntax && strstr(txt[i], "p=")) syntax = why; /* meant as a key record */
+            continue;
+        }
         usable++;
         if (rec.public_b64[0] == '\0') {
-            revoked = 1;
+            snprintf(problem, sizeof problem, "key at %s is revoked (empty p=)", name);
         } else if (strcasecmp(rec.key_type, want_type) != 0) {
-            other_type = 1;
-            snprintf(seen_type, sizeof seen_type, "%s", rec.key_type);
-        } else if (public_b64 && b64_equal(rec.public_b64, public_b64)) {
-            snprintf(detail, detail_size, "our key is published at %s", name);
+            snprintf(problem, sizeof problem, "key at %s is k=%s, we sign with %s", name,
+                     rec.key_type, algorithm ? algorithm : "?");
+        } else if (!public_b64 || !b64_equal(rec.public_b64, public_b64)) {
+            snprintf(problem, sizeof problem, "key published at %s differs from ours", name);
+        } else if (rec.hashes[0] && !list_has(rec.hashes, want_hash)) {
+            snprintf(problem, sizeof problem,
+                     "key at %s allows only h=%s, so receivers refuse our %s signature "
+                     "(RFC 6376 3.6.1)",
+                     name, rec.hashes, algorithm);
+        } else if (rec.services[0] && !list_has(rec.services, "*") &&
+                   !list_has(rec.services, "email")) {
+            snprintf(problem, sizeof problem,
+                     "key at %s is for service s=%s, not email (RFC 6376 3.6.1)", name,
+                     rec.services);
+        } else if (rec.strict_identity && auid_domain && auid_domain[0] && sdid &&
+                   strcasecmp(auid_domain, sdid) != 0) {
+            snprintf(problem, sizeof problem,
+                     "key at %s has t=s but the signature's i= is in %s, not d=%s", name,
+                     auid_domain, sdid);
+        } else {
+            snprintf(detail, detail_size, "our key is published at %s%s", name,
+                     rec.testing ? " (t=y: the domain says it is testing DKIM)" : "");
             return 1;
         }
     }
-    if (!usable)
-        snprintf(detail, detail_size, "no usable DKIM key record at %s", name);
-    else if (revoked)
-        snprintf(detail, detail_size, "key at %s is revoked (empty p=)", name);
-    else if (other_type)
-        snprintf(detail, detail_size, "key at %s is k=%s, we sign with %s", name, seen_type,
-                 algorithm ? algorithm : "?");
+    if (problem[0])
+        snprintf(detail, detail_size, "%s", problem);
+    else if (!usable && syntax)
+        snprintf(detail, detail_size, "the key record at %s is invalid: %s", name, syntax);
     else
-        snprintf(detail, detail_size, "key published at %s differs from ours", name);
+        snprintf(detail, detail_size, "no usable DKIM key record at %s", name);
     return 0;
 }
 
@@ -390,8 +509,8 @@ static void check_published_key(const struct dmarc_dkim_input *sig, struct dmarc
     txt_lookup(name, &r);
     switch (r.status) {
     case DNS_OK:
-        o->key_matches = dmarc_key_check(r.txt, r.n, name, sig->algorithm, sig->public_b64,
-                                         o->detail, sizeof o->detail);
+        o->key_matches = dmarc_key_check(r.txt, r.n, name, sig->algorithm, sig->public_b64, NULL,
+                                         o->domain, o->detail, sizeof o->detail);
         break;
     case DNS_NXDOMAIN:
     case DNS_NODATA:

@@ -68,18 +68,26 @@ const char *dmarc_verdict_name(enum dmarc_verdict v); /* "pass", "fail", "temper
 /* ---- For tests: the DNS-free pieces of dmarc_predict, exposed so tests/unit/test_dmarc.c can
  * check them directly. Not for other modules. ---- */
 
-/* A DKIM key record (RFC 6376 3.6.1) as far as the prediction needs it. */
+/* A DKIM key record (RFC 6376 3.6.1), every tag a verifier acts on. */
 struct dmarc_key_record {
     char key_type[16];     /* k=, "rsa" when absent */
     char public_b64[2048]; /* p= with whitespace removed; "" = revoked */
+    char hashes[64];       /* h=, colon-separated, whitespace removed; "" when absent (any) */
+    char services[64];     /* s=, colon-separated; "" when absent ("*") */
+    int testing;           /* t= has y: the domain is testing DKIM */
+    int strict_identity;   /* t= has s: an i= domain must equal d=, not be a subdomain */
 };
-/* Parses one TXT string. Returns 0, or -1 when it is not a usable key record (v= other than
- * DKIM1, no p= tag, a p= too long for us, malformed tag list). */
-int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out);
-/* Does one of the key records `txt` (the TXT strings found at `name`) publish our key for
- * `algorithm` ("rsa-sha256", "ed25519-sha256")? Returns 1 / 0 and explains a 0 in detail. */
+/* Parses one TXT string as verifiers do. Returns 0, or -1 with a reason in *why (may be NULL)
+ * when verifiers refuse it: v= not first or not DKIM1, no p=, a tag twice, a malformed tag
+ * name or value, a p= too long for us. Unknown tags are ignored, as the RFC requires. */
+int dmarc_parse_key_record(const char *txt, struct dmarc_key_record *out, const char **why);
+/* Will a verifier accept a signature with `algorithm` ("rsa-sha256", "ed25519-sha256") and
+ * public key public_b64 against the key records `txt` (the TXT strings found at `name`)?
+ * auid_domain: the domain of the signature's i= ("" or NULL when it has none), sdid: its d=.
+ * Returns 1 / 0 and explains in detail (why a 0; for a 1, notes such as testing mode). */
 int dmarc_key_check(char *const *txt, size_t n_txt, const char *name, const char *algorithm,
-                    const char *public_b64, char *detail, size_t detail_size);
+                    const char *public_b64, const char *auid_domain, const char *sdid,
+                    char *detail, size_t detail_size);
 /* Identifier alignment (RFC 7489 3.1): mode 's' exact match (case-insensitive), anything else
  * relaxed (same organisational domain, needs orgdomain_init). Returns 1 / 0. */
 int dmarc_domains_aligned(const char *identifier, const char *from_domain, char mode);

@@ -48,6 +48,12 @@ def zones():
             f'spaced._domainkey IN TXT {txt("v=DKIM1; p=" + RSA[:100] + " ", " " + RSA[100:300], chr(9) + RSA[300:])}\n'
             f"other._domainkey IN TXT {key_txt('v=DKIM1; p=', RSA_OTHER)}\n"
             f'revoked._domainkey IN TXT {txt("v=DKIM1; k=rsa; p=")}\n'
+            # RFC 6376 3.6.1 tags that make receivers refuse a key that is ours
+            f"sha1only._domainkey IN TXT {key_txt('v=DKIM1; h=sha1; k=rsa; p=', RSA)}\n"
+            f"hashes._domainkey IN TXT {key_txt('v=DKIM1; h=sha1:sha256; k=rsa; p=', RSA)}\n"
+            f"service._domainkey IN TXT {key_txt('v=DKIM1; s=tlsrpt; p=', RSA)}\n"
+            f"testing._domainkey IN TXT {key_txt('v=DKIM1; t=y; future=1; p=', RSA)}\n"
+            f"twice._domainkey IN TXT {key_txt('v=DKIM1; k=rsa; k=rsa; p=', RSA)}\n"
             f'_dmarc.sub2 IN TXT {txt("this is not a DMARC record")}\n'
             f'_dmarc.own IN TXT {txt("v=DMARC1; p=none; sp=reject")}\n')),
         "example.com": z("example.com", (
@@ -186,6 +192,21 @@ ROWS = [
           **{"dkim0.key_matches": "0",
              "dkim0.detail": "no key published at missing._domainkey.example.org"}),
      ["aligned, but no key published at missing._domainkey.example.org"], None),
+    ("dkim key allows only sha1", "example.org", "other.net", "fail",
+     [sig("example.org", "sha1only")],
+     dict(verdict="fail", **{"dkim0.key_matches": "0"}),
+     ["allows only h=sha1, so receivers refuse our rsa-sha256 signature"], None),
+    ("dkim key allows sha1 and sha256", "example.org", "other.net", "fail",
+     [sig("example.org", "hashes")], dict(verdict="pass", **{"dkim0.key_matches": "1"}), [], None),
+    ("dkim key for another service", "example.org", "other.net", "fail",
+     [sig("example.org", "service")], dict(verdict="fail", **{"dkim0.key_matches": "0"}),
+     ["is for service s=tlsrpt, not email"], None),
+    ("dkim key in testing mode, unknown tag", "example.org", "other.net", "fail",
+     [sig("example.org", "testing")], dict(verdict="pass", **{"dkim0.key_matches": "1"}), [],
+     None),
+    ("dkim key record with a tag twice", "example.org", "other.net", "fail",
+     [sig("example.org", "twice")], dict(verdict="fail", **{"dkim0.key_matches": "0"}),
+     ["is invalid: a tag appears twice"], None),
     # --- strict (example.com: p=quarantine pct=50 adkim=s aspf=s). libopendmarc 1.4.2 calls
     # these aligned (visible in its debug line); the prediction must not.
     ("strict dkim subdomain signer", "example.com", "bounce.other.net", "pass",

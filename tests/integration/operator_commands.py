@@ -30,7 +30,7 @@ def test(env):
     with open(keys_cfg, "w") as fh:
         fh.write(f"keys: {env.path('keys')}\n")
     recs = {}
-    for sel, alg in (("s1", "--ed25519"), ("s2", "--ed25519")):
+    for sel, alg in (("s1", "--ed25519"), ("s2", "--ed25519"), ("s3", "--ed25519")):
         r = subprocess.run([env.bin, "keygen", "example.org", sel, alg, "-c", keys_cfg],
                            capture_output=True, text=True, timeout=60)
         h.check(r.returncode == 0, r.stderr)
@@ -38,11 +38,13 @@ def test(env):
     egress = {"legacy": {"type": "direct", "source": [h.LEGACY_IP]},
               "cloud": {"type": "direct", "source": [h.CLOUD_IP]}}
 
-    # DNS with problems: s2 unpublished, cloud not in SPF, no DMARC
+    # DNS with problems: s2 unpublished, s3 published with h=sha1 (receivers refuse our
+    # ed25519-sha256 signatures against it), cloud not in SPF, no DMARC
     zones = h.default_zones()
     zones["example.org"] = h.zone_text("example.org", (
         f"@ IN MX 10 mx\nmx IN A {h.MX_EXAMPLE_ORG}\n"
-        f'@ IN TXT "v=spf1 ip4:{h.LEGACY_IP} -all"\n' + recs["s1"]))
+        f'@ IN TXT "v=spf1 ip4:{h.LEGACY_IP} -all"\n' + recs["s1"]
+        + recs["s3"].replace("v=DKIM1;", "v=DKIM1; h=sha1;", 1)))
     nsd = h.Nsd(env, zones=zones)
     port = env.free_port(h.SINK_IPS + [h.LEGACY_IP, h.CLOUD_IP])
     cfg = h.standard_config(env, nsd, port, egress=egress)
@@ -56,6 +58,8 @@ def test(env):
             "the published key is not recognised")
     h.check("s2._domainkey.example.org" in out and "MISSING" in out,
             "the unpublished key is not reported")
+    h.check("s3._domainkey.example.org" in out and "allows only h=sha1" in out,
+            "a key record receivers refuse (h=sha1) is not explained")
     h.check(f"ip4:{h.CLOUD_IP}" in out and "fail" in out, "the missing SPF mechanism for cloud")
     h.check("_dmarc.example.org" in out and "v=DMARC1; p=none" in out,
             "no DMARC record suggested")
@@ -65,7 +69,7 @@ def test(env):
     zones["example.org"] = h.zone_text("example.org", (
         f"@ IN MX 10 mx\nmx IN A {h.MX_EXAMPLE_ORG}\n"
         f'@ IN TXT "v=spf1 ip4:{h.LEGACY_IP} ip4:{h.CLOUD_IP} -all"\n'
-        '_dmarc IN TXT "v=DMARC1; p=none"\n' + recs["s1"] + recs["s2"]))
+        '_dmarc IN TXT "v=DMARC1; p=none"\n' + recs["s1"] + recs["s2"] + recs["s3"]))
     nsd = h.Nsd(env, zones=zones)
     cfg = h.standard_config(env, nsd, port, egress=egress)
     with open(cfg_path, "w") as fh:

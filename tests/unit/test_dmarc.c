@@ -34,7 +34,7 @@ static void test_key_record_plain(void **state)
 {
     (void)state;
     struct dmarc_key_record r;
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=ed25519; p=AbC+/=", &r), 0);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=ed25519; p=AbC+/=", &r, NULL), 0);
     assert_string_equal(r.key_type, "ed25519");
     assert_string_equal(r.public_b64, "AbC+/=");
 }
@@ -44,7 +44,7 @@ static void test_key_record_defaults_and_whitespace(void **state)
     (void)state;
     struct dmarc_key_record r;
     /* No v=, no k= (rsa), whitespace around '=' and inside p=, trailing ';'. */
-    assert_int_equal(dmarc_parse_key_record("  h=sha256 ; p = MIIB Ij\tAN Bg \r\n kq ;", &r), 0);
+    assert_int_equal(dmarc_parse_key_record("  h=sha256 ; p = MIIB Ij\tAN Bg \r\n kq ;", &r, NULL), 0);
     assert_string_equal(r.key_type, "rsa");
     assert_string_equal(r.public_b64, "MIIBIjANBgkq");
 }
@@ -53,9 +53,9 @@ static void test_key_record_revoked(void **state)
 {
     (void)state;
     struct dmarc_key_record r;
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=", &r), 0);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=", &r, NULL), 0);
     assert_string_equal(r.public_b64, "");
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa; p= ;", &r), 0);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa; p= ;", &r, NULL), 0);
     assert_string_equal(r.public_b64, "");
 }
 
@@ -63,19 +63,84 @@ static void test_key_record_invalid(void **state)
 {
     (void)state;
     struct dmarc_key_record r;
-    assert_int_equal(dmarc_parse_key_record("v=DKIM2; p=AAAA", &r), -1);        /* version */
-    assert_int_equal(dmarc_parse_key_record("k=rsa; v=DKIM1; p=AAAA", &r), -1); /* v not first */
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa", &r), -1);         /* no p= */
-    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=AA; p=BB", &r), -1);    /* twice */
-    assert_int_equal(dmarc_parse_key_record("v=spf1 -all", &r), -1);
-    assert_int_equal(dmarc_parse_key_record("", &r), -1);
-    assert_int_equal(dmarc_parse_key_record("p=AAAA; garbage", &r), -1);
-    assert_int_equal(dmarc_parse_key_record("=x; p=AAAA", &r), -1);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM2; p=AAAA", &r, NULL), -1);        /* version */
+    assert_int_equal(dmarc_parse_key_record("k=rsa; v=DKIM1; p=AAAA", &r, NULL), -1); /* v not first */
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa", &r, NULL), -1);         /* no p= */
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=AA; p=BB", &r, NULL), -1);    /* twice */
+    assert_int_equal(dmarc_parse_key_record("v=spf1 -all", &r, NULL), -1);
+    assert_int_equal(dmarc_parse_key_record("", &r, NULL), -1);
+    assert_int_equal(dmarc_parse_key_record("p=AAAA; garbage", &r, NULL), -1);
+    assert_int_equal(dmarc_parse_key_record("=x; p=AAAA", &r, NULL), -1);
     char huge[3000];
     memcpy(huge, "p=", 2);
     memset(huge + 2, 'A', sizeof huge - 3);
     huge[sizeof huge - 1] = '\0';
-    assert_int_equal(dmarc_parse_key_record(huge, &r), -1);
+    assert_int_equal(dmarc_parse_key_record(huge, &r, NULL), -1);
+}
+
+/* Every tag a verifier acts on (RFC 6376 3.6.1), and the syntax it refuses. */
+static void test_key_record_tags(void **state)
+{
+    (void)state;
+    struct dmarc_key_record r;
+    const char *why = NULL;
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; h=sha1 : sha256; s=email; t=y:s; n=hi there;"
+                                            " xfuture=1; p=AAAA",
+                                            &r, &why),
+                     0);
+    assert_string_equal(r.hashes, "sha1:sha256");
+    assert_string_equal(r.services, "email");
+    assert_int_equal(r.testing, 1);
+    assert_int_equal(r.strict_identity, 1);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; k=rsa; k=rsa; p=AAAA", &r, &why), -1);
+    assert_non_null(strstr(why, "twice"));
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; 9x=1; p=AAAA", &r, &why), -1);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; p=AA\x01" "AA", &r, &why), -1);
+    assert_int_equal(dmarc_parse_key_record("v=DKIM1; t=; p=AAAA", &r, &why), 0);
+    assert_int_equal(r.testing, 0);
+}
+
+static void test_key_check_tags(void **state)
+{
+    (void)state;
+    char detail[300];
+    const char *name = "s1._domainkey.example.org";
+    char *sha1[] = {"v=DKIM1; h=sha1; k=rsa; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(sha1, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org",
+                                     detail, sizeof detail),
+                     0);
+    assert_non_null(strstr(detail, "allows only h=sha1"));
+    char *both[] = {"v=DKIM1; h=sha1:sha256; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(both, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org",
+                                     detail, sizeof detail),
+                     1);
+    char *service[] = {"v=DKIM1; s=tlsrpt; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(service, 1, name, "rsa-sha256", "MIIBIjAN", NULL,
+                                     "example.org", detail, sizeof detail),
+                     0);
+    assert_non_null(strstr(detail, "not email"));
+    char *any[] = {"v=DKIM1; s=*; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(any, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org",
+                                     detail, sizeof detail),
+                     1);
+    char *strict[] = {"v=DKIM1; t=s; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(strict, 1, name, "rsa-sha256", "MIIBIjAN", "mail.example.org",
+                                     "example.org", detail, sizeof detail),
+                     0);
+    assert_non_null(strstr(detail, "t=s"));
+    assert_int_equal(dmarc_key_check(strict, 1, name, "rsa-sha256", "MIIBIjAN", "example.org",
+                                     "example.org", detail, sizeof detail),
+                     1);
+    char *testing[] = {"v=DKIM1; t=y; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(testing, 1, name, "rsa-sha256", "MIIBIjAN", NULL,
+                                     "example.org", detail, sizeof detail),
+                     1);
+    assert_non_null(strstr(detail, "testing"));
+    char *broken[] = {"v=DKIM1; p=MIIBIjAN; p=MIIBIjAN"};
+    assert_int_equal(dmarc_key_check(broken, 1, name, "rsa-sha256", "MIIBIjAN", NULL,
+                                     "example.org", detail, sizeof detail),
+                     0);
+    assert_non_null(strstr(detail, "invalid"));
 }
 
 static void test_key_check(void **state)
@@ -85,36 +150,36 @@ static void test_key_check(void **state)
     const char *name = "s1._domainkey.example.org";
     char *match[] = {"v=DKIM1; k=rsa; p=MIIB IjAN"};
     assert_int_equal(
-        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIBIjAN", detail, sizeof detail), 1);
+        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org", detail, sizeof detail), 1);
     /* Our own key may carry whitespace too (copied from a wrapped file). */
     assert_int_equal(
-        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIB\nIjAN", detail, sizeof detail), 1);
+        dmarc_key_check(match, 1, name, "rsa-sha256", "MIIB\nIjAN", NULL, "example.org", detail, sizeof detail), 1);
 
     char *other[] = {"v=DKIM1; p=MIIBzzzz"};
     assert_int_equal(
-        dmarc_key_check(other, 1, name, "rsa-sha256", "MIIBIjAN", detail, sizeof detail), 0);
+        dmarc_key_check(other, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org", detail, sizeof detail), 0);
     assert_string_equal(detail, "key published at s1._domainkey.example.org differs from ours");
 
     char *revoked[] = {"v=DKIM1; p="};
     assert_int_equal(
-        dmarc_key_check(revoked, 1, name, "rsa-sha256", "MIIBIjAN", detail, sizeof detail), 0);
+        dmarc_key_check(revoked, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org", detail, sizeof detail), 0);
     assert_string_equal(detail, "key at s1._domainkey.example.org is revoked (empty p=)");
 
     char *ed[] = {"v=DKIM1; k=ed25519; p=MIIBIjAN"};
-    assert_int_equal(dmarc_key_check(ed, 1, name, "rsa-sha256", "MIIBIjAN", detail, sizeof detail),
+    assert_int_equal(dmarc_key_check(ed, 1, name, "rsa-sha256", "MIIBIjAN", NULL, "example.org", detail, sizeof detail),
                      0);
     assert_string_equal(detail, "key at s1._domainkey.example.org is k=ed25519, we sign with "
                                 "rsa-sha256");
     assert_int_equal(
-        dmarc_key_check(ed, 1, name, "ed25519-sha256", "MIIBIjAN", detail, sizeof detail), 1);
+        dmarc_key_check(ed, 1, name, "ed25519-sha256", "MIIBIjAN", NULL, "example.org", detail, sizeof detail), 1);
 
     char *junk[] = {"hello world", "v=spf1 -all"};
-    assert_int_equal(dmarc_key_check(junk, 2, name, "rsa-sha256", "X", detail, sizeof detail), 0);
+    assert_int_equal(dmarc_key_check(junk, 2, name, "rsa-sha256", "X", NULL, "example.org", detail, sizeof detail), 0);
     assert_string_equal(detail, "no usable DKIM key record at s1._domainkey.example.org");
 
     /* Several records (key rollover): ours among them counts. */
     char *two[] = {"v=DKIM1; p=OLDKEY", "junk", "v=DKIM1; p=NEWKEY"};
-    assert_int_equal(dmarc_key_check(two, 3, name, "rsa-sha256", "NEWKEY", detail, sizeof detail),
+    assert_int_equal(dmarc_key_check(two, 3, name, "rsa-sha256", "NEWKEY", NULL, "example.org", detail, sizeof detail),
                      1);
 }
 
@@ -338,6 +403,8 @@ int main(void)
         cmocka_unit_test(test_key_record_revoked),
         cmocka_unit_test(test_key_record_invalid),
         cmocka_unit_test(test_key_check),
+        cmocka_unit_test(test_key_record_tags),
+        cmocka_unit_test(test_key_check_tags),
         cmocka_unit_test(test_alignment_strict),
         cmocka_unit_test(test_alignment_relaxed),
         cmocka_unit_test(test_decide_fail_reason),
