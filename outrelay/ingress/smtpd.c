@@ -27,6 +27,7 @@
 #include "deliver/queue.h"
 #include "ingress/data.h"
 #include "ingress/smtp_proto.h"
+#include "mail/header_limits.h"
 #include "records/records.h"
 #include "spool/envelope.h"
 #include "tls/tls.h"
@@ -404,12 +405,29 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
     smtpd_session_process(s);
 }
 
+/* The header rules of mail/header_limits.c, refused here with a reply the sender sees rather
+ * than signed into a signature no receiver verifies: several From: fields (RFC 5322 allows one;
+ * 1,000 of them broke libopendkim) or a header field over 65,000 bytes (libopendkim signs
+ * those wrongly, and receivers truncate or refuse them). NULL when the header is fine. */
+static const char *header_refusal(const struct strbuf *data)
+{
+    switch (mail_header_check(data->data, data->len)) {
+    case MAIL_HEADER_SEVERAL_FROM:
+        return "554 5.6.0 Several From: header fields; RFC 5322 allows exactly one";
+    case MAIL_HEADER_FIELD_TOO_LONG:
+        return "552 5.6.0 Header field too long to sign (more than 65000 bytes)";
+    default:
+        return NULL;
+    }
+}
+
 static void data_end(struct session *s)
 {
     header_finish(s);
     set_timeouts(s);
     if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
         s->data_error = "554 5.4.6 Too many Received: headers; mail loop?";
+    if (!s->data_error) s->data_error = header_refusal(&s->data);
     if (s->data_error) {
         log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
                  s->data_error);

@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
+#include "mail/header_limits.h"
 
 /* Feed size per dkim_chunk call when several handles share one pass over the message. */
 #define FEED_PIECE (64 * 1024)
@@ -364,6 +365,13 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
     if (n_keys > MAX_SIGNING_KEYS) {
         snprintf(err, errlen, "too many DKIM keys for one message (%zu, at most %d)", n_keys,
                  MAX_SIGNING_KEYS);
+        return -1;
+    }
+    /* libopendkim signs these without complaint, but nobody can verify the result (and a
+     * message with several From: fields is invalid anyway; ingress refuses both). */
+    enum mail_header_fault fault = mail_header_check(data, len);
+    if (fault != MAIL_HEADER_OK) {
+        snprintf(err, errlen, "not signed: %s", mail_header_fault_text(fault));
         return -1;
     }
     for (size_t i = 0; i < n_keys; i++) {

@@ -7,7 +7,9 @@ NSD through dnspython) that both signatures of every message verify. Also: the p
 match what the openssl CLI derives from the key files; `dkim_tool verify` against the NSD says
 pass for both, fail after a body change, fail for an unpublished selector and temperror for a
 domain no server answers for. Messages with LF-only line endings are turned into CRLF by
-dkim_tool before signing (the relay's spool holds CRLF), so dkimpy sees the CRLF form.
+dkim_tool before signing (the relay's spool holds CRLF), so dkimpy sees the CRLF form. Messages
+libopendkim would sign into signatures that do not verify (a header field over 65,000 bytes,
+several From: fields) are refused by `dkim_tool sign` with "not signed: ...".
 """
 import base64
 import os
@@ -91,7 +93,26 @@ def messages():
         "line one\nline two\n\nline four\n").encode()
     out["empty_body"] = crlf(common + "Subject: empty\nMessage-ID: <empty.1@example.org>\n\n")
     out["headers_only_no_separator"] = crlf(common + "Subject: nothing after me\n")
+    # the longest header field outrelay signs (65,000 bytes with its name)
+    out["subject_at_the_length_limit"] = crlf(
+        common + "Message-ID: <long.1@example.org>\nSubject: " + "s" * (65000 - 9) + "\n\nb\n")
     return out
+
+
+def unsignable():
+    """name -> a message libopendkim would sign into a signature nobody verifies (checked with
+    dkimpy before the fix: both signatures failed); outrelay must refuse to sign them."""
+    crlf = lambda s: s.replace("\n", "\r\n").encode("utf-8")
+    rest = "To: bob@example.net\nDate: Mon, 30 Nov 2026 01:02:03 +0000\n\nbody\n"
+    return {
+        "subject_of_70000_bytes": crlf(
+            "From: a@example.org\nSubject: " + "x" * 70000 + "\n" + rest),
+        "from_of_70000_bytes": crlf("From: " + "a" * 70000 + "@example.org\n" + rest),
+        "folded_subject_of_72000_bytes": crlf(
+            "From: a@example.org\nSubject:" + "\n word" * 12000 + "\n" + rest),
+        "1000_from_fields": crlf("".join(f"From: u{i}@example.org\n" for i in range(1000)) + rest),
+        "2_from_fields": crlf("From: a@example.org\nFrom: b@example.org\n" + rest),
+    }
 
 
 def test(env):
@@ -185,6 +206,14 @@ def test(env):
                     for l in out.splitlines()),
                 f"{name}: after a body change dkim_tool verify said {out!r}")
         h.log(f"{name}: both signatures verify in dkimpy and dkim_tool; tampering detected")
+
+    # Whatever outrelay signs verifies: what libopendkim would get wrong is not signed at all.
+    for name, msg in unsignable().items():
+        r = tool("sign", keys, DOMAIN, stdin=msg, check_ok=False)
+        err = r.stderr.decode(errors="replace")
+        h.check(r.returncode != 0 and b"DKIM-Signature:" not in r.stdout and "not signed: " in err,
+                f"{name}: signed anyway (exit {r.returncode}): {err}")
+        h.log(f"{name}: refused: {err.strip()}")
 
     msg = messages()["utf8_8bit_body"]
     signed = tool("sign", nopub, DOMAIN, stdin=msg).stdout

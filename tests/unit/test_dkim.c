@@ -17,6 +17,7 @@
 #include "check/orgdomain.h"
 #include "common/strbuf.h"
 #include "common/util.h"
+#include "mail/header_limits.h"
 #include "sign/dkim.h"
 
 static char tmpdir[] = "/tmp/outrelay-test-dkim-XXXXXX";
@@ -539,6 +540,63 @@ static void test_sign_with_bad_key_fails_early(void **state)
     strbuf_free(&out);
 }
 
+/* A message libopendkim would sign wrongly (a header field of 64 KiB, several From: fields) is
+ * not signed at all: the error says why and nothing is appended. Before, both got signatures
+ * that dkimpy rejected. A field of exactly the limit still signs and verifies. */
+static void test_unverifiable_headers_not_signed(void **state)
+{
+    (void)state;
+    struct dkim_keystore *ks = dkim_keystore_load(keydir, NULL, NULL);
+    assert_non_null(ks);
+    const struct dkim_key *keys[2];
+    assert_int_equal(dkim_keystore_for(ks, "example.org", keys, 2), 2);
+    lookup_keys = ks;
+    dkim_set_test_key_lookup(test_lookup);
+    struct strbuf msg = STRBUF_INIT, out = STRBUF_INIT;
+    char err[256] = "";
+    struct dkim_signature sigs[4];
+
+    /* "Subject: " + value = exactly MAIL_MAX_HEADER_FIELD bytes: signed, verifies */
+    strbuf_puts(&msg, "From: a@example.org\r\nSubject: ");
+    for (size_t i = 0; i < MAIL_MAX_HEADER_FIELD - strlen("Subject: "); i++)
+        strbuf_append(&msg, "x", 1);
+    strbuf_puts(&msg, "\r\n\r\nbody\r\n");
+    assert_int_equal(dkim_sign_message(keys, 2, msg.data, msg.len, &out, NULL, err, sizeof err), 0);
+    strbuf_append(&out, msg.data, msg.len);
+    assert_int_equal(dkim_verify_message(out.data, out.len, sigs, 4), 2);
+    assert_int_equal(sigs[0].result, 1);
+    assert_int_equal(sigs[1].result, 1);
+    strbuf_reset(&out);
+
+    /* one byte more: not signed */
+    strbuf_reset(&msg);
+    strbuf_puts(&msg, "From: a@example.org\r\nSubject: x");
+    for (size_t i = 0; i < 70000; i++)
+        strbuf_append(&msg, i % 70 == 69 ? "\r\n " : "y", i % 70 == 69 ? 3 : 1); /* folded */
+    strbuf_puts(&msg, "\r\n\r\nbody\r\n");
+    assert_int_equal(dkim_sign_message(keys, 2, msg.data, msg.len, &out, NULL, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "not signed: a header field longer than 65000 bytes"));
+    assert_int_equal(out.len, 0);
+
+    /* 1,000 From: fields (and two): not signed */
+    for (int n = 1000; n >= 2; n -= 998) {
+        strbuf_reset(&msg);
+        for (int i = 0; i < n; i++)
+            strbuf_printf(&msg, "From: u%d@example.org\r\n", i);
+        strbuf_puts(&msg, "Subject: many\r\n\r\nbody\r\n");
+        assert_int_equal(
+            dkim_sign_message(keys, 2, msg.data, msg.len, &out, NULL, err, sizeof err), -1);
+        assert_non_null(strstr(err, "not signed: several From: header fields"));
+        assert_int_equal(out.len, 0);
+    }
+    strbuf_free(&msg);
+    strbuf_free(&out);
+    dkim_set_test_key_lookup(NULL);
+    lookup_keys = NULL;
+    dkim_keystore_free(ks);
+}
+
 static void test_verify_without_signatures(void **state)
 {
     (void)state;
@@ -560,6 +618,7 @@ int main(void)
         cmocka_unit_test(test_sign_then_verify),
         cmocka_unit_test(test_lf_only_input_signs_crlf_form),
         cmocka_unit_test(test_sign_with_bad_key_fails_early),
+        cmocka_unit_test(test_unverifiable_headers_not_signed),
         cmocka_unit_test(test_verify_without_signatures),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
