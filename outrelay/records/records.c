@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/private_file.h"
 #include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/util.h"
@@ -792,6 +793,8 @@ static int records_migrate(char *err, size_t errlen)
 
 static int records_open_db(const char *path, char *err, size_t errlen)
 {
+    /* senders, recipients, Message-IDs: owner-only, and SQLite gives -wal/-shm the same mode */
+    if (private_file_prepare_sqlite(path, err, errlen) < 0) return -1;
     if (sqlite3_open_v2(path, &records_db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {

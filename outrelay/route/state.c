@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "common/log.h"
+#include "common/private_file.h"
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "route/route_internal.h"
@@ -51,6 +52,10 @@ int route_db_open(struct route_world *w, char *err, size_t errlen)
         return -1;
     }
     strbuf_printf(&path, "%s/route.db", w->state_dir);
+    if (private_file_prepare_sqlite(strbuf_str(&path), err, errlen) < 0) {
+        strbuf_free(&path);
+        return -1;
+    }
     int rc =
         sqlite3_open_v2(strbuf_str(&path), &w->db,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

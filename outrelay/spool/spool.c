@@ -22,6 +22,7 @@
 
 #include "common/hashmap.h"
 #include "common/log.h"
+#include "common/private_file.h"
 #include "common/util.h"
 
 #define SPOOL_MAGIC 0x5053524fu       /* "ORSP" */
@@ -327,6 +328,8 @@ static int open_segment(struct spool *sp, uint64_t id, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
         return -1;
     }
+    if (private_file_fix_mode(fd) < 0) /* 0600 whatever the umask */
+        log_warn("spool: cannot set mode 0600 on %s: %s", path, strerror(errno));
     /* The new directory entry must be durable before any record in it is acknowledged. */
     if (fsync(sp->dirfd) < 0) {
         snprintf(err, errlen, "fsync of spool directory %s: %s", sp->dir, strerror(errno));
