@@ -127,6 +127,7 @@ void alignment_submit(const struct config *cfg, const char *sender, const char *
         j->sigs[i].selector = j->strings[i * 4 + 1];
         j->sigs[i].algorithm = j->strings[i * 4 + 2];
         j->sigs[i].public_b64 = j->strings[i * 4 + 3];
+        j->sigs[i].upstream = sigs[i].upstream;
     }
     j->result = xcalloc(1, sizeof *j->result);
     j->result->n_egress = cfg->n_egress;
@@ -171,11 +172,11 @@ void alignment_dkim_text(const struct dmarc_prediction *p, struct strbuf *out)
 {
     for (size_t i = 0; i < p->n_dkim; i++) {
         const struct dmarc_dkim_outcome *d = &p->dkim[i];
-        strbuf_printf(out, "%sd=%s s=%s a=%s key=%s %s", i ? "; " : "", d->domain, d->selector,
+        strbuf_printf(out, "%sd=%s s=%s a=%s key=%s %s%s", i ? "; " : "", d->domain, d->selector,
                       d->algorithm,
                       d->key_matches > 0    ? "ok"
                       : d->key_matches == 0 ? "mismatch"
                                             : "dns-error",
-                      d->aligned ? "aligned" : "unaligned");
+                      d->aligned ? "aligned" : "unaligned", d->upstream ? " upstream" : "");
     }
 }

@@ -587,7 +587,8 @@ static void describe_dkim(const struct dmarc_prediction *p, char *buf, size_t si
         if (!o->aligned)
             append(buf, size, "%sDKIM d=%s (not aligned)", i ? ", " : "", o->domain);
         else if (o->key_matches == 1)
-            append(buf, size, "%sDKIM d=%s (aligned, key published)", i ? ", " : "", o->domain);
+            append(buf, size, "%sDKIM d=%s (aligned, %s)", i ? ", " : "", o->domain,
+                   o->upstream ? "kept upstream signature" : "key published");
         else
             append(buf, size, "%sDKIM d=%s (aligned, but %s)", i ? ", " : "", o->domain, o->detail);
     }
@@ -630,8 +631,9 @@ void dmarc_decide(struct dmarc_prediction *out, enum dmarc_record_state state,
         for (size_t i = 0; i < out->n_dkim; i++) {
             const struct dmarc_dkim_outcome *o = &out->dkim[i];
             if (o->aligned && o->key_matches == 1)
-                append(what, sizeof what, "%sDKIM d=%s (aligned, key published)",
-                       what[0] ? ", " : "", o->domain);
+                append(what, sizeof what, "%sDKIM d=%s%s%s (aligned, %s)", what[0] ? ", " : "",
+                       o->domain, o->selector[0] ? " s=" : "", o->selector,
+                       o->upstream ? "kept upstream signature" : "key published");
         }
         append(out->reason, sizeof out->reason, "DMARC passes for %s: %s", out->from_domain, what);
         return;
@@ -842,6 +844,7 @@ void dmarc_predict(const char *from_domain, const char *mailfrom_domain, enum sp
         snprintf(o->selector, sizeof o->selector, "%s", sigs[i].selector ? sigs[i].selector : "");
         snprintf(o->algorithm, sizeof o->algorithm, "%s",
                  sigs[i].algorithm ? sigs[i].algorithm : "");
+        o->upstream = sigs[i].upstream;
     }
     if (!out->from_domain[0]) {
         dmarc_decide(out, DMARC_RECORD_NONE, "the message has no From domain");
@@ -853,8 +856,15 @@ void dmarc_predict(const char *from_domain, const char *mailfrom_domain, enum sp
     enum dmarc_record_state state = discover_record(out->from_domain, &record, out->record_domain,
                                                     sizeof out->record_domain, note, sizeof note);
 
-    for (size_t i = 0; i < out->n_dkim; i++)
+    for (size_t i = 0; i < out->n_dkim; i++) {
+        if (sigs[i].upstream) { /* RFC 7489 4.2: any aligned, verifying signature counts */
+            out->dkim[i].key_matches = 1;
+            snprintf(out->dkim[i].detail, sizeof out->dkim[i].detail,
+                     "upstream signature, verified on arrival and kept");
+            continue;
+        }
         check_published_key(&sigs[i], &out->dkim[i]);
+    }
 
     int lib_dkim = 0, lib_spf = 0;
     if (state == DMARC_RECORD_FOUND &&

@@ -25,6 +25,8 @@ struct dmarc_dkim_input {
     const char *selector;   /* s= */
     const char *algorithm;  /* "rsa-sha256" | "ed25519-sha256" */
     const char *public_b64; /* our public key as p= must hold it */
+    int upstream;           /* a signature the message arrived with, verified on arrival and
+                             * kept unmodified: counts as passing, no key lookup */
 };
 
 struct dmarc_dkim_outcome {
@@ -33,6 +35,7 @@ struct dmarc_dkim_outcome {
     char algorithm[24];
     int key_matches;  /* 1 DNS has our key, 0 missing/different, -1 DNS temporary error */
     int aligned;      /* with the From domain under the record's adkim */
+    int upstream;     /* kept upstream signature (see dmarc_dkim_input) */
     char detail[160]; /* "no key published at s1._domainkey.example.org", ... */
 };
 
@@ -46,7 +49,7 @@ struct dmarc_prediction {
     enum spf_result spf;
     char spf_domain[256];
     int spf_aligned;
-    struct dmarc_dkim_outcome dkim[8];
+    struct dmarc_dkim_outcome dkim[12]; /* ours, then kept upstream ones */
     size_t n_dkim;
     int dkim_aligned_pass; /* some signature both matches its published key and aligns */
     enum dmarc_verdict verdict;

@@ -223,13 +223,23 @@ const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
 
 void queue_start_check(struct message *m)
 {
-    struct dmarc_dkim_input sigs[SIGNER_MAX_SIGS];
+    struct dmarc_dkim_input sigs[SIGNER_MAX_SIGS + SIGNER_MAX_UPSTREAM];
     size_t n = 0;
     for (size_t i = 0; m->sign && i < m->sign->n_sigs; i++, n++) {
-        sigs[n].domain = m->sign->sigs[i].domain;
-        sigs[n].selector = m->sign->sigs[i].selector;
-        sigs[n].algorithm = m->sign->sigs[i].algorithm;
-        sigs[n].public_b64 = m->sign->keys[i]->public_b64;
+        sigs[n] = (struct dmarc_dkim_input){.domain = m->sign->sigs[i].domain,
+                                            .selector = m->sign->sigs[i].selector,
+                                            .algorithm = m->sign->sigs[i].algorithm,
+                                            .public_b64 = m->sign->keys[i]->public_b64};
+    }
+    /* Upstream signatures that verified on arrival and leave with the message count too: the
+     * receiver will verify them as we did (nothing below our signatures is changed). */
+    for (size_t i = 0; m->sign && !queue_strip_upstream(m) && i < m->sign->n_upstream; i++) {
+        const struct dkim_signature *u = &m->sign->upstream[i];
+        if (u->result != 1) continue;
+        sigs[n++] = (struct dmarc_dkim_input){.domain = u->domain,
+                                              .selector = u->selector,
+                                              .algorithm = u->algorithm,
+                                              .upstream = 1};
     }
     m->check_state = STAGE_RUNNING;
     m->prep_pending++;

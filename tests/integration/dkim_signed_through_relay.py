@@ -6,7 +6,8 @@ signature made and verified is recorded.
 Keys are made with `outrelay keygen` and published in the NSD zone of example.org. Messages:
 multipart/alternative, 8-bit UTF-8, long folded headers, lines starting with dots, a message
 written with LF-only line ends (the client library turns them into CRLF on the wire, as every
-SMTP client must), and an empty body. The MX is the aiosmtpd sink, which keeps the exact bytes.
+SMTP client must), an empty body, and From: fields whose display name or comment holds another
+address. Our Received: line names the client as an address literal ([127.0.0.11]). The MX is the aiosmtpd sink, which keeps the exact bytes.
 """
 import re
 import subprocess
@@ -50,6 +51,12 @@ def messages():
     yield "lf-only", (
         f"From: {from_}\nTo: {to}\nSubject: written with LF only\n\nline one\nline two\n")
     yield "empty-body", f"From: {from_}\r\nTo: {to}\r\nSubject: empty\r\n\r\n"
+    # display names and comments that look like addresses: the key and the DMARC domain come
+    # from the real address (RFC 5322 3.4), not from the first '<' or '@'
+    yield "from-quoted", (f"From: \"Bob <bob@other.example>\" <alice@example.org>\r\nTo: {to}\r\n"
+                          "Subject: quoted display name\r\n\r\nbody\r\n")
+    yield "from-comment", (f"From: alice@example.org (Alice <x@other.example>)\r\nTo: {to}\r\n"
+                           "Subject: comment after the address\r\n\r\nbody\r\n")
 
 
 def test(env):
@@ -79,7 +86,8 @@ def test(env):
 
     zones = h.default_zones()
     zones["example.org"] += "".join(records)
-    zones["upstream.example"] = h.zone_text("upstream.example", upstream_record)
+    zones["upstream.example"] = h.zone_text("upstream.example", upstream_record + (
+        '_dmarc IN TXT "v=DMARC1; p=reject"\n'))
     nsd = h.Nsd(env, zones=zones)
     mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
     sink = h.PySink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
@@ -116,6 +124,22 @@ def test(env):
         h.check(res.accepted, f"upstream {tag}: not accepted: {res}")
         sent[msgid] = f"upstream-{tag}"
 
+    # From: at the upstream signer's own domain, which has no key in outrelay: the message
+    # leaves with the platform's aligned signature only (kept) or none (stripped). DMARC at the
+    # receiver passes on the kept one (RFC 7489 4.2) and the prediction must say so.
+    for ip, tag in ((h.ZIMBRA_IP, "kept"), (h.CLOUD_CLIENT_IP, "stripped")):
+        msgid = f"<platform-only-{tag}@test.outrelay>"
+        raw = (f"From: Carol <carol@upstream.example>\r\nTo: bob@example.net\r\n"
+               f"Message-ID: {msgid}\r\nSubject: only the platform signs ({tag})\r\n\r\n"
+               "hello\r\n").encode()
+        r = subprocess.run([f"{tools}/dkim_tool", "sign", up_dir, "upstream.example"],
+                           input=raw, capture_output=True, timeout=60)
+        h.check(r.returncode == 0, f"upstream signing failed: {r.stderr!r}")
+        res = h.send(relay.host, relay.port, "carol@bounce.example.net", ["bob@example.net"],
+                     r.stdout, source_addr=ip)
+        h.check(res.accepted, f"platform-only {tag}: not accepted: {res}")
+        sent[msgid] = f"platform-only-{tag}"
+
     env.wait_for(lambda: len(sink.messages()) >= len(sent), 60, "every message at the sink")
     for m in sink.messages():
         label = sent.get(m.message_id)
@@ -130,6 +154,14 @@ def test(env):
             tags.append((sig.get("d"), sig.get("a"), ok))
             h.check(ok, f"{label}: signature {i} (d={sig.get('d')} a={sig.get('a')}) does not "
                         f"verify in dkimpy")
+        received = m.header("Received") or ""
+        h.check(re.search(r"\(\[127\.0\.0\.\d+\]\)", received),
+                f"{label}: our Received: line lacks the bracketed address literal (RFC 5321 "
+                f"4.4): {received!r}")
+        if label.startswith("platform-only"):
+            h.check(not [t for t in tags if t[0] == "example.org"], f"{label}: signed by us")
+            h.log(f"{label}: {tags}")
+            continue
         ours = {(d, a) for d, a, ok in tags if d == "example.org"}
         h.check(ours == {("example.org", "rsa-sha256"), ("example.org", "ed25519-sha256")},
                 f"{label}: expected RSA and Ed25519 signatures by example.org, got {tags}")
@@ -140,13 +172,22 @@ def test(env):
             h.check(not upstream, f"{label}: upstream signature present: {tags}")
         h.log(f"{label}: {tags}")
 
-    signed = relay.events("SELECT queue_id, dkim FROM events WHERE event='signed'")
-    h.check(len(signed) == len(sent) and all(
+    checked = relay.events("SELECT message_id, dmarc_result, dkim, detail FROM events "
+                           "WHERE event='checked' AND from_domain='upstream.example'")
+    verdicts = {r["message_id"]: r["dmarc_result"] for r in checked}
+    h.log(f"predictions for upstream.example: {checked}")
+    h.check(verdicts.get("<platform-only-kept@test.outrelay>") == "pass",
+            f"kept aligned upstream signature: prediction {verdicts} (receivers say pass)")
+    h.check(verdicts.get("<platform-only-stripped@test.outrelay>") == "fail",
+            f"stripped upstream signature: prediction {verdicts} (receivers say fail)")
+    signed = relay.events("SELECT queue_id, dkim FROM events WHERE event='signed' AND "
+                          "from_domain != 'upstream.example'")
+    h.check(len(signed) == len(sent) - 2 and all(
         "a=rsa-sha256" in (r["dkim"] or "") and "a=ed25519-sha256" in (r["dkim"] or "")
         for r in signed), f"signed events: {signed}")
     up = relay.events("SELECT origin, dkim, action FROM events WHERE event='dkim-upstream'")
     h.check(sorted((r["origin"], r["action"]) for r in up) ==
-            [("keeper", "keep"), ("stripper", "strip")], f"dkim-upstream events: {up}")
+            [("keeper", "keep")] * 2 + [("stripper", "strip")] * 2, f"dkim-upstream events: {up}")
     h.check(all("d=upstream.example" in r["dkim"] and " pass" in r["dkim"] for r in up),
             f"upstream signatures not recorded as verified: {up}")
     relay.stop()

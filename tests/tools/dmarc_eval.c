@@ -51,6 +51,8 @@ static int parse_sig(char *text, struct dmarc_dkim_input *sig)
             sig->algorithm = val;
         else if (strcmp(tok, "p") == 0)
             sig->public_b64 = val;
+        else if (strcmp(tok, "u") == 0) /* u=1: a kept upstream signature, verified on arrival */
+            sig->upstream = strcmp(val, "1") == 0;
         else
             return -1;
     }

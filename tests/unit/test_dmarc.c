@@ -273,7 +273,7 @@ static void test_decide_pass(void **state)
     assert_int_equal(p.verdict, DMARC_VERDICT_PASS);
     assert_int_equal(p.dkim_aligned_pass, 1);
     assert_string_equal(
-        p.reason, "DMARC passes for example.com: DKIM d=example.com (aligned, key published)");
+        p.reason, "DMARC passes for example.com: DKIM d=example.com s=s1 (aligned, key published)");
 }
 
 static void test_decide_aligned_key_problems(void **state)
