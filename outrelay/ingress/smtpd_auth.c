@@ -73,7 +73,20 @@ static void auth_start(struct session *s, const char *user, const char *password
     workpool_submit(auth_work, auth_done, j);
 }
 
-/* "\0user\0password" or "authzid\0user\0password" */
+/* Up to size-1 bytes of untrusted text for a log line, anything unprintable as '?'. */
+static const char *printable(const char *in, char *out, size_t size)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < size; i++)
+        out[i] = in[i] >= 0x20 && in[i] < 0x7f ? in[i] : '?';
+    out[i] = '\0';
+    return out;
+}
+
+/* RFC 4616: [authzid] NUL authcid NUL passwd, no NUL inside the parts. We have no notion of
+ * acting for someone else, so an authorization identity other than the authentication
+ * identity is refused; without this check "cloud\0loner\0pw" logged in as loner while
+ * claiming to be cloud. An empty authzid, or one equal to authcid, means "myself". */
 static void auth_plain_response(struct session *s, const char *b64)
 {
     unsigned char buf[1024];
@@ -85,12 +98,30 @@ static void auth_plain_response(struct session *s, const char *b64)
     int n = auth_base64_decode(b64, buf, sizeof buf);
     const unsigned char *user = n > 0 ? memchr(buf, '\0', (size_t)n) : NULL;
     const unsigned char *pass = user ? memchr(user + 1, '\0', (size_t)(buf + n - user - 1)) : NULL;
-    if (!user || !pass) {
+    if (!user || !pass || memchr(pass + 1, '\0', (size_t)(buf + n - pass - 1))) {
+        explicit_bzero(buf, sizeof buf);
         s->state = STATE_READY;
         smtpd_reply(s, "501 5.5.2 Malformed AUTH PLAIN response");
         return;
     }
+    const char *authzid = (const char *)buf;
+    if (authzid[0] && strcmp(authzid, (const char *)user + 1) != 0) {
+        char z[128], c[128];
+        log_warn("smtpd: %s: authentication refused: authorization identity \"%s\" differs "
+                 "from authentication identity \"%s\"",
+                 s->peer_text, printable(authzid, z, sizeof z),
+                 printable((const char *)user + 1, c, sizeof c));
+        explicit_bzero(buf, sizeof buf);
+        s->state = STATE_READY;
+        if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES)
+            smtpd_reply_and_close(s, "421 4.7.0 Too many authentication failures");
+        else
+            smtpd_reply(s, "535 5.7.8 Authentication credentials invalid: no authorization to "
+                           "act as another identity");
+        return;
+    }
     auth_start(s, (const char *)user + 1, (const char *)pass + 1);
+    explicit_bzero(buf, sizeof buf);
 }
 
 void smtpd_cmd_auth(struct session *s, const char *args)
