@@ -75,6 +75,11 @@ static struct config *defaults_build(void)
     cfg->data_timeout = 600;
     cfg->max_received_headers = 50;
     cfg->max_connections_in = 500;
+    cfg->reserved_for_origins = -1; /* finalize(): a fifth of max_connections */
+    cfg->max_connections_per_client = 50;
+    cfg->connection_rate_per_client = 300;
+    cfg->connection_rate_period = 60;
+    cfg->data_deadline = 600;
 
     cfg->n_origins = 1;
     cfg->origins = xcalloc(1, sizeof *cfg->origins);
@@ -104,6 +109,7 @@ static void finalize(struct config *cfg)
         strbuf_printf(&sb, "%s/control.sock", cfg->state);
         cfg->control_socket = strbuf_detach(&sb, NULL);
     }
+    if (cfg->reserved_for_origins < 0) cfg->reserved_for_origins = cfg->max_connections_in / 5;
     for (size_t i = 0; i < cfg->n_egress; i++) {
         if (!cfg->egress[i].helo) cfg->egress[i].helo = xstrdup(cfg->hostname);
         if (cfg->egress[i].tls_ca_file) cfg->egress[i].tls_verify = 1;
@@ -238,22 +244,77 @@ static void load_delivery(struct loader *ld, const struct at *at)
     if (v[4].node) cfg_get_duration(ld, &v[4], &cfg->command_timeout);
 }
 
+/* limits.max_connection_rate_per_client: "300/min", "20/10s", or 0 for no limit. */
+static void load_connection_rate(struct loader *ld, const struct at *at)
+{
+    struct config *cfg = ld->cfg;
+    const char *s = cfg_scalar_text(ld, at);
+    if (!s) return;
+    if (strcmp(s, "0") == 0) {
+        cfg->connection_rate_per_client = 0;
+        return;
+    }
+    if (config_parse_rate(s, &cfg->connection_rate_per_client, &cfg->connection_rate_period) < 0)
+        cfg_error_at(ld, at->where,
+                     LABEL_FMT "\"%s\" is not a rate (connections per period, e.g. 300/min, "
+                               "20/10s) or 0",
+                     LABEL_ARGS(at), s);
+}
+
 static void load_limits(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {
-        "max_message_size", "max_recipients",       "max_line_length", "command_timeout",
-        "data_timeout",     "max_received_headers", "max_connections", NULL};
-    struct at v[7];
+    enum {
+        L_MESSAGE_SIZE,
+        L_RECIPIENTS,
+        L_LINE_LENGTH,
+        L_COMMAND_TIMEOUT,
+        L_DATA_TIMEOUT,
+        L_RECEIVED_HEADERS,
+        L_CONNECTIONS,
+        L_RESERVED,
+        L_PER_CLIENT,
+        L_RATE,
+        L_DATA_DEADLINE,
+        L_N
+    };
+    static const char *const keys[] = {"max_message_size",
+                                       "max_recipients",
+                                       "max_line_length",
+                                       "command_timeout",
+                                       "data_timeout",
+                                       "max_received_headers",
+                                       "max_connections",
+                                       "reserved_for_origins",
+                                       "max_connections_per_client",
+                                       "max_connection_rate_per_client",
+                                       "data_deadline",
+                                       NULL};
+    struct at v[L_N];
     struct config *cfg = ld->cfg;
     if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_size(ld, &v[0], &cfg->max_message_size);
-    if (v[1].node) cfg_get_int(ld, &v[1], 1, 1000000, &cfg->max_recipients);
-    if (v[2].node) /* RFC 5321 4.5.3.1.6: at least 1000 octets including CRLF */
-        cfg_get_int(ld, &v[2], 1000, 1048576, &cfg->max_line_length);
-    if (v[3].node) cfg_get_duration(ld, &v[3], &cfg->command_timeout_in);
-    if (v[4].node) cfg_get_duration(ld, &v[4], &cfg->data_timeout);
-    if (v[5].node) cfg_get_int(ld, &v[5], 1, 10000, &cfg->max_received_headers);
-    if (v[6].node) cfg_get_int(ld, &v[6], 1, 1000000, &cfg->max_connections_in);
+    if (v[L_MESSAGE_SIZE].node) cfg_get_size(ld, &v[L_MESSAGE_SIZE], &cfg->max_message_size);
+    if (v[L_RECIPIENTS].node) cfg_get_int(ld, &v[L_RECIPIENTS], 1, 1000000, &cfg->max_recipients);
+    if (v[L_LINE_LENGTH].node) /* RFC 5321 4.5.3.1.6: at least 1000 octets including CRLF */
+        cfg_get_int(ld, &v[L_LINE_LENGTH], 1000, 1048576, &cfg->max_line_length);
+    if (v[L_COMMAND_TIMEOUT].node)
+        cfg_get_duration(ld, &v[L_COMMAND_TIMEOUT], &cfg->command_timeout_in);
+    if (v[L_DATA_TIMEOUT].node) cfg_get_duration(ld, &v[L_DATA_TIMEOUT], &cfg->data_timeout);
+    if (v[L_RECEIVED_HEADERS].node)
+        cfg_get_int(ld, &v[L_RECEIVED_HEADERS], 1, 10000, &cfg->max_received_headers);
+    if (v[L_CONNECTIONS].node)
+        cfg_get_int(ld, &v[L_CONNECTIONS], 1, 1000000, &cfg->max_connections_in);
+    if (v[L_RESERVED].node &&
+        cfg_get_int(ld, &v[L_RESERVED], 0, 1000000, &cfg->reserved_for_origins) == 0 &&
+        cfg->reserved_for_origins >= cfg->max_connections_in)
+        /* strangers include AUTH-only origins: they must keep at least one connection */
+        cfg_error_at(ld, v[L_RESERVED].where,
+                     "%s: %d leaves clients outside the origins' networks no connection; it must "
+                     "be less than limits.max_connections (%d)",
+                     v[L_RESERVED].label, cfg->reserved_for_origins, cfg->max_connections_in);
+    if (v[L_PER_CLIENT].node)
+        cfg_get_int(ld, &v[L_PER_CLIENT], 0, 1000000, &cfg->max_connections_per_client);
+    if (v[L_RATE].node) load_connection_rate(ld, &v[L_RATE]);
+    if (v[L_DATA_DEADLINE].node) cfg_get_duration(ld, &v[L_DATA_DEADLINE], &cfg->data_deadline);
 }
 
 static void load_tls(struct loader *ld, const struct at *at)

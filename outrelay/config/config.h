@@ -178,6 +178,13 @@ struct config {
     int64_t data_timeout;       /* default 10m */
     int max_received_headers;   /* default 50 */
     int max_connections_in;     /* default 500 */
+    /* Per-client limits after Postfix's anvil; clients in an origin's networks are exempt. */
+    int reserved_for_origins;       /* connections strangers may not take; default a fifth
+                                       of max_connections (100 of 500) */
+    int max_connections_per_client; /* concurrent, per client address; 0 = none; default 50 */
+    int connection_rate_per_client; /* connections per rate period per address; 0 = none */
+    int64_t connection_rate_period; /* seconds; default 300 per 60 */
+    int64_t data_deadline;          /* the whole DATA phase; default 10m */
 
     char *users_file; /* auth.users_file: "user:crypt-hash" lines */
 

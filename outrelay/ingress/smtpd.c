@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "common/log.h"
@@ -25,6 +26,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "deliver/queue.h"
+#include "ingress/client_limits.h"
 #include "ingress/data.h"
 #include "ingress/smtp_proto.h"
 #include "mail/header_limits.h"
@@ -34,10 +36,16 @@
 
 #define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */
 #define SMTPD_MAX_ERRORS 10
+/* accept() failing (out of descriptors): stop accepting for 1 s, doubling up to this. */
+#define SMTPD_ACCEPT_BACKOFF_MAX 4
+/* Descriptors a session-less relay needs besides its sessions (spool, records, DNS, workers). */
+#define SMTPD_FD_OVERHEAD 64
 
 struct listener {
     struct evconnlistener *evl;
     const struct listen_conf *conf;
+    struct event *resume_ev; /* re-enables evl after an accept() back-off */
+    int backoff;             /* seconds of the current back-off; 0 when accepting normally */
 };
 
 static const struct config *smtpd_cfg;
@@ -48,7 +56,7 @@ static struct event_base *smtpd_base;
 static struct listener *smtpd_listeners;
 static size_t smtpd_n_listeners;
 static LIST_HEAD(, session) smtpd_sessions = LIST_HEAD_INITIALIZER(smtpd_sessions);
-static int smtpd_n_sessions;
+static struct client_limits *smtpd_limits; /* every open session holds a place here */
 static uint64_t smtpd_qid_last;
 
 /* --- helpers ---------------------------------------------------------------------------- */
@@ -84,6 +92,7 @@ static void new_queue_id(char *out, size_t size)
 
 static void transaction_reset(struct session *s)
 {
+    if (s->data_deadline_ev) evtimer_del(s->data_deadline_ev);
     envelope_free(s->env);
     s->env = NULL;
     strbuf_free(&s->data);
@@ -243,6 +252,24 @@ static void cmd_rcpt(struct session *s, const char *args)
     smtpd_reply(s, "250 2.1.5 Ok");
 }
 
+static void data_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    if (s->closed || s->busy || s->state != STATE_DATA) return; /* the data is complete */
+    log_warn("smtpd: %s: DATA deadline of %llds exceeded after %zu bytes; message from <%s> "
+             "dropped",
+             s->peer_text, (long long)smtpd_cfg->data_deadline, s->data.len,
+             s->env ? s->env->sender : "");
+    char reply[512];
+    snprintf(reply, sizeof reply, "421 4.4.2 %s Error: DATA deadline exceeded; closing connection",
+             smtpd_cfg->hostname);
+    transaction_reset(s);
+    bufferevent_enable(s->bev, EV_WRITE);
+    smtpd_reply_and_close(s, reply);
+}
+
 static void cmd_data(struct session *s)
 {
     if (s->state == STATE_MAIL) {
@@ -274,6 +301,10 @@ static void cmd_data(struct session *s)
     strbuf_reset(&s->header);
     s->state = STATE_DATA;
     set_timeouts(s);
+    /* data_timeout is per read: only a deadline ends a client that trickles a byte at a time */
+    if (!s->data_deadline_ev) s->data_deadline_ev = evtimer_new(smtpd_base, data_deadline_cb, s);
+    struct timeval deadline = {.tv_sec = smtpd_cfg->data_deadline};
+    evtimer_add(s->data_deadline_ev, &deadline);
     smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -423,6 +454,7 @@ static const char *header_refusal(const struct strbuf *data)
 
 static void data_end(struct session *s)
 {
+    evtimer_del(s->data_deadline_ev);
     header_finish(s);
     set_timeouts(s);
     if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
@@ -693,7 +725,8 @@ void smtpd_session_free(struct session *s)
     }
     s->closed = 1;
     LIST_REMOVE(s, link);
-    smtpd_n_sessions--;
+    if (s->counted) client_limits_disconnect(smtpd_limits, s->peer_text, s->origin_by_network);
+    s->counted = 0;
     if (s->tls) {
         SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
         if (ssl) SSL_shutdown(ssl);
@@ -703,6 +736,8 @@ void smtpd_session_free(struct session *s)
         evutil_closesocket(s->fd);
     }
     transaction_reset(s);
+    if (s->data_deadline_ev) event_free(s->data_deadline_ev);
+    s->data_deadline_ev = NULL;
     free(s->auth_user);
     s->auth_user = NULL;
     s->bev = NULL;
@@ -710,33 +745,96 @@ void smtpd_session_free(struct session *s)
     event_active(smtpd_graveyard_ev, EV_TIMEOUT, 0);
 }
 
+/* Refuses a connection before it has a session: the reply (not on implicit-TLS listeners,
+ * where plain text means nothing), then close. The socket is new and empty, so the short
+ * write does not block. */
+static void refuse_connection(const struct listener *l, evutil_socket_t fd, const char *reply)
+{
+    if (l->conf->tls != TLS_IMPLICIT) {
+        ssize_t w = write(fd, reply, strlen(reply));
+        (void)w;
+    }
+    evutil_closesocket(fd);
+}
+
+/* Whether client_limits lets this connection in; if not, says so to the client and, for the
+ * 1st, 2nd, 4th... refusal in a period, in the log. Returns 0 when admitted. */
+static int admit_connection(const struct listener *l, evutil_socket_t fd, const char *addr,
+                            int origin_by_network)
+{
+    const struct config *c = smtpd_cfg;
+    struct client_limits_result r =
+        client_limits_connect(smtpd_limits, addr, origin_by_network, clock_now());
+    char reply[512];
+    switch (r.verdict) {
+    case CLIENT_LIMITS_OK:
+        return 0;
+    case CLIENT_LIMITS_FULL:
+        if (r.log_it)
+            log_warn("smtpd: %s: connection refused: %d connections open, limit %d (refusal %d "
+                     "of all clients in this period)",
+                     addr, r.count - 1, c->max_connections_in, r.refused);
+        snprintf(reply, sizeof reply, "421 4.3.2 Too many connections; try again later\r\n");
+        break;
+    case CLIENT_LIMITS_STRANGERS_FULL:
+        if (r.log_it)
+            log_warn("smtpd: %s: connection refused: %d connections of clients outside the "
+                     "origins' networks open, limit %d (the rest is reserved for origins; "
+                     "refusal %d of all clients in this period)",
+                     addr, r.count - 1, c->max_connections_in - c->reserved_for_origins, r.refused);
+        snprintf(reply, sizeof reply, "421 4.3.2 Too many connections; try again later\r\n");
+        break;
+    case CLIENT_LIMITS_CLIENT_COUNT:
+        if (r.log_it)
+            log_warn("smtpd: %s: connection refused: too many connections from %s: %d, limit %d "
+                     "(refusal %d of this client in this period)",
+                     addr, addr, r.count, c->max_connections_per_client, r.refused);
+        snprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections from %s\r\n",
+                 c->hostname, addr);
+        break;
+    case CLIENT_LIMITS_CLIENT_RATE:
+        if (r.log_it)
+            log_warn("smtpd: %s: connection refused: connection rate limit exceeded: %d from %s "
+                     "in %llds, limit %d (refusal %d of this client in this period)",
+                     addr, r.count, addr, (long long)c->connection_rate_period,
+                     c->connection_rate_per_client, r.refused);
+        snprintf(reply, sizeof reply, "421 4.7.0 %s Error: too many connections from %s\r\n",
+                 c->hostname, addr);
+        break;
+    }
+    refuse_connection(l, fd, reply);
+    return -1;
+}
+
 static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *addr,
                       int addrlen, void *arg)
 {
     (void)evl;
     struct listener *l = arg;
-    if (smtpd_n_sessions >= smtpd_cfg->max_connections_in) {
-        static const char busy[] = "421 4.3.2 Too many connections; try again later\r\n";
-        ssize_t w = write(fd, busy, sizeof busy - 1);
-        (void)w;
-        evutil_closesocket(fd);
-        return;
-    }
+    struct sockaddr_any peer;
+    char peer_text[64];
+    l->backoff = 0; /* descriptors are available again */
+    memcpy(&peer.ss, addr, (size_t)addrlen);
+    peer.len = (socklen_t)addrlen;
+    util_format_addr(&peer, 0, peer_text, sizeof peer_text);
+    const struct origin_conf *origin = origin_for_address(&peer);
+    if (admit_connection(l, fd, peer_text, origin != NULL) < 0) return;
+
     struct session *s = xcalloc(1, sizeof *s);
     s->fd = fd;
     s->listen = l->conf;
-    memcpy(&s->peer.ss, addr, (size_t)addrlen);
-    s->peer.len = (socklen_t)addrlen;
-    util_format_addr(&s->peer, 0, s->peer_text, sizeof s->peer_text);
-    s->origin = origin_for_address(&s->peer);
+    s->peer = peer;
+    memcpy(s->peer_text, peer_text, sizeof s->peer_text);
+    s->origin = origin;
+    s->origin_by_network = origin != NULL;
+    s->counted = 1;
     s->state = STATE_GREETING;
     LIST_INSERT_HEAD(&smtpd_sessions, s, link);
-    smtpd_n_sessions++;
     if (l->conf->tls == TLS_IMPLICIT) {
         if (switch_to_tls(s, 0) < 0) {
             evutil_closesocket(fd);
             LIST_REMOVE(s, link);
-            smtpd_n_sessions--;
+            client_limits_disconnect(smtpd_limits, s->peer_text, s->origin_by_network);
             free(s);
             return;
         }
@@ -749,6 +847,46 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     smtpd_reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
 }
 
+static void listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    evconnlistener_enable(l->evl);
+}
+
+/* accept() failed for a reason other than "try again" (libevent filters EINTR, EAGAIN and
+ * ECONNABORTED). Without this callback libevent logs and retries at once: out of descriptors,
+ * the pending connection stays in the backlog and the loop spins at full CPU. So stop
+ * accepting on this listener for a while, say so once, and try again; open sessions carry on
+ * and, as they end, free descriptors. */
+static void accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+    struct listener *l = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    l->backoff = l->backoff ? l->backoff * 2 : 1;
+    if (l->backoff > SMTPD_ACCEPT_BACKOFF_MAX) l->backoff = SMTPD_ACCEPT_BACKOFF_MAX;
+    evconnlistener_disable(evl);
+    log_error("smtpd: accept on %s: %s (%d sessions open); not accepting for %ds",
+              l->conf->address_text, evutil_socket_error_to_string(err),
+              client_limits_total(smtpd_limits), l->backoff);
+    struct timeval tv = {.tv_sec = l->backoff};
+    evtimer_add(l->resume_ev, &tv);
+}
+
+/* Every session holds a descriptor, so an open files limit below max_connections turns a
+ * flood into accept() failures (and the rest of the relay into EMFILE) instead of polite 421s.
+ * Say so at start. */
+static void check_descriptor_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY) return;
+    if (rl.rlim_cur < (rlim_t)cfg->max_connections_in + SMTPD_FD_OVERHEAD)
+        log_warn("smtpd: the open files limit (%llu) is below limits.max_connections (%d) + %d; "
+                 "raise it (LimitNOFILE= in the service unit) or lower max_connections",
+                 (unsigned long long)rl.rlim_cur, cfg->max_connections_in, SMTPD_FD_OVERHEAD);
+}
+
 int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
                 struct auth_users *users, char *err, size_t errlen)
 {
@@ -757,6 +895,13 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     smtpd_graveyard_ev = event_new(base, -1, 0, bury_sessions, NULL);
     smtpd_tls_ctx = server_ctx;
     smtpd_users = users;
+    struct client_limits_conf lc = {.max_total = cfg->max_connections_in,
+                                    .reserved_for_origins = cfg->reserved_for_origins,
+                                    .per_client = cfg->max_connections_per_client,
+                                    .rate_count = cfg->connection_rate_per_client,
+                                    .rate_period = cfg->connection_rate_period};
+    smtpd_limits = client_limits_new(&lc);
+    check_descriptor_limit(cfg);
     smtpd_listeners = xcalloc(cfg->n_listen, sizeof *smtpd_listeners);
     for (size_t i = 0; i < cfg->n_listen; i++) {
         struct listener *l = &smtpd_listeners[i];
@@ -770,6 +915,8 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
             return -1;
         }
         smtpd_n_listeners++;
+        l->resume_ev = evtimer_new(base, listener_resume_cb, l);
+        evconnlistener_set_error_cb(l->evl, accept_error_cb);
         log_info("smtpd: listening on %s (tls %s)", l->conf->address_text,
                  (const char *[]){"none", "optional", "required", "implicit"}[l->conf->tls]);
     }
@@ -783,8 +930,10 @@ void smtpd_set_spool(struct spool *sp)
 
 void smtpd_stop(void)
 {
-    for (size_t i = 0; i < smtpd_n_listeners; i++)
+    for (size_t i = 0; i < smtpd_n_listeners; i++) {
         evconnlistener_free(smtpd_listeners[i].evl);
+        if (smtpd_listeners[i].resume_ev) event_free(smtpd_listeners[i].resume_ev);
+    }
     free(smtpd_listeners);
     smtpd_listeners = NULL;
     smtpd_n_listeners = 0;
@@ -808,10 +957,13 @@ void smtpd_release(void)
         LIST_REMOVE(s, link);
         if (s->bev) bufferevent_free(s->bev);
         transaction_reset(s);
+        if (s->data_deadline_ev) event_free(s->data_deadline_ev);
         free(s->auth_user);
         free(s);
     }
     bury_sessions(-1, 0, NULL);
+    client_limits_free(smtpd_limits);
+    smtpd_limits = NULL;
     if (smtpd_graveyard_ev) event_free(smtpd_graveyard_ev);
     smtpd_graveyard_ev = NULL;
 }

@@ -9,6 +9,7 @@
 #include <sys/queue.h>
 
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/util.h>
 
 #include "common/strbuf.h"
@@ -45,6 +46,11 @@ struct session {
     int dead;      /* connection gone while busy: free when the answer arrives */
     int upgrading; /* STARTTLS 220 queued; switch to TLS when written */
     int closed;    /* torn down; memory released later */
+    int counted;   /* holds a place in client_limits until it is torn down */
+    /* in an origin's networks at connect: exempt from the per-client limits */
+    int origin_by_network;
+    /* ends a DATA phase that outlasts limits.data_deadline */
+    struct event *data_deadline_ev;
     int errors;
     int auth_failures;
     char helo[256];

@@ -194,6 +194,11 @@ static void check_default_values(const struct config *cfg)
     assert_int_equal(cfg->data_timeout, 600);
     assert_int_equal(cfg->max_received_headers, 50);
     assert_int_equal(cfg->max_connections_in, 500);
+    assert_int_equal(cfg->reserved_for_origins, 100);
+    assert_int_equal(cfg->max_connections_per_client, 50);
+    assert_int_equal(cfg->connection_rate_per_client, 300);
+    assert_int_equal(cfg->connection_rate_period, 60);
+    assert_int_equal(cfg->data_deadline, 600);
     assert_null(cfg->users_file);
 
     assert_int_equal(cfg->n_origins, 1);
@@ -298,6 +303,10 @@ static const char full_config[] = "hostname: relay.example.com\n"
                                   "  data_timeout: 3m\n"
                                   "  max_received_headers: 30\n"
                                   "  max_connections: 100\n"
+                                  "  reserved_for_origins: 30\n"
+                                  "  max_connections_per_client: 5\n"
+                                  "  max_connection_rate_per_client: 20/10s\n"
+                                  "  data_deadline: 2m\n"
                                   "auth:\n"
                                   "  users_file: @DIR@/users\n"
                                   "origins:                           # who may relay\n"
@@ -366,6 +375,11 @@ static void test_full_contract(void **state)
     assert_int_equal(cfg->data_timeout, 180);
     assert_int_equal(cfg->max_received_headers, 30);
     assert_int_equal(cfg->max_connections_in, 100);
+    assert_int_equal(cfg->reserved_for_origins, 30);
+    assert_int_equal(cfg->max_connections_per_client, 5);
+    assert_int_equal(cfg->connection_rate_per_client, 20);
+    assert_int_equal(cfg->connection_rate_period, 10);
+    assert_int_equal(cfg->data_deadline, 120);
     assert_string_equal(cfg->users_file + strlen(dir), "/users");
 
     assert_int_equal(cfg->n_origins, 2);
@@ -548,6 +562,17 @@ static const struct broken broken_configs[] = {
     {"hostname: a.example\n---\nhostname: b.example\n", 2, 1, "a second YAML document"},
     /* 41 bad DNS server */
     {"dns:\n  servers: [\"127.0.0.1:0\"]\n", 2, 13, "is not a DNS server address"},
+    /* 42 a reserve that leaves strangers (AUTH-only origins too) no connection */
+    {"limits:\n  max_connections: 10\n  reserved_for_origins: 10\n", 3, 25,
+     "limits.reserved_for_origins: 10 leaves clients outside the origins' networks no "
+     "connection; it must be less than limits.max_connections (10)"},
+    /* 43 a connection rate that is not a rate */
+    {"limits:\n  max_connection_rate_per_client: 300\n", 2, 35,
+     "limits.max_connection_rate_per_client: \"300\" is not a rate (connections per period"},
+    /* 44 a negative per-client limit */
+    {"limits:\n  max_connections_per_client: -1\n", 2, 31, "from 0 to 1000000"},
+    /* 45 a DATA deadline that is not a duration */
+    {"limits:\n  data_deadline: soon\n", 2, 18, "\"soon\" is not a duration"},
 };
 
 static void test_broken_configs(void **state)
@@ -655,6 +680,13 @@ static void test_allowed_oddities(void **state)
     assert_int_equal(cfg->ramp.n_schedule, 2);
     assert_true(cfg->ramp.schedule[1].percent == 10.0);
     assert_int_equal(config_find_egress(cfg, "b")->port, 25);
+    config_free(cfg);
+    /* per-client limits off; the reserve follows max_connections unless given */
+    cfg = load_ok("limits:\n  max_connections: 50\n  max_connections_per_client: 0\n"
+                  "  max_connection_rate_per_client: 0\n");
+    assert_int_equal(cfg->reserved_for_origins, 10);
+    assert_int_equal(cfg->max_connections_per_client, 0);
+    assert_int_equal(cfg->connection_rate_per_client, 0);
     config_free(cfg);
 }
 
