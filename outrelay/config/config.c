@@ -511,6 +511,9 @@ static void free_egress(struct egress_conf *e)
     free(e->auth_password);
     free(e->spf_ips);
     free(e->tls_ca_file);
+    free(e->tls_cert);
+    free(e->tls_key);
+    free(e->tls_name);
 }
 
 enum {
@@ -523,6 +526,9 @@ enum {
     EG_TLS,
     EG_TLS_CA_FILE,
     EG_TLS_VERIFY,
+    EG_TLS_CERT,
+    EG_TLS_KEY,
+    EG_TLS_NAME,
     EG_SPF_IPS,
     EG_MAX_CONNECTIONS,
     EG_MAX_MESSAGES,
@@ -540,6 +546,9 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
                                        "tls",
                                        "tls_ca_file",
                                        "tls_verify",
+                                       "tls_cert",
+                                       "tls_key",
+                                       "tls_name",
                                        "spf_ips",
                                        "max_connections",
                                        "max_messages_per_connection",
@@ -594,6 +603,16 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
         cfg_error_at(ld, v[EG_TLS_VERIFY].where,
                      "%s: false contradicts tls_ca_file (a CA file is only used to verify)",
                      v[EG_TLS_VERIFY].label);
+    if (v[EG_TLS_CERT].node) cfg_get_readable_file(ld, &v[EG_TLS_CERT], &e->tls_cert);
+    if (v[EG_TLS_KEY].node) cfg_get_readable_file(ld, &v[EG_TLS_KEY], &e->tls_key);
+    if (!v[EG_TLS_CERT].node != !v[EG_TLS_KEY].node)
+        cfg_error_at(ld, item->where, "%s: tls_cert and tls_key must both be given",
+                     item->label);
+    if (v[EG_TLS_NAME].node) {
+        cfg_get_hostname(ld, &v[EG_TLS_NAME], &e->tls_name);
+        if (!e->tls_verify && !v[EG_TLS_CA_FILE].node && !v[EG_TLS_VERIFY].node)
+            e->tls_verify = 1; /* a name to check only means something when verifying */
+    }
     if (v[EG_SPF_IPS].node) cfg_get_prefix_list(ld, &v[EG_SPF_IPS], &e->spf_ips, &e->n_spf_ips);
     if (v[EG_MAX_CONNECTIONS].node)
         cfg_get_int(ld, &v[EG_MAX_CONNECTIONS], 1, 100000, &e->max_connections);

@@ -48,6 +48,11 @@ struct egress_conf {
     enum tls_mode tls;               /* egress: none | optional (default) | required */
     char *tls_ca_file;               /* verify the peer certificate against this CA file */
     int tls_verify;                  /* 1 when tls_ca_file is set or tls_verify: true */
+    char *tls_cert;                  /* client certificate chain presented on STARTTLS (e.g.
+                                      * for a certificate-based inbound connector) */
+    char *tls_key;                   /* its private key */
+    char *tls_name;                  /* name the peer certificate must carry (tls_verify);
+                                      * default: the smarthost host or the MX name */
     int max_connections;             /* per destination; default 10 */
     int max_messages_per_connection; /* default 100 */
 };

@@ -32,7 +32,11 @@
 
 struct event_base *smtpc_base;
 const struct config *smtpc_cfg;
-static SSL_CTX *smtpc_tls_plain, *smtpc_tls_verify_ctx;
+/* One client context per distinct (CA file, client certificate) among the egresses; each
+ * egress points at its own (smtpc_egress_ctx[i] for cfg->egress[i]). */
+static SSL_CTX **smtpc_egress_ctx;
+static SSL_CTX **smtpc_distinct_ctx;
+static size_t smtpc_n_distinct;
 static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
 
 /* --- failures -------------------------------------------------------------------------------- */
@@ -117,6 +121,8 @@ void smtpc_conn_drop_socket(struct smtpc_conn *c)
     c->bev = NULL;
     c->fd = -1;
     c->tls = 0;
+    strbuf_reset(&c->reply); /* a reply half read from this server is none of the next one's */
+    c->reply_code = 0;
 }
 
 /* Closed connections wait here until the loop is back at the top (or shutdown). */
@@ -207,13 +213,13 @@ static const char *helo_name(const struct smtpc_conn *c)
 
 static void start_tls(struct smtpc_conn *c)
 {
-    SSL_CTX *ctx =
-        c->egress->tls_verify && smtpc_tls_verify_ctx ? smtpc_tls_verify_ctx : smtpc_tls_plain;
+    SSL_CTX *ctx = smtpc_egress_ctx[c->egress - smtpc_cfg->egress];
     SSL *ssl = SSL_new(ctx);
-    SSL_set_tlsext_host_name(ssl, c->mx_name);
-    if (c->egress->tls_verify) {
+    const char *name = c->egress->tls_name ? c->egress->tls_name : c->mx_name;
+    SSL_set_tlsext_host_name(ssl, name);
+    if (c->egress->tls_verify) { /* the chain and the name (RFC 6125), not the chain alone */
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-        SSL_set1_host(ssl, c->mx_name);
+        SSL_set1_host(ssl, name);
     }
     bufferevent_free(c->bev); /* the plaintext bev does not own the fd */
     c->bev = bufferevent_openssl_socket_new(smtpc_base, c->fd, ssl, BUFFEREVENT_SSL_CONNECTING,
@@ -428,7 +434,8 @@ int smtpc_reply_add_line(struct strbuf *reply, int *reply_code, const char *line
                          const char **text)
 {
     int code, more;
-    if (smtp_parse_reply_line(line, &code, &more, text) < 0 || (reply->len && code != *reply_code))
+    /* *reply_code, not reply->len, says whether lines came before: a first line may be empty */
+    if (smtp_parse_reply_line(line, &code, &more, text) < 0 || (*reply_code && code != *reply_code))
         return -1;
     if (reply->len) strbuf_puts(reply, " ");
     if (reply->len < SMTPC_MAX_REPLY) strbuf_puts(reply, *text);
@@ -455,7 +462,7 @@ void smtpc_conn_read_cb(struct bufferevent *bev, void *arg)
             return;
         }
         const char *text;
-        int first = c->reply.len == 0;
+        int first = c->reply_code == 0;
         int more = smtpc_reply_add_line(&c->reply, &c->reply_code, line, &text);
         if (more < 0) {
             smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
@@ -536,9 +543,14 @@ void smtpc_conn_event_cb(struct bufferevent *bev, short what, void *arg)
         smtpc_set_error(c, 0, "4.4.1", "connect to %s[%s]: %s", c->mx_name, c->addr_text, why);
         smtpc_conn_next_address(c);
         return;
-    case C_TLS_HANDSHAKE:
-        smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s", c->mx_name,
-                        c->addr_text, why);
+    case C_TLS_HANDSHAKE: {
+        /* say why verification failed (e.g. "hostname mismatch"), not only that it did */
+        SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+        long vr = ssl && c->egress->tls_verify ? SSL_get_verify_result(ssl) : X509_V_OK;
+        smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s%s%s%s", c->mx_name,
+                        c->addr_text, why, vr != X509_V_OK ? " (certificate did not verify: " : "",
+                        vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "",
+                        vr != X509_V_OK ? ")" : "");
         log_warn("smtpc: %s", c->last_error);
         if (c->egress->tls != TLS_REQUIRED) {
             /* opportunistic TLS must not block mail: same address again, in plaintext */
@@ -547,6 +559,7 @@ void smtpc_conn_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         smtpc_conn_next_address(c);
         return;
+    }
     case C_GREETING:
     case C_EHLO:
     case C_HELO:
@@ -602,23 +615,31 @@ void smtpc_open(struct dest *d)
     c->dnsq = dns_query(d->domain, DNS_TYPE_MX, smtpc_mx_resolved, c);
 }
 
+static int str_same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
 int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
 {
     smtpc_base = base;
     smtpc_cfg = cfg;
     smtpc_graveyard_ev = event_new(base, -1, 0, bury_all, NULL);
-    smtpc_tls_plain = tls_client_context(NULL, err, errlen);
-    if (!smtpc_tls_plain) return -1;
-    /* one verifying context per CA file would be better; egresses rarely differ */
+    smtpc_egress_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *smtpc_egress_ctx);
+    smtpc_distinct_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *smtpc_distinct_ctx);
     for (size_t i = 0; i < cfg->n_egress; i++) {
-        if (cfg->egress[i].tls_ca_file && !smtpc_tls_verify_ctx) {
-            smtpc_tls_verify_ctx = tls_client_context(cfg->egress[i].tls_ca_file, err, errlen);
-            if (!smtpc_tls_verify_ctx) return -1;
+        const struct egress_conf *e = &cfg->egress[i];
+        for (size_t j = 0; j < i && !smtpc_egress_ctx[i]; j++) {
+            const struct egress_conf *o = &cfg->egress[j];
+            if (str_same(e->tls_ca_file, o->tls_ca_file) && str_same(e->tls_cert, o->tls_cert) &&
+                str_same(e->tls_key, o->tls_key))
+                smtpc_egress_ctx[i] = smtpc_egress_ctx[j];
         }
-    }
-    if (!smtpc_tls_verify_ctx) {
-        smtpc_tls_verify_ctx = tls_client_context(NULL, err, errlen);
-        if (smtpc_tls_verify_ctx) SSL_CTX_set_default_verify_paths(smtpc_tls_verify_ctx);
+        if (smtpc_egress_ctx[i]) continue;
+        /* the system store is loaded for every context: verification is asked per egress */
+        SSL_CTX *ctx = tls_client_context(e->tls_ca_file, 1, e->tls_cert, e->tls_key, err, errlen);
+        if (!ctx) return -1;
+        smtpc_egress_ctx[i] = smtpc_distinct_ctx[smtpc_n_distinct++] = ctx;
     }
     return 0;
 }
@@ -633,7 +654,10 @@ void smtpc_shutdown(void)
     bury_all(-1, 0, NULL);
     if (smtpc_graveyard_ev) event_free(smtpc_graveyard_ev);
     smtpc_graveyard_ev = NULL;
-    if (smtpc_tls_plain) SSL_CTX_free(smtpc_tls_plain);
-    if (smtpc_tls_verify_ctx) SSL_CTX_free(smtpc_tls_verify_ctx);
-    smtpc_tls_plain = smtpc_tls_verify_ctx = NULL;
+    for (size_t i = 0; i < smtpc_n_distinct; i++)
+        SSL_CTX_free(smtpc_distinct_ctx[i]);
+    free(smtpc_distinct_ctx);
+    free(smtpc_egress_ctx);
+    smtpc_distinct_ctx = smtpc_egress_ctx = NULL;
+    smtpc_n_distinct = 0;
 }

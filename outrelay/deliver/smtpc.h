@@ -7,7 +7,8 @@
 
 /* A remote server's reply, read one line at a time (without CRLF) the way a connection reads
  * it: *reply collects the lines' texts joined by one space (about 8 KiB at most), *reply_code
- * the code of the lines so far (the caller sets it to 0 and empties *reply for a new reply).
+ * the code of the lines so far, 0 before the first (the caller sets it to 0 and empties *reply
+ * for a new reply, and when it drops a connection in the middle of one).
  * *text points at this line's text, inside line. Returns 1 when more lines follow, 0 when the
  * reply is complete, -1 when the line is no reply line or changes the code. Pure; any thread
  * (the connection uses it; so does fuzz/fuzz_reply.c). */

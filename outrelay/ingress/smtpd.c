@@ -30,6 +30,7 @@
 #include "ingress/data.h"
 #include "ingress/smtp_proto.h"
 #include "mail/header_limits.h"
+#include "mail/address.h"
 #include "records/records.h"
 #include "spool/envelope.h"
 #include "tls/tls.h"
@@ -286,8 +287,10 @@ static void cmd_data(struct session *s)
     util_rfc5322_date(clock_now(), date, sizeof date);
     if (s->tls) tls_describe(s->bev, &version, &cipher);
     strbuf_reset(&s->data);
-    strbuf_printf(&s->data, "Received: from %s (%s)\r\n\tby %s (outrelay) with %s%s%s id %s",
-                  s->helo[0] ? s->helo : "unknown", s->peer_text, smtpd_cfg->hostname,
+    /* TCP-info is an address literal (RFC 5321 4.4): "[192.0.2.1]", "[IPv6:2001:db8::1]" */
+    strbuf_printf(&s->data, "Received: from %s ([%s%s])\r\n\tby %s (outrelay) with %s%s%s id %s",
+                  s->helo[0] ? s->helo : "unknown", strchr(s->peer_text, ':') ? "IPv6:" : "",
+                  s->peer_text, smtpd_cfg->hostname,
                   s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "",
                   env->queue_id);
     if (version) strbuf_printf(&s->data, "\r\n\t(using %s with cipher %s)", version, cipher);
@@ -333,23 +336,6 @@ static char *unfold(const char *v)
     return out;
 }
 
-/* The domain of the first address in a From: value ("Name <a@b>" or "a@b"). */
-static char *from_domain(const char *v)
-{
-    const char *lt = strchr(v, '<');
-    const char *start = lt ? lt + 1 : v;
-    const char *end = lt ? strchr(start, '>') : start + strcspn(start, " ,;(");
-    if (!end) return NULL;
-    const char *at = NULL;
-    for (const char *p = start; p < end; p++)
-        if (*p == '@') at = p;
-    if (!at || at + 1 >= end) return NULL;
-    char *d = xstrndup(at + 1, (size_t)(end - at - 1));
-    for (char *p = d; *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return d;
-}
-
 void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *env)
 {
     if (field->len == 0) return;
@@ -360,7 +346,7 @@ void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *e
     else if ((v = header_value(f, "Message-ID")) && !env->message_id)
         env->message_id = unfold(v);
     else if ((v = header_value(f, "From")) && !env->from_domain)
-        env->from_domain = from_domain(v);
+        env->from_domain = mail_author_domain(v, NULL); /* NULL: no single author domain */
     strbuf_reset(field);
 }
 

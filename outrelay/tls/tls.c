@@ -45,7 +45,8 @@ SSL_CTX *tls_server_context(const char *cert_file, const char *key_file, char *e
     return ctx;
 }
 
-SSL_CTX *tls_client_context(const char *ca_file, char *err, size_t errlen)
+SSL_CTX *tls_client_context(const char *ca_file, int system_ca, const char *cert_file,
+                            const char *key_file, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
@@ -55,6 +56,18 @@ SSL_CTX *tls_client_context(const char *ca_file, char *err, size_t errlen)
     common_options(ctx);
     if (ca_file && SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
         last_error(err, errlen, ca_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (!ca_file && system_ca) SSL_CTX_set_default_verify_paths(ctx);
+    if (cert_file && SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        last_error(err, errlen, cert_file);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    if (key_file && (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1 ||
+                     SSL_CTX_check_private_key(ctx) != 1)) {
+        last_error(err, errlen, key_file);
         SSL_CTX_free(ctx);
         return NULL;
     }

@@ -10,8 +10,11 @@
 
 /* Server context from PEM cert chain + key. NULL with err on failure. */
 SSL_CTX *tls_server_context(const char *cert_file, const char *key_file, char *err, size_t errlen);
-/* Client context; ca_file may be NULL (no verification possible). */
-SSL_CTX *tls_client_context(const char *ca_file, char *err, size_t errlen);
+/* Client context. ca_file: verify against it; NULL with system_ca: the system store; NULL
+ * without: no verification possible. cert_file/key_file: a client certificate to present (both
+ * or neither). NULL with err on failure. */
+SSL_CTX *tls_client_context(const char *ca_file, int system_ca, const char *cert_file,
+                            const char *key_file, char *err, size_t errlen);
 /* "TLSv1.3" and the cipher name of an established TLS bufferevent. */
 void tls_describe(struct bufferevent *bev, const char **version, const char **cipher);
 /* The first OpenSSL error of a TLS bufferevent, as text (static buffer, loop thread only). */

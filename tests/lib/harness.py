@@ -551,7 +551,7 @@ class Nsd:
 # Certificates
 
 
-def make_ca_and_cert(directory, names, ips=(), prefix="server"):
+def make_ca_and_cert(directory, names, ips=(), prefix="server", usage="serverAuth"):
     """Creates (once per directory) a test CA and a server certificate for DNS `names` and IP
     addresses `ips` with the openssl CLI. Returns {"ca": path, "cert": path, "key": path}.
     EC P-256 keys: fast to make, accepted by OpenSSL 3 and Python's ssl."""
@@ -575,7 +575,7 @@ def make_ca_and_cert(directory, names, ips=(), prefix="server"):
     sans = [f"DNS:{n}" for n in names] + [f"IP:{i}" for i in ips]
     with open(ext, "w") as fh:
         fh.write(f"subjectAltName={','.join(sans)}\nbasicConstraints=CA:FALSE\n"
-                 "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+                 f"keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\n")
     run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
          "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={names[0] if names else ips[0]}"])
     run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
@@ -754,7 +754,8 @@ class PySink:
     make_ca_and_cert), optional reply script (see py_sink.py). .messages() -> [SinkMessage] with
     tls_version/tls_cipher set; .replies() -> the scripted replies it gave."""
 
-    def __init__(self, env, ip, port, name, tls=None, script=None, hostname=None, auth=None):
+    def __init__(self, env, ip, port, name, tls=None, script=None, hostname=None, auth=None,
+                 client_ca=None):
         self.env = env
         self.ip = ip
         self.port = port
@@ -766,6 +767,8 @@ class PySink:
                 "--script", json.dumps(script or [])]
         if tls:
             argv += ["--tls-cert", tls["cert"], "--tls-key", tls["key"]]
+        if client_ca:  # require a client certificate issued by this CA
+            argv += ["--tls-client-ca", client_ca]
         if auth:
             argv += ["--auth", auth]
         self.proc = Proc(env, f"py-sink[{name}]", argv, env.path(f"pysink-{name}.log"),
@@ -801,6 +804,7 @@ class PySink:
                                    mail_args=" ".join(e.get("mail_options", [])),
                                    tls_version=e.get("tls_version"),
                                    tls_cipher=e.get("tls_cipher"),
+                                   tls_client_subject=e.get("tls_client_subject"),
                                    raw=base64.b64decode(e.get("data_b64", "")),
                                    file=self.record))
         return out

@@ -91,6 +91,17 @@ def tls_info(session):
     return "unknown", None
 
 
+def client_subject(session):
+    """The subject CN of the client certificate presented in this session, or None."""
+    obj = (session.ssl or {}).get("ssl_object") if session.ssl else None
+    cert = obj.getpeercert() if obj is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
 class Handler:
     def __init__(self, script, recorder):
         self.script = script
@@ -141,6 +152,7 @@ class Handler:
             "helo": session.host_name,
             "tls_version": version,
             "tls_cipher": cipher,
+            "tls_client_subject": client_subject(session),
             "mail_from": envelope.mail_from,
             "mail_options": list(envelope.mail_options),
             "rcpt_tos": list(envelope.rcpt_tos),
@@ -171,6 +183,7 @@ def main():
     ap.add_argument("--hostname", default="py-sink.test", help="name in greeting and EHLO reply")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca", help="require a client certificate issued by this CA")
     ap.add_argument("--script", default="[]", help="JSON list of reply rules")
     ap.add_argument("--auth", help="USER:PASSWORD[:MECH,...]: require AUTH (after STARTTLS) "
                                    "with these credentials, offering only the MECHs given")
@@ -183,6 +196,9 @@ def main():
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
         ctx.verify_mode = ssl.CERT_NONE
+        if args.tls_client_ca:
+            ctx.load_verify_locations(args.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
 
     handler = Handler(Script(json.loads(args.script)), Recorder(args.record))
     auth_kwargs = {}
