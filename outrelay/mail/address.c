@@ -204,6 +204,7 @@ static int read_angle_addr(struct lexer *lx, struct mail_address *a)
         for (;;) {
             t = next_token(lx);
             if (is_special(&t, ':')) break;
+            if (t.kind == TOK_ERROR) return -1; /* the lexer stays put: looping would not end */
             if (t.kind == TOK_END || is_special(&t, '>')) {
                 lx->why = "unterminated route";
                 return -1;
