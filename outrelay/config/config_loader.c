@@ -608,8 +608,47 @@ static void refuse_anchors_and_aliases(struct loader *ld, struct fy_document *do
                      count - CFG_MAX_ALIAS_ERRORS);
 }
 
+/* YAML is Unicode, and libfyaml 0.8 (Debian 12) never returns from a directive line holding
+ * bytes that are not UTF-8 ("%H\xc1": outrelay check hung): such a file is refused before it
+ * is parsed, pointing at its first bad byte. Returns 0 / -1. */
+static int refuse_non_utf8(struct loader *ld)
+{
+    FILE *f = fopen(ld->file, "re");
+    if (!f) return 0; /* the parser says why it cannot be read */
+    struct pos at = {1, 1}, start = at;
+    int c, need = 0;
+    int lo = 0x80, hi = 0xbf; /* allowed range of the next continuation byte */
+    while ((c = getc(f)) != EOF) {
+        if (need) {
+            if (c < lo || c > hi) break;
+            lo = 0x80, hi = 0xbf;
+            if (--need == 0) at.col++;
+            continue;
+        }
+        start = at;
+        if (c == '\n') {
+            at.line++, at.col = 1;
+        } else if (c < 0x80) {
+            at.col++;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            need = 1;
+        } else if (c >= 0xe0 && c <= 0xef) { /* no overlong forms, no surrogates */
+            need = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+        } else if (c >= 0xf0 && c <= 0xf4) { /* nothing above U+10FFFF */
+            need = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+        } else {
+            break;
+        }
+    }
+    fclose(f);
+    if (c == EOF && !need) return 0;
+    cfg_error_at(ld, start, "this is not UTF-8 text; YAML files are UTF-8, so save it as UTF-8");
+    return -1;
+}
+
 struct fy_document *cfg_parse_file(struct loader *ld, struct fy_diag **diagp)
 {
+    if (refuse_non_utf8(ld) < 0) return NULL;
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);
     dcfg.fp = NULL; /* nothing reaches stderr: errors are collected */
