@@ -1,8 +1,8 @@
 /* fuzz_reply.c - the SMTP client's reply reader (deliver/smtpc.c): what a remote server sends,
  * cut into CRLF lines, through smtpc_reply_add_line until a reply is complete or malformed, then
  * smtp_enhanced_code on the text as the client does for its shaping feedback. Asserts that a
- * complete reply has one code (200-599), that its text stays near the 8 KiB cap, and that the
- * enhanced code found is "x.y.z" at the start of the text. */
+ * reply's lines all carry its first line's code (200-599), that its text stays near the 8 KiB
+ * cap, and that the enhanced code found is "x.y.z" at the start of the text. */
 #include <assert.h>
 #include <ctype.h>
 #include <stdint.h>
@@ -40,21 +40,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(copy, data, size);
     copy[size] = '\0';
     struct strbuf reply = STRBUF_INIT;
-    int code = 0;
+    int code = 0, first_code = 0; /* first_code: the code of the reply's first line */
     char *p = copy;
     char *lf;
     while ((lf = strchr(p, '\n'))) {
         *lf = '\0';
         if (lf > p && lf[-1] == '\r') lf[-1] = '\0';
         const char *text;
+        int line_code, line_more;
+        const char *line_text;
+        if (!first_code && smtp_parse_reply_line(p, &line_code, &line_more, &line_text) == 0)
+            first_code = line_code;
         int more = smtpc_reply_add_line(&reply, &code, p, &text);
         p = lf + 1;
         if (more < 0) break; /* the connection is dropped */
         assert(text >= copy && text < p);
-        assert(code >= 200 && code <= 599);
+        assert(code == first_code); /* every line of a reply carries the same code */
         if (more) continue;
         check_complete(&reply, code);
-        code = 0;
+        code = first_code = 0;
     }
     strbuf_free(&reply);
     free(copy);
