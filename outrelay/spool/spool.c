@@ -1,4 +1,5 @@
-/* spool.c - durable queue as an append-only log with group commit; see spool.h.
+/* spool.c - durable queue as an append-only log with group commit; see spool.h. The scan at
+ * start is spool_recover.c.
  * Threads: the event loop calls spool_*; one commit thread owns the active segment's fd and is
  * the only writer. The two meet in `pending` (loop -> thread) and `completed` (thread -> loop),
  * both under `lock`; pin counts and doomed segments are under `lock` too. Recovery runs before
@@ -20,12 +21,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/hashmap.h"
 #include "common/log.h"
 #include "common/private_file.h"
 #include "common/util.h"
+#include "spool/spool_internal.h"
 
-#define SPOOL_MAGIC 0x5053524fu       /* "ORSP" */
 #define SEGMENT_MAX_BYTES (64u << 20) /* OUTRELAY_SPOOL_SEGMENT_BYTES overrides (tests) */
 /* Once the queue has drained, a segment at least this big is rolled over so its space comes
  * back (OUTRELAY_SPOOL_RECLAIM_BYTES overrides); when the disk was found full, any size is. */
@@ -37,85 +37,6 @@
 /* How long a finished segment waits for the records of its messages to be committed before it
  * is deleted anyway (the disk may be full of it). OUTRELAY_SPOOL_RECORDS_WAIT_MS overrides. */
 #define BARRIER_WAIT_US (30LL * 1000000)
-#define RECORD_MESSAGE 'M'
-#define RECORD_MARK 'K'
-
-struct record_header {
-    uint32_t magic;
-    uint8_t type;
-    uint8_t pad[3];
-    uint32_t length; /* payload bytes */
-    uint32_t crc;    /* CRC-32 of the payload */
-};
-
-struct request {
-    struct request *next;
-    uint8_t type;
-    char *payload; /* envelope length (u32) + envelope + data, or a mark */
-    size_t payload_len;
-    size_t data_skip; /* offset of the data inside the payload (messages) */
-    spool_done_cb cb;
-    void *arg;
-    int status;
-    int retry; /* a mark that failed: back to the queue instead of to its caller */
-    char err[160];
-    struct spool_loc loc;
-};
-
-struct segment_pin {
-    uint64_t id;
-    long pins;
-};
-
-/* A segment nothing needs any more, kept until the records emitted before it was released are
- * committed (the continuity proof: recovery replays records from the spool). */
-struct doomed_segment {
-    uint64_t id;
-    uint64_t token;
-    int64_t since_us; /* monotonic */
-    int warned;
-};
-
-struct spool {
-    char *dir;
-    int dirfd;
-    struct event_base *base;
-    struct event *completed_ev;
-
-    pthread_t thread;
-    int thread_started;
-    pthread_mutex_t lock;
-    pthread_cond_t wake;
-    int stopping;
-    struct request *pending, **pending_tail;
-    struct request *completed, **completed_tail;
-
-    /* owned by the commit thread once it runs */
-    int active_fd;
-    uint64_t active_id;
-    uint64_t active_size;
-    uint64_t next_id;     /* first segment this run writes */
-    uint64_t segment_max; /* rotate after this many bytes */
-    uint64_t reclaim_min; /* roll a drained segment over from this size */
-    uint64_t reserve;     /* bytes preallocated past the end; 0: not supported */
-    uint64_t reserved_end;
-    int space_short;       /* the reserve cannot be renewed: refuse messages */
-    struct request *retry; /* marks to write again, oldest first */
-    int64_t retry_at_us;   /* monotonic */
-
-    struct segment_pin *pins; /* under lock */
-    size_t n_pins;
-    struct doomed_segment *doomed; /* under lock, oldest first */
-    size_t n_doomed;
-    int reclaim_check; /* under lock: a pin count reached 0, look whether the queue drained */
-    uint64_t (*barrier_token)(void);
-    int (*barrier_passed)(uint64_t token);
-    int64_t barrier_wait_us;
-
-    spool_witness_fn witness;
-    void *witness_arg;
-};
-
 static uint32_t crc32_table[256];
 
 static void crc32_init(void)
@@ -128,7 +49,7 @@ static void crc32_init(void)
     }
 }
 
-static uint32_t crc32_of(const void *data, size_t len)
+uint32_t crc32_of(const void *data, size_t len)
 {
     const uint8_t *p = data;
     uint32_t c = 0xFFFFFFFFu;
@@ -137,7 +58,7 @@ static uint32_t crc32_of(const void *data, size_t len)
     return c ^ 0xFFFFFFFFu;
 }
 
-static void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t size)
+void segment_path(const struct spool *sp, uint64_t id, char *buf, size_t size)
 {
     snprintf(buf, size, "%s/seg-%016" PRIx64 ".log", sp->dir, id);
 }
@@ -164,41 +85,12 @@ void spool_set_release_barrier(struct spool *sp, uint64_t (*token)(void),
     pthread_mutex_unlock(&sp->lock);
 }
 
-void spool_set_recovery_witness(struct spool *sp, spool_witness_fn fn, void *arg)
-{
-    sp->witness = fn;
-    sp->witness_arg = arg;
-}
-
-size_t spool_recovered_state(const struct spool_recovered *msg, size_t n_rcpts, char *final,
-                             int *held, int *deleted)
-{
-    memset(final, 0, n_rcpts);
-    *held = *deleted = 0;
-    for (size_t i = 0; i < msg->n_marks; i++) {
-        char kind = msg->mark_kind[i];
-        uint32_t idx = msg->mark_rcpt[i];
-        if (kind == SPOOL_MARK_HELD)
-            *held = 1;
-        else if (kind == SPOOL_MARK_RELEASED)
-            *held = 0;
-        else if (kind == SPOOL_MARK_DELETED)
-            *deleted = 1;
-        else if (idx < n_rcpts)
-            final[idx] = kind;
-    }
-    size_t open = 0;
-    for (size_t i = 0; i < n_rcpts; i++)
-        open += final[i] == 0;
-    return open;
-}
-
 /* --- pins (under lock) ------------------------------------------------------------------ */
 /* Every segment on disk has an entry, pinned or not. Segments are deleted strictly oldest
  * first: a mark in segment N may finish a message stored in an older segment, so N must stay
  * as long as any older segment does, or that message would come back after a restart. */
 
-static struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
+struct segment_pin *pin_find(struct spool *sp, uint64_t id, int create)
 {
     for (size_t i = 0; i < sp->n_pins; i++)
         if (sp->pins[i].id == id) return &sp->pins[i];
@@ -237,7 +129,7 @@ static void reap_doomed_locked(struct spool *sp)
 }
 
 /* Dooms the unpinned segments at the old end of the log. Called with lock held. */
-static void collect_segments_locked(struct spool *sp)
+void collect_segments_locked(struct spool *sp)
 {
     for (;;) {
         size_t oldest = SIZE_MAX;
@@ -635,7 +527,7 @@ int spool_read(struct spool *sp, const struct spool_loc *loc, struct strbuf *out
 
 /* --- open / close / recovery ------------------------------------------------------------- */
 
-static int list_segments(const char *dir, uint64_t **ids, size_t *n)
+int list_segments(const char *dir, uint64_t **ids, size_t *n)
 {
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -722,7 +614,7 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
     return sp;
 }
 
-static int start_writer(struct spool *sp, char *err, size_t errlen)
+int start_writer(struct spool *sp, char *err, size_t errlen)
 {
     if (open_segment(sp, sp->next_id, err, errlen) < 0) return -1;
     if (pthread_create(&sp->thread, NULL, commit_thread, sp) != 0) {
@@ -756,198 +648,4 @@ void spool_close(struct spool *sp)
     free(sp->pins);
     free(sp->dir);
     free(sp);
-}
-
-/* One message found while scanning, with everything later records said about it. */
-struct found {
-    char *envelope;
-    size_t envelope_len;
-    struct spool_loc loc;
-    uint32_t *mark_rcpt;
-    char *mark_kind;
-    size_t n_marks;
-    uint64_t *pins;
-    size_t n_pins;
-    uint64_t order;
-};
-
-static void found_add_pin(struct found *f, uint64_t seg)
-{
-    for (size_t i = 0; i < f->n_pins; i++)
-        if (f->pins[i] == seg) return;
-    f->pins = xrealloc(f->pins, (f->n_pins + 1) * sizeof *f->pins);
-    f->pins[f->n_pins++] = seg;
-}
-
-static int read_file(const char *path, char **data, size_t *len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        close(fd);
-        return -1;
-    }
-    *data = xmalloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, *data + got, (size_t)st.st_size - got);
-        if (n <= 0) break;
-        got += (size_t)n;
-    }
-    close(fd);
-    *len = got;
-    return 0;
-}
-
-struct collect {
-    struct found **items;
-    size_t n;
-};
-
-static void collect_one(void *arg, const char *key, void *value)
-{
-    (void)key;
-    struct collect *c = arg;
-    c->items[c->n++] = value;
-}
-
-static int by_order(const void *a, const void *b)
-{
-    const struct found *x = *(struct found *const *)a, *y = *(struct found *const *)b;
-    return x->order < y->order ? -1 : x->order > y->order;
-}
-
-int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen)
-{
-    uint64_t *ids;
-    size_t n_ids;
-    if (list_segments(sp->dir, &ids, &n_ids) < 0) {
-        snprintf(err, errlen, "cannot list spool directory %s: %s", sp->dir, strerror(errno));
-        return -1;
-    }
-    struct hashmap *map = hashmap_new();
-    uint64_t order = 0;
-    int status = 0;
-    for (size_t s = 0; s < n_ids; s++) {
-        char path[4096], *data;
-        size_t len;
-        segment_path(sp, ids[s], path, sizeof path);
-        if (read_file(path, &data, &len) < 0) {
-            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-            status = -1;
-            break;
-        }
-        size_t pos = 0;
-        while (pos < len) {
-            struct record_header h;
-            if (len - pos < sizeof h) {
-                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)", path,
-                         pos);
-                break;
-            }
-            memcpy(&h, data + pos, sizeof h);
-            if (h.magic != SPOOL_MAGIC || h.length > len - pos - sizeof h ||
-                crc32_of(data + pos + sizeof h, h.length) != h.crc) {
-                log_warn("spool: %s: torn record at offset %zu ignored (never acknowledged)", path,
-                         pos);
-                break;
-            }
-            const char *payload = data + pos + sizeof h;
-            if (h.type == RECORD_MESSAGE && h.length >= 4) {
-                uint32_t elen;
-                memcpy(&elen, payload, 4);
-                if (elen <= h.length - 4) {
-                    /* queue_id is the first envelope line: "queue_id X\n" */
-                    const char *e = payload + 4;
-                    char qid[32] = "";
-                    if (elen > 9 && memcmp(e, "queue_id ", 9) == 0) {
-                        const char *nl = memchr(e + 9, '\n', elen - 9);
-                        if (nl && (size_t)(nl - e - 9) < sizeof qid) {
-                            memcpy(qid, e + 9, (size_t)(nl - e - 9));
-                            qid[nl - e - 9] = '\0';
-                        }
-                    }
-                    struct found *f = qid[0] ? hashmap_get(map, qid) : NULL;
-                    if (f) {
-                        /* a relocated copy (spool compaction): it replaces the earlier record,
-                         * and the marks written after it carry the state */
-                        free(f->envelope);
-                        free(f->mark_rcpt);
-                        free(f->mark_kind);
-                        free(f->pins);
-                        f->mark_rcpt = NULL;
-                        f->mark_kind = NULL;
-                        f->pins = NULL;
-                        f->n_marks = f->n_pins = 0;
-                    } else if (qid[0]) {
-                        f = xcalloc(1, sizeof *f);
-                        f->order = order++;
-                        hashmap_put(map, qid, f);
-                    }
-                    if (f) {
-                        f->envelope = xstrndup(e, elen);
-                        f->envelope_len = elen;
-                        f->loc.segment = ids[s];
-                        f->loc.offset = pos + sizeof h + 4 + elen;
-                        f->loc.length = h.length - 4 - elen;
-                        found_add_pin(f, ids[s]);
-                    }
-                }
-            } else if (h.type == RECORD_MARK) {
-                const char *nul = memchr(payload, '\0', h.length);
-                if (nul && (size_t)(nul - payload) + 1 + 4 + 1 == h.length) {
-                    struct found *f = hashmap_get(map, payload);
-                    if (f) {
-                        uint32_t rcpt;
-                        memcpy(&rcpt, nul + 1, 4);
-                        f->mark_rcpt = xrealloc(f->mark_rcpt, (f->n_marks + 1) * sizeof(uint32_t));
-                        f->mark_kind = xrealloc(f->mark_kind, f->n_marks + 1);
-                        f->mark_rcpt[f->n_marks] = rcpt;
-                        f->mark_kind[f->n_marks++] = nul[5];
-                        found_add_pin(f, ids[s]);
-                    }
-                }
-            }
-            pos += sizeof h + h.length;
-        }
-        free(data);
-    }
-
-    struct collect c = {xcalloc(hashmap_count(map) + 1, sizeof(struct found *)), 0};
-    hashmap_foreach(map, collect_one, &c);
-    qsort(c.items, c.n, sizeof *c.items, by_order);
-    int kept = 0;
-    for (size_t i = 0; i < c.n; i++) {
-        struct found *f = c.items[i];
-        if (status == 0) {
-            for (size_t p = 0; p < f->n_pins; p++)
-                pin_find(sp, f->pins[p], 1)->pins++;
-            struct spool_recovered r = {f->envelope,  f->envelope_len, f->loc,  f->mark_rcpt,
-                                        f->mark_kind, f->n_marks,      f->pins, f->n_pins};
-            if (sp->witness) sp->witness(sp->witness_arg, &r);
-            if (fn(arg, &r)) {
-                kept++;
-            } else {
-                for (size_t p = 0; p < f->n_pins; p++)
-                    pin_find(sp, f->pins[p], 1)->pins--;
-            }
-        }
-        free(f->envelope);
-        free(f->mark_rcpt);
-        free(f->mark_kind);
-        free(f->pins);
-        free(f);
-    }
-    free(c.items);
-    hashmap_free(map);
-    if (status == 0) {
-        /* Register every segment, then let the unpinned old end go. */
-        for (size_t s = 0; s < n_ids; s++)
-            pin_find(sp, ids[s], 1);
-        collect_segments_locked(sp);
-        if (start_writer(sp, err, errlen) < 0) status = -1;
-    }
-    free(ids);
-    return status < 0 ? -1 : kept;
 }
