@@ -36,23 +36,34 @@ static void sign_done(void *arg, struct sign_result *r)
         ev.event = "dkim-upstream";
         ev.dkim = dkim.data;
         ev.action = queue_strip_upstream(m) ? "strip" : "keep";
+        /* a failure here may be ours: say that the data was changed before it was verified */
+        ev.detail = m->env->transformed ? "verified after ingress made the message "
+                                          "transport-safe (see the signed event)"
+                                        : NULL;
         records_emit(&ev);
+        ev.detail = NULL;
         strbuf_reset(&dkim);
     }
     ev.event = "signed";
     ev.action = NULL;
+    struct strbuf detail = STRBUF_INIT;
     if (r->n_sigs) {
         signer_describe(r->sigs, r->n_sigs, &dkim);
         ev.dkim = dkim.data;
     } else {
         ev.dkim = NULL;
-        ev.detail = r->error[0]           ? r->error
-                    : m->env->from_domain ? "no DKIM key for the From domain or its "
-                                            "organisational domain"
-                                          : "no From: domain";
+        strbuf_puts(&detail, r->error[0]           ? r->error
+                             : m->env->from_domain ? "no DKIM key for the From domain or its "
+                                                     "organisational domain"
+                                                   : "no From: domain");
         ev.action = "unsigned";
     }
+    if (m->env->transport) /* what ingress changed so that no line is over 998 octets */
+        strbuf_printf(&detail, "%s%s%s", detail.len ? "; " : "",
+                      m->env->transformed ? "transformed: " : "", m->env->transport);
+    ev.detail = detail.len ? detail.data : NULL;
     records_emit(&ev);
+    strbuf_free(&detail);
     strbuf_free(&dkim);
     if (m->deleted || queue_stopping) {
         queue_message_maybe_forget(m);
@@ -232,7 +243,11 @@ void queue_start_check(struct message *m)
                                             .public_b64 = m->sign->keys[i]->public_b64};
     }
     /* Upstream signatures that verified on arrival and leave with the message count too: the
-     * receiver will verify them as we did (nothing below our signatures is changed). */
+     * receiver will verify them as we did (nothing below our signatures is changed). When
+     * ingress made the message transport-safe (m->env->transformed), "on arrival" is the data
+     * after that change, exactly the bytes that leave: a signature the change broke (a re-encoded
+     * body) failed there and is not counted; one it did not break (folding under relaxed header
+     * canonicalization) still verifies at the receiver and rightly counts. */
     for (size_t i = 0; m->sign && !queue_strip_upstream(m) && i < m->sign->n_upstream; i++) {
         const struct dkim_signature *u = &m->sign->upstream[i];
         if (u->result != 1) continue;

@@ -446,6 +446,7 @@ static void data_end(struct session *s)
     if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
         s->data_error = "554 5.4.6 Too many Received: headers; mail loop?";
     if (!s->data_error) s->data_error = header_refusal(&s->data);
+    if (!s->data_error) s->data_error = data_make_transport_safe(&s->data, s->env);
     if (s->data_error) {
         log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
                  s->data_error);

@@ -32,6 +32,7 @@ void envelope_free(struct envelope *env)
     free(env->envid);
     free(env->message_id);
     free(env->from_domain);
+    free(env->transport);
     for (size_t i = 0; i < env->n_rcpts; i++) {
         free(env->rcpts[i].address);
         free(env->rcpts[i].orcpt);
@@ -103,6 +104,8 @@ void envelope_serialize(const struct envelope *env, struct strbuf *out)
     put(out, "flags", num);
     put(out, "message_id", env->message_id);
     put(out, "from_domain", env->from_domain);
+    if (env->transformed) put(out, "transformed", "1");
+    put(out, "transport", env->transport);
     snprintf(num, sizeof num, "%lld", (long long)env->size);
     put(out, "size", num);
     for (size_t i = 0; i < env->n_rcpts; i++) {
@@ -213,6 +216,11 @@ struct envelope *envelope_parse(const char *text, size_t len)
                 SET(env->message_id);
             } else if (KEY("from_domain")) {
                 SET(env->from_domain);
+            } else if (KEY("transformed")) {
+                env->transformed = val[0] == '1';
+                free(val);
+            } else if (KEY("transport")) {
+                SET(env->transport);
             } else {
                 free(val); /* unknown keys from newer versions are ignored */
             }

@@ -31,6 +31,9 @@ struct envelope {
     char *message_id;  /* Message-ID header value, or NULL */
     char *from_domain; /* domain of the From: header, or NULL */
     int64_t size;      /* bytes of the stored message */
+    int transformed;   /* ingress changed the data to make it transport-safe (long lines,
+                        * ingress/data.c): what is spooled, signed and sent is not what arrived */
+    char *transport;   /* what was changed, or why long lines were left; NULL: nothing */
     struct envelope_rcpt *rcpts;
     size_t n_rcpts;
 };

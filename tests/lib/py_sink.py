@@ -19,6 +19,10 @@ saw 250 can rely on the record being there. Scripted replies (--script JSON) are
 
 "on" is EHLO, MAIL, RCPT or DATA (DATA = the reply after the message data). The first rule that
 matches and still has a count left answers; otherwise the command is accepted normally.
+--max-line-length N makes it a strict receiver: a message with a line longer than N octets
+(without CRLF and the dot added for transparency, RFC 5321 4.5.3.1.6; N=998 is the RFC limit)
+gets "500 5.5.2 Line too long" (recorded as a "reply" event). Without it aiosmtpd's own limit
+applies.
 Stop the process with SIGINT (aiosmtpd ignores SIGTERM; this script handles both anyway).
 """
 import argparse
@@ -103,9 +107,10 @@ def client_subject(session):
 
 
 class Handler:
-    def __init__(self, script, recorder):
+    def __init__(self, script, recorder, max_line_length=None):
         self.script = script
         self.rec = recorder
+        self.max_line_length = max_line_length
 
     def _scripted(self, session, cmd, arg):
         reply = self.script.reply_for(cmd, arg, (session.peer or (None,))[0])
@@ -146,6 +151,14 @@ class Handler:
         data = envelope.original_content or envelope.content or b""
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
+        if self.max_line_length is not None:
+            longest = max((len(line) for line in data.split(b"\r\n")), default=0)
+            if longest > self.max_line_length:
+                reply = "500 5.5.2 Line too long"
+                self.rec.write({"event": "reply", "cmd": "DATA", "arg": envelope.mail_from,
+                                "reply": reply, "peer": list(session.peer or ()),
+                                "longest_line": longest, "tls_version": version})
+                return reply
         self.rec.write({
             "event": "message",
             "peer": list(session.peer or ()),
@@ -170,10 +183,15 @@ class SinkController(Controller):
         super().__init__(handler, **kwargs)
 
     def factory(self):
-        return SMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
+        smtp = SMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
                     tls_context=self._tls, require_starttls=False,
                     enable_SMTPUTF8=True, decode_data=False,
                     data_size_limit=64 * 1024 * 1024, auth_require_tls=True, **self._auth)
+        if self.handler.max_line_length is not None:
+            # the handler judges lines itself: aiosmtpd's limit (1001 with CRLF, so 999
+            # octets pass) must not answer first
+            smtp.line_length_limit = 1 << 20
+        return smtp
 
 
 def main():
@@ -185,6 +203,8 @@ def main():
     ap.add_argument("--tls-key")
     ap.add_argument("--tls-client-ca", help="require a client certificate issued by this CA")
     ap.add_argument("--script", default="[]", help="JSON list of reply rules")
+    ap.add_argument("--max-line-length", type=int,
+                    help="refuse messages with a longer line (octets without CRLF): 500 5.5.2")
     ap.add_argument("--auth", help="USER:PASSWORD[:MECH,...]: require AUTH (after STARTTLS) "
                                    "with these credentials, offering only the MECHs given")
     args = ap.parse_args()
@@ -200,7 +220,8 @@ def main():
             ctx.load_verify_locations(args.tls_client_ca)
             ctx.verify_mode = ssl.CERT_REQUIRED
 
-    handler = Handler(Script(json.loads(args.script)), Recorder(args.record))
+    handler = Handler(Script(json.loads(args.script)), Recorder(args.record),
+                      args.max_line_length)
     auth_kwargs = {}
     if args.auth:
         user, password, *mechs = args.auth.split(":")
