@@ -72,6 +72,8 @@ static struct config *load_config(const char *path)
     struct config *cfg = config_load(path, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.items[i]);
+    for (size_t i = 0; cfg && i < cfg->n_warnings; i++)
+        fprintf(stderr, "%s\n", cfg->warnings[i]);
     config_errors_free(&errs);
     return cfg;
 }

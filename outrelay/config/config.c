@@ -110,6 +110,7 @@ static void finalize(struct config *cfg)
         cfg->control_socket = strbuf_detach(&sb, NULL);
     }
     if (cfg->reserved_for_origins < 0) cfg->reserved_for_origins = cfg->max_connections_in / 5;
+    if (!cfg->deployment_id) cfg->deployment_id = xstrdup(cfg->hostname);
     for (size_t i = 0; i < cfg->n_egress; i++) {
         if (!cfg->egress[i].helo) cfg->egress[i].helo = xstrdup(cfg->hostname);
         if (cfg->egress[i].tls_ca_file) cfg->egress[i].tls_verify = 1;
@@ -438,18 +439,59 @@ static int list_has_items(struct fy_node *n)
     return n && fy_node_is_sequence(n) && fy_node_sequence_item_count(n) > 0;
 }
 
+static void free_list(char **items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
 static void free_origin(struct origin_conf *o)
 {
     free(o->name);
     free(o->networks);
-    for (size_t i = 0; i < o->n_users; i++)
-        free(o->users[i]);
-    free(o->users);
+    free_list(o->platforms, o->n_platforms);
+    free_list(o->users, o->n_users);
+    free_list(o->cert_names, o->n_cert_names);
+    free(o->cert_ca_file);
+    free_list(o->domains, o->n_domains);
+    free(o->tenant_id);
+}
+
+/* certificate: {names: [...], ca_file: FILE} */
+static void load_origin_certificate(struct loader *ld, const struct at *at, struct origin_conf *o)
+{
+    static const char *const keys[] = {"names", "ca_file", NULL};
+    struct at v[2];
+    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
+    o->requires_certificate = 1;
+    if (v[0].node) cfg_get_string_list(ld, &v[0], &o->cert_names, &o->n_cert_names);
+    if (o->n_cert_names == 0)
+        cfg_error_at(ld, at->where,
+                     "%s: names is missing (the names the client's certificate must carry, e.g. "
+                     "[mail.protection.outlook.com])",
+                     at->label);
+    if (v[1].node) cfg_get_readable_file(ld, &v[1], &o->cert_ca_file);
+}
+
+/* domains: [example.com, ...], each a domain name, stored lower case */
+static void load_origin_domains(struct loader *ld, const struct at *at, struct origin_conf *o)
+{
+    if (cfg_get_string_list(ld, at, &o->domains, &o->n_domains) < 0) return;
+    for (size_t i = 0; i < o->n_domains; i++) {
+        for (char *p = o->domains[i]; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        if (!cfg_valid_hostname(o->domains[i]))
+            cfg_error_at(ld, at->where, "%s: \"%s\" is not a domain name", at->label,
+                         o->domains[i]);
+    }
 }
 
 static void load_origins(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"networks", "users", "dkim_upstream", NULL};
+    static const char *const keys[] = {"networks",    "users",   "dkim_upstream", "platforms",
+                                       "certificate", "domains", "tenant_id",     "dkim_required",
+                                       NULL};
     static const char *const upstream_modes[] = {"keep", "strip", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
@@ -464,9 +506,21 @@ static void load_origins(struct loader *ld, const struct at *at)
         cfg_error_at(ld, at->where, "origins: no origin is defined, so no client could relay");
     for (size_t i = 0; i < n; i++) {
         struct origin_conf *o = &cfg->origins[cfg->n_origins++];
-        struct at v[3];
+        struct at v[8];
         o->name = xstrdup(items[i].name);
+        o->line = items[i].where.line;
+        o->col = items[i].where.col;
         if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
+        if (v[3].node) cfg_get_string_list(ld, &v[3], &o->platforms, &o->n_platforms);
+        if (v[4].node) load_origin_certificate(ld, &v[4], o);
+        if (v[5].node) load_origin_domains(ld, &v[5], o);
+        if (v[6].node) cfg_get_string(ld, &v[6], &o->tenant_id);
+        if (v[7].node) cfg_get_bool(ld, &v[7], &o->dkim_required);
+        if ((o->tenant_id || o->dkim_required) && o->n_domains == 0)
+            cfg_error_at(ld, items[i].where,
+                         "%s: tenant_id and dkim_required bind the origin to its domains; list "
+                         "them in domains",
+                         items[i].label);
         if (v[2].node) {
             int m = cfg_get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
             if (m >= 0) o->strip_upstream_dkim = m == 1;
@@ -493,9 +547,11 @@ static void load_origins(struct loader *ld, const struct at *at)
             }
             free(u);
         }
-        if (!list_has_items(v[0].node) && !list_has_items(v[1].node))
+        if (!list_has_items(v[0].node) && !list_has_items(v[1].node) &&
+            !list_has_items(v[3].node) && !o->requires_certificate)
             cfg_error_at(ld, items[i].where,
-                         "%s: has neither networks nor users, so no client could match it",
+                         "%s: has neither networks, platforms, users nor certificate, so no "
+                         "client could match it",
                          items[i].label);
     }
     free(items);
@@ -686,6 +742,8 @@ enum {
     K_METRICS,
     K_DEDUP,
     K_RECORDS,
+    K_PLATFORMS,
+    K_DEPLOYMENT_ID,
     K_COUNT
 };
 
@@ -695,7 +753,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
         "hostname", "user",     "spool",    "state", "keys",      "control_socket", "log",
         "dns",      "delivery", "listen",   "tls",   "limits",    "auth",           "origins",
         "egress",   "ramp",     "policies", "dkim",  "alignment", "providers",      "caps",
-        "shaping",  "metrics",  "dedup",    "records", NULL};
+        "shaping",  "metrics",  "dedup",    "records", "platforms", "deployment_id", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -736,8 +794,11 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_METRICS].node) load_metrics(ld, &v[K_METRICS]);
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
     if (v[K_RECORDS].node) load_records(ld, &v[K_RECORDS]);
+    if (v[K_PLATFORMS].node) cfg_load_platforms(ld, &v[K_PLATFORMS]);
+    if (v[K_DEPLOYMENT_ID].node) cfg_get_hostname(ld, &v[K_DEPLOYMENT_ID], &cfg->deployment_id);
     if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
     cfg_check_provider_refs(ld);
+    cfg_check_origins(ld);
 }
 
 static int compare_errors(const void *a, const void *b)
@@ -811,6 +872,13 @@ const struct origin_conf *config_find_origin(const struct config *cfg, const cha
     return NULL;
 }
 
+const struct platform_conf *config_find_platform(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; name && i < cfg->n_platforms; i++)
+        if (!strcmp(cfg->platforms[i].name, name)) return &cfg->platforms[i];
+    return NULL;
+}
+
 const struct provider_conf *config_find_provider(const struct config *cfg, const char *name)
 {
     for (size_t i = 0; name && i < cfg->n_providers; i++)
@@ -841,6 +909,15 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_origins; i++)
         free_origin(&cfg->origins[i]);
     free(cfg->origins);
+    for (size_t i = 0; i < cfg->n_platforms; i++) {
+        free(cfg->platforms[i].name);
+        free(cfg->platforms[i].source);
+        free(cfg->platforms[i].spf_include);
+        free(cfg->platforms[i].networks);
+    }
+    free(cfg->platforms);
+    free(cfg->deployment_id);
+    free_list(cfg->warnings, cfg->n_warnings);
     for (size_t i = 0; i < cfg->n_egress; i++)
         free_egress(&cfg->egress[i]);
     free(cfg->egress);

@@ -24,10 +24,35 @@ struct listen_conf {
 struct origin_conf {
     char *name;
     int strip_upstream_dkim; /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
-    struct net_prefix *networks;
+    struct net_prefix *networks; /* networks, then the ranges of the platforms named */
     size_t n_networks;
+    char **platforms; /* platforms: names from a platforms section (policies/platforms.yaml) */
+    size_t n_platforms;
     char **users; /* AUTH identities that map to this origin */
     size_t n_users;
+    /* certificate: the client must present, during STARTTLS, a certificate that chains to
+     * cert_ca_file (NULL: the system store) and carries one of cert_names (RFC 6125 matching) */
+    int requires_certificate;
+    char **cert_names;
+    size_t n_cert_names;
+    char *cert_ca_file;
+    /* tenant binding: envelope sender and From: domains must be in domains (or below them);
+     * tenant_id: X-MS-Exchange-CrossTenant-Id must equal it; dkim_required: a verifying DKIM
+     * signature by one of domains must be on the message. Refused with 550 5.7.1. */
+    char **domains;
+    size_t n_domains;
+    char *tenant_id;
+    int dkim_required;
+    int line, col; /* where the origin is defined, for later messages about it */
+};
+
+/* A cloud platform's outbound ranges (platforms: in policies/platforms.yaml). */
+struct platform_conf {
+    char *name;
+    char *source;
+    char *spf_include; /* what SPF should include for mail the platform sends */
+    struct net_prefix *networks;
+    size_t n_networks;
 };
 
 struct egress_conf {
@@ -195,6 +220,11 @@ struct config {
 
     struct origin_conf *origins;
     size_t n_origins;
+    struct platform_conf *platforms;
+    size_t n_platforms;
+    char *deployment_id; /* stamped in X-Outrelay-Loop; default: hostname */
+    char **warnings;     /* "file:line:col: warning: ..." for check and serve to print */
+    size_t n_warnings;
 
     struct egress_conf *egress;
     size_t n_egress;
@@ -249,6 +279,7 @@ void config_errors_free(struct config_errors *errs);
 
 const struct egress_conf *config_find_egress(const struct config *cfg, const char *name);
 const struct origin_conf *config_find_origin(const struct config *cfg, const char *name);
+const struct platform_conf *config_find_platform(const struct config *cfg, const char *name);
 const struct provider_conf *config_find_provider(const struct config *cfg, const char *name);
 /* "1/min", "10/h", "500/day", "3/30s": messages per period. Returns 0 / -1. */
 int config_parse_rate(const char *text, int *count, int64_t *period);

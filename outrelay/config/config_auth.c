@@ -1,6 +1,7 @@
 /* config_auth.c - the authentication sections of the configuration: dkim (which headers are
- * signed), alignment (what to do with mail whose DMARC is predicted to fail) and the policy
- * files, which may hold alignment, providers, caps, shaping and ramp pins. Called from
+ * signed), alignment (what to do with mail whose DMARC is predicted to fail), the cloud
+ * platforms' ranges and what origins may rely on them, and the policy files, which may hold
+ * alignment, providers, caps, shaping, ramp pins and platforms. Called from
  * load_root() in config.c; also answers config_alignment_action(). Never exits, never prints. */
 #include "config/config_loader.h"
 
@@ -120,7 +121,8 @@ static char *policy_path(const struct loader *ld, const char *written)
  * and shaping policies later). Its errors carry its own name and positions. */
 static void load_policy_file(struct loader *parent, const struct at *at, const char *written)
 {
-    static const char *const keys[] = {"alignment", "providers", "caps", "shaping", "ramp", NULL};
+    static const char *const keys[] = {"alignment", "providers", "caps",
+                                       "shaping",   "ramp",      "platforms", NULL};
     struct fy_diag *diag = NULL;
     char *path = policy_path(parent, written);
     struct loader ld = {.file = path, .cfg = parent->cfg, .root = parent->root};
@@ -136,12 +138,13 @@ static void load_policy_file(struct loader *parent, const struct at *at, const c
         cfg_index_marks(&ld, doc);
         struct fy_node *root = fy_document_root(doc);
         struct at top = {.node = root, .where = {1, 1}};
-        struct at v[5];
+        struct at v[6];
         if (!cfg_is_null(root) && cfg_take_mapping(&ld, &top, keys, v) == 0) {
             if (v[0].node) cfg_load_alignment(&ld, &v[0]);
             if (v[1].node) cfg_load_providers(&ld, &v[1]);
             if (v[2].node) cfg_load_caps(&ld, &v[2]);
             if (v[3].node) cfg_load_shaping(&ld, &v[3]);
+            if (v[5].node) cfg_load_platforms(&ld, &v[5]);
             if (v[4].node) {
                 static const char *const ramp_keys[] = {"pins", NULL};
                 struct at r[1];
@@ -192,4 +195,75 @@ enum alignment_action config_alignment_action(const struct config *cfg, const ch
 const char *config_alignment_action_name(enum alignment_action a)
 {
     return alignment_actions[a];
+}
+
+/* ---------------------------------------------------------------- platforms */
+
+void cfg_load_platforms(struct loader *ld, const struct at *at)
+{
+    static const char *const keys[] = {"networks", "source", "spf_include", NULL};
+    struct config *cfg = ld->cfg;
+    struct at *items;
+    size_t n;
+    if (cfg_take_named(ld, at, "platform", &items, &n) < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        if (config_find_platform(cfg, items[i].name)) {
+            cfg_error_at(ld, items[i].where, "%s: platform \"%s\" is defined twice",
+                         items[i].label, items[i].name);
+            continue;
+        }
+        struct at v[3];
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
+        cfg->platforms = xrealloc(cfg->platforms, (cfg->n_platforms + 1) * sizeof *cfg->platforms);
+        struct platform_conf *p = &cfg->platforms[cfg->n_platforms++];
+        memset(p, 0, sizeof *p);
+        p->name = xstrdup(items[i].name);
+        if (v[0].node) cfg_get_prefix_list(ld, &v[0], &p->networks, &p->n_networks);
+        if (v[1].node) cfg_get_string(ld, &v[1], &p->source);
+        if (v[2].node) cfg_get_hostname(ld, &v[2], &p->spf_include);
+        if (p->n_networks == 0)
+            cfg_error_at(ld, items[i].where, "%s: networks is missing", items[i].label);
+        if (!p->source)
+            cfg_error_at(ld, items[i].where,
+                         "%s: source is missing (where the ranges come from, for the next reader)",
+                         items[i].label);
+    }
+    free(items);
+}
+
+void cfg_check_origins(struct loader *ld)
+{
+    struct config *cfg = ld->cfg;
+    for (size_t i = 0; i < cfg->n_origins; i++) {
+        struct origin_conf *o = &cfg->origins[i];
+        struct pos at = {o->line, o->col};
+        for (size_t k = 0; k < o->n_platforms; k++) {
+            const struct platform_conf *p = config_find_platform(cfg, o->platforms[k]);
+            if (!p) {
+                cfg_error_at(ld, at,
+                             "origins.%s: platform \"%s\" is not defined (policies/platforms.yaml "
+                             "in policies, or a platforms section)",
+                             o->name, o->platforms[k]);
+                continue;
+            }
+            o->networks =
+                xrealloc(o->networks, (o->n_networks + p->n_networks) * sizeof *o->networks);
+            memcpy(o->networks + o->n_networks, p->networks, p->n_networks * sizeof *p->networks);
+            o->n_networks += p->n_networks;
+        }
+        /* A provider's ranges serve every tenant, and its connector certificate is the same
+         * for all of them (mail.protection.outlook.com): only a tenant binding (the domains
+         * with the tenant id or a DKIM signature only the tenant can make) keeps the others
+         * out. */
+        int bound = o->n_domains && (o->tenant_id || o->dkim_required);
+        if (o->n_platforms && !bound)
+            cfg_warn_at(ld, at,
+                        "origins.%s admits the shared ranges of %s%s without a tenant binding: "
+                        "every customer of that provider could relay through you%s (add domains "
+                        "with tenant_id or dkim_required)",
+                        o->name, o->platforms[0], o->n_platforms > 1 ? " and others" : "",
+                        o->requires_certificate ? ", the certificate proves the provider, not "
+                                                  "the tenant"
+                                                : "");
+    }
 }

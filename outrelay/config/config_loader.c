@@ -43,6 +43,23 @@ cfg_error_at(struct loader *ld, struct pos p, const char *fmt, ...)
     cfg_add_text(ld, p, strbuf_detach(&sb, NULL));
 }
 
+void __attribute__((format(printf, 3, 4)))
+cfg_warn_at(struct loader *ld, struct pos p, const char *fmt, ...)
+{
+    struct strbuf sb = STRBUF_INIT;
+    va_list ap;
+    if (p.line > 0)
+        strbuf_printf(&sb, "%s:%d:%d: warning: ", ld->file, p.line, p.col);
+    else
+        strbuf_printf(&sb, "%s: warning: ", ld->file);
+    va_start(ap, fmt);
+    strbuf_vprintf(&sb, fmt, ap);
+    va_end(ap);
+    struct config *cfg = ld->cfg;
+    cfg->warnings = xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
+    cfg->warnings[cfg->n_warnings++] = strbuf_detach(&sb, NULL);
+}
+
 static struct pos token_pos(struct fy_token *tok)
 {
     struct pos p = {0, 0};

@@ -68,6 +68,12 @@ struct at {
 #define LABEL_ARGS(at) (at)->label, (at)->label[0] ? ": " : ""
 
 /* Errors: collected, never printed; config_load() sorts them by position. */
+/* A warning (kept in cfg->warnings, printed by check and serve; not an error). */
+void cfg_warn_at(struct loader *ld, struct pos p, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cfg_load_platforms(struct loader *ld, const struct at *at);
+/* After everything is loaded: platform names resolved into origin networks, warnings. */
+void cfg_check_origins(struct loader *ld);
 void cfg_add_text(struct loader *ld, struct pos sort, char *text);
 void __attribute__((format(printf, 3, 4)))
 cfg_error_at(struct loader *ld, struct pos p, const char *fmt, ...);

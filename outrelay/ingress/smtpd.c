@@ -25,13 +25,17 @@
 #include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/util.h"
+#include "common/workpool.h"
 #include "deliver/queue.h"
+#include "ingress/auth_throttle.h"
 #include "ingress/client_limits.h"
 #include "ingress/data.h"
+#include "ingress/origin_policy.h"
 #include "ingress/smtp_proto.h"
 #include "mail/header_limits.h"
 #include "mail/address.h"
 #include "records/records.h"
+#include "sign/dkim.h"
 #include "spool/envelope.h"
 #include "tls/tls.h"
 
@@ -104,16 +108,6 @@ static void transaction_reset(struct session *s)
     s->skip_long_line = 0;
     if (s->state == STATE_MAIL || s->state == STATE_RCPT || s->state == STATE_DATA)
         s->state = STATE_READY;
-}
-
-static const struct origin_conf *origin_for_address(const struct sockaddr_any *a)
-{
-    for (size_t i = 0; i < smtpd_cfg->n_origins; i++) {
-        const struct origin_conf *o = &smtpd_cfg->origins[i];
-        for (size_t n = 0; n < o->n_networks; n++)
-            if (util_prefix_match(&o->networks[n], a)) return o;
-    }
-    return NULL;
 }
 
 const struct origin_conf *smtpd_origin_for_user(const char *user)
@@ -223,6 +217,29 @@ static void cmd_mail(struct session *s, const char *args)
     smtpd_reply(s, "250 2.1.0 Ok");
 }
 
+/* A message refused before 250 by policy leaves a record with the reason (the sender's
+ * platform sees the reply; the operator sees the record). reply: "550 5.7.1 ...". */
+static void record_refusal(const struct session *s, const char *recipient, const char *reply)
+{
+    char enhanced[16] = "";
+    const char *text = reply + (strlen(reply) > 4 ? 4 : strlen(reply));
+    if (sscanf(text, "%15[0-9.]", enhanced) == 1)
+        text += strlen(enhanced) + (text[strlen(enhanced)] == ' ');
+    struct record_event ev = {.event = "refused",
+                              .queue_id = s->env ? s->env->queue_id : NULL,
+                              .message_id = s->env ? s->env->message_id : NULL,
+                              .origin = s->origin ? s->origin->name : NULL,
+                              .client_addr = s->peer_text,
+                              .sender = s->env ? s->env->sender : NULL,
+                              .recipient = recipient,
+                              .from_domain = s->env ? s->env->from_domain : NULL,
+                              .reply_code = atoi(reply),
+                              .enhanced_code = enhanced[0] ? enhanced : NULL,
+                              .reply_text = text,
+                              .detail = s->cert_subject[0] ? s->cert_subject : NULL};
+    records_emit(&ev);
+}
+
 static void cmd_rcpt(struct session *s, const char *args)
 {
     char err[256];
@@ -238,6 +255,14 @@ static void cmd_rcpt(struct session *s, const char *args)
     if (!s->origin) {
         log_warn("smtpd: %s: relay denied for <%s>: client is no origin", s->peer_text, r.address);
         smtpd_reply(s, "554 5.7.1 <%s>: Relay access denied", r.address);
+        return;
+    }
+    const char *refusal =
+        origin_policy_sender_refusal(s->origin, s->env->sender, s->refusal, sizeof s->refusal);
+    if (refusal) {
+        log_warn("smtpd: %s: %s", s->peer_text, refusal);
+        record_refusal(s, r.address, refusal);
+        smtpd_reply(s, "%s", refusal);
         return;
     }
     if (!s->mail.smtputf8 && smtp_check_mailbox(r.address, 0) < 0) {
@@ -290,12 +315,13 @@ static void cmd_data(struct session *s)
     /* TCP-info is an address literal (RFC 5321 4.4): "[192.0.2.1]", "[IPv6:2001:db8::1]" */
     strbuf_printf(&s->data, "Received: from %s ([%s%s])\r\n\tby %s (outrelay) with %s%s%s id %s",
                   s->helo[0] ? s->helo : "unknown", strchr(s->peer_text, ':') ? "IPv6:" : "",
-                  s->peer_text, smtpd_cfg->hostname,
-                  s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "", s->auth_user ? "A" : "",
-                  env->queue_id);
+                  s->peer_text, smtpd_cfg->hostname, s->esmtp ? "ESMTP" : "SMTP", s->tls ? "S" : "",
+                  s->auth_user ? "A" : "", env->queue_id);
     if (version) strbuf_printf(&s->data, "\r\n\t(using %s with cipher %s)", version, cipher);
     if (env->n_rcpts == 1) strbuf_printf(&s->data, "\r\n\tfor <%s>", env->rcpts[0].address);
     strbuf_printf(&s->data, "; %s\r\n", date);
+    origin_policy_stamp(smtpd_cfg, &s->data);
+    s->prefix_len = s->data.len;
     s->data_bytes = 0;
     s->in_headers = 1;
     s->received_headers = 0;
@@ -393,8 +419,9 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
     struct envelope *env = s->env;
     s->env = NULL;
     if (status == 0) {
-        char rcpts[16];
-        snprintf(rcpts, sizeof rcpts, "nrcpt=%zu", env->n_rcpts);
+        char rcpts[400];
+        snprintf(rcpts, sizeof rcpts, "nrcpt=%zu%s%s", env->n_rcpts,
+                 s->cert_subject[0] ? "; client certificate " : "", s->cert_subject);
         struct record_event ev = {.event = "received",
                                   .queue_id = env->queue_id,
                                   .message_id = env->message_id,
@@ -438,23 +465,20 @@ static const char *header_refusal(const struct strbuf *data)
     }
 }
 
-static void data_end(struct session *s)
+/* The message is refused before anything is stored: the reason is logged, recorded and sent. */
+static void data_refuse(struct session *s)
 {
-    evtimer_del(s->data_deadline_ev);
-    header_finish(s);
-    set_timeouts(s);
-    if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
-        s->data_error = "554 5.4.6 Too many Received: headers; mail loop?";
-    if (!s->data_error) s->data_error = header_refusal(&s->data);
-    if (!s->data_error) s->data_error = data_make_transport_safe(&s->data, s->env);
-    if (s->data_error) {
-        log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
-                 s->data_error);
-        smtpd_reply(s, "%s", s->data_error);
-        s->state = STATE_READY;
-        transaction_reset(s);
-        return;
-    }
+    log_warn("smtpd: %s: message from <%s> refused: %s", s->peer_text, s->env->sender,
+             s->data_error);
+    record_refusal(s, NULL, s->data_error);
+    smtpd_reply(s, "%s", s->data_error);
+    s->state = STATE_READY;
+    transaction_reset(s);
+}
+
+/* Every check passed: made durable; 250 comes from committed(). */
+static void data_accept(struct session *s)
+{
     struct envelope *env = s->env;
     env->arrival_us = clock_now_us();
     env->arrival = env->arrival_us / 1000000;
@@ -468,6 +492,70 @@ static void data_end(struct session *s)
     s->busy = 1;
     spool_submit_message(smtpd_spool, text.data, text.len, s->data.data, s->data.len, committed, s);
     strbuf_free(&text);
+}
+
+/* origins.X.dkim_required: the message as the client sent it must carry a verifying DKIM
+ * signature by one of the origin's domains. Verified on a worker (DNS lookups block); the
+ * session is busy and its data untouched until dkim_binding_done runs on the loop. */
+struct dkim_binding_job {
+    struct session *s;
+    struct dkim_signature sigs[8];
+    size_t n;
+};
+
+static void dkim_binding_work(void *arg)
+{
+    struct dkim_binding_job *j = arg;
+    struct session *s = j->s;
+    j->n = dkim_verify_message(s->data.data + s->prefix_len, s->data.len - s->prefix_len, j->sigs,
+                               sizeof j->sigs / sizeof j->sigs[0]);
+}
+
+static void dkim_binding_done(void *arg)
+{
+    struct dkim_binding_job *j = arg;
+    struct session *s = j->s;
+    s->busy = 0;
+    if (s->dead) {
+        free(j);
+        smtpd_session_free(s);
+        return;
+    }
+    size_t n = j->n < 8 ? j->n : 8;
+    s->data_error =
+        origin_policy_dkim_refusal(s->origin, j->sigs, n, s->refusal, sizeof s->refusal);
+    free(j);
+    if (s->data_error)
+        data_refuse(s);
+    else
+        data_accept(s);
+    if (!s->busy && s->state != STATE_CLOSING) smtpd_session_process(s);
+}
+
+static void data_end(struct session *s)
+{
+    evtimer_del(s->data_deadline_ev);
+    header_finish(s);
+    set_timeouts(s);
+    if (!s->data_error && s->received_headers > smtpd_cfg->max_received_headers)
+        s->data_error = "554 5.4.6 Too many Received: headers; mail loop?";
+    if (!s->data_error) s->data_error = header_refusal(&s->data);
+    if (!s->data_error)
+        s->data_error = origin_policy_message_refusal(
+            smtpd_cfg, s->origin, s->env->from_domain, s->data.data + s->prefix_len,
+            s->data.len - s->prefix_len, s->refusal, sizeof s->refusal);
+    if (s->data_error) {
+        data_refuse(s);
+        return;
+    }
+    if (s->origin->dkim_required) { /* before any transformation: as the platform signed it */
+        struct dkim_binding_job *j = xcalloc(1, sizeof *j);
+        j->s = s;
+        s->busy = 1;
+        workpool_submit(dkim_binding_work, dkim_binding_done, j);
+        return;
+    }
+    data_accept(s);
 }
 
 /* Reads DATA lines; returns 0 to continue, 1 when input is exhausted, -1 when closed. */
@@ -667,7 +755,18 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
-    if (what & BEV_EVENT_CONNECTED) return; /* TLS handshake done */
+    if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        if (!s->origin) {             /* a certificate can prove what the address alone did not */
+            SSL *ssl = bufferevent_openssl_get_ssl(bev);
+            s->origin = origin_policy_by_certificate(ssl, &s->peer, s->cert_subject,
+                                                     sizeof s->cert_subject);
+            if (s->cert_subject[0])
+                log_info("smtpd: %s: client certificate %s%s%s", s->peer_text, s->cert_subject,
+                         s->origin ? ": origin " : " proves no origin",
+                         s->origin ? s->origin->name : "");
+        }
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         log_warn("smtpd: %s: timeout", s->peer_text);
         bufferevent_enable(bev, EV_WRITE);
@@ -804,7 +903,7 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     memcpy(&peer.ss, addr, (size_t)addrlen);
     peer.len = (socklen_t)addrlen;
     util_format_addr(&peer, 0, peer_text, sizeof peer_text);
-    const struct origin_conf *origin = origin_for_address(&peer);
+    const struct origin_conf *origin = origin_policy_by_address(&peer);
     if (admit_connection(l, fd, peer_text, origin != NULL) < 0) return;
 
     struct session *s = xcalloc(1, sizeof *s);
@@ -881,6 +980,9 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     smtpd_cfg = cfg;
     smtpd_graveyard_ev = event_new(base, -1, 0, bury_sessions, NULL);
     smtpd_tls_ctx = server_ctx;
+    if (origin_policy_init(cfg, err, errlen) < 0) return -1;
+    smtpd_auth_throttle = auth_throttle_new();
+    origin_policy_setup_server_ctx(server_ctx);
     smtpd_users = users;
     struct client_limits_conf lc = {.max_total = cfg->max_connections_in,
                                     .reserved_for_origins = cfg->reserved_for_origins,
@@ -915,8 +1017,14 @@ void smtpd_set_spool(struct spool *sp)
     smtpd_spool = sp;
 }
 
+struct event_base *smtpd_event_base(void)
+{
+    return smtpd_base;
+}
+
 void smtpd_stop(void)
 {
+    origin_policy_shutdown();
     for (size_t i = 0; i < smtpd_n_listeners; i++) {
         evconnlistener_free(smtpd_listeners[i].evl);
         if (smtpd_listeners[i].resume_ev) event_free(smtpd_listeners[i].resume_ev);
@@ -951,6 +1059,8 @@ void smtpd_release(void)
     bury_sessions(-1, 0, NULL);
     client_limits_free(smtpd_limits);
     smtpd_limits = NULL;
+    auth_throttle_free(smtpd_auth_throttle);
+    smtpd_auth_throttle = NULL;
     if (smtpd_graveyard_ev) event_free(smtpd_graveyard_ev);
     smtpd_graveyard_ev = NULL;
 }

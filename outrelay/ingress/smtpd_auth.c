@@ -7,13 +7,55 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/event.h>
+
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/workpool.h"
 #include "ingress/auth.h"
+#include "ingress/auth_throttle.h"
 #include "ingress/smtpd_internal.h"
 
 #define SMTPD_MAX_AUTH_FAILURES 3
+
+struct auth_throttle *smtpd_auth_throttle;
+
+/* A failed attempt is answered late (the n-th failure of this address after n seconds, at most
+ * AUTH_THROTTLE_MAX_DELAY): s->late_reply, a string literal. The session is busy meanwhile. */
+static void late_reply_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    s->busy = 0;
+    if (s->dead) {
+        smtpd_session_free(s);
+        return;
+    }
+    smtpd_reply(s, "%s", s->late_reply);
+    if (s->state != STATE_CLOSING) smtpd_session_process(s);
+}
+
+/* One failed AUTH: counted for the address across sessions; 421 and close when the session or
+ * the address has failed too often, else `reply` after a delay that grows with the failures. */
+static void auth_failed(struct session *s, const char *reply)
+{
+    s->state = STATE_READY;
+    int n = auth_throttle_failed(smtpd_auth_throttle, s->peer_text, clock_now());
+    if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES || n >= AUTH_THROTTLE_LIMIT) {
+        if (n >= AUTH_THROTTLE_LIMIT)
+            log_warn("smtpd: %s: %d failed AUTH attempts in %d minutes; AUTH refused from this "
+                     "address for the rest of the window",
+                     s->peer_text, n, AUTH_THROTTLE_WINDOW / 60);
+        smtpd_reply_and_close(s, "421 4.7.0 Too many authentication failures");
+        return;
+    }
+    s->late_reply = reply;
+    s->busy = 1;
+    struct timeval tv = {n < AUTH_THROTTLE_MAX_DELAY ? n : AUTH_THROTTLE_MAX_DELAY, 0};
+    event_base_once(smtpd_event_base(), -1, EV_TIMEOUT, late_reply_cb, s, &tv);
+}
 
 int smtpd_auth_offered(const struct session *s)
 {
@@ -49,18 +91,14 @@ static void auth_done(void *arg)
         s->state = STATE_READY;
         smtpd_reply(s, "235 2.7.0 Authentication successful");
     } else {
-        s->state = STATE_READY;
         log_warn("smtpd: %s: authentication failed for %s", s->peer_text, j->user);
-        if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES)
-            smtpd_reply_and_close(s, "421 4.7.0 Too many authentication failures");
-        else
-            smtpd_reply(s, "535 5.7.8 Authentication credentials invalid");
+        auth_failed(s, "535 5.7.8 Authentication credentials invalid");
     }
     explicit_bzero(j->password, strlen(j->password));
     free(j->user);
     free(j->password);
     free(j);
-    if (!s->dead && s->state != STATE_CLOSING) smtpd_session_process(s);
+    if (!s->dead && !s->busy && s->state != STATE_CLOSING) smtpd_session_process(s);
 }
 
 static void auth_start(struct session *s, const char *user, const char *password)
@@ -112,12 +150,8 @@ static void auth_plain_response(struct session *s, const char *b64)
                  s->peer_text, printable(authzid, z, sizeof z),
                  printable((const char *)user + 1, c, sizeof c));
         explicit_bzero(buf, sizeof buf);
-        s->state = STATE_READY;
-        if (++s->auth_failures >= SMTPD_MAX_AUTH_FAILURES)
-            smtpd_reply_and_close(s, "421 4.7.0 Too many authentication failures");
-        else
-            smtpd_reply(s, "535 5.7.8 Authentication credentials invalid: no authorization to "
-                           "act as another identity");
+        auth_failed(s, "535 5.7.8 Authentication credentials invalid: no authorization to act "
+                       "as another identity");
         return;
     }
     auth_start(s, (const char *)user + 1, (const char *)pass + 1);
@@ -137,6 +171,12 @@ void smtpd_cmd_auth(struct session *s, const char *args)
     }
     if (s->state != STATE_READY) {
         smtpd_reply(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+        return;
+    }
+    if (auth_throttle_failures(smtpd_auth_throttle, s->peer_text, clock_now()) >=
+        AUTH_THROTTLE_LIMIT) {
+        smtpd_reply_and_close(s, "421 4.7.0 Too many authentication failures from this address; "
+                                 "try again later");
         return;
     }
     char mech[32] = "";

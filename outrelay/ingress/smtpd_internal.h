@@ -65,11 +65,19 @@ struct session {
     int received_headers;
     int skip_long_line;
     const char *data_error; /* first reason to refuse the message being read */
+    char refusal[512];      /* text of an origin policy refusal (data_error may point here) */
+    size_t prefix_len;      /* bytes of s->data we wrote (Received:, loop stamp) */
+    char cert_subject[256]; /* the client certificate's subject, "" without one */
+    const char *late_reply; /* a failed AUTH's reply, sent after the throttle's delay */
     struct strbuf header;   /* current (possibly folded) header field, for Message-ID/From */
 };
 
 /* Users for SMTP AUTH; NULL when AUTH is not offered. Set by smtpd_start (smtpd.c). */
 extern struct auth_users *smtpd_users;
+/* Failed AUTH per client address (smtpd_auth.c; created and freed by smtpd.c). */
+extern struct auth_throttle *smtpd_auth_throttle;
+/* The event loop smtpd runs on (smtpd.c). */
+struct event_base *smtpd_event_base(void);
 
 /* smtpd.c */
 void smtpd_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
