@@ -476,9 +476,14 @@ static void data_refuse(struct session *s)
     transaction_reset(s);
 }
 
-/* Every check passed: made durable; 250 comes from committed(). */
+/* Every check passed: made transport-safe, then durable; 250 comes from committed(). */
 static void data_accept(struct session *s)
 {
+    s->data_error = data_make_transport_safe(&s->data, s->env);
+    if (s->data_error) {
+        data_refuse(s);
+        return;
+    }
     struct envelope *env = s->env;
     env->arrival_us = clock_now_us();
     env->arrival = env->arrival_us / 1000000;
