@@ -2,8 +2,8 @@
  * line through data_parse_line (ingress/data.c), the header block through smtpd_header_line
  * and smtpd_header_finish (ingress/smtpd.c: folding, Received:, Message-ID:, From:). Asserts
  * that unstuffed content stays inside its line and holds no CR, and that the Message-ID and
- * From: domain kept in the envelope are proper C strings (no CR/LF; domain lower case,
- * without '@'). */
+ * From: domain kept in the envelope are proper C strings (no CR/LF; a domain is lower case
+ * without '@', unless it is a [literal]). */
 #include <assert.h>
 #include <ctype.h>
 #include <stdint.h>
@@ -22,7 +22,12 @@ static void check_envelope(const struct envelope *env)
         assert(n == 0 || (env->message_id[n - 1] != ' ' && env->message_id[n - 1] != '\t'));
     }
     if (env->from_domain) {
-        assert(env->from_domain[0] != '\0');
+        size_t n = strlen(env->from_domain);
+        assert(n > 0);
+        if (env->from_domain[0] == '[') { /* a domain literal is kept as written */
+            assert(n >= 2 && env->from_domain[n - 1] == ']');
+            return;
+        }
         for (const char *p = env->from_domain; *p; p++)
             assert(!isupper((unsigned char)*p) && *p != '@');
     }
