@@ -1,5 +1,5 @@
 /* fuzz_config.c - the configuration loader config_load (config/) on a YAML file: the input is
- * written to a file in a private temporary folder and loaded. Asserts that the loader returns
+ * written to a file in a fresh temporary folder and loaded. Asserts that the loader returns
  * either a configuration or at least one non-empty error, never both, and that config_free and
  * config_errors_free release everything (LeakSanitizer). Inputs naming dev/, proc/ or sys/
  * are skipped: a users_file of /dev/zero would be read forever, which is no bug. */
@@ -12,37 +12,22 @@
 
 #include "config/config.h"
 
-static char fuzz_folder[] = "/tmp/outrelay-fuzz-config-XXXXXX";
-static char fuzz_path[sizeof fuzz_folder + 16];
-
-static void remove_folder(void)
-{
-    unlink(fuzz_path);
-    rmdir(fuzz_folder);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-    (void)argc;
-    (void)argv;
-    if (!mkdtemp(fuzz_folder)) abort();
-    snprintf(fuzz_path, sizeof fuzz_path, "%s/config.yaml", fuzz_folder);
-    atexit(remove_folder);
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const endless[] = {"dev/", "proc/", "sys/"};
     for (size_t i = 0; i < sizeof endless / sizeof endless[0]; i++)
         if (memmem(data, size, endless[i], strlen(endless[i]))) return 0;
-    FILE *f = fopen(fuzz_path, "w");
+    /* a folder per input: libFuzzer ends without running atexit handlers */
+    char folder[] = "/tmp/outrelay-fuzz-config-XXXXXX", path[sizeof folder + 16];
+    if (!mkdtemp(folder)) abort();
+    snprintf(path, sizeof path, "%s/config.yaml", folder);
+    FILE *f = fopen(path, "w");
     if (!f) abort();
     if (size && fwrite(data, size, 1, f) != 1) abort();
     if (fclose(f) != 0) abort();
 
     struct config_errors errs;
-    struct config *cfg = config_load(fuzz_path, &errs);
+    struct config *cfg = config_load(path, &errs);
     assert((cfg != NULL) == (errs.n == 0));
     for (size_t i = 0; i < errs.n; i++)
         assert(errs.items[i] && errs.items[i][0]);
@@ -53,5 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     config_free(cfg);
     config_errors_free(&errs);
+    unlink(path);
+    rmdir(folder);
     return 0;
 }
