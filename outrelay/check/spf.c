@@ -5,7 +5,9 @@
  * stage (and by tests/tools/spf_eval.c). */
 #include "check/spf.h"
 
-/* libspf2 needs these before its own headers (see LIBRARIES.md §2). */
+/* libspf2's public headers (spf2/spf.h, 1.2.10) use size_t and struct in_addr/in6_addr without
+ * including <sys/types.h> or <netinet/in.h>, so those come first; spf2/spf_dns.h pulls in
+ * <arpa/nameser.h> (ns_type) and <netdb.h> (the h_errno codes), named here as we use both. */
 #include <sys/types.h>
 #include <netinet/in.h>
 #include <arpa/nameser.h>

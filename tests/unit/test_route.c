@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <ftw.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -532,6 +533,24 @@ static void test_config_errors(void **state)
     free(policy);
 }
 
+/* Whether text names a web page as host/path: some '/' right after a host name that has a dot
+ * inside it ("smtp.codes/exchangeonline", "github.com/KumoCorp/..."). */
+static int names_public_page(const char *text)
+{
+    for (const char *slash = strchr(text, '/'); slash; slash = strchr(slash + 1, '/')) {
+        const char *p = slash;
+        int dot = 0;
+        while (p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '.' || p[-1] == '-')) {
+            p--;
+            if (*p == '.' && p > text && p + 1 < slash && isalnum((unsigned char)p[-1]) &&
+                isalnum((unsigned char)p[1]))
+                dot = 1;
+        }
+        if (dot) return 1;
+    }
+    return 0;
+}
+
 /* The shipped policy files load and say where each rule comes from. */
 static void test_shipped_policies(void **state)
 {
@@ -550,11 +569,25 @@ static void test_shipped_policies(void **state)
     assert_non_null(config_find_provider(cfg, "microsoft-tenant-dane"));
     assert_non_null(config_find_provider(cfg, "gmx-webde"));
     assert_true(cfg->n_shaping >= 6);
-    for (size_t i = 0; i < cfg->n_providers; i++)
-        assert_non_null(cfg->providers[i].source);
+    /* Shipped files cite public sources only: every rule names the page its reply text comes
+     * from (a host name with a path), and nothing points at notes a user does not have. */
+    for (size_t i = 0; i < cfg->n_providers; i++) {
+        const char *s = cfg->providers[i].source;
+        assert_non_null(s);
+        assert_true(s[0] != '\0');
+        assert_null(strstr(s, "ANCHORS"));
+        assert_null(strstr(s, "LIBRARIES.md"));
+        assert_null(strstr(s, "DESIGN.md"));
+    }
     for (size_t i = 0; i < cfg->n_shaping; i++) {
-        assert_non_null(cfg->shaping[i].source);
-        assert_non_null(strstr(cfg->shaping[i].source, "ANCHORS.md section 2 row"));
+        const char *s = cfg->shaping[i].source;
+        assert_non_null(s);
+        assert_true(strncmp(s, "reply: ", 7) == 0);
+        assert_true(names_public_page(s));
+        assert_null(strstr(s, "ANCHORS"));
+        assert_null(strstr(s, "LIBRARIES.md"));
+        assert_null(strstr(s, "DESIGN.md"));
+        assert_null(strstr(s, "[K"));
     }
     start(cfg);
     const struct egress_conf *legacy = config_find_egress(cfg, "legacy");
