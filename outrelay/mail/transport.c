@@ -356,7 +356,7 @@ static void encode_words(struct strbuf *out, const char *p, size_t n)
         for (size_t j = 0; j < k; j++) {
             unsigned char ch = s[i + j];
             if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                strchr("!*+-/", ch))
+                (ch && strchr("!*+-/", ch)))
                 enc[el++] = (char)ch;
             else
                 el += (size_t)snprintf(enc + el, sizeof enc - el, "=%02X", ch);

@@ -467,6 +467,69 @@ static void test_message_rfc822_and_signed(void **state)
     strbuf_free(&m);
 }
 
+/* Random messages of random structure (seeded, so a failure repeats): whatever comes in, a
+ * changed message has no line over 998 octets, and making it safe again changes nothing. */
+static void test_random_messages(void **state)
+{
+    (void)state;
+    static const char *const types[] = {"text/plain; charset=utf-8",
+                                        "text/html",
+                                        "application/pdf",
+                                        "message/rfc822",
+                                        "multipart/mixed; boundary=\"r\"",
+                                        "multipart/digest; boundary=r",
+                                        "image/png",
+                                        "multipart/alternative; boundary=\"r\"",
+                                        NULL};
+    static const char *const ctes[] = {"7bit", "8bit", "base64", "quoted-printable", "x-uue", NULL};
+    unsigned seed = 12345;
+    int changed = 0;
+    struct strbuf m = STRBUF_INIT, out = STRBUF_INIT, again = STRBUF_INIT;
+    for (int iter = 0; iter < 400; iter++) {
+        strbuf_reset(&m);
+        int parts = 1 + (int)((seed = seed * 1103515245 + 12345) >> 16) % 4;
+        strbuf_puts(&m, "From: a@example.org\r\n");
+        for (int p = 0; p < parts; p++) {
+            seed = seed * 1103515245 + 12345;
+            const char *t = types[(seed >> 16) % 9];
+            const char *e = ctes[(seed >> 8) % 6];
+            if (p > 0) strbuf_puts(&m, "--r\r\n");
+            if (t) strbuf_printf(&m, "Content-Type: %s\r\n", t);
+            if (e) strbuf_printf(&m, "Content-Transfer-Encoding: %s\r\n", e);
+            if ((seed >> 4) % 3 == 0) strbuf_puts(&m, "Subject: a b\r\n");
+            strbuf_puts(&m, "\r\n");
+            for (int l = 0; l < 3; l++) {
+                seed = seed * 1103515245 + 12345;
+                size_t len = (seed >> 16) % 2500;
+                for (size_t i = 0; i < len; i++) {
+                    seed = seed * 1103515245 + 12345;
+                    unsigned r = (seed >> 16) % 100;
+                    char ch = r < 10   ? ' '
+                              : r < 12 ? '='
+                              : r < 14 ? (char)(0x80 + r)
+                                       : (char)('a' + r % 26);
+                    strbuf_append(&m, &ch, 1);
+                }
+                strbuf_puts(&m, "\r\n");
+            }
+        }
+        if (parts > 1) strbuf_puts(&m, "--r--\r\n");
+        struct mail_transport_report r;
+        strbuf_reset(&out);
+        enum mail_transport_verdict v = mail_transport_safe(m.data, m.len, &out, &r);
+        if (v != MAIL_TRANSPORT_CHANGED || r.signed_lines_left) continue;
+        changed++;
+        assert_transport_safe(&out);
+        strbuf_reset(&again);
+        assert_int_equal(mail_transport_safe(out.data, out.len, &again, &r),
+                         MAIL_TRANSPORT_UNCHANGED);
+    }
+    assert_true(changed > 200); /* the corpus mostly needs changing */
+    strbuf_free(&m);
+    strbuf_free(&out);
+    strbuf_free(&again);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -479,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_already_quoted_printable),
         cmocka_unit_test(test_crlf_handling),
         cmocka_unit_test(test_message_rfc822_and_signed),
+        cmocka_unit_test(test_random_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
