@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -53,15 +54,51 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
     return problem;
 }
 
-static void egress_mechanisms(const struct egress_conf *e, struct strbuf *mech, struct strbuf *ips)
+/* Is the network `inner` inside `outer`? */
+static int prefix_within(const struct net_prefix *inner, const struct net_prefix *outer)
+{
+    if (inner->family != outer->family || outer->bits > inner->bits) return 0;
+    int full = outer->bits / 8, rest = outer->bits % 8;
+    if (memcmp(inner->addr, outer->addr, (size_t)full) != 0) return 0;
+    if (!rest) return 1;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (inner->addr[full] & mask) == (outer->addr[full] & mask);
+}
+
+/* The platform (policies/platforms.yaml) whose ranges hold every spf_ips entry of a smarthost
+ * egress and that names an SPF include, or NULL: its include is what to publish, since the
+ * provider changes its ranges and maintains that record. */
+static const struct platform_conf *egress_platform(const struct config *cfg,
+                                                   const struct egress_conf *e)
+{
+    for (size_t p = 0; e->n_spf_ips && p < cfg->n_platforms; p++) {
+        const struct platform_conf *pl = &cfg->platforms[p];
+        size_t inside = 0;
+        for (size_t i = 0; i < e->n_spf_ips; i++)
+            for (size_t k = 0; k < pl->n_networks; k++)
+                if (prefix_within(&e->spf_ips[i], &pl->networks[k])) {
+                    inside++;
+                    break;
+                }
+        if (inside == e->n_spf_ips && pl->spf_include) return pl;
+    }
+    return NULL;
+}
+
+static void egress_mechanisms(const struct config *cfg, const struct egress_conf *e,
+                              struct strbuf *mech, struct strbuf *ips)
 {
     char ip[64];
+    const struct platform_conf *pl = e->type == EGRESS_SMARTHOST ? egress_platform(cfg, e) : NULL;
+    if (pl) strbuf_printf(mech, " include:%s", pl->spf_include);
     if (e->type == EGRESS_SMARTHOST) {
         for (size_t i = 0; i < e->n_spf_ips; i++) {
             inet_ntop(e->spf_ips[i].family, e->spf_ips[i].addr, ip, sizeof ip);
             int full = e->spf_ips[i].family == AF_INET ? 32 : 128;
-            strbuf_printf(mech, " ip%c:%s", e->spf_ips[i].family == AF_INET ? '4' : '6', ip);
-            if (e->spf_ips[i].bits != full) strbuf_printf(mech, "/%d", e->spf_ips[i].bits);
+            if (!pl) {
+                strbuf_printf(mech, " ip%c:%s", e->spf_ips[i].family == AF_INET ? '4' : '6', ip);
+                if (e->spf_ips[i].bits != full) strbuf_printf(mech, "/%d", e->spf_ips[i].bits);
+            }
             strbuf_printf(ips, "%s%s", ips->len ? " " : "", ip);
         }
         return;
@@ -90,7 +127,7 @@ static int advise_spf(const struct config *cfg, const char *domain, struct strbu
     for (size_t i = 0; i < cfg->n_egress; i++) {
         const struct egress_conf *e = &cfg->egress[i];
         struct strbuf mech = STRBUF_INIT, ips = STRBUF_INIT;
-        egress_mechanisms(e, &mech, &ips);
+        egress_mechanisms(cfg, e, &mech, &ips);
         if (!ips.len) {
             strbuf_printf(out,
                           "    egress %s: no fixed source address configured (set source "

@@ -47,7 +47,11 @@ def test(env):
         + recs["s3"].replace("v=DKIM1;", "v=DKIM1; h=sha1;", 1)))
     nsd = h.Nsd(env, zones=zones)
     port = env.free_port(h.SINK_IPS + [h.LEGACY_IP, h.CLOUD_IP])
-    cfg = h.standard_config(env, nsd, port, egress=egress)
+    # a smarthost egress inside a platform's ranges: SPF should include the platform's record
+    cfg = h.standard_config(env, nsd, port, egress={
+        **egress, "m365": {"type": "smarthost", "host": "127.0.0.12", "spf_ips": ["127.0.0.12/32"]}},
+        platforms={"testcloud": {"networks": ["127.0.0.0/24"], "source": "test",
+                                 "spf_include": "spf.testcloud.example"}})
     cfg_path = env.path("advice1.yaml")
     with open(cfg_path, "w") as fh:
         fh.write(h.to_yaml(cfg))
@@ -58,6 +62,8 @@ def test(env):
             "the published key is not recognised")
     h.check("s2._domainkey.example.org" in out and "MISSING" in out,
             "the unpublished key is not reported")
+    h.check("include:spf.testcloud.example" in out and "ip4:127.0.0.12" not in out,
+            "dns-advice does not suggest the platform's SPF include for its smarthost egress")
     h.check("s3._domainkey.example.org" in out and "allows only h=sha1" in out,
             "a key record receivers refuse (h=sha1) is not explained")
     h.check(f"ip4:{h.CLOUD_IP}" in out and "fail" in out, "the missing SPF mechanism for cloud")

@@ -493,7 +493,7 @@ static const struct broken broken_configs[] = {
     /* 15 account that does not exist */
     {"user: no-such-user-here\n", 1, 7, "is not an account on this system"},
     /* 16 origin with neither networks nor users */
-    {"origins:\n  empty: {}\n", 2, 3, "has neither networks nor users"},
+    {"origins:\n  empty: {}\n", 2, 3, "has neither networks, platforms, users nor certificate"},
     /* 17 origin users without a users file */
     {"origins:\n  cloud:\n    users: [m365-connector]\n", 3, 12, "need auth.users_file"},
     /* 18 origin user missing from the users file */
