@@ -408,9 +408,27 @@ void dkim_dns_record(const struct dkim_key *key, struct strbuf *out)
     strbuf_puts(out, " )\n");
 }
 
-/* mkdir that accepts an existing directory. */
+/* mkdir -p with mode 0700 for every directory it creates (keys are private all the way down);
+ * existing directories are fine and keep their mode. */
 static int make_dir(const char *path, char *err, size_t errlen)
 {
+    char *copy = xstrdup(path);
+    for (char *p = copy + 1; *p; p++) {
+        if (*p != '/' || p[-1] == '/') continue;
+        *p = '\0';
+        struct stat st;
+        int made = (stat(copy, &st) == 0 && S_ISDIR(st.st_mode)) || mkdir(copy, 0700) == 0 ||
+                   errno == EEXIST;
+        int saved = errno;
+        *p = '/';
+        if (!made) {
+            snprintf(err, errlen, "%.*s: cannot create directory: %s", (int)(p - copy), copy,
+                     strerror(saved));
+            free(copy);
+            return -1;
+        }
+    }
+    free(copy);
     if (mkdir(path, 0700) == 0 || errno == EEXIST) {
         struct stat st;
         if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
