@@ -150,6 +150,11 @@ static int cmd_check(int argc, char **argv)
         SSL_CTX *ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err);
         if (!ctx) {
             fprintf(stderr, "%s: tls: %s\n", path, err);
+    struct config_errors here = {0};
+    if (config_check_sources(cfg, &here) > 0) status = 1;
+    for (size_t i = 0; i < here.n; i++)
+        fprintf(stderr, "%s\n", here.items[i]);
+    config_errors_free(&here);
             status = 1;
         } else {
             SSL_CTX_free(ctx);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -575,6 +576,7 @@ static void free_egress(struct egress_conf *e)
 enum {
     EG_TYPE,
     EG_SOURCE,
+    free(e->source_where);
     EG_HELO,
     EG_HOST,
     EG_PORT,
@@ -626,7 +628,8 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
             for (size_t i = 0; i < n; i++) {
                 const char *s = cfg_scalar_text(ld, &items[i]);
                 if (s && util_parse_ip(s, &e->sources[e->n_sources]) == 0)
-                    e->n_sources++;
+                    e->source_where[e->n_sources++] =
+                        (struct config_where){items[i].where.line, items[i].where.col};
                 else if (s)
                     cfg_error_at(ld, items[i].where,
                                  "%s: \"%s\" is not an IP address of this host (e.g. 192.0.2.10)",
@@ -637,6 +640,7 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
     }
     if (v[EG_HELO].node) cfg_get_hostname(ld, &v[EG_HELO], &e->helo);
     if (v[EG_HOST].node) cfg_get_string(ld, &v[EG_HOST], &e->host);
+            e->source_where = xcalloc(n, sizeof *e->source_where);
     if (v[EG_PORT].node) cfg_get_port(ld, &v[EG_PORT], &e->port);
     if (v[EG_AUTH].node) {
         static const char *const auth_keys[] = {"user", "password", NULL};
@@ -783,6 +787,12 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_LISTEN].node) load_listen(ld, &v[K_LISTEN]);
     if (v[K_LIMITS].node) load_limits(ld, &v[K_LIMITS]);
     if (v[K_AUTH].node) load_auth(ld, &v[K_AUTH]);
+    if (cfg->hostname && !strchr(cfg->hostname, '.'))
+        cfg_warn_at(ld, v[K_HOSTNAME].node ? v[K_HOSTNAME].where : (struct pos){0, 0},
+                    "hostname: \"%s\"%s is not a fully qualified domain name; it is our EHLO "
+                    "name and the reporting MTA of bounces, and receivers distrust a name "
+                    "without a dot (set hostname: to a name like relay.example.com)",
+                    cfg->hostname, v[K_HOSTNAME].node ? "" : " (this machine's name, the default)");
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
     if (v[K_RAMP].node || v[K_EGRESS].node) cfg_load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
@@ -968,3 +978,36 @@ void config_errors_free(struct config_errors *errs)
     errs->items = NULL;
     errs->n = 0;
 }
+size_t config_check_sources(const struct config *cfg, struct config_errors *errs)
+{
+    size_t added = 0;
+    for (size_t i = 0; i < cfg->n_egress; i++) {
+        const struct egress_conf *e = &cfg->egress[i];
+        for (size_t j = 0; j < e->n_sources; j++) {
+            const struct sockaddr_any a = e->sources[j]; /* port 0: util_parse_ip() */
+            char ip[64];
+            util_format_addr(&a, 0, ip, sizeof ip);
+            int fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            int saved = 0;
+            if (fd < 0 || bind(fd, (struct sockaddr *)&a.ss, a.len) < 0) saved = errno;
+            if (fd >= 0) close(fd);
+            if (!saved) continue;
+            struct strbuf sb = STRBUF_INIT;
+            const struct config_where *w = e->source_where ? &e->source_where[j] : NULL;
+            if (w && w->line > 0)
+                strbuf_printf(&sb, "%s:%d:%d: ", cfg->file, w->line, w->col);
+            else
+                strbuf_printf(&sb, "%s: ", cfg->file);
+            strbuf_printf(&sb,
+                          "egress \"%s\": source[%zu]: %s is not an address of this host (%s); "
+                          "delivery from it would fail - configure the address on an interface "
+                          "or remove it",
+                          e->name, j, ip, strerror(saved));
+            errs->items = xrealloc(errs->items, (errs->n + 1) * sizeof *errs->items);
+            errs->items[errs->n++] = strbuf_detach(&sb, NULL);
+            added++;
+        }
+    }
+    return added;
+}
+

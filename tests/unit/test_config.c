@@ -170,7 +170,7 @@ static void check_default_values(const struct config *cfg)
     assert_string_equal(cfg->state, "./var/state");
     assert_string_equal(cfg->keys, "./keys");
     assert_string_equal(cfg->control_socket, "./var/state/control.sock");
-    assert_int_equal(cfg->log_syslog, 0);
+    assert_int_equal(cfg->log_to, 0);
     assert_int_equal(cfg->log_level, 1);
     assert_int_equal(cfg->n_dns_servers, 0);
     assert_int_equal(cfg->mx_port, 25);
@@ -349,7 +349,7 @@ static void test_full_contract(void **state)
     assert_string_equal(cfg->hostname, "relay.example.com");
     assert_string_equal(cfg->user, "root");
     assert_string_equal(cfg->control_socket + strlen(dir), "/state/control.sock");
-    assert_int_equal(cfg->log_syslog, 1);
+    assert_int_equal(cfg->log_to, 1);
     assert_int_equal(cfg->log_level, 2);
     assert_int_equal(cfg->n_dns_servers, 2);
     assert_string_equal(cfg->dns_servers[0], "127.0.0.1:5353");
@@ -727,6 +727,44 @@ static void test_anchors_and_aliases_refused(void **state)
     assert_true(ru.ru_maxrss < 512 * 1024); /* KiB: nothing was expanded */
 }
 
+/* check's host-dependent findings: a short hostname warns (with its position), an egress source
+ * that is not on this host is an error at its position, one that is (loopback) passes. */
+static void test_check_hostname_and_sources(void **state)
+{
+    (void)state;
+    struct config_errors errs = {0};
+    char *path;
+    struct config *cfg = load_text("hostname: relay\n"
+                                   "egress:\n"
+                                   "  legacy:\n"
+                                   "    type: direct\n"
+                                   "    source: [\"127.0.0.1\", \"192.0.2.77\"]\n"
+                                   "ramp: { from: legacy }\n",
+                                   &errs, &path);
+    assert_non_null(cfg);
+    char prefix[600];
+    snprintf(prefix, sizeof prefix, "%s:1:11: warning: hostname: \"relay\"", path);
+    int warned = 0;
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        if (!strncmp(cfg->warnings[i], prefix, strlen(prefix)) &&
+            strstr(cfg->warnings[i], "fully qualified"))
+            warned = 1;
+    assert_true(warned);
+    assert_int_equal(config_check_sources(cfg, &errs), 1);
+    assert_true(has_error(&errs, path, 5, 27, "192.0.2.77 is not an address of this host"));
+    config_errors_free(&errs);
+    config_free(cfg);
+
+    cfg = load_ok("hostname: relay.example.com\n"
+                  "egress: { legacy: { type: direct, source: [\"127.0.0.1\"] } }\n"
+                  "ramp: { from: legacy }\n");
+    for (size_t i = 0; i < cfg->n_warnings; i++)
+        assert_null(strstr(cfg->warnings[i], "fully qualified"));
+    assert_int_equal(config_check_sources(cfg, &errs), 0);
+    config_free(cfg);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +779,7 @@ int main(void)
         cmocka_unit_test(test_users_file_lines),
         cmocka_unit_test(test_allowed_oddities),
         cmocka_unit_test(test_anchors_and_aliases_refused),
+        cmocka_unit_test(test_check_hostname_and_sources),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
