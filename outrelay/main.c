@@ -616,6 +616,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage_main(stdout);
         return 0;
+        /* a dead resolver must say so in seconds, not after libunbound's retries */
+        dns_sync_bound(3000);
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);

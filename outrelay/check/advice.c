@@ -14,6 +14,16 @@
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
+/* A lookup that says nothing about what is published: the resolver failed or did not answer
+ * (dns_sync_bound() words it). Counted apart from what is missing or wrong. */
+static int unchecked;
+
+static void say_unchecked(struct strbuf *out, const struct dns_answer *a)
+{
+    strbuf_printf(out, "    cannot check: %s\n", a->error ? a->error : DNS_RESOLVER_SILENT);
+    unchecked++;
+}
+
 static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
 {
     char name[400];
@@ -24,10 +34,11 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
     dns_sync_query(name, DNS_TYPE_TXT, &a);
     int problem = 0;
     if (a.status == DNS_TEMPFAIL) {
-        strbuf_printf(out, "    cannot check: DNS error (%s)\n", a.error ? a.error : "?");
+        say_unchecked(out, &a);
+        strbuf_puts(out, "    the record to publish:\n");
         problem = 1;
     } else if (a.status != DNS_OK) {
-        strbuf_puts(out, "    MISSING: nothing is published; add:\n");
+        strbuf_printf(out, "    MISSING: not published (%s); add:\n", dns_status_text(a.status));
         problem = 1;
     } else {
         /* judged as receivers judge it: tags, syntax, hash and service limits, our key */
@@ -117,11 +128,19 @@ static int advise_spf(const struct config *cfg, const char *domain, struct strbu
     strbuf_printf(out, "  SPF %s:\n", domain);
     struct dns_answer a;
     dns_sync_query(domain, DNS_TYPE_TXT, &a);
+    if (a.status == DNS_TEMPFAIL) {
+        /* evaluating SPF now would only repeat the failure and suggest a record we cannot
+         * compare with what is published */
+        say_unchecked(out, &a);
+        dns_sync_free(&a);
+        return 1;
+    }
     const char *published = NULL;
     for (size_t i = 0; a.status == DNS_OK && i < a.n; i++)
         if (!strncasecmp(a.txt[i], "v=spf1", 6) && (a.txt[i][6] == ' ' || !a.txt[i][6]))
             published = a.txt[i];
-    strbuf_printf(out, "    published: %s\n", published ? published : "(none)");
+    strbuf_printf(out, "    published: %s\n",
+                  published ? published : "(none: not published)");
     char sender[300];
     snprintf(sender, sizeof sender, "postmaster@%s", domain);
     for (size_t i = 0; i < cfg->n_egress; i++) {
@@ -181,14 +200,14 @@ static int advise_dmarc(const char *domain, struct strbuf *out)
     if (rec) {
         strbuf_printf(out, "    published: %s\n", rec);
     } else if (a.status == DNS_TEMPFAIL) {
-        strbuf_printf(out, "    cannot check: DNS error (%s)\n", a.error ? a.error : "?");
+        say_unchecked(out, &a);
         problem = 1;
     } else if (strcasecmp(org, domain) != 0) {
         strbuf_printf(out, "    none here; the policy of the organisational domain %s applies\n",
                       org);
     } else {
         strbuf_printf(out,
-                      "    MISSING: no DMARC record. During a migration start with\n"
+                      "    MISSING: not published. During a migration start with\n"
                       "    suggested: _dmarc.%s. IN TXT \"v=DMARC1; p=none; "
                       "rua=mailto:dmarc-reports@%s; adkim=r; aspf=r\"\n",
                       domain, domain);
@@ -201,6 +220,7 @@ static int advise_dmarc(const char *domain, struct strbuf *out)
 int advice_report(const struct config *cfg, const struct dkim_keystore *keys, struct strbuf *out)
 {
     int problems = 0;
+    unchecked = 0;
     if (keys->n_keys == 0)
         strbuf_printf(out,
                       "no DKIM keys under %s: create one with "
@@ -219,6 +239,11 @@ int advice_report(const struct config *cfg, const struct dkim_keystore *keys, st
         problems += advise_spf(cfg, domain, out);
         problems += advise_dmarc(domain, out);
     }
+    if (unchecked)
+        strbuf_printf(out,
+                      "%d record%s could not be checked: %s (see dns.servers); DNS trouble is "
+                      "not an answer about what is published - fix it and run again\n",
+                      unchecked, unchecked == 1 ? "" : "s", DNS_RESOLVER_SILENT);
     strbuf_printf(out, "%d problem%s found\n", problems, problems == 1 ? "" : "s");
     return problems;
 }

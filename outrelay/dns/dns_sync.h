@@ -14,5 +14,12 @@ void dns_sync_shutdown(void);
  * back as DNS_TEMPFAIL, a missing name as DNS_NXDOMAIN, an empty answer as DNS_NODATA. */
 int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer);
 void dns_sync_free(struct dns_answer *answer);
+/* For one-shot commands (dns-advice), never for the relay's workers: from now on each query
+ * waits at most timeout_ms, a name and type that failed is not asked again, and once a query
+ * timed out before the resolver ever answered, every later query fails at once. Failures then
+ * read DNS_RESOLVER_SILENT ("the resolver did not answer ..."), telling DNS trouble apart from
+ * NXDOMAIN / NODATA. Call from one thread, after dns_sync_init(). */
+void dns_sync_bound(int timeout_ms);
+#define DNS_RESOLVER_SILENT "the resolver did not answer"
 
 #endif

@@ -3,7 +3,9 @@ relay:
 
   dns-advice   with one DKIM key published and one not, SPF covering legacy but not cloud and
                no DMARC record, it names each problem (and what to publish) and exits 1; once
-               DNS holds everything it says "0 problems found" and exits 0
+               DNS holds everything it says "0 problems found" and exits 0; pointed at a
+               DNS server address where nothing listens it says within seconds that the
+               resolver did not answer, never that a record is not published
   queue        show, hold (a held message is not delivered), release, delete (never
                delivered, no bounce), flush (a deferred message goes now)
   listeners    `tls: implicit` speaks TLS from the first byte; `tls: required` refuses MAIL
@@ -13,6 +15,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import time
 
 import harness as h
 
@@ -60,8 +63,9 @@ def test(env):
     h.check(r.returncode == 1, "dns-advice should exit 1 when DNS is incomplete")
     h.check("s1._domainkey.example.org" in out and "ok: the published key matches" in out,
             "the published key is not recognised")
-    h.check("s2._domainkey.example.org" in out and "MISSING" in out,
+    h.check("s2._domainkey.example.org" in out and "MISSING: not published" in out,
             "the unpublished key is not reported")
+    h.check("cannot check" not in out, "a DNS answer is reported as DNS trouble")
     h.check("include:spf.testcloud.example" in out and "ip4:127.0.0.12" not in out,
             "dns-advice does not suggest the platform's SPF include for its smarthost egress")
     h.check("s3._domainkey.example.org" in out and "allows only h=sha1" in out,
@@ -82,6 +86,20 @@ def test(env):
         fh.write(h.to_yaml(cfg))
     r = advice(env, cfg_path)
     h.check(r.returncode == 0 and "0 problems found" in r.stdout, "DNS is complete now")
+
+    # no DNS server: "cannot check", not "not published", and in seconds (once 29 s)
+    silent = dict(cfg, dns={"servers": [f"127.0.0.1:{env.free_port(['127.0.0.1'], udp=True)}"]})
+    silent_path = env.path("advice-silent.yaml")
+    with open(silent_path, "w") as fh:
+        fh.write(h.to_yaml(silent))
+    started = time.monotonic()
+    r = advice(env, silent_path)
+    took = time.monotonic() - started
+    h.check(r.returncode == 1 and "cannot check: the resolver did not answer" in r.stdout,
+            "a silent resolver is not reported as such")
+    h.check("not published" not in r.stdout and "MISSING" not in r.stdout,
+            "a silent resolver is read as records not published")
+    h.check(took < 8, f"dns-advice against a silent resolver took {took:.1f} s")
 
     # queue commands against a running relay; the MX answers 451 to one recipient at first
     sink = h.PySink(env, h.MX_EXAMPLE_NET, port, "example.net",
