@@ -19,6 +19,7 @@ max_len() {
     header) echo 20000 ;;  # a header field is cut at 8192 bytes
     dns) echo 4096 ;;      # a UDP answer with EDNS0
     reply) echo 20000 ;;   # a reply's text is cut near 8192 bytes
+    transport) echo 65536 ;;  # MIME trees with long lines
     *) echo 16384 ;;       # config: the example file is 10 KB
     esac
 }
