@@ -383,7 +383,7 @@ static int cmd_serve(int argc, char **argv)
     }
     struct config *cfg = load_config(path);
     if (!cfg) return 1;
-    log_init("outrelay", cfg->log_syslog, (enum log_level)cfg->log_level);
+    log_init("outrelay", (enum log_to)cfg->log_to, (enum log_level)cfg->log_level);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     serve_base = event_base_new();

@@ -1,51 +1,193 @@
-/* log.c - owns stderr/syslog output. Every module logs through log_msg(). */
+/* log.c - owns the log output: stderr (text or JSON lines), syslog(3) and journald's native
+ * socket. Every module logs through log_msg(); the formatter below it is pure (log_stage,
+ * log_format_line; JSON through common/json.c) so tests/unit/test_log.c can pin the formats.
+ * Never blocks on anything but the write; never exits. */
 #include "common/log.h"
 
 #include "common/clock.h"
+#include "common/json.h"
+#include "common/strbuf.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
-static int log_use_syslog;
+#define LOG_JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+static enum log_to log_output = LOG_TO_STDERR;
 static enum log_level log_min_level = LOG_LEVEL_INFO;
 static const char *log_ident = "outrelay";
+static int log_journal_stream; /* stderr is connected to journald (JOURNAL_STREAM matches) */
+static int log_journal_fd = -1;
+static pthread_mutex_t log_syslog_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void log_init(const char *ident, int use_syslog, enum log_level min_level)
+static const char *const log_level_names[] = {"debug", "info", "warning", "error"};
+static const int log_level_priority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
+
+/* The stages a message may name in its "<stage>: " prefix (the folders of outrelay/ and the
+ * jobs inside them that already log under their own name). "reload: " and "keys: " lines stay
+ * whole under stage main: they come from main.c, and operators grep for "reload: ". */
+static const char *const log_stages[] = {
+    "smtpd", "smtpc", "queue",   "spool",   "sign", "check", "route", "records", "control",
+    "dkim",  "spf",   "dmarc",   "deliver", "dns",  "tls",   "auth",  "ramp",    "report",
+    "dsn",   "metrics", NULL};
+
+const char *log_stage(const char *text, size_t *skip)
+{
+    size_t n = 0;
+    *skip = 0;
+    while (n < 16 && ((text[n] >= 'a' && text[n] <= 'z') || (text[n] >= '0' && text[n] <= '9')))
+        n++;
+    if (n == 0 || text[n] != ':' || text[n + 1] != ' ') return "main";
+    for (size_t i = 0; log_stages[i]; i++) {
+        if (strlen(log_stages[i]) == n && memcmp(log_stages[i], text, n) == 0) {
+            *skip = n + 2;
+            return log_stages[i];
+        }
+    }
+    if ((n == 8 && memcmp(text, "outrelay", 8) == 0) ||
+        (strlen(log_ident) == n && memcmp(text, log_ident, n) == 0))
+        *skip = n + 2;
+    return "main";
+}
+
+static void log_stamp(char *stamp, size_t size, int64_t now_us)
+{
+    time_t sec = (time_t)(now_us / 1000000);
+    struct tm tm;
+    char base[32];
+    gmtime_r(&sec, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp, size, "%s.%03ldZ", base, (long)(now_us % 1000000 / 1000));
+}
+
+void log_format_line(struct strbuf *out, int json, int journal, enum log_level level,
+                     int64_t now_us, const char *ident, long pid, const char *text)
+{
+    size_t skip;
+    const char *stage = log_stage(text, &skip);
+    char stamp[48];
+
+    log_stamp(stamp, sizeof stamp, now_us);
+    if (json) {
+        struct json_writer w;
+        json_init(&w, out);
+        json_object_begin(&w, NULL);
+        json_string(&w, "ts", stamp);
+        json_string(&w, "level", log_level_names[level]);
+        json_string(&w, "stage", stage);
+        json_int(&w, "pid", pid);
+        json_string(&w, "msg", text + skip);
+        json_object_end(&w);
+        strbuf_puts(out, "\n");
+        return;
+    }
+    if (journal)
+        strbuf_printf(out, "<%d>%s/%s[%ld]: ", log_level_priority[level], ident, stage, pid);
+    else
+        strbuf_printf(out, "%s %s/%s[%ld]: ", stamp, ident, stage, pid);
+    if (level != LOG_LEVEL_INFO) strbuf_printf(out, "%s: ", log_level_names[level]);
+    /* one event, one line: a newline inside the text must not forge a second one */
+    size_t from = out->len;
+    strbuf_puts(out, text + skip);
+    for (size_t i = from; i < out->len; i++)
+        if (out->data[i] == '\n' || out->data[i] == '\r') out->data[i] = ' ';
+    strbuf_puts(out, "\n");
+}
+
+/* JOURNAL_STREAM="dev:ino" names the stream systemd connected to stdout/stderr. */
+static int stderr_is_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2) return 0;
+    if (fstat(STDERR_FILENO, &st) < 0) return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+void log_init(const char *ident, enum log_to to, enum log_level min_level)
 {
     log_ident = ident;
-    log_use_syslog = use_syslog;
+    log_output = to;
     log_min_level = min_level;
-    if (use_syslog) openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    log_journal_stream = stderr_is_journal();
+    if (to == LOG_TO_SYSLOG) openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    if (to == LOG_TO_JOURNALD && log_journal_fd < 0)
+        log_journal_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+}
+
+static void log_to_syslog(enum log_level level, const char *stage, const char *text)
+{
+    static char tag[64]; /* openlog keeps the pointer: changed and used only under the lock */
+    pthread_mutex_lock(&log_syslog_lock);
+    snprintf(tag, sizeof tag, "%s/%s", log_ident, stage);
+    openlog(tag, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    if (level == LOG_LEVEL_INFO)
+        syslog(log_level_priority[level], "%s", text);
+    else
+        syslog(log_level_priority[level], "%s: %s", log_level_names[level], text);
+    pthread_mutex_unlock(&log_syslog_lock);
+}
+
+/* journald's native protocol: one datagram of FIELD=value lines; MESSAGE in the binary form
+ * (name, newline, 64-bit little-endian length, bytes) so any byte is safe. 0 when sent. */
+static int log_to_journald(enum log_level level, const char *stage, const char *text)
+{
+    static const struct sockaddr_un addr = {AF_UNIX, LOG_JOURNAL_SOCKET};
+    char head[256], msg[4200];
+    unsigned char size[8];
+    int hn, mn;
+    if (log_journal_fd < 0) return -1;
+    hn = snprintf(head, sizeof head,
+                  "PRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s/%s\nSYSLOG_PID=%ld\n"
+                  "OUTRELAY_STAGE=%s\nMESSAGE\n",
+                  log_level_priority[level], LOG_MAIL >> 3, log_ident, stage, (long)getpid(),
+                  stage);
+    if (hn < 0 || (size_t)hn >= sizeof head) return -1;
+    mn = snprintf(msg, sizeof msg, "%s%s%s", level == LOG_LEVEL_INFO ? "" : log_level_names[level],
+                  level == LOG_LEVEL_INFO ? "" : ": ", text);
+    if (mn < 0) return -1;
+    if ((size_t)mn >= sizeof msg) mn = (int)sizeof msg - 1;
+    for (int i = 0; i < 8; i++) size[i] = (unsigned char)((uint64_t)mn >> (8 * i));
+    struct iovec iov[4] = {{head, (size_t)hn}, {size, 8}, {msg, (size_t)mn}, {"\n", 1}};
+    struct msghdr mh = {.msg_name = (void *)&addr, .msg_namelen = sizeof addr, .msg_iov = iov,
+                        .msg_iovlen = 4};
+    return sendmsg(log_journal_fd, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    static const char *names[] = {"debug", "info", "warning", "error"};
-    static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR};
-    char line[4096];
+    char text[4096];
+    struct strbuf line = STRBUF_INIT;
     va_list ap;
 
     if (level < log_min_level) return;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    if (log_use_syslog) {
-        syslog(prio[level], "%s", line);
-        return;
+    if (log_output == LOG_TO_SYSLOG || log_output == LOG_TO_JOURNALD) {
+        size_t skip;
+        const char *stage = log_stage(text, &skip);
+        if (log_output == LOG_TO_SYSLOG) {
+            log_to_syslog(level, stage, text + skip);
+            return;
+        }
+        if (log_to_journald(level, stage, text + skip) == 0) return;
+        /* no journald listening: the line goes to stderr rather than nowhere */
     }
-    int64_t now_us = clock_now_us();
-    time_t sec = (time_t)(now_us / 1000000);
-    struct tm tm;
-    char stamp[32];
-    gmtime_r(&sec, &tm);
-    strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    /* One fprintf per line keeps lines whole across threads (stdio locks the stream). */
-    if (level == LOG_LEVEL_INFO)
-        fprintf(stderr, "%s.%03ldZ %s: %s\n", stamp, (long)(now_us % 1000000 / 1000), log_ident, line);
-    else
-        fprintf(stderr, "%s.%03ldZ %s: %s: %s\n", stamp, (long)(now_us % 1000000 / 1000), log_ident,
-                names[level], line);
+    log_format_line(&line, log_output == LOG_TO_JSON, log_journal_stream, level, clock_now_us(),
+                    log_ident, (long)getpid(), text);
+    /* One fputs per line keeps lines whole across threads (stdio locks the stream). */
+    fputs(line.data, stderr);
+    strbuf_free(&line);
 }

@@ -1,17 +1,44 @@
 /* log.h - the one logging call of outrelay.
- * Lines go to stderr (foreground) or syslog, one line per event, Postfix style:
- * "QUEUEID: key=value, key=value". Thread-safe; never blocks on anything but the write. */
+ * One line per event, Postfix style: "outrelay/<stage>[pid]: QUEUEID: key=value, ...", to stderr
+ * (with a UTC timestamp, none when stderr is the journal), syslog (facility mail), journald
+ * (native protocol, with OUTRELAY_STAGE) or stderr as JSON lines {ts, level, stage, pid, msg}.
+ * The stage comes from the message's own "smtpd: " / "spool: " prefix (see log_stage()).
+ * Thread-safe; never blocks on anything but the write. */
 #ifndef OUTRELAY_LOG_H
 #define OUTRELAY_LOG_H
 
-enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+#include <stddef.h>
+#include <stdint.h>
 
-void log_init(const char *ident, int use_syslog, enum log_level min_level);
+#include "common/strbuf.h"
+
+enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
+/* The same numbers as config's log.to (struct config.log_to). */
+enum log_to { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_JOURNALD, LOG_TO_JSON };
+
+/* Called once before the threads start; again only from the same single thread. */
+void log_init(const char *ident, enum log_to to, enum log_level min_level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* ---- the formatter, pure (exported for tests/unit/test_log.c) ---- */
+
+/* The stage a message belongs to: its leading "<stage>: " when that names a known stage (smtpd,
+ * smtpc, queue, spool, sign, check, route, records, control, ...), "main" for "outrelay: " and
+ * for messages without one. *skip gets the length of the prefix the line drops. */
+const char *log_stage(const char *text, size_t *skip);
+
+/* Appends one line for stderr, ending in "\n":
+ *   text:  "2026-12-06T04:50:00.123Z outrelay/smtpd[42]: warning: ..." (no timestamp and a "<4>"
+ *          priority prefix instead when journal is set: stderr is the journal, which stamps it);
+ *          a newline or CR inside text becomes a space
+ *   json:  {"ts":"2026-12-06T04:50:00.123Z","level":"warning","stage":"smtpd","pid":42,"msg":"..."}
+ * The level is written for everything but info ("warning: ", "error: ", "debug: "). */
+void log_format_line(struct strbuf *out, int json, int journal, enum log_level level,
+                     int64_t now_us, const char *ident, long pid, const char *text);
 
 #endif

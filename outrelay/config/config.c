@@ -127,16 +127,30 @@ struct config *config_defaults(void)
 
 /* ---------------------------------------------------------------- sections */
 
+/* log: { to: stderr|syslog|journald|json, level: ... }; the older `syslog: true` means to: syslog */
 static void load_log(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"syslog", "level", NULL};
+    static const char *const keys[] = {"to", "level", "syslog", NULL};
     static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
-    struct at v[2];
+    /* the same order as enum log_to in common/log.h */
+    static const char *const outputs[] = {"stderr", "syslog", "journald", "json", NULL};
+    struct at v[3];
+    int syslog_flag = 0;
     if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_bool(ld, &v[0], &ld->cfg->log_syslog);
+    if (v[0].node) {
+        int to = cfg_get_choice(ld, &v[0], "a log output", outputs);
+        if (to >= 0) ld->cfg->log_to = to;
+    }
     if (v[1].node) {
         int level = cfg_get_choice(ld, &v[1], "a log level", levels);
         if (level >= 0) ld->cfg->log_level = level;
+    }
+    if (v[2].node && cfg_get_bool(ld, &v[2], &syslog_flag) == 0 && syslog_flag) {
+        if (v[0].node && ld->cfg->log_to != 1)
+            cfg_error_at(ld, v[2].where, LABEL_FMT "true contradicts log.to (say to: syslog)",
+                         LABEL_ARGS(&v[2]));
+        else
+            ld->cfg->log_to = 1;
     }
 }
 

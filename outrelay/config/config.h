@@ -183,7 +183,8 @@ struct config {
     char *state;          /* default ./var/state */
     char *keys;           /* default ./keys */
     char *control_socket; /* default <state>/control.sock */
-    int log_syslog;       /* log.syslog: 1 = syslog, 0 = stderr (default 0) */
+    int log_to;           /* log.to: 0 stderr (default), 1 syslog, 2 journald, 3 json: enum
+                             log_to in common/log.h; the older log.syslog: true is 1 */
     int log_level;        /* log.level: 0 debug, 1 info (default), 2 warning, 3 error;
                              the same numbers as enum log_level in common/log.h */
 

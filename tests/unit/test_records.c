@@ -329,14 +329,14 @@ static void test_records_log_lines(void **state)
     log_init("test_records", 0, LOG_LEVEL_WARN);
 
     const char *lines[] = {
-        "test_records: 7F3A2B1C0D: delivered to=<a@example.net>, egress=legacy, "
+        "]: 7F3A2B1C0D: delivered to=<a@example.net>, egress=legacy, "
         "relay=mx1.example.net[127.0.0.1]:25, delay=0.42, tls=TLSv1.3, dsn=2.0.0, "
         "status=sent (250 2.0.0 Ok queued as X)\n",
-        "test_records: 7F3A2B1C0D: received from=<s@example.org>, origin=zimbra, "
+        "]: 7F3A2B1C0D: received from=<s@example.org>, origin=zimbra, "
         "client=127.0.0.1, message-id=<m.1@example.org>, size=4096\n",
-        "test_records: 7F3A2B1C0E: deferred to=<b@example.com>, relay=unknown[2001:db8::25]:25, "
+        "]: 7F3A2B1C0E: deferred to=<b@example.com>, relay=unknown[2001:db8::25]:25, "
         "status=deferred (connect to mx: Connection refused)\n",
-        "test_records: 7F3A2B1C0F: bounced to=<c@example.com>, dsn=5.1.1, "
+        "]: 7F3A2B1C0F: bounced to=<c@example.com>, dsn=5.1.1, "
         "status=bounced (550 5.1.1 no such user??7F3A2B1C0F: delivered fake)\n",
     };
     int count = 0;
