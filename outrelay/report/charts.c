@@ -1,6 +1,7 @@
 /* charts.c - inline SVG charts for the HTML report, drawn from report tables: the ramp's planned
- * vs actual share over time (lines), DMARC pass rate per domain x egress (bars), deferrals and
- * shaping replies per hour (bars). Every point or bar is an element with data-* attributes and a
+ * vs actual share over time (lines), DMARC pass rate per domain x egress (bars; "no policy" in
+ * grey where DMARC gave no verdict), deferrals and shaping replies per hour (bars), delivered /
+ * deferred / bounced / expired per egress x provider (stacked bars). Every point or bar is an element with data-* attributes and a
  * <title> carrying its numbers, so a browser test (or a reader's tooltip) can read them. */
 #include <stdlib.h>
 #include <string.h>
@@ -181,6 +182,7 @@ void report_chart_alignment(struct strbuf *out, const struct report_table *summa
     size_t cd = report_col(summary, "domain"), ce = report_col(summary, "egress");
     size_t cm = report_col(summary, "messages"), cp = report_col(summary, "dmarc_pass");
     size_t cr = report_col(summary, "pass_rate");
+    size_t cpass = report_col(summary, "dmarc_pass"), cfail = report_col(summary, "dmarc_fail");
     int bar = 18, gap = 6, left = 300, top = 24;
     int height = top + (int)n * (bar + gap) + 30;
     chart_open(out, "chart-alignment", height, label);
@@ -197,7 +199,15 @@ void report_chart_alignment(struct strbuf *out, const struct report_table *summa
         size_t r = rows[k];
         double rate = report_cell_num(summary, r, cr);
         double y = top + (double)k * (bar + gap);
-        const char *cls = rate >= 99.95 ? "bar good" : rate >= 50 ? "bar warn" : "bar bad";
+        /* no pass and no fail: the domain publishes no DMARC policy (or DNS gave no verdict);
+         * that is not a 0 % pass rate */
+        int no_policy = report_cell_num(summary, r, cpass) == 0 &&
+                        report_cell_num(summary, r, cfail) == 0;
+        const char *cls = no_policy        ? "bar nopolicy"
+                          : rate >= 99.95 ? "bar good"
+                          : rate >= 50    ? "bar warn"
+                                          : "bar bad";
+        double bar_w = no_policy ? width : width * rate / 100 < 1 ? 1 : width * rate / 100;
         strbuf_printf(out,
                       "<g class=\"pair\"><text class=\"label\" x=\"%d\" y=\"%.1f\" "
                       "text-anchor=\"end\">",
@@ -208,21 +218,35 @@ void report_chart_alignment(struct strbuf *out, const struct report_table *summa
         strbuf_printf(out,
                       "</text><rect class=\"%s\" x=\"%d\" y=\"%.1f\" width=\"%.1f\" "
                       "height=\"%d\"",
-                      cls, left, y, width * rate / 100 < 1 ? 1 : width * rate / 100, bar);
+                      cls, left, y, bar_w, bar);
         chart_attr(out, "data-domain", report_cell(summary, r, cd));
         chart_attr(out, "data-egress", report_cell(summary, r, ce));
         chart_attr(out, "data-pass-rate", report_cell(summary, r, cr));
         chart_attr(out, "data-messages", report_cell(summary, r, cm));
         chart_attr(out, "data-dmarc-pass", report_cell(summary, r, cp));
+        chart_attr(out, "data-policy", no_policy ? "none" : "published");
         strbuf_puts(out, "><title>");
         report_html_escape(out, report_cell(summary, r, cd));
         strbuf_puts(out, " via ");
         report_html_escape(out, report_cell(summary, r, ce));
-        strbuf_printf(out, ": DMARC pass %s of %s (%s%%)</title></rect>",
-                      report_cell(summary, r, cp), report_cell(summary, r, cm),
-                      report_cell(summary, r, cr));
-        strbuf_printf(out, "<text class=\"value\" x=\"%.1f\" y=\"%.1f\">%s%%</text></g>\n",
-                      left + width * rate / 100 + 6, y + bar - 5, report_cell(summary, r, cr));
+        if (no_policy)
+            strbuf_printf(out, ": no DMARC verdict for %s messages (no policy published)</title>"
+                               "</rect>",
+                          report_cell(summary, r, cm));
+        else
+            strbuf_printf(out, ": DMARC pass %s of %s (%s%%)</title></rect>",
+                          report_cell(summary, r, cp), report_cell(summary, r, cm),
+                          report_cell(summary, r, cr));
+        if (no_policy)
+            strbuf_printf(out,
+                          "<text class=\"value inside\" x=\"%d\" y=\"%.1f\">no policy "
+                          "(%s messages)</text></g>\n",
+                          left + 8, y + bar - 5, report_cell(summary, r, cm));
+        else
+            strbuf_printf(out,
+                          "<text class=\"value\" x=\"%.1f\" y=\"%.1f\">%s%%</text></g>\n",
+                          left + width * rate / 100 + 6, y + bar - 5,
+                          report_cell(summary, r, cr));
     }
     if (summary->n_rows > n)
         strbuf_printf(out,
@@ -296,4 +320,82 @@ void report_chart_deferrals(struct strbuf *out, const struct report_table *defer
                   "<rect x=\"%d\" y=\"2\" width=\"10\" height=\"10\" class=\"shaping\"/>"
                   "<text x=\"%d\" y=\"11\">shaping replies</text></g>\n</svg>\n",
                   CHART_LEFT, CHART_LEFT + 14, CHART_LEFT + 90, CHART_LEFT + 104);
+}
+
+/* delivery: columns egress, provider, delivered, deferred, bounced, expired. One stacked bar
+ * per egress x provider (the busiest CHART_MAX_BARS), each part scaled to the row's total, so a
+ * row that only bounced is one red bar whatever its size; the total is written beside it. */
+void report_chart_outcomes(struct strbuf *out, const struct report_table *delivery)
+{
+    const char *label = "Delivered, deferred, bounced and expired per egress and provider";
+    static const char *const parts[] = {"delivered", "deferred", "bounced", "expired"};
+    size_t cols[4];
+    for (int i = 0; i < 4; i++)
+        cols[i] = report_col(delivery, parts[i]);
+    size_t ce = report_col(delivery, "egress"), cp = report_col(delivery, "provider");
+    if (delivery->n_rows == 0) {
+        chart_empty(out, "chart-outcomes", label);
+        return;
+    }
+    size_t n = delivery->n_rows < CHART_MAX_BARS ? delivery->n_rows : CHART_MAX_BARS;
+    int bar = 18, gap = 6, left = 300, top = 28;
+    int height = top + (int)n * (bar + gap) + 30;
+    int width = CHART_W - left - 150;
+    chart_open(out, "chart-outcomes", height, label);
+    for (int i = 0; i <= 4; i++) {
+        double x = left + width * i / 4.0;
+        strbuf_printf(
+            out,
+            "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\"/>"
+            "<text class=\"axis\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d%%</text>\n",
+            x, x, top - 4, height - 24, x, height - 8, i * 25);
+    }
+    for (size_t r = 0; r < n; r++) {
+        double v[4], total = 0;
+        for (int i = 0; i < 4; i++)
+            total += v[i] = report_cell_num(delivery, r, cols[i]);
+        double y = top + (double)r * (bar + gap), x = left;
+        strbuf_puts(out, "<g class=\"outcome\"");
+        chart_attr(out, "data-egress", report_cell(delivery, r, ce));
+        chart_attr(out, "data-provider", report_cell(delivery, r, cp));
+        for (int i = 0; i < 4; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "data-%s", parts[i]);
+            chart_attr(out, name, report_cell(delivery, r, cols[i]));
+        }
+        strbuf_printf(out, "><text class=\"label\" x=\"%d\" y=\"%.1f\" text-anchor=\"end\">",
+                      left - 8, y + bar - 5);
+        report_html_escape(out, report_cell(delivery, r, ce));
+        strbuf_puts(out, " / ");
+        report_html_escape(out, report_cell(delivery, r, cp));
+        strbuf_puts(out, "</text>");
+        for (int i = 0; i < 4 && total > 0; i++) {
+            double w = width * v[i] / total;
+            if (v[i] <= 0) continue;
+            strbuf_printf(out,
+                          "<rect class=\"%s\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" "
+                          "height=\"%d\"><title>",
+                          parts[i], x, y, w < 1 ? 1 : w, bar);
+            report_html_escape(out, report_cell(delivery, r, ce));
+            strbuf_puts(out, " / ");
+            report_html_escape(out, report_cell(delivery, r, cp));
+            strbuf_printf(out, ": %s %s (%.1f%%)</title></rect>", report_cell(delivery, r, cols[i]),
+                          parts[i], 100 * v[i] / total);
+            x += w;
+        }
+        strbuf_printf(out, "<text class=\"value\" x=\"%d\" y=\"%.1f\">%.0f</text></g>\n",
+                      left + width + 6, y + bar - 5, total);
+    }
+    int lx = left;
+    strbuf_puts(out, "<g class=\"legend\">");
+    for (int i = 0; i < 4; i++, lx += 100)
+        strbuf_printf(out,
+                      "<rect x=\"%d\" y=\"4\" width=\"10\" height=\"10\" class=\"%s\"/>"
+                      "<text x=\"%d\" y=\"13\">%s</text>",
+                      lx, parts[i], lx + 14, parts[i]);
+    strbuf_printf(out, "<text x=\"%d\" y=\"13\">total</text></g>\n", left + width + 6);
+    if (delivery->n_rows > n)
+        strbuf_printf(out, "<text class=\"axis\" x=\"20\" y=\"13\">first %zu of %zu rows</text>\n",
+                      n, delivery->n_rows);
+    strbuf_puts(out, "</svg>\n");
 }

@@ -1,5 +1,6 @@
 /* html.c - `outrelay report html -o FILE`: one self-contained HTML page (inline CSS, inline SVG
- * from charts.c, no scripts, nothing fetched) with the ramp, alignment, deferral charts and the
+ * from charts.c, no scripts, nothing fetched) with the ramp, alignment, deferral and delivery
+ * outcome charts, a headline (bounce share by severity, continuity) and the
  * tables of the alignment, ramp, delivery and continuity reports for the same window and
  * filters. Builds each report with its own module; only the layout lives here. */
 #include <string.h>
@@ -14,11 +15,16 @@ static const char html_style[] =
     "h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:2px "
     "solid #dfe3ea;padding-bottom:4px}h3{font-size:15px;margin:18px 0 6px}"
     ".meta{color:#5b6475}nav a{margin-right:14px}"
-    "table{border-collapse:collapse;margin:4px 0 12px;font-size:13px}"
-    "th,td{border:1px solid #dfe3ea;padding:3px 8px;text-align:left;vertical-align:top}"
+    "div.table{max-width:100%;overflow-x:auto;margin:4px 0 12px}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "th,td{border:1px solid #dfe3ea;padding:3px 6px;text-align:left;vertical-align:top}"
+    "td{overflow-wrap:anywhere;max-width:36em}th{font-size:12px;line-height:1.2}"
     "th{background:#f3f5f9}td.num{text-align:right;font-variant-numeric:tabular-nums}"
     "tr.alert td{background:#fde8e8}.none{color:#8a93a3;font-style:italic}"
     ".big{font-size:20px;font-weight:600}.ok{color:#17803d}.bad{color:#c0262d}"
+    ".warn{color:#a86a00}.headline span.share{padding:0 6px;border-radius:4px}"
+    ".headline span.share.ok{background:#e3f4e8}.headline span.share.warn{background:#fdf1d8}"
+    ".headline span.share.bad{background:#fde8e8}"
     "svg.chart{display:block;max-width:100%;height:auto;margin:6px 0 8px;background:#fbfcfe;"
     "border:1px solid #e6e9ef}"
     "svg .grid{stroke:#e3e7ee;stroke-width:1}svg .axis,svg .label,svg .value,svg .legend text,"
@@ -28,18 +34,26 @@ static const char html_style[] =
     "svg circle.planned,svg .key-planned{fill:#2f6fde}svg circle.actual,svg .key-actual{fill:"
     "#e0731b}svg .bar.good{fill:#2e9c5a}svg .bar.warn{fill:#e0a21b}svg .bar.bad{fill:#d64545}"
     "svg rect.deferred{fill:#e0a21b}svg rect.shaping{fill:#c0262d}"
+    "svg .bar.nopolicy{fill:#e6e9ef;stroke:#b8bfcc;stroke-dasharray:4 3}"
+    "svg text.inside{fill:#5b6475;font-style:italic}"
+    "svg rect.delivered{fill:#4caf78}svg rect.bounced{fill:#d64545}svg rect.expired{fill:#6b2a8c}"
     "p.note{white-space:pre-wrap;color:#5b6475;font-size:12px}";
 
 static void html_table(struct strbuf *out, const struct report_table *t)
 {
     strbuf_puts(out, "<h3>");
     report_html_escape(out, t->title);
-    strbuf_puts(out, "</h3>\n<table data-table=\"");
+    strbuf_puts(out, "</h3>\n<div class=\"table\"><table data-table=\"");
     report_html_escape(out, t->name);
     strbuf_puts(out, "\"><thead><tr>");
     for (size_t c = 0; c < t->n_cols; c++) {
+        /* "spf_temperror" may break after its underscores: narrow columns, no overflow */
         strbuf_puts(out, "<th>");
-        report_html_escape(out, t->cols[c]);
+        for (const char *p = t->cols[c]; *p; p++) {
+            char one[2] = {*p, 0};
+            report_html_escape(out, one);
+            if (*p == '_') strbuf_puts(out, "<wbr>");
+        }
         strbuf_puts(out, "</th>");
     }
     strbuf_puts(out, "</tr></thead><tbody>\n");
@@ -56,7 +70,7 @@ static void html_table(struct strbuf *out, const struct report_table *t)
     }
     if (t->n_rows == 0)
         strbuf_printf(out, "<tr><td class=\"none\" colspan=\"%zu\">none</td></tr>\n", t->n_cols);
-    strbuf_puts(out, "</tbody></table>\n");
+    strbuf_puts(out, "</tbody></table></div>\n");
 }
 
 static void html_notes(struct strbuf *out, const struct report_doc *doc)
@@ -106,22 +120,48 @@ static void html_head(struct strbuf *out, const struct report_ctx *ctx)
     report_html_escape(out, ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "(any other egress)");
     strbuf_printf(out, ". Generated %s UTC.</p>\n",
                   report_time_text(clock_now_us(), now, sizeof now));
-    strbuf_puts(out, "<nav>Charts: <a href=\"#ramp\">ramp</a><a href=\"#deferrals\">deferrals"
-                     "</a><a href=\"#alignment\">alignment</a> Tables: <a href=\"#continuity\">"
+    strbuf_puts(out, "<nav>Charts: <a href=\"#outcomes\">outcomes</a><a href=\"#ramp\">ramp</a>"
+                     "<a href=\"#deferrals\">deferrals</a><a href=\"#alignment\">alignment</a> "
+                     "Tables: <a href=\"#continuity\">"
                      "continuity</a><a href=\"#ramp-tables\">ramp</a><a href=\"#alignment-tables"
                      "\">alignment</a><a href=\"#delivery\">delivery</a></nav>\n");
 }
 
-static void html_continuity_summary(struct strbuf *out, const struct report_table *acc)
+/* The first line a reader sees: what share of recipients with a final outcome bounced or
+ * expired (coloured by severity: under 2 % ok, under 10 % warn, else bad), then continuity.
+ * 0 unaccounted is expected, not good news, so only a non-zero count is coloured. */
+static void html_headline(struct strbuf *out, const struct report_table *acc,
+                          const struct report_table *delivery)
 {
+    double delivered = 0, failed = 0;
+    size_t cd = report_col(delivery, "delivered"), cb = report_col(delivery, "bounced");
+    size_t cx = report_col(delivery, "expired");
+    for (size_t r = 0; r < delivery->n_rows; r++) {
+        delivered += report_cell_num(delivery, r, cd);
+        failed += report_cell_num(delivery, r, cb) + report_cell_num(delivery, r, cx);
+    }
+    double final = delivered + failed, share = final > 0 ? 100 * failed / final : 0;
+    const char *severity = final == 0 ? "none" : share < 2 ? "ok" : share < 10 ? "warn" : "bad";
+    strbuf_printf(out,
+                  "<p class=\"big headline\" data-bounce-share=\"%.1f\" data-final=\"%.0f\" "
+                  "data-severity=\"%s\">",
+                  share, final, severity);
+    if (final > 0)
+        strbuf_printf(out,
+                      "<span class=\"share %s\">%.1f%% bounced</span> (%.0f of %.0f recipients "
+                      "bounced or expired, %.0f delivered)",
+                      severity, share, failed, final, delivered);
+    else
+        strbuf_puts(out, "<span class=\"share none\">no recipient has a final outcome yet</span>");
+    strbuf_puts(out, "</p>\n");
     if (acc->n_rows == 0) return;
     double unaccounted = report_cell_num(acc, 0, report_col(acc, "unaccounted"));
     strbuf_printf(out,
                   "<p class=\"big\" data-accepted=\"%s\" data-unaccounted=\"%s\">%s accepted, "
-                  "%s complete, %s in the queue, <span class=\"%s\">%s unaccounted</span></p>\n",
+                  "%s complete, %s in the queue, <span%s>%s unaccounted</span></p>\n",
                   report_cell(acc, 0, 0), report_cell(acc, 0, 3), report_cell(acc, 0, 0),
-                  report_cell(acc, 0, 1), report_cell(acc, 0, 2), unaccounted > 0 ? "bad" : "ok",
-                  report_cell(acc, 0, 3));
+                  report_cell(acc, 0, 1), report_cell(acc, 0, 2),
+                  unaccounted > 0 ? " class=\"bad\"" : "", report_cell(acc, 0, 3));
 }
 
 int report_html_write(struct report_ctx *ctx, FILE *f)
@@ -142,9 +182,12 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
     report_progress(ctx, "html: writing (parts done)", 4, parts);
     report_progress_end(ctx);
 
-    /* the three charts first, so the first screen answers "how is it going" */
+    /* the headline and the charts first, so the first screen answers "how is it going" */
     html_head(&out, ctx);
-    html_continuity_summary(&out, report_doc_find(&cont, "accounting"));
+    html_headline(&out, report_doc_find(&cont, "accounting"),
+                  report_doc_find(&delivery, "delivery"));
+    html_section(&out, "outcomes", "Delivered, deferred, bounced and expired per egress");
+    report_chart_outcomes(&out, report_doc_find(&delivery, "delivery"));
     html_section(&out, "ramp", "Ramp: planned vs actual cloud share");
     report_chart_ramp(&out, report_doc_find(&ramp, "hours"));
     html_section(&out, "deferrals", "Deferrals and shaping replies over time");

@@ -133,5 +133,6 @@ int report_html_write(struct report_ctx *ctx, FILE *out);
 void report_chart_ramp(struct strbuf *out, const struct report_table *hours);
 void report_chart_alignment(struct strbuf *out, const struct report_table *summary);
 void report_chart_deferrals(struct strbuf *out, const struct report_table *deferrals);
+void report_chart_outcomes(struct strbuf *out, const struct report_table *delivery);
 
 #endif
