@@ -5,7 +5,10 @@
   to: syslog   the lines reach /dev/log as syslog datagrams with facility mail and the tag
                outrelay/<stage>[pid]: the relay runs in a private mount namespace (unshare -m)
                whose /dev is a tmpfs holding null, zero, urandom, ... and our datagram socket as
-               log, so nothing on the host changes. Skipped part when unshare is refused.
+               log, so nothing on the host changes. Both skipped when unshare is refused.
+  to: journald datagrams of the native protocol at /run/systemd/journal/socket (a private /run
+               the same way): PRIORITY, SYSLOG_FACILITY 2, SYSLOG_IDENTIFIER outrelay/<stage>,
+               SYSLOG_PID, OUTRELAY_STAGE and MESSAGE.
   to: stderr   (the default) "2026-...Z outrelay/<stage>[pid]: ..." with the timestamp; with
                JOURNAL_STREAM naming stderr, no timestamp and a "<6>" priority instead.
 (Before: "2026-...Z outrelay: smtpd: ..." on stderr only; syslog with the tag "outrelay".)
@@ -96,38 +99,53 @@ def check_text(env, nsd, sink, port):
     h.log(f"journal stream: {len(lines)} lines, e.g. {lines[0]}")
 
 
-def check_syslog(env, nsd, sink, port):
-    if not subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0:
-        h.log("SKIP part: unshare -m refused (not root?); the syslog output is not tested")
-        return
-    sock_path = env.path("devlog.sock")
+def private_ns_wrapper(env, name, mounts):
+    """A script that runs the relay (same pid: exec all the way) in a private mount namespace
+    where each (directory, [(file, socket)]) in mounts is a fresh tmpfs whose named files are
+    our sockets; /dev keeps null, zero, full, random and urandom."""
+    lines = []
+    for target, files in mounts:
+        d = env.mkdir(f"{name}-ns{len(lines)}")
+        lines.append(f'D={d}; mount -t tmpfs -o mode=0755 outrelay-test "$D"')
+        if target == "/dev":
+            lines.append('for f in null zero full random urandom; do touch "$D/$f"; '
+                         'mount --bind "/dev/$f" "$D/$f"; done; ln -s /proc/self/fd "$D/fd"')
+        for rel, sock in files:
+            lines.append(f'mkdir -p "$(dirname "$D/{rel}")"; touch "$D/{rel}"; '
+                         f'mount --bind {sock} "$D/{rel}"')
+        lines.append(f'mount --rbind "$D" {target}')
+    path = env.path(f"{name}-wrapper.sh")
+    with open(path, "w") as fh:
+        fh.write("#!/bin/sh\nexec unshare -m --propagation private /bin/sh -ec '\n"
+                 + "\n".join(lines) + "\nexec \"$@\"' sh " + env.bin + ' "$@"\n')
+    os.chmod(path, 0o755)
+    return path
+
+
+def datagram_socket(path):
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    rx.bind(sock_path)
+    rx.bind(path)
     rx.settimeout(0.2)
-    devdir = env.mkdir("devns")
-    wrapper = env.path("in_private_dev.sh")
-    with open(wrapper, "w") as fh:
-        fh.write(f"""#!/bin/sh
-# runs "$@" with a private /dev whose log is the test's datagram socket
-exec unshare -m --propagation private /bin/sh -ec '
-D={devdir}
-mount -t tmpfs -o mode=0755 outrelay-test-dev "$D"
-for f in null zero full random urandom; do touch "$D/$f"; mount --bind "/dev/$f" "$D/$f"; done
-ln -s /proc/self/fd "$D/fd"
-touch "$D/log"
-mount --bind {sock_path} "$D/log"
-mount --rbind "$D" /dev
-exec "$@"' sh {env.bin} "$@"
-""")
-    os.chmod(wrapper, 0o755)
-    relay, pid = relay_one(env, nsd, sink, port, "syslog", {"to": "syslog"}, binary=wrapper)
+    return rx
+
+
+def drain(rx):
     got = []
     while True:
         try:
-            got.append(rx.recv(65536).decode("utf-8", "replace"))
+            got.append(rx.recv(65536))
         except socket.timeout:
             break
     rx.close()
+    return got
+
+
+def check_syslog(env, nsd, sink, port):
+    sock_path = env.path("devlog.sock")
+    rx = datagram_socket(sock_path)
+    wrapper = private_ns_wrapper(env, "syslog", [("/dev", [("log", sock_path)])])
+    relay, pid = relay_one(env, nsd, sink, port, "syslog", {"to": "syslog"}, binary=wrapper)
+    got = [d.decode("utf-8", "replace") for d in drain(rx)]
     h.check(len(got) >= 4, f"syslog: {len(got)} datagrams reached the socket: {got}")
     tags = set()
     for d in got:
@@ -145,6 +163,48 @@ exec "$@"' sh {env.bin} "$@"
     h.log(f"syslog: {len(got)} datagrams, facility mail, tags {sorted(tags)}")
 
 
+def journal_fields(datagram):
+    """The fields of one native-protocol datagram: KEY=value lines, or KEY, newline, 64-bit
+    little-endian length, value, newline."""
+    out, i = {}, 0
+    while i < len(datagram):
+        nl = datagram.index(b"\n", i)
+        line = datagram[i:nl]
+        if b"=" in line:
+            k, _, v = line.partition(b"=")
+            out[k.decode()] = v.decode("utf-8", "replace")
+            i = nl + 1
+        else:
+            size = int.from_bytes(datagram[nl + 1:nl + 9], "little")
+            out[line.decode()] = datagram[nl + 9:nl + 9 + size].decode("utf-8", "replace")
+            h.check(datagram[nl + 9 + size:nl + 10 + size] == b"\n",
+                    f"journald: binary field {line!r} not closed by a newline: {datagram!r}")
+            i = nl + 10 + size
+    return out
+
+
+def check_journald(env, nsd, sink, port):
+    sock_path = env.path("journal.sock")
+    rx = datagram_socket(sock_path)
+    wrapper = private_ns_wrapper(env, "journald",
+                                 [("/run", [("systemd/journal/socket", sock_path)])])
+    relay, pid = relay_one(env, nsd, sink, port, "journald", {"to": "journald"}, binary=wrapper)
+    got = [journal_fields(d) for d in drain(rx)]
+    h.check(len(got) >= 4, f"journald: {len(got)} datagrams reached the socket: {got}")
+    stages = set()
+    for f in got:
+        h.check(set(f) >= {"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "SYSLOG_PID",
+                           "SYSLOG_FACILITY", "OUTRELAY_STAGE"}, f"journald: fields missing: {f}")
+        h.check(f["SYSLOG_FACILITY"] == "2", f"journald: facility not mail: {f}")
+        h.check(f["SYSLOG_PID"] == str(pid), f"journald: pid not the relay's {pid}: {f}")
+        h.check(f["SYSLOG_IDENTIFIER"] == "outrelay/" + f["OUTRELAY_STAGE"], f"journald: {f}")
+        stages.add(f["OUTRELAY_STAGE"])
+    h.check("smtpd" in stages, f"journald: no smtpd stage among {sorted(stages)}")
+    rest = [l for l in relay.stderr().splitlines() if l.strip()]
+    h.check(not rest, f"journald: lines on stderr too: {rest[:5]}")
+    h.log(f"journald: {len(got)} datagrams, stages {sorted(stages)}, e.g. {got[0]}")
+
+
 def test(env):
     h.need_binary(env)
     nsd = h.Nsd(env)
@@ -152,7 +212,11 @@ def test(env):
     sink = h.SmtpSink(env, h.MX_EXAMPLE_NET, port, "example.net")
     check_json(env, nsd, sink, port)
     check_text(env, nsd, sink, port)
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        h.log("SKIP part: unshare -m refused (not root?); syslog and journald are not tested")
+        return
     check_syslog(env, nsd, sink, port)
+    check_journald(env, nsd, sink, port)
 
 
 if __name__ == "__main__":
