@@ -188,6 +188,41 @@ static void test_keygen_then_load(void **state)
     strbuf_free(&again);
 }
 
+/* keygen creates every missing parent of the key directory, 0700 like mkdir -p, and leaves
+ * the mode of one that exists; a regular file in the path is an error naming it. */
+static void test_keygen_creates_missing_parents(void **state)
+{
+    (void)state;
+    char dir[700], err[256], path[800];
+    snprintf(dir, sizeof dir, "%s/etc//outrelay/keys", tmpdir);
+    assert_int_equal(
+        dkim_keygen(dir, "example.com", "s1", DKIM_ALG_ED25519_SHA256, 0, NULL, err, sizeof err),
+        0);
+    const char *made[] = {"etc", "etc/outrelay", "etc/outrelay/keys",
+                          "etc/outrelay/keys/example.com"};
+    for (size_t i = 0; i < sizeof made / sizeof made[0]; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", tmpdir, made[i]);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+    }
+    struct stat top;
+    assert_int_equal(stat(tmpdir, &top), 0);
+    assert_int_equal(top.st_mode & 0777, 0700); /* mkdtemp's, untouched */
+    snprintf(path, sizeof path, "%s/etc/outrelay/keys/example.com/s1.ed25519.pem", tmpdir);
+    assert_int_equal(access(path, F_OK), 0);
+
+    snprintf(path, sizeof path, "%s/plain", tmpdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(dir, sizeof dir, "%s/plain/keys", tmpdir);
+    assert_int_equal(
+        dkim_keygen(dir, "example.com", "s1", DKIM_ALG_ED25519_SHA256, 0, NULL, err, sizeof err),
+        -1);
+    assert_non_null(strstr(err, path));
+}
+
 static void test_rsa2048_record_strings_split(void **state)
 {
     (void)state;
@@ -585,8 +620,8 @@ static void test_unverifiable_headers_not_signed(void **state)
         for (int i = 0; i < n; i++)
             strbuf_printf(&msg, "From: u%d@example.org\r\n", i);
         strbuf_puts(&msg, "Subject: many\r\n\r\nbody\r\n");
-        assert_int_equal(
-            dkim_sign_message(keys, 2, msg.data, msg.len, &out, NULL, err, sizeof err), -1);
+        assert_int_equal(dkim_sign_message(keys, 2, msg.data, msg.len, &out, NULL, err, sizeof err),
+                         -1);
         assert_non_null(strstr(err, "not signed: several From: header fields"));
         assert_int_equal(out.len, 0);
     }
@@ -611,6 +646,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keygen_then_load),
+        cmocka_unit_test(test_keygen_creates_missing_parents),
         cmocka_unit_test(test_rsa2048_record_strings_split),
         cmocka_unit_test(test_load_refuses_bad_files),
         cmocka_unit_test(test_keystore_for),
