@@ -573,6 +573,10 @@ static const struct broken broken_configs[] = {
     {"limits:\n  max_connections_per_client: -1\n", 2, 31, "from 0 to 1000000"},
     /* 45 a DATA deadline that is not a duration */
     {"limits:\n  data_deadline: soon\n", 2, 18, "\"soon\" is not a duration"},
+    /* 46 a log output outrelay does not have */
+    {"log:\n  to: file\n", 2, 7, "log.to: \"file\" is not a log output"},
+    /* 47 the older syslog: true against another log.to */
+    {"log:\n  to: json\n  syslog: true\n", 3, 11, "true contradicts log.to"},
 };
 
 static void test_broken_configs(void **state)
@@ -583,6 +587,25 @@ static void test_broken_configs(void **state)
     for (size_t i = 0; i < n; i++)
         expect_error(broken_configs[i].yaml, broken_configs[i].line, broken_configs[i].col,
                      broken_configs[i].phrase);
+}
+
+/* log.to names the output; the older syslog: true still means syslog, alone or with to: syslog */
+static void test_log_outputs(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml;
+        int to;
+    } cases[] = {{"log: { to: stderr }\n", 0},     {"log: { to: syslog }\n", 1},
+                 {"log: { to: journald }\n", 2},   {"log: { to: json }\n", 3},
+                 {"log: { syslog: true }\n", 1},   {"log: { syslog: false }\n", 0},
+                 {"log: { to: syslog, syslog: true }\n", 1},
+                 {"log: { to: json, syslog: false }\n", 3}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config *cfg = load_ok(cases[i].yaml);
+        if (cfg->log_to != cases[i].to) fail_msg("%s: log_to %d", cases[i].yaml, cfg->log_to);
+        config_free(cfg);
+    }
 }
 
 static void test_missing_file(void **state)
@@ -780,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_allowed_oddities),
         cmocka_unit_test(test_anchors_and_aliases_refused),
         cmocka_unit_test(test_check_hostname_and_sources),
+        cmocka_unit_test(test_log_outputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
