@@ -46,9 +46,9 @@ static void usage_main(FILE *f)
                "commands:\n"
                "  serve -c FILE          run the relay in the foreground\n"
                "  check -c FILE          validate a configuration file\n"
-               "  queue list|show ID|hold ID|release ID|flush|delete ID [-c FILE]\n"
+               "  queue list|show ID|shape|hold|release|flush|delete SELECTOR [--json] [-c FILE]\n"
                "                         inspect and act on the running relay's queue\n"
-               "  ramp status|set PERCENT|pause|resume|rollback|plan [-c FILE]\n"
+               "  ramp status|set PERCENT|pause|resume|rollback|plan [--json] [-c FILE]\n"
                "                         the legacy->cloud ramp of the running relay\n"
                "  keygen DOMAIN SELECTOR [--rsa BITS | --ed25519] [-c FILE]\n"
                "                         make a DKIM key under keys/ and print its DNS record\n"
@@ -178,7 +178,8 @@ static int cmd_ramp(int argc, char **argv)
 {
     return control_command(
         "ramp", argc, argv,
-        "usage: outrelay ramp [-c FILE] status | set PERCENT | pause | resume | rollback | plan\n"
+        "usage: outrelay ramp [-c FILE] status | set PERCENT | pause | resume | rollback | plan "
+        "[--json]\n"
         "Talks to the running relay over its control socket:\n"
         "  status       schedule, current and next step, effective share, observed share per\n"
         "               provider, caps used, active suspensions and throttles\n"
@@ -187,37 +188,58 @@ static int cmd_ramp(int argc, char **argv)
         "  resume       follow the schedule again\n"
         "  rollback     pin the share of the previous schedule step until `resume`\n"
         "  plan         expected messages per day per egress and provider for the next 7 days\n"
-        "               (from the last 7 days of records), flagging days over a cap\n");
+        "               (from the last 7 days of records), flagging days over a cap\n"
+        "  --json       the answer as one JSON document\n");
 }
 
 static int cmd_queue(int argc, char **argv)
 {
     static const char *usage =
-        "usage: outrelay queue [-c FILE] list | show ID | hold ID | release ID | flush | delete "
-        "ID\n"
+        "usage: outrelay queue [-c FILE] COMMAND [SELECTOR] [--json]\n"
         "Talks to the running relay over its control socket:\n"
-        "  list        messages with their pending recipients and last replies ('!' = held)\n"
-        "  show ID     one message: envelope, every recipient's state\n"
-        "  hold ID     keep a message in the queue until released\n"
-        "  release ID  send a held message now\n"
-        "  flush       retry every deferred message now\n"
-        "  delete ID   remove a message without a bounce\n";
+        "  list [SELECTOR]     messages with their pending recipients and last replies\n"
+        "                      ('!' = held)\n"
+        "  show ID             one message: envelope, every recipient's state\n"
+        "  shape [--by domain|sender|egress]\n"
+        "                      pending recipients per domain (sender domain, egress) and age\n"
+        "                      in minutes, like Postfix's qshape; totals first\n"
+        "  hold SELECTOR       keep messages in the queue until released\n"
+        "  release SELECTOR    send held messages now\n"
+        "  flush [SELECTOR]    retry deferred messages now (all without a selector)\n"
+        "  delete SELECTOR     remove messages without a bounce\n"
+        "SELECTOR: a queue ID, --domain D (a recipient domain), --sender S (an envelope sender,\n"
+        "or @domain), --egress E, or ALL. Bulk commands answer how many messages and\n"
+        "recipients they touched. --json: the answer as one JSON document.\n";
     return control_command("queue", argc, argv, usage);
 }
 
 static int control_command(const char *verb, int argc, char **argv, const char *usage)
 {
+    /* -c/--config and -h are ours; every other word (--json, --domain D, ...) goes to the
+     * daemon, which owns the commands' syntax */
     const char *path = NULL;
-    int rest;
-    int r = parse_common(argc, argv, &path, &rest, 1);
-    if (r != 0 || rest >= argc) {
-        fputs(usage, r == 1 ? stdout : stderr);
-        return r == 1 ? 0 : 2;
-    }
+    int words = 0, help = 0;
     struct strbuf req = STRBUF_INIT;
     strbuf_puts(&req, verb);
-    for (int i = rest; i < argc; i++)
-        strbuf_printf(&req, " %s", argv[i]);
+    for (int i = 1; i < argc; i++) {
+        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
+            path = argv[++i];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+            help = 1;
+        else if (strchr(argv[i], ' ') || strchr(argv[i], '\n') || !argv[i][0])
+            help = 2; /* one word per argument: the request is words separated by spaces */
+        else {
+            strbuf_printf(&req, " %s", argv[i]);
+            words++;
+        }
+    }
+    if (help || !words) {
+        fputs(usage, help == 1 ? stdout : stderr);
+        strbuf_free(&req);
+        return help == 1 ? 0 : 2;
+    }
     struct config *cfg = load_config(path);
     if (!cfg) {
         strbuf_free(&req);

@@ -129,7 +129,7 @@ void json_double(struct json_writer *w, const char *key, double value)
 {
     json_item(w, key);
     if (isfinite(value))
-        strbuf_printf(w->out, "%.17g", value);
+        strbuf_printf(w->out, "%.15g", value); /* 15 digits: 12.3, not 12.300000000000001 */
     else
         strbuf_puts(w->out, "null");
 }

@@ -27,7 +27,8 @@ void json_array_end(struct json_writer *w);
 /* value NULL writes null */
 void json_string(struct json_writer *w, const char *key, const char *value);
 void json_int(struct json_writer *w, const char *key, int64_t value);
-/* non-finite values (NaN, infinity) write null: JSON has no such numbers */
+/* 15 significant digits; non-finite values (NaN, infinity) write null: JSON has no such
+ * numbers */
 void json_double(struct json_writer *w, const char *key, double value);
 void json_bool(struct json_writer *w, const char *key, int value);
 void json_null(struct json_writer *w, const char *key);

@@ -1,5 +1,7 @@
 /* control.c - control socket server and client; see control.h. Requests are dispatched to the
- * module that owns the state (queue_control for "queue ..."). */
+ * module that owns the state (queue_control for "queue ...", route_control for "ramp ...").
+ * A request with the word --json is answered in JSON by that module; its errors are wrapped
+ * here as {"error": TEXT}. */
 #include "control/control.h"
 
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "deliver/queue.h"
@@ -25,7 +28,16 @@
 static struct evconnlistener *control_listener;
 static char *control_path;
 
-static void dispatch(const char *req, struct strbuf *out, int *ok)
+/* Whether the request has the word --json (not as the value of another option: no command
+ * takes a value starting with "--"). */
+static int wants_json(const char *req)
+{
+    for (const char *p = strstr(req, "--json"); p; p = strstr(p + 1, "--json"))
+        if ((p == req || p[-1] == ' ') && (p[6] == '\0' || p[6] == ' ')) return 1;
+    return 0;
+}
+
+static void dispatch_module(const char *req, struct strbuf *out, int *ok)
 {
     if (strncmp(req, "queue ", 6) == 0) {
         *ok = queue_control(req + 6, out) == 0;
@@ -33,11 +45,11 @@ static void dispatch(const char *req, struct strbuf *out, int *ok)
     }
     if (strncmp(req, "ramp ", 5) == 0) {
         const char *cmd = req + 5;
-        *ok = route_control(cmd, out) == 0;
+        *ok = (wants_json(cmd) ? route_control_json(cmd, out) : route_control(cmd, out)) == 0;
         if (*ok && strncmp(cmd, "status", 6) != 0 && strncmp(cmd, "plan", 4) != 0) {
             /* an operator override: on the record like every other decision */
-            struct record_event ev = {.event = "ramp", .queue_id = "-", .action = cmd,
-                                      .detail = strbuf_str(out)};
+            struct record_event ev = {
+                .event = "ramp", .queue_id = "-", .action = cmd, .detail = strbuf_str(out)};
             records_emit(&ev);
         }
         return;
@@ -49,6 +61,24 @@ static void dispatch(const char *req, struct strbuf *out, int *ok)
     }
     strbuf_printf(out, "unknown request \"%s\"\n", req);
     *ok = 0;
+}
+
+static void dispatch(const char *req, struct strbuf *out, int *ok)
+{
+    dispatch_module(req, out, ok);
+    if (*ok || !wants_json(req)) return;
+    struct strbuf text = STRBUF_INIT;
+    strbuf_append(&text, out->data ? out->data : "", out->len);
+    while (text.len && text.data[text.len - 1] == '\n')
+        text.data[--text.len] = '\0';
+    strbuf_reset(out);
+    struct json_writer w;
+    json_init(&w, out);
+    json_object_begin(&w, NULL);
+    json_string(&w, "error", strbuf_str(&text));
+    json_object_end(&w);
+    strbuf_puts(out, "\n");
+    strbuf_free(&text);
 }
 
 static void client_write_cb(struct bufferevent *bev, void *arg)

@@ -1,12 +1,18 @@
 /* control.c - the texts `outrelay ramp status` and `outrelay ramp plan` print: the schedule
  * and where the ramp stands, counts against caps, shaping in force; and the next 7 days'
  * expected messages per egress and provider from the last 7 days in <state>/records.db
- * (read only). Formats only; changes nothing. Loop thread; called by route.c. */
+ * (read only). The same as JSON for --json (route_control_json, which leaves the operator's
+ * overrides to route_control). Formats only; changes nothing itself. Loop thread; called by
+ * route.c and the control socket. */
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "common/clock.h"
+#include "common/json.h"
 #include "common/strbuf.h"
+#include "common/util.h"
 #include "route/route.h"
 #include "route/route_internal.h"
 
@@ -238,7 +244,9 @@ static double day_share(struct route_world *w, int64_t day)
     return sum / 24;
 }
 
-int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
+/* Text into out, or JSON into jw when jw is set (out then only gets an error). */
+static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
+                       struct json_writer *jw)
 {
     const struct config *cfg = w->cfg;
     const struct egress_conf *from = config_find_egress(cfg, cfg->ramp.from);
@@ -247,23 +255,39 @@ int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
     int flagged = 0;
     memset(traffic, 0, sizeof traffic);
     if (read_traffic(w, now, traffic, out) < 0) return -1;
-    strbuf_printf(out, "average messages delivered per day over the last %d days, by provider:\n",
-                  PLAN_DAYS);
     double all = 0;
+    if (jw) {
+        json_object_begin(jw, NULL);
+        json_int(jw, "days", PLAN_DAYS);
+        json_array_begin(jw, "delivered_per_day");
+    } else {
+        strbuf_printf(out,
+                      "average messages delivered per day over the last %d days, by provider:\n",
+                      PLAN_DAYS);
+    }
     for (size_t p = 0; p < w->n_providers; p++) {
         all += traffic[p];
-        if (traffic[p] > 0)
+        if (traffic[p] <= 0) continue;
+        if (jw) {
+            json_object_begin(jw, NULL);
+            json_string(jw, "provider", w->pairs[p].provider);
+            json_double(jw, "messages", traffic[p]);
+            json_object_end(jw);
+        } else {
             strbuf_printf(out, "  %-22s %10.1f\n", w->pairs[p].provider, traffic[p]);
+        }
     }
-    if (all <= 0) {
+    if (jw) json_array_end(jw);
+    if (jw) json_array_begin(jw, "expected");
+    if (all <= 0 && !jw)
         strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");
-        return 0;
-    }
-    strbuf_printf(out,
-                  "expected messages per UTC day (share averaged over the day; provider pins "
-                  "applied, origin and domain pins not modelled; ! = over the per_day cap):\n"
-                  "  %-10s %7s  %-10s %-22s %10s %9s\n",
-                  "day", "share", "egress", "provider", "expected", "cap/day");
+    if (all <= 0) goto done;
+    if (!jw)
+        strbuf_printf(out,
+                      "expected messages per UTC day (share averaged over the day; provider pins "
+                      "applied, origin and domain pins not modelled; ! = over the per_day cap):\n"
+                      "  %-10s %7s  %-10s %-22s %10s %9s\n",
+                      "day", "share", "egress", "provider", "expected", "cap/day");
     int64_t today = limits_window_start(WIN_DAY, now);
     for (int d = 0; d < PLAN_DAYS; d++) {
         int64_t day = today + (int64_t)d * 86400;
@@ -297,13 +321,35 @@ int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
                 if (limit) snprintf(capbuf, sizeof capbuf, "%d", limit);
                 int over = limit && expected > limit;
                 flagged += over;
-                strbuf_printf(out, "  %-10s %6.1f%%  %-10s %-22s %10.0f %9s%s\n", first ? date : "",
-                              share, eg->name, provider, expected, capbuf, over ? " !" : "");
+                if (jw) {
+                    json_object_begin(jw, NULL);
+                    json_string(jw, "day", date);
+                    json_double(jw, "share", share);
+                    json_string(jw, "egress", eg->name);
+                    json_string(jw, "provider", provider);
+                    json_double(jw, "expected", expected);
+                    if (limit)
+                        json_int(jw, "cap_per_day", limit);
+                    else
+                        json_null(jw, "cap_per_day");
+                    json_bool(jw, "over_cap", over);
+                    json_object_end(jw);
+                } else {
+                    strbuf_printf(out, "  %-10s %6.1f%%  %-10s %-22s %10.0f %9s%s\n",
+                                  first ? date : "", share, eg->name, provider, expected, capbuf,
+                                  over ? " !" : "");
+                }
                 first = 0;
             }
         }
     }
-    if (flagged)
+done:
+    if (jw) {
+        json_array_end(jw);
+        json_int(jw, "rows_over_cap", flagged);
+        json_object_end(jw);
+        strbuf_puts(jw->out, "\n");
+    } else if (flagged)
         strbuf_printf(out,
                       "%d day x egress x provider rows exceed a per_day cap: that mail "
                       "spills to the other egress where its caps allow, else waits.\n",
@@ -311,4 +357,194 @@ int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
     else
         strbuf_puts(out, "no day exceeds a per_day cap.\n");
     return 0;
+}
+
+int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out)
+{
+    return plan_report(w, now, out, NULL);
+}
+
+/* ---- the same as JSON */
+
+static void json_time(struct json_writer *jw, const char *key, int64_t t)
+{
+    char buf[32];
+    ramp_format_time(t, buf, sizeof buf);
+    json_string(jw, key, buf);
+}
+
+static void json_cap(struct json_writer *jw, const char *key, int cap)
+{
+    if (cap)
+        json_int(jw, key, cap);
+    else
+        json_null(jw, key);
+}
+
+static void status_json(struct route_world *w, int64_t now, struct json_writer *jw)
+{
+    const struct ramp_conf *r = &w->cfg->ramp;
+    long current = ramp_current_step(r, now);
+    json_object_begin(jw, NULL);
+    json_string(jw, "from", r->from);
+    json_string(jw, "to", r->to);
+    json_array_begin(jw, "key");
+    for (size_t i = 0; i < r->n_key; i++)
+        json_string(jw, NULL, r->key[i]);
+    json_array_end(jw);
+    json_time(jw, "now", now);
+    json_bool(jw, "interpolate", r->interpolate);
+    json_array_begin(jw, "schedule");
+    for (size_t i = 0; i < r->n_schedule; i++) {
+        json_object_begin(jw, NULL);
+        json_time(jw, "at", r->schedule[i].at);
+        json_double(jw, "percent", r->schedule[i].percent);
+        json_bool(jw, "current", (long)i == current);
+        if ((long)i == current + 1)
+            json_int(jw, "starts_in", r->schedule[i].at > now ? r->schedule[i].at - now : 0);
+        json_object_end(jw);
+    }
+    json_array_end(jw);
+    json_double(jw, "effective_share", ramp_share_at(r, &w->override, now));
+    json_string(jw, "mode", ramp_mode_name(w->override.mode));
+    if (w->override.mode == RAMP_SCHEDULE)
+        json_null(jw, "mode_since");
+    else
+        json_time(jw, "mode_since", w->override.since);
+    json_double(jw, "schedule_share", ramp_schedule_share(r, now));
+
+    static const char *const kinds[] = {"origin", "domain", "provider"};
+    const struct ramp_pin *lists[] = {r->pin_origins, r->pin_domains, r->pin_providers};
+    size_t counts[] = {r->n_pin_origins, r->n_pin_domains, r->n_pin_providers};
+    json_array_begin(jw, "pins");
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < counts[k]; i++) {
+            const struct ramp_pin *p = &lists[k][i];
+            json_object_begin(jw, NULL);
+            json_string(jw, "kind", kinds[k]);
+            json_string(jw, "name", p->name);
+            json_string(jw, "egress", p->egress);
+            if (p->until)
+                json_time(jw, "until", p->until);
+            else
+                json_null(jw, "until");
+            json_bool(jw, "expired", p->until && now >= p->until);
+            json_object_end(jw);
+        }
+    json_array_end(jw);
+
+    const struct egress_conf *to = config_find_egress(w->cfg, r->to);
+    json_array_begin(jw, "counts");
+    for (size_t i = 0; i < w->cfg->n_egress * w->n_providers; i++) {
+        struct route_pair *p = &w->pairs[i];
+        int c[WIN_COUNT];
+        for (int k = 0; k < WIN_COUNT; k++)
+            c[k] = limits_count_in(p, k, now);
+        if (!p->cap && !c[WIN_DAY]) continue;
+        json_object_begin(jw, NULL);
+        json_string(jw, "egress", p->egress->name);
+        json_string(jw, "provider", p->provider);
+        json_int(jw, "minute", c[WIN_MINUTE]);
+        json_int(jw, "hour", c[WIN_HOUR]);
+        json_int(jw, "day", c[WIN_DAY]);
+        json_cap(jw, "cap_per_minute", p->cap ? p->cap->per_minute : 0);
+        json_cap(jw, "cap_per_hour", p->cap ? p->cap->per_hour : 0);
+        json_cap(jw, "cap_per_day", p->cap ? p->cap->per_day : 0);
+        json_cap(jw, "connections", p->cap ? p->cap->connections : 0);
+        json_cap(jw, "per_connection", p->cap ? p->cap->per_connection : 0);
+        json_object_end(jw);
+    }
+    json_array_end(jw);
+
+    json_array_begin(jw, "observed");
+    for (size_t p = 0; to && p < w->n_providers; p++) {
+        int total[2] = {0, 0}, moved[2] = {0, 0};
+        for (size_t e = 0; e < w->cfg->n_egress; e++) {
+            struct route_pair *pair = &w->pairs[e * w->n_providers + p];
+            for (int k = 0; k < 2; k++) {
+                int n = limits_count_in(pair, k == 0 ? WIN_HOUR : WIN_DAY, now);
+                total[k] += n;
+                if (pair->egress == to) moved[k] += n;
+            }
+        }
+        if (!total[1]) continue;
+        json_object_begin(jw, NULL);
+        json_string(jw, "provider", w->pairs[p].provider);
+        json_int(jw, "hour_messages", total[0]);
+        json_int(jw, "hour_moved", moved[0]);
+        json_int(jw, "day_messages", total[1]);
+        json_int(jw, "day_moved", moved[1]);
+        json_double(jw, "day_share", 100.0 * moved[1] / total[1]);
+        json_object_end(jw);
+    }
+    json_array_end(jw);
+
+    json_array_begin(jw, "shaping");
+    for (size_t i = 0; i < w->n_shaping_states; i++) {
+        const struct route_shaping *s = &w->shaping[i];
+        if (!s->active) continue;
+        json_object_begin(jw, NULL);
+        json_string(jw, "rule", s->rule->name);
+        json_string(jw, "egress", s->pair->egress->name);
+        json_string(jw, "provider", s->pair->provider);
+        json_string(jw, "action", config_shaping_action_name(s->rule->action));
+        json_bool(jw, "recovering", now >= s->until);
+        json_time(jw, "until", s->until);
+        int count = s->rule->rate_count;
+        int64_t period = s->rule->rate_period;
+        if (now >= s->until) limits_throttle_rate(w, s, now, &count, &period);
+        json_int(jw, "rate_count", count);
+        json_int(jw, "rate_period", period);
+        json_cap(jw, "connections", s->rule->connections);
+        json_object_end(jw);
+    }
+    json_array_end(jw);
+    json_object_end(jw);
+    strbuf_puts(jw->out, "\n");
+}
+
+int route_control_json(const char *command, struct strbuf *out)
+{
+    struct route_world *w = &route_world;
+    int64_t now = clock_now();
+    struct strbuf plain = STRBUF_INIT;
+    char *copy = xstrdup(command ? command : "");
+    char *words[4];
+    int n = 0, rc = 0;
+    for (char *save = NULL, *word = strtok_r(copy, " \t", &save); word;
+         word = strtok_r(NULL, " \t", &save)) {
+        if (!strcmp(word, "--json")) continue;
+        if (n == 4) break;
+        words[n++] = word;
+        strbuf_printf(&plain, "%s%s", plain.len ? " " : "", word);
+    }
+    struct json_writer jw;
+    json_init(&jw, out);
+    if (!w->cfg || n == 0 || (strcmp(words[0], "status") && strcmp(words[0], "plan")) || n > 1) {
+        /* an override (or a mistake): route_control decides; the answer says where it stands */
+        double before = w->cfg ? ramp_share_at(&w->cfg->ramp, &w->override, now) : 0;
+        struct strbuf text = STRBUF_INIT;
+        rc = route_control(strbuf_str(&plain), &text);
+        if (rc == 0) {
+            json_object_begin(&jw, NULL);
+            json_string(&jw, "action", words[0]);
+            json_string(&jw, "mode", ramp_mode_name(w->override.mode));
+            json_double(&jw, "share", ramp_share_at(&w->cfg->ramp, &w->override, now));
+            json_double(&jw, "was", before);
+            json_double(&jw, "schedule_share", ramp_schedule_share(&w->cfg->ramp, now));
+            json_object_end(&jw);
+            strbuf_puts(out, "\n");
+        } else {
+            strbuf_append(out, text.data ? text.data : "", text.len);
+        }
+        strbuf_free(&text);
+    } else if (!strcmp(words[0], "status")) {
+        limits_expire(w, now);
+        status_json(w, now, &jw);
+    } else {
+        rc = plan_report(w, now, out, &jw);
+    }
+    free(copy);
+    strbuf_free(&plain);
+    return rc;
 }

@@ -68,5 +68,8 @@ int route_feedback(const struct egress_conf *egress, const char *provider, int c
 /* Operator commands ("status", "set PERCENT", "pause", "resume", "rollback", "plan");
  * the answer goes to out. Returns 0 / -1. Overrides are persisted and recorded as events. */
 int route_control(const char *command, struct strbuf *out);
+/* The same with the word --json in command: status and plan as JSON; an override is made by
+ * route_control and answered as {action, mode, share, was, schedule_share}. */
+int route_control_json(const char *command, struct strbuf *out);
 
 #endif
