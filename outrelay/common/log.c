@@ -36,10 +36,10 @@ static const int log_level_priority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_E
 /* The stages a message may name in its "<stage>: " prefix (the folders of outrelay/ and the
  * jobs inside them that already log under their own name). "reload: " and "keys: " lines stay
  * whole under stage main: they come from main.c, and operators grep for "reload: ". */
-static const char *const log_stages[] = {
-    "smtpd", "smtpc", "queue",   "spool",   "sign", "check", "route", "records", "control",
-    "dkim",  "spf",   "dmarc",   "deliver", "dns",  "tls",   "auth",  "ramp",    "report",
-    "dsn",   "metrics", NULL};
+static const char *const log_stages[] = {"smtpd",   "smtpc",   "queue",   "spool", "sign", "check",
+                                         "route",   "records", "control", "dkim",  "spf",  "dmarc",
+                                         "deliver", "dns",     "tls",     "auth",  "ramp", "report",
+                                         "dsn",     "metrics", NULL};
 
 const char *log_stage(const char *text, size_t *skip)
 {
@@ -148,20 +148,21 @@ static int log_to_journald(enum log_level level, const char *stage, const char *
     unsigned char size[8];
     int hn, mn;
     if (log_journal_fd < 0) return -1;
-    hn = snprintf(head, sizeof head,
-                  "PRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s/%s\nSYSLOG_PID=%ld\n"
-                  "OUTRELAY_STAGE=%s\nMESSAGE\n",
-                  log_level_priority[level], LOG_MAIL >> 3, log_ident, stage, (long)getpid(),
-                  stage);
+    hn =
+        snprintf(head, sizeof head,
+                 "PRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s/%s\nSYSLOG_PID=%ld\n"
+                 "OUTRELAY_STAGE=%s\nMESSAGE\n",
+                 log_level_priority[level], LOG_MAIL >> 3, log_ident, stage, (long)getpid(), stage);
     if (hn < 0 || (size_t)hn >= sizeof head) return -1;
     mn = snprintf(msg, sizeof msg, "%s%s%s", level == LOG_LEVEL_INFO ? "" : log_level_names[level],
                   level == LOG_LEVEL_INFO ? "" : ": ", text);
     if (mn < 0) return -1;
     if ((size_t)mn >= sizeof msg) mn = (int)sizeof msg - 1;
-    for (int i = 0; i < 8; i++) size[i] = (unsigned char)((uint64_t)mn >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        size[i] = (unsigned char)((uint64_t)mn >> (8 * i));
     struct iovec iov[4] = {{head, (size_t)hn}, {size, 8}, {msg, (size_t)mn}, {"\n", 1}};
-    struct msghdr mh = {.msg_name = (void *)&addr, .msg_namelen = sizeof addr, .msg_iov = iov,
-                        .msg_iovlen = 4};
+    struct msghdr mh = {
+        .msg_name = (void *)&addr, .msg_namelen = sizeof addr, .msg_iov = iov, .msg_iovlen = 4};
     return sendmsg(log_journal_fd, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 

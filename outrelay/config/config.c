@@ -127,7 +127,7 @@ struct config *config_defaults(void)
 
 /* ---------------------------------------------------------------- sections */
 
-/* log: { to: stderr|syslog|journald|json, level: ... }; the older `syslog: true` means to: syslog */
+/* log: { to: stderr|syslog|journald|json, level: ... }; `syslog: true` (older) is to: syslog */
 static void load_log(struct loader *ld, const struct at *at)
 {
     static const char *const keys[] = {"to", "level", "syslog", NULL};

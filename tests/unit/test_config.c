@@ -596,9 +596,12 @@ static void test_log_outputs(void **state)
     static const struct {
         const char *yaml;
         int to;
-    } cases[] = {{"log: { to: stderr }\n", 0},     {"log: { to: syslog }\n", 1},
-                 {"log: { to: journald }\n", 2},   {"log: { to: json }\n", 3},
-                 {"log: { syslog: true }\n", 1},   {"log: { syslog: false }\n", 0},
+    } cases[] = {{"log: { to: stderr }\n", 0},
+                 {"log: { to: syslog }\n", 1},
+                 {"log: { to: journald }\n", 2},
+                 {"log: { to: json }\n", 3},
+                 {"log: { syslog: true }\n", 1},
+                 {"log: { syslog: false }\n", 0},
                  {"log: { to: syslog, syslog: true }\n", 1},
                  {"log: { to: json, syslog: false }\n", 3}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

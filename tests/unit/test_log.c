@@ -52,8 +52,8 @@ static void test_text(void **state)
                         "2026-12-01T00:00:00.123Z outrelay/smtpd[42]: connect from [127.0.0.1]\n");
     strbuf_reset(&sb);
     log_format_line(&sb, 0, 0, LOG_LEVEL_WARN, T0_US, "outrelay", 42, "4F2A: not stored\nforged");
-    assert_string_equal(sb.data,
-                        "2026-12-01T00:00:00.123Z outrelay/main[42]: warning: 4F2A: not stored forged\n");
+    assert_string_equal(
+        sb.data, "2026-12-01T00:00:00.123Z outrelay/main[42]: warning: 4F2A: not stored forged\n");
     strbuf_reset(&sb);
     /* under the journal: no timestamp of our own, the priority as "<N>" */
     log_format_line(&sb, 0, 1, LOG_LEVEL_ERROR, T0_US, "outrelay", 7, "spool: write failed");
