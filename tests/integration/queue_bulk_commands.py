@@ -6,6 +6,7 @@ b.test, c.test, every MX a Python sink answering 451 at RCPT) from three senders
   hold --domain a.test      holds exactly the a.test messages; a flush does not attempt them
   delete --sender bob@...   deletes exactly bob's messages (held ones included); none of them is
                ever delivered, even after the sink starts accepting, and no DSN goes out
+  kill -9      and a restart: the deleted messages stay gone, the held ones stay held
   flush ALL    retries every message neither held nor deleted: all of them arrive
   release --domain a.test   releases the held ones that are left; they arrive
 and `--json` of each (and of list, show, ramp status / plan, and an error) parses with json.loads
@@ -133,10 +134,21 @@ def test(env):
             f"shape after hold and delete: {shape['total']}, expected {len(left)} with "
             f"{len(per_domain['a.test'] - bob)} held")
 
+    # the hold and delete marks are in the spool: after kill -9 and a restart the deleted
+    # messages stay gone and the held ones stay held (and are not attempted)
+    a_tries = len([e for e in sink.replies() if "@a.test" in e["arg"]])
+    env.wait_for(lambda: queue_json(relay, "list")["count"] == len(left), 60,
+                 "the deleted messages forgotten (their marks durable)")
+    relay.kill9()
+    relay.start()
+    listing = queue_json(relay, "list")
+    h.check({m["queue_id"] for m in listing["messages"]} == left,
+            f"after a restart {listing['count']} messages, expected {len(left)}")
+    h.check({m["queue_id"] for m in listing["messages"] if m["held"]}
+            == per_domain["a.test"] - bob, "the held messages are not held after a restart")
+
     # flush ALL while the sink still defers: every message neither held nor deleted is tried
     # again, no held one
-    a_tries = len([e for e in sink.replies() if e["arg"].endswith("@a.test>")
-                   or "@a.test" in e["arg"]])
     before = len(sink.replies())
     flushed = queue_json(relay, "flush", "ALL")
     flushable = left - per_domain["a.test"]
