@@ -65,17 +65,37 @@ static void usage_main(FILE *f)
                "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
 }
 
-static struct config *load_config(const char *path)
+/* The configuration; errors on stderr. Its warnings are left to the caller (load_config). */
+static struct config *load_config_quiet(const char *path)
 {
     if (!path) return config_defaults();
     struct config_errors errs = {0};
     struct config *cfg = config_load(path, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.items[i]);
-    for (size_t i = 0; cfg && i < cfg->n_warnings; i++)
-        fprintf(stderr, "%s\n", cfg->warnings[i]);
     config_errors_free(&errs);
     return cfg;
+}
+
+static struct config *load_config(const char *path)
+{
+    struct config *cfg = load_config_quiet(path);
+    for (size_t i = 0; cfg && i < cfg->n_warnings; i++)
+        fprintf(stderr, "%s\n", cfg->warnings[i]);
+    return cfg;
+}
+
+/* serve: the warnings go to the configured log, so a JSON or syslog log stays one format;
+ * "FILE:L:C: warning: TEXT" becomes "outrelay/config[pid]: warning: FILE:L:C: TEXT". */
+static void log_config_warnings(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_warnings; i++) {
+        const char *w = cfg->warnings[i], *mark = strstr(w, "warning: ");
+        if (mark)
+            log_warn("config: %.*s%s", (int)(mark - w), w, mark + strlen("warning: "));
+        else
+            log_warn("config: %s", w);
+    }
 }
 
 struct reload_ctx {
@@ -403,9 +423,10 @@ static int cmd_serve(int argc, char **argv)
                 "Without -c it runs on the embedded defaults.\n");
         return r == 1 ? 0 : 2;
     }
-    struct config *cfg = load_config(path);
+    struct config *cfg = load_config_quiet(path);
     if (!cfg) return 1;
     log_init("outrelay", (enum log_to)cfg->log_to, (enum log_level)cfg->log_level);
+    log_config_warnings(cfg);
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     serve_base = event_base_new();

@@ -39,7 +39,7 @@ static const int log_level_priority[] = {LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_E
 static const char *const log_stages[] = {"smtpd",   "smtpc",   "queue",   "spool", "sign", "check",
                                          "route",   "records", "control", "dkim",  "spf",  "dmarc",
                                          "deliver", "dns",     "tls",     "auth",  "ramp", "report",
-                                         "dsn",     "metrics", NULL};
+                                         "dsn",     "metrics", "config",  NULL};
 
 const char *log_stage(const char *text, size_t *skip)
 {

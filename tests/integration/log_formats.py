@@ -1,7 +1,8 @@
 """log_formats.py - the relay's log outputs, one message relayed through each.
 
   to: json     every line the relay writes is a JSON object (json.loads) with ts, level, stage,
-               pid (the relay's) and msg; smtpd lines carry stage "smtpd" and lose the prefix.
+               pid (the relay's) and msg; smtpd lines carry stage "smtpd" and lose the prefix;
+               the configuration's warnings (hostname not fully qualified) are JSON lines too.
   to: syslog   the lines reach /dev/log as syslog datagrams with facility mail and the tag
                outrelay/<stage>[pid]: the relay runs in a private mount namespace (unshare -m)
                whose /dev is a tmpfs holding null, zero, urandom, ... and our datagram socket as
@@ -25,8 +26,8 @@ import harness as h
 TEXT_LINE = re.compile(r"^(\S+Z )?outrelay/([a-z]+)\[(\d+)\]: (.*)$")
 
 
-def relay_one(env, nsd, sink, port, name, log, extra_env=None, binary=None):
-    cfg = h.standard_config(env, nsd, port, log=log)
+def relay_one(env, nsd, sink, port, name, log, extra_env=None, binary=None, **extra):
+    cfg = h.standard_config(env, nsd, port, log=log, **extra)
     cfg["spool"], cfg["state"] = env.path(f"{name}-spool"), env.path(f"{name}-state")
     saved = env.bin
     if binary:
@@ -55,7 +56,8 @@ def relay_one(env, nsd, sink, port, name, log, extra_env=None, binary=None):
 
 
 def check_json(env, nsd, sink, port):
-    relay, pid = relay_one(env, nsd, sink, port, "json", {"to": "json"})
+    # a hostname that is not fully qualified: its config warning is a JSON line too
+    relay, pid = relay_one(env, nsd, sink, port, "json", {"to": "json"}, hostname="relay")
     lines = [l for l in relay.stderr().splitlines() if l.strip()]
     h.check(len(lines) >= 4, f"json: only {len(lines)} lines: {lines}")
     stages = set()
@@ -73,6 +75,7 @@ def check_json(env, nsd, sink, port):
                 f"json: the stage prefix stayed in msg: {line}")
         stages.add(obj["stage"])
     h.check("smtpd" in stages, f"json: no smtpd line among stages {sorted(stages)}")
+    h.check("config" in stages, f"json: the config warning is not a JSON line: {lines[:3]}")
     h.log(f"json: {len(lines)} lines parse, stages {sorted(stages)}")
 
 

@@ -25,6 +25,7 @@ static void test_stage(void **state)
     assert_int_equal(skip, 9);
     assert_string_equal(log_stage("spool: compaction", &skip), "spool");
     assert_string_equal(log_stage("control: listening", &skip), "control");
+    assert_string_equal(log_stage("config: x.yaml:1:1: y", &skip), "config");
     assert_string_equal(log_stage("reload: 2 DKIM keys", &skip), "main");
     assert_int_equal(skip, 0);
     assert_string_equal(log_stage("outrelay: stopped", &skip), "main");
