@@ -118,6 +118,23 @@ void *hashmap_remove(struct hashmap *m, const char *key)
     return NULL;
 }
 
+void hashmap_remove_if(struct hashmap *m, int (*drop)(void *, const char *, void *), void *arg)
+{
+    for (size_t i = 0; i < m->n_buckets; i++) {
+        struct hashmap_entry **pp = &m->buckets[i];
+        while (*pp) {
+            struct hashmap_entry *e = *pp;
+            if (drop(arg, e->key, e->value)) {
+                *pp = e->next;
+                free(e);
+                m->count--;
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+}
+
 size_t hashmap_count(const struct hashmap *m)
 {
     return m->count;

@@ -16,6 +16,10 @@ void *hashmap_get(const struct hashmap *map, const char *key);
 /* Removes the key; returns its value or NULL. */
 void *hashmap_remove(struct hashmap *map, const char *key);
 size_t hashmap_count(const struct hashmap *map);
+/* Removes every entry for which drop(arg, key, value) returns 1; drop owns (may free) the value
+ * of an entry it drops. */
+void hashmap_remove_if(struct hashmap *map, int (*drop)(void *arg, const char *key, void *value),
+                       void *arg);
 /* Calls fn for every entry; fn must not change the map. */
 void hashmap_foreach(const struct hashmap *map, void (*fn)(void *arg, const char *key, void *value),
                      void *arg);

@@ -576,6 +576,7 @@ static void free_egress(struct egress_conf *e)
 {
     free(e->name);
     free(e->sources);
+    free(e->source_where);
     free(e->helo);
     free(e->host);
     free(e->auth_user);
@@ -590,7 +591,6 @@ static void free_egress(struct egress_conf *e)
 enum {
     EG_TYPE,
     EG_SOURCE,
-    free(e->source_where);
     EG_HELO,
     EG_HOST,
     EG_PORT,
@@ -639,6 +639,7 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
         size_t n;
         if (cfg_take_list(ld, &v[EG_SOURCE], &items, &n) == 0) {
             e->sources = xcalloc(n, sizeof *e->sources);
+            e->source_where = xcalloc(n, sizeof *e->source_where);
             for (size_t i = 0; i < n; i++) {
                 const char *s = cfg_scalar_text(ld, &items[i]);
                 if (s && util_parse_ip(s, &e->sources[e->n_sources]) == 0)
@@ -654,7 +655,6 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
     }
     if (v[EG_HELO].node) cfg_get_hostname(ld, &v[EG_HELO], &e->helo);
     if (v[EG_HOST].node) cfg_get_string(ld, &v[EG_HOST], &e->host);
-            e->source_where = xcalloc(n, sizeof *e->source_where);
     if (v[EG_PORT].node) cfg_get_port(ld, &v[EG_PORT], &e->port);
     if (v[EG_AUTH].node) {
         static const char *const auth_keys[] = {"user", "password", NULL};
@@ -787,6 +787,12 @@ static void load_root(struct loader *ld, struct fy_node *root)
     cfg_take_mapping(ld, &top, keys, v);
     /* Order matters: tls before listen, auth before origins, egress before ramp. */
     if (v[K_HOSTNAME].node) cfg_get_hostname(ld, &v[K_HOSTNAME], &cfg->hostname);
+    if (cfg->hostname && !strchr(cfg->hostname, '.'))
+        cfg_warn_at(ld, v[K_HOSTNAME].node ? v[K_HOSTNAME].where : (struct pos){0, 0},
+                    "hostname: \"%s\"%s is not a fully qualified domain name; it is our EHLO "
+                    "name and the reporting MTA of bounces, and receivers distrust a name "
+                    "without a dot (set hostname: to a name like relay.example.com)",
+                    cfg->hostname, v[K_HOSTNAME].node ? "" : " (this machine's name, the default)");
     if (v[K_USER].node && cfg_get_string(ld, &v[K_USER], &cfg->user) == 0 && !getpwnam(cfg->user))
         cfg_error_at(ld, v[K_USER].where, "user: \"%s\" is not an account on this system",
                      cfg->user);
@@ -801,12 +807,6 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_LISTEN].node) load_listen(ld, &v[K_LISTEN]);
     if (v[K_LIMITS].node) load_limits(ld, &v[K_LIMITS]);
     if (v[K_AUTH].node) load_auth(ld, &v[K_AUTH]);
-    if (cfg->hostname && !strchr(cfg->hostname, '.'))
-        cfg_warn_at(ld, v[K_HOSTNAME].node ? v[K_HOSTNAME].where : (struct pos){0, 0},
-                    "hostname: \"%s\"%s is not a fully qualified domain name; it is our EHLO "
-                    "name and the reporting MTA of bounces, and receivers distrust a name "
-                    "without a dot (set hostname: to a name like relay.example.com)",
-                    cfg->hostname, v[K_HOSTNAME].node ? "" : " (this machine's name, the default)");
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
     if (v[K_RAMP].node || v[K_EGRESS].node) cfg_load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
@@ -983,15 +983,6 @@ void config_free(struct config *cfg)
     free(cfg);
 }
 
-void config_errors_free(struct config_errors *errs)
-{
-    if (!errs) return;
-    for (size_t i = 0; i < errs->n; i++)
-        free(errs->items[i]);
-    free(errs->items);
-    errs->items = NULL;
-    errs->n = 0;
-}
 size_t config_check_sources(const struct config *cfg, struct config_errors *errs)
 {
     size_t added = 0;
@@ -1025,3 +1016,12 @@ size_t config_check_sources(const struct config *cfg, struct config_errors *errs
     return added;
 }
 
+void config_errors_free(struct config_errors *errs)
+{
+    if (!errs) return;
+    for (size_t i = 0; i < errs->n; i++)
+        free(errs->items[i]);
+    free(errs->items);
+    errs->items = NULL;
+    errs->n = 0;
+}

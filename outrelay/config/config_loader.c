@@ -28,36 +28,39 @@ void cfg_add_text(struct loader *ld, struct pos sort, char *text)
     ld->n_errors++;
 }
 
+/* "file:line:col: <kind>message" (or "file: ..." without a position). */
+static char *format_at(const struct loader *ld, struct pos p, const char *kind, const char *fmt,
+                       va_list ap)
+{
+    struct strbuf sb = STRBUF_INIT;
+    if (p.line > 0)
+        strbuf_printf(&sb, "%s:%d:%d: %s", ld->file, p.line, p.col, kind);
+    else
+        strbuf_printf(&sb, "%s: %s", ld->file, kind);
+    strbuf_vprintf(&sb, fmt, ap);
+    return strbuf_detach(&sb, NULL);
+}
+
 void __attribute__((format(printf, 3, 4)))
 cfg_error_at(struct loader *ld, struct pos p, const char *fmt, ...)
 {
-    struct strbuf sb = STRBUF_INIT;
     va_list ap;
-    if (p.line > 0)
-        strbuf_printf(&sb, "%s:%d:%d: ", ld->file, p.line, p.col);
-    else
-        strbuf_printf(&sb, "%s: ", ld->file);
     va_start(ap, fmt);
-    strbuf_vprintf(&sb, fmt, ap);
+    char *text = format_at(ld, p, "", fmt, ap);
     va_end(ap);
-    cfg_add_text(ld, p, strbuf_detach(&sb, NULL));
+    cfg_add_text(ld, p, text);
 }
 
 void __attribute__((format(printf, 3, 4)))
 cfg_warn_at(struct loader *ld, struct pos p, const char *fmt, ...)
 {
-    struct strbuf sb = STRBUF_INIT;
     va_list ap;
-    if (p.line > 0)
-        strbuf_printf(&sb, "%s:%d:%d: warning: ", ld->file, p.line, p.col);
-    else
-        strbuf_printf(&sb, "%s: warning: ", ld->file);
     va_start(ap, fmt);
-    strbuf_vprintf(&sb, fmt, ap);
+    char *text = format_at(ld, p, "warning: ", fmt, ap);
     va_end(ap);
     struct config *cfg = ld->cfg;
     cfg->warnings = xrealloc(cfg->warnings, (cfg->n_warnings + 1) * sizeof *cfg->warnings);
-    cfg->warnings[cfg->n_warnings++] = strbuf_detach(&sb, NULL);
+    cfg->warnings[cfg->n_warnings++] = text;
 }
 
 static struct pos token_pos(struct fy_token *tok)

@@ -40,35 +40,23 @@ void auth_throttle_free(struct auth_throttle *t)
     free(t);
 }
 
-struct expired {
-    int64_t now;
-    char **keys;
-    size_t n, cap;
-};
-
-static void collect(void *arg, const char *key, void *value)
+/* Drops a failure entry whose window is over (and frees it). */
+static int expired(void *arg, const char *key, void *value)
 {
-    struct expired *x = arg;
-    const struct failures *f = value;
-    if (x->now >= f->window_start && x->now < f->window_start + AUTH_THROTTLE_WINDOW) return;
-    if (x->n == x->cap) {
-        x->cap = x->cap ? x->cap * 2 : 32;
-        x->keys = xrealloc(x->keys, x->cap * sizeof *x->keys);
-    }
-    x->keys[x->n++] = xstrdup(key);
+    (void)key;
+    int64_t now = *(const int64_t *)arg;
+    struct failures *f = value;
+    if (now >= f->window_start && now < f->window_start + AUTH_THROTTLE_WINDOW) return 0;
+    free(f);
+    return 1;
 }
 
+/* At most once a window. */
 static void sweep(struct auth_throttle *t, int64_t now)
 {
     if (now >= t->last_sweep && now < t->last_sweep + AUTH_THROTTLE_WINDOW) return;
     t->last_sweep = now;
-    struct expired x = {.now = now};
-    hashmap_foreach(t->by_address, collect, &x);
-    for (size_t i = 0; i < x.n; i++) {
-        free(hashmap_remove(t->by_address, x.keys[i]));
-        free(x.keys[i]);
-    }
-    free(x.keys);
+    hashmap_remove_if(t->by_address, expired, &now);
 }
 
 static struct failures *current(struct auth_throttle *t, const char *address, int64_t now)

@@ -57,34 +57,26 @@ void client_limits_free(struct client_limits *cl)
 
 struct sweep {
     int64_t now, period;
-    char **idle;
-    size_t n_idle, cap;
 };
 
-static void collect_idle(void *arg, const char *key, void *value)
+/* Drops (and frees) an entry with nothing open whose period has ended. */
+static int idle(void *arg, const char *key, void *value)
 {
-    struct sweep *sw = arg;
-    const struct client_entry *e = value;
-    if (e->open > 0 || sw->now < e->window_start + sw->period) return;
-    if (sw->n_idle == sw->cap) {
-        sw->cap = sw->cap ? sw->cap * 2 : 64;
-        sw->idle = xrealloc(sw->idle, sw->cap * sizeof *sw->idle);
-    }
-    sw->idle[sw->n_idle++] = xstrdup(key);
+    (void)key;
+    const struct sweep *sw = arg;
+    struct client_entry *e = value;
+    if (e->open > 0 || sw->now < e->window_start + sw->period) return 0;
+    free(e);
+    return 1;
 }
 
-/* Drops entries with nothing open whose period has ended; at most once a period. */
+/* Drops idle entries; at most once a period. */
 static void sweep(struct client_limits *cl, int64_t now)
 {
     if (now >= cl->last_sweep && now < cl->last_sweep + cl->period) return;
     cl->last_sweep = now;
     struct sweep sw = {.now = now, .period = cl->period};
-    hashmap_foreach(cl->clients, collect_idle, &sw);
-    for (size_t i = 0; i < sw.n_idle; i++) {
-        free(hashmap_remove(cl->clients, sw.idle[i]));
-        free(sw.idle[i]);
-    }
-    free(sw.idle);
+    hashmap_remove_if(cl->clients, idle, &sw);
 }
 
 /* Starts a new period when the current one is over (or the clock stepped back). */

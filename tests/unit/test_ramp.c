@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "injected_clock.h"
 #include "config/config.h"
 #include "route/route.h"
 #include "route/route_internal.h"
@@ -149,18 +150,10 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-/* The injected clock (common/clock.h): the test says what time it is. */
-static int64_t test_now;
-
-static int64_t test_clock(void)
+/* set_clock() and a check that the clock answers it */
+static void set_clock_checked(int64_t t)
 {
-    return test_now * 1000000;
-}
-
-static void set_clock(int64_t t)
-{
-    test_now = t;
-    clock_set_source(test_clock);
+    set_clock(t);
     assert_int_equal(clock_now(), t);
 }
 
@@ -194,16 +187,17 @@ static void test_overrides(void **state)
     struct config_errors errs;
     struct config *cfg = config_load(path, &errs);
     assert_non_null(cfg);
-    set_clock(T0 + DAY + DAY / 2); /* before route_init: it judges route.db at this time */
+    set_clock_checked(T0 + DAY + DAY / 2); /* before route_init: it judges route.db at this time */
     assert_int_equal(route_init(cfg, sdir, err, sizeof err), 0);
- /* interpolated: 5 + 20 * 1.5/3 = 15 */
+    /* interpolated: 5 + 20 * 1.5/3 = 15 */
     assert_float_equal(route_share(clock_now()), 15.0, 1e-9);
     control("status", "effective share: 15.00% (mode schedule)");
     control("set 40", "ramp set: share 40.00%");
     assert_true(route_share(T0 + 6 * DAY) == 40.0);
     control("resume", "share 15.00%");
     control("pause", "share 15.00%");
-    set_clock(T0 + 2 * DAY + DAY / 2); /* the schedule says 5 + 20 * 2.5/3, pause holds 15 */
+    set_clock_checked(T0 + 2 * DAY +
+                      DAY / 2); /* the schedule says 5 + 20 * 2.5/3, pause holds 15 */
     assert_true(route_share(clock_now()) == 15.0);
     control("status",
             "mode pause since 2026-12-02T12:00:00Z, until resume; the schedule says 21.67%");
@@ -212,9 +206,9 @@ static void test_overrides(void **state)
     assert_int_equal(route_init(cfg, sdir, err, sizeof err), 0);
     assert_true(route_share(clock_now()) == 15.0);
     control("resume", "share 21.67%");
-    set_clock(T0 + 5 * DAY); /* current step: 25 % (Dec 4); the one before: 5 % */
+    set_clock_checked(T0 + 5 * DAY); /* current step: 25 % (Dec 4); the one before: 5 % */
     control("rollback", "ramp rollback: share 5.00%");
-    set_clock(T0 + 9 * DAY);
+    set_clock_checked(T0 + 9 * DAY);
     assert_true(route_share(clock_now()) == 5.0);
     control("resume", "share 60.00%");
     /* mistakes */

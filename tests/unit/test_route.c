@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "injected_clock.h"
 #include "config/config.h"
 #include "route/route.h"
 #include "spool/envelope.h"
@@ -25,20 +26,6 @@
 static char tmpdir[64];
 
 #define T0 1796083200 /* 2026-12-01T00:00:00Z */
-
-/* The injected clock: every test sets the time it works at; nothing reads the calendar. */
-static int64_t test_now;
-
-static int64_t test_clock(void)
-{
-    return test_now * 1000000;
-}
-
-static void set_clock(int64_t t)
-{
-    test_now = t;
-    clock_set_source(test_clock);
-}
 
 static char *tmp_path(const char *name)
 {
@@ -145,7 +132,6 @@ static const char *decide(const char *origin, const char *rcpt, const char *prov
     envelope_free(env);
     return d->egress ? d->egress->name : NULL;
 }
-
 
 /* ---------------------------------------------------------------- providers and pins */
 
