@@ -109,6 +109,21 @@ static void status_counts(struct route_world *w, int64_t now, struct strbuf *out
     if (!header) strbuf_puts(out, "messages per egress x provider: none counted today, no caps\n");
 }
 
+/* Messages of provider p this UTC hour [0] and day [1], and how many of them left through to. */
+static void observed_counts(struct route_world *w, const struct egress_conf *to, size_t p,
+                            int64_t now, int total[2], int moved[2])
+{
+    total[0] = total[1] = moved[0] = moved[1] = 0;
+    for (size_t e = 0; e < w->cfg->n_egress; e++) {
+        struct route_pair *pair = &w->pairs[e * w->n_providers + p];
+        for (int k = 0; k < 2; k++) {
+            int c = limits_count_in(pair, k == 0 ? WIN_HOUR : WIN_DAY, now);
+            total[k] += c;
+            if (pair->egress == to) moved[k] += c;
+        }
+    }
+}
+
 /* The share of each provider's messages that actually left through ramp.to. */
 static void status_observed(struct route_world *w, int64_t now, struct strbuf *out)
 {
@@ -116,15 +131,8 @@ static void status_observed(struct route_world *w, int64_t now, struct strbuf *o
     int header = 0;
     if (!to) return;
     for (size_t p = 0; p < w->n_providers; p++) {
-        int total[2] = {0, 0}, moved[2] = {0, 0};
-        for (size_t e = 0; e < w->cfg->n_egress; e++) {
-            struct route_pair *pair = &w->pairs[e * w->n_providers + p];
-            for (int k = 0; k < 2; k++) {
-                int c = limits_count_in(pair, k == 0 ? WIN_HOUR : WIN_DAY, now);
-                total[k] += c;
-                if (pair->egress == to) moved[k] += c;
-            }
-        }
+        int total[2], moved[2];
+        observed_counts(w, to, p, now, total, moved);
         if (!total[1]) continue;
         if (!header++)
             strbuf_printf(out, "observed share through %s (this UTC hour / day):\n", to->name);
@@ -415,7 +423,7 @@ static void status_json(struct route_world *w, int64_t now, struct json_writer *
 
     static const char *const kinds[] = {"origin", "domain", "provider"};
     const struct ramp_pin *lists[] = {r->pin_origins, r->pin_domains, r->pin_providers};
-    size_t counts[] = {r->n_pin_origins, r->n_pin_domains, r->n_pin_providers};
+    const size_t counts[] = {r->n_pin_origins, r->n_pin_domains, r->n_pin_providers};
     json_array_begin(jw, "pins");
     for (int k = 0; k < 3; k++)
         for (size_t i = 0; i < counts[k]; i++) {
@@ -458,15 +466,8 @@ static void status_json(struct route_world *w, int64_t now, struct json_writer *
 
     json_array_begin(jw, "observed");
     for (size_t p = 0; to && p < w->n_providers; p++) {
-        int total[2] = {0, 0}, moved[2] = {0, 0};
-        for (size_t e = 0; e < w->cfg->n_egress; e++) {
-            struct route_pair *pair = &w->pairs[e * w->n_providers + p];
-            for (int k = 0; k < 2; k++) {
-                int n = limits_count_in(pair, k == 0 ? WIN_HOUR : WIN_DAY, now);
-                total[k] += n;
-                if (pair->egress == to) moved[k] += n;
-            }
-        }
+        int total[2], moved[2];
+        observed_counts(w, to, p, now, total, moved);
         if (!total[1]) continue;
         json_object_begin(jw, NULL);
         json_string(jw, "provider", w->pairs[p].provider);
