@@ -48,8 +48,9 @@ static int advise_dkim(const struct dkim_key *k, struct strbuf *out)
                             sizeof detail)) {
             strbuf_printf(out, "    ok: the published key matches ours (%s)\n", detail);
         } else {
-            strbuf_printf(out, "    WRONG: %s; receivers will not verify our signatures. "
-                               "Replace it with:\n",
+            strbuf_printf(out,
+                          "    WRONG: %s; receivers will not verify our signatures. "
+                          "Replace it with:\n",
                           detail);
             problem = 1;
         }
@@ -139,8 +140,7 @@ static int advise_spf(const struct config *cfg, const char *domain, struct strbu
     for (size_t i = 0; a.status == DNS_OK && i < a.n; i++)
         if (!strncasecmp(a.txt[i], "v=spf1", 6) && (a.txt[i][6] == ' ' || !a.txt[i][6]))
             published = a.txt[i];
-    strbuf_printf(out, "    published: %s\n",
-                  published ? published : "(none: not published)");
+    strbuf_printf(out, "    published: %s\n", published ? published : "(none: not published)");
     char sender[300];
     snprintf(sender, sizeof sender, "postmaster@%s", domain);
     for (size_t i = 0; i < cfg->n_egress; i++) {

@@ -113,8 +113,7 @@ static const char *known_failure(const char *name, int rrtype)
 {
     if (resolver_silent) return DNS_RESOLVER_SILENT " (no answer to an earlier query either)";
     for (size_t i = 0; i < n_failed; i++)
-        if (failed[i].rrtype == rrtype && !strcasecmp(failed[i].name, name))
-            return failed[i].error;
+        if (failed[i].rrtype == rrtype && !strcasecmp(failed[i].name, name)) return failed[i].error;
     return NULL;
 }
 
