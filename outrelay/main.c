@@ -165,16 +165,16 @@ static int cmd_check(int argc, char **argv)
     struct config *cfg = load_config(path);
     if (!cfg) return 1;
     int status = 0;
-    if (cfg->tls_cert && cfg->tls_key) {
-        char err[512];
-        SSL_CTX *ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err);
-        if (!ctx) {
-            fprintf(stderr, "%s: tls: %s\n", path, err);
     struct config_errors here = {0};
     if (config_check_sources(cfg, &here) > 0) status = 1;
     for (size_t i = 0; i < here.n; i++)
         fprintf(stderr, "%s\n", here.items[i]);
     config_errors_free(&here);
+    if (cfg->tls_cert && cfg->tls_key) {
+        char err[512];
+        SSL_CTX *ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err);
+        if (!ctx) {
+            fprintf(stderr, "%s: tls: %s\n", path, err);
             status = 1;
         } else {
             SSL_CTX_free(ctx);
@@ -565,6 +565,8 @@ static int cmd_dns_advice(int argc, char **argv)
         fprintf(stderr, "outrelay: %s\n", err);
     } else {
         struct strbuf out = STRBUF_INIT;
+        /* a dead resolver must say so in seconds, not after libunbound's retries */
+        dns_sync_bound(3000);
         status = advice_report(cfg, ks, &out) ? 1 : 0;
         fputs(strbuf_str(&out), stdout);
         strbuf_free(&out);
@@ -659,8 +661,6 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage_main(stdout);
         return 0;
-        /* a dead resolver must say so in seconds, not after libunbound's retries */
-        dns_sync_bound(3000);
     }
     if (strcmp(cmd, "serve") == 0) return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
