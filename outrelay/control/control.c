@@ -37,6 +37,15 @@ static int wants_json(const char *req)
     return 0;
 }
 
+/* The request without its --json words, into out. */
+static void without_json(const char *req, struct strbuf *out)
+{
+    char *copy = xstrdup(req);
+    for (char *save = NULL, *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+        if (strcmp(w, "--json") != 0) strbuf_printf(out, "%s%s", out->len ? " " : "", w);
+    free(copy);
+}
+
 static void dispatch_module(const char *req, struct strbuf *out, int *ok)
 {
     if (strncmp(req, "queue ", 6) == 0) {
@@ -45,13 +54,27 @@ static void dispatch_module(const char *req, struct strbuf *out, int *ok)
     }
     if (strncmp(req, "ramp ", 5) == 0) {
         const char *cmd = req + 5;
-        *ok = (wants_json(cmd) ? route_control_json(cmd, out) : route_control(cmd, out)) == 0;
-        if (*ok && strncmp(cmd, "status", 6) != 0 && strncmp(cmd, "plan", 4) != 0) {
-            /* an operator override: on the record like every other decision */
-            struct record_event ev = {
-                .event = "ramp", .queue_id = "-", .action = cmd, .detail = strbuf_str(out)};
+        struct strbuf said = STRBUF_INIT, action = STRBUF_INIT;
+        if (wants_json(cmd)) {
+            *ok = route_control_json(cmd, out, &said) == 0;
+            without_json(cmd, &action);
+        } else {
+            *ok = route_control(cmd, out) == 0;
+            strbuf_append(&said, out->data ? out->data : "", out->len);
+            strbuf_puts(&action, cmd);
+        }
+        const char *verb = strbuf_str(&action);
+        if (*ok && strncmp(verb, "status", 6) != 0 && strncmp(verb, "plan", 4) != 0) {
+            /* an operator override: on the record like every other decision, in the words of
+             * the text answer also when it was asked for in JSON */
+            struct record_event ev = {.event = "ramp",
+                                      .queue_id = "-",
+                                      .action = strbuf_str(&action),
+                                      .detail = strbuf_str(&said)};
             records_emit(&ev);
         }
+        strbuf_free(&said);
+        strbuf_free(&action);
         return;
     }
     if (strcmp(req, "ping") == 0) {

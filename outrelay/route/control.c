@@ -504,7 +504,7 @@ static void status_json(struct route_world *w, int64_t now, struct json_writer *
     strbuf_puts(jw->out, "\n");
 }
 
-int route_control_json(const char *command, struct strbuf *out)
+int route_control_json(const char *command, struct strbuf *out, struct strbuf *said)
 {
     struct route_world *w = &route_world;
     int64_t now = clock_now();
@@ -526,6 +526,7 @@ int route_control_json(const char *command, struct strbuf *out)
         double before = w->cfg ? ramp_share_at(&w->cfg->ramp, &w->override, now) : 0;
         struct strbuf text = STRBUF_INIT;
         rc = route_control(strbuf_str(&plain), &text);
+        if (rc == 0 && said) strbuf_append(said, text.data ? text.data : "", text.len);
         if (rc == 0) {
             json_object_begin(&jw, NULL);
             json_string(&jw, "action", words[0]);

@@ -69,7 +69,8 @@ int route_feedback(const struct egress_conf *egress, const char *provider, int c
  * the answer goes to out. Returns 0 / -1. Overrides are persisted and recorded as events. */
 int route_control(const char *command, struct strbuf *out);
 /* The same with the word --json in command: status and plan as JSON; an override is made by
- * route_control and answered as {action, mode, share, was, schedule_share}. */
-int route_control_json(const char *command, struct strbuf *out);
+ * route_control and answered as {action, mode, share, was, schedule_share}, with route_control's
+ * text answer appended to said (may be NULL) for the record. */
+int route_control_json(const char *command, struct strbuf *out, struct strbuf *said);
 
 #endif

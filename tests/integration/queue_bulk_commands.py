@@ -10,7 +10,9 @@ b.test, c.test, every MX a Python sink answering 451 at RCPT) from three senders
   flush ALL    retries every message neither held nor deleted: all of them arrive
   release --domain a.test   releases the held ones that are left; they arrive
 and `--json` of each (and of list with selectors, show, shape --by sender / egress, ramp status,
-plan, set and resume, and errors) parses with json.loads and carries the same counts. delivery.retry is 1h, so nothing moves unless a command moves it.
+plan, set and resume, and errors) parses with json.loads and carries the same counts; an override
+asked for in JSON is on the record in the text answer's words. delivery.retry is 1h, so nothing
+moves unless a command moves it.
 """
 import json
 import threading
@@ -215,6 +217,10 @@ def test(env):
     h.check(answer["mode"] == "set" and answer["share"] == 40 and answer["was"] == 0, answer)
     status = json.loads(relay.queue_like("ramp", "status", "--json").stdout)
     h.check(status["mode"] == "set" and status["effective_share"] == 40, f"ramp status: {status}")
+    overrides = relay.events("SELECT action, detail FROM events WHERE event = 'ramp'")
+    h.check([o["action"] for o in overrides] == ["set 40"]
+            and "share 40.00%" in overrides[0]["detail"],
+            f"the override on the record in the text answer's words: {overrides}")
     answer = json.loads(relay.queue_like("ramp", "resume", "--json").stdout)
     h.check(answer["mode"] == "schedule" and answer["share"] == 0 and answer["was"] == 40, answer)
     r = relay.queue_like("ramp", "set", "140", "--json")
