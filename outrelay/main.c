@@ -20,6 +20,7 @@
 #include "common/util.h"
 #include "common/workpool.h"
 #include "config/config.h"
+#include "config/config_reload.h"
 #include "control/control.h"
 #include "control/metrics.h"
 #include "deliver/queue.h"
@@ -99,8 +100,12 @@ static void log_config_warnings(const struct config *cfg)
 }
 
 struct reload_ctx {
-    const struct config *cfg;
+    struct config **cfg;         /* the config in force (serve owns the variable) */
+    const char *path;            /* the file to read again; NULL: the embedded defaults */
     struct dkim_keystore **keys; /* the store in use (serve owns the variable) */
+    struct config **retired;     /* configs a reload replaced, freed at shutdown: sessions,
+                                    queued mail and connections still point into them */
+    size_t n_retired;
 };
 
 /* The DKIM key store of cfg. A key that cannot be used is reported (as "PREFIX: keys: ..." on
@@ -282,23 +287,83 @@ static int control_command(const char *verb, int argc, char **argv, const char *
 
 static struct event_base *serve_base;
 
-/* SIGHUP: the DKIM key store is read again (new selectors, rotated keys); a key store that
- * cannot be read keeps the current one. Other settings need a restart. */
+/* SIGHUP, first part: the configuration file is read again. A file with mistakes is refused
+ * (each logged as file:line:col) and the running configuration stays. Otherwise each stage takes
+ * the new one through its *_reload(), in the order of the mail path; settings bound at start are
+ * logged as needing a restart and keep their running values. The replaced config is retired,
+ * not freed. Loop thread (an event callback). */
+static void reload_config(struct reload_ctx *r)
+{
+    if (!r->path) return; /* running on the embedded defaults: no file to read */
+    struct config_errors errs = {0};
+    struct config *fresh = config_load(r->path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        log_error("reload: %s", errs.items[i]);
+    config_errors_free(&errs);
+    if (!fresh) {
+        log_error("reload: %s refused; the configuration loaded before stays in force", r->path);
+        return;
+    }
+    for (size_t i = 0; i < fresh->n_warnings; i++)
+        log_warn("reload: %s", fresh->warnings[i]);
+    struct config *old = *r->cfg;
+    char err[512];
+    /* smtpd and queue build what can fail (CA stores, TLS client contexts) before they change
+     * anything; the stages after them cannot fail */
+    if (smtpd_reload(fresh, err, sizeof err) < 0) {
+        log_error("reload: %s; the configuration loaded before stays in force", err);
+        config_free(fresh);
+        return;
+    }
+    if (queue_reload(fresh, err, sizeof err) < 0) {
+        log_error("reload: %s; the configuration loaded before stays in force", err);
+        char again[512];
+        if (smtpd_reload(old, again, sizeof again) == 0) {
+            config_free(fresh);
+        } else { /* ingress stays on fresh: it must live on */
+            log_error("reload: ingress keeps the new configuration: %s", again);
+            r->retired = xrealloc(r->retired, (r->n_retired + 1) * sizeof *r->retired);
+            r->retired[r->n_retired++] = fresh;
+        }
+        return;
+    }
+    if (route_reload(fresh, err, sizeof err) < 0)
+        log_error("reload: route: %s (counters and suspensions start from zero)", err);
+    records_set_retention(fresh->records_retention);
+    r->retired = xrealloc(r->retired, (r->n_retired + 1) * sizeof *r->retired);
+    r->retired[r->n_retired++] = old;
+    *r->cfg = fresh;
+    struct strbuf restart = STRBUF_INIT;
+    if (config_restart_needed(old, fresh, &restart))
+        log_warn("reload: changed settings that need a restart (the running values stay until "
+                 "then): %s",
+                 strbuf_str(&restart));
+    strbuf_free(&restart);
+    log_info("reload: configuration %s in force: %zu origin%s, %zu egress%s, ramp %s -> %s",
+             r->path, fresh->n_origins, fresh->n_origins == 1 ? "" : "s", fresh->n_egress,
+             fresh->n_egress == 1 ? "" : "es", fresh->ramp.from ? fresh->ramp.from : "-",
+             fresh->ramp.to ? fresh->ramp.to : "-");
+}
+
+/* SIGHUP: the configuration (above), then the DKIM key store of the config in force (new
+ * selectors, rotated keys); a key store that cannot be read keeps the current one. */
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
     struct reload_ctx *r = arg;
-    struct dkim_keystore *fresh = load_keys(r->cfg, NULL);
+    reload_config(r);
+    const struct config *cfg = *r->cfg;
+    struct dkim_keystore *fresh = load_keys(cfg, NULL);
     if (!fresh) {
         log_error("reload: cannot read the key directory %s; keeping the keys loaded before",
-                  r->cfg->keys);
+                  cfg->keys);
         return;
     }
     signer_replace_keys(fresh, *r->keys);
     *r->keys = fresh;
     log_info("reload: %zu DKIM key%s loaded from %s", fresh->n_keys, fresh->n_keys == 1 ? "" : "s",
-             r->cfg->keys);
+             cfg->keys);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -419,7 +484,11 @@ static int cmd_serve(int argc, char **argv)
                 "usage: outrelay serve [-c FILE]\n"
                 "Runs the relay in the foreground, logging one line per event to stderr (or\n"
                 "syslog). SIGTERM/SIGINT stop it; accepted mail stays in the spool. SIGHUP\n"
-                "reads the DKIM key store again (other settings need a restart).\n"
+                "reads the configuration file and the DKIM key store again without dropping a\n"
+                "session or a message; a file with mistakes is refused (logged) and the running\n"
+                "configuration stays. Listen addresses, spool, state, user, control socket, TLS\n"
+                "certificate, users file, DNS servers, logging, metrics and DKIM header lists\n"
+                "need a restart.\n"
                 "Without -c it runs on the embedded defaults.\n");
         return r == 1 ? 0 : 2;
     }
@@ -440,6 +509,7 @@ static int cmd_serve(int argc, char **argv)
     int metrics_started = 0;
     int route_started = 0;
     struct dkim_keystore *keys = NULL;
+    struct reload_ctx reload = {&cfg, path, &keys, NULL, 0};
 
     if (cfg->tls_cert && cfg->tls_key &&
         !(server_ctx = tls_server_context(cfg->tls_cert, cfg->tls_key, err, sizeof err)))
@@ -501,7 +571,6 @@ static int cmd_serve(int argc, char **argv)
     sigint = evsignal_new(serve_base, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    struct reload_ctx reload = {cfg, &keys};
     sighup = evsignal_new(serve_base, SIGHUP, on_reload, &reload);
     event_add(sighup, NULL);
     log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION, cfg->file,
@@ -531,6 +600,9 @@ out:
     auth_free(users);
     if (server_ctx) SSL_CTX_free(server_ctx);
     config_free(cfg);
+    for (size_t i = 0; i < reload.n_retired; i++)
+        config_free(reload.retired[i]);
+    free(reload.retired);
     if (status == 0) log_info("outrelay: stopped");
     return status;
 }

@@ -149,8 +149,11 @@ void alignment_result_free(struct alignment_result *r)
 const struct egress_check *alignment_for(const struct alignment_result *r,
                                          const struct egress_conf *e)
 {
+    /* by name too: the check ran with the config of its time; a reload since then hands the
+     * queue the same egress from a newer config */
     for (size_t i = 0; r && i < r->n_egress; i++)
-        if (r->egress[i].egress == e) return &r->egress[i];
+        if (r->egress[i].egress == e || strcmp(r->egress[i].egress->name, e->name) == 0)
+            return &r->egress[i];
     return NULL;
 }
 

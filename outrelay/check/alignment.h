@@ -30,7 +30,8 @@ void alignment_submit(const struct config *cfg, const char *sender, const char *
                       const struct dmarc_dkim_input *sigs, size_t n_sigs,
                       void (*done)(void *arg, struct alignment_result *r), void *arg);
 void alignment_result_free(struct alignment_result *r);
-/* The entry for an egress, or NULL. */
+/* The entry for an egress (the same one, or one of the same name from a reloaded config), or
+ * NULL. */
 const struct egress_check *alignment_for(const struct alignment_result *r,
                                          const struct egress_conf *e);
 /* "p=reject sp=quarantine pct=100 adkim=r aspf=r" */

@@ -84,6 +84,14 @@ void queue_lowercase(char *s)
         *s = (char)tolower((unsigned char)*s);
 }
 
+/* The current config's egress with the name of e (from this or an older config), or e itself
+ * when a reload removed it. */
+static const struct egress_conf *current_egress(const struct egress_conf *e)
+{
+    const struct egress_conf *now = config_find_egress(queue_cfg, e->name);
+    return now ? now : e;
+}
+
 static struct dest *dest_get(const struct egress_conf *e, const char *domain, const char *provider)
 {
     char key[600];
@@ -97,7 +105,7 @@ static struct dest *dest_get(const struct egress_conf *e, const char *domain, co
     if (d) return d;
     d = xcalloc(1, sizeof *d);
     d->key = xstrdup(key);
-    d->egress = e;
+    d->egress = current_egress(e); /* an alignment reroute may name an egress of an older config */
     d->domain = xstrdup(e->type == EGRESS_SMARTHOST ? "" : domain);
     queue_lowercase(d->domain);
     d->provider = provider;
@@ -802,6 +810,23 @@ int queue_init(struct event_base *base, const struct config *cfg, struct spool *
     queue_timer = event_new(base, -1, EV_PERSIST, scan_cb, NULL);
     struct timeval tv = {0, QUEUE_SCAN_INTERVAL_US};
     event_add(queue_timer, &tv);
+    return 0;
+}
+
+static void reload_dest(void *arg, const char *key, void *value)
+{
+    (void)arg;
+    (void)key;
+    struct dest *d = value;
+    d->egress = current_egress(d->egress);
+}
+
+int queue_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    if (smtpc_reload(cfg, err, errlen) < 0) return -1;
+    queue_cfg = cfg;
+    if (queue_dests) hashmap_foreach(queue_dests, reload_dest, NULL);
+    queue_lookup_reload();
     return 0;
 }
 

@@ -15,6 +15,14 @@
 
 int queue_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
                size_t errlen);
+/* SIGHUP: the queue, its destinations and the SMTP client use cfg from now on (retry, lifetime,
+ * egresses, alignment actions, dedup window, providers). Destinations and queued recipients are
+ * matched to the new egresses by name; a destination whose egress was removed keeps the old one
+ * for the jobs already waiting there (route_decide sends nothing new to it). Returns -1 with err
+ * and changes nothing when the new egresses' TLS files cannot be loaded. cfg and every config
+ * used before must stay alive until queue_shutdown(): messages, jobs and connections hold
+ * pointers into them. Loop thread only. */
+int queue_reload(const struct config *cfg, char *err, size_t errlen);
 /* Rebuilds the queue from the spool (before the first accept). Returns messages or -1. */
 int queue_recover(char *err, size_t errlen);
 /* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out

@@ -106,6 +106,8 @@ const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
 /* queue_lookup.c: providers of recipient domains and duplicate suppression */
 void queue_lookup_init(const struct config *cfg);
 void queue_lookup_shutdown(void);
+/* After a reload: cached providers of domains are looked up again. */
+void queue_lookup_reload(void);
 /* The provider of a domain, or NULL while it is being looked up. */
 const char *queue_provider_of(const char *domain);
 enum dedup_verdict { DEDUP_SEND, DEDUP_SUPPRESS, DEDUP_WAIT };

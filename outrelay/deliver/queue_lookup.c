@@ -187,6 +187,21 @@ void queue_lookup_init(const struct config *cfg)
                                   dedup_load_one, NULL);
 }
 
+/* SIGHUP (queue_reload): the providers may be grouped differently now, and the names cached
+ * here belong to the old config; every domain is looked up again at its next recipient. */
+static void expire_provider(void *arg, const char *key, void *value)
+{
+    (void)arg;
+    (void)key;
+    struct provider_entry *p = value;
+    p->expires = 0;
+}
+
+void queue_lookup_reload(void)
+{
+    if (queue_providers) hashmap_foreach(queue_providers, expire_provider, NULL);
+}
+
 void queue_lookup_shutdown(void)
 {
     if (queue_dedup) {

@@ -168,9 +168,11 @@ static void check_done(void *arg, struct alignment_result *r)
     queue_schedule(m, clock_now());
 }
 
+/* By name: after a reload, e may come from an older config than queue_cfg. */
 static int egress_index(const struct egress_conf *e)
 {
-    return (int)(e - queue_cfg->egress);
+    const struct egress_conf *now = config_find_egress(queue_cfg, e->name);
+    return now ? (int)(now - queue_cfg->egress) : 63;
 }
 
 const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,

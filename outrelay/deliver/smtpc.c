@@ -32,11 +32,18 @@
 
 struct event_base *smtpc_base;
 const struct config *smtpc_cfg;
-/* One client context per distinct (CA file, client certificate) among the egresses; each
- * egress points at its own (smtpc_egress_ctx[i] for cfg->egress[i]). */
-static SSL_CTX **smtpc_egress_ctx;
-static SSL_CTX **smtpc_distinct_ctx;
-static size_t smtpc_n_distinct;
+/* One client context per distinct (CA file, client certificate) among a config's egresses; each
+ * egress points at its own (egress_ctx[i] for cfg->egress[i]). A reload adds a generation for
+ * the new config; older ones stay until shutdown, because connections opened before the reload
+ * still hold egress pointers into the config they started with. Newest first. */
+struct smtpc_tls_generation {
+    const struct config *cfg;
+    SSL_CTX **egress_ctx;
+    SSL_CTX **distinct_ctx;
+    size_t n_distinct;
+    struct smtpc_tls_generation *older;
+};
+static struct smtpc_tls_generation *smtpc_tls;
 static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
 
 /* --- failures -------------------------------------------------------------------------------- */
@@ -211,9 +218,18 @@ static const char *helo_name(const struct smtpc_conn *c)
     return c->egress->helo ? c->egress->helo : smtpc_cfg->hostname;
 }
 
+/* The client context of an egress of the current config or of one a reload replaced. */
+static SSL_CTX *egress_tls_context(const struct egress_conf *e)
+{
+    for (struct smtpc_tls_generation *g = smtpc_tls; g; g = g->older)
+        if (g->cfg->n_egress && e >= g->cfg->egress && e < g->cfg->egress + g->cfg->n_egress)
+            return g->egress_ctx[e - g->cfg->egress];
+    abort(); /* every egress a connection holds comes from a config smtpc was given */
+}
+
 static void start_tls(struct smtpc_conn *c)
 {
-    SSL_CTX *ctx = smtpc_egress_ctx[c->egress - smtpc_cfg->egress];
+    SSL_CTX *ctx = egress_tls_context(c->egress);
     SSL *ssl = SSL_new(ctx);
     const char *name = c->egress->tls_name ? c->egress->tls_name : c->mx_name;
     SSL_set_tlsext_host_name(ssl, name);
@@ -620,27 +636,62 @@ static int str_same(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
+static void tls_generation_free(struct smtpc_tls_generation *g)
+{
+    for (size_t i = 0; i < g->n_distinct; i++)
+        SSL_CTX_free(g->distinct_ctx[i]);
+    free(g->distinct_ctx);
+    free(g->egress_ctx);
+    free(g);
+}
+
+/* The client contexts of cfg's egresses, or NULL with err. */
+static struct smtpc_tls_generation *tls_generation_new(const struct config *cfg, char *err,
+                                                       size_t errlen)
+{
+    struct smtpc_tls_generation *g = xcalloc(1, sizeof *g);
+    g->cfg = cfg;
+    g->egress_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *g->egress_ctx);
+    g->distinct_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *g->distinct_ctx);
+    for (size_t i = 0; i < cfg->n_egress; i++) {
+        const struct egress_conf *e = &cfg->egress[i];
+        for (size_t j = 0; j < i && !g->egress_ctx[i]; j++) {
+            const struct egress_conf *o = &cfg->egress[j];
+            if (str_same(e->tls_ca_file, o->tls_ca_file) && str_same(e->tls_cert, o->tls_cert) &&
+                str_same(e->tls_key, o->tls_key))
+                g->egress_ctx[i] = g->egress_ctx[j];
+        }
+        if (g->egress_ctx[i]) continue;
+        /* the system store is loaded for every context: verification is asked per egress */
+        SSL_CTX *ctx = tls_client_context(e->tls_ca_file, 1, e->tls_cert, e->tls_key, err, errlen);
+        if (!ctx) {
+            tls_generation_free(g);
+            return NULL;
+        }
+        g->egress_ctx[i] = g->distinct_ctx[g->n_distinct++] = ctx;
+    }
+    return g;
+}
+
 int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
 {
     smtpc_base = base;
     smtpc_cfg = cfg;
     smtpc_graveyard_ev = event_new(base, -1, 0, bury_all, NULL);
-    smtpc_egress_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *smtpc_egress_ctx);
-    smtpc_distinct_ctx = xcalloc(cfg->n_egress ? cfg->n_egress : 1, sizeof *smtpc_distinct_ctx);
-    for (size_t i = 0; i < cfg->n_egress; i++) {
-        const struct egress_conf *e = &cfg->egress[i];
-        for (size_t j = 0; j < i && !smtpc_egress_ctx[i]; j++) {
-            const struct egress_conf *o = &cfg->egress[j];
-            if (str_same(e->tls_ca_file, o->tls_ca_file) && str_same(e->tls_cert, o->tls_cert) &&
-                str_same(e->tls_key, o->tls_key))
-                smtpc_egress_ctx[i] = smtpc_egress_ctx[j];
-        }
-        if (smtpc_egress_ctx[i]) continue;
-        /* the system store is loaded for every context: verification is asked per egress */
-        SSL_CTX *ctx = tls_client_context(e->tls_ca_file, 1, e->tls_cert, e->tls_key, err, errlen);
-        if (!ctx) return -1;
-        smtpc_egress_ctx[i] = smtpc_distinct_ctx[smtpc_n_distinct++] = ctx;
-    }
+    smtpc_tls = tls_generation_new(cfg, err, errlen);
+    return smtpc_tls ? 0 : -1;
+}
+
+/* SIGHUP: new connections use cfg (egresses, timeouts, MX port, TLS files); open connections
+ * finish with the egress they started with. Nothing changes when a client context cannot be
+ * built (-1 with err). The caller keeps the old config alive until after smtpc_shutdown(). */
+int smtpc_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    struct smtpc_tls_generation *g = tls_generation_new(cfg, err, errlen);
+    if (!g) return -1;
+    g->older = smtpc_tls;
+    smtpc_tls = g;
+    smtpc_cfg = cfg;
     return 0;
 }
 
@@ -654,10 +705,9 @@ void smtpc_shutdown(void)
     bury_all(-1, 0, NULL);
     if (smtpc_graveyard_ev) event_free(smtpc_graveyard_ev);
     smtpc_graveyard_ev = NULL;
-    for (size_t i = 0; i < smtpc_n_distinct; i++)
-        SSL_CTX_free(smtpc_distinct_ctx[i]);
-    free(smtpc_distinct_ctx);
-    free(smtpc_egress_ctx);
-    smtpc_distinct_ctx = smtpc_egress_ctx = NULL;
-    smtpc_n_distinct = 0;
+    while (smtpc_tls) {
+        struct smtpc_tls_generation *older = smtpc_tls->older;
+        tls_generation_free(smtpc_tls);
+        smtpc_tls = older;
+    }
 }

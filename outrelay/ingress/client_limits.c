@@ -40,6 +40,15 @@ struct client_limits *client_limits_new(const struct client_limits_conf *conf)
     return cl;
 }
 
+/* SIGHUP: new limits; open connections and the attempts of the current period are kept and
+ * counted against them. */
+void client_limits_reconfigure(struct client_limits *cl, const struct client_limits_conf *conf)
+{
+    cl->conf = *conf;
+    cl->period = conf->rate_count > 0 && conf->rate_period > 0 ? conf->rate_period
+                                                               : CLIENT_LIMITS_DEFAULT_PERIOD;
+}
+
 static void free_entry(void *arg, const char *key, void *value)
 {
     (void)arg;

@@ -39,6 +39,8 @@ struct client_limits_result {
 /* Never fails; conf is copied. */
 struct client_limits *client_limits_new(const struct client_limits_conf *conf);
 void client_limits_free(struct client_limits *cl);
+/* New limits (a reload); open connections and this period's attempts stay counted. */
+void client_limits_reconfigure(struct client_limits *cl, const struct client_limits_conf *conf);
 
 /* A connection attempt from address (a text key, e.g. "192.0.2.1") at unix time now.
  * is_origin: the address is in an origin's networks. Attempts count toward the rate even when

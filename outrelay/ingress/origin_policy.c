@@ -19,15 +19,23 @@ static const struct config *policy_cfg;
 static X509_STORE **policy_stores; /* per origin; NULL where no certificate is required */
 static int policy_any_certificate;
 
-int origin_policy_init(const struct config *cfg, char *err, size_t errlen)
+static void stores_free(X509_STORE **stores, size_t n)
 {
-    policy_cfg = cfg;
-    policy_stores = calloc(cfg->n_origins ? cfg->n_origins : 1, sizeof *policy_stores);
-    if (!policy_stores) abort();
+    for (size_t i = 0; stores && i < n; i++)
+        X509_STORE_free(stores[i]);
+    free(stores);
+}
+
+/* The CA stores of cfg's certificate origins, or NULL with err. *any: some origin needs one. */
+static X509_STORE **stores_load(const struct config *cfg, int *any, char *err, size_t errlen)
+{
+    X509_STORE **stores = calloc(cfg->n_origins ? cfg->n_origins : 1, sizeof *stores);
+    if (!stores) abort();
+    *any = 0;
     for (size_t i = 0; i < cfg->n_origins; i++) {
         const struct origin_conf *o = &cfg->origins[i];
         if (!o->requires_certificate) continue;
-        policy_any_certificate = 1;
+        *any = 1;
         X509_STORE *st = X509_STORE_new();
         int ok = st && (o->cert_ca_file ? X509_STORE_load_file(st, o->cert_ca_file)
                                         : X509_STORE_set_default_paths(st));
@@ -35,18 +43,42 @@ int origin_policy_init(const struct config *cfg, char *err, size_t errlen)
             snprintf(err, errlen, "origins.%s: cannot load the CA certificates %s", o->name,
                      o->cert_ca_file ? o->cert_ca_file : "of the system store");
             X509_STORE_free(st);
-            return -1;
+            stores_free(stores, cfg->n_origins);
+            return NULL;
         }
-        policy_stores[i] = st;
+        stores[i] = st;
     }
+    return stores;
+}
+
+int origin_policy_init(const struct config *cfg, char *err, size_t errlen)
+{
+    X509_STORE **stores = stores_load(cfg, &policy_any_certificate, err, errlen);
+    if (!stores) return -1;
+    policy_cfg = cfg;
+    policy_stores = stores;
+    return 0;
+}
+
+/* SIGHUP: the origins of cfg from now on. The stores are built before anything changes, so a CA
+ * file that cannot be read leaves the old origins in force (-1 with err). Sessions keep the
+ * origin they were given (a pointer into the old config, which the caller keeps alive). */
+int origin_policy_reload(const struct config *cfg, SSL_CTX *server_ctx, char *err, size_t errlen)
+{
+    int any;
+    X509_STORE **stores = stores_load(cfg, &any, err, errlen);
+    if (!stores) return -1;
+    stores_free(policy_stores, policy_cfg ? policy_cfg->n_origins : 0);
+    policy_cfg = cfg;
+    policy_stores = stores;
+    policy_any_certificate = any;
+    origin_policy_setup_server_ctx(server_ctx); /* a first certificate origin asks from now on */
     return 0;
 }
 
 void origin_policy_shutdown(void)
 {
-    for (size_t i = 0; policy_cfg && policy_stores && i < policy_cfg->n_origins; i++)
-        X509_STORE_free(policy_stores[i]);
-    free(policy_stores);
+    stores_free(policy_stores, policy_cfg ? policy_cfg->n_origins : 0);
     policy_stores = NULL;
     policy_any_certificate = 0;
 }

@@ -18,6 +18,8 @@
 
 /* Loads the CA stores of the origins that require certificates. Returns 0 / -1 with err. */
 int origin_policy_init(const struct config *cfg, char *err, size_t errlen);
+/* SIGHUP: the origins of cfg from now on (see origin_policy.c). Returns 0 / -1 with err. */
+int origin_policy_reload(const struct config *cfg, SSL_CTX *server_ctx, char *err, size_t errlen);
 void origin_policy_shutdown(void);
 /* Makes a server context ask for a client certificate without requiring one and without failing
  * the handshake over it (clients without certificates keep working); the origin decides

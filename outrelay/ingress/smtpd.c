@@ -978,6 +978,15 @@ static void check_descriptor_limit(const struct config *cfg)
                  (unsigned long long)rl.rlim_cur, cfg->max_connections_in, SMTPD_FD_OVERHEAD);
 }
 
+static struct client_limits_conf limits_conf(const struct config *cfg)
+{
+    return (struct client_limits_conf){.max_total = cfg->max_connections_in,
+                                       .reserved_for_origins = cfg->reserved_for_origins,
+                                       .per_client = cfg->max_connections_per_client,
+                                       .rate_count = cfg->connection_rate_per_client,
+                                       .rate_period = cfg->connection_rate_period};
+}
+
 int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
                 struct auth_users *users, char *err, size_t errlen)
 {
@@ -989,11 +998,7 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     smtpd_auth_throttle = auth_throttle_new();
     origin_policy_setup_server_ctx(server_ctx);
     smtpd_users = users;
-    struct client_limits_conf lc = {.max_total = cfg->max_connections_in,
-                                    .reserved_for_origins = cfg->reserved_for_origins,
-                                    .per_client = cfg->max_connections_per_client,
-                                    .rate_count = cfg->connection_rate_per_client,
-                                    .rate_period = cfg->connection_rate_period};
+    struct client_limits_conf lc = limits_conf(cfg);
     smtpd_limits = client_limits_new(&lc);
     check_descriptor_limit(cfg);
     smtpd_listeners = xcalloc(cfg->n_listen, sizeof *smtpd_listeners);
@@ -1014,6 +1019,20 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
         log_info("smtpd: listening on %s (tls %s)", l->conf->address_text,
                  (const char *[]){"none", "optional", "required", "implicit"}[l->conf->tls]);
     }
+    return 0;
+}
+
+/* SIGHUP: new sessions get cfg's origins, limits, timeouts and hostname; open sessions keep
+ * their origin and listener (pointers into the old config, kept alive by the caller) and read
+ * the rest from cfg at their next command. The listening sockets, the server certificate and
+ * the users file stay as they were started. Returns -1 with err, changing nothing, when an
+ * origin's CA file cannot be read. */
+int smtpd_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    if (origin_policy_reload(cfg, smtpd_tls_ctx, err, errlen) < 0) return -1;
+    struct client_limits_conf lc = limits_conf(cfg);
+    client_limits_reconfigure(smtpd_limits, &lc);
+    smtpd_cfg = cfg;
     return 0;
 }
 

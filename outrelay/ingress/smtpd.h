@@ -19,6 +19,10 @@ struct envelope;
 /* Binds every listen address. server_ctx may be NULL (no STARTTLS). users may be NULL. */
 int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *server_ctx,
                 struct auth_users *users, char *err, size_t errlen);
+/* SIGHUP: new sessions use cfg (origins, limits, timeouts); open ones keep their origin and
+ * listener. Listeners, the server certificate and the users file need a restart. cfg and the
+ * config before stay alive until after smtpd_release(). Returns 0 / -1 with err (unchanged). */
+int smtpd_reload(const struct config *cfg, char *err, size_t errlen);
 /* Attach the spool once it is open (listeners may be bound earlier, before dropping root). */
 void smtpd_set_spool(struct spool *sp);
 /* Stops accepting; open sessions get 421 and are closed. */

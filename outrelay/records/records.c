@@ -606,7 +606,7 @@ static int records_wait_after_failure(int failures)
 
 /* ---- retention ----------------------------------------------------------------------- */
 
-static int64_t records_retention_s; /* 0: keep everything */
+static _Atomic int64_t records_retention_s; /* 0: keep everything; set again by a reload */
 static int64_t records_last_prune_us;
 
 void records_set_retention(int64_t seconds)

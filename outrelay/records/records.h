@@ -47,7 +47,7 @@ struct record_event {
  * Returns 0 / -1 with err filled. */
 int records_open(const char *state_dir, char *err, size_t errlen);
 /* Rows older than this many seconds are deleted (at open, then hourly); 0 keeps everything.
- * Call before records_open. */
+ * Call before records_open, and again on a reload (any thread; the writer reads it). */
 void records_set_retention(int64_t seconds);
 /* Logs the event and queues its row. Safe before records_open (then it only logs). */
 void records_emit(const struct record_event *ev);

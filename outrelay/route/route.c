@@ -45,6 +45,25 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
     return 0;
 }
 
+/* SIGHUP: route with cfg from now on (ramp, pins, providers, caps, shaping). The counters are
+ * written to route.db and read back for the new egresses and providers, by name, as at start;
+ * so are active suspensions and throttles of rules that still exist, and the operator's ramp
+ * override. Replies counted toward a rule's threshold but not yet acting are forgotten. The
+ * world is on cfg even when -1 (route.db could not be read back; err says why). */
+int route_reload(const struct config *cfg, char *err, size_t errlen)
+{
+    struct route_world *w = &route_world;
+    if (!w->cfg) return 0;
+    route_db_flush_counters(w);
+    w->last_flush = clock_now();
+    limits_free(w);
+    w->cfg = cfg;
+    limits_build(w);
+    if (route_db_load(w, err, errlen) < 0) return -1;
+    limits_expire(w, clock_now());
+    return 0;
+}
+
 void route_flush(void)
 {
     struct route_world *w = &route_world;

@@ -22,6 +22,11 @@
 
 /* Loads persisted overrides, counters and suspensions. Returns 0 / -1 with err. */
 int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen);
+/* SIGHUP: routes with cfg from now on; counters, suspensions and the ramp override carry over by
+ * name through route.db. cfg and the config before must stay alive (queued recipients and
+ * destinations hold egress pointers into both). Returns 0 / -1 with err (route.db not read
+ * back; cfg is in force anyway). */
+int route_reload(const struct config *cfg, char *err, size_t errlen);
 /* Flushes counters; closes route.db. */
 void route_shutdown(void);
 /* Writes the counts to route.db now. route_count() does it by itself when 5 s have passed
