@@ -270,8 +270,14 @@ static int command_list(const struct request *req, struct strbuf *out)
     return 0;
 }
 
-static int command_show(const struct message *m, const struct request *req, struct strbuf *out)
+static int command_show(const struct request *req, struct strbuf *out)
 {
+    const struct message *m = req->sel == SEL_ID ? hashmap_get(queue_by_id, req->value) : NULL;
+    if (!m || m->deleted) {
+        strbuf_printf(out, "no message %s in the queue\n",
+                      req->sel == SEL_ID ? req->value : "(no id given)");
+        return -1;
+    }
     const struct envelope *e = m->env;
     if (req->json) {
         struct json_writer w;
@@ -573,33 +579,26 @@ static int command_shape(const struct request *req, struct strbuf *out)
 
 /* --- the entry point ------------------------------------------------------------------------- */
 
+static int command_run(const struct request *req, struct strbuf *out)
+{
+    if (!strcmp(req->verb, "list")) return command_list(req, out);
+    if (!strcmp(req->verb, "shape")) return command_shape(req, out);
+    if (!strcmp(req->verb, "show")) return command_show(req, out);
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (!strcmp(req->verb, actions[i].verb)) return command_action(&actions[i], req, out);
+    strbuf_printf(out,
+                  "unknown queue command \"%s\" (expected: list, show, shape, hold, release, "
+                  "delete, flush)\n",
+                  req->verb);
+    return -1;
+}
+
 int queue_control(const char *command, struct strbuf *out)
 {
     char *copy = xstrdup(command ? command : "");
     struct request req;
     int rc = parse_request(copy, &req, out);
-    if (rc == 0) rc = -2;
-    if (rc == -2 && !strcmp(req.verb, "list")) rc = command_list(&req, out);
-    if (rc == -2 && !strcmp(req.verb, "shape")) rc = command_shape(&req, out);
-    if (rc == -2 && !strcmp(req.verb, "show")) {
-        struct message *m = req.sel == SEL_ID ? hashmap_get(queue_by_id, req.value) : NULL;
-        if (m && !m->deleted)
-            rc = command_show(m, &req, out);
-        else {
-            strbuf_printf(out, "no message %s in the queue\n",
-                          req.sel == SEL_ID ? req.value : "(no id given)");
-            rc = -1;
-        }
-    }
-    for (size_t i = 0; rc == -2 && i < sizeof actions / sizeof actions[0]; i++)
-        if (!strcmp(req.verb, actions[i].verb)) rc = command_action(&actions[i], &req, out);
-    if (rc == -2) {
-        strbuf_printf(out,
-                      "unknown queue command \"%s\" (expected: list, show, shape, hold, release, "
-                      "delete, flush)\n",
-                      req.verb);
-        rc = -1;
-    }
+    if (rc == 0) rc = command_run(&req, out);
     free(copy);
     return rc;
 }
