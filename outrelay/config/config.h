@@ -280,11 +280,11 @@ struct config *config_load(const char *path, struct config_errors *errs);
 struct config *config_defaults(void);
 void config_free(struct config *cfg);
 void config_errors_free(struct config_errors *errs);
-
 /* For `check`: every egress source address must be one this host can bind (a throw-away socket,
  * port 0); an address that is not here would only fail at delivery. Adds "file:line:col: ..."
  * to errs (free with config_errors_free) and returns how many it added. */
 size_t config_check_sources(const struct config *cfg, struct config_errors *errs);
+
 const struct egress_conf *config_find_egress(const struct config *cfg, const char *name);
 const struct origin_conf *config_find_origin(const struct config *cfg, const char *name);
 const struct platform_conf *config_find_platform(const struct config *cfg, const char *name);
