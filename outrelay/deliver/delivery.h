@@ -80,6 +80,9 @@ const struct envelope *queue_message_envelope(const struct message *msg);
 void queue_dest_connection_closed(struct dest *d);
 /* A connection of d reached a transaction: the destination works, any back-off ends. */
 void queue_dest_working(struct dest *d);
+/* A connection that reached a transaction has closed (smtpc calls it before
+ * queue_dest_connection_closed). */
+void queue_dest_working_closed(struct dest *d);
 /* A connection of d failed before any transaction with `why` (code 0 or 4xx: temporary, 5xx:
  * permanent for every job). Starts or lengthens the back-off; jobs waiting for d get `why`
  * unless another connection of d is working. */

@@ -123,7 +123,7 @@ static void dest_kick(struct dest *d)
     while (d->n_jobs > 0) {
         if (smtpc_wake_idle(d)) continue;
         if (d->retry_at > clock_now()) { /* backing off: no new connection */
-            if (d->working == 0) dest_defer_waiting(d);
+            if (d->connections == 0) dest_defer_waiting(d); /* nobody left to take them */
             return;
         }
         int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
@@ -169,6 +169,18 @@ void queue_dest_working(struct dest *d)
     if (d->retry_ev) event_del(d->retry_ev);
 }
 
+void queue_dest_working_closed(struct dest *d)
+{
+    if (d->working > 0) d->working--;
+    /* The destination worked until now: jobs left behind get one probe connection at once
+     * (failures stays set, so dest_kick opens only one) instead of waiting out a back-off
+     * that another connection's failure started meanwhile. */
+    if (d->working == 0 && d->retry_at) {
+        d->retry_at = 0;
+        if (d->retry_ev) event_del(d->retry_ev);
+    }
+}
+
 void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
                        const struct attempt_info *info)
 {
@@ -182,7 +194,9 @@ void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
         evtimer_add(d->retry_ev, &tv);
         log_info("deliver: %s: no new connection for %llds (failure %d in a row): %s", d->key,
                  (long long)wait, d->failures, why->text);
-        if (d->working > 0) return; /* a working connection takes the waiting jobs */
+        /* a working connection takes the waiting jobs; one still opening may; when the last
+         * connection closes, dest_kick defers whatever is left (the back-off holds) */
+        if (d->working > 0 || d->connections > 1) return;
     }
     struct job *j;
     while ((j = queue_dest_take_job(d))) {

@@ -166,7 +166,7 @@ void smtpc_conn_close(struct smtpc_conn *c)
     if (c->idle_timer) event_free(c->idle_timer);
     c->idle_timer = NULL;
     smtpc_conn_drop_socket(c);
-    if (c->working) c->dest->working--;
+    if (c->working) queue_dest_working_closed(c->dest);
     LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
     event_active(smtpc_graveyard_ev, EV_TIMEOUT, 0);
     queue_dest_connection_closed(c->dest);
