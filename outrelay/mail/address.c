@@ -17,6 +17,7 @@ enum tok_kind { TOK_END, TOK_ATOM, TOK_QUOTED, TOK_LITERAL, TOK_SPECIAL, TOK_ERR
 struct tok {
     enum tok_kind kind;
     char text[256]; /* atom / quoted content / literal with brackets; truncated when longer */
+    int truncated;  /* text lost bytes: fine in a display name, an error in an address */
     char special;   /* for TOK_SPECIAL */
 };
 
@@ -57,7 +58,10 @@ static void skip_cfws(struct lexer *lx)
 
 static void put(struct tok *t, size_t *n, char c)
 {
-    if (*n + 1 < sizeof t->text) t->text[(*n)++] = c;
+    if (*n + 1 < sizeof t->text)
+        t->text[(*n)++] = c;
+    else
+        t->truncated = 1;
 }
 
 static struct tok next_token(struct lexer *lx)
@@ -150,6 +154,10 @@ static int is_special(const struct tok *t, char c)
 static int read_domain(struct lexer *lx, char *out, size_t size)
 {
     struct tok t = next_token(lx);
+    if (t.truncated) { /* longer than any domain may be (RFC 1035: 255 octets) */
+        lx->why = "domain too long";
+        return -1;
+    }
     if (t.kind == TOK_LITERAL) {
         snprintf(out, size, "%s", t.text);
         return 0;
@@ -177,6 +185,10 @@ static int read_addr_spec(struct lexer *lx, struct mail_address *a)
     size_t n = 0;
     a->local[0] = '\0';
     while (t.kind == TOK_ATOM || t.kind == TOK_QUOTED) { /* obs-local-part: word *("." word) */
+        if (t.truncated) {
+            lx->why = "local part too long";
+            return -1;
+        }
         n += (size_t)snprintf(a->local + n, n < sizeof a->local ? sizeof a->local - n : 0, "%s",
                               t.text);
         if (n >= sizeof a->local) n = sizeof a->local - 1;

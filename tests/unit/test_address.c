@@ -75,6 +75,15 @@ static void test_no_author_domain(void **state)
     author("<alice@example.org", NULL);
     author("bob@other.example <alice@example.org>", NULL); /* unquoted '@' in a display name */
     author("alice@example..org", NULL);
+    /* longer than a domain or a local part may be: refused, never cut short (fuzz seed) */
+    char lit[400] = "Me@[";
+    memset(lit + 4, '1', 300);
+    strcpy(lit + 304, "]");
+    author(lit, NULL);
+    char longdom[400] = "me@";
+    memset(longdom + 3, 'a', 300);
+    strcpy(longdom + 303, ".example");
+    author(longdom, NULL);
 }
 
 static void test_list_counts_and_bounds(void **state)
@@ -90,10 +99,16 @@ static void test_list_counts_and_bounds(void **state)
     n = mail_parse_address_list("\"x y\"@q.example", a, 2, &why);
     assert_int_equal(n, 1);
     assert_string_equal(a[0].local, "x y");
-    /* a long value is bounded, not overflowed */
+    /* a local part longer than any address may hold is refused, not cut short or overflowed */
     char big[5000];
     memset(big, 'a', sizeof big);
     memcpy(big + sizeof big - 20, "@example.org", 13);
+    n = mail_parse_address_list(big, a, 2, &why);
+    assert_int_equal(n, -1);
+    assert_string_equal(why, "local part too long");
+    /* a long display name is fine: only the address must fit */
+    memset(big, 'a', sizeof big);
+    memcpy(big + sizeof big - 30, " <bob@example.org>", 19);
     n = mail_parse_address_list(big, a, 2, &why);
     assert_int_equal(n, 1);
     assert_string_equal(a[0].domain, "example.org");
