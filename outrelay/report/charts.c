@@ -161,6 +161,20 @@ static int chart_by_failures_desc(const void *a, const void *b, void *arg)
     return *(const size_t *)a < *(const size_t *)b ? -1 : 1;
 }
 
+/* Vertical grid lines at 0, 25, 50, 75 and 100 % of width from x = left, from y_top down to
+ * 24 px above `bottom`, with their labels 8 px above it: the scale of the horizontal bar charts. */
+static void percent_grid(struct strbuf *out, int left, int width, int y_top, int bottom)
+{
+    for (int i = 0; i <= 4; i++) {
+        double x = left + width * i / 4.0;
+        strbuf_printf(
+            out,
+            "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\"/>"
+            "<text class=\"axis\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d%%</text>\n",
+            x, x, y_top, bottom - 24, x, bottom - 8, i * 25);
+    }
+}
+
 static int chart_by_row(const void *a, const void *b)
 {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
@@ -194,14 +208,7 @@ void report_chart_alignment(struct strbuf *out, const struct report_table *summa
     int height = top + (int)n * (bar + gap) + 30;
     chart_open(out, "chart-alignment", height, label);
     int width = CHART_W - left - 80;
-    for (int i = 0; i <= 4; i++) {
-        double x = left + width * i / 4.0;
-        strbuf_printf(
-            out,
-            "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\"/>"
-            "<text class=\"axis\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d%%</text>\n",
-            x, x, top - 4, height - 24, x, height - 8, i * 25);
-    }
+    percent_grid(out, left, width, top - 4, height);
     for (size_t k = 0; k < n; k++) {
         size_t r = rows[k];
         double rate = report_cell_num(summary, r, cr);
@@ -348,14 +355,7 @@ void report_chart_outcomes(struct strbuf *out, const struct report_table *delive
     int axis = top + (int)n * (bar + gap) + 30, height = axis + 18; /* a note below the axis */
     int width = CHART_W - left - 150;
     chart_open(out, "chart-outcomes", height, label);
-    for (int i = 0; i <= 4; i++) {
-        double x = left + width * i / 4.0;
-        strbuf_printf(
-            out,
-            "<line class=\"grid\" x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\"/>"
-            "<text class=\"axis\" x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%d%%</text>\n",
-            x, x, top - 4, axis - 24, x, axis - 8, i * 25);
-    }
+    percent_grid(out, left, width, top - 4, axis);
     for (size_t r = 0; r < n; r++) {
         double v[4], total = 0;
         for (int i = 0; i < 4; i++)
