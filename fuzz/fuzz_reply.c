@@ -1,4 +1,4 @@
-/* fuzz_reply.c - the SMTP client's reply reader (deliver/smtpc.c): what a remote server sends,
+/* fuzz_reply.c - the SMTP client's reply reader (smtpc/smtpc.c): what a remote server sends,
  * cut into CRLF lines, through smtpc_reply_add_line until a reply is complete or malformed, then
  * smtp_enhanced_code on the text as the client does for its shaping feedback. Asserts that a
  * reply's lines all carry its first line's code (200-599), that its text stays near the 8 KiB
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "common/strbuf.h"
-#include "deliver/smtpc.h"
+#include "smtpc/smtpc.h"
 #include "ingress/smtp_proto.h"
 
 static void check_complete(struct strbuf *reply, int code)

@@ -3,7 +3,7 @@
  * optionally verified, AUTH for smarthosts), reading replies, idle reuse for several messages.
  * Resolution and connecting: smtpc_resolve.c; transactions: smtpc_transaction.c. Reports every
  * job's per-recipient outcome to the queue (queue_job_done). Loop thread only. */
-#include "deliver/smtpc.h"
+#include "smtpc/smtpc.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,8 +21,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/queue.h"
-#include "deliver/smtpc_internal.h"
+#include "smtpc/smtpc_internal.h"
 #include "dns/dns.h"
 #include "ingress/smtp_proto.h"
 #include "tls/tls.h"

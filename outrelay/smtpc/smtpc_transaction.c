@@ -12,7 +12,7 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/smtpc_internal.h"
+#include "smtpc/smtpc_internal.h"
 #include "ingress/smtp_proto.h"
 
 /* --- transaction -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/smtpc_internal.h"
+#include "smtpc/smtpc_internal.h"
 #include "dns/dns.h"
 
 /* --- MX and address resolution --------------------------------------------------------------- */

@@ -1,5 +1,5 @@
-/* smtpc_internal.h - INTERNAL to deliver/: what the SMTP client's files share (smtpc.c,
- * smtpc_resolve.c, smtpc_transaction.c). Nothing outside deliver/ includes it; the API is
+/* smtpc_internal.h - INTERNAL to smtpc/: what the SMTP client's files share (smtpc.c,
+ * smtpc_resolve.c, smtpc_transaction.c). Nothing outside smtpc/ includes it; the API is
  * delivery.h. smtpc.c owns every struct smtpc_conn (smtpc_open allocates it, smtpc_conn_close
  * tears it down, the event loop frees it later). Loop thread only. */
 #ifndef OUTRELAY_SMTPC_INTERNAL_H
