@@ -1,7 +1,10 @@
-/* smtpc_internal.h - INTERNAL to smtpc/: what the SMTP client's files share (smtpc.c,
- * smtpc_resolve.c, smtpc_transaction.c). Nothing outside smtpc/ includes it; the API is
- * delivery.h. smtpc.c owns every struct smtpc_conn (smtpc_open allocates it, smtpc_conn_close
- * tears it down, the event loop frees it later). Loop thread only. */
+/* smtpc_internal.h - INTERNAL to smtpc/: what the SMTP client's files share. Calls go one way:
+ * the session (smtpc.c) drives resolution and connecting (smtpc_resolve.c) and transactions
+ * (smtpc_transaction.c); all three use the connection core (smtpc_conn.c), which calls none of
+ * them (it reaches the session only through the callbacks a connection carries). Nothing outside
+ * smtpc/ includes this; the API is smtpc.h. The core owns every struct smtpc_conn
+ * (smtpc_conn_new allocates it, smtpc_conn_close tears it down, the event loop frees it later).
+ * Loop thread only. */
 #ifndef OUTRELAY_SMTPC_INTERNAL_H
 #define OUTRELAY_SMTPC_INTERNAL_H
 
@@ -17,6 +20,7 @@
 #include "config/config.h"
 #include "deliver/delivery.h"
 #include "dns/dns.h"
+#include "smtpc/tls_policy.h"
 
 enum conn_state {
     C_RESOLVE_MX,
@@ -49,6 +53,10 @@ struct smtpc_conn {
     struct dest *dest;
     int working; /* reached a transaction once; counted in dest->working */
     const struct egress_conf *egress;
+    struct tls_policy *tls_policy; /* for the current host; what every TLS decision reads */
+    /* the session's handlers for the connection's bufferevent (smtpc_conn_attach) */
+    bufferevent_data_cb on_read;
+    bufferevent_event_cb on_event;
     enum conn_state state;
     struct bufferevent *bev;
     evutil_socket_t fd;
@@ -96,36 +104,47 @@ struct smtpc_conn {
     char fb_text[256];
 };
 
-/* smtpc.c: set by smtpc_init() */
+/* smtpc_conn.c: the connection core. smtpc_base and smtpc_cfg are set by smtpc_init() and
+ * smtpc_reload() (new connections use the newest config). */
 extern struct event_base *smtpc_base;
 extern const struct config *smtpc_cfg;
 
-/* smtpc.c: failures, teardown, writing, the session */
+/* A connection for d with the session's handlers; the caller starts it. */
+struct smtpc_conn *smtpc_conn_new(struct dest *d, bufferevent_data_cb on_read,
+                                  bufferevent_event_cb on_event);
 void smtpc_set_error(struct smtpc_conn *c, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info);
-/* Nothing could be connected to: fails the destination's waiting jobs (see smtpc.c). */
+/* Nothing could be connected to: fails the destination's waiting jobs (see smtpc_conn.c). */
 void smtpc_fail_destination(struct smtpc_conn *c);
+/* Makes bev (plaintext or TLS, over c->fd) the connection's, with the session's handlers and
+ * the given timeout, reading and writing. */
+void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t timeout_seconds);
 void smtpc_conn_drop_socket(struct smtpc_conn *c);
 /* Tears the connection down now; the struct itself is freed from the event loop later. */
 void smtpc_conn_close(struct smtpc_conn *c);
+/* Closes every connection without handing their jobs back (shutdown). */
+void smtpc_conn_close_all(void);
 void smtpc_send_line(struct smtpc_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* QUIT, and the connection closes on the reply or after a short wait. */
+void smtpc_send_quit(struct smtpc_conn *c);
 void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds);
-/* Ready for a transaction: take the next job, or wait idle a little, or leave. */
-void smtpc_conn_ready(struct smtpc_conn *c);
-void smtpc_conn_read_cb(struct bufferevent *bev, void *arg);
-void smtpc_conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* smtpc_resolve.c: MX and address resolution, connecting */
-void smtpc_mx_resolved(void *arg, const struct dns_answer *a);
+void smtpc_resolve_mx(struct smtpc_conn *c);
 void smtpc_resolve_next_host(struct smtpc_conn *c);
 /* Connects to the next address of the current host, or resolves the next host. */
 void smtpc_conn_next_address(struct smtpc_conn *c);
 
-/* smtpc_transaction.c: one job on an open connection */
-void smtpc_start_transaction(struct smtpc_conn *c);
+/* smtpc_transaction.c: one job on an open connection. Both return what the session does next:
+ * TRANSACTION_GOES_ON (wait for more replies; the connection may also have been closed or sent
+ * QUIT) or TRANSACTION_READY (the job is back with the queue; the connection is free for
+ * the next). */
+enum transaction_next { TRANSACTION_GOES_ON, TRANSACTION_READY };
+/* Starts c->job (taken from the queue). */
+enum transaction_next smtpc_start_transaction(struct smtpc_conn *c);
 /* One complete reply during a transaction. */
-void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text);
+enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text);
 
 #endif

@@ -1,7 +1,8 @@
 /* smtpc_resolve.c - where an SMTP client connection goes: the MX hosts of the destination's
- * domain (or the smarthost), their addresses in the egress's families, and connecting to them one
- * by one from a bound source address. When nothing is left it fails the destination and closes
- * the connection. Never blocks: DNS and connect are asynchronous. Loop thread only. */
+ * domain (or the smarthost), the TLS policy for each host, their addresses in the egress's
+ * families, and connecting to them one by one from a bound source address. When nothing is left
+ * it fails the destination and closes the connection. Never blocks: DNS and connect are
+ * asynchronous. Called by the session (smtpc.c); uses only the connection core. Loop thread. */
 #include <errno.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -42,6 +43,16 @@ void smtpc_resolve_next_host(struct smtpc_conn *c)
     }
     c->state = C_RESOLVE_HOST;
     snprintf(c->mx_name, sizeof c->mx_name, "%s", c->hosts[c->host_i].name);
+    char err[256];
+    tls_policy_free(c->tls_policy);
+    c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, err, sizeof err);
+    if (!c->tls_policy) {
+        smtpc_set_error(c, 0, "4.7.5", "no TLS client context for %s: %s", c->mx_name, err);
+        log_error("smtpc: %s", c->last_error);
+        c->host_i++;
+        smtpc_resolve_next_host(c);
+        return;
+    }
     free(c->addrs);
     c->addrs = NULL;
     c->n_addrs = c->addr_i = 0;
@@ -89,7 +100,7 @@ static void host_resolved(void *arg, const struct dns_answer *a)
     smtpc_conn_next_address(c);
 }
 
-void smtpc_mx_resolved(void *arg, const struct dns_answer *a)
+static void mx_resolved(void *arg, const struct dns_answer *a)
 {
     struct smtpc_conn *c = arg;
     c->dnsq = NULL;
@@ -138,6 +149,12 @@ void smtpc_mx_resolved(void *arg, const struct dns_answer *a)
     smtpc_resolve_next_host(c);
 }
 
+void smtpc_resolve_mx(struct smtpc_conn *c)
+{
+    c->state = C_RESOLVE_MX;
+    c->dnsq = dns_query(c->dest->domain, DNS_TYPE_MX, mx_resolved, c);
+}
+
 /* --- connecting ------------------------------------------------------------------------------- */
 
 static const struct sockaddr_any *pick_source(struct smtpc_conn *c, int family)
@@ -178,10 +195,7 @@ void smtpc_conn_next_address(struct smtpc_conn *c)
         }
     }
     evutil_make_socket_nonblocking(c->fd);
-    c->bev = bufferevent_socket_new(smtpc_base, c->fd, 0);
-    bufferevent_setcb(c->bev, smtpc_conn_read_cb, NULL, smtpc_conn_event_cb, c);
-    smtpc_set_timeout(c, smtpc_cfg->connect_timeout);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    smtpc_conn_attach(c, bufferevent_socket_new(smtpc_base, c->fd, 0), smtpc_cfg->connect_timeout);
     c->tls = 0;
     c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = 0;
     c->ext_auth_plain = c->ext_auth_login = 0;

@@ -1,8 +1,9 @@
 /* smtpc_transaction.c - one job on an open SMTP client connection: MAIL, RCPT and DATA
  * (pipelined when offered), the dot-stuffed message, a reply per command, RSET after a refused
  * transaction. Fills the job's per-recipient results and hands the job back to the queue
- * (queue_job_done); never closes a working connection except when the data is unreadable. Loop
- * thread only. */
+ * (queue_job_done); tells the session (smtpc.c, its only caller) when the connection is free
+ * for the next job. Never closes a working connection except when the data is unreadable. Uses
+ * only the connection core. Loop thread only. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -15,10 +16,8 @@
 #include "smtpc/smtpc_internal.h"
 #include "ingress/smtp_proto.h"
 
-/* --- transaction -------------------------------------------------------------------------------
- */
-
-static void send_body(struct smtpc_conn *c)
+/* Sends the message; -1 when it cannot be read (the connection is closed then). */
+static int send_body(struct smtpc_conn *c)
 {
     struct strbuf data = STRBUF_INIT;
     const struct envelope *env = queue_message_envelope(c->job->msg);
@@ -27,7 +26,7 @@ static void send_body(struct smtpc_conn *c)
         smtpc_set_error(c, 0, "4.3.0", "message data unreadable from the spool");
         strbuf_free(&data);
         smtpc_conn_close(c);
-        return;
+        return -1;
     }
     struct evbuffer *out = bufferevent_get_output(c->bev);
     const char *p = data.data, *end = data.data + data.len;
@@ -43,6 +42,7 @@ static void send_body(struct smtpc_conn *c)
     evbuffer_add(out, ".\r\n", 3);
     strbuf_free(&data);
     c->state = C_DATA_BODY;
+    return 0;
 }
 
 /* " KEY=" + value as RFC 3461 xtext (ENVID, ORCPT). */
@@ -104,34 +104,37 @@ static void send_command(struct smtpc_conn *c, size_t i)
     }
 }
 
-/* The job cannot be offered to this server at all: every recipient gets the same permanent
- * answer, and the connection goes on with the next job. */
-static void refuse_job(struct smtpc_conn *c, int code, const char *enhanced, const char *text)
+/* Hands the job back to the queue with its results. */
+static void job_done(struct smtpc_conn *c)
 {
     struct job *j = c->job;
     struct attempt_info info;
-    delivery_fail_all(j, code, enhanced, text);
     smtpc_fill_info(c, &info);
     c->job = NULL;
     queue_job_done(j, &info);
-    smtpc_conn_ready(c);
 }
 
-void smtpc_start_transaction(struct smtpc_conn *c)
+/* The job cannot be offered to this server at all: every recipient gets the same permanent
+ * answer, and the connection goes on with the next job. */
+static enum transaction_next refuse_job(struct smtpc_conn *c, int code, const char *enhanced,
+                                        const char *text)
+{
+    delivery_fail_all(c->job, code, enhanced, text);
+    job_done(c);
+    return TRANSACTION_READY;
+}
+
+enum transaction_next smtpc_start_transaction(struct smtpc_conn *c)
 {
     struct job *j = c->job;
     const struct envelope *env = queue_message_envelope(j->msg);
     c->job_started_us = clock_now_us();
     c->fb_code = 0;
-    if (env->smtputf8 && !c->ext_smtputf8) {
-        refuse_job(c, 553, "5.6.7",
-                   "the message needs SMTPUTF8, which the receiving server does not offer");
-        return;
-    }
-    if (c->ext_size > 0 && env->size > c->ext_size) {
-        refuse_job(c, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
-        return;
-    }
+    if (env->smtputf8 && !c->ext_smtputf8)
+        return refuse_job(c, 553, "5.6.7",
+                          "the message needs SMTPUTF8, which the receiving server does not offer");
+    if (c->ext_size > 0 && env->size > c->ext_size)
+        return refuse_job(c, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
     c->n_expects = j->n_rcpts + 2;
     c->expects = xrealloc(c->expects, c->n_expects * sizeof *c->expects);
     c->expects[0] = EXPECT_MAIL;
@@ -152,16 +155,14 @@ void smtpc_start_transaction(struct smtpc_conn *c)
         send_command(c, 0);
         c->sent_i = 1;
     }
+    return TRANSACTION_GOES_ON;
 }
 
+/* The job got its answers from this server: it counts against the connection's limit. */
 static void finish_job(struct smtpc_conn *c)
 {
-    struct job *j = c->job;
-    struct attempt_info info;
-    smtpc_fill_info(c, &info);
-    c->job = NULL;
     c->messages++;
-    queue_job_done(j, &info);
+    job_done(c);
 }
 
 static void store_result(struct rcpt_result *r, int code, const char *text)
@@ -180,7 +181,7 @@ static void expect_one_more(struct smtpc_conn *c, enum expect what)
 }
 
 /* One complete reply during a transaction. */
-void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
+enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
 {
     struct job *j = c->job;
     enum expect what = c->expects[c->expect_i++];
@@ -206,23 +207,20 @@ void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
     case EXPECT_DATA:
         if (code == 354 && c->accepted > 0) {
             c->got_354 = 1;
-            send_body(c);
+            if (send_body(c) < 0) return TRANSACTION_GOES_ON; /* closed */
             expect_one_more(c, EXPECT_BODY);
             smtpc_set_timeout(c, smtpc_cfg->command_timeout * 2);
-            return;
+            return TRANSACTION_GOES_ON;
         }
         if (code == 354) { /* no recipient left but the server wants data: send nothing */
             evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
             expect_one_more(c, EXPECT_RSET); /* swallow the reply to the empty message */
-            return;
+            return TRANSACTION_GOES_ON;
         }
         for (size_t i = 0; i < j->n_rcpts; i++)
             if (j->results[i].code == 0) store_result(&j->results[i], code, text);
         finish_job(c);
-        if (code >= 400 && code < 500 && c->accepted == 0) {
-            smtpc_conn_ready(c);
-            return;
-        }
+        if (code >= 400 && code < 500 && c->accepted == 0) return TRANSACTION_READY;
         if (code >= 300) {
             /* the server refused the transaction: reset before the next one */
             c->n_expects = 1;
@@ -230,16 +228,14 @@ void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
             c->expect_i = 0;
             c->state = C_TRANSACTION;
             smtpc_send_line(c, "RSET");
-            return;
+            return TRANSACTION_GOES_ON;
         }
-        smtpc_conn_ready(c);
-        return;
+        return TRANSACTION_READY;
     case EXPECT_BODY:
         for (size_t i = 0; i < j->n_rcpts; i++)
             if (j->results[i].code == 0) store_result(&j->results[i], code, text);
         finish_job(c);
-        smtpc_conn_ready(c);
-        return;
+        return TRANSACTION_READY;
     case EXPECT_RSET:
         if (c->job) {
             for (size_t i = 0; i < j->n_rcpts; i++)
@@ -249,19 +245,16 @@ void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
         }
         if (code != 250) {
             smtpc_set_error(c, 0, "4.4.2", "RSET failed");
-            c->state = C_QUIT;
-            smtpc_send_line(c, "QUIT");
-            return;
+            smtpc_send_quit(c);
+            return TRANSACTION_GOES_ON;
         }
-        smtpc_conn_ready(c);
-        return;
+        return TRANSACTION_READY;
     }
     if (!c->ext_pipelining && c->sent_i < c->n_expects) {
         /* MAIL refused: skip to the end without RCPTs */
         if (c->expects[0] == EXPECT_MAIL && c->expect_i == 1 && (code < 200 || code >= 300)) {
             finish_job(c);
-            smtpc_conn_ready(c);
-            return;
+            return TRANSACTION_READY;
         }
         if (c->expects[c->sent_i] == EXPECT_DATA && c->accepted == 0) {
             finish_job(c);
@@ -269,8 +262,9 @@ void smtpc_transaction_reply(struct smtpc_conn *c, int code, const char *text)
             c->expects[0] = EXPECT_RSET;
             c->expect_i = 0;
             smtpc_send_line(c, "RSET");
-            return;
+            return TRANSACTION_GOES_ON;
         }
         send_command(c, c->sent_i++);
     }
+    return TRANSACTION_GOES_ON;
 }

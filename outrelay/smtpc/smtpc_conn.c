@@ -1,0 +1,207 @@
+/* smtpc_conn.c - the connection core of the SMTP client: allocating a connection, recording why
+ * it failed, writing lines, timeouts, handing an unfinished job back to the queue, and tearing
+ * the connection down (freed later from the event loop, so callers up the stack may still look
+ * at it). Calls nothing else in smtpc/: the session reaches it, not the other way round. Loop
+ * thread only. */
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "smtpc/smtpc_internal.h"
+#include "tls/tls.h"
+
+#define SMTPC_QUIT_WAIT_SECONDS 10
+
+struct event_base *smtpc_base;
+const struct config *smtpc_cfg;
+static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
+/* Closed connections wait here until the loop is back at the top (or shutdown). */
+static LIST_HEAD(, smtpc_conn) smtpc_graveyard = LIST_HEAD_INITIALIZER(smtpc_graveyard);
+static struct event *smtpc_graveyard_ev;
+
+static void bury_all(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct smtpc_conn *c;
+    while ((c = LIST_FIRST(&smtpc_graveyard))) {
+        LIST_REMOVE(c, all_link);
+        tls_policy_free(c->tls_policy);
+        free(c->hosts);
+        free(c->addrs);
+        free(c->expects);
+        strbuf_free(&c->reply);
+        free(c);
+    }
+}
+
+struct smtpc_conn *smtpc_conn_new(struct dest *d, bufferevent_data_cb on_read,
+                                  bufferevent_event_cb on_event)
+{
+    if (!smtpc_graveyard_ev) smtpc_graveyard_ev = event_new(smtpc_base, -1, 0, bury_all, NULL);
+    struct smtpc_conn *c = xcalloc(1, sizeof *c);
+    c->dest = d;
+    c->egress = d->egress;
+    c->on_read = on_read;
+    c->on_event = on_event;
+    c->fd = -1;
+    LIST_INSERT_HEAD(&smtpc_all, c, all_link);
+    return c;
+}
+
+/* --- failures -------------------------------------------------------------------------------- */
+
+void smtpc_set_error(struct smtpc_conn *c, int code, const char *enh, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->last_error, sizeof c->last_error, fmt, ap);
+    va_end(ap);
+    c->last_error_code = code;
+    snprintf(c->last_error_enh, sizeof c->last_error_enh, "%s", enh);
+}
+
+void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->remote_mx = c->mx_name[0] ? c->mx_name : NULL;
+    info->remote_addr = c->addr_text[0] ? c->addr_text : NULL;
+    info->source_addr = c->source_text[0] ? c->source_text : NULL;
+    if (c->tls && c->bev) tls_describe(c->bev, &info->tls_version, &info->tls_cipher);
+    info->started_us = c->job_started_us;
+    if (c->fb_code) {
+        info->reply_code = c->fb_code;
+        info->reply_enhanced = c->fb_enhanced;
+        info->reply_text = c->fb_text;
+    }
+}
+
+/* The current job ends without a (complete) answer: recipients without a final reply keep
+ * the connection's error, which is temporary unless we know better. */
+static void job_abort(struct smtpc_conn *c)
+{
+    if (!c->job) return;
+    struct job *j = c->job;
+    for (size_t i = 0; i < j->n_rcpts; i++) {
+        if (j->results[i].code == 0 || (j->results[i].code >= 200 && j->results[i].code < 300)) {
+            /* accepted at RCPT but the data never got its final reply: try again */
+            j->results[i].code = 0;
+            snprintf(j->results[i].enhanced, sizeof j->results[i].enhanced, "%s",
+                     c->last_error_enh[0] ? c->last_error_enh : "4.4.2");
+            snprintf(j->results[i].text, sizeof j->results[i].text, "%s",
+                     c->last_error[0] ? c->last_error : "lost connection");
+        }
+    }
+    struct attempt_info info;
+    smtpc_fill_info(c, &info);
+    c->job = NULL;
+    queue_job_done(j, &info);
+}
+
+/* Nothing could be connected to (or nothing got past the greeting, TLS or AUTH): the queue
+ * puts the destination in back-off and gives the waiting jobs the error, unless another
+ * connection is working on them; a permanent error bounces them. */
+void smtpc_fail_destination(struct smtpc_conn *c)
+{
+    struct rcpt_result why = {.code = c->last_error_code};
+    snprintf(why.enhanced, sizeof why.enhanced, "%s",
+             c->last_error_enh[0] ? c->last_error_enh : "4.4.1");
+    snprintf(why.text, sizeof why.text, "%s", c->last_error);
+    struct attempt_info info;
+    smtpc_fill_info(c, &info);
+    queue_dest_failed(c->dest, &why, &info);
+}
+
+/* --- the socket ------------------------------------------------------------------------------ */
+
+void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t timeout_seconds)
+{
+    c->bev = bev;
+    bufferevent_setcb(c->bev, c->on_read, NULL, c->on_event, c);
+    smtpc_set_timeout(c, timeout_seconds);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+void smtpc_conn_drop_socket(struct smtpc_conn *c)
+{
+    if (c->bev) {
+        if (c->tls) {
+            SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+            if (ssl) SSL_shutdown(ssl);
+            bufferevent_free(c->bev); /* owns the fd */
+        } else {
+            bufferevent_free(c->bev);
+            if (c->fd >= 0) evutil_closesocket(c->fd);
+        }
+    } else if (c->fd >= 0) {
+        evutil_closesocket(c->fd);
+    }
+    c->bev = NULL;
+    c->fd = -1;
+    c->tls = 0;
+    strbuf_reset(&c->reply); /* a reply half read from this server is none of the next one's */
+    c->reply_code = 0;
+}
+
+/* Tears the connection down now; the struct itself is freed from the event loop later, so
+ * callers up the stack may still look at c->closed. */
+void smtpc_conn_close(struct smtpc_conn *c)
+{
+    if (c->closed) return;
+    c->closed = 1;
+    job_abort(c);
+    if (c->state == C_IDLE) LIST_REMOVE(c, idle_link);
+    LIST_REMOVE(c, all_link);
+    if (c->dnsq) dns_cancel(c->dnsq);
+    c->dnsq = NULL;
+    if (c->idle_timer) event_free(c->idle_timer);
+    c->idle_timer = NULL;
+    smtpc_conn_drop_socket(c);
+    if (c->working) queue_dest_working_closed(c->dest);
+    LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
+    event_active(smtpc_graveyard_ev, EV_TIMEOUT, 0);
+    queue_dest_connection_closed(c->dest);
+}
+
+void smtpc_conn_close_all(void)
+{
+    struct smtpc_conn *c;
+    while ((c = LIST_FIRST(&smtpc_all))) {
+        c->job = NULL; /* the queue is going away; the spool keeps the messages */
+        smtpc_conn_close(c);
+    }
+    bury_all(-1, 0, NULL);
+    if (smtpc_graveyard_ev) event_free(smtpc_graveyard_ev);
+    smtpc_graveyard_ev = NULL;
+}
+
+/* --- writing --------------------------------------------------------------------------------- */
+
+void smtpc_send_line(struct smtpc_conn *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_add_vprintf(out, fmt, ap);
+    evbuffer_add(out, "\r\n", 2);
+    va_end(ap);
+}
+
+void smtpc_send_quit(struct smtpc_conn *c)
+{
+    c->state = C_QUIT;
+    smtpc_send_line(c, "QUIT");
+    smtpc_set_timeout(c, SMTPC_QUIT_WAIT_SECONDS);
+}
+
+void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds)
+{
+    struct timeval tv = {.tv_sec = seconds};
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+}

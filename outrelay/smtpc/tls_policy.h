@@ -1,0 +1,65 @@
+/* tls_policy.h - what one outbound connection must do about TLS, decided in one place: whether
+ * to send STARTTLS and whether mail may go without it, which client context (and so which CA
+ * and client certificate) to use, which names the server's certificate must match, and a short
+ * reason for logs and records. The connection code (smtpc/) reads only the policy, never the
+ * egress's TLS settings.
+ *
+ * Today the one source is the egress's settings (tls, tls_ca_file, tls_verify, tls_name,
+ * tls_cert/tls_key). A later source adds to the policy in tls_policy_for() before it is
+ * returned, without touching the connection code: a DANE TLSA answer for the MX would raise
+ * the level to REQUIRED with verify set and put the MX name in names (and, later, the TLSA
+ * records to match); an MTA-STS policy in enforce mode would raise it to REQUIRED with verify
+ * and put the policy's mx patterns in names. Each says why in reason.
+ *
+ * Contexts come from the shared cache in tls/: tls_policy_load() holds one reference per
+ * egress of the current config (and fails when an egress's files cannot be loaded); each
+ * policy holds its own until tls_policy_free(), so a reload never pulls a context from under a
+ * connection. Loop thread only. */
+#ifndef OUTRELAY_TLS_POLICY_H
+#define OUTRELAY_TLS_POLICY_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+#include "config/config.h"
+
+enum tls_policy_level {
+    TLS_POLICY_NONE,          /* plaintext: STARTTLS is never sent */
+    TLS_POLICY_OPPORTUNISTIC, /* STARTTLS when offered; without it, or when it fails, plaintext */
+    TLS_POLICY_REQUIRED,      /* STARTTLS or no delivery to this host */
+};
+
+#define TLS_POLICY_MAX_NAMES 4
+
+struct tls_policy {
+    enum tls_policy_level level;
+    /* The server's certificate must chain to a trusted CA and carry one of names[] (RFC 6125);
+     * a handshake that does not verify fails like any other (see level for what follows). */
+    int verify;
+    SSL_CTX *ctx;    /* the client context (one reference, the policy's); NULL with NONE */
+    const char *sni; /* the name sent in the handshake */
+    const char *names[TLS_POLICY_MAX_NAMES]; /* with verify: the names accepted, n_names > 0 */
+    size_t n_names;
+    const char *client_cert; /* the certificate file the context presents, or NULL */
+    char reason[200];        /* e.g. "egress cloud: STARTTLS required, certificate verified" */
+    /* names and sni point into the strings below or into the egress's settings */
+    char mx[256];
+};
+
+/* The contexts of cfg's egresses (start and SIGHUP): on success they replace those of the
+ * previous config, which are released (contexts still used by policies stay alive). -1 with
+ * err, nothing changed, when an egress's files cannot be loaded. cfg must outlive the policies
+ * made for its egresses. */
+int tls_policy_load(const struct config *cfg, char *err, size_t errlen);
+/* Releases the current config's contexts (shutdown, after every policy is freed). */
+void tls_policy_unload(void);
+
+/* The policy for a connection of egress to mx (the MX host name, or the smarthost's host) for
+ * recipient domain (""
+ * for a smarthost). NULL with err when the egress's client context cannot be had. The caller
+ * frees it with tls_policy_free(). */
+struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
+                                  const char *mx, char *err, size_t errlen);
+void tls_policy_free(struct tls_policy *p);
+
+#endif

@@ -1,0 +1,284 @@
+/* test_tls_policy.c - unit tests for outrelay/smtpc/tls_policy.c and the shared client contexts
+ * of outrelay/tls/tls_cache.c: what each egress setting makes of the policy (level, verify,
+ * names, SNI, client certificate, reason), one SSL_CTX for egresses with the same files and
+ * another for a different CA, a reload with unchanged files keeping the context and one with a
+ * changed file building a new one while policies made before keep theirs. Certificates are
+ * made in a temporary folder at the start. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "config/config.h"
+#include "smtpc/tls_policy.h"
+#include "tls/tls.h"
+
+static char dir[] = "/tmp/test_tls_policy.XXXXXX";
+static char ca_a[64], ca_b[64], client_cert[64], client_key[64];
+
+/* A self-signed certificate for cn in cert_path, its key in key_path (if not NULL). */
+static void make_certificate(const char *cn, const char *cert_path, const char *key_path)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    assert_non_null(key);
+    assert_non_null(x);
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600L * 24 * 3650);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_set_pubkey(x, key);
+    assert_true(X509_sign(x, key, EVP_sha256()) > 0);
+    FILE *f = fopen(cert_path, "w");
+    assert_non_null(f);
+    PEM_write_X509(f, x);
+    fclose(f);
+    if (key_path) {
+        f = fopen(key_path, "w");
+        assert_non_null(f);
+        PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
+        fclose(f);
+    }
+    X509_free(x);
+    EVP_PKEY_free(key);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(dir)) return -1;
+    snprintf(ca_a, sizeof ca_a, "%s/ca-a.pem", dir);
+    snprintf(ca_b, sizeof ca_b, "%s/ca-b.pem", dir);
+    snprintf(client_cert, sizeof client_cert, "%s/client.pem", dir);
+    snprintf(client_key, sizeof client_key, "%s/client.key", dir);
+    make_certificate("CA A", ca_a, NULL);
+    make_certificate("CA B", ca_b, NULL);
+    make_certificate("relay.tenant.example", client_cert, client_key);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(ca_a);
+    unlink(ca_b);
+    unlink(client_cert);
+    unlink(client_key);
+    rmdir(dir);
+    return 0;
+}
+
+static struct egress_conf egress(const char *name, enum tls_mode tls, const char *ca)
+{
+    return (struct egress_conf){.name = (char *)name,
+                                .type = EGRESS_SMARTHOST,
+                                .tls = tls,
+                                .tls_ca_file = (char *)ca,
+                                .tls_verify = ca != NULL};
+}
+
+static struct config config_of(struct egress_conf *e, size_t n)
+{
+    return (struct config){.egress = e, .n_egress = n};
+}
+
+static struct tls_policy *policy(const struct egress_conf *e, const char *mx)
+{
+    char err[256] = "";
+    struct tls_policy *p = tls_policy_for(e, "example.com", mx, err, sizeof err);
+    assert_non_null(p);
+    return p;
+}
+
+static void test_levels_from_the_egress(void **state)
+{
+    (void)state;
+    struct egress_conf e[3] = {egress("plain", TLS_NONE, NULL),
+                               egress("legacy", TLS_OPTIONAL, NULL),
+                               egress("cloud", TLS_REQUIRED, NULL)};
+    struct config cfg = config_of(e, 3);
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+
+    struct tls_policy *p = policy(&e[0], "mx.example.com");
+    assert_int_equal(p->level, TLS_POLICY_NONE);
+    assert_null(p->ctx); /* nothing to hold for plaintext */
+    assert_non_null(strstr(p->reason, "egress plain"));
+    tls_policy_free(p);
+
+    p = policy(&e[1], "mx.example.com");
+    assert_int_equal(p->level, TLS_POLICY_OPPORTUNISTIC);
+    assert_non_null(p->ctx);
+    assert_false(p->verify);
+    assert_int_equal(p->n_names, 0);
+    assert_string_equal(p->sni, "mx.example.com");
+    assert_null(p->client_cert);
+    tls_policy_free(p);
+
+    p = policy(&e[2], "mx.example.com");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_non_null(strstr(p->reason, "STARTTLS required"));
+    tls_policy_free(p);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
+static void test_verify_names_and_client_certificate(void **state)
+{
+    (void)state;
+    struct egress_conf e[2] = {egress("cloud", TLS_REQUIRED, ca_a),
+                               egress("named", TLS_REQUIRED, ca_a)};
+    e[1].tls_name = "smarthost.outrelay.test";
+    e[1].tls_cert = client_cert;
+    e[1].tls_key = client_key;
+    struct config cfg = config_of(e, 2);
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+
+    /* without tls_name the certificate must carry the host connected to */
+    struct tls_policy *p = policy(&e[0], "mx1.example.com");
+    assert_true(p->verify);
+    assert_int_equal(p->n_names, 1);
+    assert_string_equal(p->names[0], "mx1.example.com");
+    assert_string_equal(p->sni, "mx1.example.com");
+    tls_policy_free(p);
+
+    p = policy(&e[1], "10.0.0.1");
+    assert_true(p->verify);
+    assert_int_equal(p->n_names, 1);
+    assert_string_equal(p->names[0], "smarthost.outrelay.test");
+    assert_string_equal(p->sni, "smarthost.outrelay.test");
+    assert_string_equal(p->client_cert, client_cert);
+    assert_non_null(strstr(p->reason, "smarthost.outrelay.test"));
+    assert_non_null(strstr(p->reason, "client certificate"));
+    tls_policy_free(p);
+    tls_policy_unload();
+}
+
+static void test_same_files_share_one_context(void **state)
+{
+    (void)state;
+    struct egress_conf e[3] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                               egress("cloud", TLS_REQUIRED, ca_a),
+                               egress("other", TLS_REQUIRED, ca_b)};
+    struct config cfg = config_of(e, 3);
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+    assert_int_equal(tls_client_context_count(), 2);
+
+    struct tls_policy *legacy = policy(&e[0], "mx.example.com");
+    struct tls_policy *cloud = policy(&e[1], "smarthost.example.net");
+    struct tls_policy *other = policy(&e[2], "smarthost.example.net");
+    assert_ptr_equal(legacy->ctx, cloud->ctx);
+    assert_ptr_not_equal(legacy->ctx, other->ctx);
+
+    /* a client certificate is part of what makes a context */
+    struct egress_conf with_cert = egress("cert", TLS_REQUIRED, ca_a);
+    with_cert.tls_cert = client_cert;
+    with_cert.tls_key = client_key;
+    struct tls_policy *cert = policy(&with_cert, "smarthost.example.net");
+    assert_ptr_not_equal(cert->ctx, legacy->ctx);
+    tls_policy_free(cert);
+    assert_int_equal(tls_client_context_count(), 2);
+
+    tls_policy_free(legacy);
+    tls_policy_free(cloud);
+    tls_policy_free(other);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
+static void test_reload_reuses_unchanged_and_rebuilds_changed(void **state)
+{
+    (void)state;
+    struct egress_conf old_e[2] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                                   egress("cloud", TLS_REQUIRED, ca_b)};
+    struct config old_cfg = config_of(old_e, 2);
+    char err[256];
+    assert_int_equal(tls_policy_load(&old_cfg, err, sizeof err), 0);
+    struct tls_policy *before_a = policy(&old_e[0], "mx.example.com");
+    struct tls_policy *before_b = policy(&old_e[1], "smarthost.example.net");
+
+    /* SIGHUP with the same files (a new config, new egress structs): the same contexts */
+    struct egress_conf new_e[2] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                                   egress("cloud", TLS_REQUIRED, ca_b)};
+    struct config new_cfg = config_of(new_e, 2);
+    assert_int_equal(tls_policy_load(&new_cfg, err, sizeof err), 0);
+    struct tls_policy *after_a = policy(&new_e[0], "mx.example.com");
+    assert_ptr_equal(after_a->ctx, before_a->ctx);
+    assert_int_equal(tls_client_context_count(), 2);
+    tls_policy_free(after_a);
+
+    /* CA B replaced on disk, then SIGHUP: a new context for it; the connection that started
+     * before keeps the old one until it is done */
+    sleep(1); /* a file time that differs even where times are in whole seconds */
+    make_certificate("CA B renewed", ca_b, NULL);
+    struct egress_conf newer_e[2] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                                     egress("cloud", TLS_REQUIRED, ca_b)};
+    struct config newer_cfg = config_of(newer_e, 2);
+    assert_int_equal(tls_policy_load(&newer_cfg, err, sizeof err), 0);
+    struct tls_policy *after_b = policy(&newer_e[1], "smarthost.example.net");
+    assert_ptr_not_equal(after_b->ctx, before_b->ctx);
+    assert_int_equal(tls_client_context_count(), 3);
+    /* an egress of the old config, connecting to its next host, gets the newest context */
+    struct tls_policy *late_b = policy(&old_e[1], "smarthost2.example.net");
+    assert_ptr_equal(late_b->ctx, after_b->ctx);
+    tls_policy_free(late_b);
+    tls_policy_free(before_b); /* the last user of the old context of CA B */
+    assert_int_equal(tls_client_context_count(), 2);
+
+    tls_policy_free(after_b);
+    tls_policy_free(before_a);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
+static void test_unloadable_files_change_nothing(void **state)
+{
+    (void)state;
+    struct egress_conf good[1] = {egress("legacy", TLS_OPTIONAL, ca_a)};
+    struct config good_cfg = config_of(good, 1);
+    char err[256] = "";
+    assert_int_equal(tls_policy_load(&good_cfg, err, sizeof err), 0);
+    struct tls_policy *p = policy(&good[0], "mx.example.com");
+    SSL_CTX *ctx = p->ctx;
+    tls_policy_free(p);
+
+    char missing[80];
+    snprintf(missing, sizeof missing, "%s/missing.pem", dir);
+    struct egress_conf bad[2] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                                 egress("cloud", TLS_REQUIRED, missing)};
+    struct config bad_cfg = config_of(bad, 2);
+    assert_int_equal(tls_policy_load(&bad_cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "missing.pem"));
+    assert_int_equal(tls_client_context_count(), 1);
+    p = policy(&good[0], "mx.example.com"); /* the previous config is still the one in use */
+    assert_ptr_equal(p->ctx, ctx);
+    tls_policy_free(p);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_levels_from_the_egress),
+        cmocka_unit_test(test_verify_names_and_client_certificate),
+        cmocka_unit_test(test_same_files_share_one_context),
+        cmocka_unit_test(test_reload_reuses_unchanged_and_rebuilds_changed),
+        cmocka_unit_test(test_unloadable_files_change_nothing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
