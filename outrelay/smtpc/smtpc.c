@@ -6,8 +6,6 @@
  * Takes jobs from the queue's destinations; outcomes go back through the core. Loop thread. */
 #include "smtpc/smtpc.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -18,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -79,6 +76,17 @@ static void start_tls(struct smtpc_conn *c)
     c->state = C_TLS_HANDSHAKE;
 }
 
+/* Sends prefix and the credentials in base64, and wipes the encoded copy. */
+static void send_secret_base64(struct smtpc_conn *c, const char *prefix, const char *data,
+                               size_t len)
+{
+    char *b64 = xmalloc(len * 2 + 8);
+    int n = EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)data, (int)len);
+    smtpc_send_line(c, "%s%s", prefix, b64);
+    explicit_bzero(b64, (size_t)n);
+    free(b64);
+}
+
 static void after_ehlo(struct smtpc_conn *c)
 {
     const struct egress_conf *e = c->egress;
@@ -115,13 +123,10 @@ static void after_ehlo(struct smtpc_conn *c)
         strbuf_puts(&raw, e->auth_user);
         strbuf_append(&raw, "", 1);
         strbuf_puts(&raw, e->auth_password ? e->auth_password : "");
-        char *b64 = xmalloc(raw.len * 2 + 8);
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)raw.data, (int)raw.len);
         c->state = C_AUTH;
-        smtpc_send_line(c, "AUTH PLAIN %s", b64);
+        send_secret_base64(c, "AUTH PLAIN ", raw.data, raw.len);
         explicit_bzero(raw.data, raw.len);
         strbuf_free(&raw);
-        free(b64);
         return;
     }
     smtpc_conn_ready(c);
@@ -186,8 +191,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
     switch (c->state) {
     case C_GREETING:
         if (code != 220) {
-            smtpc_set_error(c, code >= 500 ? 0 : 0, "4.4.2", "%s[%s] greeted with %d %s",
-                            c->mx_name, c->addr_text, code, text);
+            smtpc_set_error(c, 0, "4.4.2", "%s[%s] greeted with %d %s", c->mx_name, c->addr_text,
+                            code, text);
             smtpc_conn_next_address(c);
             return;
         }
@@ -236,13 +241,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
             const char *v = c->state == C_AUTH_LOGIN_USER
                                 ? c->egress->auth_user
                                 : (c->egress->auth_password ? c->egress->auth_password : "");
-            size_t len = strlen(v);
-            char *b64 = xmalloc(len * 2 + 8);
-            EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)v, (int)len);
             c->state = c->state == C_AUTH_LOGIN_USER ? C_AUTH_LOGIN_PASS : C_AUTH;
-            smtpc_send_line(c, "%s", b64);
-            explicit_bzero(b64, strlen(b64));
-            free(b64);
+            send_secret_base64(c, "", v, strlen(v));
             return;
         }
         /* anything else ends the exchange like a final AUTH reply */
@@ -283,6 +283,16 @@ int smtpc_reply_add_line(struct strbuf *reply, int *reply_code, const char *line
     return more;
 }
 
+/* The server broke the protocol: before any transaction try the next address, during one
+ * close (the job keeps the error). */
+static void leave_server(struct smtpc_conn *c)
+{
+    if (c->state <= C_AUTH_LOGIN_PASS)
+        smtpc_conn_next_address(c);
+    else
+        smtpc_conn_close(c);
+}
+
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpc_conn *c = arg;
@@ -294,10 +304,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
             if (evbuffer_get_length(in) > SMTPC_MAX_REPLY) {
                 smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent an overlong line", c->mx_name,
                                 c->addr_text);
-                if (c->state <= C_AUTH_LOGIN_PASS)
-                    smtpc_conn_next_address(c);
-                else
-                    smtpc_conn_close(c);
+                leave_server(c);
             }
             return;
         }
@@ -308,10 +315,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
             smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
                             c->addr_text, line);
             free(line);
-            if (c->state <= C_AUTH_LOGIN_PASS)
-                smtpc_conn_next_address(c);
-            else
-                smtpc_conn_close(c);
+            leave_server(c);
             return;
         }
         if (c->state == C_EHLO && !first) /* extension lines after the first */
@@ -362,8 +366,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             c->state = C_EHLO;
             smtpc_set_timeout(c, smtpc_cfg->command_timeout);
             smtpc_send_line(c, "EHLO %s", helo_name(c));
-            c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = 0;
-            c->ext_dsn = c->ext_auth_plain = c->ext_auth_login = 0;
+            smtpc_conn_forget_extensions(c);
             return;
         }
         return;

@@ -120,6 +120,8 @@ void smtpc_fail_destination(struct smtpc_conn *c);
 /* Makes bev (plaintext or TLS, over c->fd) the connection's, with the session's handlers and
  * the given timeout, reading and writing. */
 void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t timeout_seconds);
+/* A new server, or the same after STARTTLS: what its EHLO offered no longer holds. */
+void smtpc_conn_forget_extensions(struct smtpc_conn *c);
 void smtpc_conn_drop_socket(struct smtpc_conn *c);
 /* Tears the connection down now; the struct itself is freed from the event loop later. */
 void smtpc_conn_close(struct smtpc_conn *c);

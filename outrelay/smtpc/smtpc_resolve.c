@@ -197,9 +197,7 @@ void smtpc_conn_next_address(struct smtpc_conn *c)
     evutil_make_socket_nonblocking(c->fd);
     smtpc_conn_attach(c, bufferevent_socket_new(smtpc_base, c->fd, 0), smtpc_cfg->connect_timeout);
     c->tls = 0;
-    c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = 0;
-    c->ext_auth_plain = c->ext_auth_login = 0;
-    c->ext_size = 0;
+    smtpc_conn_forget_extensions(c);
     if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&target.ss, (int)target.len) < 0) {
         smtpc_set_error(c, 0, "4.4.1", "connect to %s[%s]: %s", c->mx_name, c->addr_text,
                         strerror(errno));
