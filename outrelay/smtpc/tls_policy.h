@@ -55,9 +55,8 @@ int tls_policy_load(const struct config *cfg, char *err, size_t errlen);
 void tls_policy_unload(void);
 
 /* The policy for a connection of egress to mx (the MX host name, or the smarthost's host) for
- * recipient domain (""
- * for a smarthost). NULL with err when the egress's client context cannot be had. The caller
- * frees it with tls_policy_free(). */
+ * recipient domain ("" for a smarthost). NULL with err when the egress's client context cannot
+ * be had. The caller frees it with tls_policy_free(). */
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
                                   const char *mx, char *err, size_t errlen);
 void tls_policy_free(struct tls_policy *p);
