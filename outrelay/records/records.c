@@ -97,24 +97,27 @@ static void records_put_sep(struct strbuf *sb, int *first)
     *first = 0;
 }
 
-static void records_put_field(struct strbuf *sb, int *first, const char *key, const char *value)
+/* key=value, or key=(value) when open is "(" (texts with spaces of their own). */
+static void records_put_wrapped(struct strbuf *sb, int *first, const char *key, const char *value,
+                                const char *open, const char *close)
 {
     if (!records_is_set(value)) return;
     records_put_sep(sb, first);
     strbuf_puts(sb, key);
     strbuf_puts(sb, "=");
+    strbuf_puts(sb, open);
     records_put_clean(sb, value);
+    strbuf_puts(sb, close);
 }
 
-/* key=(value): for texts that have spaces of their own. */
+static void records_put_field(struct strbuf *sb, int *first, const char *key, const char *value)
+{
+    records_put_wrapped(sb, first, key, value, "", "");
+}
+
 static void records_put_text(struct strbuf *sb, int *first, const char *key, const char *value)
 {
-    if (!records_is_set(value)) return;
-    records_put_sep(sb, first);
-    strbuf_puts(sb, key);
-    strbuf_puts(sb, "=(");
-    records_put_clean(sb, value);
-    strbuf_puts(sb, ")");
+    records_put_wrapped(sb, first, key, value, "(", ")");
 }
 
 /* Addresses in angle brackets; the null sender is "<>", so "" still counts as set. */
@@ -731,17 +734,6 @@ static int records_prepare(const char *sql, sqlite3_stmt **stmt, char *err, size
     return 0;
 }
 
-static int records_exec(const char *sql, char *err, size_t errlen)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(records_db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "records: %s", msg != NULL ? msg : sqlite3_errmsg(records_db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
 static int records_open_db(const char *path, char *err, size_t errlen)
 {
     /* senders, recipients, Message-IDs: owner-only, and SQLite gives -wal/-shm the same mode */
@@ -755,7 +747,8 @@ static int records_open_db(const char *path, char *err, size_t errlen)
     }
     /* Report readers (CLI, HTTP) may hold the database briefly; wait rather than fail. */
     sqlite3_busy_timeout(records_db, 5000);
-    if (records_exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err, errlen) != 0 ||
+    if (records_sql_exec(records_db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err,
+                         errlen) != 0 ||
         records_schema_apply(records_db, err, errlen) != 0)
         return -1;
     if (records_prepare(records_insert_sql, &records_insert, err, errlen) != 0 ||

@@ -15,4 +15,7 @@
  * one; one IMMEDIATE transaction. Returns 0 / -1 with err filled. */
 int records_schema_apply(sqlite3 *db, char *err, size_t errlen);
 
+/* sqlite3_exec with the error as "records: ..." in err. Returns 0 / -1. */
+int records_sql_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
 #endif

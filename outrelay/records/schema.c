@@ -91,7 +91,7 @@ static const char records_backfill_v4_sql[] =
     "substr(detail, instr(detail, ' until ') + 7)) AS INTEGER) END "
     "WHERE event = 'shaping' AND detail LIKE 'rule %';";
 
-static int records_schema_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+int records_sql_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -160,14 +160,14 @@ static int records_schema_build(sqlite3 *db, int version, char *err, size_t errl
     strbuf_puts(&sql, records_indexes_sql);
     strbuf_printf(&sql, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d);",
                   RECORDS_SCHEMA_VERSION);
-    int rc = records_schema_exec(db, sql.data, err, errlen);
+    int rc = records_sql_exec(db, sql.data, err, errlen);
     strbuf_free(&sql);
     return rc;
 }
 
 int records_schema_apply(sqlite3 *db, char *err, size_t errlen)
 {
-    if (records_schema_exec(db, "BEGIN IMMEDIATE;", err, errlen) != 0) return -1;
+    if (records_sql_exec(db, "BEGIN IMMEDIATE;", err, errlen) != 0) return -1;
     int version = records_schema_version(db);
     int rc = 0;
     if (version > RECORDS_SCHEMA_VERSION) {
@@ -183,7 +183,7 @@ int records_schema_apply(sqlite3 *db, char *err, size_t errlen)
         sqlite3_exec(db, "ROLLBACK;", NULL, NULL, NULL);
         return -1;
     }
-    return records_schema_exec(db, "COMMIT;", err, errlen);
+    return records_sql_exec(db, "COMMIT;", err, errlen);
 }
 
 int records_upgrade(const char *path, char *err, size_t errlen)
