@@ -48,7 +48,8 @@ static const char report_usage[] =
     "  --table NAME           only this table\n"
     "  -o FILE                write to FILE instead of standard output\n"
     "Times are UTC. The provider of a recipient is the one the route stage recorded for it\n"
-    "(routed: provider=NAME), so reports agree with the routing decisions and caps.\n";
+    "(the provider of its routed record), so reports agree with the routing decisions and\n"
+    "caps. Records of an older outrelay are upgraded in place first.\n";
 
 static int report_parse_time(const char *text, int64_t now, int64_t *out_us)
 {

@@ -298,6 +298,7 @@ static void emit_examples(void)
         .client_addr = "127.0.0.1",
         .message_id = "m.1@example.org",
         .size = 4096,
+        .nrcpt = 2,
     };
     struct record_event deferred = {
         .type = RECORD_DEFERRED,
@@ -318,12 +319,23 @@ static void emit_examples(void)
     records_emit(&received);
     records_emit(&deferred);
     records_emit(&hostile);
+    struct record_event routed = {
+        .type = RECORD_ROUTED,
+        .queue_id = "7F3A2B1C0D",
+        .recipient = "a@example.net",
+        .provider = "google",
+        .route_reason = "ramp 25.00%: bucket 12 -> cloud",
+        .action = "ramp",
+    };
+    struct record_event untyped = {.queue_id = "7F3A2B1C0D"}; /* refused, said once */
+    records_emit(&routed);
+    records_emit(&untyped);
 }
 
 static void test_records_log_lines(void **state)
 {
     (void)state;
-    char out[4096];
+    char out[8192];
     log_init("test_records", 0, LOG_LEVEL_INFO);
     capture_stderr(emit_examples, out, sizeof out);
     log_init("test_records", 0, LOG_LEVEL_WARN);
@@ -333,16 +345,19 @@ static void test_records_log_lines(void **state)
         "relay=mx1.example.net[127.0.0.1]:25, delay=0.42, tls=TLSv1.3, dsn=2.0.0, "
         "status=sent (250 2.0.0 Ok queued as X)\n",
         "]: 7F3A2B1C0D: received from=<s@example.org>, origin=zimbra, "
-        "client=127.0.0.1, message-id=<m.1@example.org>, size=4096\n",
+        "client=127.0.0.1, nrcpt=2, message-id=<m.1@example.org>, size=4096\n",
         "]: 7F3A2B1C0E: deferred to=<b@example.com>, relay=unknown[2001:db8::25]:25, "
         "status=deferred (connect to mx: Connection refused)\n",
         "]: 7F3A2B1C0F: bounced to=<c@example.com>, dsn=5.1.1, "
         "status=bounced (550 5.1.1 no such user??7F3A2B1C0F: delivered fake)\n",
+        "]: 7F3A2B1C0D: routed to=<a@example.net>, provider=google, "
+        "reason=(ramp 25.00%: bucket 12 -> cloud), action=ramp\n",
+        "error: event of unknown type 0 for 7F3A2B1C0D not recorded\n",
     };
     int count = 0;
     for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
         count++;
-    assert_int_equal(count, 4);
+    assert_int_equal(count, 6);
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         if (strstr(out, lines[i]) == NULL) fail_msg("missing log line %s\nin:\n%s", lines[i], out);
     }
