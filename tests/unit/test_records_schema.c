@@ -2,7 +2,8 @@
  * of version 3 (created here with that version's DDL and rows as it wrote them) is upgraded in
  * place: the typed columns exist and hold the facts older rows packed into detail, the reports
  * give the numbers the rows stand for; a second upgrade changes nothing; a database of a newer
- * version is refused and left alone; every event type has one name. */
+ * version is refused and left alone; every event type has one name; the continuity report reads
+ * the relay's `queue list --json` answer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +14,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "common/log.h"
 #include "common/strbuf.h"
@@ -229,13 +233,14 @@ static void test_newer_schema_refused(void **state)
     remove_state(dir);
 }
 
-/* Runs `outrelay report NAME --json -o <dir>/report.json` and returns the JSON (caller frees). */
+/* Runs `outrelay report NAME --json -o <dir>/report.json` and returns the JSON (caller frees).
+ * The relay's control socket is <dir>/relay.sock (absent unless a test serves it). */
 static char *run_report(const char *dir, const char *name)
 {
     struct config cfg;
     memset(&cfg, 0, sizeof cfg);
     char sock[600], out[600];
-    snprintf(sock, sizeof sock, "%s/no-relay.sock", dir);
+    snprintf(sock, sizeof sock, "%s/relay.sock", dir);
     snprintf(out, sizeof out, "%s/report.json", dir);
     cfg.state = (char *)dir;
     cfg.control_socket = sock;
@@ -305,6 +310,72 @@ static void test_reports_after_upgrade(void **state)
     remove_state(dir);
 }
 
+/* A relay's control socket that answers one request with a canned text. */
+struct fake_relay {
+    int listen_fd;
+    const char *answer;
+    char request[128];
+};
+
+static void *fake_relay_main(void *arg)
+{
+    struct fake_relay *fr = arg;
+    int fd = accept(fr->listen_fd, NULL, NULL);
+    if (fd < 0) return NULL;
+    ssize_t n = read(fd, fr->request, sizeof fr->request - 1);
+    fr->request[n > 0 ? n : 0] = '\0';
+    ssize_t w = write(fd, fr->answer, strlen(fr->answer));
+    (void)w;
+    close(fd);
+    return NULL;
+}
+
+/* Serves answer once on <dir>/relay.sock while the continuity report runs; its JSON. */
+static char *continuity_with_relay(const char *dir, const char *answer, char *request, size_t size)
+{
+    struct fake_relay fr = {.answer = answer};
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s/relay.sock", dir);
+    fr.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fr.listen_fd >= 0);
+    assert_int_equal(bind(fr.listen_fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    assert_int_equal(listen(fr.listen_fd, 1), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fake_relay_main, &fr), 0);
+    char *json = run_report(dir, "continuity");
+    pthread_join(t, NULL);
+    close(fr.listen_fd);
+    unlink(sun.sun_path);
+    snprintf(request, size, "%s", fr.request);
+    return json;
+}
+
+/* Q2 (one recipient, no final state) is in the relay's queue: in_queue, not unaccounted. An
+ * answer that is not the queue listing leaves the queue unknown. */
+static void test_continuity_reads_queue_json(void **state)
+{
+    (void)state;
+    char *dir = make_state();
+    char request[128];
+    make_v3(dir);
+    char *json = continuity_with_relay(
+        dir,
+        "OK\n{\"messages\": [{\"queue_id\": \"Q2\", \"held\": false, \"recipients\": "
+        "[{\"address\": \"r3@example.net\", \"next_attempt_in\": 60}]}], \"count\": 1}\n",
+        request, sizeof request);
+    assert_string_equal(request, "queue list --json\n");
+    assert_json(json, "$.tables.accounting[0].in_queue", "1");
+    assert_json(json, "$.tables.accounting[0].unaccounted", "0");
+    assert_json(json, "$.tables.accounting[0].queue", "asked the running relay");
+    assert_json(json, "$.tables.open[0].state", "in queue");
+    free(json);
+    json = continuity_with_relay(dir, "OK\nQ2  1024 a@example.org\n", request, sizeof request);
+    assert_json(json, "$.tables.accounting[0].in_queue", "0");
+    assert_json(json, "$.tables.accounting[0].queue", "relay not reachable");
+    free(json);
+    remove_state(dir);
+}
+
 static void test_type_names(void **state)
 {
     (void)state;
@@ -328,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_records_open_upgrades),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_reports_after_upgrade),
+        cmocka_unit_test(test_continuity_reads_queue_json),
         cmocka_unit_test(test_type_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
