@@ -12,8 +12,7 @@
 #include "records/records.h"
 #include "report/report_internal.h"
 
-/* ---- filters and statements
- * ------------------------------------------------------------------------- */
+/* ---- filters and statements ------------------------------------------------------------------ */
 
 void report_sql_filters(struct strbuf *sql, const struct report_ctx *ctx, const char *alias,
                         const char *domain_expr, int use_egress)
