@@ -67,7 +67,7 @@ static void dispatch_module(const char *req, struct strbuf *out, int *ok)
         if (*ok && strncmp(verb, "status", 6) != 0 && strncmp(verb, "plan", 4) != 0) {
             /* an operator override: on the record like every other decision, in the words of
              * the text answer also when it was asked for in JSON */
-            struct record_event ev = {.event = "ramp",
+            struct record_event ev = {.type = RECORD_RAMP,
                                       .queue_id = "-",
                                       .action = strbuf_str(&action),
                                       .detail = strbuf_str(&said)};

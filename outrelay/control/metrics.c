@@ -91,7 +91,7 @@ static int is_shaping_reply(const struct record_event *ev)
 
 static void observe(const struct record_event *ev)
 {
-    const char *event = ev->event ? ev->event : "";
+    enum record_type type = ev->type;
     const char *origin = ev->origin ? ev->origin : "";
     const char *egress = ev->egress ? ev->egress : "";
     const char *provider = ev->provider ? ev->provider : "other";
@@ -100,19 +100,18 @@ static void observe(const struct record_event *ev)
         pthread_mutex_unlock(&metrics_lock);
         return;
     }
-    if (!strcmp(event, "received")) {
+    if (type == RECORD_RECEIVED) {
         add("outrelay_messages_accepted_total", 1, (const char *[]){"origin", origin, NULL});
-    } else if (!strcmp(event, "delivered") || !strcmp(event, "deferred") ||
-               !strcmp(event, "bounced") || !strcmp(event, "expired") ||
-               !strcmp(event, "suppressed")) {
+    } else if (type == RECORD_DELIVERED || type == RECORD_DEFERRED || type == RECORD_BOUNCED ||
+               type == RECORD_EXPIRED || type == RECORD_SUPPRESSED) {
         char name[64];
-        snprintf(name, sizeof name, "outrelay_recipients_%s_total", event);
+        snprintf(name, sizeof name, "outrelay_recipients_%s_total", records_type_name(type));
         add(name, 1,
             (const char *[]){"origin", origin, "egress", egress, "provider", provider, NULL});
-        if (!strcmp(event, "deferred") && is_shaping_reply(ev))
+        if (type == RECORD_DEFERRED && is_shaping_reply(ev))
             add("outrelay_shaping_events_total", 1,
                 (const char *[]){"egress", egress, "provider", provider, NULL});
-        if (!strcmp(event, "delivered")) {
+        if (type == RECORD_DELIVERED) {
             double s = (double)ev->delay_ms / 1000.0;
             for (size_t i = 0; i < N_BUCKETS; i++) {
                 char le[32];
@@ -130,17 +129,17 @@ static void observe(const struct record_event *ev)
             add("outrelay_delivery_delay_seconds_count", 1,
                 (const char *[]){"egress", egress, NULL});
         }
-    } else if (!strcmp(event, "checked") && ev->dmarc_result) {
+    } else if (type == RECORD_CHECKED && ev->dmarc_result) {
         add("outrelay_checks_total", 1,
             (const char *[]){"egress", egress, "dmarc", ev->dmarc_result, "spf",
                              ev->spf_result ? ev->spf_result : "", NULL});
-    } else if (!strcmp(event, "routed")) {
+    } else if (type == RECORD_ROUTED) {
         add("outrelay_routed_total", 1,
             (const char *[]){"egress", egress, "provider", provider, "how",
                              ev->action ? ev->action : "", NULL});
-    } else if (!strcmp(event, "ramp")) {
+    } else if (type == RECORD_RAMP) {
         add("outrelay_ramp_overrides_total", 1, NULL);
-    } else if (!strcmp(event, "shaping") && ev->action && strcmp(ev->action, "lifted") != 0) {
+    } else if (type == RECORD_SHAPING && ev->action && strcmp(ev->action, "lifted") != 0) {
         add("outrelay_shaping_activations_total", 1,
             (const char *[]){"egress", egress, "provider", provider, "action", ev->action, NULL});
     }

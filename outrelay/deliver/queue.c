@@ -304,10 +304,7 @@ static void emit_routed(struct message *m, size_t i, const struct route_decision
     struct rcpt *r = &m->r[i];
     if (e && r->routed == e) return;
     if (!e && r->waiting_recorded) return;
-    char detail[300];
-    snprintf(detail, sizeof detail, "provider=%s%s%s%s", provider, rd->reason[0] ? "; " : "",
-             rd->reason, e ? "" : "; waiting in the queue");
-    struct record_event ev = {.event = "routed",
+    struct record_event ev = {.type = RECORD_ROUTED,
                               .queue_id = m->env->queue_id,
                               .message_id = m->env->message_id,
                               .origin = m->env->origin,
@@ -317,10 +314,10 @@ static void emit_routed(struct message *m, size_t i, const struct route_decision
                               .from_domain = m->env->from_domain,
                               .ramp_percent = rd->share,
                               .provider = provider,
+                              .route_reason = rd->reason[0] ? rd->reason : NULL,
                               .action = !e                 ? "wait"
                                         : e != rd->planned ? "spill"
-                                                           : "ramp",
-                              .detail = detail};
+                                                           : "ramp"};
     records_emit(&ev);
     r->routed = e;
     r->waiting_recorded = !e;
@@ -509,7 +506,7 @@ void queue_emit(const char *event, const struct message *m, size_t rcpt,
 {
     int64_t now_us = clock_now_us();
     struct record_event ev = {
-        .event = event,
+        .type = records_type_of(event),
         .queue_id = m->env->queue_id,
         .message_id = m->env->message_id,
         .origin = m->env->origin,
@@ -530,6 +527,9 @@ void queue_emit(const char *event, const struct message *m, size_t rcpt,
         .delay_ms =
             (now_us - (m->env->arrival_us ? m->env->arrival_us : m->env->arrival * 1000000)) / 1000,
         .attempt_ms = info && info->started_us ? (now_us - info->started_us) / 1000 : 0,
+        .next_attempt_s = rcpt != SIZE_MAX && records_type_of(event) == RECORD_DEFERRED
+                              ? m->r[rcpt].next_try - clock_now()
+                              : 0,
         .detail = detail,
     };
     records_emit(&ev);
@@ -549,11 +549,11 @@ static void dsn_committed(void *arg, int status, const struct spool_loc *loc, co
     struct message *m = c->m;
     m->marks_pending--;
     if (status == 0) {
-        struct record_event ev = {.event = "dsn",
+        struct record_event ev = {.type = RECORD_DSN,
                                   .queue_id = m->env->queue_id,
                                   .message_id = m->env->message_id,
                                   .sender = m->env->sender,
-                                  .detail = c->env->queue_id};
+                                  .dsn_queue_id = c->env->queue_id};
         records_emit(&ev);
         queue_accept(c->env, loc, NULL);
         c->env = NULL;

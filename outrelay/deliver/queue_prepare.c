@@ -25,7 +25,7 @@ static void sign_done(void *arg, struct sign_result *r)
     m->sign = r;
     m->sign_state = STAGE_DONE;
     struct strbuf dkim = STRBUF_INIT;
-    struct record_event ev = {.event = "signed",
+    struct record_event ev = {.type = RECORD_SIGNED,
                               .queue_id = m->env->queue_id,
                               .message_id = m->env->message_id,
                               .origin = m->env->origin,
@@ -33,7 +33,7 @@ static void sign_done(void *arg, struct sign_result *r)
                               .from_domain = m->env->from_domain};
     if (r->n_upstream) {
         signer_describe(r->upstream, r->n_upstream, &dkim);
-        ev.event = "dkim-upstream";
+        ev.type = RECORD_DKIM_UPSTREAM;
         ev.dkim = dkim.data;
         ev.action = queue_strip_upstream(m) ? "strip" : "keep";
         /* a failure here may be ours: say that the data was changed before it was verified */
@@ -44,7 +44,7 @@ static void sign_done(void *arg, struct sign_result *r)
         ev.detail = NULL;
         strbuf_reset(&dkim);
     }
-    ev.event = "signed";
+    ev.type = RECORD_SIGNED;
     ev.action = NULL;
     struct strbuf detail = STRBUF_INIT;
     if (r->n_sigs) {
@@ -97,7 +97,7 @@ static void emit_check(const struct message *m, const struct egress_conf *e,
     alignment_policy_text(&c->dmarc, &policy);
     alignment_dkim_text(&c->dmarc, &dkim);
     struct record_event ev = {
-        .event = "checked",
+        .type = RECORD_CHECKED,
         .queue_id = m->env->queue_id,
         .message_id = m->env->message_id,
         .origin = m->env->origin,
@@ -110,6 +110,7 @@ static void emit_check(const struct message *m, const struct egress_conf *e,
         .dkim = dkim.len ? dkim.data : NULL,
         .dmarc_policy = policy.len ? policy.data : NULL,
         .dmarc_result = dmarc_verdict_name(c->dmarc.verdict),
+        .dkim_aligned = c->dmarc.dkim_aligned_pass,
         .action = action,
         .detail = detail               ? detail
                   : c->dmarc.reason[0] ? c->dmarc.reason
@@ -152,7 +153,7 @@ static void check_done(void *arg, struct alignment_result *r)
     if (temp && m->env->from_domain && ++m->check_tries < 3) {
         m->check_state = STAGE_TODO;
         m->check_retry_at = clock_now() + 60;
-        struct record_event ev = {.event = "checked",
+        struct record_event ev = {.type = RECORD_CHECKED,
                                   .queue_id = m->env->queue_id,
                                   .message_id = m->env->message_id,
                                   .origin = m->env->origin,

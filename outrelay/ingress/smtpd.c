@@ -225,7 +225,7 @@ static void record_refusal(const struct session *s, const char *recipient, const
     const char *text = reply + (strlen(reply) > 4 ? 4 : strlen(reply));
     if (sscanf(text, "%15[0-9.]", enhanced) == 1)
         text += strlen(enhanced) + (text[strlen(enhanced)] == ' ');
-    struct record_event ev = {.event = "refused",
+    struct record_event ev = {.type = RECORD_REFUSED,
                               .queue_id = s->env ? s->env->queue_id : NULL,
                               .message_id = s->env ? s->env->message_id : NULL,
                               .origin = s->origin ? s->origin->name : NULL,
@@ -419,17 +419,17 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
     struct envelope *env = s->env;
     s->env = NULL;
     if (status == 0) {
-        char rcpts[400];
-        snprintf(rcpts, sizeof rcpts, "nrcpt=%zu%s%s", env->n_rcpts,
-                 s->cert_subject[0] ? "; client certificate " : "", s->cert_subject);
-        struct record_event ev = {.event = "received",
+        char cert[400];
+        snprintf(cert, sizeof cert, "client certificate %s", s->cert_subject);
+        struct record_event ev = {.type = RECORD_RECEIVED,
                                   .queue_id = env->queue_id,
                                   .message_id = env->message_id,
                                   .origin = env->origin,
                                   .client_addr = env->client_addr,
                                   .sender = env->sender,
                                   .size = env->size,
-                                  .detail = rcpts};
+                                  .nrcpt = (int64_t)env->n_rcpts,
+                                  .detail = s->cert_subject[0] ? cert : NULL};
         records_emit(&ev);
         if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
         queue_accept(env, loc, &s->data);

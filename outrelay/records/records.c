@@ -19,9 +19,8 @@
 #include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/util.h"
+#include "records/records_internal.h"
 
-#define RECORDS_SCHEMA_VERSION 3
-#define RECORDS_SCHEMA_VERSION_TEXT "3"
 /* Rows per transaction: big enough to amortise the commit, small enough that a flush waiting
  * behind a burst is answered quickly and a failed commit loses little. */
 #define RECORDS_BATCH_MAX 1000
@@ -63,48 +62,11 @@ static const char records_insert_sql[] =
     "INSERT INTO events (ts_us, event, queue_id, message_id, origin, client_addr, sender, "
     "recipient, egress, source_addr, remote_mx, remote_addr, reply_code, enhanced_code, "
     "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail, from_domain, "
-    "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent, provider) "
+    "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent, provider, "
+    "nrcpt, route_reason, dsn_queue_id, next_attempt_s, dkim_aligned, rule, until_ts) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
-
-static const char records_schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS events ("
-    " id INTEGER PRIMARY KEY,"
-    " ts_us INTEGER NOT NULL,"
-    " event TEXT,"
-    " queue_id TEXT,"
-    " message_id TEXT,"
-    " origin TEXT,"
-    " client_addr TEXT,"
-    " sender TEXT,"
-    " recipient TEXT,"
-    " egress TEXT,"
-    " source_addr TEXT,"
-    " remote_mx TEXT,"
-    " remote_addr TEXT,"
-    " reply_code INTEGER,"
-    " enhanced_code TEXT,"
-    " reply_text TEXT,"
-    " tls_version TEXT,"
-    " tls_cipher TEXT,"
-    " size INTEGER,"
-    " delay_ms INTEGER,"
-    " attempt_ms INTEGER,"
-    " detail TEXT,"
-    " from_domain TEXT,"
-    " spf_result TEXT,"
-    " spf_domain TEXT,"
-    " dkim TEXT,"
-    " dmarc_policy TEXT,"
-    " dmarc_result TEXT,"
-    " action TEXT,"
-    " ramp_percent REAL,"
-    " provider TEXT);"
-    "CREATE INDEX IF NOT EXISTS events_queue_id ON events (queue_id);"
-    "CREATE INDEX IF NOT EXISTS events_message_id ON events (message_id);"
-    "CREATE INDEX IF NOT EXISTS events_ts_us ON events (ts_us);"
-    "CREATE INDEX IF NOT EXISTS events_event_ts ON events (event, ts_us);";
+    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, "
+    "?37)";
 
 /* ---- the log line ---------------------------------------------------------------------- */
 
@@ -135,13 +97,27 @@ static void records_put_sep(struct strbuf *sb, int *first)
     *first = 0;
 }
 
-static void records_put_field(struct strbuf *sb, int *first, const char *key, const char *value)
+/* key=value, or key=(value) when open is "(" (texts with spaces of their own). */
+static void records_put_wrapped(struct strbuf *sb, int *first, const char *key, const char *value,
+                                const char *open, const char *close)
 {
     if (!records_is_set(value)) return;
     records_put_sep(sb, first);
     strbuf_puts(sb, key);
     strbuf_puts(sb, "=");
+    strbuf_puts(sb, open);
     records_put_clean(sb, value);
+    strbuf_puts(sb, close);
+}
+
+static void records_put_field(struct strbuf *sb, int *first, const char *key, const char *value)
+{
+    records_put_wrapped(sb, first, key, value, "", "");
+}
+
+static void records_put_text(struct strbuf *sb, int *first, const char *key, const char *value)
+{
+    records_put_wrapped(sb, first, key, value, "(", ")");
 }
 
 /* Addresses in angle brackets; the null sender is "<>", so "" still counts as set. */
@@ -216,18 +192,18 @@ static void records_format_reply(const struct record_event *ev, struct strbuf *o
 }
 
 /* The Postfix status= word for events that end (or postpone) a delivery, else NULL. */
-static const char *records_status_word(const char *event)
+static const char *records_status_word(enum record_type type)
 {
-    static const char *const map[][2] = {
-        {"delivered", "sent"},
-        {"deferred", "deferred"},
-        {"bounced", "bounced"},
-        {"expired", "expired"},
-    };
-    if (event == NULL) return NULL;
-    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
-        if (strcmp(event, map[i][0]) == 0) return map[i][1];
-    return NULL;
+    switch (type) {
+    case RECORD_DELIVERED:
+        return "sent";
+    case RECORD_DEFERRED:
+    case RECORD_BOUNCED:
+    case RECORD_EXPIRED:
+        return records_type_name(type);
+    default:
+        return NULL;
+    }
 }
 
 static void records_log(const struct record_event *ev)
@@ -237,12 +213,16 @@ static void records_log(const struct record_event *ev)
 
     records_put_clean(&line, records_is_set(ev->queue_id) ? ev->queue_id : "NOQUEUE");
     strbuf_puts(&line, ": ");
-    records_put_clean(&line, records_is_set(ev->event) ? ev->event : "event");
+    records_put_clean(&line, records_type_name(ev->type));
 
     records_put_address(&line, &first, "to", ev->recipient);
     records_put_address(&line, &first, "from", ev->sender);
     records_put_field(&line, &first, "origin", ev->origin);
     records_put_field(&line, &first, "client", ev->client_addr);
+    if (ev->nrcpt != 0) {
+        records_put_sep(&line, &first);
+        strbuf_printf(&line, "nrcpt=%lld", (long long)ev->nrcpt);
+    }
     if (records_is_set(ev->message_id)) {
         records_put_sep(&line, &first);
         strbuf_puts(&line, "message-id=");
@@ -253,6 +233,9 @@ static void records_log(const struct record_event *ev)
     }
     records_put_field(&line, &first, "egress", ev->egress);
     records_put_field(&line, &first, "provider", ev->provider);
+    records_put_text(&line, &first, "reason", ev->route_reason);
+    records_put_field(&line, &first, "dsn_queue_id", ev->dsn_queue_id);
+    records_put_field(&line, &first, "rule", ev->rule);
     records_put_field(&line, &first, "source", ev->source_addr);
     records_put_relay(&line, &first, ev);
     if (ev->size != 0) {
@@ -270,25 +253,15 @@ static void records_log(const struct record_event *ev)
     records_put_field(&line, &first, "dmarc", ev->dmarc_result);
     records_put_field(&line, &first, "policy", ev->dmarc_policy);
     records_put_field(&line, &first, "action", ev->action);
-    if (records_is_set(ev->dkim)) {
-        records_put_sep(&line, &first);
-        strbuf_puts(&line, "dkim=(");
-        records_put_clean(&line, ev->dkim);
-        strbuf_puts(&line, ")");
-    }
+    records_put_text(&line, &first, "dkim", ev->dkim);
 
     records_format_reply(ev, &reply);
-    const char *status = records_status_word(ev->event);
+    const char *status = records_status_word(ev->type);
     if (status != NULL) {
         /* Postfix form: the reason in parentheses after status=; the reply wins, the detail
          * stands alone when both are known. */
         const char *reason = reply.len > 0 ? strbuf_str(&reply) : ev->detail;
-        if (reply.len > 0 && records_is_set(ev->detail)) {
-            records_put_sep(&line, &first);
-            strbuf_puts(&line, "detail=(");
-            records_put_clean(&line, ev->detail);
-            strbuf_puts(&line, ")");
-        }
+        if (reply.len > 0) records_put_text(&line, &first, "detail", ev->detail);
         records_put_sep(&line, &first);
         strbuf_printf(&line, "status=%s", status);
         if (records_is_set(reason)) {
@@ -297,18 +270,8 @@ static void records_log(const struct record_event *ev)
             strbuf_puts(&line, ")");
         }
     } else {
-        if (reply.len > 0) {
-            records_put_sep(&line, &first);
-            strbuf_puts(&line, "reply=(");
-            records_put_clean(&line, strbuf_str(&reply));
-            strbuf_puts(&line, ")");
-        }
-        if (records_is_set(ev->detail)) {
-            records_put_sep(&line, &first);
-            strbuf_puts(&line, "detail=(");
-            records_put_clean(&line, ev->detail);
-            strbuf_puts(&line, ")");
-        }
+        records_put_text(&line, &first, "reply", strbuf_str(&reply));
+        records_put_text(&line, &first, "detail", ev->detail);
     }
     log_msg(LOG_LEVEL_INFO, "%s", strbuf_str(&line));
     strbuf_free(&reply);
@@ -335,7 +298,6 @@ static const char *records_copy_string(const char *s, char **pool)
 
 /* The string members of struct record_event, so copying and sizing cannot drift apart. */
 #define RECORDS_FOR_EACH_STRING(X)                                                                 \
-    X(event)                                                                                       \
     X(queue_id)                                                                                    \
     X(message_id)                                                                                  \
     X(origin)                                                                                      \
@@ -358,7 +320,10 @@ static const char *records_copy_string(const char *s, char **pool)
     X(dmarc_policy)                                                                                \
     X(dmarc_result)                                                                                \
     X(action)                                                                                      \
-    X(provider)
+    X(provider)                                                                                    \
+    X(route_reason)                                                                                \
+    X(dsn_queue_id)                                                                                \
+    X(rule)
 
 static struct record_node *records_node_new(const struct record_event *ev)
 {
@@ -385,17 +350,26 @@ void records_set_observer(void (*observer)(const struct record_event *ev))
 
 static void records_enqueue(const struct record_event *ev, int64_t ts_us);
 
+/* An event without a known type is a caller's bug: said once per call, never stored. */
+static int records_type_known(const struct record_event *ev)
+{
+    if (records_type_name(ev->type) != NULL) return 1;
+    log_error("records: event of unknown type %d for %s not recorded", (int)ev->type,
+              records_is_set(ev->queue_id) ? ev->queue_id : "NOQUEUE");
+    return 0;
+}
+
 void records_emit(const struct record_event *ev)
 {
-    if (records_observer && ev) records_observer(ev);
-    if (ev == NULL) return;
+    if (ev == NULL || !records_type_known(ev)) return;
+    if (records_observer) records_observer(ev);
     records_log(ev);
     records_enqueue(ev, clock_now_us());
 }
 
 void records_emit_at(const struct record_event *ev, int64_t ts_us)
 {
-    if (ev == NULL) return;
+    if (ev == NULL || !records_type_known(ev)) return;
     records_log(ev);
     records_enqueue(ev, ts_us);
 }
@@ -506,7 +480,7 @@ static int records_insert_one(const struct record_node *node)
 {
     const struct record_event *ev = &node->ev;
     sqlite3_bind_int64(records_insert, 1, node->ts_us);
-    records_bind_text(2, ev->event);
+    records_bind_text(2, records_type_name(ev->type));
     records_bind_text(3, ev->queue_id);
     records_bind_text(4, ev->message_id);
     records_bind_text(5, ev->origin);
@@ -534,10 +508,20 @@ static int records_insert_one(const struct record_node *node)
     records_bind_text(27, ev->dmarc_result);
     records_bind_text(28, ev->action);
     records_bind_text(30, ev->provider);
-    if (ev->ramp_percent >= 0 && ev->event && strcmp(ev->event, "routed") == 0)
+    if (ev->ramp_percent >= 0 && ev->type == RECORD_ROUTED)
         sqlite3_bind_double(records_insert, 29, ev->ramp_percent);
     else
         sqlite3_bind_null(records_insert, 29);
+    records_bind_int(31, ev->nrcpt);
+    records_bind_text(32, ev->route_reason);
+    records_bind_text(33, ev->dsn_queue_id);
+    records_bind_int(34, ev->next_attempt_s);
+    if (ev->type == RECORD_CHECKED) /* 0 is a fact here: no aligned signature */
+        sqlite3_bind_int(records_insert, 35, ev->dkim_aligned != 0);
+    else
+        sqlite3_bind_null(records_insert, 35);
+    records_bind_text(36, ev->rule);
+    records_bind_int(37, ev->until);
     int rc = records_step(records_insert, "insert");
     sqlite3_clear_bindings(records_insert);
     return rc;
@@ -750,47 +734,6 @@ static int records_prepare(const char *sql, sqlite3_stmt **stmt, char *err, size
     return 0;
 }
 
-static int records_exec(const char *sql, char *err, size_t errlen)
-{
-    char *msg = NULL;
-    if (sqlite3_exec(records_db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "records: %s", msg != NULL ? msg : sqlite3_errmsg(records_db));
-        sqlite3_free(msg);
-        return -1;
-    }
-    return 0;
-}
-
-/* Version 1 databases lack the authentication and routing columns: add them. */
-static int records_migrate(char *err, size_t errlen)
-{
-    static const char *const added[][2] = {
-        {"from_domain", "TEXT"}, {"spf_result", "TEXT"},   {"spf_domain", "TEXT"},
-        {"dkim", "TEXT"},        {"dmarc_policy", "TEXT"}, {"dmarc_result", "TEXT"},
-        {"action", "TEXT"},      {"ramp_percent", "REAL"},   {"provider", "TEXT"},
-    };
-    for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
-        char sql[200];
-        sqlite3_stmt *st = NULL;
-        snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('events') WHERE name='%s'",
-                 added[i][0]);
-        if (sqlite3_prepare_v2(records_db, sql, -1, &st, NULL) != SQLITE_OK) {
-            snprintf(err, errlen, "records: %s", sqlite3_errmsg(records_db));
-            return -1;
-        }
-        int present = sqlite3_step(st) == SQLITE_ROW;
-        sqlite3_finalize(st);
-        if (present)
-            continue;
-        snprintf(sql, sizeof sql, "ALTER TABLE events ADD COLUMN %s %s;", added[i][0],
-                 added[i][1]);
-        if (records_exec(sql, err, errlen) != 0)
-            return -1;
-    }
-    return records_exec("UPDATE schema_version SET version = " RECORDS_SCHEMA_VERSION_TEXT ";",
-                        err, errlen);
-}
-
 static int records_open_db(const char *path, char *err, size_t errlen)
 {
     /* senders, recipients, Message-IDs: owner-only, and SQLite gives -wal/-shm the same mode */
@@ -804,20 +747,10 @@ static int records_open_db(const char *path, char *err, size_t errlen)
     }
     /* Report readers (CLI, HTTP) may hold the database briefly; wait rather than fail. */
     sqlite3_busy_timeout(records_db, 5000);
-    char version_sql[160];
-    snprintf(version_sql, sizeof version_sql,
-             "INSERT INTO schema_version (version) SELECT %d "
-             "WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
-             RECORDS_SCHEMA_VERSION);
-    if (records_exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err, errlen) != 0 ||
-        records_exec("BEGIN;", err, errlen) != 0)
+    if (records_sql_exec(records_db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err,
+                         errlen) != 0 ||
+        records_schema_apply(records_db, err, errlen) != 0)
         return -1;
-    if (records_exec(records_schema_sql, err, errlen) != 0 ||
-        records_migrate(err, errlen) != 0 || records_exec(version_sql, err, errlen) != 0) {
-        sqlite3_exec(records_db, "ROLLBACK;", NULL, NULL, NULL);
-        return -1;
-    }
-    if (records_exec("COMMIT;", err, errlen) != 0) return -1;
     if (records_prepare(records_insert_sql, &records_insert, err, errlen) != 0 ||
         records_prepare("BEGIN", &records_begin, err, errlen) != 0 ||
         records_prepare("COMMIT", &records_commit, err, errlen) != 0 ||

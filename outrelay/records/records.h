@@ -1,17 +1,46 @@
 /* records.h - every event of the mail path becomes one SQLite row (WAL) under <state>/records.db
  * and one Postfix-style log line ("QUEUEID: event=..., to=<...>, ..."). records_emit() may be
  * called from any thread; it copies the event and never blocks on disk: a writer thread batches
- * rows into transactions. records_close() flushes everything. Reports read the same table. */
+ * rows into transactions. records_close() flushes everything. Reports read the same table: each
+ * fact has its own column (records/schema.c); `detail` is free text for people only. */
 #ifndef OUTRELAY_RECORDS_H
 #define OUTRELAY_RECORDS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Every field is optional (NULL / 0) except event and queue_id. */
+/* What happened. The names ("received", ...) live only in records_type_name(); the row's
+ * event column holds the name. 0 is no type: such an event is refused. */
+enum record_type {
+    RECORD_RECEIVED = 1,  /* accepted (250 after DATA) */
+    RECORD_REFUSED,       /* refused by policy before 250 */
+    RECORD_SIGNED,        /* our DKIM signatures (or why none) */
+    RECORD_DKIM_UPSTREAM, /* signatures that came with the message, verified */
+    RECORD_CHECKED,       /* SPF / DMARC predicted for one egress */
+    RECORD_ROUTED,        /* egress chosen for a recipient (or waiting) */
+    RECORD_ATTEMPT,       /* one SMTP transaction */
+    RECORD_DELIVERED,
+    RECORD_DEFERRED,
+    RECORD_BOUNCED,
+    RECORD_EXPIRED,
+    RECORD_SUPPRESSED, /* duplicate of a delivered copy */
+    RECORD_HELD,
+    RECORD_RELEASED,
+    RECORD_DELETED,
+    RECORD_DSN,     /* a delivery status notification was queued */
+    RECORD_SHAPING, /* a shaping rule started or was lifted */
+    RECORD_RAMP,    /* an operator override of the ramp */
+};
+#define RECORD_TYPE_COUNT (RECORD_RAMP + 1)
+
+/* "received", ...; NULL for a value outside the enum. */
+const char *records_type_name(enum record_type type);
+/* The type of a name, 0 when there is none (for callers that carry the name as text). */
+enum record_type records_type_of(const char *name);
+
+/* Every field is optional (NULL / 0) except type and queue_id. */
 struct record_event {
-    const char *event; /* received, attempt, delivered, deferred, bounced, expired,
-                          held, released, deleted, dsn */
+    enum record_type type;
     const char *queue_id;
     const char *message_id;
     const char *origin;
@@ -40,12 +69,25 @@ struct record_event {
     const char *dmarc_result; /* predicted: pass, fail, temperror, none */
     const char *action;       /* what outrelay did about it: send, reroute, hold, bounce, ... */
     double ramp_percent;      /* the ramp's cloud share when the egress was chosen; <0 unset */
-    const char *provider;   /* of the recipient domain (route stage): google, ..., other */
+    const char *provider;     /* of the recipient domain (route stage): google, ..., other */
+    /* typed facts of single events (0 / NULL: not known) */
+    int64_t nrcpt;            /* received: recipients accepted */
+    const char *route_reason; /* routed: why this egress (ramp bucket, cap, pin) */
+    const char *dsn_queue_id; /* dsn: queue id of the notification message */
+    int64_t next_attempt_s;   /* deferred: seconds until the next attempt */
+    int dkim_aligned;         /* checked: 1 when a signature aligns and DNS has its key */
+    const char *rule;         /* shaping: the rule's name */
+    int64_t until;            /* shaping: when the action ends (Unix seconds) */
 };
 
-/* Opens (creates) <state_dir>/records.db, creates the schema, starts the writer thread.
- * Returns 0 / -1 with err filled. */
+/* Opens (creates) <state_dir>/records.db, creates the schema or upgrades an older one in place
+ * (records_upgrade), starts the writer thread. Returns 0 / -1 with err filled. */
 int records_open(const char *state_dir, char *err, size_t errlen);
+/* Brings the database at path (which must exist) to the current schema: columns added and
+ * filled from older rows' detail text, in one transaction. A database written by a newer
+ * outrelay is refused. For readers (reports) before they open it read-only; any thread.
+ * Returns 0 / -1 with err filled. */
+int records_upgrade(const char *path, char *err, size_t errlen);
 /* Rows older than this many seconds are deleted (at open, then hourly); 0 keeps everything.
  * Call before records_open, and again on a reload (any thread; the writer reads it). */
 void records_set_retention(int64_t seconds);

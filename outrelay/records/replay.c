@@ -55,17 +55,17 @@ void records_replay_close(struct records_replay *rp, long *messages, long *rows)
     free(rp);
 }
 
-static const char *replay_event_of(char mark)
+static enum record_type replay_type_of(char mark)
 {
     switch (mark) {
     case 'D':
-        return "delivered";
+        return RECORD_DELIVERED;
     case 'B':
-        return "bounced";
+        return RECORD_BOUNCED;
     case 'E':
-        return "expired";
+        return RECORD_EXPIRED;
     default:
-        return NULL;
+        return 0;
     }
 }
 
@@ -134,22 +134,21 @@ int records_replay_message(struct records_replay *rp, const struct envelope *env
     /* Our own DSNs are accepted by queue_send_dsn, which records "dsn" on the bounced message,
      * never "received": a replayed "received" would count them as accepted mail. */
     if (!k.received && strcmp(env->origin ? env->origin : "", "dsn") != 0) {
-        char detail[96];
-        snprintf(detail, sizeof detail, "nrcpt=%zu; " REPLAY_DETAIL, env->n_rcpts);
         struct record_event ev = base;
-        ev.event = "received";
+        ev.type = RECORD_RECEIVED;
         ev.size = env->size;
-        ev.detail = detail;
+        ev.nrcpt = (int64_t)env->n_rcpts;
+        ev.detail = REPLAY_DETAIL;
         records_emit_at(&ev, arrival); /* the spool knows when it was accepted */
         rows++;
     }
     for (size_t i = 0; i < env->n_rcpts; i++) {
-        const char *event = replay_event_of(final[i]);
-        if (!event || replay_known_has(&k, env->rcpts[i].address)) continue;
+        enum record_type type = replay_type_of(final[i]);
+        if (!type || replay_known_has(&k, env->rcpts[i].address)) continue;
         /* The mark proves the outcome, not its time or the remote reply: the row carries the
          * time of the replay and says so. */
         struct record_event ev = base;
-        ev.event = event;
+        ev.type = type;
         ev.recipient = env->rcpts[i].address;
         ev.detail = final[i] == 'D' ? REPLAY_DETAIL " (spool mark D: delivered, or suppressed "
                                                     "as a duplicate; time and reply not recorded)"
@@ -159,7 +158,7 @@ int records_replay_message(struct records_replay *rp, const struct envelope *env
     }
     if (deleted && !k.deleted) {
         struct record_event ev = base;
-        ev.event = "deleted";
+        ev.type = RECORD_DELETED;
         ev.detail = REPLAY_DETAIL;
         records_emit_at(&ev, now);
         rows++;

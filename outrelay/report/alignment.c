@@ -10,7 +10,7 @@
 #define ALIGNMENT_COUNTS                                                                           \
     "count(DISTINCT queue_id), sum(spf_result = 'pass'), sum(spf_result IN ('fail', "              \
     "'softfail')), sum(spf_result = 'temperror'), sum(coalesce(dkim, '') <> ''), "                 \
-    "sum(dkim LIKE '%key=ok aligned%'), sum(dmarc_result = 'pass'), sum(dmarc_result = "           \
+    "sum(dkim_aligned), sum(dmarc_result = 'pass'), sum(dmarc_result = "                           \
     "'fail'), sum(dmarc_result IN ('none', 'temperror')), sum(action = 'reroute'), "               \
     "sum(action = 'hold'), sum(action = 'bounce')"
 #define ALIGNMENT_N_COUNTS 12

@@ -2,7 +2,8 @@
  * state for each recipient (delivered, bounced, expired) or be deleted by the operator, unless it
  * is still in the queue. Counts what is unaccounted for (should be 0), lists the open messages,
  * and with --message-id or a window prints every event of each message, its DSN included.
- * The queue is asked over the control socket; read-only SQL otherwise. */
+ * The queue is asked over the control socket (`queue list --json`, read with SQLite's JSON
+ * functions); read-only SQL otherwise. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,14 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "report/report_internal.h"
+
+/* The trail's detail of a row in words: the typed facts of received, routed and dsn rows as
+ * the relay has always written them, then the row's own free text. */
+#define CONTINUITY_DETAIL_SQL                                                                      \
+    "CASE e.event WHEN 'received' THEN 'nrcpt=' || coalesce(e.nrcpt, 0) || coalesce('; ' || "      \
+    "e.detail, '') WHEN 'routed' THEN 'provider=' || coalesce(e.provider, '') || "                 \
+    "coalesce('; ' || e.route_reason, '') || CASE WHEN e.action = 'wait' THEN '; waiting in the "  \
+    "queue' ELSE '' END WHEN 'dsn' THEN e.dsn_queue_id ELSE e.detail END"
 
 struct continuity_queue {
     int known; /* the relay answered */
@@ -22,24 +31,36 @@ static int continuity_cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The queue ids the running relay holds ("queue list": one line per message, "ID[!] ..."). */
-static void continuity_queue_load(const struct config *cfg, struct continuity_queue *q)
+/* The queue ids the running relay holds: `queue list --json` ({"messages": [{"queue_id": ...},
+ * ...], "count": N}) read with SQLite's JSON functions. known stays 0 when the relay does not
+ * answer, or answers something that is not that object. */
+static void continuity_queue_load(struct report_ctx *ctx, struct continuity_queue *q)
 {
     struct strbuf out = STRBUF_INIT;
     char err[256];
     memset(q, 0, sizeof *q);
-    if (control_request(cfg->control_socket, "queue list", &out, err, sizeof err) == 0) {
-        q->known = 1;
-        char *save = NULL;
-        for (char *line = strtok_r(out.data, "\n", &save); line;
-             line = strtok_r(NULL, "\n", &save)) {
-            if (line[0] == ' ' || line[0] == '-' || line[0] == '\0') continue;
-            size_t len = strcspn(line, " !");
+    sqlite3_stmt *st = NULL;
+    if (control_request(ctx->cfg->control_socket, "queue list --json", &out, err, sizeof err) ==
+            0 &&
+        sqlite3_prepare_v2(ctx->db,
+                           /* one row even for an empty queue: whether it is the answer */
+                           "SELECT json_type(?1, '$.messages') = 'array', "
+                           "json_extract(m.value, '$.queue_id') FROM (SELECT 1) "
+                           "LEFT JOIN json_each(?1, '$.messages') AS m",
+                           -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, strbuf_str(&out), -1, SQLITE_STATIC);
+        int rc, is_list = 0;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            is_list = sqlite3_column_int(st, 0);
+            const char *id = (const char *)sqlite3_column_text(st, 1);
+            if (!is_list || !id) continue;
             q->ids = xrealloc(q->ids, (q->n + 1) * sizeof *q->ids);
-            q->ids[q->n++] = xstrndup(line, len);
+            q->ids[q->n++] = xstrdup(id);
         }
+        q->known = rc == SQLITE_DONE && is_list;
         if (q->n > 1) qsort(q->ids, q->n, sizeof *q->ids, continuity_cmp_str);
     }
+    sqlite3_finalize(st);
     strbuf_free(&out);
 }
 
@@ -60,7 +81,7 @@ static void continuity_queue_free(struct continuity_queue *q)
 static void continuity_messages_sql(struct report_ctx *ctx, struct strbuf *sql)
 {
     strbuf_puts(sql, "SELECT queue_id AS q, ts_us AS t0, message_id AS mid, sender AS snd, "
-                     "detail AS nrcpt FROM events WHERE event = 'received'");
+                     "nrcpt FROM events WHERE event = 'received'");
     if (ctx->opt.message_id) strbuf_puts(sql, " AND message_id IN (?1, ?2)");
     report_sql_filters(sql, ctx, NULL, REPORT_SENDER_DOMAIN_SQL("sender"), 0);
 }
@@ -95,7 +116,7 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
                                  struct report_table *open)
 {
     struct continuity_queue q;
-    continuity_queue_load(ctx->cfg, &q);
+    continuity_queue_load(ctx, &q);
     struct strbuf sql = STRBUF_INIT;
     strbuf_puts(&sql, "SELECT m.q, m.t0, m.mid, m.snd, m.nrcpt, (SELECT count(DISTINCT "
                       "f.recipient) FROM events f WHERE f.queue_id = m.q AND f.event IN "
@@ -115,8 +136,7 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (++accepted % 4096 == 0) report_progress(ctx, "continuity", (uint64_t)accepted, 0);
         const char *id = report_text_col(st, 0);
-        const char *nrcpt_text = report_text_col(st, 4); /* "nrcpt=N" */
-        int64_t nrcpt = atoll(nrcpt_text + strcspn(nrcpt_text, "0123456789"));
+        int64_t nrcpt = sqlite3_column_int64(st, 4);
         int64_t final = sqlite3_column_int64(st, 5);
         if (final >= nrcpt || sqlite3_column_int(st, 6)) {
             complete++;
@@ -153,12 +173,13 @@ static int continuity_trails(struct report_ctx *ctx, struct report_table *t)
     struct strbuf sql = STRBUF_INIT;
     strbuf_puts(&sql, "WITH m AS (");
     continuity_messages_sql(ctx, &sql);
-    strbuf_puts(&sql, "), g AS (SELECT q, t0, q AS orig FROM m UNION ALL SELECT d.detail, m.t0, "
-                      "m.q FROM events d JOIN m ON d.queue_id = m.q WHERE d.event = 'dsn') "
-                      "SELECT e.ts_us, e.queue_id, e.event, e.recipient, e.egress, e.remote_mx, "
-                      "e.remote_addr, e.reply_code, e.enhanced_code, e.reply_text, e.detail, "
-                      "e.message_id, e.action FROM g JOIN events e ON e.queue_id = g.q "
-                      "ORDER BY g.t0, g.orig, e.ts_us, e.id");
+    strbuf_puts(&sql,
+                "), g AS (SELECT q, t0, q AS orig FROM m UNION ALL SELECT d.dsn_queue_id, "
+                "m.t0, m.q FROM events d JOIN m ON d.queue_id = m.q WHERE d.event = 'dsn') "
+                "SELECT e.ts_us, e.queue_id, e.event, e.recipient, e.egress, e.remote_mx, "
+                "e.remote_addr, e.reply_code, e.enhanced_code, e.reply_text, " CONTINUITY_DETAIL_SQL
+                ", e.message_id, e.action FROM g JOIN events e ON "
+                "e.queue_id = g.q ORDER BY g.t0, g.orig, e.ts_us, e.id");
     char *alt = NULL;
     sqlite3_stmt *st = continuity_prepare(ctx, sql.data, &alt);
     strbuf_free(&sql);

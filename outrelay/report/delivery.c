@@ -1,7 +1,7 @@
 /* delivery.c - the delivery report: delivered / deferred / bounced / expired per egress x
  * provider with delivery delays (p50, p95 of delay_ms: acceptance to the remote 250), and the
- * most frequent remote replies. The provider is the row's own (schema 3), else the one the
- * recipient's latest `routed` row names. Read-only SQL; percentiles are computed here. */
+ * most frequent remote replies. The provider is the row's own, else the one the recipient's
+ * latest `routed` row names. Read-only SQL; percentiles are computed here. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,17 +54,13 @@ static struct delivery_group *delivery_group_of(struct delivery_group **groups, 
 static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
 {
     struct strbuf sql = STRBUF_INIT;
-    /* schema 3 rows name their provider; older ones (and recipients bounced before any
-     * attempt) take it from their latest routing decision */
-    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(");
-    if (ctx->has_provider) strbuf_puts(&sql, "e.provider, ");
-    strbuf_puts(
-        &sql,
-        "(SELECT " REPORT_PROVIDER_SQL(
-            "r.detail") " FROM events r WHERE "
-                        "r.queue_id = e.queue_id AND r.event = 'routed' AND r.recipient = "
-                        "e.recipient ORDER BY r.id DESC LIMIT 1), '-'), e.delay_ms FROM events e "
-                        "WHERE e.event IN ('delivered', 'deferred', 'bounced', 'expired')");
+    /* rows without a provider of their own (recipients bounced before any attempt, rows of
+     * schema 1 and 2) take it from the recipient's latest routing decision */
+    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(e.provider, (SELECT "
+                      "r.provider FROM events r WHERE r.queue_id = e.queue_id AND r.event = "
+                      "'routed' AND r.recipient = e.recipient ORDER BY r.id DESC LIMIT 1), '-'), "
+                      "e.delay_ms FROM events e WHERE e.event IN ('delivered', 'deferred', "
+                      "'bounced', 'expired')");
     report_sql_filters(&sql, ctx, "e", REPORT_SENDER_DOMAIN_SQL("e.sender"), 1);
     sqlite3_stmt *st = report_prepare(ctx, sql.data);
     strbuf_free(&sql);

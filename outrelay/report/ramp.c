@@ -15,6 +15,10 @@
 /* 1 when the route stage counts egress as the ramp's cloud side. ?1 = ramp.to, ?2 = ramp.from */
 #define RAMP_CLOUD_SQL "(CASE WHEN ?1 IS NOT NULL THEN egress = ?1 ELSE egress <> ?2 END)"
 #define RAMP_HOUR_SQL "strftime('%Y-%m-%d %H:00', ts_us / 1000000, 'unixepoch')"
+/* Why a recipient spilled or waited, in words: the route's reason, and that it waits. */
+#define RAMP_REASON_SQL                                                                            \
+    "CASE WHEN action = 'wait' THEN coalesce(route_reason || '; ', '') || 'waiting in the queue' " \
+    "ELSE coalesce(route_reason, '') END"
 
 static sqlite3_stmt *ramp_prepare(struct report_ctx *ctx, const char *sql)
 {
@@ -68,10 +72,9 @@ static int ramp_shares(struct report_ctx *ctx, struct report_table *t, const cha
 static int ramp_caps(struct report_ctx *ctx, struct report_table *t)
 {
     struct strbuf sql = STRBUF_INIT;
-    strbuf_puts(&sql, "SELECT " RAMP_HOUR_SQL ", " REPORT_PROVIDER_SQL(
-                          "detail") ", action, "
-                                    "coalesce(egress, '-'), count(*), min(detail) FROM events "
-                                    "WHERE event = 'routed' AND action IN ('spill', 'wait')");
+    strbuf_puts(&sql, "SELECT " RAMP_HOUR_SQL ", provider, action, coalesce(egress, '-'), "
+                      "count(*), min(" RAMP_REASON_SQL ") FROM events "
+                      "WHERE event = 'routed' AND action IN ('spill', 'wait')");
     report_sql_filters(&sql, ctx, NULL, "from_domain", 1);
     strbuf_puts(&sql, " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
     sqlite3_stmt *st = ramp_prepare(ctx, sql.data);
@@ -83,10 +86,7 @@ static int ramp_caps(struct report_ctx *ctx, struct report_table *t)
         for (int c = 0; c < 4; c++)
             report_put(t, (size_t)c, report_text_col(st, c));
         report_puti(t, 4, sqlite3_column_int64(st, 4));
-        /* the reason without the "provider=NAME; " prefix */
-        const char *why = report_text_col(st, 5);
-        const char *semi = strstr(why, "; ");
-        report_put(t, 5, semi ? semi + 2 : why);
+        report_put(t, 5, report_text_col(st, 5));
     }
     return ramp_done(ctx, st, rc);
 }
@@ -249,12 +249,11 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
         "time egress provider action detail");
 
     char hour_provider[400];
-    snprintf(hour_provider, sizeof hour_provider, "%s, %s", RAMP_HOUR_SQL,
-             REPORT_ROUTED_PROVIDER_SQL(ctx));
+    snprintf(hour_provider, sizeof hour_provider, "%s, provider", RAMP_HOUR_SQL);
     if (ramp_shares(ctx, hours, RAMP_HOUR_SQL, 1) < 0 ||
         ramp_shares(ctx, hourly, hour_provider, 2) < 0 ||
-        ramp_shares(ctx, providers, REPORT_ROUTED_PROVIDER_SQL(ctx), 1) < 0 ||
-        ramp_caps(ctx, caps) < 0 || ramp_shaping(ctx, shaping, deferrals) < 0 ||
+        ramp_shares(ctx, providers, "provider", 1) < 0 || ramp_caps(ctx, caps) < 0 ||
+        ramp_shaping(ctx, shaping, deferrals) < 0 ||
         ramp_event_rows(ctx, overrides, "ramp", "action, detail", 2, 0) < 0 ||
         ramp_event_rows(ctx, suspensions, "shaping", "egress, provider, action, detail", 4, 1) < 0)
         return -1;

@@ -1,7 +1,8 @@
-/* report_internal.h - what the report modules share: options, the read-only database handle,
- * the table model every report fills (report_table) and the renderers that print it (text,
- * CSV, JSON, HTML). One report = one report_doc of named tables; the first is the main one.
- * Single-threaded; every string a table holds is owned by the table. */
+/* report_internal.h - what the report modules share: options, the read-only database handle
+ * and the filter SQL (report_core.c), the table model every report fills (report_table, table.c)
+ * and the renderers that print it (text, CSV, JSON, HTML). One report = one report_doc of named
+ * tables; the first is the main one. Builders use the core and the tables; only report.c and
+ * html.c call builders. Single-threaded; every string a table holds is owned by the table. */
 #ifndef OUTRELAY_REPORT_INTERNAL_H
 #define OUTRELAY_REPORT_INTERNAL_H
 
@@ -33,7 +34,6 @@ struct report_options {
 struct report_ctx {
     const struct config *cfg;
     sqlite3 *db;
-    int has_provider; /* schema 3: delivery and routing rows carry a provider column */
     int has_rua;      /* rua_reports exists (aggregate reports were imported) */
     struct report_options opt;
     char err[512];
@@ -90,7 +90,11 @@ void report_json_string(struct strbuf *out, const char *s);
 void report_csv_field(FILE *f, const char *s);
 void report_html_escape(struct strbuf *out, const char *s);
 
-/* ---- database and shared SQL pieces --------------------------------------------------------- */
+/* ---- database and shared SQL pieces (report_core.c) ----------------------------------------- */
+
+/* Opens <state>/records.db into ctx->db read-only, upgrading an older schema in place first
+ * (records_upgrade); a database of a newer outrelay is refused. 0 / -1 with ctx->err. */
+int report_open(struct report_ctx *ctx);
 
 /* Appends " AND <time window> [AND domain] [AND egress]" over events table alias `a` (may be
  * ""), binding nothing: values go in as parameters ?101 since, ?102 until, ?103 domain, ?104
@@ -101,14 +105,6 @@ void report_sql_filters(struct strbuf *sql, const struct report_ctx *ctx, const 
 void report_bind_filters(sqlite3_stmt *st, const struct report_ctx *ctx);
 /* Prepares sql; on failure fills ctx->err and returns NULL. */
 sqlite3_stmt *report_prepare(struct report_ctx *ctx, const char *sql);
-/* SQL for the provider named in a routed row's detail ("provider=NAME; ..."), column `col`. */
-#define REPORT_PROVIDER_SQL(col)                                                                   \
-    "CASE WHEN " col " LIKE 'provider=%' THEN substr(" col ", 10, instr(" col                      \
-    " || ';', ';') - 10) END"
-/* The provider of a routed row: the provider column (schema 3), else the detail text. */
-#define REPORT_ROUTED_PROVIDER_SQL(ctx)                                                            \
-    ((ctx)->has_provider ? "coalesce(provider, " REPORT_PROVIDER_SQL("detail") ")"                 \
-                         : REPORT_PROVIDER_SQL("detail"))
 /* The sending domain of an envelope sender column. */
 #define REPORT_SENDER_DOMAIN_SQL(col) "lower(substr(" col ", instr(" col ", '@') + 1))"
 

@@ -216,10 +216,11 @@ static void lift(struct route_world *w, struct route_shaping *s, const char *why
              why);
     char detail[300];
     snprintf(detail, sizeof detail, "rule %s lifted (%s)", s->rule->name, why);
-    struct record_event ev = {.event = "shaping",
+    struct record_event ev = {.type = RECORD_SHAPING,
                               .queue_id = "-",
                               .egress = s->pair->egress->name,
                               .provider = s->pair->provider,
+                              .rule = s->rule->name,
                               .action = "lifted",
                               .detail = detail};
     records_emit(&ev);
@@ -317,10 +318,12 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
         char detail[300];
         snprintf(detail, sizeof detail, "rule %s: %s until %s", r->name,
                  config_shaping_action_name(r->action), until);
-        struct record_event ev = {.event = "shaping",
+        struct record_event ev = {.type = RECORD_SHAPING,
                                   .queue_id = "-",
                                   .egress = p->egress->name,
                                   .provider = p->provider,
+                                  .rule = r->name,
+                                  .until = s->until,
                                   .reply_code = code,
                                   .enhanced_code = enhanced,
                                   .reply_text = text,

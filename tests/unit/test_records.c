@@ -26,7 +26,7 @@
 #define THREAD_EVENTS 1000
 
 static const struct record_event full_event = {
-    .event = "delivered",
+    .type = RECORD_DELIVERED,
     .queue_id = "7F3A2B1C0D",
     .message_id = "<m.1@example.org>",
     .origin = "zimbra",
@@ -104,7 +104,7 @@ static void *emit_many(void *arg)
         snprintf(qid, sizeof qid, "T%d-%05d", e->thread, i);
         snprintf(rcpt, sizeof rcpt, "r%d@example.net", i);
         struct record_event ev = {
-            .event = (i % 2) ? "attempt" : "received",
+            .type = (i % 2) ? RECORD_ATTEMPT : RECORD_RECEIVED,
             .queue_id = qid,
             .recipient = rcpt,
             .size = i + 1,
@@ -157,7 +157,7 @@ static void test_records_rows_from_two_threads(void **state)
     assert_int_equal(records_open(statedir, err, sizeof err), -1); /* already open */
 
     records_emit(&full_event);
-    struct record_event minimal = {.event = "held", .queue_id = "MINIMAL1", .sender = ""};
+    struct record_event minimal = {.type = RECORD_HELD, .queue_id = "MINIMAL1", .sender = ""};
     records_emit(&minimal);
     pthread_t threads[2];
     struct emitter emitters[2] = {{1}, {2}};
@@ -173,7 +173,7 @@ static void test_records_rows_from_two_threads(void **state)
     assert_int_equal(query_int(db, "SELECT count(*) FROM events"), 2 + 2 * THREAD_EVENTS);
     assert_int_equal(query_int(db, "SELECT count(DISTINCT queue_id) FROM events"),
                      2 + 2 * THREAD_EVENTS);
-    assert_int_equal(query_int(db, "SELECT version FROM schema_version"), 3);
+    assert_int_equal(query_int(db, "SELECT version FROM schema_version"), 4);
     query_text(db, "PRAGMA journal_mode", text, sizeof text);
     assert_string_equal(text, "wal");
     assert_int_equal(query_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND "
@@ -234,7 +234,7 @@ static void test_records_rows_from_two_threads(void **state)
         }
     }
     assert_int_equal(set, 5);
-    assert_int_equal(sqlite3_column_count(st), 31);
+    assert_int_equal(sqlite3_column_count(st), 38);
     sqlite3_finalize(st);
     sqlite3_close(db);
 
@@ -278,7 +278,7 @@ static void capture_stderr(void (*fn)(void), char *buf, size_t size)
 static void emit_examples(void)
 {
     struct record_event delivered = {
-        .event = "delivered",
+        .type = RECORD_DELIVERED,
         .queue_id = "7F3A2B1C0D",
         .recipient = "a@example.net",
         .egress = "legacy",
@@ -291,23 +291,24 @@ static void emit_examples(void)
         .reply_text = "2.0.0 Ok queued as X",
     };
     struct record_event received = {
-        .event = "received",
+        .type = RECORD_RECEIVED,
         .queue_id = "7F3A2B1C0D",
         .sender = "s@example.org",
         .origin = "zimbra",
         .client_addr = "127.0.0.1",
         .message_id = "m.1@example.org",
         .size = 4096,
+        .nrcpt = 2,
     };
     struct record_event deferred = {
-        .event = "deferred",
+        .type = RECORD_DEFERRED,
         .queue_id = "7F3A2B1C0E",
         .recipient = "b@example.com",
         .remote_addr = "[2001:db8::25]:25",
         .detail = "connect to mx: Connection refused",
     };
     struct record_event hostile = {
-        .event = "bounced",
+        .type = RECORD_BOUNCED,
         .queue_id = "7F3A2B1C0F",
         .recipient = "c@example.com",
         .reply_code = 550,
@@ -318,12 +319,23 @@ static void emit_examples(void)
     records_emit(&received);
     records_emit(&deferred);
     records_emit(&hostile);
+    struct record_event routed = {
+        .type = RECORD_ROUTED,
+        .queue_id = "7F3A2B1C0D",
+        .recipient = "a@example.net",
+        .provider = "google",
+        .route_reason = "ramp 25.00%: bucket 12 -> cloud",
+        .action = "ramp",
+    };
+    struct record_event untyped = {.queue_id = "7F3A2B1C0D"}; /* refused, said once */
+    records_emit(&routed);
+    records_emit(&untyped);
 }
 
 static void test_records_log_lines(void **state)
 {
     (void)state;
-    char out[4096];
+    char out[8192];
     log_init("test_records", 0, LOG_LEVEL_INFO);
     capture_stderr(emit_examples, out, sizeof out);
     log_init("test_records", 0, LOG_LEVEL_WARN);
@@ -333,16 +345,19 @@ static void test_records_log_lines(void **state)
         "relay=mx1.example.net[127.0.0.1]:25, delay=0.42, tls=TLSv1.3, dsn=2.0.0, "
         "status=sent (250 2.0.0 Ok queued as X)\n",
         "]: 7F3A2B1C0D: received from=<s@example.org>, origin=zimbra, "
-        "client=127.0.0.1, message-id=<m.1@example.org>, size=4096\n",
+        "client=127.0.0.1, nrcpt=2, message-id=<m.1@example.org>, size=4096\n",
         "]: 7F3A2B1C0E: deferred to=<b@example.com>, relay=unknown[2001:db8::25]:25, "
         "status=deferred (connect to mx: Connection refused)\n",
         "]: 7F3A2B1C0F: bounced to=<c@example.com>, dsn=5.1.1, "
         "status=bounced (550 5.1.1 no such user??7F3A2B1C0F: delivered fake)\n",
+        "]: 7F3A2B1C0D: routed to=<a@example.net>, provider=google, "
+        "reason=(ramp 25.00%: bucket 12 -> cloud), action=ramp\n",
+        "error: event of unknown type 0 for 7F3A2B1C0D not recorded\n",
     };
     int count = 0;
     for (const char *p = out; (p = strchr(p, '\n')) != NULL; p++)
         count++;
-    assert_int_equal(count, 4);
+    assert_int_equal(count, 6);
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         if (strstr(out, lines[i]) == NULL) fail_msg("missing log line %s\nin:\n%s", lines[i], out);
     }
@@ -395,7 +410,7 @@ static void test_records_retention(void **state)
     char err[256] = "";
     records_set_retention(0);
     assert_int_equal(records_open(dir, err, sizeof err), 0);
-    struct record_event ev = {.event = "received", .queue_id = "KEEP1"};
+    struct record_event ev = {.type = RECORD_RECEIVED, .queue_id = "KEEP1"};
     records_emit(&ev);
     records_flush();
     records_close();
@@ -455,9 +470,9 @@ static void test_records_replay_from_spool(void **state)
     char *dir = make_tmpdir();
     char err[256] = "";
     assert_int_equal(records_open(dir, err, sizeof err), 0);
-    struct record_event rcv = {.event = "received", .queue_id = "RPQ1", .detail = "nrcpt=2"};
+    struct record_event rcv = {.type = RECORD_RECEIVED, .queue_id = "RPQ1", .nrcpt = 2};
     struct record_event dlv = {
-        .event = "delivered", .queue_id = "RPQ1", .recipient = "r0@example.net"};
+        .type = RECORD_DELIVERED, .queue_id = "RPQ1", .recipient = "r0@example.net"};
     records_emit(&rcv);
     records_emit(&dlv);
     records_flush();
@@ -491,7 +506,10 @@ static void test_records_replay_from_spool(void **state)
     assert_string_equal(text, "delivered");
     query_text(db, "SELECT detail FROM events WHERE queue_id='RPQ3' AND event='received'", text,
                sizeof text);
-    assert_string_equal(text, "nrcpt=1; replayed from spool at start");
+    assert_string_equal(text, "replayed from spool at start");
+    assert_int_equal(query_int(db, "SELECT nrcpt FROM events WHERE queue_id='RPQ3' AND "
+                                   "event='received'"),
+                     1);
     assert_int_equal(query_int(db, "SELECT ts_us FROM events WHERE queue_id='RPQ3' AND "
                                    "event='received'"),
                      1795990000123456LL);

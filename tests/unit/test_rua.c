@@ -49,7 +49,7 @@ static void remove_tree(const char *dir)
 static void emit_checked(const char *qid, const char *domain, const char *egress, const char *ip,
                          const char *spf, const char *dmarc)
 {
-    struct record_event ev = {.event = "checked",
+    struct record_event ev = {.type = RECORD_CHECKED,
                               .queue_id = qid,
                               .sender = "news@example.org",
                               .egress = egress,
@@ -84,14 +84,14 @@ static int setup(void **state)
     emit_checked("Q7", "example.net", "cloud", "198.51.100.20", "fail", "fail");
     emit_checked("Q8", "example.net", "legacy", "192.0.2.10", "softfail", "fail");
     /* not predictions for an IP: a DNS recheck and a delivery */
-    struct record_event recheck = {.event = "checked",
+    struct record_event recheck = {.type = RECORD_CHECKED,
                                    .queue_id = "Q9",
                                    .from_domain = "example.org",
                                    .dmarc_result = "temperror",
                                    .action = "recheck",
                                    .ramp_percent = -1};
     records_emit(&recheck);
-    struct record_event delivered = {.event = "delivered",
+    struct record_event delivered = {.type = RECORD_DELIVERED,
                                      .queue_id = "Q1",
                                      .recipient = "a@example.net",
                                      .source_addr = "192.0.2.10",
