@@ -21,7 +21,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/queue.h"
+#include "qmgr/qmgr.h"
 #include "deliver/smtpc_internal.h"
 #include "dns/dns.h"
 #include "ingress/smtp_proto.h"

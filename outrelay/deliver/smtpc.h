@@ -3,7 +3,7 @@
 #ifndef OUTRELAY_SMTPC_H
 #define OUTRELAY_SMTPC_H
 #include "common/strbuf.h"
-#include "deliver/delivery.h"
+#include "qmgr/delivery.h"
 
 /* A remote server's reply, read one line at a time (without CRLF) the way a connection reads
  * it: *reply collects the lines' texts joined by one space (about 8 KiB at most), *reply_code

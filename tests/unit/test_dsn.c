@@ -15,7 +15,7 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "deliver/dsn.h"
+#include "qmgr/dsn.h"
 
 static const char test_original[] = "Received: from client.example.org\r\n"
                                     "From: Sender <s@example.org>\r\n"

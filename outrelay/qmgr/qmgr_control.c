@@ -1,6 +1,6 @@
-/* queue_control.c - the operator's view of the queue manager: queue_control() (list, show,
+/* qmgr_control.c - the operator's view of the queue manager: qmgr_control() (list, show,
  * shape, hold, release, flush, delete; one message by id or many by selector: --domain,
- * --sender, --egress, ALL; text or --json) and the counts (queue_size, queue_stats). Sets a
+ * --sender, --egress, ALL; text or --json) and the counts (qmgr_size, qmgr_stats). Sets a
  * message's operator flags and retry times, then leaves marks, records and scheduling to
  * queue.c; never frees a message. Loop thread only. */
 #include <stdio.h>
@@ -12,15 +12,15 @@
 #include "common/hashmap.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "deliver/queue.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr.h"
+#include "qmgr/qmgr_internal.h"
 
-size_t queue_size(void)
+size_t qmgr_size(void)
 {
     return queue_by_id ? hashmap_count(queue_by_id) : 0;
 }
 
-void queue_stats(size_t *active, size_t *deferred, size_t *held)
+void qmgr_stats(size_t *active, size_t *deferred, size_t *held)
 {
     int64_t now = clock_now();
     struct message *m;
@@ -257,7 +257,7 @@ static int command_list(const struct request *req, struct strbuf *out)
         else
             list_message(m, out, 0);
     }
-    if (req->sel == SEL_NONE) n = queue_size();
+    if (req->sel == SEL_NONE) n = qmgr_size();
     if (req->json) {
         json_array_end(&w);
         json_int(&w, "count", (int64_t)n);
@@ -593,7 +593,7 @@ static int command_run(const struct request *req, struct strbuf *out)
     return -1;
 }
 
-int queue_control(const char *command, struct strbuf *out)
+int qmgr_control(const char *command, struct strbuf *out)
 {
     char *copy = xstrdup(command ? command : "");
     struct request req;

@@ -10,7 +10,7 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 #include "records/records.h"
 #include "sign/signer.h"
 #include "check/alignment.h"

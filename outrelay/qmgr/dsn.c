@@ -3,7 +3,7 @@
  * It never emits a line longer than 998 octets or a bare CR/LF, and cleans every text that came
  * from outside (remote replies, addresses) so it cannot inject header lines. Called by deliver
  * when recipients fail permanently or expire; the caller spools the result with the null sender. */
-#include "deliver/dsn.h"
+#include "qmgr/dsn.h"
 
 #include <stdatomic.h>
 #include <string.h>

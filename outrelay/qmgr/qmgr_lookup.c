@@ -10,7 +10,7 @@
 #include "common/hashmap.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 #include "dns/dns.h"
 #include "records/records.h"
 #include "route/route.h"
@@ -187,7 +187,7 @@ void queue_lookup_init(const struct config *cfg)
                                   dedup_load_one, NULL);
 }
 
-/* SIGHUP (queue_reload): the providers may be grouped differently now, and the names cached
+/* SIGHUP (qmgr_reload): the providers may be grouped differently now, and the names cached
  * here belong to the old config; every domain is looked up again at its next recipient. */
 static void expire_provider(void *arg, const char *key, void *value)
 {

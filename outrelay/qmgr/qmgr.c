@@ -3,8 +3,8 @@
  * destinations, job outcomes and retries, spool marks, DSNs, forgetting. Ordering rule for
  * durability: a recipient's final mark goes to the spool only after whatever must survive it (the
  * DSN) is durable; a message is forgotten only after all its marks are durable. Sign and check
- * stages: queue_prepare.c; lookups: queue_lookup.c; operator commands: queue_control.c. */
-#include "deliver/queue.h"
+ * stages: queue_prepare.c; lookups: queue_lookup.c; operator commands: qmgr_control.c. */
+#include "qmgr/qmgr.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -16,9 +16,9 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/delivery.h"
-#include "deliver/dsn.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/delivery.h"
+#include "qmgr/dsn.h"
+#include "qmgr/qmgr_internal.h"
 #include "ingress/smtp_proto.h"
 #include "records/records.h"
 #include "sign/signer.h"
@@ -555,7 +555,7 @@ static void dsn_committed(void *arg, int status, const struct spool_loc *loc, co
                                   .sender = m->env->sender,
                                   .detail = c->env->queue_id};
         records_emit(&ev);
-        queue_accept(c->env, loc, NULL);
+        qmgr_accept(c->env, loc, NULL);
         c->env = NULL;
         for (size_t i = 0; i < c->n; i++)
             queue_submit_mark(m, c->rcpts[i], m->r[c->rcpts[i]].final);
@@ -740,7 +740,7 @@ void queue_job_done(struct job *job, const struct attempt_info *info)
 
 /* --- intake ---------------------------------------------------------------------------------- */
 
-void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data)
+void qmgr_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data)
 {
     struct message *m = message_new(env, loc);
     queue_message_add_pin(m, loc->segment);
@@ -798,7 +798,7 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
     return 1;
 }
 
-int queue_recover(char *err, size_t errlen)
+int qmgr_recover(char *err, size_t errlen)
 {
     int n = spool_recover(queue_spool, recover_one, NULL, err, errlen);
     if (n < 0) return -1;
@@ -811,7 +811,7 @@ int queue_recover(char *err, size_t errlen)
     return n;
 }
 
-int queue_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
+int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
                size_t errlen)
 {
     queue_base = base;
@@ -835,7 +835,7 @@ static void reload_dest(void *arg, const char *key, void *value)
     d->egress = current_egress(d->egress);
 }
 
-int queue_reload(const struct config *cfg, char *err, size_t errlen)
+int qmgr_reload(const struct config *cfg, char *err, size_t errlen)
 {
     if (smtpc_reload(cfg, err, errlen) < 0) return -1;
     queue_cfg = cfg;
@@ -862,7 +862,7 @@ static void free_dest(void *arg, const char *key, void *value)
     free(d);
 }
 
-void queue_stop(void)
+void qmgr_stop(void)
 {
     queue_stopping = 1;
     if (queue_timer) event_free(queue_timer);
@@ -870,9 +870,9 @@ void queue_stop(void)
     smtpc_shutdown();
 }
 
-void queue_shutdown(void)
+void qmgr_shutdown(void)
 {
-    if (!queue_stopping) queue_stop();
+    if (!queue_stopping) qmgr_stop();
     if (queue_dests) {
         hashmap_foreach(queue_dests, free_dest, NULL);
         hashmap_free(queue_dests);

@@ -1,5 +1,5 @@
 /* queue_internal.h - INTERNAL to deliver/: what the queue manager's files share (queue.c,
- * queue_prepare.c, queue_lookup.c, queue_control.c). Nothing outside deliver/ includes it; the
+ * queue_prepare.c, queue_lookup.c, qmgr_control.c). Nothing outside deliver/ includes it; the
  * API is queue.h and delivery.h. queue.c owns every struct message (allocates it in intake and
  * recovery, frees it once forgotten); the other files only borrow them. Loop thread only. */
 #ifndef OUTRELAY_QUEUE_INTERNAL_H
@@ -14,7 +14,7 @@
 #include "common/hashmap.h"
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "deliver/delivery.h"
+#include "qmgr/delivery.h"
 #include "spool/envelope.h"
 #include "spool/spool.h"
 
@@ -62,7 +62,7 @@ struct message {
 };
 TAILQ_HEAD(message_list, message);
 
-/* queue.c: the module's state, set by queue_init() and freed by queue_shutdown() */
+/* queue.c: the module's state, set by qmgr_init() and freed by qmgr_shutdown() */
 extern const struct config *queue_cfg;
 extern struct spool *queue_spool;
 extern struct message_list queue_messages;

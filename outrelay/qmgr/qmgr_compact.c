@@ -9,7 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 
 #define COMPACT_BATCH 500 /* messages moved per pass at most */
 #define COMPACT_LAG 4     /* segments between the oldest and the active one before we act */

@@ -92,7 +92,7 @@ void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
 /* smtpc.c, for queue.c */
 int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
 /* SIGHUP: new connections use cfg; open ones finish with the egress they started with. -1 with
- * err (nothing changed) when an egress's TLS files cannot be loaded. Called by queue_reload. */
+ * err (nothing changed) when an egress's TLS files cannot be loaded. Called by qmgr_reload. */
 int smtpc_reload(const struct config *cfg, char *err, size_t errlen);
 /* Opens a new connection for d (d->connections already counted by the caller). */
 void smtpc_open(struct dest *d);
