@@ -1,7 +1,7 @@
-/* delivery.h - what the queue manager (queue.c) and the SMTP client (smtpc.c) share: a job
- * (one message, one egress, one destination, the recipients due now) and a destination (where
- * jobs wait for a connection, with its concurrency and idle connections). queue.c owns both;
- * smtpc.c takes jobs from a destination and reports each job's outcome. Loop thread only. */
+/* delivery.h - what the queue manager (qmgr/) and the SMTP client (smtpc) share: a job (one
+ * message, one egress, one destination, the recipients due now) and a destination (where jobs
+ * wait for a connection, with its concurrency and idle connections). qmgr_dest.c owns both;
+ * smtpc takes jobs from a destination and reports each job's outcome. Loop thread only. */
 #ifndef OUTRELAY_DELIVERY_H
 #define OUTRELAY_DELIVERY_H
 
@@ -16,6 +16,7 @@
 #include "spool/envelope.h"
 
 struct message;
+struct qmgr;
 struct smtpc_conn;
 
 /* The outcome for one recipient of a job. code 0 = no reply (connection-level trouble). */
@@ -37,6 +38,7 @@ struct job {
 TAILQ_HEAD(job_list, job);
 
 struct dest {
+    struct qmgr *qmgr; /* the queue manager that owns it */
     char *key; /* "egress/domain" */
     const struct egress_conf *egress;
     char *domain; /* recipient domain; "" for a smarthost */
@@ -69,7 +71,7 @@ struct attempt_info {
     const char *reply_text;
 };
 
-/* queue.c, for smtpc.c */
+/* qmgr/, for smtpc */
 struct job *queue_dest_take_job(struct dest *d);
 /* Every results[] entry is filled. The job is freed by the queue. */
 void queue_job_done(struct job *job, const struct attempt_info *info);
@@ -89,7 +91,7 @@ void queue_dest_working_closed(struct dest *d);
 void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
                        const struct attempt_info *info);
 
-/* smtpc.c, for queue.c */
+/* smtpc, for qmgr/ */
 int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
 /* SIGHUP: new connections use cfg; open ones finish with the egress they started with. -1 with
  * err (nothing changed) when an egress's TLS files cannot be loaded. Called by qmgr_reload. */

@@ -1,9 +1,10 @@
-/* queue.h - the in-memory queue manager: every message in the spool with its per-recipient
- * state, the retry schedule, holds, expiry and DSNs. It hands delivery jobs (one message, one
- * egress, one destination, its due recipients) to smtpc and records their outcome: marks in the
- * spool first, then events. Loop thread only. */
-#ifndef OUTRELAY_QUEUE_H
-#define OUTRELAY_QUEUE_H
+/* qmgr.h - the queue manager: every message in the spool with its per-recipient state. A message
+ * enters from ingress (qmgr_accept) or recovery, goes through the prepare stages (sign, check),
+ * then its due recipients are routed and handed to smtpc as jobs (delivery.h); outcomes become
+ * spool marks first, then records, DSNs and retries. Called by main (life cycle), ingress
+ * (intake) and control (operator commands, counts). Loop thread only. */
+#ifndef OUTRELAY_QMGR_H
+#define OUTRELAY_QMGR_H
 
 #include <event2/event.h>
 #include <stddef.h>
@@ -14,7 +15,7 @@
 #include "spool/spool.h"
 
 int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
-               size_t errlen);
+              size_t errlen);
 /* SIGHUP: the queue, its destinations and the SMTP client use cfg from now on (retry, lifetime,
  * egresses, alignment actions, dedup window, providers). Destinations and queued recipients are
  * matched to the new egresses by name; a destination whose egress was removed keeps the old one
