@@ -1,8 +1,8 @@
 /* qmgr_control.c - the operator's view of the queue manager: qmgr_control() (list, show,
  * shape, hold, release, flush, delete; one message by id or many by selector: --domain,
- * --sender, --egress, ALL; text or --json) and the counts (qmgr_size, qmgr_stats). Sets a
- * message's operator flags and retry times, then leaves marks, records and scheduling to
- * queue.c; never frees a message. Loop thread only. */
+ * --sender, --egress, ALL; text or --json) and the counts (qmgr_stats). Reads messages; every
+ * change (hold, release, delete, retry now) goes through the core's qmgr_message_* functions;
+ * never frees a message. Called through qmgr.h's wrappers in qmgr.c; loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -46,14 +46,6 @@ static struct dest *dest_get(struct qmgr *q, const struct egress_conf *e, const 
     return d;
 }
 
-int64_t qmgr_retry_delay(const struct qmgr *q, int attempts)
-{
-    if (q->cfg->n_retry == 0) return 300;
-    size_t i = attempts <= 0 ? 0 : (size_t)attempts - 1;
-    if (i >= q->cfg->n_retry) i = q->cfg->n_retry - 1;
-    return q->cfg->retry[i];
-}
-
 /* Every job waiting for d ends now with `why`, without a connection: its recipients are deferred
  * (or expire, or bounce on a permanent failure) and wait at least until d's retry_at. */
 static void dest_fail_waiting(struct dest *d, const struct rcpt_result *why,
@@ -171,8 +163,7 @@ void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const cha
     struct job *j = xcalloc(1, sizeof *j);
     j->msg = m;
     j->dest = d;
-    j->rcpts = xmalloc(n * sizeof *j->rcpts);
-    memcpy(j->rcpts, idx, n * sizeof *idx);
+    j->rcpts = qmgr_rcpt_indexes_copy(idx, n);
     j->n_rcpts = n;
     j->results = xcalloc(n, sizeof *j->results);
     for (size_t i = 0; i < n; i++)

@@ -147,7 +147,6 @@ void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const cha
                        const char *provider, const size_t *idx, size_t n);
 void qmgr_dests_reload(struct qmgr *q);
 void qmgr_dests_free(struct qmgr *q);
-int64_t qmgr_retry_delay(const struct qmgr *q, int attempts);
 
 /* qmgr_rcpt.c: every change of a recipient's state, its records, marks and DSNs */
 /* How a recipient ends. mark: SPOOL_MARK_DELIVERED, _BOUNCED or _EXPIRED. event defaults to
@@ -169,6 +168,8 @@ struct rcpt_batch {
  * or a DSN first (bounced, expired; into batch when given, else at once). */
 void qmgr_rcpt_finalize(struct message *m, size_t i, const struct rcpt_outcome *o,
                         struct rcpt_batch *batch);
+/* A copy (to free) of n recipient indexes, for a job or a DSN that outlives the caller. */
+size_t *qmgr_rcpt_indexes_copy(const size_t *idx, size_t n);
 /* Sends the batch's DSN and empties it. */
 void qmgr_rcpt_batch_flush(struct message *m, struct rcpt_batch *batch);
 /* A recipient left final by the spool (recovery). */
@@ -180,6 +181,8 @@ void qmgr_rcpt_attempted(struct message *m, size_t i, const struct rcpt_result *
  * o says what to record. */
 void qmgr_rcpt_retry_later(struct message *m, size_t i, const struct rcpt_outcome *o,
                            int64_t not_before, int64_t now);
+/* The wait before try attempts+1 (delivery.retry; its last step repeats). */
+int64_t qmgr_retry_delay(const struct qmgr *q, int attempts);
 /* A recipient is in a job now. */
 void qmgr_rcpt_inflight(struct message *m, size_t i);
 /* A recipient waits (again) until `when`. */

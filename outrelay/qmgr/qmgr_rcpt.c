@@ -199,8 +199,7 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
     struct dsn_ctx *c = xcalloc(1, sizeof *c);
     c->m = m;
     c->env = env;
-    c->rcpts = xmalloc(n * sizeof *c->rcpts);
-    memcpy(c->rcpts, rcpts, n * sizeof *rcpts);
+    c->rcpts = qmgr_rcpt_indexes_copy(rcpts, n);
     c->n = n;
     m->marks_pending++;
     spool_submit_message(m->q->spool, envtext.data, envtext.len, text.data, text.len, dsn_committed,
@@ -215,6 +214,13 @@ void qmgr_rcpt_batch_flush(struct message *m, struct rcpt_batch *batch)
 {
     if (batch->n) send_dsn(m, batch->idx, batch->n);
     batch->n = 0;
+}
+
+size_t *qmgr_rcpt_indexes_copy(const size_t *idx, size_t n)
+{
+    size_t *copy = xmalloc(n * sizeof *copy);
+    memcpy(copy, idx, n * sizeof *idx);
+    return copy;
 }
 
 /* --- recipient states ---------------------------------------------------------------------------
@@ -292,6 +298,14 @@ void qmgr_rcpt_attempted(struct message *m, size_t i, const struct rcpt_result *
 {
     m->r[i].attempts++;
     qmgr_rcpt_record_reply(&m->r[i], res, info);
+}
+
+int64_t qmgr_retry_delay(const struct qmgr *q, int attempts)
+{
+    if (q->cfg->n_retry == 0) return 300;
+    size_t i = attempts <= 0 ? 0 : (size_t)attempts - 1;
+    if (i >= q->cfg->n_retry) i = q->cfg->n_retry - 1;
+    return q->cfg->retry[i];
 }
 
 void qmgr_rcpt_retry_later(struct message *m, size_t i, const struct rcpt_outcome *o,
