@@ -23,7 +23,7 @@
 #include "config/config_reload.h"
 #include "control/control.h"
 #include "control/metrics.h"
-#include "deliver/queue.h"
+#include "qmgr/qmgr.h"
 #include "dns/dns.h"
 #include "ingress/auth.h"
 #include "ingress/smtpd.h"
@@ -315,7 +315,7 @@ static void reload_config(struct reload_ctx *r)
         config_free(fresh);
         return;
     }
-    if (queue_reload(fresh, err, sizeof err) < 0) {
+    if (qmgr_reload(fresh, err, sizeof err) < 0) {
         log_error("reload: %s; the configuration loaded before stays in force", err);
         char again[512];
         if (smtpd_reload(old, again, sizeof again) == 0) {
@@ -539,13 +539,13 @@ static int cmd_serve(int argc, char **argv)
     }
     if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err))) goto out;
     spool_set_release_barrier(sp, records_barrier, records_barrier_passed);
-    if (queue_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
+    if (qmgr_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
     queue_started = 1;
     char replay_err[512] = "";
     struct replay_ctx replay = {records_replay_open(cfg->state, replay_err, sizeof replay_err), 0};
     if (!replay.rp) log_error("outrelay: no replay of records from the spool: %s", replay_err);
     spool_set_recovery_witness(sp, replay_witness, &replay);
-    int recovered = queue_recover(err, sizeof err);
+    int recovered = qmgr_recover(err, sizeof err);
     spool_set_recovery_witness(sp, NULL, NULL);
     long replayed_messages, replayed_rows;
     records_replay_close(replay.rp, &replayed_messages, &replayed_rows);
@@ -574,7 +574,7 @@ static int cmd_serve(int argc, char **argv)
     sighup = evsignal_new(serve_base, SIGHUP, on_reload, &reload);
     event_add(sighup, NULL);
     log_info("outrelay %s: ready (%s), %zu message%s in the queue", OUTRELAY_VERSION, cfg->file,
-             queue_size(), queue_size() == 1 ? "" : "s");
+             qmgr_size(), qmgr_size() == 1 ? "" : "s");
     event_base_dispatch(serve_base);
     status = 0;
 
@@ -582,11 +582,11 @@ out:
     if (status != 0) log_error("outrelay: %s", err);
     smtpd_stop();
     if (control_started) control_stop();
-    if (queue_started) queue_stop();
+    if (queue_started) qmgr_stop();
     workpool_stop();
     spool_close(sp); /* runs the last commit callbacks */
     smtpd_release();
-    if (queue_started) queue_shutdown();
+    if (queue_started) qmgr_shutdown();
     if (route_started) route_shutdown();
     dns_shutdown();
     if (auth_started) auth_stages_stop();

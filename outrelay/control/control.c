@@ -1,5 +1,5 @@
 /* control.c - control socket server and client; see control.h. Requests are dispatched to the
- * module that owns the state (queue_control for "queue ...", route_control for "ramp ...").
+ * module that owns the state (qmgr_control for "queue ...", route_control for "ramp ...").
  * A request with the word --json is answered in JSON by that module; its errors are wrapped
  * here as {"error": TEXT}. */
 #include "control/control.h"
@@ -19,7 +19,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/queue.h"
+#include "qmgr/qmgr.h"
 #include "records/records.h"
 #include "route/route.h"
 
@@ -49,7 +49,7 @@ static void without_json(const char *req, struct strbuf *out)
 static void dispatch_module(const char *req, struct strbuf *out, int *ok)
 {
     if (strncmp(req, "queue ", 6) == 0) {
-        *ok = queue_control(req + 6, out) == 0;
+        *ok = qmgr_control(req + 6, out) == 0;
         return;
     }
     if (strncmp(req, "ramp ", 5) == 0) {

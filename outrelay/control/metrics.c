@@ -13,7 +13,7 @@
 #include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/queue.h"
+#include "qmgr/qmgr.h"
 #include "records/records.h"
 #include "route/route.h"
 
@@ -174,7 +174,7 @@ static int key_is(const char *key, const char *name)
 static void render(struct strbuf *out)
 {
     size_t active = 0, deferred = 0, held = 0;
-    queue_stats(&active, &deferred, &held);
+    qmgr_stats(&active, &deferred, &held);
     pthread_mutex_lock(&metrics_lock);
     size_t n = hashmap_count(metrics_values);
     struct line *lines = xcalloc(n + 1, sizeof *lines), *cursor = lines;

@@ -26,7 +26,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "common/workpool.h"
-#include "deliver/queue.h"
+#include "qmgr/qmgr.h"
 #include "ingress/auth_throttle.h"
 #include "ingress/client_limits.h"
 #include "ingress/data.h"
@@ -432,7 +432,7 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .detail = s->cert_subject[0] ? cert : NULL};
         records_emit(&ev);
         if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
-        queue_accept(env, loc, &s->data);
+        qmgr_accept(env, loc, &s->data);
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);

@@ -13,7 +13,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "deliver/delivery.h"
+#include "qmgr/delivery.h"
 
 /* Starts the client on base with cfg's egresses; -1 with err when an egress's TLS files cannot
  * be loaded. */

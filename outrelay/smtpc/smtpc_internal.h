@@ -18,7 +18,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "config/config.h"
-#include "deliver/delivery.h"
+#include "qmgr/delivery.h"
 #include "dns/dns.h"
 #include "smtpc/tls_policy.h"
 

@@ -1,4 +1,4 @@
-/* test_dsn.c - unit tests for outrelay/deliver/dsn.c: builds DSNs and parses them back (by hand
+/* test_dsn.c - unit tests for outrelay/qmgr/dsn.c: builds DSNs and parses them back (by hand
  * and, when /usr/bin/python3 exists, with Python's email package as an independent reader).
  * Checks MIME structure, RFC 3464 fields, CRLF-only line ends, the 998-octet limit, header
  * injection through remote replies and the choice of original vs. headers only. */
@@ -15,7 +15,7 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "deliver/dsn.h"
+#include "qmgr/dsn.h"
 
 static const char test_original[] = "Received: from client.example.org\r\n"
                                     "From: Sender <s@example.org>\r\n"

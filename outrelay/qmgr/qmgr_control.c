@@ -1,8 +1,8 @@
-/* queue_control.c - the operator's view of the queue manager: queue_control() (list, show,
+/* qmgr_control.c - the operator's view of the queue manager: qmgr_control() (list, show,
  * shape, hold, release, flush, delete; one message by id or many by selector: --domain,
- * --sender, --egress, ALL; text or --json) and the counts (queue_size, queue_stats). Sets a
- * message's operator flags and retry times, then leaves marks, records and scheduling to
- * queue.c; never frees a message. Loop thread only. */
+ * --sender, --egress, ALL; text or --json) and the counts (qmgr_stats). Reads messages; every
+ * change (hold, release, delete, retry now) goes through the core's qmgr_message_* functions;
+ * never frees a message. Called through qmgr.h's wrappers in qmgr.c; loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,20 +12,13 @@
 #include "common/hashmap.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "deliver/queue.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 
-size_t queue_size(void)
-{
-    return queue_by_id ? hashmap_count(queue_by_id) : 0;
-}
-
-void queue_stats(size_t *active, size_t *deferred, size_t *held)
+void qmgr_count_states(struct qmgr *q, size_t *active, size_t *deferred, size_t *held)
 {
     int64_t now = clock_now();
     struct message *m;
-    *active = *deferred = *held = 0;
-    TAILQ_FOREACH(m, &queue_messages, link)
+    TAILQ_FOREACH(m, &q->messages, link)
     {
         if (m->held) {
             (*held)++;
@@ -34,7 +27,7 @@ void queue_stats(size_t *active, size_t *deferred, size_t *held)
         int waiting = m->inflight == 0 && m->prep_pending == 0;
         for (size_t i = 0; waiting && i < m->env->n_rcpts; i++)
             if (m->r[i].state == RCPT_PENDING && m->r[i].next_try <= now) waiting = 0;
-        if (waiting && !queue_all_final(m))
+        if (waiting && !qmgr_all_final(m))
             (*deferred)++;
         else
             (*active)++;
@@ -47,6 +40,7 @@ void queue_stats(size_t *active, size_t *deferred, size_t *held)
 enum selector_kind { SEL_NONE, SEL_ID, SEL_DOMAIN, SEL_SENDER, SEL_EGRESS, SEL_ALL };
 
 struct request {
+    struct qmgr *q;
     char verb[16];
     enum selector_kind sel;
     const char *value; /* the id, domain, sender or egress; points into the words */
@@ -248,7 +242,7 @@ static int command_list(const struct request *req, struct strbuf *out)
         json_object_begin(&w, NULL);
         json_array_begin(&w, "messages");
     }
-    TAILQ_FOREACH(m, &queue_messages, link)
+    TAILQ_FOREACH(m, &req->q->messages, link)
     {
         if (req->sel != SEL_NONE && !selected(m, req)) continue;
         n++;
@@ -257,7 +251,7 @@ static int command_list(const struct request *req, struct strbuf *out)
         else
             list_message(m, out, 0);
     }
-    if (req->sel == SEL_NONE) n = queue_size();
+    if (req->sel == SEL_NONE) n = hashmap_count(req->q->by_id);
     if (req->json) {
         json_array_end(&w);
         json_int(&w, "count", (int64_t)n);
@@ -272,7 +266,7 @@ static int command_list(const struct request *req, struct strbuf *out)
 
 static int command_show(const struct request *req, struct strbuf *out)
 {
-    const struct message *m = req->sel == SEL_ID ? hashmap_get(queue_by_id, req->value) : NULL;
+    const struct message *m = req->sel == SEL_ID ? qmgr_message_find(req->q, req->value) : NULL;
     if (!m || m->deleted) {
         strbuf_printf(out, "no message %s in the queue\n",
                       req->sel == SEL_ID ? req->value : "(no id given)");
@@ -304,44 +298,31 @@ static int act_hold(struct message *m, int64_t now)
 {
     (void)now;
     if (m->held) return 0;
-    m->held = 1;
-    queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
-    queue_emit("held", m, SIZE_MAX, NULL, NULL, NULL, "held by the operator");
+    qmgr_message_hold(m, "held by the operator");
     return 1;
 }
 
 static int act_release(struct message *m, int64_t now)
 {
     if (!m->held) return 0;
-    m->held = 0;
-    m->alignment_released = 1;
-    queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
-    queue_emit("released", m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
-    for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state == RCPT_PENDING) m->r[i].next_try = now;
-    queue_schedule(m, now);
+    qmgr_message_release(m, now);
     return 1;
 }
 
-/* The recipients become final with the DELETED mark: no bounce, and a delivery attempt still
- * out when it commits is not retried (queue_job_done). */
 static int act_delete(struct message *m, int64_t now)
 {
     (void)now;
     if (m->deleted) return 0;
-    m->deleted = 1;
-    queue_emit("deleted", m, SIZE_MAX, NULL, NULL, NULL, "deleted by the operator");
-    queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_DELETED);
+    qmgr_message_delete(m);
     return 1;
 }
 
 /* Held messages keep their hold: flush retries what may be sent. */
 static int act_flush(struct message *m, int64_t now)
 {
-    for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state == RCPT_PENDING) m->r[i].next_try = now;
+    qmgr_message_retry_now(m, now);
     if (m->held) return 0;
-    queue_schedule(m, now);
+    qmgr_schedule(m, now);
     return 1;
 }
 
@@ -377,13 +358,13 @@ static int command_action(const struct action *a, const struct request *req, str
         return -1;
     }
     if (req->sel == SEL_ID) {
-        m = hashmap_get(queue_by_id, req->value);
+        m = qmgr_message_find(req->q, req->value);
         if (!m || (m->deleted && strcmp(a->verb, "delete") != 0)) {
             strbuf_printf(out, "no message %s in the queue\n", req->value);
             return -1;
         }
     }
-    for (m = TAILQ_FIRST(&queue_messages); m; m = next) {
+    for (m = TAILQ_FIRST(&req->q->messages); m; m = next) {
         next = TAILQ_NEXT(m, link); /* nothing is freed here, but do not rely on it */
         if (!selected(m, req) &&
             !(req->sel == SEL_ID && m->deleted && !strcmp(m->env->queue_id, req->value)))
@@ -500,7 +481,7 @@ static int command_shape(const struct request *req, struct strbuf *out)
     struct hashmap *map = hashmap_new();
     struct shape_row total = {.key = "TOTAL"};
     struct message *m;
-    TAILQ_FOREACH(m, &queue_messages, link)
+    TAILQ_FOREACH(m, &req->q->messages, link)
     {
         if (!selected(m, req)) continue;
         size_t bucket = shape_bucket(now - m->env->arrival);
@@ -516,7 +497,7 @@ static int command_shape(const struct request *req, struct strbuf *out)
             else
                 k = address_domain(m->env->rcpts[i].address);
             snprintf(key, sizeof key, "%s", k);
-            queue_lowercase(key);
+            qmgr_lowercase(key);
             struct shape_row *row = hashmap_get(map, key);
             if (!row) {
                 row = xcalloc(1, sizeof *row);
@@ -593,11 +574,12 @@ static int command_run(const struct request *req, struct strbuf *out)
     return -1;
 }
 
-int queue_control(const char *command, struct strbuf *out)
+int qmgr_control_run(struct qmgr *q, const char *command, struct strbuf *out)
 {
     char *copy = xstrdup(command ? command : "");
     struct request req;
     int rc = parse_request(copy, &req, out);
+    req.q = q;
     if (rc == 0) rc = command_run(&req, out);
     free(copy);
     return rc;

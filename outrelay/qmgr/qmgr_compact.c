@@ -1,15 +1,15 @@
-/* queue_compact.c - keeps the spool from growing behind a long-deferred message. Segments go
+/* qmgr_compact.c - keeps the spool from growing behind a long-deferred message. Segments go
  * oldest first (a mark must outlive the message it finishes), so one message deferred for days
  * would pin every segment written since. Every few seconds, the messages that pin the oldest
  * segment are written again into the active one (same queue id: on recovery the later record
  * wins), followed by their final marks and hold; once that is durable their old pins go and the
- * old segment can be deleted. Loop thread only. */
+ * old segment can be deleted. Called by the core's slow timer; loop thread only. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/util.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 
 #define COMPACT_BATCH 500 /* messages moved per pass at most */
 #define COMPACT_LAG 4     /* segments between the oldest and the active one before we act */
@@ -27,19 +27,18 @@ static void relocated(void *arg, int status, const struct spool_loc *loc, const 
     m->marks_pending--;
     m->relocating = 0;
     if (status == 0) {
-        m->loc = *loc;
-        queue_message_add_pin(m, loc->segment);
+        qmgr_message_moved(m, loc);
         for (size_t i = 0; i < r->n_old; i++)
-            spool_unpin(queue_spool, r->old_pins[i]);
+            spool_unpin(m->q->spool, r->old_pins[i]);
     } else {
         /* still where it was: keep the old pins */
         log_error("%s: spool compaction: %s", m->env->queue_id, err);
         for (size_t i = 0; i < r->n_old; i++)
-            queue_message_add_pin(m, r->old_pins[i]);
+            qmgr_message_add_pin(m, r->old_pins[i]);
     }
     free(r->old_pins);
     free(r);
-    queue_message_maybe_forget(m);
+    qmgr_message_maybe_forget(m);
 }
 
 static int pins_segment(const struct message *m, uint64_t seg)
@@ -52,7 +51,7 @@ static int pins_segment(const struct message *m, uint64_t seg)
 static void relocate(struct message *m)
 {
     struct strbuf data = STRBUF_INIT, env = STRBUF_INIT;
-    if (queue_message_original(m, &data) < 0) {
+    if (qmgr_message_original(m, &data) < 0) {
         strbuf_free(&data);
         return;
     }
@@ -65,26 +64,25 @@ static void relocate(struct message *m)
     m->n_pins = 0;
     m->relocating = 1;
     m->marks_pending++;
-    spool_submit_message(queue_spool, env.data, env.len, data.data, data.len, relocated, r);
+    spool_submit_message(m->q->spool, env.data, env.len, data.data, data.len, relocated, r);
     for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state == RCPT_FINAL) queue_submit_mark(m, i, (enum spool_mark)m->r[i].final);
-    if (m->held) queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+        if (m->r[i].state == RCPT_FINAL) qmgr_submit_mark(m, i, (enum spool_mark)m->r[i].final);
+    if (m->held) qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
     strbuf_free(&data);
     strbuf_free(&env);
 }
 
-void queue_compact(int64_t now)
+void qmgr_compact(struct qmgr *q, int64_t now)
 {
-    static int64_t last;
-    if (now - last < 5) return;
-    last = now;
+    if (now - q->last_compact < 5) return;
+    q->last_compact = now;
     /* Only once a few segments have piled up behind the oldest: a deferred message is then
      * rewritten once per several segments of traffic, not at every rotation. */
-    uint64_t oldest = spool_oldest_segment(queue_spool);
-    if (!oldest || spool_active_segment(queue_spool) - oldest < COMPACT_LAG) return;
+    uint64_t oldest = spool_oldest_segment(q->spool);
+    if (!oldest || spool_active_segment(q->spool) - oldest < COMPACT_LAG) return;
     size_t moved = 0;
     struct message *m;
-    TAILQ_FOREACH(m, &queue_messages, link)
+    TAILQ_FOREACH(m, &q->messages, link)
     {
         if (moved == COMPACT_BATCH) break;
         if (m->relocating || m->deleted || m->inflight || m->marks_pending || m->prep_pending ||

@@ -1,9 +1,9 @@
 /* dsn.c - builds RFC 3464 delivery status notifications as complete RFC 5322 messages.
  * Pure: no I/O besides reading the clock and the kernel's random source; any thread may call it.
  * It never emits a line longer than 998 octets or a bare CR/LF, and cleans every text that came
- * from outside (remote replies, addresses) so it cannot inject header lines. Called by deliver
- * when recipients fail permanently or expire; the caller spools the result with the null sender. */
-#include "deliver/dsn.h"
+ * from outside (remote replies, addresses) so it cannot inject header lines. Called by the queue
+ * manager when recipients fail permanently or expire; it spools the result with the null sender. */
+#include "qmgr/dsn.h"
 
 #include <stdatomic.h>
 #include <string.h>

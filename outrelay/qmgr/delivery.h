@@ -1,7 +1,7 @@
-/* delivery.h - what the queue manager (queue.c) and the SMTP client (smtpc.c) share: a job
- * (one message, one egress, one destination, the recipients due now) and a destination (where
- * jobs wait for a connection, with its concurrency and idle connections). queue.c owns both;
- * smtpc.c takes jobs from a destination and reports each job's outcome. Loop thread only. */
+/* delivery.h - what the queue manager (qmgr/) and the SMTP client (smtpc) share: a job (one
+ * message, one egress, one destination, the recipients due now) and a destination (where jobs
+ * wait for a connection, with its concurrency and idle connections). qmgr_dest.c owns both;
+ * smtpc takes jobs from a destination and reports each job's outcome. Loop thread only. */
 #ifndef OUTRELAY_DELIVERY_H
 #define OUTRELAY_DELIVERY_H
 
@@ -16,6 +16,7 @@
 #include "spool/envelope.h"
 
 struct message;
+struct qmgr;
 struct smtpc_conn;
 
 /* The outcome for one recipient of a job. code 0 = no reply (connection-level trouble). */
@@ -37,10 +38,11 @@ struct job {
 TAILQ_HEAD(job_list, job);
 
 struct dest {
-    char *key; /* "egress/domain" */
+    struct qmgr *qmgr; /* the queue manager that owns it */
+    char *key;         /* "egress/domain" */
     const struct egress_conf *egress;
-    char *domain; /* recipient domain; "" for a smarthost */
-    const char *provider; /* of the first domain routed here (route_provider) */
+    char *domain;           /* recipient domain; "" for a smarthost */
+    const char *provider;   /* of the first domain routed here (route_provider) */
     int max_per_connection; /* from caps/throttles; 0 = the egress's own limit */
     struct job_list jobs;
     size_t n_jobs;
@@ -50,8 +52,8 @@ struct dest {
     /* Back-off after failures before any transaction (refused, 421 greeting, TLS, MX
      * SERVFAIL): no new connection before retry_at; jobs that arrive meanwhile are deferred at
      * once with `failure`; one probe connection at a time until a connection works again. */
-    int failures;              /* in a row */
-    int64_t retry_at;          /* 0: not backing off */
+    int failures;               /* in a row */
+    int64_t retry_at;           /* 0: not backing off */
     struct rcpt_result failure; /* the reply that started the back-off */
     struct event *retry_ev;     /* kicks the destination when the back-off ends */
 };
@@ -64,12 +66,12 @@ struct attempt_info {
     const char *tls_version;
     const char *tls_cipher;
     int64_t started_us;
-    int reply_code;         /* the receiver's last telling reply (for shaping rules), or 0 */
+    int reply_code; /* the receiver's last telling reply (for shaping rules), or 0 */
     const char *reply_enhanced;
     const char *reply_text;
 };
 
-/* queue.c, for smtpc.c */
+/* qmgr/, for smtpc */
 struct job *queue_dest_take_job(struct dest *d);
 /* Every results[] entry is filled. The job is freed by the queue. */
 void queue_job_done(struct job *job, const struct attempt_info *info);
@@ -88,17 +90,6 @@ void queue_dest_working_closed(struct dest *d);
  * unless another connection of d is working. */
 void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
                        const struct attempt_info *info);
-
-/* smtpc.c, for queue.c */
-int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
-/* SIGHUP: new connections use cfg; open ones finish with the egress they started with. -1 with
- * err (nothing changed) when an egress's TLS files cannot be loaded. Called by queue_reload. */
-int smtpc_reload(const struct config *cfg, char *err, size_t errlen);
-/* Opens a new connection for d (d->connections already counted by the caller). */
-void smtpc_open(struct dest *d);
-/* Wakes an idle connection of d to take the next job; returns 0 if there was none. */
-int smtpc_wake_idle(struct dest *d);
-void smtpc_shutdown(void);
 
 /* Fills every result of the job with the same reply. */
 void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text);

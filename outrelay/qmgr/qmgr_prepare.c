@@ -1,8 +1,9 @@
-/* queue_prepare.c - the stages a message goes through before delivery, run again after a
- * restart: DKIM signing (sign/) and the SPF/DKIM/DMARC prediction per egress (check/), and the
- * alignment decision the scheduler asks for each recipient (send, reroute, hold or bounce).
- * Writes the "signed", "dkim-upstream" and "checked" records. While a stage runs the message is
- * pinned by m->prep_pending; queue.c still owns it. Loop thread only. */
+/* qmgr_prepare.c - the prepare stages a message goes through before delivery, in the order of
+ * the stage table (qmgr_prepare_stages), run again after a restart: DKIM signing (sign/), then
+ * the SPF/DKIM/DMARC prediction per egress (check/); and the alignment decision the delivery
+ * step asks for each recipient (send, reroute, hold or bounce). Writes the "signed",
+ * "dkim-upstream" and "checked" records. While a stage runs the core pins the message
+ * (prep_pending); each stage ends in qmgr_stage_done(). Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "deliver/queue_internal.h"
+#include "qmgr/qmgr_internal.h"
 #include "records/records.h"
 #include "sign/signer.h"
 #include "check/alignment.h"
@@ -21,21 +22,16 @@
 static void sign_done(void *arg, struct sign_result *r)
 {
     struct message *m = arg;
-    m->prep_pending--;
     m->sign = r;
-    m->sign_state = STAGE_DONE;
     struct strbuf dkim = STRBUF_INIT;
-    struct record_event ev = {.type = RECORD_SIGNED,
-                              .queue_id = m->env->queue_id,
-                              .message_id = m->env->message_id,
-                              .origin = m->env->origin,
-                              .sender = m->env->sender,
-                              .from_domain = m->env->from_domain};
+    struct record_event ev;
+    qmgr_record_init(&ev, RECORD_SIGNED, m, SIZE_MAX);
+    ev.from_domain = m->env->from_domain;
     if (r->n_upstream) {
         signer_describe(r->upstream, r->n_upstream, &dkim);
         ev.type = RECORD_DKIM_UPSTREAM;
         ev.dkim = dkim.data;
-        ev.action = queue_strip_upstream(m) ? "strip" : "keep";
+        ev.action = qmgr_strip_upstream(m) ? "strip" : "keep";
         /* a failure here may be ours: say that the data was changed before it was verified */
         ev.detail = m->env->transformed ? "verified after ingress made the message "
                                           "transport-safe (see the signed event)"
@@ -65,27 +61,20 @@ static void sign_done(void *arg, struct sign_result *r)
     records_emit(&ev);
     strbuf_free(&detail);
     strbuf_free(&dkim);
-    if (m->deleted || queue_stopping) {
-        queue_message_maybe_forget(m);
-        return;
-    }
-    queue_schedule(m, clock_now());
+    qmgr_stage_done(m, 0);
 }
 
-void queue_start_sign(struct message *m)
+static void start_sign(struct message *m)
 {
     if (!m->has_data) {
-        if (spool_read(queue_spool, &m->loc, &m->data) < 0) {
+        if (spool_read(m->q->spool, &m->loc, &m->data) < 0) {
             log_error("%s: cannot read the message from the spool", m->env->queue_id);
-            m->sign_state = STAGE_DONE; /* delivery will report the read error */
             m->sign = NULL;
-            queue_schedule(m, clock_now());
+            qmgr_stage_done(m, 0); /* delivery will report the read error */
             return;
         }
         m->has_data = 1;
     }
-    m->sign_state = STAGE_RUNNING;
-    m->prep_pending++;
     signer_submit(m->data.data, m->data.len, m->env->from_domain,
                   strcmp(m->env->origin ? m->env->origin : "", "dsn") != 0, sign_done, m);
 }
@@ -96,26 +85,19 @@ static void emit_check(const struct message *m, const struct egress_conf *e,
     struct strbuf policy = STRBUF_INIT, dkim = STRBUF_INIT;
     alignment_policy_text(&c->dmarc, &policy);
     alignment_dkim_text(&c->dmarc, &dkim);
-    struct record_event ev = {
-        .type = RECORD_CHECKED,
-        .queue_id = m->env->queue_id,
-        .message_id = m->env->message_id,
-        .origin = m->env->origin,
-        .sender = m->env->sender,
-        .egress = e->name,
-        .source_addr = c->spf_ip[0] ? c->spf_ip : NULL,
-        .from_domain = m->env->from_domain,
-        .spf_result = c->spf_known ? spf_result_name(c->spf.result) : "unknown",
-        .spf_domain = c->spf.domain[0] ? c->spf.domain : NULL,
-        .dkim = dkim.len ? dkim.data : NULL,
-        .dmarc_policy = policy.len ? policy.data : NULL,
-        .dmarc_result = dmarc_verdict_name(c->dmarc.verdict),
-        .dkim_aligned = c->dmarc.dkim_aligned_pass,
-        .action = action,
-        .detail = detail               ? detail
-                  : c->dmarc.reason[0] ? c->dmarc.reason
-                                       : c->spf.explanation,
-    };
+    struct record_event ev;
+    qmgr_record_init(&ev, RECORD_CHECKED, m, SIZE_MAX);
+    ev.egress = e->name;
+    ev.source_addr = c->spf_ip[0] ? c->spf_ip : NULL;
+    ev.from_domain = m->env->from_domain;
+    ev.spf_result = c->spf_known ? spf_result_name(c->spf.result) : "unknown";
+    ev.spf_domain = c->spf.domain[0] ? c->spf.domain : NULL;
+    ev.dkim = dkim.len ? dkim.data : NULL;
+    ev.dmarc_policy = policy.len ? policy.data : NULL;
+    ev.dmarc_result = dmarc_verdict_name(c->dmarc.verdict);
+    ev.dkim_aligned = c->dmarc.dkim_aligned_pass;
+    ev.action = action;
+    ev.detail = detail ? detail : c->dmarc.reason[0] ? c->dmarc.reason : c->spf.explanation;
     records_emit(&ev);
     strbuf_free(&policy);
     strbuf_free(&dkim);
@@ -127,23 +109,19 @@ static void bounce_for_alignment(struct message *m, size_t i, const char *reason
     struct rcpt_result res = {.code = 550};
     snprintf(res.enhanced, sizeof res.enhanced, "5.7.1");
     snprintf(res.text, sizeof res.text, "not sent: %s", reason);
-    struct rcpt *r = &m->r[i];
-    queue_record_reply(r, &res, NULL);
-    r->state = RCPT_FINAL;
-    r->final = SPOOL_MARK_BOUNCED;
-    queue_emit("bounced", m, i, &res, NULL, NULL, "alignment policy: bounce");
-    queue_send_dsn(m, &i, 1);
+    qmgr_rcpt_record_reply(&m->r[i], &res, NULL);
+    struct rcpt_outcome o = {
+        .mark = SPOOL_MARK_BOUNCED, .detail = "alignment policy: bounce", .res = &res};
+    qmgr_rcpt_finalize(m, i, &o, NULL);
 }
 
 static void check_done(void *arg, struct alignment_result *r)
 {
     struct message *m = arg;
-    m->prep_pending--;
     alignment_result_free(m->align);
     m->align = r;
-    m->check_state = STAGE_DONE;
-    if (m->deleted || queue_stopping) {
-        queue_message_maybe_forget(m);
+    if (m->deleted || m->q->stopping) {
+        qmgr_stage_done(m, 0);
         return;
     }
     /* DNS trouble defers the check (a minute, three times), never the mail for long */
@@ -151,37 +129,33 @@ static void check_done(void *arg, struct alignment_result *r)
     for (size_t i = 0; i < r->n_egress; i++)
         temp |= r->egress[i].dmarc.verdict == DMARC_VERDICT_TEMPERROR;
     if (temp && m->env->from_domain && ++m->check_tries < 3) {
-        m->check_state = STAGE_TODO;
-        m->check_retry_at = clock_now() + 60;
-        struct record_event ev = {.type = RECORD_CHECKED,
-                                  .queue_id = m->env->queue_id,
-                                  .message_id = m->env->message_id,
-                                  .origin = m->env->origin,
-                                  .sender = m->env->sender,
-                                  .from_domain = m->env->from_domain,
-                                  .dmarc_result = "temperror",
-                                  .action = "recheck",
-                                  .detail = "DNS temporary failure; the check is repeated in "
-                                            "a minute"};
+        struct record_event ev;
+        qmgr_record_init(&ev, RECORD_CHECKED, m, SIZE_MAX);
+        ev.from_domain = m->env->from_domain;
+        ev.dmarc_result = "temperror";
+        ev.action = "recheck";
+        ev.detail = "DNS temporary failure; the check is repeated in a minute";
         records_emit(&ev);
+        qmgr_stage_done(m, clock_now() + 60);
         return;
     }
-    queue_schedule(m, clock_now());
+    qmgr_stage_done(m, 0);
 }
 
-/* By name: after a reload, e may come from an older config than queue_cfg. */
-static int egress_index(const struct egress_conf *e)
+/* By name: after a reload, e may come from an older config than the queue's. */
+static int egress_index(const struct config *cfg, const struct egress_conf *e)
 {
-    const struct egress_conf *now = config_find_egress(queue_cfg, e->name);
-    return now ? (int)(now - queue_cfg->egress) : 63;
+    const struct egress_conf *now = config_find_egress(cfg, e->name);
+    return now ? (int)(now - cfg->egress) : 63;
 }
 
-const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
-                                                const struct egress_conf *e, int *stop)
+const struct egress_conf *qmgr_apply_alignment(struct message *m, size_t rcpt,
+                                               const struct egress_conf *e, int *stop)
 {
+    const struct config *cfg = m->q->cfg;
     const struct egress_check *c = alignment_for(m->align, e);
     if (!c) return e;
-    uint64_t bit = 1ULL << (egress_index(e) & 63);
+    uint64_t bit = 1ULL << (egress_index(cfg, e) & 63);
     int first = !(m->checked_recorded & bit);
     m->checked_recorded |= bit;
     enum dmarc_verdict v = c->dmarc.verdict;
@@ -197,12 +171,12 @@ const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
         if (first) emit_check(m, e, c, "send", "released by the operator");
         return e;
     }
-    enum alignment_action a = config_alignment_action(queue_cfg, m->env->from_domain);
+    enum alignment_action a = config_alignment_action(cfg, m->env->from_domain);
     if (a == ALIGN_REROUTE) {
         for (size_t i = 0; i < m->align->n_egress; i++) {
             const struct egress_check *o = &m->align->egress[i];
             if (o->egress == e || o->dmarc.verdict != DMARC_VERDICT_PASS) continue;
-            uint64_t obit = 1ULL << (egress_index(o->egress) & 63);
+            uint64_t obit = 1ULL << (egress_index(cfg, o->egress) & 63);
             if (first) {
                 char detail[400];
                 snprintf(detail, sizeof detail, "rerouted to %s: %s", o->egress->name,
@@ -220,9 +194,7 @@ const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
     }
     if (a == ALIGN_HOLD) {
         if (first) emit_check(m, e, c, "hold", NULL);
-        m->held = 1;
-        queue_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
-        queue_emit("held", m, SIZE_MAX, NULL, NULL, NULL, c->dmarc.reason);
+        qmgr_message_hold(m, c->dmarc.reason);
         *stop = 1;
         return NULL;
     }
@@ -235,7 +207,7 @@ const struct egress_conf *queue_apply_alignment(struct message *m, size_t rcpt,
     return e;
 }
 
-void queue_start_check(struct message *m)
+static void start_check(struct message *m)
 {
     struct dmarc_dkim_input sigs[SIGNER_MAX_SIGS + SIGNER_MAX_UPSTREAM];
     size_t n = 0;
@@ -251,15 +223,26 @@ void queue_start_check(struct message *m)
      * after that change, exactly the bytes that leave: a signature the change broke (a re-encoded
      * body) failed there and is not counted; one it did not break (folding under relaxed header
      * canonicalization) still verifies at the receiver and rightly counts. */
-    for (size_t i = 0; m->sign && !queue_strip_upstream(m) && i < m->sign->n_upstream; i++) {
+    for (size_t i = 0; m->sign && !qmgr_strip_upstream(m) && i < m->sign->n_upstream; i++) {
         const struct dkim_signature *u = &m->sign->upstream[i];
         if (u->result != 1) continue;
-        sigs[n++] = (struct dmarc_dkim_input){.domain = u->domain,
-                                              .selector = u->selector,
-                                              .algorithm = u->algorithm,
-                                              .upstream = 1};
+        sigs[n++] = (struct dmarc_dkim_input){
+            .domain = u->domain, .selector = u->selector, .algorithm = u->algorithm, .upstream = 1};
     }
-    m->check_state = STAGE_RUNNING;
-    m->prep_pending++;
-    alignment_submit(queue_cfg, m->env->sender, m->env->from_domain, sigs, n, check_done, m);
+    alignment_submit(m->q->cfg, m->env->sender, m->env->from_domain, sigs, n, check_done, m);
+}
+
+/* --- the stage table ----------------------------------------------------------------------- */
+
+/* In order: the check predicts DMARC with the signatures the sign stage added. ARC sealing
+ * would go after the check (it seals what leaves). */
+static const struct qmgr_stage prepare_stages[] = {
+    {"sign", start_sign},
+    {"check", start_check},
+};
+
+const struct qmgr_stage *qmgr_prepare_stages(size_t *n)
+{
+    *n = sizeof prepare_stages / sizeof prepare_stages[0];
+    return prepare_stages;
 }

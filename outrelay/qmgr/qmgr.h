@@ -1,9 +1,10 @@
-/* queue.h - the in-memory queue manager: every message in the spool with its per-recipient
- * state, the retry schedule, holds, expiry and DSNs. It hands delivery jobs (one message, one
- * egress, one destination, its due recipients) to smtpc and records their outcome: marks in the
- * spool first, then events. Loop thread only. */
-#ifndef OUTRELAY_QUEUE_H
-#define OUTRELAY_QUEUE_H
+/* qmgr.h - the queue manager: every message in the spool with its per-recipient state. A message
+ * enters from ingress (qmgr_accept) or recovery, goes through the prepare stages (sign, check),
+ * then its due recipients are routed and handed to smtpc as jobs (delivery.h); outcomes become
+ * spool marks first, then records, DSNs and retries. Called by main (life cycle), ingress
+ * (intake) and control (operator commands, counts). Loop thread only. */
+#ifndef OUTRELAY_QMGR_H
+#define OUTRELAY_QMGR_H
 
 #include <event2/event.h>
 #include <stddef.h>
@@ -13,33 +14,33 @@
 #include "spool/envelope.h"
 #include "spool/spool.h"
 
-int queue_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
-               size_t errlen);
+int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,
+              size_t errlen);
 /* SIGHUP: the queue, its destinations and the SMTP client use cfg from now on (retry, lifetime,
  * egresses, alignment actions, dedup window, providers). Destinations and queued recipients are
  * matched to the new egresses by name; a destination whose egress was removed keeps the old one
  * for the jobs already waiting there (route_decide sends nothing new to it). Returns -1 with err
  * and changes nothing when the new egresses' TLS files cannot be loaded. cfg and every config
- * used before must stay alive until queue_shutdown(): messages, jobs and connections hold
+ * used before must stay alive until qmgr_shutdown(): messages, jobs and connections hold
  * pointers into them. Loop thread only. */
-int queue_reload(const struct config *cfg, char *err, size_t errlen);
+int qmgr_reload(const struct config *cfg, char *err, size_t errlen);
 /* Rebuilds the queue from the spool (before the first accept). Returns messages or -1. */
-int queue_recover(char *err, size_t errlen);
+int qmgr_recover(char *err, size_t errlen);
 /* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out
  * and kept for the first delivery attempt. */
-void queue_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data);
+void qmgr_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data);
 /* Operator commands: "list", "show ID", "hold ID", "release ID", "flush", "delete ID".
  * Writes the answer to out; returns 0 / -1 (then out holds the reason). */
-int queue_control(const char *command, struct strbuf *out);
+int qmgr_control(const char *command, struct strbuf *out);
 /* Number of messages in the queue. */
-size_t queue_size(void);
+size_t qmgr_size(void);
 /* Messages by state: being worked on (signing, checking, delivering, or due), waiting for a
  * retry, held by the operator or a policy. */
-void queue_stats(size_t *active, size_t *deferred, size_t *held);
+void qmgr_stats(size_t *active, size_t *deferred, size_t *held);
 /* Stops scheduling and closes outbound connections (their messages stay in the spool); the
- * queue still takes late spool callbacks until queue_shutdown(). */
-void queue_stop(void);
+ * queue still takes late spool callbacks until qmgr_shutdown(). */
+void qmgr_stop(void);
 /* Frees everything. */
-void queue_shutdown(void);
+void qmgr_shutdown(void);
 
 #endif
