@@ -4,7 +4,7 @@
  * (the HTML bar chart reads it) and the most frequent failure reasons in words. Read-only SQL. */
 #include <string.h>
 
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 /* The counted columns, shared by the daily and the summary query. */
 #define ALIGNMENT_COUNTS                                                                           \

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "common/util.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 #define CHART_W 1000
 #define CHART_LEFT 60

@@ -10,7 +10,7 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "control/control.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 /* The trail's detail of a row in words: the typed facts of received, routed and dsn rows as
  * the relay has always written them, then the row's own free text. */

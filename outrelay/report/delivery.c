@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "common/util.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 struct delivery_group {
     char *egress, *provider;

@@ -4,7 +4,7 @@
  * Streams rows straight from SQLite to the output; never holds the export in memory. */
 #include <string.h>
 
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 static const char *const export_columns[] = {"type",
                                              "timeLogged",

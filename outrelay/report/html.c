@@ -8,7 +8,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "config/config.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 static const char html_style[] =
     "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#fff}"

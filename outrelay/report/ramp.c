@@ -10,7 +10,7 @@
 
 #include "common/util.h"
 #include "config/config.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 /* 1 when the route stage counts egress as the ramp's cloud side. ?1 = ramp.to, ?2 = ramp.from */
 #define RAMP_CLOUD_SQL "(CASE WHEN ?1 IS NOT NULL THEN egress = ?1 ELSE egress <> ?2 END)"

@@ -16,7 +16,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "config/config.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 #include "report/rua.h"
 
 static const char report_usage[] =

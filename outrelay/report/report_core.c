@@ -10,7 +10,7 @@
 #include "common/strbuf.h"
 #include "config/config.h"
 #include "records/records.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 /* ---- filters and statements ------------------------------------------------------------------ */
 

@@ -7,7 +7,7 @@
 #include <time.h>
 
 #include "common/util.h"
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 struct report_table *report_table_add(struct report_doc *doc, const char *name, const char *title,
                                       const char *columns)

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "report/report_internal.h"
+#include "report/report_core.h"
 
 static struct report_doc make_doc(void)
 {

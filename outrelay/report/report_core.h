@@ -1,10 +1,10 @@
-/* report_internal.h - what the report modules share: options, the read-only database handle
+/* report_core.h - what the report modules share: options, the read-only database handle
  * and the filter SQL (report_core.c), the table model every report fills (report_table, table.c)
  * and the renderers that print it (text, CSV, JSON, HTML). One report = one report_doc of named
  * tables; the first is the main one. Builders use the core and the tables; only report.c and
  * html.c call builders. Single-threaded; every string a table holds is owned by the table. */
-#ifndef OUTRELAY_REPORT_INTERNAL_H
-#define OUTRELAY_REPORT_INTERNAL_H
+#ifndef OUTRELAY_REPORT_CORE_H
+#define OUTRELAY_REPORT_CORE_H
 
 #include <sqlite3.h>
 #include <stddef.h>
