@@ -315,8 +315,7 @@ void smtpc_conn_ready(struct smtpc_conn *c)
         c->working = 1;
         queue_dest_working(c->dest);
     }
-    int limit =
-        c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection : 100;
+    int limit = c->egress->max_messages_per_connection; /* default: egress settings table */
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
         limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
     if (c->messages < limit) {
