@@ -587,7 +587,7 @@ enum {
 
 static void load_root(struct loader *ld, struct fy_node *root)
 {
-    static const char *const sections[] = {
+    static const char *const section_keys[] = {
         "log",     "dns",     "delivery", "listen",   "tls",     "limits",    "auth",
         "origins", "egress",  "ramp",     "policies", "dkim",    "alignment", "providers",
         "caps",    "shaping", "metrics",  "dedup",    "records", "platforms", NULL};
@@ -603,7 +603,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
                      cfg_kind_name(root));
         return;
     }
-    cfg_take_settings(ld, &top, &config_general_settings, cfg, sections, v);
+    cfg_take_settings(ld, &top, &config_general_settings, cfg, section_keys, v);
     /* Order matters: tls before listen, auth before origins, egress before ramp. */
     if (cfg->hostname && !strchr(cfg->hostname, '.'))
         cfg_warn_at(ld, v[K_HOSTNAME].node ? v[K_HOSTNAME].where : (struct pos){0, 0},
