@@ -45,7 +45,11 @@ static const struct setting dedup_items[] = {
      .def = "true",
      .help = "A Message-ID and recipient already delivered within the window is not sent again; "
              "it is recorded as a suppressed duplicate."},
-    {.name = "window", .type = SETTING_DURATION, .offset = AT(dedup_window), .def = "24h"},
+    {.name = "window",
+     .type = SETTING_DURATION,
+     .offset = AT(dedup_window),
+     .def = "24h",
+     .help = "how long a delivery keeps its duplicates away"},
 };
 
 const struct settings_table queue_delivery_settings = {.section = "delivery",
