@@ -56,6 +56,7 @@ static struct config *defaults_build(void)
 
     cfg->n_origins = 1;
     cfg->origins = xcalloc(1, sizeof *cfg->origins);
+    settings_apply_defaults(&ingress_origin_settings, &cfg->origins[0]);
     cfg->origins[0].name = xstrdup("local");
     cfg->origins[0].n_networks = 2;
     cfg->origins[0].networks = xcalloc(2, sizeof *cfg->origins[0].networks);
@@ -66,11 +67,6 @@ static struct config *defaults_build(void)
     cfg->egress = xcalloc(1, sizeof *cfg->egress);
     egress_init(&cfg->egress[0], "legacy", EGRESS_DIRECT);
 
-    cfg->ramp.from = xstrdup("legacy");
-    cfg->ramp.n_key = 2;
-    cfg->ramp.key = xcalloc(2, sizeof *cfg->ramp.key);
-    cfg->ramp.key[0] = xstrdup("from_domain");
-    cfg->ramp.key[1] = xstrdup("rcpt_domain");
     return cfg;
 }
 
@@ -342,10 +338,9 @@ static void load_origin_certificate(struct loader *ld, const struct at *at, stru
     if (v[1].node) cfg_get_readable_file(ld, &v[1], &o->cert_ca_file);
 }
 
-/* domains: [example.com, ...], each a domain name, stored lower case */
-static void load_origin_domains(struct loader *ld, const struct at *at, struct origin_conf *o)
+/* domains: [example.com, ...] as read, each a domain name, stored lower case */
+static void check_origin_domains(struct loader *ld, const struct at *at, struct origin_conf *o)
 {
-    if (cfg_get_string_list(ld, at, &o->domains, &o->n_domains) < 0) return;
     for (size_t i = 0; i < o->n_domains; i++) {
         for (char *p = o->domains[i]; *p; p++)
             *p = (char)tolower((unsigned char)*p);
@@ -357,10 +352,6 @@ static void load_origin_domains(struct loader *ld, const struct at *at, struct o
 
 static void load_origins(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"networks",  "users",         "dkim_upstream",
-                                       "platforms", "certificate",   "domains",
-                                       "tenant_id", "dkim_required", NULL};
-    static const char *const upstream_modes[] = {"keep", "strip", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
@@ -378,23 +369,17 @@ static void load_origins(struct loader *ld, const struct at *at)
         o->name = xstrdup(items[i].name);
         o->line = items[i].where.line;
         o->col = items[i].where.col;
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
-        if (v[3].node) cfg_get_string_list(ld, &v[3], &o->platforms, &o->n_platforms);
+        settings_apply_defaults(&ingress_origin_settings, o);
+        if (cfg_take_settings(ld, &items[i], &ingress_origin_settings, o, NULL, v) < 0) continue;
         if (v[4].node) load_origin_certificate(ld, &v[4], o);
-        if (v[5].node) load_origin_domains(ld, &v[5], o);
-        if (v[6].node) cfg_get_string(ld, &v[6], &o->tenant_id);
-        if (v[7].node) cfg_get_bool(ld, &v[7], &o->dkim_required);
+        if (v[5].node && !v[5].bad) check_origin_domains(ld, &v[5], o);
         if ((o->tenant_id || o->dkim_required) && o->n_domains == 0)
             cfg_error_at(ld, items[i].where,
                          "%s: tenant_id and dkim_required bind the origin to its domains; list "
                          "them in domains",
                          items[i].label);
-        if (v[2].node) {
-            int m = cfg_get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
-            if (m >= 0) o->strip_upstream_dkim = m == 1;
-        }
         if (v[0].node) cfg_get_prefix_list(ld, &v[0], &o->networks, &o->n_networks);
-        if (v[1].node && cfg_get_string_list(ld, &v[1], &o->users, &o->n_users) == 0) {
+        if (v[1].node && !v[1].bad) {
             if (o->n_users && !ld->users_file_given)
                 cfg_error_at(ld, v[1].where,
                              "%s: AUTH users need auth.users_file (the file with their password "

@@ -602,7 +602,7 @@ int cfg_take_settings(struct loader *ld, const struct at *at, const struct setti
     int r = cfg_take_mapping(ld, at, names, v);
     free(names);
     for (size_t i = 0; r == 0 && i < t->n_items; i++)
-        if (v[i].node) cfg_get_setting(ld, &v[i], &t->items[i], base);
+        if (v[i].node && cfg_get_setting(ld, &v[i], &t->items[i], base) < 0) v[i].bad = 1;
     return r;
 }
 

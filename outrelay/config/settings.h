@@ -63,9 +63,19 @@ extern const struct settings_table ingress_limits_settings; /* ingress/ingress_s
 extern const struct settings_table ingress_tls_settings;
 extern const struct settings_table ingress_listen_settings;
 extern const struct settings_table ingress_auth_settings;
+extern const struct settings_table ingress_origin_settings;
+extern const struct settings_table ingress_platform_settings;
 extern const struct settings_table queue_delivery_settings; /* deliver/queue_settings.c */
 extern const struct settings_table queue_dedup_settings;
 extern const struct settings_table smtpc_egress_settings; /* deliver/smtpc_settings.c */
+extern const struct settings_table route_ramp_settings;   /* route/route_settings.c */
+extern const struct settings_table route_cap_settings;
+extern const struct settings_table route_provider_settings;
+extern const struct settings_table route_shaping_settings;
+/* shaping.threshold's fields; read by the loader, described in the shaping table */
+extern const struct settings_table route_shaping_threshold_settings;
+extern const struct settings_table sign_dkim_settings;       /* sign/sign_settings.c */
+extern const struct settings_table check_alignment_settings; /* check/check_settings.c */
 extern const struct settings_table config_log_settings;
 extern const struct settings_table config_dns_settings;
 extern const struct settings_table config_records_settings;

@@ -1,7 +1,8 @@
 /* ingress_settings.c - the settings tables of the receiving side: listen (one table per
- * listener), tls (the server certificate), limits (SMTP session limits) and auth. Constant
- * data read by config_load() and `outrelay settings`; the values land in struct config and
- * struct listen_conf (config/config.h), which smtpd reads. Any thread. */
+ * listener), tls (the server certificate), limits (SMTP session limits), auth, origins (one
+ * table per origin) and platforms (one per platform). Constant data read by config_load() and
+ * `outrelay settings`; the values land in struct config, struct listen_conf, struct
+ * origin_conf and struct platform_conf (config/config.h), which smtpd reads. Any thread. */
 #include <stddef.h>
 
 #include "config/config.h"
@@ -167,3 +168,99 @@ const struct settings_table ingress_auth_settings = {.section = "auth",
                                                      .help = "SMTP AUTH for clients.",
                                                      .items = auth_items,
                                                      .n_items = SETTINGS_COUNT(auth_items)};
+
+#define ORIGIN(field) offsetof(struct origin_conf, field)
+
+static const char *const upstream_dkim_modes[] = {"keep", "strip", NULL}; /* strip = 1 */
+
+static const struct setting origin_items[] = {
+    {.name = "networks",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "list of networks",
+     .help = "Client addresses of this origin."},
+    {.name = "users",
+     .type = SETTING_STRING_LIST,
+     .offset = ORIGIN(users),
+     .count_offset = ORIGIN(n_users),
+     .help = "AUTH users of this origin; each must be in auth.users_file."},
+    {.name = "dkim_upstream",
+     .type = SETTING_ENUM,
+     .offset = ORIGIN(strip_upstream_dkim),
+     .def = "keep",
+     .choices = upstream_dkim_modes,
+     .what = "an upstream DKIM mode",
+     .help = "What to do with DKIM signatures the message arrives with."},
+    {.name = "platforms",
+     .type = SETTING_STRING_LIST,
+     .offset = ORIGIN(platforms),
+     .count_offset = ORIGIN(n_platforms),
+     .kind = "list of platform names",
+     .help = "Adds the outbound ranges of these platforms (from platforms or "
+             "policies/platforms.yaml) to the networks. Such ranges are shared by every customer "
+             "of the platform: check warns unless the origin is bound to the tenant with domains "
+             "and tenant_id or dkim_required."},
+    {.name = "certificate",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ names: list of host names, ca_file: readable file }",
+     .help = "A TLS client certificate the client must present: one for one of names, chaining "
+             "to the CAs in ca_file (default: the system store)."},
+    {.name = "domains",
+     .type = SETTING_STRING_LIST,
+     .offset = ORIGIN(domains),
+     .count_offset = ORIGIN(n_domains),
+     .kind = "list of domain names",
+     .help = "The envelope sender and the From: domain must be one of these (or below one); "
+             "other mail is refused with 550 5.7.1."},
+    {.name = "tenant_id",
+     .type = SETTING_STRING,
+     .offset = ORIGIN(tenant_id),
+     .kind = "text",
+     .help = "The X-MS-Exchange-CrossTenant-Id a message from Exchange Online must carry; needs "
+             "domains."},
+    {.name = "dkim_required",
+     .type = SETTING_BOOL,
+     .offset = ORIGIN(dkim_required),
+     .def = "false",
+     .help = "A message must carry a verifying DKIM signature by one of domains; needs domains."},
+};
+
+#define PLATFORM(field) offsetof(struct platform_conf, field)
+
+static const struct setting platform_items[] = {
+    {.name = "networks",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "list of networks",
+     .default_text = "required",
+     .help = "The platform's outbound ranges."},
+    {.name = "source",
+     .type = SETTING_STRING,
+     .offset = PLATFORM(source),
+     .kind = "text",
+     .default_text = "required",
+     .help = "Where the ranges come from, for the next reader."},
+    {.name = "spf_include",
+     .type = SETTING_HOSTNAME,
+     .offset = PLATFORM(spf_include),
+     .help = "What dns-advice suggests SPF should include for an egress inside those ranges."},
+};
+
+const struct settings_table ingress_origin_settings = {
+    .section = "origins",
+    .help = "Who may relay, and which platform each client is: a mapping of origin names to their "
+            "settings. A client belongs to an origin when its address is in the origin's "
+            "networks or platforms' ranges, when it authenticates as one of the origin's users, "
+            "or when it presents the TLS client certificate the origin asks for. Anyone else may "
+            "not relay. Default: one origin, local: { networks: [127.0.0.0/8, ::1/128] }.",
+    .items = origin_items,
+    .n_items = SETTINGS_COUNT(origin_items),
+    .entries = 1};
+const struct settings_table ingress_platform_settings = {
+    .section = "platforms",
+    .help = "Sending platforms by address (policies/platforms.yaml ships the common ones): a "
+            "mapping of names to their settings.",
+    .items = platform_items,
+    .n_items = SETTINGS_COUNT(platform_items),
+    .entries = 1};

@@ -57,6 +57,12 @@ static void test_every_default_parses(void **state)
             if (settings_parse_text(s, s->def, scratch) != 0)
                 fail_msg("%s.%s: default \"%s\" does not parse", tables[i]->section, s->name,
                          s->def);
+            if (s->type == SETTING_STRING_LIST) {
+                char **items = *(char ***)((char *)scratch + s->offset);
+                size_t count = *(size_t *)((char *)scratch + s->count_offset);
+                for (size_t k = 0; k < count; k++)
+                    free(items[k]);
+            }
             if (s->type == SETTING_STRING_LIST || s->type == SETTING_DURATION_LIST ||
                 s->type == SETTING_STRING)
                 free(*(void **)((char *)scratch + s->offset));
