@@ -1,7 +1,9 @@
 /* test_settings.c - unit tests for outrelay/config/settings.c and the table-driven reading in
  * config_loader.c: every table's defaults parse and are what config_defaults() holds; a file
  * value is checked for type and bounds with "file:line:col: ..."; unknown keys are refused;
- * durations and sizes parse; the generated documents name every setting. */
+ * durations and sizes parse; the sections made of lists of objects (ramp, caps, providers,
+ * shaping, origins, dkim, alignment) take their defaults, bounds and keys from their tables;
+ * the generated documents name every setting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -169,6 +171,70 @@ static void test_durations_and_sizes(void **state)
     config_errors_free(&errs);
 }
 
+/* The sections with lists of objects: their tables give the defaults, bounds and keys. */
+static void test_section_tables(void **state)
+{
+    (void)state;
+    struct config *cfg = config_defaults();
+    assert_string_equal(cfg->ramp.from, "legacy");
+    assert_int_equal(cfg->ramp.n_key, 2);
+    assert_string_equal(cfg->ramp.key[1], "rcpt_domain");
+    assert_int_equal(cfg->n_dkim_headers, 15);
+    assert_string_equal(cfg->dkim_headers[0], "from");
+    assert_int_equal(cfg->n_dkim_oversign, 1);
+    assert_int_equal(cfg->alignment_default, ALIGN_SEND);
+    assert_int_equal(cfg->origins[0].strip_upstream_dkim, 0);
+    assert_string_equal(config_alignment_action_name(ALIGN_HOLD), "hold");
+    assert_string_equal(config_shaping_action_name(SHAPING_THROTTLE), "throttle");
+    config_free(cfg);
+
+    static const char egress[] = "egress:\n  e:\n    type: direct\nramp:\n  from: e\n";
+    char text[1024];
+    struct config_errors errs = {0};
+    snprintf(text, sizeof text,
+             "%sshaping:\n  - { name: r, match: { code: 421 }, action: suspend, duration: 1h }\n"
+             "origins:\n  o:\n    networks: [10.0.0.0/8]\n    dkim_upstream: strip\n",
+             egress);
+    cfg = load_text(text, &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->shaping[0].hits, 1);
+    assert_int_equal(cfg->shaping[0].window, 3600);
+    assert_int_equal(cfg->shaping[0].duration, 3600);
+    assert_int_equal(cfg->origins[0].strip_upstream_dkim, 1);
+    config_free(cfg);
+
+    snprintf(text, sizeof text, "%scaps:\n  - { egress: e, provider: other, per_hour: 0 }\n",
+             egress);
+    assert_null(load_text(text, &errs));
+    expect_one_error(&errs, "7:45",
+                     "caps[0].per_hour: \"0\" is not a whole number from 1 to 100000000");
+    config_errors_free(&errs);
+
+    snprintf(text, sizeof text,
+             "%sshaping:\n  - { name: r, match: { code: 421 }, action: suspend, duration: 1h,\n"
+             "      threshold: { hits: 0 } }\n",
+             egress);
+    assert_null(load_text(text, &errs));
+    expect_one_error(&errs, "8:26",
+                     "shaping[0].threshold.hits: \"0\" is not a whole number from 1 to 10000");
+    config_errors_free(&errs);
+
+    snprintf(text, sizeof text, "%sproviders:\n  p: { mx_suffixes: [p.example], url: x }\n",
+             egress);
+    assert_null(load_text(text, &errs));
+    expect_one_error(&errs, "7:34",
+                     "provider \"p\": \"url\" is not a known key (expected one of: "
+                     "mx_suffixes, source)");
+    config_errors_free(&errs);
+
+    assert_null(load_text("alignment:\n  default: drop\n", &errs));
+    expect_one_error(
+        &errs, "2:12",
+        "alignment.default: \"drop\" is not an alignment action (expected one of: send, "
+        "reroute, hold, bounce)");
+    config_errors_free(&errs);
+}
+
 /* Both documents name every setting of every table. */
 static void test_documents_name_every_setting(void **state)
 {
@@ -206,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_bounds_with_position),
         cmocka_unit_test(test_wrong_type_and_unknown_key),
         cmocka_unit_test(test_durations_and_sizes),
+        cmocka_unit_test(test_section_tables),
         cmocka_unit_test(test_documents_name_every_setting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
