@@ -1,8 +1,9 @@
 /* config_auth.c - the authentication sections of the configuration: dkim (which headers are
- * signed), alignment (what to do with mail whose DMARC is predicted to fail), the cloud
- * platforms' ranges and what origins may rely on them, and the policy files, which may hold
- * alignment, providers, caps, shaping, ramp pins and platforms. Called from
- * load_root() in config.c; also answers config_alignment_action(). Never exits, never prints. */
+ * signed; table in sign/sign_settings.c), alignment (what to do with mail whose DMARC is
+ * predicted to fail; check/check_settings.c), the cloud platforms' ranges and what origins
+ * may rely on them, and the policy files, which may hold alignment, providers, caps, shaping,
+ * ramp pins and platforms. Called from load_root() in config.c; also answers
+ * config_alignment_action(). Never exits, never prints. */
 #include "config/config_loader.h"
 
 #include <ctype.h>

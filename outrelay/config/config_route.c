@@ -1,5 +1,7 @@
 /* config_route.c - the route sections of the configuration: ramp (from, to, key, schedule,
- * pins), providers, caps and shaping rules, with their rates and UTC times. The main file and
+ * pins), providers, caps and shaping rules, with their rates and UTC times. Their keys, types,
+ * bounds and defaults are the tables of route/route_settings.c; here are the checks across
+ * keys and sections (egress and provider names, key parts, time order). The main file and
  * policy files both reach them (load_root() in config.c, load_policy_file() in
  * config_auth.c); provider names are checked once every file is read (cfg_check_provider_refs()).
  * Never exits, never prints. */
