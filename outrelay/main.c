@@ -37,6 +37,7 @@
 #include "route/route.h"
 #include "sign/dkim.h"
 #include "sign/signer.h"
+#include "config/settings.h"
 #include "spool/envelope.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
@@ -61,6 +62,9 @@ static void usage_main(FILE *f)
                "                         review the records: alignment, ramp, delivery,\n"
                "                         continuity; CSV/JSON, PowerMTA export, HTML page;\n"
                "                         DMARC aggregate reports next to our predictions\n"
+               "  settings --example|--man\n"
+               "                         every setting with its default, as the example file\n"
+               "                         or the man page's paragraphs\n"
                "  --version              print the version\n"
                "  --help                 this text; COMMAND --help for each command\n\n"
                "Without -c, the embedded defaults are used (see contrib/outrelay.example.yaml).\n");
@@ -741,6 +745,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return cmd_report(argc - 1, argv + 1);
+    if (strcmp(cmd, "settings") == 0) return settings_command(argc - 1, argv + 1);
     fprintf(stderr, "outrelay: unknown command \"%s\"\n\n", cmd);
     usage_main(stderr);
     return 2;

@@ -20,26 +20,20 @@
 
 #include "common/strbuf.h"
 #include "config/config_loader.h"
+#include "config/settings.h"
 
 /* ---------------------------------------------------------------- defaults */
-
-static const char *const tls_listen_modes[] = {"none", "optional", "required", "implicit", NULL};
-static const char *const tls_egress_modes[] = {"none", "optional", "required", NULL};
 
 static void egress_init(struct egress_conf *e, const char *name, enum egress_type type)
 {
     memset(e, 0, sizeof *e);
     e->name = xstrdup(name);
     e->type = type;
-    e->port = 25;
-    e->tls = TLS_OPTIONAL;
-    e->max_connections = 10;
-    e->max_messages_per_connection = 100;
+    settings_apply_defaults(&smtpc_egress_settings, e);
 }
 
 static struct config *defaults_build(void)
 {
-    static const int64_t retry[] = {300, 600, 1800, 3600, 7200, 14400};
     struct config *cfg = xcalloc(1, sizeof *cfg);
     char host[256] = "";
 
@@ -47,43 +41,22 @@ static struct config *defaults_build(void)
     if (gethostname(host, sizeof host - 1) < 0 || !host[0])
         snprintf(host, sizeof host, "localhost");
     cfg->hostname = xstrdup(host);
-    cfg->spool = xstrdup("./var/spool");
-    cfg->state = xstrdup("./var/state");
-    cfg->keys = xstrdup("./keys");
-    cfg->log_level = 1;
-    cfg->dedup_enabled = 1;
-    cfg->dedup_window = 86400;
-    cfg->records_retention = 400 * 86400;
-
-    cfg->mx_port = 25;
-    cfg->n_retry = sizeof retry / sizeof retry[0];
-    cfg->retry = xmalloc(sizeof retry);
-    memcpy(cfg->retry, retry, sizeof retry);
-    cfg->max_lifetime = 5 * 86400;
-    cfg->connect_timeout = 30;
-    cfg->command_timeout = 300;
+    /* Every scalar default is in the settings tables; the config-wide ones apply to cfg. */
+    size_t n_tables;
+    const struct settings_table *const *tables = settings_tables(&n_tables);
+    for (size_t i = 0; i < n_tables; i++)
+        if (!tables[i]->entries) settings_apply_defaults(tables[i], cfg);
+    cfg->reserved_for_origins = -1; /* not set: finalize() makes it a fifth of max_connections */
 
     cfg->n_listen = 1;
     cfg->listen = xcalloc(1, sizeof *cfg->listen);
     cfg->listen[0].address_text = xstrdup("127.0.0.1:2525");
     util_parse_hostport("127.0.0.1:2525", -1, &cfg->listen[0].addr);
-    cfg->listen[0].tls = TLS_OPTIONAL;
-
-    cfg->max_message_size = 35 * 1048576;
-    cfg->max_recipients = 1000;
-    cfg->max_line_length = 4096;
-    cfg->command_timeout_in = 300;
-    cfg->data_timeout = 600;
-    cfg->max_received_headers = 50;
-    cfg->max_connections_in = 500;
-    cfg->reserved_for_origins = -1; /* finalize(): a fifth of max_connections */
-    cfg->max_connections_per_client = 50;
-    cfg->connection_rate_per_client = 300;
-    cfg->connection_rate_period = 60;
-    cfg->data_deadline = 600;
+    settings_apply_defaults(&ingress_listen_settings, &cfg->listen[0]);
 
     cfg->n_origins = 1;
     cfg->origins = xcalloc(1, sizeof *cfg->origins);
+    settings_apply_defaults(&ingress_origin_settings, &cfg->origins[0]);
     cfg->origins[0].name = xstrdup("local");
     cfg->origins[0].n_networks = 2;
     cfg->origins[0].networks = xcalloc(2, sizeof *cfg->origins[0].networks);
@@ -94,11 +67,6 @@ static struct config *defaults_build(void)
     cfg->egress = xcalloc(1, sizeof *cfg->egress);
     egress_init(&cfg->egress[0], "legacy", EGRESS_DIRECT);
 
-    cfg->ramp.from = xstrdup("legacy");
-    cfg->ramp.n_key = 2;
-    cfg->ramp.key = xcalloc(2, sizeof *cfg->ramp.key);
-    cfg->ramp.key[0] = xstrdup("from_domain");
-    cfg->ramp.key[1] = xstrdup("rcpt_domain");
     return cfg;
 }
 
@@ -130,21 +98,10 @@ struct config *config_defaults(void)
 /* log: { to: stderr|syslog|journald|json, level: ... }; `syslog: true` (older) is to: syslog */
 static void load_log(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"to", "level", "syslog", NULL};
-    static const char *const levels[] = {"debug", "info", "warning", "error", NULL};
-    /* the same order as enum log_to in common/log.h */
-    static const char *const outputs[] = {"stderr", "syslog", "journald", "json", NULL};
+    /* the table's outputs are in the order of enum log_to in common/log.h */
     struct at v[3];
     int syslog_flag = 0;
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) {
-        int to = cfg_get_choice(ld, &v[0], "a log output", outputs);
-        if (to >= 0) ld->cfg->log_to = to;
-    }
-    if (v[1].node) {
-        int level = cfg_get_choice(ld, &v[1], "a log level", levels);
-        if (level >= 0) ld->cfg->log_level = level;
-    }
+    if (cfg_take_settings(ld, at, &config_log_settings, ld->cfg, NULL, v) < 0) return;
     if (v[2].node && cfg_get_bool(ld, &v[2], &syslog_flag) == 0 && syslog_flag) {
         if (v[0].node && ld->cfg->log_to != 1)
             cfg_error_at(ld, v[2].where, LABEL_FMT "true contradicts log.to (say to: syslog)",
@@ -157,47 +114,29 @@ static void load_log(struct loader *ld, const struct at *at)
 /* metrics: { listen: "127.0.0.1:9464" } - the Prometheus endpoint (off when absent) */
 static void load_metrics(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"listen", NULL};
     struct at v[1];
-    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
-    const char *s = cfg_scalar_text(ld, &v[0]);
-    struct sockaddr_any a;
-    if (!s) return;
-    if (util_parse_hostport(s, -1, &a) < 0) {
-        cfg_error_at(ld, v[0].where,
-                     LABEL_FMT "\"%s\" is not an address:port (e.g. 127.0.0.1:9464)",
-                     LABEL_ARGS(&v[0]), s);
-        return;
-    }
-    free(ld->cfg->metrics_listen);
-    ld->cfg->metrics_listen = xstrdup(s);
+    cfg_take_settings(ld, at, &config_metrics_settings, ld->cfg, NULL, v);
 }
 
 /* dedup: { enabled: true, window: 24h } - duplicate suppression across the two platforms */
 /* records: { retention: 400d } - how long events stay in records.db ("0" keeps them forever) */
 static void load_records(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"retention", NULL};
     struct at v[1];
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_duration(ld, &v[0], &ld->cfg->records_retention);
+    cfg_take_settings(ld, at, &config_records_settings, ld->cfg, NULL, v);
 }
 
 static void load_dedup(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"enabled", "window", NULL};
     struct at v[2];
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_bool(ld, &v[0], &ld->cfg->dedup_enabled);
-    if (v[1].node) cfg_get_duration(ld, &v[1], &ld->cfg->dedup_window);
+    cfg_take_settings(ld, at, &queue_dedup_settings, ld->cfg, NULL, v);
 }
 
 static void load_dns(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"servers", NULL};
     struct at v[1];
     struct config *cfg = ld->cfg;
-    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    if (cfg_take_settings(ld, at, &config_dns_settings, cfg, NULL, v) < 0 || !v[0].node) return;
     struct at *items;
     size_t n;
     if (cfg_take_list(ld, &v[0], &items, &n) < 0) return;
@@ -234,112 +173,28 @@ static void load_dns(struct loader *ld, const struct at *at)
 
 static void load_delivery(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"mx_port",         "retry",           "max_lifetime",
-                                       "connect_timeout", "command_timeout", NULL};
     struct at v[5];
-    struct config *cfg = ld->cfg;
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_port(ld, &v[0], &cfg->mx_port);
-    if (v[1].node) {
-        struct at *items;
-        size_t n;
-        if (cfg_take_list(ld, &v[1], &items, &n) == 0) {
-            if (n == 0) cfg_error_at(ld, v[1].where, "%s: needs at least one interval", v[1].label);
-            int64_t *retry = xcalloc(n, sizeof *retry);
-            size_t good = 0;
-            for (size_t i = 0; i < n; i++)
-                if (cfg_get_duration(ld, &items[i], &retry[good]) == 0) good++;
-            free(cfg->retry);
-            cfg->retry = retry;
-            cfg->n_retry = good;
-            free(items);
-        }
-    }
-    if (v[2].node) cfg_get_duration(ld, &v[2], &cfg->max_lifetime);
-    if (v[3].node) cfg_get_duration(ld, &v[3], &cfg->connect_timeout);
-    if (v[4].node) cfg_get_duration(ld, &v[4], &cfg->command_timeout);
-}
-
-/* limits.max_connection_rate_per_client: "300/min", "20/10s", or 0 for no limit. */
-static void load_connection_rate(struct loader *ld, const struct at *at)
-{
-    struct config *cfg = ld->cfg;
-    const char *s = cfg_scalar_text(ld, at);
-    if (!s) return;
-    if (strcmp(s, "0") == 0) {
-        cfg->connection_rate_per_client = 0;
-        return;
-    }
-    if (config_parse_rate(s, &cfg->connection_rate_per_client, &cfg->connection_rate_period) < 0)
-        cfg_error_at(ld, at->where,
-                     LABEL_FMT "\"%s\" is not a rate (connections per period, e.g. 300/min, "
-                               "20/10s) or 0",
-                     LABEL_ARGS(at), s);
+    cfg_take_settings(ld, at, &qmgr_delivery_settings, ld->cfg, NULL, v);
 }
 
 static void load_limits(struct loader *ld, const struct at *at)
 {
-    enum {
-        L_MESSAGE_SIZE,
-        L_RECIPIENTS,
-        L_LINE_LENGTH,
-        L_COMMAND_TIMEOUT,
-        L_DATA_TIMEOUT,
-        L_RECEIVED_HEADERS,
-        L_CONNECTIONS,
-        L_RESERVED,
-        L_PER_CLIENT,
-        L_RATE,
-        L_DATA_DEADLINE,
-        L_N
-    };
-    static const char *const keys[] = {"max_message_size",
-                                       "max_recipients",
-                                       "max_line_length",
-                                       "command_timeout",
-                                       "data_timeout",
-                                       "max_received_headers",
-                                       "max_connections",
-                                       "reserved_for_origins",
-                                       "max_connections_per_client",
-                                       "max_connection_rate_per_client",
-                                       "data_deadline",
-                                       NULL};
+    enum { L_RESERVED = 7, L_N = 11 }; /* positions in ingress_limits_settings */
     struct at v[L_N];
     struct config *cfg = ld->cfg;
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[L_MESSAGE_SIZE].node) cfg_get_size(ld, &v[L_MESSAGE_SIZE], &cfg->max_message_size);
-    if (v[L_RECIPIENTS].node) cfg_get_int(ld, &v[L_RECIPIENTS], 1, 1000000, &cfg->max_recipients);
-    if (v[L_LINE_LENGTH].node) /* RFC 5321 4.5.3.1.6: at least 1000 octets including CRLF */
-        cfg_get_int(ld, &v[L_LINE_LENGTH], 1000, 1048576, &cfg->max_line_length);
-    if (v[L_COMMAND_TIMEOUT].node)
-        cfg_get_duration(ld, &v[L_COMMAND_TIMEOUT], &cfg->command_timeout_in);
-    if (v[L_DATA_TIMEOUT].node) cfg_get_duration(ld, &v[L_DATA_TIMEOUT], &cfg->data_timeout);
-    if (v[L_RECEIVED_HEADERS].node)
-        cfg_get_int(ld, &v[L_RECEIVED_HEADERS], 1, 10000, &cfg->max_received_headers);
-    if (v[L_CONNECTIONS].node)
-        cfg_get_int(ld, &v[L_CONNECTIONS], 1, 1000000, &cfg->max_connections_in);
-    if (v[L_RESERVED].node &&
-        cfg_get_int(ld, &v[L_RESERVED], 0, 1000000, &cfg->reserved_for_origins) == 0 &&
-        cfg->reserved_for_origins >= cfg->max_connections_in)
+    if (cfg_take_settings(ld, at, &ingress_limits_settings, cfg, NULL, v) < 0) return;
+    if (v[L_RESERVED].node && cfg->reserved_for_origins >= cfg->max_connections_in)
         /* strangers include AUTH-only origins: they must keep at least one connection */
         cfg_error_at(ld, v[L_RESERVED].where,
                      "%s: %d leaves clients outside the origins' networks no connection; it must "
                      "be less than limits.max_connections (%d)",
                      v[L_RESERVED].label, cfg->reserved_for_origins, cfg->max_connections_in);
-    if (v[L_PER_CLIENT].node)
-        cfg_get_int(ld, &v[L_PER_CLIENT], 0, 1000000, &cfg->max_connections_per_client);
-    if (v[L_RATE].node) load_connection_rate(ld, &v[L_RATE]);
-    if (v[L_DATA_DEADLINE].node) cfg_get_duration(ld, &v[L_DATA_DEADLINE], &cfg->data_deadline);
 }
 
 static void load_tls(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"cert", "key", NULL};
     struct at v[2];
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) cfg_get_readable_file(ld, &v[0], &ld->cfg->tls_cert);
-    if (v[1].node) cfg_get_readable_file(ld, &v[1], &ld->cfg->tls_key);
+    if (cfg_take_settings(ld, at, &ingress_tls_settings, ld->cfg, NULL, v) < 0) return;
     if (!v[0].node != !v[1].node)
         cfg_error_at(ld, at->where, "tls: cert and key must be given together (%s is missing)",
                      v[0].node ? "key" : "cert");
@@ -397,17 +252,15 @@ static void read_users_file(struct loader *ld, const struct at *at, const char *
 
 static void load_auth(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"users_file", NULL};
     struct at v[1];
-    if (cfg_take_mapping(ld, at, keys, v) < 0 || !v[0].node) return;
+    if (cfg_take_settings(ld, at, &ingress_auth_settings, ld->cfg, NULL, v) < 0 || !v[0].node)
+        return;
     ld->users_file_given = 1;
-    if (cfg_get_readable_file(ld, &v[0], &ld->cfg->users_file) == 0)
-        read_users_file(ld, &v[0], ld->cfg->users_file);
+    if (ld->cfg->users_file) read_users_file(ld, &v[0], ld->cfg->users_file);
 }
 
 static void load_listen(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"address", "tls", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
@@ -422,8 +275,8 @@ static void load_listen(struct loader *ld, const struct at *at)
     for (size_t i = 0; i < n; i++) {
         struct at v[2];
         struct listen_conf *l = &cfg->listen[cfg->n_listen];
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
-        l->tls = TLS_OPTIONAL;
+        settings_apply_defaults(&ingress_listen_settings, l);
+        if (cfg_take_settings(ld, &items[i], &ingress_listen_settings, l, NULL, v) < 0) continue;
         if (!v[0].node) {
             cfg_error_at(ld, items[i].where,
                          "%s: address is missing (e.g. address: 127.0.0.1:2525)", items[i].label);
@@ -435,15 +288,11 @@ static void load_listen(struct loader *ld, const struct at *at)
                              "[::1]:2525)",
                              v[0].label, l->address_text);
         }
-        if (v[1].node) {
-            int mode = cfg_get_choice(ld, &v[1], "a listener TLS mode", tls_listen_modes);
-            if (mode >= 0) l->tls = (enum tls_mode)mode;
-            if ((mode == TLS_REQUIRED || mode == TLS_IMPLICIT) && !ld->tls_given)
-                cfg_error_at(ld, v[1].where,
-                             "%s: \"%s\" needs a server certificate, but tls.cert and tls.key are "
-                             "not both set",
-                             v[1].label, tls_listen_modes[mode]);
-        }
+        if (v[1].node && (l->tls == TLS_REQUIRED || l->tls == TLS_IMPLICIT) && !ld->tls_given)
+            cfg_error_at(ld, v[1].where,
+                         "%s: \"%s\" needs a server certificate, but tls.cert and tls.key are "
+                         "not both set",
+                         v[1].label, fy_node_get_scalar0(v[1].node));
         cfg->n_listen++;
     }
     free(items);
@@ -489,10 +338,9 @@ static void load_origin_certificate(struct loader *ld, const struct at *at, stru
     if (v[1].node) cfg_get_readable_file(ld, &v[1], &o->cert_ca_file);
 }
 
-/* domains: [example.com, ...], each a domain name, stored lower case */
-static void load_origin_domains(struct loader *ld, const struct at *at, struct origin_conf *o)
+/* domains: [example.com, ...] as read, each a domain name, stored lower case */
+static void check_origin_domains(struct loader *ld, const struct at *at, struct origin_conf *o)
 {
-    if (cfg_get_string_list(ld, at, &o->domains, &o->n_domains) < 0) return;
     for (size_t i = 0; i < o->n_domains; i++) {
         for (char *p = o->domains[i]; *p; p++)
             *p = (char)tolower((unsigned char)*p);
@@ -504,10 +352,6 @@ static void load_origin_domains(struct loader *ld, const struct at *at, struct o
 
 static void load_origins(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"networks",    "users",   "dkim_upstream", "platforms",
-                                       "certificate", "domains", "tenant_id",     "dkim_required",
-                                       NULL};
-    static const char *const upstream_modes[] = {"keep", "strip", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
@@ -525,23 +369,17 @@ static void load_origins(struct loader *ld, const struct at *at)
         o->name = xstrdup(items[i].name);
         o->line = items[i].where.line;
         o->col = items[i].where.col;
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
-        if (v[3].node) cfg_get_string_list(ld, &v[3], &o->platforms, &o->n_platforms);
+        settings_apply_defaults(&ingress_origin_settings, o);
+        if (cfg_take_settings(ld, &items[i], &ingress_origin_settings, o, NULL, v) < 0) continue;
         if (v[4].node) load_origin_certificate(ld, &v[4], o);
-        if (v[5].node) load_origin_domains(ld, &v[5], o);
-        if (v[6].node) cfg_get_string(ld, &v[6], &o->tenant_id);
-        if (v[7].node) cfg_get_bool(ld, &v[7], &o->dkim_required);
+        if (v[5].node && !v[5].bad) check_origin_domains(ld, &v[5], o);
         if ((o->tenant_id || o->dkim_required) && o->n_domains == 0)
             cfg_error_at(ld, items[i].where,
                          "%s: tenant_id and dkim_required bind the origin to its domains; list "
                          "them in domains",
                          items[i].label);
-        if (v[2].node) {
-            int m = cfg_get_choice(ld, &v[2], "an upstream DKIM mode", upstream_modes);
-            if (m >= 0) o->strip_upstream_dkim = m == 1;
-        }
         if (v[0].node) cfg_get_prefix_list(ld, &v[0], &o->networks, &o->n_networks);
-        if (v[1].node && cfg_get_string_list(ld, &v[1], &o->users, &o->n_users) == 0) {
+        if (v[1].node && !v[1].bad) {
             if (o->n_users && !ld->users_file_given)
                 cfg_error_at(ld, v[1].where,
                              "%s: AUTH users need auth.users_file (the file with their password "
@@ -609,25 +447,9 @@ enum {
 
 static void load_one_egress(struct loader *ld, const struct at *item, struct egress_conf *e)
 {
-    static const char *const keys[] = {"type",
-                                       "source",
-                                       "helo",
-                                       "host",
-                                       "port",
-                                       "auth",
-                                       "tls",
-                                       "tls_ca_file",
-                                       "tls_verify",
-                                       "tls_cert",
-                                       "tls_key",
-                                       "tls_name",
-                                       "spf_ips",
-                                       "max_connections",
-                                       "max_messages_per_connection",
-                                       NULL};
     static const char *const types[] = {"direct", "smarthost", NULL};
     struct at v[EG_COUNT];
-    if (cfg_take_mapping(ld, item, keys, v) < 0) return;
+    if (cfg_take_settings(ld, item, &smtpc_egress_settings, e, NULL, v) < 0) return;
     int type = -1;
     if (!v[EG_TYPE].node)
         cfg_error_at(ld, item->where, "%s: type is missing (direct or smarthost)", item->label);
@@ -653,9 +475,6 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
             free(items);
         }
     }
-    if (v[EG_HELO].node) cfg_get_hostname(ld, &v[EG_HELO], &e->helo);
-    if (v[EG_HOST].node) cfg_get_string(ld, &v[EG_HOST], &e->host);
-    if (v[EG_PORT].node) cfg_get_port(ld, &v[EG_PORT], &e->port);
     if (v[EG_AUTH].node) {
         static const char *const auth_keys[] = {"user", "password", NULL};
         struct at a[2];
@@ -667,31 +486,16 @@ static void load_one_egress(struct loader *ld, const struct at *item, struct egr
                              v[EG_AUTH].label);
         }
     }
-    if (v[EG_TLS].node) {
-        int mode = cfg_get_choice(ld, &v[EG_TLS], "an egress TLS mode", tls_egress_modes);
-        if (mode >= 0) e->tls = (enum tls_mode)mode;
-    }
-    if (v[EG_TLS_CA_FILE].node) cfg_get_readable_file(ld, &v[EG_TLS_CA_FILE], &e->tls_ca_file);
     if (v[EG_TLS_VERIFY].node && cfg_get_bool(ld, &v[EG_TLS_VERIFY], &e->tls_verify) == 0 &&
         !e->tls_verify && v[EG_TLS_CA_FILE].node)
         cfg_error_at(ld, v[EG_TLS_VERIFY].where,
                      "%s: false contradicts tls_ca_file (a CA file is only used to verify)",
                      v[EG_TLS_VERIFY].label);
-    if (v[EG_TLS_CERT].node) cfg_get_readable_file(ld, &v[EG_TLS_CERT], &e->tls_cert);
-    if (v[EG_TLS_KEY].node) cfg_get_readable_file(ld, &v[EG_TLS_KEY], &e->tls_key);
     if (!v[EG_TLS_CERT].node != !v[EG_TLS_KEY].node)
-        cfg_error_at(ld, item->where, "%s: tls_cert and tls_key must both be given",
-                     item->label);
-    if (v[EG_TLS_NAME].node) {
-        cfg_get_hostname(ld, &v[EG_TLS_NAME], &e->tls_name);
-        if (!e->tls_verify && !v[EG_TLS_CA_FILE].node && !v[EG_TLS_VERIFY].node)
-            e->tls_verify = 1; /* a name to check only means something when verifying */
-    }
+        cfg_error_at(ld, item->where, "%s: tls_cert and tls_key must both be given", item->label);
+    if (v[EG_TLS_NAME].node && !e->tls_verify && !v[EG_TLS_CA_FILE].node && !v[EG_TLS_VERIFY].node)
+        e->tls_verify = 1; /* a name to check only means something when verifying */
     if (v[EG_SPF_IPS].node) cfg_get_prefix_list(ld, &v[EG_SPF_IPS], &e->spf_ips, &e->n_spf_ips);
-    if (v[EG_MAX_CONNECTIONS].node)
-        cfg_get_int(ld, &v[EG_MAX_CONNECTIONS], 1, 100000, &e->max_connections);
-    if (v[EG_MAX_MESSAGES].node)
-        cfg_get_int(ld, &v[EG_MAX_MESSAGES], 1, 1000000, &e->max_messages_per_connection);
 
     if (type == EGRESS_SMARTHOST && !v[EG_HOST].node)
         cfg_error_at(ld, item->where, "%s: host is missing (a smarthost egress needs one)",
@@ -734,6 +538,7 @@ static void load_egress(struct loader *ld, const struct at *at)
 
 /* ---------------------------------------------------------------- the whole file */
 
+/* The top level: the general settings table, then these sections. */
 enum {
     K_HOSTNAME,
     K_USER,
@@ -741,6 +546,7 @@ enum {
     K_STATE,
     K_KEYS,
     K_CONTROL_SOCKET,
+    K_DEPLOYMENT_ID,
     K_LOG,
     K_DNS,
     K_DELIVERY,
@@ -761,17 +567,15 @@ enum {
     K_DEDUP,
     K_RECORDS,
     K_PLATFORMS,
-    K_DEPLOYMENT_ID,
     K_COUNT
 };
 
 static void load_root(struct loader *ld, struct fy_node *root)
 {
-    static const char *const keys[] = {
-        "hostname", "user",     "spool",    "state", "keys",      "control_socket", "log",
-        "dns",      "delivery", "listen",   "tls",   "limits",    "auth",           "origins",
-        "egress",   "ramp",     "policies", "dkim",  "alignment", "providers",      "caps",
-        "shaping",  "metrics",  "dedup",    "records", "platforms", "deployment_id", NULL};
+    static const char *const section_keys[] = {
+        "log",     "dns",     "delivery", "listen",   "tls",     "limits",    "auth",
+        "origins", "egress",  "ramp",     "policies", "dkim",    "alignment", "providers",
+        "caps",    "shaping", "metrics",  "dedup",    "records", "platforms", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -784,22 +588,17 @@ static void load_root(struct loader *ld, struct fy_node *root)
                      cfg_kind_name(root));
         return;
     }
-    cfg_take_mapping(ld, &top, keys, v);
+    cfg_take_settings(ld, &top, &config_general_settings, cfg, section_keys, v);
     /* Order matters: tls before listen, auth before origins, egress before ramp. */
-    if (v[K_HOSTNAME].node) cfg_get_hostname(ld, &v[K_HOSTNAME], &cfg->hostname);
     if (cfg->hostname && !strchr(cfg->hostname, '.'))
         cfg_warn_at(ld, v[K_HOSTNAME].node ? v[K_HOSTNAME].where : (struct pos){0, 0},
                     "hostname: \"%s\"%s is not a fully qualified domain name; it is our EHLO "
                     "name and the reporting MTA of bounces, and receivers distrust a name "
                     "without a dot (set hostname: to a name like relay.example.com)",
                     cfg->hostname, v[K_HOSTNAME].node ? "" : " (this machine's name, the default)");
-    if (v[K_USER].node && cfg_get_string(ld, &v[K_USER], &cfg->user) == 0 && !getpwnam(cfg->user))
+    if (v[K_USER].node && cfg->user && !getpwnam(cfg->user))
         cfg_error_at(ld, v[K_USER].where, "user: \"%s\" is not an account on this system",
                      cfg->user);
-    if (v[K_SPOOL].node) cfg_get_string(ld, &v[K_SPOOL], &cfg->spool);
-    if (v[K_STATE].node) cfg_get_string(ld, &v[K_STATE], &cfg->state);
-    if (v[K_KEYS].node) cfg_get_string(ld, &v[K_KEYS], &cfg->keys);
-    if (v[K_CONTROL_SOCKET].node) cfg_get_string(ld, &v[K_CONTROL_SOCKET], &cfg->control_socket);
     if (v[K_LOG].node) load_log(ld, &v[K_LOG]);
     if (v[K_DNS].node) load_dns(ld, &v[K_DNS]);
     if (v[K_DELIVERY].node) load_delivery(ld, &v[K_DELIVERY]);
@@ -819,7 +618,6 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
     if (v[K_RECORDS].node) load_records(ld, &v[K_RECORDS]);
     if (v[K_PLATFORMS].node) cfg_load_platforms(ld, &v[K_PLATFORMS]);
-    if (v[K_DEPLOYMENT_ID].node) cfg_get_hostname(ld, &v[K_DEPLOYMENT_ID], &cfg->deployment_id);
     if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
     cfg_check_provider_refs(ld);
     cfg_check_origins(ld);

@@ -1,8 +1,9 @@
 /* config_auth.c - the authentication sections of the configuration: dkim (which headers are
- * signed), alignment (what to do with mail whose DMARC is predicted to fail), the cloud
- * platforms' ranges and what origins may rely on them, and the policy files, which may hold
- * alignment, providers, caps, shaping, ramp pins and platforms. Called from
- * load_root() in config.c; also answers config_alignment_action(). Never exits, never prints. */
+ * signed; table in sign/sign_settings.c), alignment (what to do with mail whose DMARC is
+ * predicted to fail; check/check_settings.c), the cloud platforms' ranges and what origins
+ * may rely on them, and the policy files, which may hold alignment, providers, caps, shaping,
+ * ramp pins and platforms. Called from load_root() in config.c; also answers
+ * config_alignment_action(). Never exits, never prints. */
 #include "config/config_loader.h"
 
 #include <ctype.h>
@@ -17,50 +18,31 @@
 
 /* ---------------------------------------------------------------- dkim and alignment */
 
-static const char *const alignment_actions[] = {"send", "reroute", "hold", "bounce", NULL};
+/* The action names, in the order of enum alignment_action (check/check_settings.c). */
+static const char *const *alignment_actions(void)
+{
+    return settings_find_item(&check_alignment_settings, "default")->choices;
+}
 
+/* dkim: { headers, oversign } through sign/sign_settings.c; from must be signed. */
 void cfg_load_dkim(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"headers", "oversign", NULL};
     struct config *cfg = ld->cfg;
     struct at v[2];
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) {
-        for (size_t i = 0; i < cfg->n_dkim_headers; i++)
-            free(cfg->dkim_headers[i]);
-        free(cfg->dkim_headers);
-        cfg->dkim_headers = NULL;
-        cfg->n_dkim_headers = 0;
-        if (cfg_get_string_list(ld, &v[0], &cfg->dkim_headers, &cfg->n_dkim_headers) == 0) {
-            int has_from = 0;
-            for (size_t i = 0; i < cfg->n_dkim_headers; i++)
-                has_from |= !strcasecmp(cfg->dkim_headers[i], "from");
-            if (!has_from)
-                cfg_error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)",
-                             v[0].label);
-        }
-    }
-    if (v[1].node) {
-        for (size_t i = 0; i < cfg->n_dkim_oversign; i++)
-            free(cfg->dkim_oversign[i]);
-        free(cfg->dkim_oversign);
-        cfg->dkim_oversign = NULL;
-        cfg->n_dkim_oversign = 0;
-        cfg_get_string_list(ld, &v[1], &cfg->dkim_oversign, &cfg->n_dkim_oversign);
-    }
+    if (cfg_take_settings(ld, at, &sign_dkim_settings, cfg, NULL, v) < 0) return;
+    int has_from = 0;
+    for (size_t i = 0; i < cfg->n_dkim_headers; i++)
+        has_from |= !strcasecmp(cfg->dkim_headers[i], "from");
+    if (v[0].node && !v[0].bad && !has_from)
+        cfg_error_at(ld, v[0].where, "%s: must include \"from\" (RFC 6376 5.4)", v[0].label);
 }
 
 /* alignment: { default: ACTION, domains: { DOMAIN: ACTION } } */
 void cfg_load_alignment(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"default", "domains", NULL};
     struct config *cfg = ld->cfg;
     struct at v[2];
-    if (cfg_take_mapping(ld, at, keys, v) < 0) return;
-    if (v[0].node) {
-        int a = cfg_get_choice(ld, &v[0], "an alignment action", alignment_actions);
-        if (a >= 0) cfg->alignment_default = (enum alignment_action)a;
-    }
+    if (cfg_take_settings(ld, at, &check_alignment_settings, cfg, NULL, v) < 0) return;
     if (!v[1].node || cfg_is_null(v[1].node)) return;
     if (!fy_node_is_mapping(v[1].node)) {
         cfg_error_at(ld, v[1].where, "%s: expected \"domain: action\" lines, found %s", v[1].label,
@@ -81,7 +63,7 @@ void cfg_load_alignment(struct loader *ld, const struct at *at)
         struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
         val.where = cfg_node_pos(ld, val.node, kpos);
         cfg_label_set(&val, "%s.%s", v[1].label, domain);
-        int a = cfg_get_choice(ld, &val, "an alignment action", alignment_actions);
+        int a = cfg_get_choice(ld, &val, "an alignment action", alignment_actions());
         if (a < 0) continue;
         for (size_t i = 0; i < cfg->n_alignment_rules; i++)
             if (!strcasecmp(cfg->alignment_rules[i].domain, domain))
@@ -121,8 +103,8 @@ static char *policy_path(const struct loader *ld, const char *written)
  * and shaping policies later). Its errors carry its own name and positions. */
 static void load_policy_file(struct loader *parent, const struct at *at, const char *written)
 {
-    static const char *const keys[] = {"alignment", "providers", "caps",
-                                       "shaping",   "ramp",      "platforms", NULL};
+    static const char *const keys[] = {"alignment", "providers", "caps", "shaping",
+                                       "ramp",      "platforms", NULL};
     struct fy_diag *diag = NULL;
     char *path = policy_path(parent, written);
     struct loader ld = {.file = path, .cfg = parent->cfg, .root = parent->root};
@@ -194,33 +176,33 @@ enum alignment_action config_alignment_action(const struct config *cfg, const ch
 
 const char *config_alignment_action_name(enum alignment_action a)
 {
-    return alignment_actions[a];
+    return alignment_actions()[a];
 }
 
 /* ---------------------------------------------------------------- platforms */
 
 void cfg_load_platforms(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"networks", "source", "spf_include", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
     if (cfg_take_named(ld, at, "platform", &items, &n) < 0) return;
     for (size_t i = 0; i < n; i++) {
         if (config_find_platform(cfg, items[i].name)) {
-            cfg_error_at(ld, items[i].where, "%s: platform \"%s\" is defined twice",
-                         items[i].label, items[i].name);
+            cfg_error_at(ld, items[i].where, "%s: platform \"%s\" is defined twice", items[i].label,
+                         items[i].name);
             continue;
         }
         struct at v[3];
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
+        struct platform_conf one = {0};
+        settings_apply_defaults(&ingress_platform_settings, &one);
+        if (cfg_take_settings(ld, &items[i], &ingress_platform_settings, &one, NULL, v) < 0)
+            continue;
         cfg->platforms = xrealloc(cfg->platforms, (cfg->n_platforms + 1) * sizeof *cfg->platforms);
         struct platform_conf *p = &cfg->platforms[cfg->n_platforms++];
-        memset(p, 0, sizeof *p);
+        *p = one;
         p->name = xstrdup(items[i].name);
         if (v[0].node) cfg_get_prefix_list(ld, &v[0], &p->networks, &p->n_networks);
-        if (v[1].node) cfg_get_string(ld, &v[1], &p->source);
-        if (v[2].node) cfg_get_hostname(ld, &v[2], &p->spf_include);
         if (p->n_networks == 0)
             cfg_error_at(ld, items[i].where, "%s: networks is missing", items[i].label);
         if (!p->source)

@@ -527,6 +527,85 @@ int cfg_get_prefix_list(struct loader *ld, const struct at *at, struct net_prefi
     return 0;
 }
 
+/* ---------------------------------------------------------------- settings tables */
+
+/* delivery.retry style: a non-empty list of durations. */
+static int get_duration_list(struct loader *ld, const struct at *at, int64_t **dst, size_t *n_dst)
+{
+    struct at *items;
+    size_t n;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return -1;
+    if (n == 0) cfg_error_at(ld, at->where, "%s: needs at least one interval", at->label);
+    int64_t *values = xcalloc(n ? n : 1, sizeof *values);
+    size_t good = 0;
+    for (size_t i = 0; i < n; i++)
+        if (cfg_get_duration(ld, &items[i], &values[good]) == 0) good++;
+    free(items);
+    free(*dst);
+    *dst = values;
+    *n_dst = good;
+    return good == n && n > 0 ? 0 : -1;
+}
+
+int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting *s, void *base)
+{
+    void *field = (char *)base + s->offset;
+    size_t *count = (size_t *)((char *)base + s->count_offset);
+    const char *text;
+    int choice;
+    switch (s->type) {
+    case SETTING_INT:
+        return cfg_get_int(ld, at, s->min, s->max, field);
+    case SETTING_PORT:
+        return cfg_get_port(ld, at, field);
+    case SETTING_BOOL:
+        return cfg_get_bool(ld, at, field);
+    case SETTING_ENUM:
+        if ((choice = cfg_get_choice(ld, at, s->what, s->choices)) < 0) return -1;
+        *(int *)field = choice;
+        return 0;
+    case SETTING_DURATION:
+        return cfg_get_duration(ld, at, field);
+    case SETTING_SIZE:
+        return cfg_get_size(ld, at, field);
+    case SETTING_STRING:
+        return cfg_get_string(ld, at, field);
+    case SETTING_HOSTNAME:
+        return cfg_get_hostname(ld, at, field);
+    case SETTING_FILE:
+        return cfg_get_readable_file(ld, at, field);
+    case SETTING_STRING_LIST:
+        return cfg_get_string_list(ld, at, field, count);
+    case SETTING_DURATION_LIST:
+        return get_duration_list(ld, at, field, count);
+    case SETTING_CUSTOM:
+        if (!s->parse) return 0;
+        if (!(text = cfg_scalar_text(ld, at))) return -1;
+        if (s->parse(text, base) == 0) return 0;
+        cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not %s", LABEL_ARGS(at), text, s->what);
+        return -1;
+    }
+    return -1;
+}
+
+int cfg_take_settings(struct loader *ld, const struct at *at, const struct settings_table *t,
+                      void *base, const char *const *extra, struct at *v)
+{
+    size_t n_extra = 0;
+    while (extra && extra[n_extra])
+        n_extra++;
+    const char **names = xcalloc(t->n_items + n_extra + 1, sizeof *names);
+    for (size_t i = 0; i < t->n_items; i++)
+        names[i] = t->items[i].name;
+    for (size_t i = 0; i < n_extra; i++)
+        names[t->n_items + i] = extra[i];
+    int r = cfg_take_mapping(ld, at, names, v);
+    free(names);
+    for (size_t i = 0; r == 0 && i < t->n_items; i++)
+        if (v[i].node && cfg_get_setting(ld, &v[i], &t->items[i], base) < 0) v[i].bad = 1;
+    return r;
+}
+
 /* ---------------------------------------------------------------- parsing a file */
 
 /* libfyaml's own wording, made clearer where it is terse. */

@@ -9,6 +9,7 @@
 #include <libfyaml.h>
 
 #include "config/config.h"
+#include "config/settings.h"
 
 /* ---------------------------------------------------------------- errors and positions */
 
@@ -61,6 +62,7 @@ struct at {
     char label[256];
     int named;        /* label is 'egress "cloud"': children join with ": " instead of "." */
     const char *name; /* for named entries: "cloud" (owned by the YAML document) */
+    int bad;          /* cfg_take_settings(): present, but its value was refused (reported) */
 };
 
 /* "listen[0].address: " or "" at the top level. */
@@ -109,6 +111,16 @@ int cfg_take_named(struct loader *ld, const struct at *at, const char *what, str
 int cfg_get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst);
 int cfg_get_prefix_list(struct loader *ld, const struct at *at, struct net_prefix **dst,
                         size_t *n_dst);
+
+/* Settings tables. cfg_get_setting() reads one value of s into base (the section's struct)
+ * with its type and bounds; SETTING_CUSTOM without a parser is left to the caller. 0 / -1
+ * (reported). cfg_take_settings() splits a mapping like cfg_take_mapping() with the names of
+ * t's items followed by extra (NULL-terminated; may be NULL), reads every item present (v[i].bad
+ * when its value was refused), and leaves v[] (t's items, then extra's) for the section's own
+ * checks. */
+int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting *s, void *base);
+int cfg_take_settings(struct loader *ld, const struct at *at, const struct settings_table *t,
+                      void *base, const char *const *extra, struct at *v);
 
 /* config_auth.c: dkim, alignment, policy files. */
 void cfg_load_dkim(struct loader *ld, const struct at *at);

@@ -1,5 +1,7 @@
 /* config_route.c - the route sections of the configuration: ramp (from, to, key, schedule,
- * pins), providers, caps and shaping rules, with their rates and UTC times. The main file and
+ * pins), providers, caps and shaping rules, with their rates and UTC times. Their keys, types,
+ * bounds and defaults are the tables of route/route_settings.c; here are the checks across
+ * keys and sections (egress and provider names, key parts, time order). The main file and
  * policy files both reach them (load_root() in config.c, load_policy_file() in
  * config_auth.c); provider names are checked once every file is read (cfg_check_provider_refs()).
  * Never exits, never prints. */
@@ -21,6 +23,38 @@
 
 static const char *const ramp_key_parts[] = {"from_domain", "rcpt_domain", "sender",
                                              "rcpt",        "message_id",  NULL};
+
+/* ramp.key, already read as a list of names: each a known part, none twice. The parts that
+ * pass are kept, in order. */
+static void check_key_parts(struct loader *ld, const struct at *at)
+{
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at *items;
+    size_t n, kept = 0;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
+    if (n == 0)
+        cfg_error_at(ld, at->where, "%s: needs at least one part (e.g. [from_domain])", at->label);
+    for (size_t i = 0; i < r->n_key; i++)
+        free(r->key[i]);
+    r->n_key = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *text = fy_node_is_scalar(items[i].node) && !cfg_is_null(items[i].node)
+                               ? fy_node_get_scalar0(items[i].node)
+                               : NULL;
+        if (!text || !*text) continue; /* reported when the list was read */
+        int part = cfg_get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
+        size_t j = 0;
+        while (part >= 0 && j < kept && strcmp(r->key[j], ramp_key_parts[part]))
+            j++;
+        if (part >= 0 && j < kept)
+            cfg_error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
+                         ramp_key_parts[part]);
+        else if (part >= 0)
+            r->key[kept++] = xstrdup(ramp_key_parts[part]);
+    }
+    r->n_key = kept;
+    free(items);
+}
 
 /* A digit run of exactly n characters. */
 static int take_digits(const char **p, int n, int *out)
@@ -149,14 +183,12 @@ static void load_schedule(struct loader *ld, const struct at *at)
 
 void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
 {
-    static const char *const keys[] = {"from",        "to",   "key", "schedule",
-                                       "interpolate", "pins", NULL};
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at v[6];
-    if (at->node && cfg_take_mapping(ld, at, keys, v) < 0) return;
+    if (at->node && cfg_take_settings(ld, at, &route_ramp_settings, ld->cfg, NULL, v) < 0) return;
     if (!at->node) memset(v, 0, sizeof v);
     if (v[0].node) {
-        if (cfg_get_string(ld, &v[0], &r->from) == 0 && !egress_defined(ld->cfg, r->from))
+        if (!v[0].bad && !egress_defined(ld->cfg, r->from))
             report_undefined_egress(ld, &v[0], r->from);
     } else if (egress_at->node && ld->cfg->n_egress) {
         /* The file defines its own egresses: the default "legacy" may not exist. */
@@ -169,46 +201,20 @@ void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egre
                      strbuf_str(&names));
         strbuf_free(&names);
     }
-    if (v[1].node && cfg_get_string(ld, &v[1], &r->to) == 0) {
+    if (v[1].node && !v[1].bad) {
         if (!egress_defined(ld->cfg, r->to))
             report_undefined_egress(ld, &v[1], r->to);
         else if (r->from && !strcmp(r->from, r->to))
             cfg_error_at(ld, v[1].where, "%s: \"%s\" is the same egress as ramp.from", v[1].label,
                          r->to);
     }
-    if (v[2].node) {
-        struct at *items;
-        size_t n;
-        if (cfg_take_list(ld, &v[2], &items, &n) == 0) {
-            for (size_t i = 0; i < r->n_key; i++)
-                free(r->key[i]);
-            free(r->key);
-            r->key = xcalloc(n, sizeof *r->key);
-            r->n_key = 0;
-            if (n == 0)
-                cfg_error_at(ld, v[2].where, "%s: needs at least one part (e.g. [from_domain])",
-                             v[2].label);
-            for (size_t i = 0; i < n; i++) {
-                int part = cfg_get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
-                size_t j = 0;
-                while (part >= 0 && j < r->n_key && strcmp(r->key[j], ramp_key_parts[part]))
-                    j++;
-                if (part >= 0 && j < r->n_key)
-                    cfg_error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
-                                 ramp_key_parts[part]);
-                else if (part >= 0)
-                    r->key[r->n_key++] = xstrdup(ramp_key_parts[part]);
-            }
-            free(items);
-        }
-    }
+    if (v[2].node && !v[2].bad) check_key_parts(ld, &v[2]);
     if (v[3].node) {
         load_schedule(ld, &v[3]);
         if (r->n_schedule && !v[1].node)
             cfg_error_at(ld, v[3].where, "%s: a schedule needs ramp.to (the egress mail moves to)",
                          v[3].label);
     }
-    if (v[4].node) cfg_get_bool(ld, &v[4], &r->interpolate);
     if (v[5].node) cfg_load_pins(ld, &v[5]);
 }
 
@@ -266,7 +272,6 @@ void cfg_free_provider(struct provider_conf *p)
 /* providers: { NAME: { mx_suffixes: [...], source: "..." } } */
 void cfg_load_providers(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"mx_suffixes", "source", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
@@ -280,8 +285,10 @@ void cfg_load_providers(struct loader *ld, const struct at *at)
                          items[i].label);
             continue;
         }
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
-        struct provider_conf p = {.name = xstrdup(items[i].name)};
+        struct provider_conf p = {0};
+        settings_apply_defaults(&route_provider_settings, &p);
+        if (cfg_take_settings(ld, &items[i], &route_provider_settings, &p, NULL, v) < 0) continue;
+        p.name = xstrdup(items[i].name);
         if (v[0].node) {
             struct at *sfx;
             size_t ns;
@@ -313,7 +320,6 @@ void cfg_load_providers(struct loader *ld, const struct at *at)
             cfg_error_at(ld, items[i].where,
                          "%s: mx_suffixes is missing or empty (e.g. mx_suffixes: [google.com])",
                          items[i].label);
-        if (v[1].node) cfg_get_string(ld, &v[1], &p.source);
         cfg->providers = xrealloc(cfg->providers, (cfg->n_providers + 1) * sizeof *cfg->providers);
         cfg->providers[cfg->n_providers++] = p;
     }
@@ -333,16 +339,15 @@ static int check_egress_ref(struct loader *ld, const struct at *at, char **dst)
 /* caps: [ { egress, provider, per_minute, per_hour, per_day, connections, per_connection } ] */
 void cfg_load_caps(struct loader *ld, const struct at *at)
 {
-    static const char *const keys[] = {"egress",  "provider",    "per_minute",     "per_hour",
-                                       "per_day", "connections", "per_connection", NULL};
     struct config *cfg = ld->cfg;
     struct at *items;
     size_t n;
     if (cfg_take_list(ld, at, &items, &n) < 0) return;
     for (size_t i = 0; i < n; i++) {
         struct at v[7];
-        if (cfg_take_mapping(ld, &items[i], keys, v) < 0) continue;
         struct cap_conf c = {0};
+        settings_apply_defaults(&route_cap_settings, &c);
+        if (cfg_take_settings(ld, &items[i], &route_cap_settings, &c, NULL, v) < 0) continue;
         int ok = 1, limits = 0;
         if (!v[0].node || !v[1].node) {
             cfg_error_at(ld, items[i].where,
@@ -358,11 +363,10 @@ void cfg_load_caps(struct loader *ld, const struct at *at)
             else
                 provider_ref(ld, &v[1], c.provider);
         }
-        int *fields[] = {&c.per_minute, &c.per_hour, &c.per_day, &c.connections, &c.per_connection};
-        for (size_t k = 0; k < 5; k++) {
-            if (!v[2 + k].node) continue;
+        for (size_t k = 2; k < route_cap_settings.n_items; k++) { /* the limits */
+            if (!v[k].node) continue;
             limits++;
-            if (cfg_get_int(ld, &v[2 + k], 1, 100000000, fields[k]) < 0) ok = 0;
+            if (v[k].bad) ok = 0;
         }
         if (!limits && ok) {
             cfg_error_at(ld, items[i].where,
@@ -416,8 +420,6 @@ int config_parse_rate(const char *text, int *count, int64_t *period)
     return 0;
 }
 
-static const char *const shaping_actions[] = {"suspend", "throttle", "reroute", NULL};
-
 int config_shaping_matches(const struct shaping_rule *r, int code, const char *enhanced,
                            const char *text)
 {
@@ -433,7 +435,7 @@ int config_shaping_matches(const struct shaping_rule *r, int code, const char *e
 
 const char *config_shaping_action_name(enum shaping_action a)
 {
-    return shaping_actions[a];
+    return settings_find_item(&route_shaping_settings, "action")->choices[a];
 }
 
 void cfg_free_shaping_rule(struct shaping_rule *r)
@@ -532,15 +534,16 @@ enum {
 
 static void load_one_rule(struct loader *ld, const struct at *item, struct shaping_rule *r, int *ok)
 {
-    static const char *const keys[] = {"name",      "match",   "providers", "egress",
-                                       "threshold", "action",  "rate",      "connections",
-                                       "duration",  "recover", "source",    NULL};
     struct config *cfg = ld->cfg;
     struct at v[SH_COUNT];
-    if (cfg_take_mapping(ld, item, keys, v) < 0) {
+    settings_apply_defaults(&route_shaping_settings, r);
+    settings_apply_defaults(&route_shaping_threshold_settings, r);
+    if (cfg_take_settings(ld, item, &route_shaping_settings, r, NULL, v) < 0) {
         *ok = 0;
         return;
     }
+    for (size_t k = 0; k < SH_COUNT; k++)
+        if (v[k].bad) *ok = 0;
     static const char *const required[] = {"name",   "match", NULL, NULL,      NULL,
                                            "action", NULL,    NULL, "duration"};
     for (size_t k = 0; k < sizeof required / sizeof required[0]; k++)
@@ -548,7 +551,7 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             cfg_error_at(ld, item->where, "%s: %s is missing", item->label, required[k]);
             *ok = 0;
         }
-    if (v[SH_NAME].node && cfg_get_string(ld, &v[SH_NAME], &r->name) == 0) {
+    if (v[SH_NAME].node && !v[SH_NAME].bad) {
         for (size_t k = 0; k < cfg->n_shaping; k++)
             if (!strcmp(cfg->shaping[k].name, r->name)) {
                 cfg_error_at(ld, v[SH_NAME].where, "%s: a rule named \"%s\" is already at %s:%d",
@@ -562,7 +565,6 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
     if (v[SH_PROVIDERS].node) {
         struct at *p;
         size_t np;
-        cfg_get_string_list(ld, &v[SH_PROVIDERS], &r->providers, &r->n_providers);
         if (cfg_take_list(ld, &v[SH_PROVIDERS], &p, &np) == 0) {
             for (size_t k = 0; k < np; k++)
                 if (fy_node_is_scalar(p[k].node) && !cfg_is_null(p[k].node))
@@ -573,7 +575,6 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
     if (v[SH_EGRESS].node) {
         struct at *e;
         size_t ne;
-        cfg_get_string_list(ld, &v[SH_EGRESS], &r->egress, &r->n_egress);
         if (cfg_take_list(ld, &v[SH_EGRESS], &e, &ne) == 0) {
             for (size_t k = 0; k < ne; k++) {
                 const char *name = fy_node_is_scalar(e[k].node) && !cfg_is_null(e[k].node)
@@ -587,23 +588,15 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             free(e);
         }
     }
-    r->hits = 1;
-    r->window = 3600;
     if (v[SH_THRESHOLD].node) {
-        static const char *const tkeys[] = {"hits", "window", NULL};
         struct at t[2];
-        if (cfg_take_mapping(ld, &v[SH_THRESHOLD], tkeys, t) == 0) {
-            if (t[0].node && cfg_get_int(ld, &t[0], 1, 10000, &r->hits) < 0) *ok = 0;
-            if (t[1].node && cfg_get_duration(ld, &t[1], &r->window) < 0) *ok = 0;
-        }
+        if (cfg_take_settings(ld, &v[SH_THRESHOLD], &route_shaping_threshold_settings, r, NULL,
+                              t) == 0 &&
+            (t[0].bad || t[1].bad))
+            *ok = 0;
     }
-    int action = v[SH_ACTION].node
-                     ? cfg_get_choice(ld, &v[SH_ACTION], "a shaping action", shaping_actions)
-                     : -1;
-    if (action >= 0)
-        r->action = (enum shaping_action)action;
-    else
-        *ok = 0;
+    int action = v[SH_ACTION].node && !v[SH_ACTION].bad ? (int)r->action : -1;
+    if (action < 0) *ok = 0;
     if (v[SH_RATE].node) {
         const char *s = cfg_scalar_text(ld, &v[SH_RATE]);
         if (s && config_parse_rate(s, &r->rate_count, &r->rate_period) < 0) {
@@ -616,9 +609,6 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             *ok = 0;
         }
     }
-    if (v[SH_CONNECTIONS].node &&
-        cfg_get_int(ld, &v[SH_CONNECTIONS], 1, 100000, &r->connections) < 0)
-        *ok = 0;
     if (action == SHAPING_THROTTLE && !v[SH_RATE].node && !v[SH_CONNECTIONS].node) {
         cfg_error_at(
             ld, v[SH_ACTION].where,
@@ -626,7 +616,6 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             v[SH_ACTION].label);
         *ok = 0;
     }
-    if (v[SH_DURATION].node && cfg_get_duration(ld, &v[SH_DURATION], &r->duration) < 0) *ok = 0;
     if (v[SH_RECOVER].node) {
         static const char *const rkeys[] = {"quiet", "step", NULL};
         struct at rc[2];
@@ -655,7 +644,6 @@ static void load_one_rule(struct loader *ld, const struct at *item, struct shapi
             }
         }
     }
-    if (v[SH_SOURCE].node && cfg_get_string(ld, &v[SH_SOURCE], &r->source) < 0) *ok = 0;
 }
 
 /* shaping: [ { name, match: {code, enhanced, text}, providers, egress, threshold: {hits,

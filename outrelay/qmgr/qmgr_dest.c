@@ -69,7 +69,7 @@ static void dest_kick(struct dest *d)
                 dest_fail_waiting(d, &d->failure, NULL);
             return;
         }
-        int limit = d->egress->max_connections > 0 ? d->egress->max_connections : 10;
+        int limit = d->egress->max_connections; /* its default is in the egress settings table */
         int route_conns = 0, route_per_conn = 0;
         route_connection_limits(d->egress, d->provider, clock_now(), &route_conns, &route_per_conn);
         if (route_conns > 0 && route_conns < limit) limit = route_conns;

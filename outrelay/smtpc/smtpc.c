@@ -148,8 +148,7 @@ static void smtpc_conn_ready(struct smtpc_conn *c)
         c->working = 1;
         queue_dest_working(c->dest);
     }
-    int limit =
-        c->egress->max_messages_per_connection > 0 ? c->egress->max_messages_per_connection : 100;
+    int limit = c->egress->max_messages_per_connection; /* default: egress settings table */
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
         limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
     /* a job refused before any command (e.g. too big for this server) makes room for the next */

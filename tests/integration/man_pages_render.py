@@ -3,8 +3,8 @@
 Both pages in docs/man/ render with `groff -ww -man -Tutf8` without a single warning and with
 `man -l` (exit 0, NAME section present). outrelay(8) names every command and subcommand the
 binary's own --help texts list; outrelay.yaml(5) names every setting the configuration loader
-accepts (every `keys[]` table in outrelay/config/*.c), so a new command or setting without its
-paragraph fails here. (Before: there were no man pages.)
+accepts (every `keys[]` table in outrelay/config/*.c and every settings table), so a new
+command or setting without its paragraph fails here. (Before: there were no man pages.)
 """
 import glob
 import os
@@ -75,7 +75,10 @@ def test(env):
         text = open(src).read()
         for table in re.findall(r"const char \*const \w*keys\[\] = \{(.*?)\};", text, re.S):
             settings |= set(re.findall(r'"([a-z_]+)"', table))
-    h.check(len(settings) > 60, f"found only {len(settings)} settings in outrelay/config/*.c: "
+    # ... and every setting of the settings tables next to each module's code
+    for src in glob.glob(os.path.join(env.src, "outrelay", "*", "*settings.c")):
+        settings |= set(re.findall(r'\.name = "([a-z_]+)"', open(src).read()))
+    h.check(len(settings) > 60, f"found only {len(settings)} settings in the loader: "
             f"{sorted(settings)}")
     words5 = marked_words(os.path.join(man_dir, "outrelay.yaml.5"))
     missing = sorted(settings - words5)

@@ -1,0 +1,218 @@
+/* route_settings.c - the settings tables of routing: ramp (which egress, by what key, on what
+ * schedule, with which pins), caps per egress x provider, providers by MX host and shaping
+ * rules. Constant data read by config_load() (config/config_route.c keeps the cross-checks:
+ * egress and provider names, time order, rates) and `outrelay settings`; the values land in
+ * struct config, struct cap_conf, struct provider_conf and struct shaping_rule. Any thread. */
+#include <stddef.h>
+
+#include "config/config.h"
+#include "config/settings.h"
+
+#define AT(field) offsetof(struct config, field)
+
+static const struct setting ramp_items[] = {
+    {.name = "from",
+     .type = SETTING_STRING,
+     .offset = AT(ramp.from),
+     .kind = "egress name",
+     .def = "legacy",
+     .help = "The egress that carries mail before the migration; required when egress is set."},
+    {.name = "to",
+     .type = SETTING_STRING,
+     .offset = AT(ramp.to),
+     .kind = "egress name",
+     .default_text = "none, so all mail uses from",
+     .example = "cloud",
+     .help = "The egress mail moves to."},
+    {.name = "key",
+     .type = SETTING_STRING_LIST,
+     .offset = AT(ramp.key),
+     .count_offset = AT(ramp.n_key),
+     .kind = "list of from_domain, rcpt_domain, sender, rcpt, message_id",
+     .def = "[from_domain, rcpt_domain]",
+     .help = "The parts of a message that make its routing key."},
+    {.name = "schedule",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "list of { at: time, percent: 0..100 }",
+     .example = "[{ at: \"2026-12-01T00:00:00Z\", percent: 5 }, { at: \"2026-12-08T00:00:00Z\", "
+                "percent: 100 }]",
+     .help = "The share of to over time, in UTC, each step later than the one before."},
+    {.name = "interpolate",
+     .type = SETTING_BOOL,
+     .offset = AT(ramp.interpolate),
+     .def = "false",
+     .help = "true: grow the share linearly between the steps instead of in steps."},
+    {.name = "pins",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ origins, domains, providers }, each NAME: EGRESS or NAME: { egress, until }",
+     .example = "{ origins: { zimbra: legacy }, providers: { microsoft-consumer: legacy } }",
+     .help = "Fixed egresses for origins, recipient domains (and their subdomains) and providers, "
+             "until a UTC time or for good; policy files may hold pins too."},
+};
+
+#define CAP(field) offsetof(struct cap_conf, field)
+#define CAP_LIMIT(key, field, what)                                                                \
+    {                                                                                              \
+        .name = key, .type = SETTING_INT, .offset = CAP(field), .min = 1, .max = 100000000,        \
+        .help = what                                                                               \
+    }
+
+static const struct setting cap_items[] = {
+    {.name = "egress",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "egress name",
+     .default_text = "required",
+     .help = "The egress the limits apply to."},
+    {.name = "provider",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "provider name or other",
+     .default_text = "required",
+     .help = "The provider the limits apply to; other stands for destinations no provider "
+             "claims."},
+    CAP_LIMIT("per_minute", per_minute, "Messages per UTC calendar minute."),
+    CAP_LIMIT("per_hour", per_hour, "Messages per UTC calendar hour."),
+    CAP_LIMIT("per_day", per_day, "Messages per UTC calendar day."),
+    CAP_LIMIT("connections", connections, "Concurrent connections."),
+    CAP_LIMIT("per_connection", per_connection, "Messages per connection."),
+};
+
+static const struct setting provider_items[] = {
+    {.name = "mx_suffixes",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "list of host name suffixes",
+     .default_text = "required",
+     .help = "A recipient whose MX host ends in one of these belongs to the provider."},
+    {.name = "source",
+     .type = SETTING_STRING,
+     .offset = offsetof(struct provider_conf, source),
+     .kind = "text",
+     .help = "Where the grouping comes from, for the next reader."},
+};
+
+#define RULE(field) offsetof(struct shaping_rule, field)
+
+static const char *const shaping_actions[] = {"suspend", "throttle", "reroute", NULL};
+
+static const struct setting shaping_items[] = {
+    {.name = "name",
+     .type = SETTING_STRING,
+     .offset = RULE(name),
+     .kind = "text, unique",
+     .default_text = "required",
+     .help = "How records and logs name the rule."},
+    {.name = "match",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ code, enhanced, text }",
+     .default_text = "required",
+     .help = "The reply code, the enhanced status code (one or a list) and a POSIX extended "
+             "regular expression the reply text must match, without regard to case."},
+    {.name = "providers",
+     .type = SETTING_STRING_LIST,
+     .offset = RULE(providers),
+     .count_offset = RULE(n_providers),
+     .default_text = "all",
+     .help = "The providers where the rule counts."},
+    {.name = "egress",
+     .type = SETTING_STRING_LIST,
+     .offset = RULE(egress),
+     .count_offset = RULE(n_egress),
+     .default_text = "all",
+     .help = "The egresses where the rule counts."},
+    {.name = "threshold",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ hits: 1..10000, window: duration }",
+     .default_text = "{ hits: 1, window: 1h }",
+     .help = "How many matching replies within the window start the action."},
+    {.name = "action",
+     .type = SETTING_ENUM,
+     .offset = RULE(action),
+     .choices = shaping_actions,
+     .what = "a shaping action",
+     .default_text = "required",
+     .help = "suspend sends nothing on that egress and provider (mail spills to the other ramp "
+             "egress or waits); throttle sends at most rate messages over at most connections "
+             "connections; reroute sends the affected traffic through the other ramp egress."},
+    {.name = "rate",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "rate",
+     .help = "Throttle: messages per period (1/min, 10/h, 500/day)."},
+    {.name = "connections",
+     .type = SETTING_INT,
+     .offset = RULE(connections),
+     .min = 1,
+     .max = 100000,
+     .help = "Throttle: concurrent connections."},
+    {.name = "duration",
+     .type = SETTING_DURATION,
+     .offset = RULE(duration),
+     .default_text = "required",
+     .help = "How long the action holds."},
+    {.name = "recover",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ quiet: duration, step: number }",
+     .help = "Instead of ending at once, throttle at the rate (1/min after suspend or reroute) "
+             "and multiply it by step after every quiet period without a matching reply."},
+    {.name = "source",
+     .type = SETTING_STRING,
+     .offset = RULE(source),
+     .kind = "text",
+     .help = "Where the reply text and the reaction come from."},
+};
+
+/* shaping.threshold: read into struct shaping_rule; not a section of its own in the documents. */
+static const struct setting threshold_items[] = {
+    {.name = "hits",
+     .type = SETTING_INT,
+     .offset = RULE(hits),
+     .def = "1",
+     .min = 1,
+     .max = 10000,
+     .help = "Matching replies that start the action."},
+    {.name = "window",
+     .type = SETTING_DURATION,
+     .offset = RULE(window),
+     .def = "1h",
+     .help = "Within this long."},
+};
+
+const struct settings_table route_ramp_settings = {
+    .section = "ramp",
+    .help = "Moving mail from one egress to another over time. Each message's key (made of the "
+            "parts listed in key) decides, stably, whether it is in the share that already goes "
+            "to to.",
+    .items = ramp_items,
+    .n_items = SETTINGS_COUNT(ramp_items)};
+const struct settings_table route_cap_settings = {
+    .section = "caps",
+    .help = "A list of limits per egress and provider; at least one limit must be set. Mail over "
+            "a cap spills to the other ramp egress when that one may send, else it waits.",
+    .items = cap_items,
+    .n_items = SETTINGS_COUNT(cap_items),
+    .entries = 1};
+const struct settings_table route_provider_settings = {
+    .section = "providers",
+    .help = "Mailbox providers by MX host: a mapping of names to their settings; caps, shaping, "
+            "pins and reports use the name. other is reserved.",
+    .items = provider_items,
+    .n_items = SETTINGS_COUNT(provider_items),
+    .entries = 1};
+const struct settings_table route_shaping_settings = {
+    .section = "shaping",
+    .help = "A list of reactions to receivers' replies.",
+    .items = shaping_items,
+    .n_items = SETTINGS_COUNT(shaping_items),
+    .entries = 1};
+const struct settings_table route_shaping_threshold_settings = {.section = "shaping.threshold",
+                                                                .items = threshold_items,
+                                                                .n_items =
+                                                                    SETTINGS_COUNT(threshold_items),
+                                                                .entries = 1};
