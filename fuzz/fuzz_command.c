@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 static void check_refusal(const char *reply)
 {

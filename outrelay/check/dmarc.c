@@ -15,7 +15,7 @@
 
 #include <opendmarc/dmarc.h>
 
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "common/hashmap.h"
 #include "common/log.h"
 #include "common/clock.h"

@@ -26,16 +26,15 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "common/workpool.h"
-#include "deliver/queue.h"
 #include "ingress/auth_throttle.h"
 #include "ingress/client_limits.h"
 #include "ingress/data.h"
 #include "ingress/origin_policy.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "mail/header_limits.h"
 #include "mail/address.h"
 #include "records/records.h"
-#include "sign/dkim.h"
+#include "mail/dkim_verify.h"
 #include "spool/envelope.h"
 #include "tls/tls.h"
 
@@ -57,6 +56,7 @@ static const struct config *smtpd_cfg;
 static SSL_CTX *smtpd_tls_ctx;
 struct auth_users *smtpd_users;
 static struct spool *smtpd_spool;
+static smtpd_accept_fn smtpd_accept;
 static struct event_base *smtpd_base;
 static struct listener *smtpd_listeners;
 static size_t smtpd_n_listeners;
@@ -432,7 +432,10 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .detail = rcpts};
         records_emit(&ev);
         if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
-        queue_accept(env, loc, &s->data);
+        if (smtpd_accept)
+            smtpd_accept(env, loc, &s->data);
+        else
+            envelope_free(env);
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);
@@ -1036,8 +1039,9 @@ int smtpd_reload(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-void smtpd_set_spool(struct spool *sp)
+void smtpd_set_spool(struct spool *sp, smtpd_accept_fn accept)
 {
+    smtpd_accept = accept;
     smtpd_spool = sp;
 }
 

@@ -16,7 +16,7 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "ingress/auth.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "spool/envelope.h"
 
 enum session_state {

@@ -20,7 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "common/util.h"
 
 #define KEY_FILE_MAX (64 * 1024)

@@ -14,7 +14,7 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "spool/envelope.h"
 
 static void assert_same_string(const char *a, const char *b)

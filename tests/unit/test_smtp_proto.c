@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
