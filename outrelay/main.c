@@ -37,7 +37,7 @@
 #include "route/route.h"
 #include "sign/dkim.h"
 #include "sign/signer.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
 

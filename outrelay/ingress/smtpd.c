@@ -35,7 +35,7 @@
 #include "mail/address.h"
 #include "records/records.h"
 #include "mail/dkim_verify.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "tls/tls.h"
 
 #define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */

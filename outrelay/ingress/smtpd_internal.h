@@ -17,7 +17,7 @@
 #include "config/config.h"
 #include "ingress/auth.h"
 #include "mail/smtp_proto.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 enum session_state {
     STATE_GREETING, /* before HELO/EHLO */

@@ -18,7 +18,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 /* Loads persisted overrides, counters and suspensions. Returns 0 / -1 with err. */
 int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen);

@@ -15,7 +15,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "mail/smtp_proto.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 static void assert_same_string(const char *a, const char *b)
 {

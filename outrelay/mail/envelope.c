@@ -1,5 +1,5 @@
 /* envelope.c - envelope struct and its spool text form; see envelope.h. */
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 #include <stdio.h>
 #include <stdlib.h>
