@@ -152,7 +152,6 @@ int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer)
         answer->error = "no DNS answer";
     } else {
         dns_parse_packet(rrtype, r->answer_packet, r->answer_len, answer);
-        answer->secure = r->secure;
         if (r->bogus) {
             answer->status = DNS_TEMPFAIL;
             answer->error = "DNSSEC validation failed (bogus)";

@@ -33,6 +33,7 @@
 #include "mail/smtp_proto.h"
 #include "mail/header_limits.h"
 #include "mail/address.h"
+#include "mail/header.h"
 #include "records/records.h"
 #include "mail/dkim_verify.h"
 #include "mail/envelope.h"
@@ -339,40 +340,24 @@ static void cmd_data(struct session *s)
 
 /* --- message data ---------------------------------------------------------------------------- */
 
-/* Value of a header field if its name matches (case-insensitively), else NULL. */
-static const char *header_value(const char *field, const char *name)
-{
-    size_t n = strlen(name);
-    if (strncasecmp(field, name, n) != 0 || field[n] != ':') return NULL;
-    const char *v = field + n + 1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    return v;
-}
-
-static char *unfold(const char *v)
-{
-    struct strbuf sb = STRBUF_INIT;
-    for (; *v; v++)
-        if (*v != '\r' && *v != '\n') strbuf_append(&sb, v, 1);
-    size_t len;
-    char *out = strbuf_detach(&sb, &len);
-    while (len && (out[len - 1] == ' ' || out[len - 1] == '\t'))
-        out[--len] = '\0';
-    return out;
-}
-
 void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *env)
 {
     if (field->len == 0) return;
-    const char *f = strbuf_str(field);
-    const char *v;
-    if ((v = header_value(f, "Received")))
-        (*received)++;
-    else if ((v = header_value(f, "Message-ID")) && !env->message_id)
-        env->message_id = unfold(v);
-    else if ((v = header_value(f, "From")) && !env->from_domain)
-        env->from_domain = mail_author_domain(v, NULL); /* NULL: no single author domain */
+    struct mail_header_iter it;
+    const char *name, *value;
+    size_t name_len, value_len;
+    mail_header_begin(&it, field->data, field->len);
+    if (mail_header_next(&it, &name, &name_len, &value, &value_len)) {
+        if (mail_header_name_is(name, name_len, "Received")) {
+            (*received)++;
+        } else if (mail_header_name_is(name, name_len, "Message-ID") && !env->message_id) {
+            env->message_id = mail_header_value_unfold(value, value_len);
+        } else if (mail_header_name_is(name, name_len, "From") && !env->from_domain) {
+            char *from = mail_header_value_unfold(value, value_len);
+            env->from_domain = mail_author_domain(from, NULL); /* NULL: no single author domain */
+            free(from);
+        }
+    }
     strbuf_reset(field);
 }
 

@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "mail/header.h"
 #include "mail/header_limits.h"
 
 /* Feed size per dkim_chunk call when several handles share one pass over the message. */
@@ -350,41 +351,20 @@ out:
 /* ---------------------------------------------------------------------------------------- */
 /* Stripping */
 
-/* Length of the line starting at p (including its LF), bounded by end. */
-static size_t line_length(const char *p, const char *end)
-{
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    return nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
-}
-
-static int is_dkim_signature_field(const char *p, size_t n)
-{
-    static const char name[] = DKIM_SIGNHEADER;
-    size_t nl = sizeof name - 1;
-    if (n <= nl || strncasecmp(p, name, nl) != 0) return 0;
-    size_t i = nl;
-    while (i < n && (p[i] == ' ' || p[i] == '\t'))
-        i++;
-    return i < n && p[i] == ':';
-}
-
 size_t dkim_strip_signatures(char *data, size_t len)
 {
-    char *end = data + len;
-    char *p = data;
-    while (p < end) {
-        size_t n = line_length(p, end);
-        /* The empty line ends the header section. */
-        if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n')) break;
-        if (!is_dkim_signature_field(p, n)) {
-            p += n;
-            continue;
-        }
-        size_t field = n;
-        while (p + field < end && (p[field] == ' ' || p[field] == '\t'))
-            field += line_length(p + field, end);
-        memmove(p, p + field, (size_t)(end - (p + field)));
-        end -= field;
+    struct mail_header_iter it;
+    const char *name, *value;
+    size_t name_len, value_len;
+    mail_header_begin(&it, data, len);
+    while (mail_header_next(&it, &name, &name_len, &value, &value_len)) {
+        if (!mail_header_name_is(name, name_len, DKIM_SIGNHEADER)) continue;
+        /* The field runs from its name to where the next one starts. */
+        char *field = data + (name - data);
+        size_t field_len = (size_t)(it.p - name);
+        memmove(field, it.p, (size_t)(it.end - it.p));
+        it.p = field;
+        it.end -= field_len;
     }
-    return (size_t)(end - data);
+    return (size_t)(it.end - data);
 }
