@@ -1,4 +1,7 @@
-/* dns_sync.c - blocking lookups for worker threads; see dns_sync.h. */
+/* dns_sync.c - blocking lookups for worker threads; see dns_sync.h. Owns its own libunbound
+ * context (never the loop's) and, for `outrelay check`, the memory of lookups that already failed.
+ * Called by check (SPF, DMARC), mail/dkim_verify.c (DKIM keys) and check/advice.c; never on the
+ * event loop. */
 #include "dns/dns_sync.h"
 
 #include <poll.h>

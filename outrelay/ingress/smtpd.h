@@ -1,7 +1,9 @@
 /* smtpd.h - the ESMTP server platforms submit to. Owns listeners and client sessions; maps
  * each client to an origin (network or AUTH identity); refuses anything ambiguous (bare CR/LF,
  * pipelined data after STARTTLS, oversize lines and messages, loops); answers 250 to DATA only
- * from the spool's commit callback. Loop thread only; password checks run on the workpool. */
+ * from the spool's commit callback, then hands the message on through the function main gave
+ * smtpd_set_spool. Knows nothing of the stages after the spool. Loop thread only; password and
+ * DKIM checks run on the workpool. */
 #ifndef OUTRELAY_SMTPD_H
 #define OUTRELAY_SMTPD_H
 

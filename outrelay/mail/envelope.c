@@ -1,4 +1,5 @@
-/* envelope.c - envelope struct and its spool text form; see envelope.h. */
+/* envelope.c - envelope struct and its spool text form; see envelope.h. Never does I/O: the
+ * spool writes and reads the text this file makes and parses. */
 #include "mail/envelope.h"
 
 #include <stdio.h>
