@@ -1,4 +1,4 @@
-/* fuzz_command.c - the SMTP command parser (ingress/smtp_proto.c) on one client command line,
+/* fuzz_command.c - the SMTP command parser (mail/smtp_proto.c) on one client command line,
  * as smtpd passes it: without CRLF, cut at the first NUL. Feeds smtp_parse_command, then
  * smtp_parse_mail and smtp_parse_rcpt on its arguments, and xtext decoding. Asserts that
  * results stay inside their buffers, that every refusal is a 5xx reply, that an accepted
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 static void check_refusal(const char *reply)
 {

@@ -12,7 +12,7 @@
 #include "common/strbuf.h"
 #include "ingress/data.h"
 #include "ingress/smtpd.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 static void check_envelope(const struct envelope *env)
 {

@@ -12,7 +12,7 @@
 
 #include "common/strbuf.h"
 #include "smtpc/smtpc.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 static void check_complete(struct strbuf *reply, int code)
 {

@@ -29,7 +29,7 @@
 #include "ingress/smtpd.h"
 #include "check/advice.h"
 #include "check/dmarc.h"
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "check/spf.h"
 #include "dns/dns_sync.h"
 #include "records/records.h"
@@ -38,7 +38,7 @@
 #include "sign/dkim.h"
 #include "sign/signer.h"
 #include "config/settings.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
 
@@ -563,7 +563,7 @@ static int cmd_serve(int argc, char **argv)
     if (recovered > 0)
         log_info("outrelay: recovered %d message%s from the spool", recovered,
                  recovered == 1 ? "" : "s");
-    smtpd_set_spool(sp);
+    smtpd_set_spool(sp, qmgr_accept);
     if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0) goto out;
     control_started = 1;
     if (cfg->metrics_listen) {

@@ -9,7 +9,7 @@
 #include <strings.h>
 
 #include "check/dmarc.h"
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "check/spf.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"

@@ -9,7 +9,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "common/workpool.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 struct align_job {
     const struct config *cfg;

@@ -15,10 +15,9 @@
 
 #include <opendmarc/dmarc.h>
 
-#include "check/orgdomain.h"
-#include "common/hashmap.h"
+#include "mail/orgdomain.h"
+#include "common/ttl_cache.h"
 #include "common/log.h"
-#include "common/clock.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
@@ -32,13 +31,6 @@
 /* ---------------------------------------------------------------------------------------------
  * TXT cache: name -> answer, shared by the _dmarc and _domainkey lookups. */
 
-struct txt_entry {
-    int64_t expires;
-    enum dns_status status;
-    size_t n;
-    char **txt;
-};
-
 /* A private copy of a (possibly cached) TXT answer; the caller frees it with txt_result_free. */
 struct txt_result {
     enum dns_status status;
@@ -48,8 +40,8 @@ struct txt_result {
 };
 
 static pthread_mutex_t dmarc_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hashmap *txt_cache; /* under dmarc_lock */
-static int dmarc_library_ready;   /* under dmarc_lock */
+static struct ttl_cache *txt_cache; /* name -> struct txt_result; made under dmarc_lock */
+static int dmarc_library_ready;     /* under dmarc_lock */
 
 static char **copy_strings(char *const *src, size_t n)
 {
@@ -67,74 +59,43 @@ static void free_strings(char **s, size_t n)
     free(s);
 }
 
-static void txt_entry_free(struct txt_entry *e)
-{
-    if (!e) return;
-    free_strings(e->txt, e->n);
-    free(e);
-}
-
 static void txt_result_free(struct txt_result *r)
 {
     free_strings(r->txt, r->n);
     memset(r, 0, sizeof *r);
 }
 
-struct expiry_scan {
-    int64_t now;
-    char **names;
-    size_t n;
-};
-
-static void collect_expired(void *arg, const char *key, void *value)
+static void txt_result_free_cb(void *value)
 {
-    struct expiry_scan *scan = arg;
-    const struct txt_entry *e = value;
-    if (e->expires <= scan->now) {
-        scan->names = xrealloc(scan->names, (scan->n + 1) * sizeof *scan->names);
-        scan->names[scan->n++] = xstrdup(key);
-    }
+    txt_result_free(value);
+    free(value);
 }
 
-static void free_entry_cb(void *arg, const char *key, void *value)
+static void txt_result_copy(const void *value, void *out)
 {
-    (void)arg;
-    (void)key;
-    txt_entry_free(value);
+    const struct txt_result *from = value;
+    struct txt_result *to = out;
+    to->status = from->status;
+    to->n = from->n;
+    to->txt = copy_strings(from->txt, from->n);
 }
 
-/* With dmarc_lock held: keeps the cache bounded (expired entries first, then everything). */
-static void cache_make_room(int64_t now)
+/* The cache, made on first use (dmarc_init makes it; the tools may look up without it). */
+static struct ttl_cache *txt_cache_get(void)
 {
-    if (hashmap_count(txt_cache) < DMARC_CACHE_MAX) return;
-    struct expiry_scan scan = {now, NULL, 0};
-    hashmap_foreach(txt_cache, collect_expired, &scan);
-    for (size_t i = 0; i < scan.n; i++)
-        txt_entry_free(hashmap_remove(txt_cache, scan.names[i]));
-    free_strings(scan.names, scan.n);
-    if (hashmap_count(txt_cache) >= DMARC_CACHE_MAX) {
-        hashmap_foreach(txt_cache, free_entry_cb, NULL);
-        hashmap_free(txt_cache);
-        txt_cache = hashmap_new();
-    }
+    pthread_mutex_lock(&dmarc_lock);
+    if (!txt_cache) txt_cache = ttl_cache_new(DMARC_CACHE_MAX, txt_result_free_cb, NULL);
+    struct ttl_cache *c = txt_cache;
+    pthread_mutex_unlock(&dmarc_lock);
+    return c;
 }
 
 /* Looks name up (cache first). Temporary failures are never cached. */
 static void txt_lookup(const char *name, struct txt_result *out)
 {
     memset(out, 0, sizeof *out);
-    int64_t now = clock_now();
-
-    pthread_mutex_lock(&dmarc_lock);
-    struct txt_entry *hit = txt_cache ? hashmap_get(txt_cache, name) : NULL;
-    if (hit && hit->expires > now) {
-        out->status = hit->status;
-        out->n = hit->n;
-        out->txt = copy_strings(hit->txt, hit->n);
-        pthread_mutex_unlock(&dmarc_lock);
-        return;
-    }
-    pthread_mutex_unlock(&dmarc_lock);
+    struct ttl_cache *cache = txt_cache_get();
+    if (ttl_cache_get(cache, name, txt_result_copy, out) > 0) return;
 
     struct dns_answer answer;
     dns_sync_query(name, DNS_TYPE_TXT, &answer);
@@ -151,16 +112,9 @@ static void txt_lookup(const char *name, struct txt_result *out)
     dns_sync_free(&answer);
     if (out->status == DNS_TEMPFAIL || ttl == 0) return;
 
-    struct txt_entry *e = xcalloc(1, sizeof *e);
-    e->expires = now + ttl;
-    e->status = out->status;
-    e->n = out->n;
-    e->txt = copy_strings(out->txt, out->n);
-    pthread_mutex_lock(&dmarc_lock);
-    if (!txt_cache) txt_cache = hashmap_new();
-    cache_make_room(now);
-    txt_entry_free(hashmap_put(txt_cache, name, e));
-    pthread_mutex_unlock(&dmarc_lock);
+    struct txt_result *copy = xcalloc(1, sizeof *copy);
+    txt_result_copy(out, copy);
+    ttl_cache_put(cache, name, copy, ttl);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -185,8 +139,8 @@ int dmarc_init(char *err, size_t errlen)
             dmarc_library_ready = 1;
         }
     }
-    if (rc == 0 && !txt_cache) txt_cache = hashmap_new();
     pthread_mutex_unlock(&dmarc_lock);
+    if (rc == 0) txt_cache_get();
     return rc;
 }
 
@@ -199,11 +153,8 @@ void dmarc_shutdown(void)
         opendmarc_policy_library_shutdown(&lib);
         dmarc_library_ready = 0;
     }
-    if (txt_cache) {
-        hashmap_foreach(txt_cache, free_entry_cb, NULL);
-        hashmap_free(txt_cache);
-        txt_cache = NULL;
-    }
+    ttl_cache_free(txt_cache);
+    txt_cache = NULL;
     pthread_mutex_unlock(&dmarc_lock);
 }
 
@@ -447,8 +398,8 @@ static void split_algorithm(const char *algorithm, char *type, size_t tsize, cha
 }
 
 int dmarc_key_check(char *const *txt, size_t n_txt, const char *name, const char *algorithm,
-                    const char *public_b64, const char *auid_domain, const char *sdid,
-                    char *detail, size_t detail_size)
+                    const char *public_b64, const char *auid_domain, const char *sdid, char *detail,
+                    size_t detail_size)
 {
     char want_type[16], want_hash[16];
     split_algorithm(algorithm, want_type, sizeof want_type, want_hash, sizeof want_hash);

@@ -16,7 +16,6 @@
 #include <spf2/spf_dns.h>
 
 #include <arpa/inet.h>
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -24,9 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/hashmap.h"
+#include "common/ttl_cache.h"
 #include "common/log.h"
-#include "common/clock.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
 
@@ -63,12 +61,9 @@ struct spf_dns_config {
 };
 static struct spf_dns_config spf_dns_config = {dns_sync_query, dns_sync_free};
 
-struct spf_cache_entry {
-    struct spf_outcome outcome;
-    int64_t expires;
-};
-static pthread_mutex_t spf_cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct hashmap *spf_cache;
+/* (address|domain) -> struct spf_outcome, for the TTL spf_outcome_ttl gives. Made by spf_init
+ * and freed by spf_shutdown, both before and after the workers run. */
+static struct ttl_cache *spf_cache;
 
 /* ------------------------------------------------------------------------------------------ */
 /* libspf2 log handlers */
@@ -265,25 +260,8 @@ int spf_init(char *err, size_t errlen)
         snprintf(err, errlen, "SPF: cannot create the libspf2 server");
         return -1;
     }
-    pthread_mutex_lock(&spf_cache_lock);
-    if (!spf_cache) spf_cache = hashmap_new();
-    pthread_mutex_unlock(&spf_cache_lock);
+    if (!spf_cache) spf_cache = ttl_cache_new(SPF_CACHE_MAX, free, NULL);
     return 0;
-}
-
-static void spf_free_entry(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    free(value);
-}
-
-static void spf_cache_clear_locked(void)
-{
-    if (!spf_cache) return;
-    hashmap_foreach(spf_cache, spf_free_entry, NULL);
-    hashmap_free(spf_cache);
-    spf_cache = NULL;
 }
 
 void spf_shutdown(void)
@@ -292,9 +270,8 @@ void spf_shutdown(void)
     spf_server = NULL;
     if (spf_dns_layer) SPF_dns_free(spf_dns_layer);
     spf_dns_layer = NULL;
-    pthread_mutex_lock(&spf_cache_lock);
-    spf_cache_clear_locked();
-    pthread_mutex_unlock(&spf_cache_lock);
+    ttl_cache_free(spf_cache);
+    spf_cache = NULL;
 }
 
 void spf_set_resolver(spf_query_fn query, spf_free_fn free_answer)
@@ -584,33 +561,9 @@ void spf_evaluate_uncached(const char *ip, const char *sender, const char *helo,
     out->ttl = spf_outcome_ttl(out->result, &st);
 }
 
-/* Drops expired entries; when none expired and the cache is still full, everything. */
-struct spf_expired {
-    int64_t now;
-    char **keys;
-    size_t n;
-};
-
-static void spf_collect_expired(void *arg, const char *key, void *value)
+static void spf_copy_outcome(const void *value, void *out)
 {
-    struct spf_expired *x = arg;
-    const struct spf_cache_entry *e = value;
-    if (e->expires <= x->now) x->keys[x->n++] = xstrdup(key);
-}
-
-static void spf_cache_trim_locked(int64_t now)
-{
-    struct spf_expired x = {now, xcalloc(hashmap_count(spf_cache) + 1, sizeof(char *)), 0};
-    hashmap_foreach(spf_cache, spf_collect_expired, &x);
-    for (size_t i = 0; i < x.n; i++) {
-        free(hashmap_remove(spf_cache, x.keys[i]));
-        free(x.keys[i]);
-    }
-    free(x.keys);
-    if (hashmap_count(spf_cache) >= SPF_CACHE_MAX) {
-        spf_cache_clear_locked();
-        spf_cache = hashmap_new();
-    }
+    *(struct spf_outcome *)out = *(const struct spf_outcome *)value;
 }
 
 void spf_evaluate(const char *ip, const char *sender, const char *helo, struct spf_outcome *out)
@@ -622,38 +575,24 @@ void spf_evaluate(const char *ip, const char *sender, const char *helo, struct s
     for (char *p = key; *p; p++) /* domains compare case-insensitively */
         if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
 
-    int64_t now = clock_now();
-    pthread_mutex_lock(&spf_cache_lock);
-    struct spf_cache_entry *hit = spf_cache ? hashmap_get(spf_cache, key) : NULL;
-    if (hit && hit->expires > now) {
-        *out = hit->outcome;
-        out->ttl = (unsigned)(hit->expires - now);
-        pthread_mutex_unlock(&spf_cache_lock);
+    int64_t left = spf_cache ? ttl_cache_get(spf_cache, key, spf_copy_outcome, out) : 0;
+    if (left > 0) {
+        out->ttl = (unsigned)left;
         return;
     }
-    pthread_mutex_unlock(&spf_cache_lock);
 
     /* Evaluated outside the lock: DNS may take seconds. Two threads may race on one key; the
      * later answer simply replaces the earlier. */
     spf_evaluate_uncached(ip, sender, helo, out);
 
-    pthread_mutex_lock(&spf_cache_lock);
     if (spf_cache) {
-        if (hashmap_count(spf_cache) >= SPF_CACHE_MAX) spf_cache_trim_locked(now);
-        struct spf_cache_entry *e = xmalloc(sizeof *e);
-        e->outcome = *out;
-        e->expires = now + out->ttl;
-        free(hashmap_put(spf_cache, key, e));
+        struct spf_outcome *copy = xmalloc(sizeof *copy);
+        *copy = *out;
+        ttl_cache_put(spf_cache, key, copy, out->ttl);
     }
-    pthread_mutex_unlock(&spf_cache_lock);
 }
 
 void spf_cache_flush(void)
 {
-    pthread_mutex_lock(&spf_cache_lock);
-    if (spf_cache) {
-        spf_cache_clear_locked();
-        spf_cache = hashmap_new();
-    }
-    pthread_mutex_unlock(&spf_cache_lock);
+    if (spf_cache) ttl_cache_clear(spf_cache);
 }

@@ -38,6 +38,26 @@ struct hashmap *hashmap_new(void)
     return m;
 }
 
+struct value_freer {
+    void (*free_value)(void *value);
+};
+
+static int free_every_value(void *arg, const char *key, void *value)
+{
+    (void)key;
+    const struct value_freer *f = arg;
+    f->free_value(value);
+    return 1;
+}
+
+void hashmap_free_values(struct hashmap *m, void (*free_value)(void *value))
+{
+    if (!m) return;
+    struct value_freer f = {free_value};
+    hashmap_remove_if(m, free_every_value, &f);
+    hashmap_free(m);
+}
+
 void hashmap_free(struct hashmap *m)
 {
     if (!m) return;

@@ -10,6 +10,8 @@ struct hashmap;
 struct hashmap *hashmap_new(void);
 /* Frees the map and its keys; values are left to the caller (iterate first if needed). */
 void hashmap_free(struct hashmap *map);
+/* Frees the map, its keys and every value with free_value (e.g. free). NULL map is fine. */
+void hashmap_free_values(struct hashmap *map, void (*free_value)(void *value));
 /* Inserts or replaces; returns the previous value or NULL. */
 void *hashmap_put(struct hashmap *map, const char *key, void *value);
 void *hashmap_get(const struct hashmap *map, const char *key);

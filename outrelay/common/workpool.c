@@ -1,10 +1,12 @@
-/* workpool.c - see workpool.h. One job queue, one completion queue, both under one mutex; the
- * completion queue is drained on the loop thread by an event made active from the workers. */
+/* workpool.c - see workpool.h. One job queue under a mutex and a condition the workers wait on;
+ * finished jobs go back to the loop thread through a hand-off (common/handoff.h). Called by
+ * ingress (password checks, DKIM checks), the signing and checking stages and main (start/stop). */
 #include "common/workpool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "common/handoff.h"
 #include "common/util.h"
 
 struct job {
@@ -16,10 +18,10 @@ struct job {
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static struct job *todo, **todo_tail = &todo, *finished, **finished_tail = &finished;
+static struct job *todo, **todo_tail = &todo;
 static pthread_t *pool_threads;
 static int pool_n, pool_stopping;
-static struct event *pool_done_ev;
+static struct handoff *pool_finished;
 
 static void *worker(void *unused)
 {
@@ -37,36 +39,22 @@ static void *worker(void *unused)
         if (!todo) todo_tail = &todo;
         pthread_mutex_unlock(&pool_lock);
         j->work(j->arg);
-        j->next = NULL;
-        pthread_mutex_lock(&pool_lock);
-        *finished_tail = j;
-        finished_tail = &j->next;
-        pthread_mutex_unlock(&pool_lock);
-        event_active(pool_done_ev, EV_READ, 0);
+        handoff_push(pool_finished, j);
     }
 }
 
-static void run_finished(evutil_socket_t fd, short what, void *unused)
+static void run_finished(void *item, void *unused)
 {
-    (void)fd;
-    (void)what;
     (void)unused;
-    pthread_mutex_lock(&pool_lock);
-    struct job *list = finished;
-    finished = NULL;
-    finished_tail = &finished;
-    pthread_mutex_unlock(&pool_lock);
-    while (list) {
-        struct job *j = list;
-        list = j->next;
-        if (j->done) j->done(j->arg);
-        free(j);
-    }
+    struct job *j = item;
+    if (j->done) j->done(j->arg);
+    free(j);
 }
 
 int workpool_start(struct event_base *base, int threads)
 {
-    pool_done_ev = event_new(base, -1, 0, run_finished, NULL);
+    pool_finished = handoff_new(base, run_finished, NULL);
+    if (!pool_finished) return -1;
     pool_threads = xcalloc((size_t)threads, sizeof *pool_threads);
     for (pool_n = 0; pool_n < threads; pool_n++)
         if (pthread_create(&pool_threads[pool_n], NULL, worker, NULL) != 0) return -1;
@@ -95,9 +83,9 @@ void workpool_stop(void)
     pthread_mutex_unlock(&pool_lock);
     for (int i = 0; i < pool_n; i++)
         pthread_join(pool_threads[i], NULL);
-    run_finished(-1, 0, NULL);
+    handoff_drain(pool_finished);
     free(pool_threads);
     pool_threads = NULL;
-    event_free(pool_done_ev);
-    pool_done_ev = NULL;
+    handoff_free(pool_finished);
+    pool_finished = NULL;
 }

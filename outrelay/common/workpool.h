@@ -1,6 +1,7 @@
-/* workpool.h - a few worker threads for what would block or burn CPU on the event loop
- * (password hashing now; DKIM signing and SPF/DMARC evaluation later). work() runs on a
- * worker thread and must not touch libevent objects; done() then runs on the loop thread. */
+/* workpool.h - a few worker threads for what would block or burn CPU on the event loop:
+ * password hashing, DKIM verification and signing, SPF/DMARC evaluation. work() runs on a
+ * worker thread and must not touch libevent objects; done() then runs on the loop thread.
+ * Start, submit and stop from the loop thread. */
 #ifndef OUTRELAY_WORKPOOL_H
 #define OUTRELAY_WORKPOOL_H
 

@@ -224,7 +224,6 @@ static void ub_done(void *arg, int rcode, void *packet, int len, int sec, char *
         q->answer.error = "no DNS answer";
     } else {
         dns_parse_packet(q->rrtype, packet, len, &q->answer);
-        q->answer.secure = sec == 2;
         if (sec == 1) {
             q->answer.status = DNS_TEMPFAIL;
             q->answer.error = "DNSSEC validation failed (bogus)";

@@ -30,7 +30,6 @@ struct dns_mx {
 
 struct dns_answer {
     enum dns_status status;
-    int secure;   /* DNSSEC validated */
     unsigned ttl; /* smallest TTL of the answers */
     size_t n;
     struct dns_mx *mx;          /* for MX */

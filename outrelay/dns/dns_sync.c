@@ -1,4 +1,7 @@
-/* dns_sync.c - blocking lookups for worker threads; see dns_sync.h. */
+/* dns_sync.c - blocking lookups for worker threads; see dns_sync.h. Owns its own libunbound
+ * context (never the loop's) and, for `outrelay check`, the memory of lookups that already failed.
+ * Called by check (SPF, DMARC), mail/dkim_verify.c (DKIM keys) and check/advice.c; never on the
+ * event loop. */
 #include "dns/dns_sync.h"
 
 #include <poll.h>
@@ -152,7 +155,6 @@ int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer)
         answer->error = "no DNS answer";
     } else {
         dns_parse_packet(rrtype, r->answer_packet, r->answer_len, answer);
-        answer->secure = r->secure;
         if (r->bogus) {
             answer->status = DNS_TEMPFAIL;
             answer->error = "DNSSEC validation failed (bogus)";

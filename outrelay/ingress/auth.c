@@ -20,18 +20,10 @@ static const char auth_dummy_hash[] =
     "$6$outrelaydummy$Jc2l0dJm2hqf1CZqOq1C8b4Jm7qzvGmC0m3r2n9y5o4VQm1gLQyqkqS2d0h5xXz7a2Lr8m"
     "9uJ6vYtNq3wB1e0";
 
-static void free_value(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    free(value);
-}
-
 void auth_free(struct auth_users *users)
 {
     if (!users) return;
-    hashmap_foreach(users->hashes, free_value, NULL);
-    hashmap_free(users->hashes);
+    hashmap_free_values(users->hashes, free);
     free(users);
 }
 

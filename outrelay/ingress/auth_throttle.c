@@ -25,18 +25,10 @@ struct auth_throttle *auth_throttle_new(void)
     return t;
 }
 
-static void free_value(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    free(value);
-}
-
 void auth_throttle_free(struct auth_throttle *t)
 {
     if (!t) return;
-    hashmap_foreach(t->by_address, free_value, NULL);
-    hashmap_free(t->by_address);
+    hashmap_free_values(t->by_address, free);
     free(t);
 }
 

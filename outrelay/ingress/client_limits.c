@@ -49,18 +49,10 @@ void client_limits_reconfigure(struct client_limits *cl, const struct client_lim
                                                                : CLIENT_LIMITS_DEFAULT_PERIOD;
 }
 
-static void free_entry(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    free(value);
-}
-
 void client_limits_free(struct client_limits *cl)
 {
     if (!cl) return;
-    hashmap_foreach(cl->clients, free_entry, NULL);
-    hashmap_free(cl->clients);
+    hashmap_free_values(cl->clients, free);
     free(cl);
 }
 

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "common/strbuf.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 enum data_line {
     DATA_LINE_TEXT,    /* a line of the message: *content / *content_len, unstuffed, no CRLF */

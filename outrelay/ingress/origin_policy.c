@@ -13,7 +13,7 @@
 
 #include "common/log.h"
 #include "mail/header.h"
-#include "sign/dkim.h"
+#include "mail/dkim_verify.h"
 
 static const struct config *policy_cfg;
 static X509_STORE **policy_stores; /* per origin; NULL where no certificate is required */

@@ -26,17 +26,17 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "common/workpool.h"
-#include "qmgr/qmgr.h"
 #include "ingress/auth_throttle.h"
 #include "ingress/client_limits.h"
 #include "ingress/data.h"
 #include "ingress/origin_policy.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "mail/header_limits.h"
 #include "mail/address.h"
+#include "mail/header.h"
 #include "records/records.h"
-#include "sign/dkim.h"
-#include "spool/envelope.h"
+#include "mail/dkim_verify.h"
+#include "mail/envelope.h"
 #include "tls/tls.h"
 
 #define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */
@@ -57,6 +57,7 @@ static const struct config *smtpd_cfg;
 static SSL_CTX *smtpd_tls_ctx;
 struct auth_users *smtpd_users;
 static struct spool *smtpd_spool;
+static smtpd_accept_fn smtpd_accept;
 static struct event_base *smtpd_base;
 static struct listener *smtpd_listeners;
 static size_t smtpd_n_listeners;
@@ -339,40 +340,24 @@ static void cmd_data(struct session *s)
 
 /* --- message data ---------------------------------------------------------------------------- */
 
-/* Value of a header field if its name matches (case-insensitively), else NULL. */
-static const char *header_value(const char *field, const char *name)
-{
-    size_t n = strlen(name);
-    if (strncasecmp(field, name, n) != 0 || field[n] != ':') return NULL;
-    const char *v = field + n + 1;
-    while (*v == ' ' || *v == '\t')
-        v++;
-    return v;
-}
-
-static char *unfold(const char *v)
-{
-    struct strbuf sb = STRBUF_INIT;
-    for (; *v; v++)
-        if (*v != '\r' && *v != '\n') strbuf_append(&sb, v, 1);
-    size_t len;
-    char *out = strbuf_detach(&sb, &len);
-    while (len && (out[len - 1] == ' ' || out[len - 1] == '\t'))
-        out[--len] = '\0';
-    return out;
-}
-
 void smtpd_header_finish(struct strbuf *field, int *received, struct envelope *env)
 {
     if (field->len == 0) return;
-    const char *f = strbuf_str(field);
-    const char *v;
-    if ((v = header_value(f, "Received")))
-        (*received)++;
-    else if ((v = header_value(f, "Message-ID")) && !env->message_id)
-        env->message_id = unfold(v);
-    else if ((v = header_value(f, "From")) && !env->from_domain)
-        env->from_domain = mail_author_domain(v, NULL); /* NULL: no single author domain */
+    struct mail_header_iter it;
+    const char *name, *value;
+    size_t name_len, value_len;
+    mail_header_begin(&it, field->data, field->len);
+    if (mail_header_next(&it, &name, &name_len, &value, &value_len)) {
+        if (mail_header_name_is(name, name_len, "Received")) {
+            (*received)++;
+        } else if (mail_header_name_is(name, name_len, "Message-ID") && !env->message_id) {
+            env->message_id = mail_header_value_unfold(value, value_len);
+        } else if (mail_header_name_is(name, name_len, "From") && !env->from_domain) {
+            char *from = mail_header_value_unfold(value, value_len);
+            env->from_domain = mail_author_domain(from, NULL); /* NULL: no single author domain */
+            free(from);
+        }
+    }
     strbuf_reset(field);
 }
 
@@ -432,7 +417,10 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .detail = s->cert_subject[0] ? cert : NULL};
         records_emit(&ev);
         if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
-        qmgr_accept(env, loc, &s->data);
+        if (smtpd_accept)
+            smtpd_accept(env, loc, &s->data);
+        else
+            envelope_free(env);
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);
@@ -1036,8 +1024,9 @@ int smtpd_reload(const struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
-void smtpd_set_spool(struct spool *sp)
+void smtpd_set_spool(struct spool *sp, smtpd_accept_fn accept)
 {
+    smtpd_accept = accept;
     smtpd_spool = sp;
 }
 

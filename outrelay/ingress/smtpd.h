@@ -1,7 +1,9 @@
 /* smtpd.h - the ESMTP server platforms submit to. Owns listeners and client sessions; maps
  * each client to an origin (network or AUTH identity); refuses anything ambiguous (bare CR/LF,
  * pipelined data after STARTTLS, oversize lines and messages, loops); answers 250 to DATA only
- * from the spool's commit callback. Loop thread only; password checks run on the workpool. */
+ * from the spool's commit callback, then hands the message on through the function main gave
+ * smtpd_set_spool. Knows nothing of the stages after the spool. Loop thread only; password and
+ * DKIM checks run on the workpool. */
 #ifndef OUTRELAY_SMTPD_H
 #define OUTRELAY_SMTPD_H
 
@@ -23,8 +25,13 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
  * listener. Listeners, the server certificate and the users file need a restart. cfg and the
  * config before stay alive until after smtpd_release(). Returns 0 / -1 with err (unchanged). */
 int smtpd_reload(const struct config *cfg, char *err, size_t errlen);
-/* Attach the spool once it is open (listeners may be bound earlier, before dropping root). */
-void smtpd_set_spool(struct spool *sp);
+/* What takes a message once the spool holds it (the queue manager, wired by main): owns env
+ * from then on and may move data out (the message as stored, kept for the first attempt). */
+typedef void (*smtpd_accept_fn)(struct envelope *env, const struct spool_loc *loc,
+                                struct strbuf *data);
+/* Attach the spool once it is open (listeners may be bound earlier, before dropping root) and
+ * who takes committed messages; ingress knows nothing of the stages after the spool. */
+void smtpd_set_spool(struct spool *sp, smtpd_accept_fn accept);
 /* Stops accepting; open sessions get 421 and are closed. */
 void smtpd_stop(void);
 /* After the spool and workpool delivered their last callbacks: frees what is left. */

@@ -16,8 +16,8 @@
 #include "common/util.h"
 #include "config/config.h"
 #include "ingress/auth.h"
-#include "ingress/smtp_proto.h"
-#include "spool/envelope.h"
+#include "mail/smtp_proto.h"
+#include "mail/envelope.h"
 
 enum session_state {
     STATE_GREETING, /* before HELO/EHLO */

@@ -1,9 +1,13 @@
-/* header.c - see header.h. Allocates nothing; never reads past len. */
+/* header.c - see header.h. Allocates only the copies mail_header_value_unfold returns; never
+ * reads past len. */
 #include "mail/header.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "common/util.h"
 
 void mail_header_begin(struct mail_header_iter *it, const char *data, size_t len)
 {
@@ -61,13 +65,19 @@ int mail_header_name_is(const char *name, size_t name_len, const char *want)
     return strlen(want) == name_len && strncasecmp(name, want, name_len) == 0;
 }
 
+/* Narrows [*p, *end) to the value without surrounding white space. */
+static void trim(const char **p, const char **end)
+{
+    while (*p < *end && isspace((unsigned char)**p))
+        (*p)++;
+    while (*end > *p && isspace((unsigned char)(*end)[-1]))
+        (*end)--;
+}
+
 int mail_header_value_is(const char *value, size_t value_len, const char *want, int nocase)
 {
     const char *p = value, *end = value + value_len;
-    while (p < end && isspace((unsigned char)*p))
-        p++;
-    while (end > p && isspace((unsigned char)end[-1]))
-        end--;
+    trim(&p, &end);
     const char *w = want;
     for (; p < end; p++) {
         if (*p == '\r' || *p == '\n') continue; /* unfold */
@@ -76,4 +86,15 @@ int mail_header_value_is(const char *value, size_t value_len, const char *want, 
         w++;
     }
     return *w == '\0';
+}
+
+char *mail_header_value_unfold(const char *value, size_t value_len)
+{
+    const char *p = value, *end = value + value_len;
+    trim(&p, &end);
+    char *out = xmalloc((size_t)(end - p) + 1), *o = out;
+    for (; p < end; p++)
+        if (*p != '\r' && *p != '\n') *o++ = *p;
+    *o = '\0';
+    return out;
 }

@@ -1,5 +1,7 @@
 /* header.h - walking the header section of a message (RFC 5322 2.2): one field at a time, name
- * and raw value (folding kept), and comparing an unfolded value. Pure; any thread. */
+ * and raw value (folding kept), comparing and copying an unfolded value. The one header walker:
+ * ingress (Received:, Message-ID:, From: of each message), sign and check use it. Pure; any
+ * thread. */
 #ifndef OUTRELAY_MAIL_HEADER_H
 #define OUTRELAY_MAIL_HEADER_H
 
@@ -21,5 +23,7 @@ int mail_header_name_is(const char *name, size_t name_len, const char *want);
 /* Does the value, unfolded and without surrounding white space, equal `want`
  * (case-insensitively when nocase)? */
 int mail_header_value_is(const char *value, size_t value_len, const char *want, int nocase);
+/* The value unfolded and without surrounding white space, as a malloc'd string. */
+char *mail_header_value_unfold(const char *value, size_t value_len);
 
 #endif

@@ -13,7 +13,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 struct message;
 struct qmgr;

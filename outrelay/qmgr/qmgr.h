@@ -11,7 +11,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "spool/spool.h"
 
 int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *sp, char *err,

@@ -17,7 +17,7 @@
 #include "config/config.h"
 #include "qmgr/delivery.h"
 #include "qmgr/qmgr_heap.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "records/records.h"
 #include "spool/spool.h"
 

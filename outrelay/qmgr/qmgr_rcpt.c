@@ -11,7 +11,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "qmgr/dsn.h"
 #include "qmgr/qmgr.h"
 #include "qmgr/qmgr_internal.h"

@@ -8,7 +8,7 @@
 #include <strings.h>
 
 #include "common/util.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "qmgr/qmgr_internal.h"
 #include "records/records.h"
 #include "route/route.h"

@@ -14,7 +14,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "records/records.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 #define REPLAY_DETAIL "replayed from spool at start"
 

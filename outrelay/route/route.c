@@ -117,15 +117,6 @@ double route_share(int64_t now)
     return cfg ? ramp_share_at(&cfg->ramp, &route_world.override, now) : 0.0;
 }
 
-void route_key(const struct envelope *env, size_t rcpt, char *out, size_t size)
-{
-    if (!route_world.cfg) {
-        if (size) out[0] = '\0';
-        return;
-    }
-    ramp_key(&route_world.cfg->ramp, env, rcpt, out, size);
-}
-
 uint32_t route_bucket(const char *key)
 {
     return ramp_bucket(key);

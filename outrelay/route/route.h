@@ -18,7 +18,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 /* Loads persisted overrides, counters and suspensions. Returns 0 / -1 with err. */
 int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen);
@@ -40,8 +40,6 @@ const char *route_provider(const char *const *mx_hosts, size_t n_hosts);
 /* The ramp's effective cloud share in percent at `now` (schedule, interpolation, overrides). */
 double route_share(int64_t now);
 
-/* The routing key of a recipient (ramp.key parts joined), e.g. "example.org|example.net". */
-void route_key(const struct envelope *env, size_t rcpt, char *out, size_t size);
 /* A key's bucket in [0, 10000): the same on every instance and every run. */
 uint32_t route_bucket(const char *key);
 

@@ -11,7 +11,7 @@
 
 #include "common/strbuf.h"
 #include "config/config.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 /* ---- ramp.c: pure functions of the schedule, the overrides and the clock */
 

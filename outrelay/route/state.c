@@ -2,12 +2,11 @@
  * override, the message counts per egress x provider x window, and the shaping entries in
  * force. The only code that touches route.db. Writes are synchronous (rare, or batched: counts
  * are flushed every few seconds by route.c); loop thread only. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "common/dirs.h"
 #include "common/log.h"
 #include "common/private_file.h"
 #include "common/strbuf.h"
@@ -47,10 +46,7 @@ int route_db_open(struct route_world *w, char *err, size_t errlen)
 {
     struct strbuf path = STRBUF_INIT;
     char *msg = NULL;
-    if (mkdir(w->state_dir, 0750) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", w->state_dir, strerror(errno));
-        return -1;
-    }
+    if (dirs_make(w->state_dir, 0750, 0750, err, errlen) < 0) return -1;
     strbuf_printf(&path, "%s/route.db", w->state_dir);
     if (private_file_prepare_sqlite(strbuf_str(&path), err, errlen) < 0) {
         strbuf_free(&path);

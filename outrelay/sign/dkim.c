@@ -1,7 +1,7 @@
-/* dkim.c - signing and verifying with libopendkim (one DKIM_LIB per process, configured by
- * dkim_setup before any worker starts), the public-key lookup through dns_sync for verification,
- * and stripping DKIM-Signature fields from a header section. Signing does no I/O; verification
- * blocks on DNS, so both run on worker threads, never on the event loop. Keys: keystore.c. */
+/* dkim.c - signing with libopendkim (one signing DKIM_LIB per process, configured by dkim_setup
+ * before any worker starts) and stripping DKIM-Signature fields from a header section. Signing
+ * does no I/O but burns CPU, so it runs on worker threads, never on the event loop. Keys:
+ * keystore.c; verification: mail/dkim_verify.c. */
 #include "sign/dkim.h"
 
 #include <stdatomic.h>
@@ -18,7 +18,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "dns/dns_sync.h"
+#include "mail/header.h"
 #include "mail/header_limits.h"
 
 /* Feed size per dkim_chunk call when several handles share one pass over the message. */
@@ -28,7 +28,6 @@
 static DKIM_LIB *dkim_lib;
 static const char **dkim_sign_list;     /* NULL-terminated copies handed to libopendkim */
 static const char **dkim_oversign_list; /* (it copies them too; kept until shutdown) */
-static const char *(*dkim_test_lookup)(const char *domain, const char *selector);
 
 static const char *const default_sign_headers[] = {
     "from",
@@ -49,93 +48,6 @@ static const char *const default_sign_headers[] = {
     NULL,
 };
 static const char *const default_oversign_headers[] = {"from", NULL};
-
-/* ---------------------------------------------------------------------------------------- */
-/* Key lookup for verification */
-
-void dkim_set_test_key_lookup(const char *(*fn)(const char *domain, const char *selector))
-{
-    dkim_test_lookup = fn;
-}
-
-/* What the key lookup could not find, per verification (the handle's user context). A
- * TRYAGAIN answer would make libopendkim stop at that signature and give up on the whole
- * message (dkim_eoh returns DKIM_STAT_CBTRYAGAIN, no signature list), so the callback says
- * NOTFOUND and remembers the real reason here for describe_signature(). */
-#define LOOKUP_NOTES 16
-struct lookup_notes {
-    size_t n;
-    struct {
-        char domain[256];
-        char selector[64];
-        int temporary;
-        char error[96];
-    } note[LOOKUP_NOTES];
-};
-
-static void lookup_note(DKIM *dkim, const char *domain, const char *selector, int temporary,
-                        const char *error)
-{
-    struct lookup_notes *notes = dkim_get_user_context(dkim);
-    if (!notes || notes->n == LOOKUP_NOTES) return;
-    snprintf(notes->note[notes->n].domain, sizeof notes->note[0].domain, "%s", domain);
-    snprintf(notes->note[notes->n].selector, sizeof notes->note[0].selector, "%s", selector);
-    notes->note[notes->n].temporary = temporary;
-    snprintf(notes->note[notes->n].error, sizeof notes->note[0].error, "%s", error);
-    notes->n++;
-}
-
-/* libopendkim calls this synchronously, from dkim_eoh (inside dkim_chunk), for every
- * signature it checks. */
-static DKIM_CBSTAT key_lookup(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf, size_t buflen)
-{
-    const char *domain = (const char *)dkim_sig_getdomain(sig);
-    const char *selector = (const char *)dkim_sig_getselector(sig);
-    if (!domain || !selector || !*domain || !*selector) return DKIM_CBSTAT_NOTFOUND;
-
-    if (dkim_test_lookup) {
-        const char *record = dkim_test_lookup(domain, selector);
-        if (!record) return DKIM_CBSTAT_NOTFOUND;
-        if (strlen(record) >= buflen) {
-            lookup_note(dkim, domain, selector, 0, "key record too long");
-            return DKIM_CBSTAT_NOTFOUND;
-        }
-        memcpy(buf, record, strlen(record) + 1);
-        return DKIM_CBSTAT_CONTINUE;
-    }
-
-    char name[512];
-    int n = snprintf(name, sizeof name, "%s._domainkey.%s", selector, domain);
-    if (n < 0 || (size_t)n >= sizeof name || n > 253) {
-        lookup_note(dkim, domain, selector, 0, "key name too long");
-        return DKIM_CBSTAT_NOTFOUND;
-    }
-    struct dns_answer answer;
-    dns_sync_query(name, DNS_TYPE_TXT, &answer);
-    DKIM_CBSTAT rc = DKIM_CBSTAT_NOTFOUND;
-    if (answer.status == DNS_OK) {
-        for (size_t i = 0; i < answer.n; i++) {
-            size_t len = strlen(answer.txt[i]);
-            if (len == 0) continue;
-            if (len >= buflen) {
-                lookup_note(dkim, domain, selector, 0, "key record too long");
-                break;
-            }
-            /* More than one record is a configuration error; the first wins. */
-            memcpy(buf, answer.txt[i], len + 1);
-            rc = DKIM_CBSTAT_CONTINUE;
-            break;
-        }
-    } else if (answer.status == DNS_TEMPFAIL) {
-        char why[96];
-        snprintf(why, sizeof why, "key lookup failed: %s",
-                 answer.error ? answer.error : "temporary DNS error");
-        lookup_note(dkim, domain, selector, 1, why);
-    }
-    /* DNS_NXDOMAIN / DNS_NODATA: no key, the library reports it. */
-    dns_sync_free(&answer);
-    return rc;
-}
 
 /* ---------------------------------------------------------------------------------------- */
 /* libopendkim 2.11.0 signing-handle leaks
@@ -277,6 +189,7 @@ static void free_header_list(const char **list)
 
 void dkim_shutdown(void)
 {
+    dkim_verify_shutdown();
     if (dkim_lib) dkim_close(dkim_lib);
     dkim_lib = NULL;
     free_header_list(dkim_sign_list);
@@ -287,6 +200,7 @@ void dkim_shutdown(void)
 int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
 {
     if (dkim_lib) return 0;
+    if (dkim_verify_setup(err, errlen) < 0) return -1;
     dkim_lib = dkim_init(lib_malloc, lib_free);
     if (!dkim_lib) {
         snprintf(err, errlen, "libopendkim initialisation failed");
@@ -315,9 +229,8 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
         dkim_options(dkim_lib, DKIM_OP_SETOPT, DKIM_OPTS_OVERSIGNHDRS, dkim_oversign_list,
                      sizeof(char **)) != DKIM_STAT_OK ||
         dkim_options(dkim_lib, DKIM_OP_SETOPT, DKIM_OPTS_FLAGS, &flags, sizeof flags) !=
-            DKIM_STAT_OK ||
-        dkim_set_key_lookup(dkim_lib, key_lookup) != DKIM_STAT_OK) {
-        snprintf(err, errlen, "cannot configure libopendkim (header lists, flags, key lookup)");
+            DKIM_STAT_OK) {
+        snprintf(err, errlen, "cannot configure libopendkim (header lists, flags)");
         dkim_shutdown();
         return -1;
     }
@@ -326,20 +239,6 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------------------------------- */
 /* Signing */
-
-static const char *algorithm_name(dkim_alg_t alg)
-{
-    switch (alg) {
-    case DKIM_SIGN_RSASHA256:
-        return "rsa-sha256";
-    case DKIM_SIGN_ED25519SHA256:
-        return "ed25519-sha256";
-    case DKIM_SIGN_RSASHA1:
-        return "rsa-sha1";
-    default:
-        return "unknown";
-    }
-}
 
 static const char *dkim_error_text(DKIM *d, DKIM_STAT st)
 {
@@ -401,7 +300,8 @@ int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const c
             memset(&sigs[i], 0, sizeof sigs[i]);
             snprintf(sigs[i].domain, sizeof sigs[i].domain, "%s", k->domain);
             snprintf(sigs[i].selector, sizeof sigs[i].selector, "%s", k->selector);
-            snprintf(sigs[i].algorithm, sizeof sigs[i].algorithm, "%s", algorithm_name(alg));
+            snprintf(sigs[i].algorithm, sizeof sigs[i].algorithm, "%s",
+                     dkim_verify_algorithm_name(alg));
         }
     }
 
@@ -449,115 +349,22 @@ out:
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Verification */
-
-static void describe_signature(DKIM *d, DKIM_SIGINFO *sig, const struct lookup_notes *notes,
-                               struct dkim_signature *out)
-{
-    memset(out, 0, sizeof *out);
-    const char *domain = (const char *)dkim_sig_getdomain(sig);
-    const char *selector = (const char *)dkim_sig_getselector(sig);
-    snprintf(out->domain, sizeof out->domain, "%s", domain ? domain : "");
-    snprintf(out->selector, sizeof out->selector, "%s", selector ? selector : "");
-    dkim_alg_t alg = -1;
-    if (dkim_sig_getsignalg(sig, &alg) != DKIM_STAT_OK) alg = -1;
-    snprintf(out->algorithm, sizeof out->algorithm, "%s", algorithm_name(alg));
-
-    unsigned flags = dkim_sig_getflags(sig);
-    int sigerr = dkim_sig_geterror(sig);
-    for (size_t i = 0; !DKIM_SIG_CHECK(sig) && i < notes->n; i++) {
-        if (strcmp(notes->note[i].domain, out->domain) == 0 &&
-            strcmp(notes->note[i].selector, out->selector) == 0) {
-            out->result = notes->note[i].temporary ? -1 : 0;
-            snprintf(out->error, sizeof out->error, "%s", notes->note[i].error);
-            return;
-        }
-    }
-    if (DKIM_SIG_CHECK(sig)) {
-        out->result = 1;
-    } else if (sigerr == DKIM_SIGERROR_KEYFAIL) {
-        out->result = -1;
-        snprintf(out->error, sizeof out->error, "%s", dkim_sig_geterrorstr(sigerr));
-    } else {
-        out->result = 0;
-        const char *why;
-        /* A changed body also reports "signature verification failed"; say what changed. */
-        if ((flags & DKIM_SIGFLAG_PROCESSED) && dkim_sig_getbh(sig) == DKIM_SIGBH_MISMATCH)
-            why = "body hash mismatch";
-        else if (sigerr != DKIM_SIGERROR_OK && sigerr != DKIM_SIGERROR_UNKNOWN)
-            why = dkim_sig_geterrorstr(sigerr);
-        else if (!(flags & DKIM_SIGFLAG_PROCESSED))
-            why = dkim_geterror(d) && *dkim_geterror(d) ? dkim_geterror(d) : "not processed";
-        else
-            why = "signature mismatch";
-        snprintf(out->error, sizeof out->error, "%s", why ? why : "unknown error");
-    }
-}
-
-size_t dkim_verify_message(const char *data, size_t len, struct dkim_signature *sigs, size_t max)
-{
-    if (!dkim_lib) return 0;
-    DKIM_STAT st;
-    DKIM *d = dkim_verify(dkim_lib, (const unsigned char *)"outrelay", NULL, &st);
-    if (!d) return 0;
-    struct lookup_notes notes = {0};
-    dkim_set_user_context(d, &notes);
-    st = dkim_chunk(d, (u_char *)data, len);
-    if (st == DKIM_STAT_OK) st = dkim_chunk(d, NULL, 0);
-    if (st == DKIM_STAT_OK) st = dkim_eom(d, NULL);
-    size_t found = 0;
-    if (st != DKIM_STAT_NOSIG) {
-        DKIM_SIGINFO **list = NULL;
-        int n = 0;
-        if (dkim_getsiglist(d, &list, &n) == DKIM_STAT_OK && list) {
-            for (int i = 0; i < n; i++) {
-                if (found < max) describe_signature(d, list[i], &notes, &sigs[found]);
-                found++;
-            }
-        }
-    }
-    dkim_free(d);
-    return found < max ? found : max;
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* Stripping */
-
-/* Length of the line starting at p (including its LF), bounded by end. */
-static size_t line_length(const char *p, const char *end)
-{
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    return nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
-}
-
-static int is_dkim_signature_field(const char *p, size_t n)
-{
-    static const char name[] = DKIM_SIGNHEADER;
-    size_t nl = sizeof name - 1;
-    if (n <= nl || strncasecmp(p, name, nl) != 0) return 0;
-    size_t i = nl;
-    while (i < n && (p[i] == ' ' || p[i] == '\t'))
-        i++;
-    return i < n && p[i] == ':';
-}
 
 size_t dkim_strip_signatures(char *data, size_t len)
 {
-    char *end = data + len;
-    char *p = data;
-    while (p < end) {
-        size_t n = line_length(p, end);
-        /* The empty line ends the header section. */
-        if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n')) break;
-        if (!is_dkim_signature_field(p, n)) {
-            p += n;
-            continue;
-        }
-        size_t field = n;
-        while (p + field < end && (p[field] == ' ' || p[field] == '\t'))
-            field += line_length(p + field, end);
-        memmove(p, p + field, (size_t)(end - (p + field)));
-        end -= field;
+    struct mail_header_iter it;
+    const char *name, *value;
+    size_t name_len, value_len;
+    mail_header_begin(&it, data, len);
+    while (mail_header_next(&it, &name, &name_len, &value, &value_len)) {
+        if (!mail_header_name_is(name, name_len, DKIM_SIGNHEADER)) continue;
+        /* The field runs from its name to where the next one starts. */
+        char *field = data + (name - data);
+        size_t field_len = (size_t)(it.p - name);
+        memmove(field, it.p, (size_t)(it.end - it.p));
+        it.p = field;
+        it.end -= field_len;
     }
-    return (size_t)(end - data);
+    return (size_t)(it.end - data);
 }

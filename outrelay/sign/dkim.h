@@ -1,13 +1,15 @@
-/* dkim.h - DKIM with libopendkim: the key store under `keys:`, signing every message with the
- * keys of its From domain (or of its organisational domain), verifying the signatures a message
- * arrived with, and generating keys. One DKIM_LIB per process, configured before the workers
- * start; dkim_sign_message / dkim_verify_message run on worker threads (never the loop). */
+/* dkim.h - DKIM signing with libopendkim: the key store under `keys:`, signing every message
+ * with the keys of its From domain (or of its organisational domain), stripping upstream
+ * signatures, and generating keys. Verification is mail/dkim_verify.h. One signing DKIM_LIB per
+ * process, configured before the workers start; dkim_sign_message runs on worker threads (never
+ * the loop). Called by sign/signer.c, main (setup, keygen, check) and check/advice.c (records). */
 #ifndef OUTRELAY_DKIM_H
 #define OUTRELAY_DKIM_H
 
 #include <stddef.h>
 
 #include "common/strbuf.h"
+#include "mail/dkim_verify.h"
 
 enum dkim_algorithm { DKIM_ALG_RSA_SHA256, DKIM_ALG_ED25519_SHA256 };
 
@@ -44,19 +46,11 @@ void dkim_keystore_free(struct dkim_keystore *ks);
 size_t dkim_keystore_for(const struct dkim_keystore *ks, const char *from_domain,
                          const struct dkim_key **out, size_t max);
 
-/* Once per process, before any worker uses it. Returns 0 / -1. (Not "dkim_init": libopendkim
+/* Once per process, before any worker uses it; sets up verification too (dkim_verify_setup).
+ * Returns 0 / -1. (Not "dkim_init": libopendkim
  * exports that symbol itself, and ours would replace it at link time.) */
 int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen);
 void dkim_shutdown(void);
-
-/* One signature we made, or one we found and verified. */
-struct dkim_signature {
-    char domain[256];
-    char selector[64];
-    char algorithm[24]; /* "rsa-sha256", "ed25519-sha256" */
-    int result;         /* verification: 1 pass, 0 fail, -1 temporary error; signing: 1 */
-    char error[128];    /* why it failed */
-};
 
 /* Signs data (a whole CRLF message, not dot-stuffed) with every key in keys[]; appends the
  * DKIM-Signature header fields (CRLF-terminated) to headers_out, to be placed above the message.
@@ -64,9 +58,6 @@ struct dkim_signature {
 int dkim_sign_message(const struct dkim_key *const *keys, size_t n_keys, const char *data,
                       size_t len, struct strbuf *headers_out, struct dkim_signature *sigs,
                       char *err, size_t errlen);
-/* Verifies the DKIM signatures present in data; public keys come from DNS through dns_sync.
- * Fills up to max entries, returns the number of signatures found. Thread-safe (blocking). */
-size_t dkim_verify_message(const char *data, size_t len, struct dkim_signature *sigs, size_t max);
 /* Removes every DKIM-Signature header field from the header section of data (policy: strip
  * upstream signatures). Returns the new length (in place). */
 size_t dkim_strip_signatures(char *data, size_t len);
@@ -79,9 +70,5 @@ int dkim_keygen(const char *dir, const char *domain, const char *selector,
                 size_t errlen);
 /* The TXT record text for a loaded key (same format as keygen prints). */
 void dkim_dns_record(const struct dkim_key *key, struct strbuf *out);
-
-/* Tests only: public keys come from fn (a "v=DKIM1; k=...; p=..." record, or NULL for "no
- * key") instead of DNS. NULL restores DNS. Not thread-safe; set before verifying. */
-void dkim_set_test_key_lookup(const char *(*fn)(const char *domain, const char *selector));
 
 #endif

@@ -6,7 +6,6 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,7 +20,6 @@ struct cached_key {
 static pthread_rwlock_t cache_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct cached_key *cache;
 static size_t cache_n;
-static atomic_ulong cache_hits;
 
 void keycache_register(const char *pem, EVP_PKEY *pkey)
 {
@@ -48,11 +46,6 @@ void keycache_unregister(const char *pem)
     pthread_rwlock_unlock(&cache_lock);
 }
 
-unsigned long keycache_hits(void)
-{
-    return atomic_load(&cache_hits);
-}
-
 typedef EVP_PKEY *(*pem_read_fn)(BIO *, EVP_PKEY **, pem_password_cb *, void *);
 
 /* Replaces OpenSSL's entry point for this process (the executable's definition wins over the
@@ -70,10 +63,7 @@ EVP_PKEY *PEM_read_bio_PrivateKey(BIO *bp, EVP_PKEY **x, pem_password_cb *cb, vo
                 EVP_PKEY_up_ref(cache[i].pkey) == 1)
                 found = cache[i].pkey;
         pthread_rwlock_unlock(&cache_lock);
-        if (found) {
-            atomic_fetch_add(&cache_hits, 1);
-            return found;
-        }
+        if (found) return found;
     }
     static pem_read_fn real;
     if (!real) real = (pem_read_fn)dlsym(RTLD_NEXT, "PEM_read_bio_PrivateKey");

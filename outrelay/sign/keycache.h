@@ -13,7 +13,5 @@
 /* pem must stay valid until keycache_unregister(pem). The cache takes its own reference. */
 void keycache_register(const char *pem, EVP_PKEY *pkey);
 void keycache_unregister(const char *pem);
-/* Parses answered from the cache since start (for tests and the log). */
-unsigned long keycache_hits(void);
 
 #endif

@@ -20,8 +20,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
-#include "check/orgdomain.h"
+#include "common/dirs.h"
 #include "common/util.h"
+#include "mail/orgdomain.h"
 
 #define KEY_FILE_MAX (64 * 1024)
 #define RSA_MIN_BITS 1024
@@ -408,37 +409,6 @@ void dkim_dns_record(const struct dkim_key *key, struct strbuf *out)
     strbuf_puts(out, " )\n");
 }
 
-/* mkdir -p with mode 0700 for every directory it creates (keys are private all the way down);
- * existing directories are fine and keep their mode. */
-static int make_dir(const char *path, char *err, size_t errlen)
-{
-    char *copy = xstrdup(path);
-    for (char *p = copy + 1; *p; p++) {
-        if (*p != '/' || p[-1] == '/') continue;
-        *p = '\0';
-        struct stat st;
-        int made = (stat(copy, &st) == 0 && S_ISDIR(st.st_mode)) || mkdir(copy, 0700) == 0 ||
-                   errno == EEXIST;
-        int saved = errno;
-        *p = '/';
-        if (!made) {
-            snprintf(err, errlen, "%.*s: cannot create directory: %s", (int)(p - copy), copy,
-                     strerror(saved));
-            free(copy);
-            return -1;
-        }
-    }
-    free(copy);
-    if (mkdir(path, 0700) == 0 || errno == EEXIST) {
-        struct stat st;
-        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) return 0;
-        snprintf(err, errlen, "%s: exists and is not a directory", path);
-        return -1;
-    }
-    snprintf(err, errlen, "%s: cannot create directory: %s", path, strerror(errno));
-    return -1;
-}
-
 static EVP_PKEY *generate_pkey(enum dkim_algorithm algorithm, int bits, char *err, size_t errlen)
 {
     char ossl[256];
@@ -518,10 +488,10 @@ int dkim_keygen(const char *dir, const char *domain, const char *selector,
         snprintf(err, errlen, "%s: already exists; refusing to overwrite a key", path.data);
         goto out;
     }
-    if (make_dir(dir, err, errlen) < 0) goto out;
+    if (dirs_make(dir, 0700, 0700, err, errlen) < 0) goto out;
     struct strbuf sub = STRBUF_INIT;
     strbuf_printf(&sub, "%s/%s", dir, key.domain);
-    int dir_ok = make_dir(sub.data, err, errlen);
+    int dir_ok = dirs_make(sub.data, 0700, 0700, err, errlen);
     strbuf_free(&sub);
     if (dir_ok < 0) goto out;
     pkey = generate_pkey(algorithm, bits, err, errlen);

@@ -21,7 +21,7 @@
 #include "common/util.h"
 #include "smtpc/smtpc_internal.h"
 #include "dns/dns.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 #include "tls/tls.h"
 
 #define SMTPC_IDLE_SECONDS 2

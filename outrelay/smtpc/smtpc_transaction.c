@@ -14,7 +14,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "smtpc/smtpc_internal.h"
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 /* Sends the message; -1 when it cannot be read (the connection is closed then). */
 static int send_body(struct smtpc_conn *c)

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "common/strbuf.h"
 #include "common/clock.h"
 #include "common/util.h"

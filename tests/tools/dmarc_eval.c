@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "check/dmarc.h"
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "common/log.h"
 #include "dns/dns_sync.h"
 

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "mail/header_limits.h"
@@ -101,7 +101,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    dkim_set_test_key_lookup(NULL);
+    dkim_verify_set_test_key_lookup(NULL);
     dkim_shutdown();
     orgdomain_shutdown();
     char cmd[700];
@@ -434,7 +434,7 @@ static void test_sign_then_verify(void **state)
     const struct dkim_key *keys[2];
     assert_int_equal(dkim_keystore_for(ks, "example.org", keys, 2), 2);
     lookup_keys = ks;
-    dkim_set_test_key_lookup(test_lookup);
+    dkim_verify_set_test_key_lookup(test_lookup);
 
     size_t len;
     char *signed_msg = sign(keys, 2, message, sizeof message - 1, &len);
@@ -511,7 +511,7 @@ static void test_sign_then_verify(void **state)
         free(signed_msg);
     }
 
-    dkim_set_test_key_lookup(NULL);
+    dkim_verify_set_test_key_lookup(NULL);
     lookup_keys = NULL;
     dkim_keystore_free(ks);
 }
@@ -525,7 +525,7 @@ static void test_lf_only_input_signs_crlf_form(void **state)
     const struct dkim_key *keys[2];
     assert_int_equal(dkim_keystore_for(ks, "example.org", keys, 2), 2);
     lookup_keys = ks;
-    dkim_set_test_key_lookup(test_lookup);
+    dkim_verify_set_test_key_lookup(test_lookup);
 
     static const char lf[] = "From: a@example.org\nSubject: lf\n\nline one\nline two\n";
     static const char crlf[] = "From: a@example.org\r\nSubject: lf\r\n\r\nline one\r\nline two\r\n";
@@ -539,7 +539,7 @@ static void test_lf_only_input_signs_crlf_form(void **state)
     assert_int_equal(sigs[0].result, 1);
     assert_int_equal(sigs[1].result, 1);
     strbuf_free(&out);
-    dkim_set_test_key_lookup(NULL);
+    dkim_verify_set_test_key_lookup(NULL);
     lookup_keys = NULL;
     dkim_keystore_free(ks);
 }
@@ -586,7 +586,7 @@ static void test_unverifiable_headers_not_signed(void **state)
     const struct dkim_key *keys[2];
     assert_int_equal(dkim_keystore_for(ks, "example.org", keys, 2), 2);
     lookup_keys = ks;
-    dkim_set_test_key_lookup(test_lookup);
+    dkim_verify_set_test_key_lookup(test_lookup);
     struct strbuf msg = STRBUF_INIT, out = STRBUF_INIT;
     char err[256] = "";
     struct dkim_signature sigs[4];
@@ -627,7 +627,7 @@ static void test_unverifiable_headers_not_signed(void **state)
     }
     strbuf_free(&msg);
     strbuf_free(&out);
-    dkim_set_test_key_lookup(NULL);
+    dkim_verify_set_test_key_lookup(NULL);
     lookup_keys = NULL;
     dkim_keystore_free(ks);
 }

@@ -12,7 +12,7 @@
 #include <cmocka.h>
 
 #include "check/dmarc.h"
-#include "check/orgdomain.h"
+#include "mail/orgdomain.h"
 
 static int setup_psl(void **state)
 {

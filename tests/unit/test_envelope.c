@@ -1,4 +1,4 @@
-/* test_envelope.c - unit tests for outrelay/spool/envelope.c: serialise -> parse gives back every
+/* test_envelope.c - unit tests for outrelay/mail/envelope.c: serialise -> parse gives back every
  * field, including values with '%', tabs, CR/LF and UTF-8, the null sender, and many recipients
  * with ORCPT/NOTIFY; the text form never has a line break inside a value; garbage, truncated or
  * duplicated input is refused with NULL (and without leaks). */
@@ -14,8 +14,8 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "ingress/smtp_proto.h"
-#include "spool/envelope.h"
+#include "mail/smtp_proto.h"
+#include "mail/envelope.h"
 
 static void assert_same_string(const char *a, const char *b)
 {

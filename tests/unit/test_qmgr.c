@@ -22,7 +22,7 @@
 #include "injected_clock.h"
 #include "qmgr/qmgr_heap.h"
 #include "qmgr/qmgr_internal.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "spool/spool.h"
 
 #define T0 1800000000 /* 2027-01-15, seconds */

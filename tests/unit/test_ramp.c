@@ -19,7 +19,7 @@
 #include "config/config.h"
 #include "route/route.h"
 #include "route/route_internal.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 #define DAY 86400
 #define T0 1796083200 /* 2026-12-01T00:00:00Z */

@@ -21,7 +21,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "records/records.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 #define THREAD_EVENTS 1000
 

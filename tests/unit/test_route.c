@@ -21,7 +21,7 @@
 #include "injected_clock.h"
 #include "config/config.h"
 #include "route/route.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 
 static char tmpdir[64];
 

@@ -1,4 +1,4 @@
-/* test_smtp_proto.c - unit tests for outrelay/ingress/smtp_proto.c: command lines (verbs, args,
+/* test_smtp_proto.c - unit tests for outrelay/mail/smtp_proto.c: command lines (verbs, args,
  * control characters refused), MAIL/RCPT paths and ESMTP parameters with their 501/553/555
  * replies, mailbox and domain syntax limits, xtext both ways, reply lines and enhanced codes.
  * Every refusal is checked as well as every acceptance: the parser must never guess. */
@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 

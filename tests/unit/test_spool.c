@@ -23,7 +23,7 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
-#include "spool/envelope.h"
+#include "mail/envelope.h"
 #include "spool/spool.h"
 
 #define MAX_MSGS 256 /* per recovery */

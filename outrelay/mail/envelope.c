@@ -1,5 +1,6 @@
-/* envelope.c - envelope struct and its spool text form; see envelope.h. */
-#include "spool/envelope.h"
+/* envelope.c - envelope struct and its spool text form; see envelope.h. Never does I/O: the
+ * spool writes and reads the text this file makes and parses. */
+#include "mail/envelope.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,9 @@
 /* orgdomain.h - organisational domains (RFC 7489 3.2) from the public suffix list of Debian's
- * publicsuffix package, through libpsl. Loaded once at start; read-only and thread-safe after. */
-#ifndef OUTRELAY_ORGDOMAIN_H
-#define OUTRELAY_ORGDOMAIN_H
+ * publicsuffix package, through libpsl: a fact about mail domains, so it sits below the stages.
+ * Called by sign (keys of the organisational domain), check (DMARC record fallback and relaxed
+ * alignment) and main (loads it once at start). Read-only and thread-safe after init. */
+#ifndef OUTRELAY_MAIL_ORGDOMAIN_H
+#define OUTRELAY_MAIL_ORGDOMAIN_H
 
 #include <stddef.h>
 

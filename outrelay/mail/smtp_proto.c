@@ -1,6 +1,6 @@
 /* smtp_proto.c - pure SMTP syntax; see smtp_proto.h. Strict by design: anything we cannot
  * parse unambiguously is refused, because a relay that guesses is a relay that can be smuggled. */
-#include "ingress/smtp_proto.h"
+#include "mail/smtp_proto.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

@@ -1,8 +1,9 @@
-/* smtp_proto.h - pure SMTP syntax: command lines, MAIL/RCPT paths and parameters, reply lines.
- * Shared by ingress (smtpd) and delivery (smtpc). No I/O, no allocation except where noted;
- * safe from any thread. Unit-tested in tests/unit/test_smtp_proto.c. */
-#ifndef OUTRELAY_SMTP_PROTO_H
-#define OUTRELAY_SMTP_PROTO_H
+/* smtp_proto.h - RFC 5321 syntax, the one copy: command lines, MAIL/RCPT paths and parameters,
+ * mailboxes, xtext, reply lines. Called by ingress (smtpd), check (the MAIL FROM domain SPF
+ * evaluates) and deliver (smtpc). No I/O, no allocation, no stage code; safe from any thread.
+ * Unit-tested in tests/unit/test_smtp_proto.c. */
+#ifndef OUTRELAY_MAIL_SMTP_PROTO_H
+#define OUTRELAY_MAIL_SMTP_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>

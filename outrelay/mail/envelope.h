@@ -1,8 +1,9 @@
 /* envelope.h - the envelope of one accepted message (who sent it, from where, to whom) and its
- * text form inside the spool. Pure data + (de)serialisation; no I/O; any thread.
- * Created by ingress, stored by spool, read by delivery and records. */
-#ifndef OUTRELAY_ENVELOPE_H
-#define OUTRELAY_ENVELOPE_H
+ * text form inside the spool. Pure data + (de)serialisation; never does I/O, so it sits below
+ * the stages; any thread. Created by ingress, stored by spool, read by route, delivery and
+ * records. */
+#ifndef OUTRELAY_MAIL_ENVELOPE_H
+#define OUTRELAY_MAIL_ENVELOPE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -17,10 +18,10 @@ struct envelope_rcpt {
 
 struct envelope {
     char queue_id[20];
-    int64_t arrival;   /* unix seconds */
+    int64_t arrival;    /* unix seconds */
     int64_t arrival_us; /* the same in microseconds (0 in spools written before it existed) */
-    char *origin;      /* origin name; "dsn" for our own notifications */
-    char *client_addr; /* "127.0.0.1" */
+    char *origin;       /* origin name; "dsn" for our own notifications */
+    char *client_addr;  /* "127.0.0.1" */
     char *helo;
     char *auth_user; /* NULL when not authenticated */
     char *sender;    /* "" for the null sender */

@@ -1,5 +1,6 @@
-/* orgdomain.c - see orgdomain.h. */
-#include "check/orgdomain.h"
+/* orgdomain.c - see orgdomain.h. The only code that loads the public suffix list; never
+ * touches the network. */
+#include "mail/orgdomain.h"
 
 #include <ctype.h>
 #include <libpsl.h>

@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+"""layer_check.py - the mail path's arrows, read from the source: every `#include "folder/..."`
+under outrelay/ is a dependency of the including folder on that folder. Fails (exit 1, one line
+per offending include) when a stage includes a later stage, or a shared layer includes a stage.
+Run by ctest as unit/layer_order; usage: layer_check.py [OUTRELAY_DIR].
+
+The order: ingress -> spool -> sign -> route -> check -> deliver -> report/control. qmgr and smtpc
+are the deliver stage. config, dns, tls, mail, common and records are shared layers every stage
+may include (records_emit is a sink every stage calls). One forward arrow is the mail path
+itself: ingress hands each message to the spool (spool_submit) before it answers 250.
+outrelay/main.c wires the stages together and is not a folder, so it is not checked.
+"""
+import os
+import re
+import sys
+
+STAGES = {
+    "ingress": 0,
+    "spool": 1,
+    "sign": 2,
+    "route": 3,
+    "check": 4,
+    "deliver": 5,
+    "qmgr": 5,
+    "smtpc": 5,
+    "report": 6,
+    "control": 6,
+}
+SHARED = {"config", "dns", "tls", "mail", "common", "records"}
+HANDOFFS = {("ingress", "spool")}
+
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)/[^"]+"')
+
+
+def violation(src, dst):
+    """Why folder src may not include folder dst, or None when it may."""
+    if src == dst or dst in SHARED:
+        return None
+    if dst not in STAGES:
+        return "includes %s/, a folder the layer order does not know" % dst
+    if src in SHARED:
+        return "is a shared layer but includes the %s stage" % dst
+    if src not in STAGES:
+        return "is a folder the layer order does not know"
+    if STAGES[dst] > STAGES[src] and (src, dst) not in HANDOFFS:
+        return "is an earlier stage than %s/ but includes it" % dst
+    return None
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "outrelay")
+    problems = []
+    folders = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    for folder in folders:
+        for dirpath, _, files in os.walk(os.path.join(root, folder)):
+            for name in sorted(files):
+                if not name.endswith((".c", ".h")):
+                    continue
+                path = os.path.join(dirpath, name)
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    for lineno, line in enumerate(f, 1):
+                        m = INCLUDE.match(line)
+                        if not m:
+                            continue
+                        why = violation(folder, m.group(1))
+                        if why:
+                            rel = os.path.relpath(path, os.path.dirname(root))
+                            problems.append("%s:%d: %s/ %s" % (rel, lineno, folder, why))
+    for p in problems:
+        print(p)
+    if problems:
+        print("layer_check: %d include(s) run against the mail path" % len(problems))
+        return 1
+    print("layer_check: %d folders, no include runs against the mail path" % len(folders))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
