@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/dirs.h"
 #include "common/log.h"
 #include "common/strbuf.h"
 #include "common/util.h"
@@ -378,19 +379,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(serve_base, NULL);
 }
 
-static int ensure_dir(const char *path, uid_t uid, gid_t gid, int chown_it)
+static int ensure_dir(const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
+    if (dirs_make(path, 0755, 0700, err, errlen) < 0) return -1;
+    if (chown(path, uid, gid) < 0) {
+        snprintf(err, errlen, "%s: cannot change owner: %s", path, strerror(errno));
+        return -1;
     }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
-    if (chown_it && chown(tmp, uid, gid) < 0) return -1;
     return 0;
 }
 
@@ -425,9 +420,10 @@ static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "user %s does not exist", cfg->user);
         return -1;
     }
-    if (ensure_dir(cfg->spool, pw->pw_uid, pw->pw_gid, 1) < 0 ||
-        ensure_dir(cfg->state, pw->pw_uid, pw->pw_gid, 1) < 0) {
-        snprintf(err, errlen, "cannot prepare spool/state for %s: %s", cfg->user, strerror(errno));
+    char why[512];
+    if (ensure_dir(cfg->spool, pw->pw_uid, pw->pw_gid, why, sizeof why) < 0 ||
+        ensure_dir(cfg->state, pw->pw_uid, pw->pw_gid, why, sizeof why) < 0) {
+        snprintf(err, errlen, "cannot prepare spool/state for %s: %s", cfg->user, why);
         return -1;
     }
     if (getuid() != 0 && geteuid() != 0) {
@@ -524,11 +520,7 @@ static int cmd_serve(int argc, char **argv)
     /* keys are readable by root only (0600): read them before giving up root */
     keys = load_keys(cfg, NULL);
     if (drop_privileges(cfg, err, sizeof err) < 0) goto out;
-    if (ensure_dir(cfg->state, 0, 0, 0) < 0) {
-        snprintf(err, sizeof err, "cannot create state directory %s: %s", cfg->state,
-                 strerror(errno));
-        goto out;
-    }
+    if (dirs_make(cfg->state, 0755, 0700, err, sizeof err) < 0) goto out;
     records_set_retention(cfg->records_retention);
     if (records_open(cfg->state, err, sizeof err) < 0) goto out;
     records_started = 1;

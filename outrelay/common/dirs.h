@@ -1,7 +1,7 @@
 /* dirs.h - the one `mkdir -p`: creates a directory and the parents it lacks, with the modes the
  * caller asks for (keys and the spool want 0700 all the way, state directories 0750). Existing
- * directories keep their mode. Plain system calls; any thread. Called by sign (keygen) and route
- * (its state directory); spool, records and main have copies of their own still. */
+ * directories keep their mode. Plain system calls; any thread. Called by main (spool and state
+ * before dropping privileges), spool, records, route (its state directory) and sign (keygen). */
 #ifndef OUTRELAY_DIRS_H
 #define OUTRELAY_DIRS_H
 

@@ -30,7 +30,8 @@ static const struct metric_def {
     {"outrelay_recipients_expired_total", "counter", "Recipients expired after max_lifetime"},
     {"outrelay_recipients_suppressed_total", "counter", "Duplicate deliveries suppressed"},
     {"outrelay_checks_total", "counter", "Pre-send DMARC predictions by result"},
-    {"outrelay_routed_total", "counter", "Recipients routed, by egress and how (ramp, spill, wait)"},
+    {"outrelay_routed_total", "counter",
+     "Recipients routed, by egress and how (ramp, spill, wait)"},
     {"outrelay_shaping_events_total", "counter", "Deferrals whose reply is a receiver throttle"},
     {"outrelay_ramp_overrides_total", "counter", "Operator ramp overrides"},
     {"outrelay_shaping_activations_total", "counter",
@@ -254,13 +255,6 @@ int metrics_start(struct event_base *base, const char *listen, char *err, size_t
     return 0;
 }
 
-static void free_value(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    free(value);
-}
-
 void metrics_stop(void)
 {
     records_set_observer(NULL);
@@ -268,8 +262,7 @@ void metrics_stop(void)
     metrics_http = NULL;
     pthread_mutex_lock(&metrics_lock);
     if (metrics_values) {
-        hashmap_foreach(metrics_values, free_value, NULL);
-        hashmap_free(metrics_values);
+        hashmap_free_values(metrics_values, free);
         metrics_values = NULL;
     }
     pthread_mutex_unlock(&metrics_lock);

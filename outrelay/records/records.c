@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/dirs.h"
 #include "common/log.h"
 #include "common/private_file.h"
 #include "common/strbuf.h"
@@ -688,30 +689,6 @@ static void *records_writer_main(void *arg)
 /* ---- open and close -------------------------------------------------------------------- */
 
 /* mkdir -p; existing directories are fine. */
-static int records_mkdirs(const char *path, char *err, size_t errlen)
-{
-    char *copy = xstrdup(path);
-    int rc = 0;
-    for (char *p = copy + 1; rc == 0; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(copy, 0750) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", copy, strerror(errno));
-            rc = -1;
-        }
-        *p = saved;
-        if (saved == '\0') break;
-    }
-    struct stat st;
-    if (rc == 0 && (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))) {
-        snprintf(err, errlen, "%s is not a directory", path);
-        rc = -1;
-    }
-    free(copy);
-    return rc;
-}
-
 static void records_finalize_all(void)
 {
     sqlite3_finalize(records_insert);
@@ -772,7 +749,7 @@ int records_open(const char *state_dir, char *err, size_t errlen)
         snprintf(err, errlen, "records: no state directory");
         return -1;
     }
-    if (records_mkdirs(state_dir, err, errlen) != 0) return -1;
+    if (dirs_make(state_dir, 0750, 0750, err, errlen) != 0) return -1;
 
     struct strbuf path = STRBUF_INIT;
     strbuf_printf(&path, "%s/records.db", state_dir);

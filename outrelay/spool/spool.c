@@ -1,11 +1,12 @@
 /* spool.c - durable queue as an append-only log with group commit; see spool.h. The scan at
  * start is spool_recover.c.
  * Threads: the event loop calls spool_*; one commit thread owns the active segment's fd and is
- * the only writer. The two meet in `pending` (loop -> thread) and `completed` (thread -> loop),
- * both under `lock`; pin counts and doomed segments are under `lock` too. Recovery runs before
- * the thread writes. Disk full: a reserve preallocated past the end of the active segment keeps
- * room for marks; while it cannot be renewed new messages are refused, marks are retried until
- * they are durable, and a drained queue gives its segment back without a restart. */
+ * the only writer. The two meet in `pending` (loop -> thread, under `lock`) and `completed`
+ * (thread -> loop, the common hand-off); pin counts and doomed segments are under `lock` too.
+ * Recovery runs before the thread writes. Disk full: a reserve preallocated past the end of the
+ * active segment keeps room for marks; while it cannot be renewed new messages are refused, marks
+ * are retried until they are durable, and a drained queue gives its segment back without a restart.
+ */
 #include "spool/spool.h"
 
 #include <dirent.h>
@@ -21,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/dirs.h"
+#include "common/handoff.h"
 #include "common/log.h"
 #include "common/private_file.h"
 #include "common/util.h"
@@ -430,25 +433,16 @@ static void *commit_thread(void *arg)
         else
             reclaim_if_drained(sp);
         if (!done) continue;
-        pthread_mutex_lock(&sp->lock);
-        *sp->completed_tail = done;
-        sp->completed_tail = done_tail;
-        pthread_mutex_unlock(&sp->lock);
-        event_active(sp->completed_ev, EV_READ, 0);
+        handoff_push(sp->completed, done); /* the batch goes as one list */
     }
     return NULL;
 }
 
-static void completed_cb(evutil_socket_t fd, short what, void *arg)
+/* Loop thread: the callbacks of one written batch, in submission order. */
+static void completed_deliver(void *item, void *arg)
 {
-    (void)fd;
-    (void)what;
-    struct spool *sp = arg;
-    pthread_mutex_lock(&sp->lock);
-    struct request *list = sp->completed;
-    sp->completed = NULL;
-    sp->completed_tail = &sp->completed;
-    pthread_mutex_unlock(&sp->lock);
+    (void)arg;
+    struct request *list = item;
     while (list) {
         struct request *r = list;
         list = r->next;
@@ -554,28 +548,10 @@ int list_segments(const char *dir, uint64_t **ids, size_t *n)
     return 0;
 }
 
-static int mkdir_p(const char *path)
-{
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
-            *p = '/';
-        }
-    }
-    if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
-    return 0;
-}
-
 struct spool *spool_open(const char *dir, struct event_base *base, char *err, size_t errlen)
 {
     crc32_init();
-    if (mkdir_p(dir) < 0) {
-        snprintf(err, errlen, "cannot create spool directory %s: %s", dir, strerror(errno));
-        return NULL;
-    }
+    if (dirs_make(dir, 0700, 0700, err, errlen) < 0) return NULL;
     struct spool *sp = xcalloc(1, sizeof *sp);
     sp->dir = xstrdup(dir);
     const char *max = getenv("OUTRELAY_SPOOL_SEGMENT_BYTES");
@@ -587,7 +563,6 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
     sp->base = base;
     sp->active_fd = -1;
     sp->pending_tail = &sp->pending;
-    sp->completed_tail = &sp->completed;
     pthread_mutex_init(&sp->lock, NULL);
     pthread_condattr_t attr; /* timed waits (mark retries, doomed segments) on CLOCK_MONOTONIC */
     pthread_condattr_init(&attr);
@@ -610,7 +585,12 @@ struct spool *spool_open(const char *dir, struct event_base *base, char *err, si
     sp->next_id = n ? ids[n - 1] + 1 : 1;
     free(ids);
     sp->active_id = 0; /* no active segment until recovery is done */
-    sp->completed_ev = event_new(base, -1, 0, completed_cb, sp);
+    sp->completed = handoff_new(base, completed_deliver, sp);
+    if (!sp->completed) {
+        snprintf(err, errlen, "cannot create the spool's completion event");
+        spool_close(sp);
+        return NULL;
+    }
     return sp;
 }
 
@@ -634,7 +614,7 @@ void spool_close(struct spool *sp)
         pthread_cond_signal(&sp->wake);
         pthread_mutex_unlock(&sp->lock);
         pthread_join(sp->thread, NULL);
-        completed_cb(-1, 0, sp); /* deliver the last callbacks */
+        handoff_drain(sp->completed); /* deliver the last callbacks */
     }
     if (sp->active_fd >= 0) close(sp->active_fd);
     if (sp->dirfd >= 0) close(sp->dirfd);
@@ -642,7 +622,7 @@ void spool_close(struct spool *sp)
     reap_doomed_locked(sp); /* the rest waits for the records: the next start replays them */
     pthread_mutex_unlock(&sp->lock);
     free(sp->doomed);
-    if (sp->completed_ev) event_free(sp->completed_ev);
+    handoff_free(sp->completed);
     pthread_mutex_destroy(&sp->lock);
     pthread_cond_destroy(&sp->wake);
     free(sp->pins);

@@ -54,7 +54,6 @@ struct spool {
     char *dir;
     int dirfd;
     struct event_base *base;
-    struct event *completed_ev;
 
     pthread_t thread;
     int thread_started;
@@ -62,7 +61,7 @@ struct spool {
     pthread_cond_t wake;
     int stopping;
     struct request *pending, **pending_tail;
-    struct request *completed, **completed_tail;
+    struct handoff *completed; /* written batches, commit thread -> loop */
 
     /* owned by the commit thread once it runs */
     int active_fd;
