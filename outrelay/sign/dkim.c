@@ -29,26 +29,6 @@ static DKIM_LIB *dkim_lib;
 static const char **dkim_sign_list;     /* NULL-terminated copies handed to libopendkim */
 static const char **dkim_oversign_list; /* (it copies them too; kept until shutdown) */
 
-static const char *const default_sign_headers[] = {
-    "from",
-    "reply-to",
-    "subject",
-    "date",
-    "to",
-    "cc",
-    "message-id",
-    "in-reply-to",
-    "references",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "list-id",
-    "list-unsubscribe",
-    "list-unsubscribe-post",
-    NULL,
-};
-static const char *const default_oversign_headers[] = {"from", NULL};
-
 /* ---------------------------------------------------------------------------------------- */
 /* libopendkim 2.11.0 signing-handle leaks
  *
@@ -165,17 +145,11 @@ static void free_signing_handle(DKIM *h, struct handle_mem *m, dkim_alg_t alg)
 /* ---------------------------------------------------------------------------------------- */
 /* Library set-up */
 
-static const char **copy_header_list(char **names, size_t n, const char *const *fallback)
+static const char **copy_header_list(char **names, size_t n)
 {
-    size_t count = 0;
-    if (!names)
-        while (fallback[count])
-            count++;
-    else
-        count = n;
-    const char **list = xcalloc(count + 1, sizeof *list);
-    for (size_t i = 0; i < count; i++)
-        list[i] = xstrdup(names ? names[i] : fallback[i]);
+    const char **list = xcalloc(n + 1, sizeof *list);
+    for (size_t i = 0; i < n; i++)
+        list[i] = xstrdup(names[i]);
     return list;
 }
 
@@ -214,12 +188,8 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
         return -1;
     }
     dkim_fix_leaks = dkim_libversion() == 0x020B0000;
-    dkim_sign_list =
-        copy_header_list(settings ? settings->sign_headers : NULL,
-                         settings ? settings->n_sign_headers : 0, default_sign_headers);
-    dkim_oversign_list =
-        copy_header_list(settings ? settings->oversign_headers : NULL,
-                         settings ? settings->n_oversign_headers : 0, default_oversign_headers);
+    dkim_sign_list = copy_header_list(settings->sign_headers, settings->n_sign_headers);
+    dkim_oversign_list = copy_header_list(settings->oversign_headers, settings->n_oversign_headers);
     /* Never sign every header (the library's default without SIGNHDRS); the array itself is
      * the option value. FIXCRLF: our data is CRLF already, this only guards against an
      * LF-only message silently signing an empty body. */

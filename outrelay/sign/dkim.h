@@ -30,9 +30,9 @@ struct dkim_keystore {
 };
 
 struct dkim_settings {
-    char **sign_headers; /* NULL: a built-in list (from, to, cc, subject, date, ...) */
+    char **sign_headers; /* dkim.headers (default in sign/sign_settings.c) */
     size_t n_sign_headers;
-    char **oversign_headers; /* NULL: {"from"} */
+    char **oversign_headers; /* dkim.oversign */
     size_t n_oversign_headers;
 };
 
@@ -49,6 +49,7 @@ size_t dkim_keystore_for(const struct dkim_keystore *ks, const char *from_domain
 /* Once per process, before any worker uses it; sets up verification too (dkim_verify_setup).
  * Returns 0 / -1. (Not "dkim_init": libopendkim
  * exports that symbol itself, and ours would replace it at link time.) */
+/* settings: the header lists to sign and oversign (copied). */
 int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen);
 void dkim_shutdown(void);
 

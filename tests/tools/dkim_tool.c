@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "dns/dns_sync.h"
+#include "config/config.h"
 #include "sign/dkim.h"
 
 #define MAX_KEYS 8
@@ -58,7 +59,14 @@ static struct dkim_keystore *load_keys(const char *dir)
 static int start_libraries(void)
 {
     char err[256];
-    if (orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(NULL, err, sizeof err) < 0) {
+    /* the header lists of the embedded defaults (dkim.headers, dkim.oversign) */
+    struct config *defaults = config_defaults();
+    struct dkim_settings settings = {defaults->dkim_headers, defaults->n_dkim_headers,
+                                     defaults->dkim_oversign, defaults->n_dkim_oversign};
+    int rc =
+        orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(&settings, err, sizeof err) < 0;
+    config_free(defaults);
+    if (rc) {
         fprintf(stderr, "dkim_tool: %s\n", err);
         return -1;
     }

@@ -18,6 +18,7 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "mail/header_limits.h"
+#include "config/config.h"
 #include "sign/dkim.h"
 
 static char tmpdir[] = "/tmp/outrelay-test-dkim-XXXXXX";
@@ -80,7 +81,14 @@ static int setup(void **state)
     char err[256];
     if (!mkdtemp(tmpdir)) return -1;
     snprintf(keydir, sizeof keydir, "%s/keys", tmpdir);
-    if (orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(NULL, err, sizeof err) < 0) {
+    /* the header lists of the embedded defaults (dkim.headers, dkim.oversign) */
+    struct config *defaults = config_defaults();
+    struct dkim_settings settings = {defaults->dkim_headers, defaults->n_dkim_headers,
+                                     defaults->dkim_oversign, defaults->n_dkim_oversign};
+    int rc =
+        orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(&settings, err, sizeof err) < 0;
+    config_free(defaults);
+    if (rc) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
