@@ -20,9 +20,11 @@
     "CASE WHEN action = 'wait' THEN coalesce(route_reason || '; ', '') || 'waiting in the queue' " \
     "ELSE coalesce(route_reason, '') END"
 
-static sqlite3_stmt *ramp_prepare(struct report_ctx *ctx, const char *sql)
+/* Prepares sql (and frees it) with the ramp's sides bound. */
+static sqlite3_stmt *ramp_prepare(struct report_ctx *ctx, struct strbuf *sql)
 {
-    sqlite3_stmt *st = report_prepare(ctx, sql);
+    sqlite3_stmt *st = report_prepare(ctx, sql->data);
+    strbuf_free(sql);
     if (!st) return NULL;
     const struct config *cfg = ctx->cfg;
     if (cfg->ramp.to) sqlite3_bind_text(st, 1, cfg->ramp.to, -1, SQLITE_STATIC);
@@ -50,8 +52,7 @@ static int ramp_shares(struct report_ctx *ctx, struct report_table *t, const cha
                   keys);
     report_sql_filters(&sql, ctx, NULL, "from_domain", 0);
     strbuf_printf(&sql, " GROUP BY %s ORDER BY %s", keys, keys);
-    sqlite3_stmt *st = ramp_prepare(ctx, sql.data);
-    strbuf_free(&sql);
+    sqlite3_stmt *st = ramp_prepare(ctx, &sql);
     if (!st) return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -77,8 +78,7 @@ static int ramp_caps(struct report_ctx *ctx, struct report_table *t)
                       "WHERE event = 'routed' AND action IN ('spill', 'wait')");
     report_sql_filters(&sql, ctx, NULL, "from_domain", 1);
     strbuf_puts(&sql, " GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4");
-    sqlite3_stmt *st = ramp_prepare(ctx, sql.data);
-    strbuf_free(&sql);
+    sqlite3_stmt *st = ramp_prepare(ctx, &sql);
     if (!st) return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
