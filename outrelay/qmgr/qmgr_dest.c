@@ -149,10 +149,8 @@ static void dest_connection_closed(struct dest *d)
     if (!dest_qmgr(d)->stopping) dest_kick(d);
 }
 
-void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const char *domain,
-                       const char *provider, const size_t *idx, size_t n)
+struct job *qmgr_job_new(struct dest *d, struct message *m, const size_t *idx, size_t n)
 {
-    struct dest *d = dest_get(m->q, e, domain, provider);
     struct job *j = xcalloc(1, sizeof *j);
     j->msg = m;
     j->dest = d;
@@ -162,6 +160,14 @@ void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const cha
     for (size_t i = 0; i < n; i++)
         qmgr_rcpt_inflight(m, idx[i]);
     m->inflight++;
+    return j;
+}
+
+void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const char *domain,
+                       const char *provider, const size_t *idx, size_t n)
+{
+    struct dest *d = dest_get(m->q, e, domain, provider);
+    struct job *j = qmgr_job_new(d, m, idx, n);
     TAILQ_INSERT_TAIL(&d->jobs, j, link);
     d->n_jobs++;
     dest_kick(d);

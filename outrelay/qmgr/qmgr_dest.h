@@ -9,6 +9,9 @@
 /* Queues a job for recipients idx[0..n) of m to the destination of egress e and domain. */
 void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const char *domain,
                        const char *provider, const size_t *idx, size_t n);
+/* A job for recipients idx[0..n) of m to d, not yet queued there: the recipients are in flight
+ * and m counts the job; job_done (qmgr_dest_owner) frees it. */
+struct job *qmgr_job_new(struct dest *d, struct message *m, const size_t *idx, size_t n);
 void qmgr_dests_reload(struct qmgr *q);
 void qmgr_dests_free(struct qmgr *q);
 

@@ -447,21 +447,6 @@ static void test_forgetting_hook(void **state)
     assert_string_equal(forgotten, "Q1 ");
 }
 
-/* A destination of the queue with the SMTP client's view of a job for recipients idx[0..n). */
-static struct job *owner_job(struct dest *d, struct message *m, const size_t *idx, size_t n)
-{
-    struct job *j = xcalloc(1, sizeof *j);
-    j->msg = m;
-    j->dest = d;
-    j->rcpts = qmgr_rcpt_indexes_copy(idx, n);
-    j->n_rcpts = n;
-    j->results = xcalloc(n, sizeof *j->results);
-    for (size_t i = 0; i < n; i++)
-        qmgr_rcpt_inflight(m, idx[i]);
-    m->inflight++;
-    return j;
-}
-
 /* What the SMTP client calls back: the job's message and envelope, its outcome per recipient
  * (delivered, deferred), and a destination's back-off after a failed connection. */
 static void test_dest_owner_callbacks(void **state)
@@ -474,7 +459,7 @@ static void test_dest_owner_callbacks(void **state)
     LIST_INIT(&d.idle);
     struct message *m = add_message(f, "Q1", "s@example.org", 2);
     const size_t both[2] = {0, 1};
-    struct job *j = owner_job(&d, m, both, 2);
+    struct job *j = qmgr_job_new(&d, m, both, 2);
     assert_int_equal(m->r[0].state, RCPT_INFLIGHT);
 
     assert_ptr_equal(owner->message_envelope(j), m->env);
