@@ -11,26 +11,26 @@
 #include "common/strbuf.h"
 
 struct dsn_recipient {
-    const char *address;         /* envelope recipient */
-    const char *orcpt;           /* ORCPT from RCPT TO (RFC 3461), e.g. "rfc822;a@b", or NULL */
-    const char *action;          /* "failed" or "delayed" */
-    const char *status;          /* enhanced status "5.1.1" */
-    const char *remote_mta;      /* remote host name or NULL */
-    const char *diagnostic;      /* the remote reply, e.g. "550 5.1.1 no such user", or NULL */
-    int64_t last_attempt;        /* unix seconds, 0 if none */
+    const char *address;    /* envelope recipient */
+    const char *orcpt;      /* ORCPT from RCPT TO (RFC 3461), e.g. "rfc822;a@b", or NULL */
+    const char *action;     /* "failed" or "delayed" */
+    const char *status;     /* enhanced status "5.1.1" */
+    const char *remote_mta; /* remote host name or NULL */
+    const char *diagnostic; /* the remote reply, e.g. "550 5.1.1 no such user", or NULL */
+    int64_t last_attempt;   /* unix seconds, 0 if none */
 };
 
 struct dsn_request {
-    const char *reporting_mta;   /* our hostname */
-    const char *queue_id;        /* original queue id */
-    const char *envid;           /* ENVID from MAIL FROM, or NULL */
-    const char *sender;          /* original envelope sender; the DSN goes to it */
-    int64_t arrival;             /* when we accepted the original */
+    const char *reporting_mta; /* our hostname */
+    const char *queue_id;      /* original queue id */
+    const char *envid;         /* ENVID from MAIL FROM, or NULL */
+    const char *sender;        /* original envelope sender; the DSN goes to it */
+    int64_t arrival;           /* when we accepted the original */
     const struct dsn_recipient *recipients;
     size_t n_recipients;
-    const char *original;        /* original message (CRLF lines) */
+    const char *original; /* original message (CRLF lines) */
     size_t original_len;
-    int headers_only;            /* RET=HDRS, or message too large: include headers only */
+    int headers_only; /* RET=HDRS, or message too large: include headers only */
 };
 
 /* Appends a complete RFC 5322 message (CRLF line ends, headers + MIME body) to out. */

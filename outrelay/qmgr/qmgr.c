@@ -1,261 +1,35 @@
-/* qmgr.c - the queue manager's core; see qmgr.h. Owns struct qmgr and every in-memory message:
- * intake (ingress, DSNs) and recovery, the prepare stages run from the stage table, the due heap
- * that wakes the queue at the earliest next try (only due messages are touched), holds and
- * deletion, forgetting. Durability rule: a message is forgotten only after all its marks are
- * durable. Delivery step: qmgr_route.c; destinations and jobs: qmgr_dest.c; recipient outcomes:
- * qmgr_rcpt.c; operator commands: qmgr_control.c. Loop thread only. */
+/* qmgr.c - the top of the queue manager; see qmgr.h. Wires the layers below it and calls only
+ * down: makes struct qmgr with its stage table (qmgr_prepare.c), delivery step (qmgr_route.c),
+ * lookups (qmgr_lookup.c) and the SMTP client's callbacks (qmgr_dest.c); owns the timers (wake,
+ * slow tick), recovery from the spool, reload, stop and shutdown, and the process's queue
+ * manager behind qmgr.h's functions. Messages and scheduling: qmgr_message.c; recipient
+ * outcomes: qmgr_rcpt.c; operator commands: qmgr_control.c. Loop thread only. */
 #include "qmgr/qmgr.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "check/alignment.h"
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_compact.h"
+#include "qmgr/qmgr_control.h"
+#include "qmgr/qmgr_dest.h"
+#include "qmgr/qmgr_lookup.h"
+#include "qmgr/qmgr_message.h"
+#include "qmgr/qmgr_prepare.h"
+#include "qmgr/qmgr_rcpt.h"
+#include "qmgr/qmgr_route.h"
 #include "smtpc/smtpc.h"
 #include "route/route.h"
-#include "sign/signer.h"
 
 #define QMGR_TICK_US 1000000 /* the slow timer: route counters, dedup prune, compaction */
 
 /* The process's queue manager, behind qmgr.h's functions. */
 static struct qmgr *process_qmgr;
 
-/* --- messages ------------------------------------------------------------------------------ */
-
-void qmgr_message_add_pin(struct message *m, uint64_t seg)
-{
-    m->pins = xrealloc(m->pins, (m->n_pins + 1) * sizeof *m->pins);
-    m->pins[m->n_pins++] = seg;
-}
-
-static void message_free(struct message *m)
-{
-    signer_result_free(m->sign);
-    alignment_result_free(m->align);
-    for (size_t i = 0; i < m->env->n_rcpts; i++) {
-        free(m->r[i].last_reply);
-        free(m->r[i].last_mx);
-    }
-    free(m->r);
-    strbuf_free(&m->data);
-    envelope_free(m->env);
-    free(m->pins);
-    free(m);
-}
-
-struct message *qmgr_message_add(struct qmgr *q, struct envelope *env, const struct spool_loc *loc)
-{
-    struct message *m = xcalloc(1, sizeof *m);
-    m->q = q;
-    m->env = env;
-    m->loc = *loc;
-    m->r = xcalloc(env->n_rcpts, sizeof *m->r);
-    TAILQ_INSERT_TAIL(&q->messages, m, link);
-    hashmap_put(q->by_id, env->queue_id, m);
-    return m;
-}
-
-struct message *qmgr_message_find(struct qmgr *q, const char *queue_id)
-{
-    return hashmap_get(q->by_id, queue_id);
-}
-
-int qmgr_all_final(const struct message *m)
-{
-    for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state != RCPT_FINAL) return 0;
-    return 1;
-}
-
-void qmgr_lowercase(char *s)
-{
-    for (; *s; s++)
-        *s = (char)tolower((unsigned char)*s);
-}
-
-int qmgr_strip_upstream(const struct message *m)
-{
-    const struct origin_conf *o = config_find_origin(m->q->cfg, m->env->origin);
-    return o && o->strip_upstream_dkim;
-}
-
-/* The original as received (for DSNs and compaction). */
-int qmgr_message_original(struct message *m, struct strbuf *out)
-{
-    if (m->has_data) {
-        strbuf_reset(out);
-        strbuf_append(out, m->data.data, m->data.len);
-        return 0;
-    }
-    return spool_read(m->q->spool, &m->loc, out);
-}
-
-/* The message as it goes out: our signatures on top, upstream signatures removed where the
- * origin's policy says so. */
-int queue_message_data(struct message *m, struct strbuf *out)
-{
-    struct strbuf body = STRBUF_INIT;
-    strbuf_reset(out);
-    if (m->sign && m->sign->headers.len)
-        strbuf_append(out, m->sign->headers.data, m->sign->headers.len);
-    if (m->has_data) {
-        strbuf_append(out, m->data.data, m->data.len);
-    } else {
-        if (spool_read(m->q->spool, &m->loc, &body) < 0) {
-            strbuf_free(&body);
-            return -1;
-        }
-        strbuf_append(out, body.data, body.len);
-        strbuf_free(&body);
-    }
-    if (qmgr_strip_upstream(m)) {
-        size_t skip = m->sign ? m->sign->headers.len : 0;
-        out->len = skip + dkim_strip_signatures(out->data + skip, out->len - skip);
-        out->data[out->len] = '\0';
-    }
-    return 0;
-}
-
-const struct envelope *queue_message_envelope(const struct message *m)
-{
-    return m->env;
-}
-
-void qmgr_message_maybe_forget(struct message *m)
-{
-    struct qmgr *q = m->q;
-    if (m->inflight > 0 || m->marks_pending > 0 || m->prep_pending > 0) return;
-    if (!m->deleted && !qmgr_all_final(m)) return;
-    for (size_t i = 0; i < m->n_pins; i++)
-        spool_unpin(q->spool, m->pins[i]);
-    qmgr_heap_remove(&q->due, &m->due);
-    if (m->waiting_lookup) TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
-    TAILQ_REMOVE(&q->messages, m, link);
-    hashmap_remove(q->by_id, m->env->queue_id);
-    if (q->lookup) qmgr_dedup_forget_message(m);
-    message_free(m);
-}
-
-/* --- holds, deletion, operator retries ------------------------------------------------------- */
-
-void qmgr_message_hold(struct message *m, const char *why)
-{
-    m->held = 1;
-    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
-    qmgr_emit(RECORD_HELD, m, SIZE_MAX, NULL, NULL, NULL, why);
-    qmgr_rearm(m, clock_now());
-}
-
-void qmgr_message_release(struct message *m, int64_t now)
-{
-    m->held = 0;
-    m->alignment_released = 1;
-    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
-    qmgr_emit(RECORD_RELEASED, m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
-    qmgr_message_retry_now(m, now);
-    qmgr_schedule(m, now);
-}
-
-/* The recipients become final with the DELETED mark: no bounce, and a delivery attempt still
- * out when it commits is not retried (queue_job_done). */
-void qmgr_message_delete(struct message *m)
-{
-    m->deleted = 1;
-    qmgr_emit(RECORD_DELETED, m, SIZE_MAX, NULL, NULL, NULL, "deleted by the operator");
-    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_DELETED);
-    qmgr_rearm(m, clock_now());
-}
-
-void qmgr_message_retry_now(struct message *m, int64_t now)
-{
-    for (size_t i = 0; i < m->env->n_rcpts; i++)
-        if (m->r[i].state == RCPT_PENDING) qmgr_rcpt_defer(m, i, now);
-}
-
-void qmgr_message_moved(struct message *m, const struct spool_loc *loc)
-{
-    m->loc = *loc;
-    qmgr_message_add_pin(m, loc->segment);
-}
-
-/* --- the due heap ---------------------------------------------------------------------------- */
-
-/* One libevent timer, armed to the heap's top. */
-static void arm_wake(struct qmgr *q)
-{
-    if (!q->wake) return;
-    struct qmgr_timer *top = qmgr_heap_top(&q->due);
-    if (!top) {
-        event_del(q->wake);
-        return;
-    }
-    int64_t wait_us = top->at * 1000000 - clock_now_us();
-    if (wait_us < 0) wait_us = 0;
-    struct timeval tv = {(time_t)(wait_us / 1000000), (suseconds_t)(wait_us % 1000000)};
-    evtimer_add(q->wake, &tv);
-}
-
-static struct message *message_of(struct qmgr_timer *t)
-{
-    return (struct message *)((char *)t - offsetof(struct message, due));
-}
-
-void qmgr_rearm(struct message *m, int64_t now)
-{
-    struct qmgr *q = m->q;
-    int64_t at = INT64_MAX;
-    if (!m->held && !m->deleted && !q->stopping && !m->stage_running) {
-        if (m->stage < q->n_stages) {
-            at = m->stage_retry_at;
-        } else {
-            for (size_t i = 0; i < m->env->n_rcpts; i++)
-                if (m->r[i].state == RCPT_PENDING && m->r[i].next_try < at) at = m->r[i].next_try;
-        }
-        /* the provider's answer schedules it (qmgr_lookup_answered); this is the fallback */
-        if (m->waiting_lookup && at <= now) at = now + 1;
-    }
-    struct qmgr_timer *top = qmgr_heap_top(&q->due);
-    int64_t old_top = top ? top->at : INT64_MAX;
-    if (at == INT64_MAX)
-        qmgr_heap_remove(&q->due, &m->due);
-    else
-        qmgr_heap_set(&q->due, &m->due, at);
-    top = qmgr_heap_top(&q->due);
-    if ((top ? top->at : INT64_MAX) != old_top) arm_wake(q);
-}
-
-void qmgr_due_by(struct message *m, int64_t at)
-{
-    struct qmgr *q = m->q;
-    if (m->held || m->deleted || q->stopping || m->stage_running) return;
-    if (m->due.slot && m->due.at <= at) return; /* an earlier wake looks again anyway */
-    qmgr_heap_set(&q->due, &m->due, at);
-    if (qmgr_heap_top(&q->due) == &m->due) arm_wake(q);
-}
-
-void qmgr_run_due(struct qmgr *q, int64_t now)
-{
-    /* taken out first: scheduling files a message again, never at a time already due */
-    size_t n = 0, cap = 0;
-    struct message **due = NULL;
-    struct qmgr_timer *t;
-    while ((t = qmgr_heap_pop_due(&q->due, now))) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 64;
-            due = xrealloc(due, cap * sizeof *due);
-        }
-        due[n++] = message_of(t);
-    }
-    for (size_t i = 0; i < n; i++)
-        qmgr_schedule(due[i], now);
-    free(due);
-    arm_wake(q);
-}
+/* --- the wake timer -------------------------------------------------------------------------- */
 
 static void wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -265,73 +39,11 @@ static void wake_cb(evutil_socket_t fd, short what, void *arg)
     if (!q->stopping) qmgr_run_due(q, clock_now());
 }
 
-void qmgr_lookup_answered(struct qmgr *q)
-{
-    int64_t now = clock_now();
-    struct message *m;
-    while ((m = TAILQ_FIRST(&q->lookup_waiting))) {
-        TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
-        m->waiting_lookup = 0;
-        qmgr_rearm(m, now); /* due now: the wake timer runs it from the loop */
-    }
-}
-
-/* --- stages and scheduling ---------------------------------------------------------------------
- */
-
-void qmgr_stage_done(struct message *m, int64_t retry_at)
-{
-    struct qmgr *q = m->q;
-    m->prep_pending--;
-    m->stage_running = 0;
-    m->stage_retry_at = retry_at;
-    if (!retry_at) m->stage++;
-    if (m->deleted || q->stopping) {
-        qmgr_message_maybe_forget(m);
-        return;
-    }
-    qmgr_schedule(m, clock_now());
-}
-
-void qmgr_schedule(struct message *m, int64_t now)
-{
-    struct qmgr *q = m->q;
-    if (!m->held && !m->deleted && !q->stopping && !m->stage_running) {
-        if (m->stage < q->n_stages) {
-            if (m->stage_retry_at <= now) {
-                m->stage_running = 1;
-                m->stage_retry_at = 0;
-                m->prep_pending++;
-                qmgr_heap_remove(&q->due, &m->due);
-                q->stages[m->stage].start(m); /* ends in qmgr_stage_done, which schedules on */
-                return;
-            }
-        } else {
-            q->deliver(m, now);
-        }
-    }
-    qmgr_rearm(m, now);
-}
-
-/* --- intake ------------------------------------------------------------------------------------
- */
+/* --- intake and recovery --------------------------------------------------------------------- */
 
 void qmgr_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data)
 {
     qmgr_intake(process_qmgr, env, loc, data);
-}
-
-void qmgr_intake(struct qmgr *q, struct envelope *env, const struct spool_loc *loc,
-                 struct strbuf *data)
-{
-    struct message *m = qmgr_message_add(q, env, loc);
-    qmgr_message_add_pin(m, loc->segment);
-    if (data && data->len) {
-        m->data = *data;
-        m->has_data = 1;
-        *data = (struct strbuf)STRBUF_INIT;
-    }
-    qmgr_schedule(m, clock_now());
 }
 
 static int recover_one(void *arg, const struct spool_recovered *rec)
@@ -415,7 +127,7 @@ void qmgr_free(struct qmgr *q)
     struct message *m;
     while ((m = TAILQ_FIRST(&q->messages))) {
         TAILQ_REMOVE(&q->messages, m, link);
-        message_free(m);
+        qmgr_message_free(m);
     }
     hashmap_free(q->by_id);
     hashmap_free(q->dests);
@@ -447,8 +159,9 @@ int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *s
     const struct qmgr_stage *stages = qmgr_prepare_stages(&n_stages);
     struct qmgr *q = qmgr_new(base, cfg, sp, stages, n_stages, qmgr_route_due);
     q->lookup = qmgr_lookup_new(q);
+    q->forgetting = qmgr_dedup_forget_message;
     process_qmgr = q;
-    if (smtpc_init(base, cfg, err, errlen) < 0) return -1;
+    if (smtpc_init(base, cfg, qmgr_dest_owner(), err, errlen) < 0) return -1;
     q->tick = event_new(base, -1, EV_PERSIST, tick_cb, q);
     struct timeval tv = {0, QMGR_TICK_US};
     event_add(q->tick, &tv);

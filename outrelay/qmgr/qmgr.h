@@ -1,7 +1,7 @@
 /* qmgr.h - the queue manager: every message in the spool with its per-recipient state. A message
  * enters from ingress (qmgr_accept) or recovery, goes through the prepare stages (sign, check),
- * then its due recipients are routed and handed to smtpc as jobs (delivery.h); outcomes become
- * spool marks first, then records, DSNs and retries. Called by main (life cycle), ingress
+ * then its due recipients are routed and handed to smtpc as jobs (smtpc/smtpc_job.h); outcomes
+ * become spool marks first, then records, DSNs and retries. Called by main (life cycle), ingress
  * (intake) and control (operator commands, counts). Loop thread only. */
 #ifndef OUTRELAY_QMGR_H
 #define OUTRELAY_QMGR_H

@@ -3,13 +3,15 @@
  * would pin every segment written since. Every few seconds, the messages that pin the oldest
  * segment are written again into the active one (same queue id: on recovery the later record
  * wins), followed by their final marks and hold; once that is durable their old pins go and the
- * old segment can be deleted. Called by the core's slow timer; loop thread only. */
+ * old segment can be deleted. Calls down only (qmgr_rcpt.c, qmgr_message.c); called by the top's
+ * slow timer (qmgr.c); loop thread only. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_compact.h"
+#include "qmgr/qmgr_rcpt.h"
 
 #define COMPACT_BATCH 500 /* messages moved per pass at most */
 #define COMPACT_LAG 4     /* segments between the oldest and the active one before we act */

@@ -1,8 +1,9 @@
 /* qmgr_control.c - the operator's view of the queue manager: qmgr_control() (list, show,
  * shape, hold, release, flush, delete; one message by id or many by selector: --domain,
  * --sender, --egress, ALL; text or --json) and the counts (qmgr_stats). Reads messages; every
- * change (hold, release, delete, retry now) goes through the core's qmgr_message_* functions;
- * never frees a message. Called through qmgr.h's wrappers in qmgr.c; loop thread only. */
+ * change (hold, release, delete, retry now) goes through qmgr_rcpt.c's qmgr_message_* functions;
+ * never frees a message. Calls down only (qmgr_rcpt.c, qmgr_message.c); called through qmgr.h's
+ * wrappers in qmgr.c; loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,8 @@
 #include "common/hashmap.h"
 #include "common/json.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_control.h"
+#include "qmgr/qmgr_rcpt.h"
 
 void qmgr_count_states(struct qmgr *q, size_t *active, size_t *deferred, size_t *held)
 {

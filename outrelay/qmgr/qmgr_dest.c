@@ -1,8 +1,11 @@
-/* qmgr_dest.c - destinations and jobs: the queue manager's side of delivery.h. A destination
- * ("egress/domain") holds the jobs waiting for a connection, its concurrency and its back-off
- * after failed connections; smtpc takes jobs from it and hands each back through
- * queue_job_done(), whose per-recipient outcomes go to qmgr_rcpt.c. Never opens a connection
- * itself (smtpc_open) and never frees a message (qmgr.c). Loop thread only. */
+/* qmgr_dest.c - destinations and jobs: the queue manager's side of the SMTP client's job
+ * contract (smtpc/smtpc_job.h). A destination ("egress/domain") holds the jobs waiting for a
+ * connection, its concurrency and its back-off after failed connections; the client takes jobs
+ * from it and hands each back through the callbacks of qmgr_dest_owner() (given to smtpc_init by
+ * qmgr.c), whose per-recipient outcomes go to qmgr_rcpt.c. Calls down only (the client, the
+ * recipient states, the lookups, the core); never opens a connection itself (smtpc_open) and
+ * never frees a message (qmgr_message.c). Called by the delivery step (qmgr_route.c) and the
+ * top. Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +13,17 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
-#include "smtpc/smtpc.h"
+#include "qmgr/qmgr_dest.h"
+#include "qmgr/qmgr_lookup.h"
+#include "qmgr/qmgr_rcpt.h"
 #include "route/route.h"
+
+static void job_done(struct job *job, const struct attempt_info *info);
+
+static struct qmgr *dest_qmgr(const struct dest *d)
+{
+    return d->owner;
+}
 
 /* The current config's egress with the name of e (from this or an older config), or e itself
  * when a reload removed it. */
@@ -35,7 +46,7 @@ static struct dest *dest_get(struct qmgr *q, const struct egress_conf *e, const 
     struct dest *d = hashmap_get(q->dests, key);
     if (d) return d;
     d = xcalloc(1, sizeof *d);
-    d->qmgr = q;
+    d->owner = q;
     d->key = xstrdup(key);
     d->egress = current_egress(q, e); /* an alignment reroute may name an older config's egress */
     d->domain = xstrdup(e->type == EGRESS_SMARTHOST ? "" : domain);
@@ -53,10 +64,10 @@ static void dest_fail_waiting(struct dest *d, const struct rcpt_result *why,
                               const struct attempt_info *info)
 {
     struct job *j;
-    while ((j = queue_dest_take_job(d))) {
-        delivery_fail_all(j, why->code, why->enhanced, why->text);
+    while ((j = smtpc_dest_take_job(d))) {
+        smtpc_job_fail_all(j, why->code, why->enhanced, why->text);
         j->not_before = d->retry_at;
-        queue_job_done(j, info);
+        job_done(j, info);
     }
 }
 
@@ -87,10 +98,10 @@ static void dest_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct dest *d = arg;
-    if (!d->qmgr->stopping) dest_kick(d);
+    if (!dest_qmgr(d)->stopping) dest_kick(d);
 }
 
-void queue_dest_working(struct dest *d)
+static void dest_working(struct dest *d)
 {
     if (d->failures > 0)
         log_info("deliver: %s works again after %d failed connection(s)", d->key, d->failures);
@@ -100,7 +111,7 @@ void queue_dest_working(struct dest *d)
     if (d->retry_ev) event_del(d->retry_ev);
 }
 
-void queue_dest_working_closed(struct dest *d)
+static void dest_working_closed(struct dest *d)
 {
     if (d->working > 0) d->working--;
     /* The destination worked until now: jobs left behind get one probe connection at once
@@ -112,15 +123,15 @@ void queue_dest_working_closed(struct dest *d)
     }
 }
 
-void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
-                       const struct attempt_info *info)
+static void dest_failed(struct dest *d, const struct rcpt_result *why,
+                        const struct attempt_info *info)
 {
     d->failure = *why;
     if (why->code < 500) {
         d->failures++;
-        int64_t wait = qmgr_retry_delay(d->qmgr, d->failures);
+        int64_t wait = qmgr_retry_delay(dest_qmgr(d), d->failures);
         d->retry_at = clock_now() + wait;
-        if (!d->retry_ev) d->retry_ev = evtimer_new(d->qmgr->base, dest_retry_cb, d);
+        if (!d->retry_ev) d->retry_ev = evtimer_new(dest_qmgr(d)->base, dest_retry_cb, d);
         struct timeval tv = {(time_t)wait, 0};
         evtimer_add(d->retry_ev, &tv);
         log_info("deliver: %s: no new connection for %llds (failure %d in a row): %s", d->key,
@@ -132,35 +143,14 @@ void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
     dest_fail_waiting(d, why, info);
 }
 
-struct job *queue_dest_take_job(struct dest *d)
-{
-    struct job *j = TAILQ_FIRST(&d->jobs);
-    if (j) {
-        TAILQ_REMOVE(&d->jobs, j, link);
-        d->n_jobs--;
-    }
-    return j;
-}
-
-void queue_dest_connection_closed(struct dest *d)
+static void dest_connection_closed(struct dest *d)
 {
     d->connections--;
-    if (!d->qmgr->stopping) dest_kick(d);
+    if (!dest_qmgr(d)->stopping) dest_kick(d);
 }
 
-void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text)
+struct job *qmgr_job_new(struct dest *d, struct message *m, const size_t *idx, size_t n)
 {
-    for (size_t i = 0; i < job->n_rcpts; i++) {
-        job->results[i].code = code;
-        snprintf(job->results[i].enhanced, sizeof job->results[i].enhanced, "%s", enhanced);
-        snprintf(job->results[i].text, sizeof job->results[i].text, "%s", text);
-    }
-}
-
-void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const char *domain,
-                       const char *provider, const size_t *idx, size_t n)
-{
-    struct dest *d = dest_get(m->q, e, domain, provider);
     struct job *j = xcalloc(1, sizeof *j);
     j->msg = m;
     j->dest = d;
@@ -170,6 +160,14 @@ void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const cha
     for (size_t i = 0; i < n; i++)
         qmgr_rcpt_inflight(m, idx[i]);
     m->inflight++;
+    return j;
+}
+
+void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const char *domain,
+                       const char *provider, const size_t *idx, size_t n)
+{
+    struct dest *d = dest_get(m->q, e, domain, provider);
+    struct job *j = qmgr_job_new(d, m, idx, n);
     TAILQ_INSERT_TAIL(&d->jobs, j, link);
     d->n_jobs++;
     dest_kick(d);
@@ -182,7 +180,7 @@ static void job_free(struct job *job)
     free(job);
 }
 
-void queue_job_done(struct job *job, const struct attempt_info *info)
+static void job_done(struct job *job, const struct attempt_info *info)
 {
     struct message *m = job->msg;
     int64_t now = clock_now();
@@ -243,7 +241,7 @@ static void free_dest(void *arg, const char *key, void *value)
     (void)key;
     struct dest *d = value;
     struct job *j;
-    while ((j = queue_dest_take_job(d)))
+    while ((j = smtpc_dest_take_job(d)))
         job_free(j);
     if (d->retry_ev) event_free(d->retry_ev);
     free(d->key);
@@ -254,4 +252,32 @@ static void free_dest(void *arg, const char *key, void *value)
 void qmgr_dests_free(struct qmgr *q)
 {
     hashmap_foreach(q->dests, free_dest, NULL);
+}
+
+/* --- the SMTP client's callbacks -------------------------------------------------------------- */
+
+static int job_message_data(struct job *job, struct strbuf *out)
+{
+    return qmgr_message_outgoing(job->msg, out);
+}
+
+static const struct envelope *job_message_envelope(const struct job *job)
+{
+    const struct message *m = job->msg;
+    return m->env;
+}
+
+static const struct smtpc_owner dest_owner = {
+    .job_done = job_done,
+    .message_data = job_message_data,
+    .message_envelope = job_message_envelope,
+    .connection_closed = dest_connection_closed,
+    .working = dest_working,
+    .working_closed = dest_working_closed,
+    .failed = dest_failed,
+};
+
+const struct smtpc_owner *qmgr_dest_owner(void)
+{
+    return &dest_owner;
 }

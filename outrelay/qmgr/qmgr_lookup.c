@@ -2,7 +2,8 @@
  * recipient: the provider of its domain (cached MX answers) and whether the same message was
  * already delivered to it (duplicate suppression). Owns both caches (struct qmgr_lookup, made by
  * qmgr_lookup_new(), freed by qmgr_lookup_free(), both called by qmgr.c). Never blocks: a lookup
- * in progress answers "wait" and its answer wakes the waiting messages. Loop thread only. */
+ * in progress answers "wait" and its answer makes the waiting messages due. Calls only the core
+ * (qmgr_message.c); the core reaches it through q->forgetting. Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 #include "common/hashmap.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_lookup.h"
 #include "dns/dns.h"
 #include "records/records.h"
 #include "route/route.h"
@@ -82,6 +83,19 @@ static void free_provider(void *arg, const char *key, void *value)
     free(p->domain);
     free(p);
 }
+/* A domain's provider is known: the messages waiting for one become due now (the wake timer
+ * runs them from the loop). */
+void qmgr_lookup_answered(struct qmgr *q)
+{
+    int64_t now = clock_now();
+    struct message *m;
+    while ((m = TAILQ_FIRST(&q->lookup_waiting))) {
+        TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
+        m->waiting_lookup = 0;
+        qmgr_rearm(m, now); /* due now: the wake timer runs it from the loop */
+    }
+}
+
 /* --- duplicate suppression ------------------------------------------------------------------- */
 /* During coexistence both platforms can hand us the same message (journaling, forwarding, both
  * answering). A (Message-ID, recipient) pair delivered within dedup.window is not sent again;

@@ -3,7 +3,9 @@
  * the SPF/DKIM/DMARC prediction per egress (check/); and the alignment decision the delivery
  * step asks for each recipient (send, reroute, hold or bounce). Writes the "signed",
  * "dkim-upstream" and "checked" records. While a stage runs the core pins the message
- * (prep_pending); each stage ends in qmgr_stage_done(). Loop thread only. */
+ * (prep_pending); each stage ends in qmgr_stage_done(). Calls down only (qmgr_rcpt.c,
+ * qmgr_message.c); the core reaches it through the stage table the top installs, the delivery
+ * step through qmgr_apply_alignment(). Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,8 @@
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_prepare.h"
+#include "qmgr/qmgr_rcpt.h"
 #include "records/records.h"
 #include "sign/signer.h"
 #include "check/alignment.h"

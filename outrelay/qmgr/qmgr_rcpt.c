@@ -2,8 +2,10 @@
  * spool mark, its DSN. qmgr_rcpt_finalize() is the one way a recipient becomes final (delivered,
  * bounced, expired, suppressed); ordering rule: a final mark goes to the spool only after what
  * must survive it (the DSN) is durable. Also the one builder of the queue's records
- * (qmgr_record_init). Called by the core, the delivery step, qmgr_dest.c and qmgr_prepare.c;
- * never frees a message (qmgr.c does, once its marks are durable). Loop thread only. */
+ * (qmgr_record_init), and of the message-wide holds, releases and deletions. Calls only the core
+ * below it (qmgr_message.c); called by the middle files (route, dest, prepare, control,
+ * compact) and the top; never frees a message (the core does, once its marks are durable).
+ * Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,8 +15,7 @@
 #include "common/util.h"
 #include "mail/smtp_proto.h"
 #include "qmgr/dsn.h"
-#include "qmgr/qmgr.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_rcpt.h"
 #include "records/records.h"
 
 /* --- records ------------------------------------------------------------------------------------
@@ -332,4 +333,40 @@ void qmgr_rcpt_retry_later(struct message *m, size_t i, const struct rcpt_outcom
     record_outcome(&ev, RECORD_DEFERRED, m, i, o->res, o->dest, o->info, detail);
     ev.next_attempt_s = next - now;
     records_emit(&ev);
+}
+
+/* --- holds, deletion, operator retries ------------------------------------------------------- */
+
+void qmgr_message_hold(struct message *m, const char *why)
+{
+    m->held = 1;
+    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+    qmgr_emit(RECORD_HELD, m, SIZE_MAX, NULL, NULL, NULL, why);
+    qmgr_rearm(m, clock_now());
+}
+
+void qmgr_message_release(struct message *m, int64_t now)
+{
+    m->held = 0;
+    m->alignment_released = 1;
+    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_RELEASED);
+    qmgr_emit(RECORD_RELEASED, m, SIZE_MAX, NULL, NULL, NULL, "released by the operator");
+    qmgr_message_retry_now(m, now);
+    qmgr_schedule(m, now);
+}
+
+/* The recipients become final with the DELETED mark: no bounce, and a delivery attempt still
+ * out when it commits is not retried (qmgr_dest.c). */
+void qmgr_message_delete(struct message *m)
+{
+    m->deleted = 1;
+    qmgr_emit(RECORD_DELETED, m, SIZE_MAX, NULL, NULL, NULL, "deleted by the operator");
+    qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_DELETED);
+    qmgr_rearm(m, clock_now());
+}
+
+void qmgr_message_retry_now(struct message *m, int64_t now)
+{
+    for (size_t i = 0; i < m->env->n_rcpts; i++)
+        if (m->r[i].state == RCPT_PENDING) qmgr_rcpt_defer(m, i, now);
 }

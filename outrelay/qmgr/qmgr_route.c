@@ -2,14 +2,20 @@
  * stages are done: for each due recipient the lifetime, duplicate suppression, the provider of
  * its domain, the route stage's choice of egress and the alignment decision; then jobs of up to
  * QMGR_MAX_RCPTS_PER_JOB recipients per destination (qmgr_dest.c). Writes the "routed" records.
- * Never frees a message; loop thread only. */
+ * Calls down only (qmgr_dest.c, qmgr_prepare.c, qmgr_lookup.c, qmgr_rcpt.c, qmgr_message.c);
+ * the core reaches it through the deliver pointer the top sets. Never frees a message; loop
+ * thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 
 #include "common/util.h"
 #include "mail/smtp_proto.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_dest.h"
+#include "qmgr/qmgr_lookup.h"
+#include "qmgr/qmgr_prepare.h"
+#include "qmgr/qmgr_rcpt.h"
+#include "qmgr/qmgr_route.h"
 #include "records/records.h"
 #include "route/route.h"
 

@@ -3,7 +3,7 @@
  * says, AUTH for smarthosts), reading replies, idle reuse for several messages. Drives
  * resolution and connecting (smtpc_resolve.c) and transactions (smtpc_transaction.c) over the
  * connection core (smtpc_conn.c); every TLS decision comes from the policy (tls_policy.c).
- * Takes jobs from the queue's destinations; outcomes go back through the core. Loop thread. */
+ * Takes jobs from its owner's destinations; outcomes go back through the core. Loop thread. */
 #include "smtpc/smtpc.h"
 
 #include <event2/buffer.h>
@@ -146,14 +146,14 @@ static void smtpc_conn_ready(struct smtpc_conn *c)
 {
     if (!c->working) {
         c->working = 1;
-        queue_dest_working(c->dest);
+        smtpc_owner->working(c->dest);
     }
     int limit = c->egress->max_messages_per_connection; /* default: egress settings table */
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
         limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
     /* a job refused before any command (e.g. too big for this server) makes room for the next */
     while (c->messages < limit) {
-        c->job = queue_dest_take_job(c->dest);
+        c->job = smtpc_dest_take_job(c->dest);
         if (!c->job) {
             c->state = C_IDLE;
             LIST_INSERT_HEAD(&c->dest->idle, c, idle_link);
@@ -175,7 +175,7 @@ int smtpc_wake_idle(struct dest *d)
     LIST_REMOVE(c, idle_link);
     evtimer_del(c->idle_timer);
     c->state = C_TRANSACTION;
-    c->job = queue_dest_take_job(d);
+    c->job = smtpc_dest_take_job(d);
     if (!c->job) {
         smtpc_conn_ready(c);
         return 0;
@@ -453,9 +453,11 @@ void smtpc_open(struct dest *d)
     smtpc_resolve_mx(c);
 }
 
-int smtpc_init(struct event_base *base, const struct config *cfg, char *err, size_t errlen)
+int smtpc_init(struct event_base *base, const struct config *cfg, const struct smtpc_owner *owner,
+               char *err, size_t errlen)
 {
     smtpc_base = base;
+    smtpc_owner = owner;
     smtpc_cfg = cfg;
     return tls_policy_load(cfg, err, errlen);
 }

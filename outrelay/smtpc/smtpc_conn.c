@@ -1,5 +1,5 @@
 /* smtpc_conn.c - the connection core of the SMTP client: allocating a connection, recording why
- * it failed, writing lines, timeouts, handing an unfinished job back to the queue, and tearing
+ * it failed, writing lines, timeouts, handing an unfinished job back to its owner, and tearing
  * the connection down (freed later from the event loop, so callers up the stack may still look
  * at it). Calls nothing else in smtpc/: the session reaches it, not the other way round. Loop
  * thread only. */
@@ -19,6 +19,7 @@
 
 struct event_base *smtpc_base;
 const struct config *smtpc_cfg;
+const struct smtpc_owner *smtpc_owner;
 static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
 /* Closed connections wait here until the loop is back at the top (or shutdown). */
 static LIST_HEAD(, smtpc_conn) smtpc_graveyard = LIST_HEAD_INITIALIZER(smtpc_graveyard);
@@ -101,7 +102,7 @@ static void job_abort(struct smtpc_conn *c)
     struct attempt_info info;
     smtpc_fill_info(c, &info);
     c->job = NULL;
-    queue_job_done(j, &info);
+    smtpc_owner->job_done(j, &info);
 }
 
 /* Nothing could be connected to (or nothing got past the greeting, TLS or AUTH): the queue
@@ -115,7 +116,7 @@ void smtpc_fail_destination(struct smtpc_conn *c)
     snprintf(why.text, sizeof why.text, "%s", c->last_error);
     struct attempt_info info;
     smtpc_fill_info(c, &info);
-    queue_dest_failed(c->dest, &why, &info);
+    smtpc_owner->failed(c->dest, &why, &info);
 }
 
 /* --- the socket ------------------------------------------------------------------------------ */
@@ -170,10 +171,10 @@ void smtpc_conn_close(struct smtpc_conn *c)
     if (c->idle_timer) event_free(c->idle_timer);
     c->idle_timer = NULL;
     smtpc_conn_drop_socket(c);
-    if (c->working) queue_dest_working_closed(c->dest);
+    if (c->working) smtpc_owner->working_closed(c->dest);
     LIST_INSERT_HEAD(&smtpc_graveyard, c, all_link);
     event_active(smtpc_graveyard_ev, EV_TIMEOUT, 0);
-    queue_dest_connection_closed(c->dest);
+    smtpc_owner->connection_closed(c->dest);
 }
 
 void smtpc_conn_close_all(void)

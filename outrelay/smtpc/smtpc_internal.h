@@ -1,7 +1,9 @@
 /* smtpc_internal.h - INTERNAL to smtpc/: what the SMTP client's files share. Calls go one way:
  * the session (smtpc.c) drives resolution and connecting (smtpc_resolve.c) and transactions
  * (smtpc_transaction.c); all three use the connection core (smtpc_conn.c), which calls none of
- * them (it reaches the session only through the callbacks a connection carries). Nothing outside
+ * them (it reaches the session only through the callbacks a connection carries); the bottom is
+ * smtpc_job.c. Nothing in smtpc/ names the queue manager: jobs go back through smtpc_owner, the
+ * callbacks given to smtpc_init(). Nothing outside
  * smtpc/ includes this; the API is smtpc.h. The core owns every struct smtpc_conn
  * (smtpc_conn_new allocates it, smtpc_conn_close tears it down, the event loop frees it later).
  * Loop thread only. */
@@ -18,8 +20,9 @@
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "config/config.h"
-#include "qmgr/delivery.h"
 #include "dns/dns.h"
+#include "smtpc/smtpc.h"
+#include "smtpc/smtpc_job.h"
 #include "smtpc/tls_policy.h"
 
 enum conn_state {
@@ -104,10 +107,11 @@ struct smtpc_conn {
     char fb_text[256];
 };
 
-/* smtpc_conn.c: the connection core. smtpc_base and smtpc_cfg are set by smtpc_init() and
- * smtpc_reload() (new connections use the newest config). */
+/* smtpc_conn.c: the connection core. smtpc_base, smtpc_cfg and smtpc_owner are set by
+ * smtpc_init() and smtpc_reload() (new connections use the newest config). */
 extern struct event_base *smtpc_base;
 extern const struct config *smtpc_cfg;
+extern const struct smtpc_owner *smtpc_owner;
 
 /* A connection for d with the session's handlers; the caller starts it. */
 struct smtpc_conn *smtpc_conn_new(struct dest *d, bufferevent_data_cb on_read,

@@ -1,9 +1,9 @@
 /* smtpc_transaction.c - one job on an open SMTP client connection: MAIL, RCPT and DATA
  * (pipelined when offered), the dot-stuffed message, a reply per command, RSET after a refused
- * transaction. Fills the job's per-recipient results and hands the job back to the queue
- * (queue_job_done); tells the session (smtpc.c, its only caller) when the connection is free
- * for the next job. Never closes a working connection except when the data is unreadable. Uses
- * only the connection core. Loop thread only. */
+ * transaction. Fills the job's per-recipient results and hands the job back to its owner
+ * (smtpc_owner->job_done); tells the session (smtpc.c, its only caller) when the connection is
+ * free for the next job. Never closes a working connection except when the data is unreadable. Uses
+ * only the connection core and smtpc_job.c. Loop thread only. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -20,8 +20,8 @@
 static int send_body(struct smtpc_conn *c)
 {
     struct strbuf data = STRBUF_INIT;
-    const struct envelope *env = queue_message_envelope(c->job->msg);
-    if (queue_message_data(c->job->msg, &data) < 0) {
+    const struct envelope *env = smtpc_owner->message_envelope(c->job);
+    if (smtpc_owner->message_data(c->job, &data) < 0) {
         log_error("%s: cannot read the message from the spool", env->queue_id);
         smtpc_set_error(c, 0, "4.3.0", "message data unreadable from the spool");
         strbuf_free(&data);
@@ -55,7 +55,7 @@ static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
 
 static void send_command(struct smtpc_conn *c, size_t i)
 {
-    const struct envelope *env = queue_message_envelope(c->job->msg);
+    const struct envelope *env = smtpc_owner->message_envelope(c->job);
     switch (c->expects[i]) {
     case EXPECT_MAIL: {
         struct strbuf cmd = STRBUF_INIT;
@@ -111,7 +111,7 @@ static void job_done(struct smtpc_conn *c)
     struct attempt_info info;
     smtpc_fill_info(c, &info);
     c->job = NULL;
-    queue_job_done(j, &info);
+    smtpc_owner->job_done(j, &info);
 }
 
 /* The job cannot be offered to this server at all: every recipient gets the same permanent
@@ -119,7 +119,7 @@ static void job_done(struct smtpc_conn *c)
 static enum transaction_next refuse_job(struct smtpc_conn *c, int code, const char *enhanced,
                                         const char *text)
 {
-    delivery_fail_all(c->job, code, enhanced, text);
+    smtpc_job_fail_all(c->job, code, enhanced, text);
     job_done(c);
     return TRANSACTION_READY;
 }
@@ -127,7 +127,7 @@ static enum transaction_next refuse_job(struct smtpc_conn *c, int code, const ch
 enum transaction_next smtpc_start_transaction(struct smtpc_conn *c)
 {
     struct job *j = c->job;
-    const struct envelope *env = queue_message_envelope(j->msg);
+    const struct envelope *env = smtpc_owner->message_envelope(j);
     c->job_started_us = clock_now_us();
     c->fb_code = 0;
     if (env->smtputf8 && !c->ext_smtputf8)

@@ -1,8 +1,9 @@
 /* test_qmgr.c - unit tests for the queue manager (outrelay/qmgr/) on its own: the timer heap
  * (order, removal, re-keying, many entries), the stage table's order and retries, scheduling
  * of due and not-due messages under an injected clock, and qmgr_rcpt_finalize's transitions
- * with a real spool in a mkdtemp directory. Fake stages and a fake delivery step stand in for
- * sign, check, route and the SMTP client. */
+ * with a real spool in a mkdtemp directory; the callbacks the SMTP client calls back through
+ * (qmgr_dest_owner) and the core's forgetting hook. Fake stages and a fake delivery step stand in
+ * for sign, check, route and the SMTP client. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,7 +22,10 @@
 #include "common/util.h"
 #include "injected_clock.h"
 #include "qmgr/qmgr_heap.h"
-#include "qmgr/qmgr_internal.h"
+#include "qmgr/qmgr_dest.h"
+#include "qmgr/qmgr_lookup.h"
+#include "qmgr/qmgr_message.h"
+#include "qmgr/qmgr_rcpt.h"
 #include "mail/envelope.h"
 #include "spool/spool.h"
 
@@ -417,6 +421,82 @@ static void test_finalize_null_sender_no_dsn(void **state)
     assert_int_equal(hashmap_count(f->q->by_id), 0);
 }
 
+static char forgotten[256]; /* queue ids the forgetting hook saw, in order */
+
+static void note_forgotten(const struct message *m)
+{
+    strncat(forgotten, m->env->queue_id, sizeof forgotten - strlen(forgotten) - 1);
+    strncat(forgotten, " ", sizeof forgotten - strlen(forgotten) - 1);
+}
+
+/* The core calls the top's hook once, just before it frees a message, and never before. */
+static void test_forgetting_hook(void **state)
+{
+    struct fixture *f = *state;
+    forgotten[0] = '\0';
+    f->q->forgetting = note_forgotten;
+    struct message *m = add_message(f, "Q1", "s@example.org", 1);
+    qmgr_message_maybe_forget(m); /* still pending: stays */
+    assert_string_equal(forgotten, "");
+    struct rcpt_result ok = {.code = 250, .enhanced = "2.0.0", .text = "queued"};
+    struct rcpt_outcome o = {.mark = SPOOL_MARK_DELIVERED, .res = &ok};
+    qmgr_rcpt_finalize(m, 0, &o, NULL);
+    assert_string_equal(forgotten, ""); /* the mark is not durable yet */
+    settle(f, "Q1");
+    assert_null(qmgr_message_find(f->q, "Q1"));
+    assert_string_equal(forgotten, "Q1 ");
+}
+
+/* What the SMTP client calls back: the job's message and envelope, its outcome per recipient
+ * (delivered, deferred), and a destination's back-off after a failed connection. */
+static void test_dest_owner_callbacks(void **state)
+{
+    struct fixture *f = *state;
+    const struct smtpc_owner *owner = qmgr_dest_owner();
+    struct egress_conf egress = {.name = "direct"};
+    struct dest d = {.owner = f->q, .egress = &egress, .key = "direct/example.net"};
+    TAILQ_INIT(&d.jobs);
+    LIST_INIT(&d.idle);
+    struct message *m = add_message(f, "Q1", "s@example.org", 2);
+    const size_t both[2] = {0, 1};
+    struct job *j = qmgr_job_new(&d, m, both, 2);
+    assert_int_equal(m->r[0].state, RCPT_INFLIGHT);
+
+    assert_ptr_equal(owner->message_envelope(j), m->env);
+    struct strbuf out = STRBUF_INIT;
+    assert_int_equal(owner->message_data(j, &out), 0);
+    assert_non_null(strstr(out.data, "Subject: test\r\n"));
+    strbuf_free(&out);
+
+    smtpc_job_fail_all(j, 250, "2.0.0", "queued");
+    j->results[1].code = 451;
+    owner->job_done(j, NULL); /* frees the job */
+    assert_int_equal(m->inflight, 0);
+    assert_int_equal(m->has_data, 0); /* later attempts read the spool */
+    assert_int_equal(m->r[0].state, RCPT_FINAL);
+    assert_int_equal(m->r[0].final, 'D');
+    assert_int_equal(m->r[1].state, RCPT_PENDING);
+    assert_true(m->r[1].next_try > T0);
+    assert_int_equal(m->r[1].attempts, 1);
+
+    d.connections = 1;
+    struct rcpt_result refused = {.code = 421, .enhanced = "4.4.1", .text = "refused"};
+    owner->failed(&d, &refused, NULL);
+    assert_int_equal(d.failures, 1);
+    assert_true(d.retry_at >= T0);
+    assert_non_null(d.retry_ev);
+    owner->working(&d); /* a connection works again: the back-off ends */
+    assert_int_equal(d.failures, 0);
+    assert_int_equal(d.retry_at, 0);
+    assert_int_equal(d.working, 1);
+    owner->working_closed(&d);
+    assert_int_equal(d.working, 0);
+    owner->connection_closed(&d);
+    assert_int_equal(d.connections, 0);
+    event_free(d.retry_ev);
+    settle(f, "Q1");
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -431,6 +511,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_finalize_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finalize_bounce_and_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finalize_null_sender_no_dsn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgetting_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dest_owner_callbacks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

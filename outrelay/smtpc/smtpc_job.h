@@ -1,9 +1,10 @@
-/* delivery.h - what the queue manager (qmgr/) and the SMTP client (smtpc) share: a job (one
- * message, one egress, one destination, the recipients due now) and a destination (where jobs
- * wait for a connection, with its concurrency and idle connections). qmgr_dest.c owns both;
- * smtpc takes jobs from a destination and reports each job's outcome. Loop thread only. */
-#ifndef OUTRELAY_DELIVERY_H
-#define OUTRELAY_DELIVERY_H
+/* smtpc_job.h - what the SMTP client takes: a job (one message, one egress, one destination, the
+ * recipients due now) and a destination (where jobs wait for a connection, with its concurrency
+ * and idle connections), and what it gives back (a result per recipient, what the attempt looked
+ * like). The job's owner (the queue manager) allocates and frees both and reaches the client
+ * through smtpc.h; the client never names its owner. Loop thread only. */
+#ifndef OUTRELAY_SMTPC_JOB_H
+#define OUTRELAY_SMTPC_JOB_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -15,8 +16,6 @@
 #include "config/config.h"
 #include "mail/envelope.h"
 
-struct message;
-struct qmgr;
 struct smtpc_conn;
 
 /* The outcome for one recipient of a job. code 0 = no reply (connection-level trouble). */
@@ -28,7 +27,7 @@ struct rcpt_result {
 
 struct job {
     TAILQ_ENTRY(job) link;
-    struct message *msg;
+    void *msg; /* the owner's message, opaque to the client */
     struct dest *dest;
     size_t *rcpts; /* indexes into msg->env->rcpts */
     size_t n_rcpts;
@@ -38,8 +37,8 @@ struct job {
 TAILQ_HEAD(job_list, job);
 
 struct dest {
-    struct qmgr *qmgr; /* the queue manager that owns it */
-    char *key;         /* "egress/domain" */
+    void *owner; /* the owner's state, opaque to the client */
+    char *key;   /* "egress/domain" */
     const struct egress_conf *egress;
     char *domain;           /* recipient domain; "" for a smarthost */
     const char *provider;   /* of the first domain routed here (route_provider) */
@@ -71,27 +70,9 @@ struct attempt_info {
     const char *reply_text;
 };
 
-/* qmgr/, for smtpc */
-struct job *queue_dest_take_job(struct dest *d);
-/* Every results[] entry is filled. The job is freed by the queue. */
-void queue_job_done(struct job *job, const struct attempt_info *info);
-/* Message data (CRLF lines, not dot-stuffed). Returns 0 / -1. */
-int queue_message_data(struct message *msg, struct strbuf *out);
-const struct envelope *queue_message_envelope(const struct message *msg);
-/* A connection has closed (smtpc calls it once per smtpc_open). */
-void queue_dest_connection_closed(struct dest *d);
-/* A connection of d reached a transaction: the destination works, any back-off ends. */
-void queue_dest_working(struct dest *d);
-/* A connection that reached a transaction has closed (smtpc calls it before
- * queue_dest_connection_closed). */
-void queue_dest_working_closed(struct dest *d);
-/* A connection of d failed before any transaction with `why` (code 0 or 4xx: temporary, 5xx:
- * permanent for every job). Starts or lengthens the back-off; jobs waiting for d get `why`
- * unless another connection of d is working. */
-void queue_dest_failed(struct dest *d, const struct rcpt_result *why,
-                       const struct attempt_info *info);
-
+/* smtpc_job.c: the next job waiting for d (taken off its list), or NULL. */
+struct job *smtpc_dest_take_job(struct dest *d);
 /* Fills every result of the job with the same reply. */
-void delivery_fail_all(struct job *job, int code, const char *enhanced, const char *text);
+void smtpc_job_fail_all(struct job *job, int code, const char *enhanced, const char *text);
 
 #endif
