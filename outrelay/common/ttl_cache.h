@@ -1,7 +1,8 @@
 /* ttl_cache.h - the one cache of answers that expire: string key -> value, each with its own
  * lifetime, at most max_entries of them, read through an injectable clock. Owns its values (frees
  * them with the free function it was made with). Locked inside: any thread may call any function
- * but ttl_cache_free. Used by check (SPF results, DMARC and DKIM-key TXT records). */
+ * but ttl_cache_free. Used by check (SPF results, DMARC and DKIM-key TXT records) and the queue
+ * manager (the provider of a recipient domain). */
 #ifndef OUTRELAY_TTL_CACHE_H
 #define OUTRELAY_TTL_CACHE_H
 

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/hashmap.h"
+#include "common/ttl_cache.h"
 #include "common/clock.h"
 #include "common/util.h"
 #include "qmgr/qmgr_lookup.h"
@@ -24,32 +25,44 @@
 
 struct qmgr_lookup {
     struct qmgr *q;
-    struct hashmap *providers; /* domain -> struct provider_entry */
-    struct hashmap *dedup;     /* "message-id\nrecipient" -> struct dedup_entry */
+    struct ttl_cache *providers; /* domain -> provider name (the config's string), for the TTL */
+    struct hashmap *asking;      /* domain -> struct provider_query, while its MX lookup runs */
+    struct hashmap *dedup;       /* "message-id\nrecipient" -> struct dedup_entry */
 };
 
-struct provider_entry {
+struct provider_query {
     struct qmgr_lookup *owner;
-    const char *provider; /* NULL while the lookup runs */
-    int64_t expires;
     struct dns_query *query;
     char *domain;
 };
 
+#define PROVIDERS_MAX 100000 /* domains remembered at once */
+
 static void provider_answer(void *arg, const struct dns_answer *a)
 {
-    struct provider_entry *p = arg;
-    p->query = NULL;
+    struct provider_query *p = arg;
+    struct qmgr_lookup *l = p->owner;
     const char *hosts[32];
     size_t n = 0;
     for (size_t i = 0; a->status == DNS_OK && i < a->n && n < 32; i++)
         hosts[n++] = a->mx[i].host;
     if (a->status == DNS_NODATA) /* implicit MX: the domain itself */
         hosts[n++] = p->domain;
-    p->provider = route_provider(hosts, n);
+    const char *provider = route_provider(hosts, n);
     unsigned ttl = a->status == DNS_OK ? a->ttl : 60;
-    p->expires = clock_now() + (ttl < 60 ? 60 : ttl > 86400 ? 86400 : ttl);
-    qmgr_lookup_answered(p->owner->q); /* reschedule waiting mail */
+    ttl_cache_put(l->providers, p->domain, (void *)provider,
+                  ttl < 60      ? 60
+                  : ttl > 86400 ? 86400
+                                : ttl);
+    hashmap_remove(l->asking, p->domain);
+    free(p->domain);
+    free(p);
+    qmgr_lookup_answered(l->q); /* reschedule waiting mail */
+}
+
+static void copy_provider(const void *value, void *out)
+{
+    *(const char **)out = value;
 }
 
 /* The provider of a domain, or NULL while it is being looked up. */
@@ -59,27 +72,23 @@ const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain)
     char key[256];
     snprintf(key, sizeof key, "%s", domain);
     qmgr_lowercase(key);
-    struct provider_entry *p = hashmap_get(l->providers, key);
-    if (p && p->provider && p->expires > clock_now()) return p->provider;
-    if (!p) {
-        p = xcalloc(1, sizeof *p);
-        p->owner = l;
-        p->domain = xstrdup(key);
-        hashmap_put(l->providers, key, p);
-    }
-    if (!p->query) {
-        if (p->provider && p->expires <= clock_now()) p->provider = NULL;
-        p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p);
-    }
-    return p->provider;
+    const char *provider = NULL;
+    if (ttl_cache_get(l->providers, key, copy_provider, &provider) > 0) return provider;
+    if (hashmap_get(l->asking, key)) return NULL;
+    struct provider_query *p = xcalloc(1, sizeof *p);
+    p->owner = l;
+    p->domain = xstrdup(key);
+    hashmap_put(l->asking, key, p);
+    p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p); /* never answers before return */
+    return NULL;
 }
 
-static void free_provider(void *arg, const char *key, void *value)
+static void cancel_query(void *arg, const char *key, void *value)
 {
     (void)arg;
     (void)key;
-    struct provider_entry *p = value;
-    if (p->query) dns_cancel(p->query);
+    struct provider_query *p = value;
+    dns_cancel(p->query);
     free(p->domain);
     free(p);
 }
@@ -205,7 +214,8 @@ struct qmgr_lookup *qmgr_lookup_new(struct qmgr *q)
 {
     struct qmgr_lookup *l = xcalloc(1, sizeof *l);
     l->q = q;
-    l->providers = hashmap_new();
+    l->providers = ttl_cache_new(PROVIDERS_MAX, NULL, NULL);
+    l->asking = hashmap_new();
     l->dedup = hashmap_new();
     if (q->cfg->dedup_enabled)
         records_recent_deliveries(q->cfg->state, (clock_now() - q->cfg->dedup_window) * 1000000,
@@ -215,17 +225,9 @@ struct qmgr_lookup *qmgr_lookup_new(struct qmgr *q)
 
 /* SIGHUP (qmgr_reload): the providers may be grouped differently now, and the names cached
  * here belong to the old config; every domain is looked up again at its next recipient. */
-static void expire_provider(void *arg, const char *key, void *value)
-{
-    (void)arg;
-    (void)key;
-    struct provider_entry *p = value;
-    p->expires = 0;
-}
-
 void qmgr_lookup_reload(struct qmgr_lookup *l)
 {
-    hashmap_foreach(l->providers, expire_provider, NULL);
+    ttl_cache_clear(l->providers);
 }
 
 void qmgr_lookup_free(struct qmgr_lookup *l)
@@ -233,7 +235,8 @@ void qmgr_lookup_free(struct qmgr_lookup *l)
     if (!l) return;
     hashmap_foreach(l->dedup, free_dedup, NULL);
     hashmap_free(l->dedup);
-    hashmap_foreach(l->providers, free_provider, NULL);
-    hashmap_free(l->providers);
+    hashmap_foreach(l->asking, cancel_query, NULL);
+    hashmap_free(l->asking);
+    ttl_cache_free(l->providers);
     free(l);
 }
