@@ -448,11 +448,9 @@ static int auth_stages_start(const struct config *cfg, struct dkim_keystore **ke
         snprintf(err, errlen, "cannot read the key directory %s", cfg->keys);
         return -1;
     }
-    struct dkim_settings settings = {cfg->dkim_headers, cfg->n_dkim_headers, cfg->dkim_oversign,
-                                     cfg->n_dkim_oversign};
     if (orgdomain_init(NULL, err, errlen) < 0 ||
         dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, errlen) < 0 ||
-        dkim_setup(&settings, err, errlen) < 0 || spf_init(err, errlen) < 0 ||
+        dkim_setup(cfg, err, errlen) < 0 || spf_init(err, errlen) < 0 ||
         dmarc_init(err, errlen) < 0)
         return -1;
     signer_init(*keys);

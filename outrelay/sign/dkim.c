@@ -171,7 +171,7 @@ void dkim_shutdown(void)
     dkim_sign_list = dkim_oversign_list = NULL;
 }
 
-int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
+int dkim_setup(const struct config *cfg, char *err, size_t errlen)
 {
     if (dkim_lib) return 0;
     if (dkim_verify_setup(err, errlen) < 0) return -1;
@@ -188,8 +188,8 @@ int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen)
         return -1;
     }
     dkim_fix_leaks = dkim_libversion() == 0x020B0000;
-    dkim_sign_list = copy_header_list(settings->sign_headers, settings->n_sign_headers);
-    dkim_oversign_list = copy_header_list(settings->oversign_headers, settings->n_oversign_headers);
+    dkim_sign_list = copy_header_list(cfg->dkim_headers, cfg->n_dkim_headers);
+    dkim_oversign_list = copy_header_list(cfg->dkim_oversign, cfg->n_dkim_oversign);
     /* Never sign every header (the library's default without SIGNHDRS); the array itself is
      * the option value. FIXCRLF: our data is CRLF already, this only guards against an
      * LF-only message silently signing an empty body. */

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "common/strbuf.h"
+#include "config/config.h"
 #include "mail/dkim_verify.h"
 
 enum dkim_algorithm { DKIM_ALG_RSA_SHA256, DKIM_ALG_ED25519_SHA256 };
@@ -29,13 +30,6 @@ struct dkim_keystore {
     size_t n_keys;
 };
 
-struct dkim_settings {
-    char **sign_headers; /* dkim.headers (default in sign/sign_settings.c) */
-    size_t n_sign_headers;
-    char **oversign_headers; /* dkim.oversign */
-    size_t n_oversign_headers;
-};
-
 /* Loads every key under dir. Problems (unreadable, mode not 0600/0400, not a key of the
  * algorithm its name says, unparseable) are appended to errors as "path: what is wrong", one
  * item each; returns NULL only when dir itself is unreadable (a missing dir = no keys). */
@@ -49,8 +43,8 @@ size_t dkim_keystore_for(const struct dkim_keystore *ks, const char *from_domain
 /* Once per process, before any worker uses it; sets up verification too (dkim_verify_setup).
  * Returns 0 / -1. (Not "dkim_init": libopendkim
  * exports that symbol itself, and ours would replace it at link time.) */
-/* settings: the header lists to sign and oversign (copied). */
-int dkim_setup(const struct dkim_settings *settings, char *err, size_t errlen);
+/* The header lists to sign and oversign are cfg's dkim.headers and dkim.oversign (copied). */
+int dkim_setup(const struct config *cfg, char *err, size_t errlen);
 void dkim_shutdown(void);
 
 /* Signs data (a whole CRLF message, not dot-stuffed) with every key in keys[]; appends the

@@ -61,10 +61,7 @@ static int start_libraries(void)
     char err[256];
     /* the header lists of the embedded defaults (dkim.headers, dkim.oversign) */
     struct config *defaults = config_defaults();
-    struct dkim_settings settings = {defaults->dkim_headers, defaults->n_dkim_headers,
-                                     defaults->dkim_oversign, defaults->n_dkim_oversign};
-    int rc =
-        orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(&settings, err, sizeof err) < 0;
+    int rc = orgdomain_init(NULL, err, sizeof err) < 0 || dkim_setup(defaults, err, sizeof err) < 0;
     config_free(defaults);
     if (rc) {
         fprintf(stderr, "dkim_tool: %s\n", err);
