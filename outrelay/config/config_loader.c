@@ -392,14 +392,13 @@ int cfg_take_mapping(struct loader *ld, const struct at *at, const char *const *
         return -1;
     }
     void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(at->node, &it))) {
-        struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = cfg_node_pos(ld, key, at->where);
-        const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
+    struct cfg_pair pair;
+    while (cfg_mapping_next(ld, at, &it, &pair)) {
+        const char *name = pair.name;
+        struct pos kpos = pair.where;
         if (!name || !*name) {
             cfg_error_at(ld, kpos, LABEL_FMT "a key must be a plain name, found %s", LABEL_ARGS(at),
-                         cfg_kind_name(key));
+                         cfg_kind_name(pair.key));
             continue;
         }
         size_t i = 0;
@@ -414,7 +413,7 @@ int cfg_take_mapping(struct loader *ld, const struct at *at, const char *const *
             strbuf_free(&list);
             continue;
         }
-        out[i].node = fy_node_pair_value(pair);
+        out[i].node = pair.value;
         out[i].where = cfg_node_pos(ld, out[i].node, kpos);
         /* "key:" with nothing after it has no token of its own: point at the key. */
         if (cfg_is_null(out[i].node)) out[i].where = kpos;
@@ -449,6 +448,17 @@ int cfg_take_list(struct loader *ld, const struct at *at, struct at **items, siz
     return 0;
 }
 
+int cfg_mapping_next(struct loader *ld, const struct at *at, void **it, struct cfg_pair *p)
+{
+    struct fy_node_pair *pair = fy_node_mapping_iterate(at->node, it);
+    if (!pair) return 0;
+    p->key = fy_node_pair_key(pair);
+    p->where = cfg_node_pos(ld, p->key, at->where);
+    p->name = p->key && fy_node_is_scalar(p->key) ? fy_node_get_scalar0(p->key) : NULL;
+    p->value = fy_node_pair_value(pair);
+    return 1;
+}
+
 /* Entries of a "NAME: {...}" mapping (origins, egress), each labelled 'what "NAME"'. */
 int cfg_take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
                    size_t *n)
@@ -464,12 +474,11 @@ int cfg_take_named(struct loader *ld, const struct at *at, const char *what, str
     size_t count = (size_t)fy_node_mapping_item_count(at->node);
     *items = xcalloc(count, sizeof **items);
     void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(at->node, &it)) && *n < count) {
-        struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = cfg_node_pos(ld, key, at->where);
-        const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : "";
-        int ok = name && *name;
+    struct cfg_pair pair;
+    while (*n < count && cfg_mapping_next(ld, at, &it, &pair)) {
+        const char *name = pair.name ? pair.name : "";
+        struct pos kpos = pair.where;
+        int ok = *name != '\0';
         for (const char *p = name; ok && *p; p++)
             ok = isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '.';
         if (!ok) {
@@ -478,7 +487,7 @@ int cfg_take_named(struct loader *ld, const struct at *at, const char *what, str
             continue;
         }
         struct at *a = &(*items)[(*n)++];
-        a->node = fy_node_pair_value(pair);
+        a->node = pair.value;
         a->where = kpos; /* "missing" errors point at the name */
         a->named = 1;
         a->name = name;

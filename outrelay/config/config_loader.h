@@ -106,6 +106,15 @@ int cfg_get_readable_file(struct loader *ld, const struct at *at, char **dst);
 int cfg_take_mapping(struct loader *ld, const struct at *at, const char *const *names,
                      struct at *out);
 int cfg_take_list(struct loader *ld, const struct at *at, struct at **items, size_t *n);
+/* One key/value pair of a mapping, in file order: cfg_mapping_next() fills p and returns 1, or
+ * returns 0 after the last. name is NULL when the key is not a scalar; where is the key's place.
+ * *it starts NULL. The pair's nodes belong to the document. */
+struct cfg_pair {
+    struct fy_node *key, *value;
+    const char *name;
+    struct pos where;
+};
+int cfg_mapping_next(struct loader *ld, const struct at *at, void **it, struct cfg_pair *p);
 int cfg_take_named(struct loader *ld, const struct at *at, const char *what, struct at **items,
                    size_t *n);
 int cfg_get_string_list(struct loader *ld, const struct at *at, char ***dst, size_t *n_dst);

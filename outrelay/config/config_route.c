@@ -691,12 +691,11 @@ static void load_pin_kind(struct loader *ld, const struct at *at, int kind, stru
         return;
     }
     void *it = NULL;
-    struct fy_node_pair *pair;
-    while ((pair = fy_node_mapping_iterate(at->node, &it))) {
-        struct fy_node *key = fy_node_pair_key(pair);
-        struct pos kpos = cfg_node_pos(ld, key, at->where);
-        const char *name = key && fy_node_is_scalar(key) ? fy_node_get_scalar0(key) : NULL;
-        struct at val = {.node = fy_node_pair_value(pair), .where = kpos};
+    struct cfg_pair pair;
+    while (cfg_mapping_next(ld, at, &it, &pair)) {
+        const char *name = pair.name;
+        struct pos kpos = pair.where;
+        struct at val = {.node = pair.value, .where = kpos};
         val.where = cfg_node_pos(ld, val.node, kpos);
         cfg_label_set(&val, "%s.%s", at->label, name ? name : "?");
         if (!name || !*name) {
