@@ -129,7 +129,7 @@ static void load_records(struct loader *ld, const struct at *at)
 static void load_dedup(struct loader *ld, const struct at *at)
 {
     struct at v[2];
-    cfg_take_settings(ld, at, &queue_dedup_settings, ld->cfg, NULL, v);
+    cfg_take_settings(ld, at, &qmgr_dedup_settings, ld->cfg, NULL, v);
 }
 
 static void load_dns(struct loader *ld, const struct at *at)

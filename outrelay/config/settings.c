@@ -19,7 +19,7 @@ static const struct settings_table *const all_tables[] = {
     &qmgr_delivery_settings, &ingress_listen_settings,   &ingress_tls_settings,
     &ingress_limits_settings, &ingress_auth_settings,     &ingress_origin_settings,
     &smtpc_egress_settings,   &route_ramp_settings,       &route_cap_settings,
-    &sign_dkim_settings,      &check_alignment_settings,  &queue_dedup_settings,
+    &sign_dkim_settings,      &check_alignment_settings,  &qmgr_dedup_settings,
     &route_provider_settings, &ingress_platform_settings, &route_shaping_settings,
     &config_metrics_settings, &config_records_settings,
 };

@@ -57,7 +57,7 @@ const struct settings_table qmgr_delivery_settings = {.section = "delivery",
                                                           "Retries and timeouts of outgoing SMTP.",
                                                       .items = delivery_items,
                                                       .n_items = SETTINGS_COUNT(delivery_items)};
-const struct settings_table queue_dedup_settings = {
+const struct settings_table qmgr_dedup_settings = {
     .section = "dedup",
     .help = "The same message may reach outrelay from both platforms during the coexistence "
             "(journaling, forwarding).",
