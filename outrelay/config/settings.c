@@ -79,6 +79,8 @@ static void free_items(char **items, size_t n)
 
 int settings_parse_text(const struct setting *s, const char *text, void *base)
 {
+    if (s->type == SETTING_CUSTOM) return s->parse ? s->parse(text, base) : -1;
+    /* only now: a custom item's offset is SETTING_NO_OFFSET, which points nowhere */
     char *field = (char *)base + s->offset, *end;
     char **items;
     size_t n;
@@ -142,7 +144,7 @@ int settings_parse_text(const struct setting *s, const char *text, void *base)
         return 0;
     }
     case SETTING_CUSTOM:
-        return s->parse ? s->parse(text, base) : -1;
+        break; /* above */
     }
     return -1;
 }

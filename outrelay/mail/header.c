@@ -90,11 +90,16 @@ int mail_header_value_is(const char *value, size_t value_len, const char *want, 
 
 char *mail_header_value_unfold(const char *value, size_t value_len)
 {
-    const char *p = value, *end = value + value_len;
-    trim(&p, &end);
-    char *out = xmalloc((size_t)(end - p) + 1), *o = out;
-    for (; p < end; p++)
+    /* unfold first, then trim: a fold (or a lone CR or LF) inside white space must not leave
+     * white space at either end */
+    value_len = strnlen(value, value_len); /* the copy is a C string: it ends at a NUL */
+    char *out = xmalloc(value_len + 1), *o = out;
+    for (const char *p = value; p < value + value_len; p++)
         if (*p != '\r' && *p != '\n') *o++ = *p;
-    *o = '\0';
+    const char *start = out, *end = o;
+    trim(&start, &end);
+    size_t n = (size_t)(end - start);
+    memmove(out, start, n);
+    out[n] = '\0';
     return out;
 }

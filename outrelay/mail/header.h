@@ -23,7 +23,8 @@ int mail_header_name_is(const char *name, size_t name_len, const char *want);
 /* Does the value, unfolded and without surrounding white space, equal `want`
  * (case-insensitively when nocase)? */
 int mail_header_value_is(const char *value, size_t value_len, const char *want, int nocase);
-/* The value unfolded and without surrounding white space, as a malloc'd string. */
+/* The value unfolded and without surrounding white space, as a malloc'd string; it ends at the
+ * first NUL the value holds (the white space before that NUL is trimmed too). */
 char *mail_header_value_unfold(const char *value, size_t value_len);
 
 #endif

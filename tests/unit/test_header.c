@@ -45,6 +45,16 @@ static void test_value_unfold(void **state)
     v = mail_header_value_unfold("  ", 2);
     assert_string_equal(v, "");
     free(v);
+    /* a NUL ends the value: the white space before it goes too (found by fuzz_header) */
+    static const char nul[] = "<id@example.org>\t\0more";
+    v = mail_header_value_unfold(nul, sizeof nul - 1);
+    assert_string_equal(v, "<id@example.org>");
+    free(v);
+    /* white space that only touches the end once the fold is gone */
+    static const char folded[] = "<id@example.org> \r\n";
+    v = mail_header_value_unfold(folded, sizeof folded - 1);
+    assert_string_equal(v, "<id@example.org>");
+    free(v);
 }
 
 int main(void)
