@@ -556,11 +556,23 @@ static int get_duration_list(struct loader *ld, const struct at *at, int64_t **d
     return good == n && n > 0 ? 0 : -1;
 }
 
+/* A custom item: its own parser, or nothing to read (documented only). */
+static int get_custom_setting(struct loader *ld, const struct at *at, const struct setting *s,
+                              void *base)
+{
+    if (!s->parse) return 0;
+    const char *text = cfg_scalar_text(ld, at);
+    if (!text) return -1;
+    if (s->parse(text, base) == 0) return 0;
+    cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not %s", LABEL_ARGS(at), text, s->what);
+    return -1;
+}
+
 int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting *s, void *base)
 {
+    /* before any address is made: a custom item's offsets are SETTING_NO_OFFSET */
+    if (s->type == SETTING_CUSTOM) return get_custom_setting(ld, at, s, base);
     void *field = (char *)base + s->offset;
-    size_t *count = (size_t *)((char *)base + s->count_offset);
-    const char *text;
     int choice;
     switch (s->type) {
     case SETTING_INT:
@@ -584,15 +596,11 @@ int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting
     case SETTING_FILE:
         return cfg_get_readable_file(ld, at, field);
     case SETTING_STRING_LIST:
-        return cfg_get_string_list(ld, at, field, count);
+        return cfg_get_string_list(ld, at, field, (size_t *)((char *)base + s->count_offset));
     case SETTING_DURATION_LIST:
-        return get_duration_list(ld, at, field, count);
+        return get_duration_list(ld, at, field, (size_t *)((char *)base + s->count_offset));
     case SETTING_CUSTOM:
-        if (!s->parse) return 0;
-        if (!(text = cfg_scalar_text(ld, at))) return -1;
-        if (s->parse(text, base) == 0) return 0;
-        cfg_error_at(ld, at->where, LABEL_FMT "\"%s\" is not %s", LABEL_ARGS(at), text, s->what);
-        return -1;
+        break; /* above */
     }
     return -1;
 }
