@@ -562,7 +562,8 @@ static void load_tls_policy(struct loader *ld, const struct at *at)
         }
         struct at val = {.node = pair.value};
         val.where = cfg_node_pos(ld, val.node, pair.where);
-        cfg_label_set(&val, "%s.%s", at->label, domain);
+        cfg_label_set(&val, "%s \"%s\"", at->label, domain);
+        val.named = 1;
         struct tls_policy_rule r = {.level = -1};
         if (val.node && fy_node_is_mapping(val.node)) {
             struct at v[2];
