@@ -536,6 +536,70 @@ static void load_egress(struct loader *ld, const struct at *at)
     free(items);
 }
 
+/* tls_policy: { DOMAIN: LEVEL | { level: LEVEL, names: [...] } } through
+ * smtpc/tls_policy_settings.c. */
+static void load_tls_policy(struct loader *ld, const struct at *at)
+{
+    struct config *cfg = ld->cfg;
+    const struct setting *level_item = settings_find_item(&smtpc_tls_policy_settings, "level");
+    if (cfg_is_null(at->node)) return;
+    if (!fy_node_is_mapping(at->node)) {
+        cfg_error_at(ld, at->where, "%s: expected \"domain: level\" lines, found %s", at->label,
+                     cfg_kind_name(at->node));
+        return;
+    }
+    void *it = NULL;
+    struct cfg_pair pair;
+    while (cfg_mapping_next(ld, at, &it, &pair)) {
+        const char *domain = pair.name;
+        const char *bare = domain && domain[0] == '.' ? domain + 1 : domain;
+        if (!bare || !cfg_valid_hostname(bare)) {
+            cfg_error_at(ld, pair.where,
+                         "%s: \"%s\" is not a domain (example.com, or .example.com for its "
+                         "subdomains)",
+                         at->label, domain ? domain : "");
+            continue;
+        }
+        struct at val = {.node = pair.value};
+        val.where = cfg_node_pos(ld, val.node, pair.where);
+        cfg_label_set(&val, "%s \"%s\"", at->label, domain);
+        val.named = 1;
+        struct tls_policy_rule r = {.level = -1};
+        if (val.node && fy_node_is_mapping(val.node)) {
+            struct at v[2];
+            if (cfg_take_settings(ld, &val, &smtpc_tls_policy_settings, &r, NULL, v) < 0 ||
+                v[0].bad || v[1].bad) {
+                free_list(r.names, r.n_names);
+                continue;
+            }
+            if (!v[0].node) {
+                cfg_error_at(ld, val.where, "%s: level is missing (none, may, encrypt or verify)",
+                             val.label);
+                free_list(r.names, r.n_names);
+                continue;
+            }
+            if (r.n_names && r.level != TLS_RULE_VERIFY)
+                cfg_error_at(ld, v[1].where, "%s: names only mean something with level verify",
+                             v[1].label);
+            if (r.n_names > 4) cfg_error_at(ld, v[1].where, "%s: at most 4 names", v[1].label);
+        } else if (cfg_get_setting(ld, &val, level_item, &r) < 0) {
+            continue;
+        }
+        for (size_t i = 0; i < cfg->n_tls_policy_rules; i++)
+            if (!strcasecmp(cfg->tls_policy_rules[i].domain, domain))
+                cfg_error_at(ld, pair.where, "%s: %s already has a policy at line %d", at->label,
+                             domain, cfg->tls_policy_rules[i].line);
+        r.domain = xstrdup(domain);
+        for (char *p = r.domain; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        r.file = xstrdup(ld->file);
+        r.line = pair.where.line;
+        cfg->tls_policy_rules = xrealloc(cfg->tls_policy_rules, (cfg->n_tls_policy_rules + 1) *
+                                                                    sizeof *cfg->tls_policy_rules);
+        cfg->tls_policy_rules[cfg->n_tls_policy_rules++] = r;
+    }
+}
+
 /* ---------------------------------------------------------------- the whole file */
 
 /* The top level: the general settings table, then these sections. */
@@ -567,15 +631,16 @@ enum {
     K_DEDUP,
     K_RECORDS,
     K_PLATFORMS,
+    K_TLS_POLICY,
     K_COUNT
 };
 
 static void load_root(struct loader *ld, struct fy_node *root)
 {
     static const char *const section_keys[] = {
-        "log",     "dns",     "delivery", "listen",   "tls",     "limits",    "auth",
-        "origins", "egress",  "ramp",     "policies", "dkim",    "alignment", "providers",
-        "caps",    "shaping", "metrics",  "dedup",    "records", "platforms", NULL};
+        "log",     "dns",   "delivery", "listen",    "tls",        "limits",    "auth", "origins",
+        "egress",  "ramp",  "policies", "dkim",      "alignment",  "providers", "caps", "shaping",
+        "metrics", "dedup", "records",  "platforms", "tls_policy", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -608,6 +673,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_AUTH].node) load_auth(ld, &v[K_AUTH]);
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
+    if (v[K_TLS_POLICY].node) load_tls_policy(ld, &v[K_TLS_POLICY]);
     if (v[K_RAMP].node || v[K_EGRESS].node) cfg_load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
     if (v[K_DKIM].node) cfg_load_dkim(ld, &v[K_DKIM]);
     if (v[K_ALIGNMENT].node) cfg_load_alignment(ld, &v[K_ALIGNMENT]);
@@ -743,6 +809,12 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_egress; i++)
         free_egress(&cfg->egress[i]);
     free(cfg->egress);
+    for (size_t i = 0; i < cfg->n_tls_policy_rules; i++) {
+        free(cfg->tls_policy_rules[i].domain);
+        free_list(cfg->tls_policy_rules[i].names, cfg->tls_policy_rules[i].n_names);
+        free(cfg->tls_policy_rules[i].file);
+    }
+    free(cfg->tls_policy_rules);
     free(cfg->ramp.from);
     free(cfg->ramp.to);
     for (size_t i = 0; i < cfg->ramp.n_key; i++)

@@ -23,7 +23,7 @@ struct listen_conf {
 
 struct origin_conf {
     char *name;
-    int strip_upstream_dkim; /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
+    int strip_upstream_dkim;     /* dkim_upstream: strip (default keep, RFC 6376 4.2) */
     struct net_prefix *networks; /* networks, then the ranges of the platforms named */
     size_t n_networks;
     char **platforms; /* platforms: names from a platforms section (policies/platforms.yaml) */
@@ -63,8 +63,8 @@ struct egress_conf {
     size_t n_sources;
     struct config_where {
         int line, col;
-    } *source_where; /* where each source is written, for config_check_sources() */
-    char *helo; /* EHLO name; default: top-level hostname */
+    } * source_where; /* where each source is written, for config_check_sources() */
+    char *helo;       /* EHLO name; default: top-level hostname */
     /* smarthost */
     char *host;      /* IP literal or hostname */
     int port;        /* default 25 */
@@ -83,6 +83,25 @@ struct egress_conf {
                                       * default: the smarthost host or the MX name */
     int max_connections;             /* per destination; default 10 */
     int max_messages_per_connection; /* default 100 */
+};
+
+/* tls_policy: the administrator's TLS policy for a recipient domain (like Postfix's
+ * smtp_tls_policy_maps); read by smtpc/tls_policy.c. Levels in the order of the table's
+ * choices (smtpc/tls_policy_settings.c). */
+enum tls_policy_rule_level {
+    TLS_RULE_NONE,    /* never STARTTLS */
+    TLS_RULE_MAY,     /* STARTTLS when offered, plaintext when it fails */
+    TLS_RULE_ENCRYPT, /* TLS required, the certificate is not checked */
+    TLS_RULE_VERIFY,  /* TLS required, the certificate must verify and carry one of names */
+};
+
+struct tls_policy_rule {
+    char *domain; /* lower case; "example.com" exactly, ".example.org" its subdomains */
+    int level;    /* enum tls_policy_rule_level */
+    char **names; /* verify: the names accepted; none = the MX host name */
+    size_t n_names;
+    char *file; /* where the rule is written, for messages */
+    int line;
 };
 
 struct ramp_step {
@@ -232,6 +251,8 @@ struct config {
 
     struct egress_conf *egress;
     size_t n_egress;
+    struct tls_policy_rule *tls_policy_rules; /* tls_policy:, in file order */
+    size_t n_tls_policy_rules;
 
     struct ramp_conf ramp;
 
@@ -245,10 +266,10 @@ struct config {
     enum alignment_action alignment_default;
     struct alignment_rule *alignment_rules;
     size_t n_alignment_rules;
-    char *metrics_listen; /* metrics.listen: Prometheus endpoint address, NULL = off */
-    int dedup_enabled;    /* dedup.enabled (default on): a Message-ID + recipient already
-                             delivered within dedup_window is not sent again */
-    int64_t dedup_window; /* dedup.window, default 24h */
+    char *metrics_listen;      /* metrics.listen: Prometheus endpoint address, NULL = off */
+    int dedup_enabled;         /* dedup.enabled (default on): a Message-ID + recipient already
+                                  delivered within dedup_window is not sent again */
+    int64_t dedup_window;      /* dedup.window, default 24h */
     int64_t records_retention; /* records.retention: seconds events are kept (default 400d;
                                   0 = forever) */
     char **policy_files;

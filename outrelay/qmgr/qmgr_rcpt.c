@@ -55,6 +55,8 @@ static void record_outcome(struct record_event *ev_out, enum record_type type,
     ev.reply_text = res && res->text[0] ? res->text : NULL;
     ev.tls_version = info ? info->tls_version : NULL;
     ev.tls_cipher = info ? info->tls_cipher : NULL;
+    ev.tls_policy = info ? info->tls_policy : NULL;
+    ev.tls_policy_source = info ? info->tls_policy_source : NULL;
     ev.size = m->env->size;
     ev.delay_ms = (now_us - arrival_us) / 1000;
     ev.attempt_ms = info && info->started_us ? (now_us - info->started_us) / 1000 : 0;

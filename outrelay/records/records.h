@@ -56,10 +56,12 @@ struct record_event {
     const char *reply_text;
     const char *tls_version;
     const char *tls_cipher;
-    int64_t size;       /* message bytes */
-    int64_t delay_ms;   /* since the message was received */
-    int64_t attempt_ms; /* duration of this attempt */
-    const char *detail; /* free text, e.g. why a message stayed queued */
+    const char *tls_policy;        /* the TLS policy's level: none, may, encrypt, verify */
+    const char *tls_policy_source; /* who decided it: table (tls_policy:), egress */
+    int64_t size;                  /* message bytes */
+    int64_t delay_ms;              /* since the message was received */
+    int64_t attempt_ms;            /* duration of this attempt */
+    const char *detail;            /* free text, e.g. why a message stayed queued */
     /* authentication and routing (sign, check, route stages) */
     const char *from_domain;
     const char *spf_result; /* pass, fail, softfail, neutral, none, temperror, permerror */

@@ -9,7 +9,7 @@
 
 /* 1: delivery columns; 2: authentication and routing; 3: provider; 4: typed facts (nrcpt,
  * route_reason, dsn_queue_id, next_attempt_s, dkim_aligned, rule, until_ts). */
-#define RECORDS_SCHEMA_VERSION 4
+#define RECORDS_SCHEMA_VERSION 5
 
 /* Creates the latest schema in a new database, upgrades an older one in place, refuses a newer
  * one; one IMMEDIATE transaction. Returns 0 / -1 with err filled. */

@@ -98,9 +98,10 @@ static void after_ehlo(struct smtpc_conn *c)
         }
         if (c->tls_policy->level == TLS_POLICY_REQUIRED) {
             smtpc_set_error(c, 0, "4.7.4",
-                            "TLS is required for egress %s but %s[%s] does not offer STARTTLS",
-                            e->name, c->mx_name, c->addr_text);
-            log_warn("smtpc: %s (%s)", c->last_error, c->tls_policy->reason);
+                            "TLS is required (%s) but %s[%s] does not offer STARTTLS; the mail "
+                            "stays queued",
+                            c->tls_policy->reason, c->mx_name, c->addr_text);
+            log_warn("smtpc: %s", c->last_error);
             smtpc_send_quit(c);
             smtpc_conn_next_address(c);
             return;
@@ -218,8 +219,8 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
     case C_STARTTLS:
         if (code != 220) {
             if (c->tls_policy->level == TLS_POLICY_REQUIRED) {
-                smtpc_set_error(c, 0, "4.7.4", "%s[%s] refused STARTTLS: %d %s", c->mx_name,
-                                c->addr_text, code, text);
+                smtpc_set_error(c, 0, "4.7.4", "%s[%s] refused STARTTLS: %d %s (%s)", c->mx_name,
+                                c->addr_text, code, text, c->tls_policy->reason);
                 smtpc_conn_next_address(c);
                 return;
             }
@@ -355,9 +356,10 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         if (c->state == C_TLS_HANDSHAKE) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
             if (c->tls_policy->verify && SSL_get_verify_result(ssl) != X509_V_OK) {
-                smtpc_set_error(c, 0, "4.7.5", "certificate of %s[%s] did not verify: %s",
+                smtpc_set_error(c, 0, "4.7.5", "certificate of %s[%s] did not verify: %s (%s)",
                                 c->mx_name, c->addr_text,
-                                X509_verify_cert_error_string(SSL_get_verify_result(ssl)));
+                                X509_verify_cert_error_string(SSL_get_verify_result(ssl)),
+                                c->tls_policy->reason);
                 log_warn("smtpc: %s", c->last_error);
                 smtpc_conn_next_address(c);
                 return;
@@ -390,11 +392,12 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         /* say why verification failed (e.g. "hostname mismatch"), not only that it did */
         SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
         long vr = ssl && c->tls_policy->verify ? SSL_get_verify_result(ssl) : X509_V_OK;
-        smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s%s%s%s", c->mx_name,
-                        c->addr_text, why, vr != X509_V_OK ? " (certificate did not verify: " : "",
+        smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s%s%s%s (%s)",
+                        c->mx_name, c->addr_text, why,
+                        vr != X509_V_OK ? " (certificate did not verify: " : "",
                         vr != X509_V_OK ? X509_verify_cert_error_string(vr) : "",
-                        vr != X509_V_OK ? ")" : "");
-        log_warn("smtpc: %s (%s)", c->last_error, c->tls_policy->reason);
+                        vr != X509_V_OK ? ")" : "", c->tls_policy->reason);
+        log_warn("smtpc: %s", c->last_error);
         if (c->tls_policy->level != TLS_POLICY_REQUIRED) {
             /* opportunistic TLS must not block mail: same address again, in plaintext */
             c->no_tls = 1;

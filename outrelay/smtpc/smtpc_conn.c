@@ -75,6 +75,10 @@ void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info)
     info->remote_addr = c->addr_text[0] ? c->addr_text : NULL;
     info->source_addr = c->source_text[0] ? c->source_text : NULL;
     if (c->tls && c->bev) tls_describe(c->bev, &info->tls_version, &info->tls_cipher);
+    if (c->tls_policy) {
+        info->tls_policy = tls_policy_level_name(c->tls_policy);
+        info->tls_policy_source = c->tls_policy->source;
+    }
     info->started_us = c->job_started_us;
     if (c->fb_code) {
         info->reply_code = c->fb_code;

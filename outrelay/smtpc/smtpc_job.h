@@ -64,6 +64,8 @@ struct attempt_info {
     const char *source_addr;
     const char *tls_version;
     const char *tls_cipher;
+    const char *tls_policy;        /* the TLS policy's level: none, may, encrypt, verify */
+    const char *tls_policy_source; /* who decided it: table, egress */
     int64_t started_us;
     int reply_code; /* the receiver's last telling reply (for shaping rules), or 0 */
     const char *reply_enhanced;

@@ -1,10 +1,13 @@
-/* tls_policy.c - the TLS policy of an outbound connection (see tls_policy.h) from the egress's
- * settings, and the client contexts the current config's egresses hold in the shared cache
- * (tls/). Never touches a connection. Called by the SMTP client (smtpc/); loop thread only. */
+/* tls_policy.c - the TLS policy of an outbound connection (see tls_policy.h) from the
+ * administrator's tls_policy: table or the egress's settings, and the client contexts the
+ * current config's egresses hold in the shared cache (tls/). Never touches a connection.
+ * Called by the SMTP client (smtpc/); loop thread only. */
 #include "smtpc/tls_policy.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 
 #include "common/util.h"
 #include "tls/tls.h"
@@ -13,6 +16,8 @@
  * between connections. */
 static SSL_CTX **loaded_ctx;
 static size_t n_loaded_ctx;
+/* The current config, for its tls_policy: table. */
+static const struct config *loaded_cfg;
 
 /* The system store is loaded for every context: whether to verify is decided per connection. */
 static struct tls_client_files egress_files(const struct egress_conf *e)
@@ -44,6 +49,7 @@ int tls_policy_load(const struct config *cfg, char *err, size_t errlen)
     release_all(loaded_ctx, n_loaded_ctx);
     loaded_ctx = ctx;
     n_loaded_ctx = cfg->n_egress;
+    loaded_cfg = cfg;
     return 0;
 }
 
@@ -52,6 +58,32 @@ void tls_policy_unload(void)
     release_all(loaded_ctx, n_loaded_ctx);
     loaded_ctx = NULL;
     n_loaded_ctx = 0;
+    loaded_cfg = NULL;
+}
+
+const struct tls_policy_rule *tls_policy_rule_find(const struct config *cfg, const char *domain)
+{
+    if (!cfg || !domain || !domain[0]) return NULL;
+    for (size_t i = 0; i < cfg->n_tls_policy_rules; i++)
+        if (!strcasecmp(cfg->tls_policy_rules[i].domain, domain)) return &cfg->tls_policy_rules[i];
+    /* ".example.org" for a.b.example.org: the nearest parent first */
+    for (const char *p = strchr(domain, '.'); p; p = strchr(p + 1, '.'))
+        for (size_t i = 0; i < cfg->n_tls_policy_rules; i++)
+            if (!strcasecmp(cfg->tls_policy_rules[i].domain, p)) return &cfg->tls_policy_rules[i];
+    return NULL;
+}
+
+const char *tls_policy_level_name(const struct tls_policy *p)
+{
+    switch (p->level) {
+    case TLS_POLICY_NONE:
+        return "none";
+    case TLS_POLICY_OPPORTUNISTIC:
+        return "may";
+    case TLS_POLICY_REQUIRED:
+        return p->verify ? "verify" : "encrypt";
+    }
+    return "?";
 }
 
 static const char *level_text(enum tls_policy_level level)
@@ -67,17 +99,49 @@ static const char *level_text(enum tls_policy_level level)
     return "?";
 }
 
+/* The administrator's rule for the domain: level, names and reason; the egress still gives the
+ * client context (its CA file and client certificate). */
+static void apply_rule(struct tls_policy *p, const struct tls_policy_rule *r)
+{
+    static const char *const words[] = {"none", "may", "encrypt", "verify"};
+    p->source = "table";
+    p->level = r->level == TLS_RULE_NONE  ? TLS_POLICY_NONE
+               : r->level == TLS_RULE_MAY ? TLS_POLICY_OPPORTUNISTIC
+                                          : TLS_POLICY_REQUIRED;
+    p->verify = r->level == TLS_RULE_VERIFY;
+    p->sni = p->mx;
+    if (p->verify) {
+        for (size_t i = 0; i < r->n_names && i < TLS_POLICY_MAX_NAMES; i++) {
+            snprintf(p->name_store[i], sizeof p->name_store[i], "%s", r->names[i]);
+            p->names[p->n_names++] = p->name_store[i];
+        }
+        if (p->n_names == 0) p->names[p->n_names++] = p->mx;
+    }
+    snprintf(p->reason, sizeof p->reason, "tls_policy %s: %s (%s%s%s)", r->domain, words[r->level],
+             level_text(p->level), p->verify ? ", certificate verified for " : "",
+             p->verify ? (r->n_names ? r->names[0] : p->mx) : "");
+}
+
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
                                   const char *mx, char *err, size_t errlen)
 {
-    (void)domain; /* a per-domain source (MTA-STS) will look at it */
     struct tls_policy *p = xcalloc(1, sizeof *p);
     snprintf(p->mx, sizeof p->mx, "%s", mx);
-    p->level = egress->tls == TLS_NONE       ? TLS_POLICY_NONE
-               : egress->tls == TLS_REQUIRED ? TLS_POLICY_REQUIRED
-                                             : TLS_POLICY_OPPORTUNISTIC;
+    /* DANE (RFC 7672) for the MX, then MTA-STS (RFC 8461) for the domain, go here, before the
+     * table: the first source that has a policy decides. */
+    const struct tls_policy_rule *rule = tls_policy_rule_find(loaded_cfg, domain);
+    if (rule) {
+        apply_rule(p, rule);
+    } else {
+        p->source = "egress";
+        p->level = egress->tls == TLS_NONE       ? TLS_POLICY_NONE
+                   : egress->tls == TLS_REQUIRED ? TLS_POLICY_REQUIRED
+                                                 : TLS_POLICY_OPPORTUNISTIC;
+    }
     if (p->level == TLS_POLICY_NONE) {
-        snprintf(p->reason, sizeof p->reason, "egress %s: %s", egress->name, level_text(p->level));
+        if (!rule)
+            snprintf(p->reason, sizeof p->reason, "egress %s: %s", egress->name,
+                     level_text(p->level));
         return p;
     }
     struct tls_client_files files = egress_files(egress);
@@ -86,11 +150,12 @@ struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *
         free(p);
         return NULL;
     }
+    p->client_cert = egress->tls_cert;
+    if (rule) return p;
     /* the name the certificate must carry is also the one we ask for (SNI) */
     p->sni = egress->tls_name ? egress->tls_name : p->mx;
     p->verify = egress->tls_verify;
     if (p->verify) p->names[p->n_names++] = p->sni;
-    p->client_cert = egress->tls_cert;
     snprintf(p->reason, sizeof p->reason, "egress %s: %s%s%s%s%s", egress->name,
              level_text(p->level), p->verify ? ", certificate verified for " : "",
              p->verify ? p->sni : "", p->client_cert ? ", client certificate " : "",

@@ -4,12 +4,14 @@
  * reason for logs and records. The connection code (smtpc/) reads only the policy, never the
  * egress's TLS settings.
  *
- * Today the one source is the egress's settings (tls, tls_ca_file, tls_verify, tls_name,
- * tls_cert/tls_key). A later source adds to the policy in tls_policy_for() before it is
- * returned, without touching the connection code: a DANE TLSA answer for the MX would raise
- * the level to REQUIRED with verify set and put the MX name in names (and, later, the TLSA
- * records to match); an MTA-STS policy in enforce mode would raise it to REQUIRED with verify
- * and put the policy's mx patterns in names. Each says why in reason.
+ * Sources, first that applies wins: (DANE, then MTA-STS: their slot is marked in
+ * tls_policy_for()), the administrator's tls_policy: table for the recipient domain (like
+ * Postfix's smtp_tls_policy_maps; direct delivery only), then the egress's settings (tls,
+ * tls_ca_file, tls_verify, tls_name, tls_cert/tls_key). A DANE TLSA answer for the MX would
+ * make the level REQUIRED with verify set and put the MX name in names (and, later, the TLSA
+ * records to match); an MTA-STS policy in enforce mode would do the same with the policy's mx
+ * patterns in names. The policy says which source decided (source) and why (reason); both go
+ * into every attempt's record.
  *
  * Contexts come from the shared cache in tls/: tls_policy_load() holds one reference per
  * egress of the current config (and fails when an egress's files cannot be loaded); each
@@ -41,9 +43,11 @@ struct tls_policy {
     const char *names[TLS_POLICY_MAX_NAMES]; /* with verify: the names accepted, n_names > 0 */
     size_t n_names;
     const char *client_cert; /* the certificate file the context presents, or NULL */
+    const char *source;      /* who decided: "table" or "egress" (static text) */
     char reason[200];        /* e.g. "egress cloud: STARTTLS required, certificate verified" */
     /* names and sni point into the strings below or into the egress's settings */
     char mx[256];
+    char name_store[TLS_POLICY_MAX_NAMES][256]; /* a table rule's names, copied */
 };
 
 /* The contexts of cfg's egresses (start and SIGHUP): on success they replace those of the
@@ -60,5 +64,12 @@ void tls_policy_unload(void);
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
                                   const char *mx, char *err, size_t errlen);
 void tls_policy_free(struct tls_policy *p);
+
+/* The level in the words of the tls_policy: table, for records: "none", "may" (opportunistic,
+ * with or without an attempt to verify), "encrypt" (required, unchecked) or "verify". */
+const char *tls_policy_level_name(const struct tls_policy *p);
+/* The rule of cfg's tls_policy: table for a recipient domain: the exact domain, else the
+ * longest ".parent" entry; NULL when none applies (or domain is ""). */
+const struct tls_policy_rule *tls_policy_rule_find(const struct config *cfg, const char *domain);
 
 #endif

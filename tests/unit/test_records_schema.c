@@ -1,7 +1,8 @@
 /* test_records_schema.c - unit tests for outrelay/records/schema.c: a records.db in the schema
  * of version 3 (created here with that version's DDL and rows as it wrote them) is upgraded in
  * place: the typed columns exist and hold the facts older rows packed into detail, the reports
- * give the numbers the rows stand for; a second upgrade changes nothing; a database of a newer
+ * give the numbers the rows stand for; a second upgrade changes nothing; a version 4 database
+ * gains the TLS policy columns (old rows NULL, new rows filled); a database of a newer
  * version is refused and left alone; every event type has one name; the continuity report reads
  * the relay's `queue list --json` answer. */
 #include <setjmp.h>
@@ -142,7 +143,7 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
 
     sqlite3 *db = open_db(dir);
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "4");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
     ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
     /* received: the count in its column, the certificate stays as text */
     ASSERT_QUERY(db, "SELECT nrcpt FROM events WHERE queue_id = 'Q1' AND event = 'received'", "2");
@@ -190,7 +191,62 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
     db = open_db(dir);
     ASSERT_QUERY(db, "SELECT count(*) FROM events WHERE nrcpt IS NOT NULL", "2");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "4");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    sqlite3_close(db);
+    remove_state(dir);
+}
+
+/* Version 4 as it was: version 3's table with the columns version 4 added, and an attempt row
+ * of that time (no TLS policy columns). */
+static void make_v4(const char *dir)
+{
+    make_v3(dir);
+    sqlite3 *db = open_db(dir);
+    exec_sql(db, "ALTER TABLE events ADD COLUMN nrcpt INTEGER;"
+                 "ALTER TABLE events ADD COLUMN route_reason TEXT;"
+                 "ALTER TABLE events ADD COLUMN dsn_queue_id TEXT;"
+                 "ALTER TABLE events ADD COLUMN next_attempt_s INTEGER;"
+                 "ALTER TABLE events ADD COLUMN dkim_aligned INTEGER;"
+                 "ALTER TABLE events ADD COLUMN rule TEXT;"
+                 "ALTER TABLE events ADD COLUMN until_ts INTEGER;"
+                 "UPDATE schema_version SET version = 4;"
+                 "INSERT INTO events (ts_us, event, queue_id, recipient, tls_version) VALUES "
+                 "(1700000000000000, 'delivered', 'Q40', 'old@example.net', 'TLSv1.3');");
+    sqlite3_close(db);
+}
+
+static void test_upgrade_from_v4_adds_tls_policy(void **state)
+{
+    (void)state;
+    char *dir = make_state();
+    char err[256] = "";
+    make_v4(dir);
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    struct record_event ev = {.type = RECORD_DEFERRED,
+                              .queue_id = "Q41",
+                              .recipient = "new@example.net",
+                              .tls_policy = "encrypt",
+                              .tls_policy_source = "table"};
+    records_emit(&ev);
+    records_close();
+    sqlite3 *db = open_db(dir);
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
+    ASSERT_QUERY(db,
+                 "SELECT coalesce(tls_policy, 'NULL') || '|' || coalesce(tls_policy_source, "
+                 "'NULL') || '|' || tls_version FROM events WHERE queue_id = 'Q40'",
+                 "NULL|NULL|TLSv1.3");
+    ASSERT_QUERY(db,
+                 "SELECT tls_policy || '|' || tls_policy_source FROM events WHERE queue_id = "
+                 "'Q41'",
+                 "encrypt|table");
+    sqlite3_close(db);
+    /* a reader's upgrade of the current version changes nothing */
+    char path[512];
+    db_path(dir, path, sizeof path);
+    assert_int_equal(records_upgrade(path, err, sizeof err), 0);
+    db = open_db(dir);
+    ASSERT_QUERY(db, "SELECT count(*) FROM events WHERE queue_id IN ('Q40', 'Q41')", "2");
     sqlite3_close(db);
     remove_state(dir);
 }
@@ -208,7 +264,7 @@ static void test_records_open_upgrades(void **state)
     records_close();
     sqlite3 *db = open_db(dir);
     ASSERT_QUERY(db, "SELECT sum(nrcpt) FROM events WHERE event = 'received'", "6");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "4");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
     sqlite3_close(db);
     remove_state(dir);
 }
@@ -397,6 +453,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_upgrade_from_v3_fills_columns),
         cmocka_unit_test(test_records_open_upgrades),
+        cmocka_unit_test(test_upgrade_from_v4_adds_tls_policy),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_reports_after_upgrade),
         cmocka_unit_test(test_continuity_reads_queue_json),

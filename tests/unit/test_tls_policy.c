@@ -2,8 +2,9 @@
  * of outrelay/tls/tls_cache.c: what each egress setting makes of the policy (level, verify,
  * names, SNI, client certificate, reason), one SSL_CTX for egresses with the same files and
  * another for a different CA, a reload with unchanged files keeping the context and one with a
- * changed file building a new one while policies made before keep theirs. Certificates are
- * made in a temporary folder at the start. */
+ * changed file building a new one while policies made before keep theirs; the tls_policy:
+ * table over the egress (exact domains, the nearest ".parent" rule, levels, names, source).
+ * Certificates are made in a temporary folder at the start. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,6 +272,125 @@ static void test_unloadable_files_change_nothing(void **state)
     assert_int_equal(tls_client_context_count(), 0);
 }
 
+static struct tls_policy_rule rule(const char *domain, int level, char **names, size_t n)
+{
+    return (struct tls_policy_rule){
+        .domain = (char *)domain, .level = level, .names = names, .n_names = n, .line = 1};
+}
+
+static void test_table_rule_matching(void **state)
+{
+    (void)state;
+    struct tls_policy_rule r[4] = {rule("example.com", TLS_RULE_ENCRYPT, NULL, 0),
+                                   rule(".example.org", TLS_RULE_MAY, NULL, 0),
+                                   rule(".deep.example.org", TLS_RULE_VERIFY, NULL, 0),
+                                   rule("deep.example.org", TLS_RULE_NONE, NULL, 0)};
+    struct config cfg = {.tls_policy_rules = r, .n_tls_policy_rules = 4};
+    /* exact only: example.com is not a parent rule */
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "example.com"), &r[0]);
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "EXAMPLE.Com"), &r[0]);
+    assert_null(tls_policy_rule_find(&cfg, "mx.example.com"));
+    /* ".example.org" covers subdomains, not the domain itself */
+    assert_null(tls_policy_rule_find(&cfg, "example.org"));
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "a.example.org"), &r[1]);
+    /* the exact rule beats a parent rule; the nearest parent beats a farther one */
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "deep.example.org"), &r[3]);
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "x.deep.example.org"), &r[2]);
+    assert_ptr_equal(tls_policy_rule_find(&cfg, "y.x.deep.example.org"), &r[2]);
+    /* no rule for other domains, nor for a smarthost's "" */
+    assert_null(tls_policy_rule_find(&cfg, "example.net"));
+    assert_null(tls_policy_rule_find(&cfg, "notexample.org"));
+    assert_null(tls_policy_rule_find(&cfg, ""));
+    assert_null(tls_policy_rule_find(NULL, "example.com"));
+}
+
+static struct tls_policy *policy_for(const struct egress_conf *e, const char *domain,
+                                     const char *mx)
+{
+    char err[256] = "";
+    struct tls_policy *p = tls_policy_for(e, domain, mx, err, sizeof err);
+    assert_non_null(p);
+    return p;
+}
+
+static void test_table_over_egress(void **state)
+{
+    (void)state;
+    struct egress_conf e[2] = {egress("legacy", TLS_OPTIONAL, ca_a),
+                               egress("strict", TLS_REQUIRED, ca_a)};
+    char *names[] = {"mx1.secure.example", "mx2.secure.example"};
+    struct tls_policy_rule r[4] = {rule("plain.example", TLS_RULE_NONE, NULL, 0),
+                                   rule("may.example", TLS_RULE_MAY, NULL, 0),
+                                   rule("enc.example", TLS_RULE_ENCRYPT, NULL, 0),
+                                   rule(".secure.example", TLS_RULE_VERIFY, names, 2)};
+    struct config cfg = config_of(e, 2);
+    cfg.tls_policy_rules = r;
+    cfg.n_tls_policy_rules = 4;
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+
+    /* no rule: the egress decides, and says so */
+    struct tls_policy *p = policy_for(&e[0], "other.example", "mx.other.example");
+    assert_string_equal(p->source, "egress");
+    assert_int_equal(p->level, TLS_POLICY_OPPORTUNISTIC);
+    assert_true(p->verify); /* the egress's CA file turns verification on */
+    assert_string_equal(tls_policy_level_name(p), "may");
+    tls_policy_free(p);
+
+    /* none beats an egress that requires TLS: no context, never STARTTLS */
+    p = policy_for(&e[1], "plain.example", "mx.plain.example");
+    assert_string_equal(p->source, "table");
+    assert_int_equal(p->level, TLS_POLICY_NONE);
+    assert_null(p->ctx);
+    assert_string_equal(tls_policy_level_name(p), "none");
+    assert_non_null(strstr(p->reason, "tls_policy plain.example: none"));
+    tls_policy_free(p);
+
+    /* may: opportunistic, and the table does not verify even where the egress would */
+    p = policy_for(&e[0], "may.example", "mx.may.example");
+    assert_int_equal(p->level, TLS_POLICY_OPPORTUNISTIC);
+    assert_false(p->verify);
+    assert_string_equal(tls_policy_level_name(p), "may");
+    tls_policy_free(p);
+
+    /* encrypt: required, certificate not checked */
+    p = policy_for(&e[0], "enc.example", "mx.enc.example");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_false(p->verify);
+    assert_int_equal(p->n_names, 0);
+    assert_non_null(p->ctx);
+    assert_string_equal(tls_policy_level_name(p), "encrypt");
+    assert_string_equal(p->source, "table");
+    tls_policy_free(p);
+
+    /* verify on a subdomain rule: required, the table's names, SNI the MX */
+    p = policy_for(&e[0], "a.secure.example", "mx9.a.secure.example");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_true(p->verify);
+    assert_int_equal(p->n_names, 2);
+    assert_string_equal(p->names[0], "mx1.secure.example");
+    assert_string_equal(p->names[1], "mx2.secure.example");
+    assert_string_equal(p->sni, "mx9.a.secure.example");
+    assert_string_equal(tls_policy_level_name(p), "verify");
+    assert_non_null(strstr(p->reason, "tls_policy .secure.example: verify"));
+    tls_policy_free(p);
+
+    /* verify without names: the MX host name */
+    r[3].n_names = 0;
+    p = policy_for(&e[0], "b.secure.example", "mx.b.secure.example");
+    assert_int_equal(p->n_names, 1);
+    assert_string_equal(p->names[0], "mx.b.secure.example");
+    tls_policy_free(p);
+
+    /* a smarthost (domain "") keeps the egress's settings */
+    p = policy_for(&e[1], "", "smarthost.example.net");
+    assert_string_equal(p->source, "egress");
+    assert_string_equal(tls_policy_level_name(p), "verify");
+    tls_policy_free(p);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +399,8 @@ int main(void)
         cmocka_unit_test(test_same_files_share_one_context),
         cmocka_unit_test(test_reload_reuses_unchanged_and_rebuilds_changed),
         cmocka_unit_test(test_unloadable_files_change_nothing),
+        cmocka_unit_test(test_table_rule_matching),
+        cmocka_unit_test(test_table_over_egress),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
