@@ -9,6 +9,11 @@ NXDOMAIN, proven secure by NSEC; the same TLSA in an unsigned zone comes back in
 record edited after signing comes back bogus, as a temporary failure with no records. With the
 DS of another key every answer of the zone is bogus (the anchor is really used). Without an
 anchor everything is insecure data, as before DNSSEC validation existed (RFC 4035 4.3).
+
+Then the relay itself with dns.trust_anchor: while the anchor file holds the other key's DS, mail
+to the signed domain stays queued (deferred, the reason saying the MX answer was bogus) and mail to
+an unsigned domain is delivered; with the zone's own DS after a restart the queued message is
+delivered to the signed domain's MX.
 """
 import os
 import subprocess
@@ -23,7 +28,7 @@ FORGED = "aa" * 32
 
 def secure_zone():
     return h.zone_text("secure.test", (
-        "@ IN MX 10 mx\nmx IN A 127.0.0.30\n"
+        f"@ IN MX 10 mx\nmx IN A {h.MX_EXAMPLE_NET}\n"
         f"_25._tcp.mx IN TLSA 3 1 1 {EE}\n"
         f"_25._tcp.mx IN TLSA 2 0 1 {TA}\n"
         f"_25._tcp.full IN TLSA 3 0 0 {FULL}\n"
@@ -63,7 +68,8 @@ def expect(env, nsd, anchor, name, rtype, security, status, records=None, error=
             h.check(sorted(recs) == sorted(records), f"{what}: records are not {records}")
         if error is not None:
             h.check(error in err, f"{what}: error does not say {error!r}")
-    h.log(f"{name} {rtype} (anchor {os.path.basename(anchor) if anchor else 'none'}): {security} {status}")
+    used = os.path.basename(anchor) if anchor else "none"
+    h.log(f"{name} {rtype} (anchor {used}): {security} {status}")
 
 
 def test(env):
@@ -76,7 +82,9 @@ def test(env):
     h.check(len(edited) == 1, f"forged TLSA lines in the signed zone: {edited}")
     lines[edited[0]] = lines[edited[0]].replace(EE, FORGED)
     h.check(FORGED in lines[edited[0]], "the forged TLSA record was not edited")
-    nsd = h.Nsd(env, {"secure.test": "".join(lines), "plain.test": plain_zone()})
+    zones = h.default_zones()
+    zones.update({"secure.test": "".join(lines), "plain.test": plain_zone()})
+    nsd = h.Nsd(env, zones)
     anchor = signed.write_anchor(env.path("secure.test.ds"))
     other = h.dnssec_sign(env, "secure.test", secure_zone())
     h.check(other.ds != signed.ds, "two keys made the same DS")
@@ -87,7 +95,7 @@ def test(env):
            [f"3 1 1 {EE}", f"2 0 1 {TA}"])
     expect(env, nsd, anchor, "_25._tcp.full.secure.test", "TLSA", "secure", "ok",
            [f"3 0 0 {FULL}"])
-    expect(env, nsd, anchor, "mx.secure.test", "A", "secure", "ok", ["127.0.0.30"])
+    expect(env, nsd, anchor, "mx.secure.test", "A", "secure", "ok", [h.MX_EXAMPLE_NET])
     expect(env, nsd, anchor, "_25._tcp.nothere.secure.test", "TLSA", "secure", "NXDOMAIN", [])
     # outside the anchored zone: data, but insecure
     expect(env, nsd, anchor, "_25._tcp.mx.plain.test", "TLSA", "insecure", "ok", [f"3 1 1 {EE}"])
@@ -103,6 +111,40 @@ def test(env):
     expect(env, nsd, None, "_25._tcp.forged.secure.test", "TLSA", "insecure", "ok",
            [f"3 1 1 {FORGED}"])
     expect(env, nsd, None, "_25._tcp.mx.plain.test", "TLSA", "insecure", "ok", [f"3 1 1 {EE}"])
+
+    relay_with_anchor(env, nsd, signed, other)
+
+
+def relay_with_anchor(env, nsd, signed, other):
+    h.need_binary(env)
+    port = env.free_port([h.MX_EXAMPLE_NET, h.MX_EXAMPLE_COM])
+    secure_mx = h.PySink(env, h.MX_EXAMPLE_NET, port, "secure")
+    plain_mx = h.PySink(env, h.MX_EXAMPLE_COM, port, "plain")
+    anchor = other.write_anchor(env.path("relay-anchor.ds"))  # not the zone's key
+    cfg = h.standard_config(env, nsd, port)
+    cfg["dns"]["trust_anchor"] = anchor
+    relay = h.Relay(env, cfg)
+    for rcpt in ("b@secure.test", "c@plain.test"):
+        res = h.send(relay.host, relay.port, "a@example.org", [rcpt],
+                     h.make_message("a@example.org", rcpt, f"to {rcpt}"))
+        h.check(res.accepted, f"{rcpt} not accepted: {res}")
+    env.wait_for(lambda: plain_mx.messages(), 30, "delivery to the unsigned domain")
+    env.wait_for(lambda: relay.events("SELECT 1 FROM events WHERE event='deferred' "
+                                      "AND recipient='b@secure.test'"), 30,
+                 "the signed domain's mail deferred")
+    rows = relay.events("SELECT event, reply_text FROM events WHERE recipient='b@secure.test'")
+    h.check(not [r for r in rows if r["event"] in ("delivered", "bounced")],
+            f"mail to the signed domain finished under a wrong anchor: {rows}")
+    deferred = [r for r in rows if r["event"] == "deferred"]
+    h.check(all("bogus" in (r["reply_text"] or "") for r in deferred),
+            f"the deferral does not say the answer was bogus: {deferred}")
+    h.check(not secure_mx.messages(), "the signed domain's MX got mail under a wrong anchor")
+
+    signed.write_anchor(anchor)  # the zone's own DS
+    relay.restart()
+    env.wait_for(lambda: secure_mx.messages(), 30, "delivery once the anchor is the zone's")
+    h.check(len(plain_mx.messages()) == 1, "the unsigned domain's mail was sent twice")
+    relay.stop()
 
 
 if __name__ == "__main__":
