@@ -1,7 +1,8 @@
 /* fuzz_dns.c - the DNS answer parser dns_parse_packet (dns/dns.c) on a wire packet from the
- * network. The first byte picks the query type (A, AAAA, MX, TXT, PTR), the rest is the packet.
- * Asserts a valid status, that n answers of the right kind were filled, that every name and
- * TXT string is a terminated C string within bounds, and that dns_answer_free frees it all. */
+ * network. The first byte picks the query type (A, AAAA, MX, TXT, PTR, TLSA), the rest is the
+ * packet. Asserts a valid status, that n answers of the right kind were filled, that every name
+ * and TXT string is a terminated C string within bounds, that TLSA association data is non-empty
+ * and lies within the packet, and that dns_answer_free frees it all. */
 #include <assert.h>
 #include <stdint.h>
 #include <string.h>
@@ -9,7 +10,8 @@
 
 #include "dns/dns.h"
 
-static const int rrtypes[] = {DNS_TYPE_A, DNS_TYPE_AAAA, DNS_TYPE_MX, DNS_TYPE_TXT, DNS_TYPE_PTR};
+static const int rrtypes[] = {DNS_TYPE_A,   DNS_TYPE_AAAA, DNS_TYPE_MX,
+                              DNS_TYPE_TXT, DNS_TYPE_PTR,  DNS_TYPE_TLSA};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -38,6 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case DNS_TYPE_PTR:
             assert(a.ptr && a.ptr[i] && strlen(a.ptr[i]) < 1025);
+            break;
+        case DNS_TYPE_TLSA:
+            /* usage, selector and matching type take 3 of the packet's bytes */
+            assert(a.tlsa && a.tlsa[i].data && a.tlsa[i].len >= 1 && a.tlsa[i].len + 3 < size);
             break;
         }
     }

@@ -448,8 +448,9 @@ static int auth_stages_start(const struct config *cfg, struct dkim_keystore **ke
         snprintf(err, errlen, "cannot read the key directory %s", cfg->keys);
         return -1;
     }
+    const char *anchor = cfg->dns_trust_anchor;
     if (orgdomain_init(NULL, err, errlen) < 0 ||
-        dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, errlen) < 0 ||
+        dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, anchor, err, errlen) < 0 ||
         dkim_setup(cfg, err, errlen) < 0 || spf_init(err, errlen) < 0 ||
         dmarc_init(err, errlen) < 0)
         return -1;
@@ -524,7 +525,9 @@ static int cmd_serve(int argc, char **argv)
     records_started = 1;
     if (route_init(cfg, cfg->state, err, sizeof err) < 0) goto out;
     route_started = 1;
-    if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0) goto out;
+    if (dns_init(serve_base, cfg->dns_servers, cfg->n_dns_servers, cfg->dns_trust_anchor, err,
+                 sizeof err) < 0)
+        goto out;
     if (auth_stages_start(cfg, &keys, err, sizeof err) < 0) goto out;
     auth_started = 1;
     if (workpool_start(serve_base, 2) < 0) {
@@ -626,7 +629,8 @@ static int cmd_dns_advice(int argc, char **argv)
     if (!ks) {
         /* load_keys said why */
     } else if (orgdomain_init(NULL, err, sizeof err) < 0 ||
-               dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, err, sizeof err) < 0 ||
+               dns_sync_init(cfg->dns_servers, cfg->n_dns_servers, cfg->dns_trust_anchor, err,
+                             sizeof err) < 0 ||
                spf_init(err, sizeof err) < 0) {
         fprintf(stderr, "outrelay: %s\n", err);
     } else {

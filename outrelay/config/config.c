@@ -134,7 +134,7 @@ static void load_dedup(struct loader *ld, const struct at *at)
 
 static void load_dns(struct loader *ld, const struct at *at)
 {
-    struct at v[1];
+    struct at v[2]; /* servers, trust_anchor (read by the table) */
     struct config *cfg = ld->cfg;
     if (cfg_take_settings(ld, at, &config_dns_settings, cfg, NULL, v) < 0 || !v[0].node) return;
     struct at *items;
@@ -787,6 +787,7 @@ void config_free(struct config *cfg)
     for (size_t i = 0; i < cfg->n_dns_servers; i++)
         free(cfg->dns_servers[i]);
     free(cfg->dns_servers);
+    free(cfg->dns_trust_anchor);
     free(cfg->retry);
     for (size_t i = 0; i < cfg->n_listen; i++)
         free(cfg->listen[i].address_text);

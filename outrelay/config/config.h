@@ -209,6 +209,7 @@ struct config {
 
     char **dns_servers; /* "127.0.0.1:5353" or "127.0.0.1@5353"; empty: system resolver */
     size_t n_dns_servers;
+    char *dns_trust_anchor; /* dns.trust_anchor: DS/DNSKEY lines; NULL: no DNSSEC validation */
 
     int mx_port;    /* delivery.mx_port, default 25 */
     int64_t *retry; /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */

@@ -47,6 +47,7 @@ int config_restart_needed(const struct config *running, const struct config *fre
     if (!same_text(a->users_file, b->users_file)) name(out, &n, "auth.users_file");
     if (!same_list(a->dns_servers, a->n_dns_servers, b->dns_servers, b->n_dns_servers))
         name(out, &n, "dns.servers");
+    if (!same_text(a->dns_trust_anchor, b->dns_trust_anchor)) name(out, &n, "dns.trust_anchor");
     if (a->log_to != b->log_to || a->log_level != b->log_level) name(out, &n, "log");
     if (!same_text(a->metrics_listen, b->metrics_listen)) name(out, &n, "metrics.listen");
     if (!same_list(a->dkim_headers, a->n_dkim_headers, b->dkim_headers, b->n_dkim_headers) ||

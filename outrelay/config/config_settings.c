@@ -100,6 +100,16 @@ static const struct setting dns_items[] = {
      .default_text = "[], the system resolver of /etc/resolv.conf",
      .help = "The recursive resolvers outrelay asks (MX, A/AAAA, SPF, DKIM, DMARC records); "
              "IP@PORT is accepted too. Empty: the system resolver."},
+    {.name = "trust_anchor",
+     .type = SETTING_FILE,
+     .offset = AT(dns_trust_anchor),
+     .default_text = "none, no DNSSEC validation",
+     .example = "/usr/share/dns/root.ds",
+     .help = "DNSSEC trust anchors: DS or DNSKEY records in zone-file format (RFC 4034), for "
+             "the root or any zone. With it every answer is validated (RFC 4035): a bogus one "
+             "is a temporary failure, never data; the later DANE checks (RFC 7672) need "
+             "answers that validated as secure. The resolvers of dns.servers must pass DNSSEC "
+             "records through."},
 };
 
 static const struct setting records_items[] = {

@@ -1,5 +1,7 @@
-/* dns.c - libunbound running on our event_base; see dns.h. Answers are parsed from the wire
- * packet (the callback's rcode is unreliable for NXDOMAIN) with glibc's ns_* parser. */
+/* dns.c - libunbound running on our event_base, and the context setup (servers, DNSSEC trust
+ * anchor) that dns_sync.c shares; see dns.h. Answers are parsed from the wire packet (the
+ * callback's rcode is unreliable for NXDOMAIN) with glibc's ns_* parser. Loop thread, except
+ * the parser and setup, which dns_sync.c calls from workers. */
 #include "dns/dns.h"
 
 #include <arpa/inet.h>
@@ -25,12 +27,8 @@ struct dns_query {
 static struct ub_ctx *dns_ctx;
 static struct event_base *dns_base;
 
-/* Points a libunbound context at our servers (or the system resolver). Shared with dns_sync.c */
-int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers, char *err,
-                          size_t errlen);
-
-int dns_init(struct event_base *base, char *const *servers, size_t n_servers, char *err,
-             size_t errlen)
+int dns_init(struct event_base *base, char *const *servers, size_t n_servers,
+             const char *trust_anchor, char *err, size_t errlen)
 {
     dns_base = base;
     dns_ctx = ub_ctx_create_event(base);
@@ -38,7 +36,7 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
         snprintf(err, errlen, "cannot create the DNS resolver context");
         return -1;
     }
-    if (dns_configure_context(dns_ctx, servers, n_servers, err, errlen) < 0) {
+    if (dns_configure_context(dns_ctx, servers, n_servers, trust_anchor, err, errlen) < 0) {
         ub_ctx_delete(dns_ctx);
         dns_ctx = NULL;
         return -1;
@@ -46,8 +44,10 @@ int dns_init(struct event_base *base, char *const *servers, size_t n_servers, ch
     return 0;
 }
 
-int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers, char *err,
-                          size_t errlen)
+/* Points a libunbound context at our servers (or the system resolver) and gives it the trust
+ * anchors; without them libunbound validates nothing and every answer is insecure. */
+int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers,
+                          const char *trust_anchor, char *err, size_t errlen)
 {
     struct ub_ctx *dns_ctx = ctx;
     int rc = 0;
@@ -85,6 +85,13 @@ int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_ser
         snprintf(err, errlen, "DNS resolver setup: %s", ub_strerror(rc));
         return -1;
     }
+    if (trust_anchor) {
+        rc = ub_ctx_add_ta_file(dns_ctx, trust_anchor);
+        if (rc != 0) {
+            snprintf(err, errlen, "DNS trust anchor %s: %s", trust_anchor, ub_strerror(rc));
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -108,6 +115,27 @@ const char *dns_status_text(enum dns_status s)
     }
 }
 
+const char *dns_security_text(enum dns_security s)
+{
+    switch (s) {
+    case DNS_SECURE:
+        return "secure";
+    case DNS_BOGUS:
+        return "bogus";
+    default:
+        return "insecure";
+    }
+}
+
+void dns_answer_bogus(struct dns_answer *a)
+{
+    dns_answer_free(a);
+    memset(a, 0, sizeof *a);
+    a->status = DNS_TEMPFAIL;
+    a->security = DNS_BOGUS;
+    a->error = "DNSSEC validation failed (bogus)";
+}
+
 void dns_answer_free(struct dns_answer *a)
 {
     free(a->mx);
@@ -118,6 +146,9 @@ void dns_answer_free(struct dns_answer *a)
     for (size_t i = 0; i < a->n && a->ptr; i++)
         free(a->ptr[i]);
     free(a->ptr);
+    for (size_t i = 0; i < a->n && a->tlsa; i++)
+        free(a->tlsa[i].data);
+    free(a->tlsa);
 }
 
 void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct dns_answer *a)
@@ -194,6 +225,15 @@ void dns_parse_packet(int rrtype, const unsigned char *packet, int len, struct d
             }
             a->txt = xrealloc(a->txt, (a->n + 1) * sizeof *a->txt);
             a->txt[a->n++] = strbuf_detach(&sb, NULL);
+        } else if (rrtype == DNS_TYPE_TLSA && rdlen > 3) {
+            /* usage, selector, matching type, then the association data to the RDATA's end
+             * (ns_parserr checked that rdlen lies within the packet); empty data is malformed */
+            struct dns_tlsa t = {.usage = rd[0], .selector = rd[1], .mtype = rd[2]};
+            t.len = (size_t)rdlen - 3;
+            t.data = xmalloc(t.len);
+            memcpy(t.data, rd + 3, t.len);
+            a->tlsa = xrealloc(a->tlsa, (a->n + 1) * sizeof *a->tlsa);
+            a->tlsa[a->n++] = t;
         }
     }
     a->status = a->n ? DNS_OK : DNS_NODATA;
@@ -216,7 +256,10 @@ static void ub_done(void *arg, int rcode, void *packet, int len, int sec, char *
     (void)why_bogus;
     (void)ratelimited;
     struct dns_query *q = arg;
-    if (rcode != 0 && rcode != ns_r_nxdomain) {
+    /* sec: 0 insecure, 1 bogus (whatever the rcode), 2 secure */
+    if (sec == 1) {
+        dns_answer_bogus(&q->answer);
+    } else if (rcode != 0 && rcode != ns_r_nxdomain) {
         q->answer.status = DNS_TEMPFAIL;
         q->answer.error = rcode == ns_r_servfail ? "SERVFAIL" : "DNS error";
     } else if (!packet) {
@@ -224,10 +267,7 @@ static void ub_done(void *arg, int rcode, void *packet, int len, int sec, char *
         q->answer.error = "no DNS answer";
     } else {
         dns_parse_packet(q->rrtype, packet, len, &q->answer);
-        if (sec == 1) {
-            q->answer.status = DNS_TEMPFAIL;
-            q->answer.error = "DNSSEC validation failed (bogus)";
-        }
+        if (sec == 2) q->answer.security = DNS_SECURE;
     }
     event_active(q->deliver, EV_TIMEOUT, 0);
 }

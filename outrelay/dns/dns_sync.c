@@ -14,9 +14,6 @@
 
 #include "common/util.h"
 
-int dns_configure_context(struct ub_ctx *ctx, char *const *servers, size_t n_servers, char *err,
-                          size_t errlen);
-
 static struct ub_ctx *sync_ctx;
 
 /* dns_sync_bound(): the per-query limit, what failed already, whether anything ever answered */
@@ -30,14 +27,15 @@ struct failed_lookup {
 static struct failed_lookup *failed;
 static size_t n_failed;
 
-int dns_sync_init(char *const *servers, size_t n_servers, char *err, size_t errlen)
+int dns_sync_init(char *const *servers, size_t n_servers, const char *trust_anchor, char *err,
+                  size_t errlen)
 {
     sync_ctx = ub_ctx_create();
     if (!sync_ctx) {
         snprintf(err, errlen, "cannot create the blocking DNS resolver context");
         return -1;
     }
-    if (dns_configure_context(sync_ctx, servers, n_servers, err, errlen) < 0) {
+    if (dns_configure_context(sync_ctx, servers, n_servers, trust_anchor, err, errlen) < 0) {
         ub_ctx_delete(sync_ctx);
         sync_ctx = NULL;
         return -1;
@@ -147,7 +145,9 @@ int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer)
     } else {
         rc = ub_resolve(sync_ctx, name, rrtype, 1, &r);
     }
-    if (rc != 0 || !r) {
+    if (r && r->bogus) {
+        dns_answer_bogus(answer);
+    } else if (rc != 0 || !r) {
         answer->status = DNS_TEMPFAIL;
         answer->error = ub_strerror(rc);
     } else if (!r->answer_packet) {
@@ -155,10 +155,7 @@ int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer)
         answer->error = "no DNS answer";
     } else {
         dns_parse_packet(rrtype, r->answer_packet, r->answer_len, answer);
-        if (r->bogus) {
-            answer->status = DNS_TEMPFAIL;
-            answer->error = "DNSSEC validation failed (bogus)";
-        }
+        if (r->secure) answer->security = DNS_SECURE;
     }
     if (r) ub_resolve_free(r);
     if (bound_ms && answer->status == DNS_TEMPFAIL) {

@@ -6,12 +6,14 @@
 
 #include "dns/dns.h"
 
-/* Same server syntax as dns_init(). Call once, before the workers start. */
-int dns_sync_init(char *const *servers, size_t n_servers, char *err, size_t errlen);
+/* Same server syntax and trust anchor as dns_init(). Call once, before the workers start. */
+int dns_sync_init(char *const *servers, size_t n_servers, const char *trust_anchor, char *err,
+                  size_t errlen);
 void dns_sync_shutdown(void);
 /* Resolves name/rrtype; fills *answer (free with dns_sync_free). Returns 0, or -1 when the
  * resolver is not initialised (answer->status is DNS_TEMPFAIL then). Timeouts and SERVFAIL come
- * back as DNS_TEMPFAIL, a missing name as DNS_NXDOMAIN, an empty answer as DNS_NODATA. */
+ * back as DNS_TEMPFAIL, a missing name as DNS_NXDOMAIN, an empty answer as DNS_NODATA;
+ * answer->security says what DNSSEC validation found (bogus: DNS_TEMPFAIL, no records). */
 int dns_sync_query(const char *name, int rrtype, struct dns_answer *answer);
 void dns_sync_free(struct dns_answer *answer);
 /* For one-shot commands (dns-advice), never for the relay's workers: from now on each query

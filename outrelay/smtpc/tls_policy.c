@@ -128,7 +128,12 @@ struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *
     struct tls_policy *p = xcalloc(1, sizeof *p);
     snprintf(p->mx, sizeof p->mx, "%s", mx);
     /* DANE (RFC 7672) for the MX, then MTA-STS (RFC 8461) for the domain, go here, before the
-     * table: the first source that has a policy decides. */
+     * table: the first source that has a policy decides. DANE uses the MX host's TLSA records
+     * (dns_query(DNS_TYPE_TLSA) on "_25._tcp.<mx>", dns/dns.h) only when the answer is
+     * DNS_SECURE (and the MX's address answer was secure too); a secure set with no usable record
+     * keeps the mail waiting, DNS_BOGUS is a temporary failure, DNS_INSECURE falls through to
+     * MTA-STS and the table. The lookup runs on the loop before this call and reaches it as an
+     * argument. */
     const struct tls_policy_rule *rule = tls_policy_rule_find(loaded_cfg, domain);
     if (rule) {
         apply_rule(p, rule);

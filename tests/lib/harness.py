@@ -547,6 +547,50 @@ class Nsd:
         return self.proc.stop()
 
 
+class SignedZone:
+    """A zone signed by dnssec_sign(): .text (the signed zone file, to serve with Nsd and to
+    edit for a tampered record), .ds (the DS record of its key, one line) and
+    .write_anchor(path), the trust anchor file for dns.trust_anchor."""
+
+    def __init__(self, text, ds):
+        self.text = text
+        self.ds = ds
+
+    def write_anchor(self, path):
+        with open(path, "w") as fh:
+            fh.write(self.ds + "\n")
+        os.chmod(path, 0o644)
+        return path
+
+
+def dnssec_sign(env, origin, text, valid_days=30):
+    """Signs the zone `text` of `origin` (RFC 4033-4035) with a fresh ECDSA P-256 key made by
+    ldns-keygen (one key, KSK flag, signing the whole zone) and ldns-signzone (NSEC). The
+    signatures are valid from a day before now to valid_days after, now being this machine's
+    clock, which the resolver under test reads too. Returns a SignedZone."""
+    for tool in ("ldns-keygen", "ldns-signzone"):
+        check(shutil.which(tool), f"{tool} is missing (Debian package ldnsutils)")
+    d = env.mkdir(f"dnssec-{origin}")
+    with open(os.path.join(d, "zone"), "w") as fh:
+        fh.write(text)
+    r = subprocess.run(["ldns-keygen", "-a", "ECDSAP256SHA256", "-k", origin], cwd=d,
+                       capture_output=True, text=True)
+    check(r.returncode == 0 and r.stdout.strip(), f"ldns-keygen {origin}: {r.stderr}")
+    key = r.stdout.strip()
+    stamp = "%Y%m%d%H%M%S"
+    now = time.time()
+    r = subprocess.run(["ldns-signzone", "-f", "signed",
+                        "-i", time.strftime(stamp, time.gmtime(now - 86400)),
+                        "-e", time.strftime(stamp, time.gmtime(now + valid_days * 86400)),
+                        "zone", key], cwd=d, capture_output=True, text=True)
+    check(r.returncode == 0, f"ldns-signzone {origin}: {r.stdout}{r.stderr}")
+    with open(os.path.join(d, "signed")) as fh:
+        signed = fh.read()
+    with open(os.path.join(d, key + ".ds")) as fh:
+        ds = fh.read().strip()
+    return SignedZone(signed, ds)
+
+
 # ---------------------------------------------------------------------------------------------
 # Certificates
 

@@ -112,7 +112,7 @@ static int cmd_verify(const char *server)
 {
     char err[256];
     char *servers[1] = {(char *)server};
-    if (dns_sync_init(servers, 1, err, sizeof err) < 0) {
+    if (dns_sync_init(servers, 1, NULL, err, sizeof err) < 0) {
         fprintf(stderr, "dkim_tool: %s\n", err);
         return 1;
     }

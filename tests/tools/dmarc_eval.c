@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     log_init("dmarc_eval", 0, LOG_LEVEL_DEBUG);
     char err[256] = "";
     char *servers[] = {argv[1]};
-    if (dns_sync_init(servers, 1, err, sizeof err) < 0 ||
+    if (dns_sync_init(servers, 1, NULL, err, sizeof err) < 0 ||
         orgdomain_init(NULL, err, sizeof err) < 0 || dmarc_init(err, sizeof err) < 0) {
         fprintf(stderr, "dmarc_eval: %s\n", err);
         dns_sync_shutdown();

@@ -19,7 +19,7 @@ int main(int argc, char **argv)
     log_init("spf_eval", 0, getenv("SPF_EVAL_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN);
     char err[256];
     char *servers[] = {argv[1]};
-    if (dns_sync_init(servers, 1, err, sizeof err) < 0 || spf_init(err, sizeof err) < 0) {
+    if (dns_sync_init(servers, 1, NULL, err, sizeof err) < 0 || spf_init(err, sizeof err) < 0) {
         fprintf(stderr, "spf_eval: %s\n", err);
         dns_sync_shutdown();
         return 2;
