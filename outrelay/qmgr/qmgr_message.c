@@ -176,8 +176,9 @@ void qmgr_rearm(struct message *m, int64_t now)
         } else {
             for (size_t i = 0; i < m->env->n_rcpts; i++)
                 if (m->r[i].state == RCPT_PENDING && m->r[i].next_try < at) at = m->r[i].next_try;
-            /* the delay warning is sent by the delivery step when it is due */
-            int64_t warn = qmgr_delay_warning_at(m);
+            /* the delay warning is sent by the delivery step when it is due; while every open
+             * recipient is out on a job, their outcome files the message again */
+            int64_t warn = at != INT64_MAX ? qmgr_delay_warning_at(m) : INT64_MAX;
             if (warn < at) at = warn;
         }
         /* the provider's answer schedules it (qmgr_lookup_answered); this is the fallback */
