@@ -173,7 +173,7 @@ static void load_dns(struct loader *ld, const struct at *at)
 
 static void load_delivery(struct loader *ld, const struct at *at)
 {
-    struct at v[5];
+    struct at v[6];
     cfg_take_settings(ld, at, &qmgr_delivery_settings, ld->cfg, NULL, v);
 }
 

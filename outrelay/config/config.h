@@ -215,6 +215,7 @@ struct config {
     int64_t *retry; /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */
     size_t n_retry;
     int64_t max_lifetime;    /* delivery.max_lifetime, default 5d */
+    int64_t delay_warning;   /* delivery.delay_warning, default 4h; 0: no delay warnings */
     int64_t connect_timeout; /* delivery.connect_timeout, default 30s */
     int64_t command_timeout; /* delivery.command_timeout, default 5m (per SMTP reply) */
 

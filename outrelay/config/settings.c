@@ -111,7 +111,7 @@ int settings_parse_text(const struct setting *s, const char *text, void *base)
         int64_t x;
         int r =
             s->type == SETTING_DURATION ? util_parse_duration(text, &x) : util_parse_size(text, &x);
-        if (r < 0 || x <= 0) return -1;
+        if (r < 0 || x < 0 || (x == 0 && !s->zero_off)) return -1;
         *(int64_t *)field = x;
         return 0;
     }

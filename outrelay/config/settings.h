@@ -33,6 +33,7 @@ struct setting {
     size_t count_offset; /* lists: the size_t count beside the array */
     const char *def;     /* the default, written as in the file; NULL: none or derived */
     long min, max;       /* SETTING_INT */
+    int zero_off;        /* SETTING_DURATION: 0 is accepted and turns the feature off */
     const char *const *choices; /* SETTING_ENUM, NULL-terminated */
     const char *what;           /* SETTING_ENUM, for messages: "a log level" */
     const char *kind;           /* the man page's word for the value when the type's own

@@ -2,7 +2,8 @@
  * Pure: no I/O besides reading the clock and the kernel's random source; any thread may call it.
  * It never emits a line longer than 998 octets or a bare CR/LF, and cleans every text that came
  * from outside (remote replies, addresses) so it cannot inject header lines. Called by the queue
- * manager when recipients fail permanently or expire; it spools the result with the null sender. */
+ * manager when recipients fail permanently or expire, or are still delayed after
+ * delivery.delay_warning; it spools the result with the null sender. */
 #include "qmgr/dsn.h"
 
 #include <stdatomic.h>
@@ -294,6 +295,9 @@ static void dsn_build_status(const struct dsn_request *req, struct strbuf *out)
         if (rcpt->diagnostic != NULL && rcpt->diagnostic[0] != '\0')
             dsn_put_field(out, "Diagnostic-Code", "smtp; ", rcpt->diagnostic, DSN_ASCII_ONLY);
         dsn_put_date_field(out, "Last-Attempt-Date", rcpt->last_attempt);
+        /* RFC 3464 2.3.9: only for a delayed recipient */
+        if (strcmp(dsn_action(rcpt), "delayed") == 0)
+            dsn_put_date_field(out, "Will-Retry-Until", rcpt->will_retry_until);
     }
 }
 

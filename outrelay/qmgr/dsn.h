@@ -1,5 +1,6 @@
 /* dsn.h - builds RFC 3464 delivery status notifications (multipart/report; report-type=
- * delivery-status) for recipients that failed permanently or expired. Pure: no I/O, any thread.
+ * delivery-status) for recipients that failed permanently or expired, and the delay warnings
+ * for recipients still being retried (every recipient "delayed"). Pure: no I/O, any thread.
  * The caller injects the result into the spool with the null sender; it never builds a DSN
  * for a message whose own sender is null (no bounce for a bounce). */
 #ifndef OUTRELAY_DSN_H
@@ -11,13 +12,14 @@
 #include "common/strbuf.h"
 
 struct dsn_recipient {
-    const char *address;    /* envelope recipient */
-    const char *orcpt;      /* ORCPT from RCPT TO (RFC 3461), e.g. "rfc822;a@b", or NULL */
-    const char *action;     /* "failed" or "delayed" */
-    const char *status;     /* enhanced status "5.1.1" */
-    const char *remote_mta; /* remote host name or NULL */
-    const char *diagnostic; /* the remote reply, e.g. "550 5.1.1 no such user", or NULL */
-    int64_t last_attempt;   /* unix seconds, 0 if none */
+    const char *address;      /* envelope recipient */
+    const char *orcpt;        /* ORCPT from RCPT TO (RFC 3461), e.g. "rfc822;a@b", or NULL */
+    const char *action;       /* "failed" or "delayed" */
+    const char *status;       /* enhanced status "5.1.1" */
+    const char *remote_mta;   /* remote host name or NULL */
+    const char *diagnostic;   /* the remote reply, e.g. "550 5.1.1 no such user", or NULL */
+    int64_t last_attempt;     /* unix seconds, 0 if none */
+    int64_t will_retry_until; /* "delayed" only: when we give up (unix seconds), 0 if unknown */
 };
 
 struct dsn_request {

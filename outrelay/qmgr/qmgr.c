@@ -69,6 +69,7 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
     for (size_t i = 0; i < env->n_rcpts; i++)
         if (final[i]) qmgr_rcpt_recovered(m, i, final[i]);
     m->held = held;
+    m->delay_warned = spool_recovered_has_mark(rec, SPOOL_MARK_WARNED);
     free(final);
     return 1;
 }

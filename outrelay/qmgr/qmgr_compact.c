@@ -70,6 +70,7 @@ static void relocate(struct message *m)
     for (size_t i = 0; i < m->env->n_rcpts; i++)
         if (m->r[i].state == RCPT_FINAL) qmgr_submit_mark(m, i, (enum spool_mark)m->r[i].final);
     if (m->held) qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_HELD);
+    if (m->delay_warned) qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_WARNED);
     strbuf_free(&data);
     strbuf_free(&env);
 }

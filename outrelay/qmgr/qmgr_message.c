@@ -63,6 +63,17 @@ int qmgr_all_final(const struct message *m)
     return 1;
 }
 
+int64_t qmgr_delay_warning_at(const struct message *m)
+{
+    const struct config *cfg = m->q->cfg;
+    if (cfg->delay_warning <= 0 || m->delay_warned || m->deleted) return INT64_MAX;
+    if (m->env->sender[0] == '\0' || strcmp(m->env->origin ? m->env->origin : "", "dsn") == 0)
+        return INT64_MAX;
+    if (qmgr_all_final(m)) return INT64_MAX;
+    int64_t at = m->env->arrival + cfg->delay_warning;
+    return at > m->warn_retry_at ? at : m->warn_retry_at;
+}
+
 void qmgr_lowercase(char *s)
 {
     for (; *s; s++)
@@ -165,6 +176,10 @@ void qmgr_rearm(struct message *m, int64_t now)
         } else {
             for (size_t i = 0; i < m->env->n_rcpts; i++)
                 if (m->r[i].state == RCPT_PENDING && m->r[i].next_try < at) at = m->r[i].next_try;
+            /* the delay warning is sent by the delivery step when it is due; while every open
+             * recipient is out on a job, their outcome files the message again */
+            int64_t warn = at != INT64_MAX ? qmgr_delay_warning_at(m) : INT64_MAX;
+            if (warn < at) at = warn;
         }
         /* the provider's answer schedules it (qmgr_lookup_answered); this is the fallback */
         if (m->waiting_lookup && at <= now) at = now + 1;

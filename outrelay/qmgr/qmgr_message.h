@@ -69,6 +69,8 @@ struct message {
     int alignment_released;    /* an operator released an alignment hold: send as is */
     uint64_t checked_recorded; /* bit per egress: its "checked" event is written */
     int relocating;            /* being rewritten into the active segment (qmgr_compact.c) */
+    int delay_warned;          /* the delay warning is queued or sent (spool mark W once durable) */
+    int64_t warn_retry_at;     /* a warning that could not be stored is tried again then */
     uint64_t *pins;
     size_t n_pins;
 };
@@ -125,6 +127,9 @@ void qmgr_message_free(struct message *m);
 /* Frees m once nothing refers to it and all its marks are durable. */
 void qmgr_message_maybe_forget(struct message *m);
 int qmgr_all_final(const struct message *m);
+/* When m's sender is due its delay warning (delivery.delay_warning after arrival), or INT64_MAX:
+ * warnings off, already warned, no recipient left open, a null sender or a DSN itself. */
+int64_t qmgr_delay_warning_at(const struct message *m);
 void qmgr_lowercase(char *s);
 /* The origin's policy removes upstream DKIM signatures. */
 int qmgr_strip_upstream(const struct message *m);

@@ -1,11 +1,11 @@
 /* qmgr_rcpt.c - every change of a recipient's state, and what must go with it: its record, its
  * spool mark, its DSN. qmgr_rcpt_finalize() is the one way a recipient becomes final (delivered,
  * bounced, expired, suppressed); ordering rule: a final mark goes to the spool only after what
- * must survive it (the DSN) is durable. Also the one builder of the queue's records
- * (qmgr_record_init), and of the message-wide holds, releases and deletions. Calls only the core
- * below it (qmgr_message.c); called by the middle files (route, dest, prepare, control,
- * compact) and the top; never frees a message (the core does, once its marks are durable).
- * Loop thread only. */
+ * must survive it (the DSN) is durable; the delay warning's whole-message mark W likewise. Also the
+ * one builder of the queue's records (qmgr_record_init), and of the message-wide holds, releases
+ * and deletions. Calls only the core below it (qmgr_message.c); called by the middle files (route,
+ * dest, prepare, control, compact) and the top; never frees a message (the core does, once its
+ * marks are durable). Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,6 +114,7 @@ struct dsn_ctx {
     size_t *rcpts;
     size_t n;
     struct envelope *env;
+    int warning; /* a delay warning: rcpts are the open recipients it reports */
 };
 
 static void mark_all_final(struct message *m, const size_t *rcpts, size_t n)
@@ -122,11 +123,47 @@ static void mark_all_final(struct message *m, const size_t *rcpts, size_t n)
         qmgr_submit_mark(m, rcpts[i], (enum spool_mark)m->r[rcpts[i]].final);
 }
 
+/* The delay warning is durable (or not): record it and mark the message, or try again later. */
+static void warning_committed(struct dsn_ctx *c, int status, const struct spool_loc *loc,
+                              const char *err)
+{
+    struct message *m = c->m;
+    if (status == 0) {
+        for (size_t i = 0; i < c->n; i++) {
+            const struct rcpt *r = &m->r[c->rcpts[i]];
+            struct record_event ev;
+            record_outcome(&ev, RECORD_DELAYED, m, c->rcpts[i], NULL, NULL, NULL,
+                           "delay warning sent to the sender");
+            ev.dsn_queue_id = c->env->queue_id;
+            ev.enhanced_code = r->status[0] ? r->status : NULL;
+            ev.reply_text = r->last_reply;
+            ev.remote_mx = r->last_mx;
+            records_emit(&ev);
+        }
+        qmgr_intake(m->q, c->env, loc, NULL);
+        c->env = NULL;
+        qmgr_submit_mark(m, SIZE_MAX, SPOOL_MARK_WARNED);
+    } else {
+        log_error("%s: delay warning not stored (retried in 60s): %s", m->env->queue_id, err);
+        envelope_free(c->env);
+        m->delay_warned = 0;
+        m->warn_retry_at = clock_now() + 60;
+        qmgr_due_by(m, m->warn_retry_at);
+    }
+    free(c->rcpts);
+    free(c);
+    qmgr_message_maybe_forget(m);
+}
+
 static void dsn_committed(void *arg, int status, const struct spool_loc *loc, const char *err)
 {
     struct dsn_ctx *c = arg;
     struct message *m = c->m;
     m->marks_pending--;
+    if (c->warning) {
+        warning_committed(c, status, loc, err);
+        return;
+    }
     if (status == 0) {
         struct record_event ev;
         qmgr_record_init(&ev, RECORD_DSN, m, SIZE_MAX);
@@ -160,10 +197,12 @@ static void new_dsn_queue_id(char *out, size_t size)
     snprintf(out, size, "D%012llX", (unsigned long long)(now & 0xFFFFFFFFFFFFULL));
 }
 
+static void spool_dsn(struct message *m, const struct dsn_recipient *dr, size_t k, int headers_only,
+                      const size_t *rcpts, size_t n, int warning);
+
 /* DSN for recipients that just became final with B/E; their marks follow its commit. */
 static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
 {
-    const struct config *cfg = m->q->cfg;
     size_t k = 0;
     struct dsn_recipient *dr = xcalloc(n, sizeof *dr);
     for (size_t i = 0; i < n; i++) {
@@ -185,6 +224,16 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
         free(dr);
         return;
     }
+    spool_dsn(m, dr, k, m->env->ret_hdrs, rcpts, n, 0);
+    free(dr);
+}
+
+/* Builds the DSN of m reporting dr[0..k) and queues it with the null sender; its commit
+ * (dsn_committed) finishes rcpts[0..n) or, for a warning, marks the message. */
+static void spool_dsn(struct message *m, const struct dsn_recipient *dr, size_t k, int headers_only,
+                      const size_t *rcpts, size_t n, int warning)
+{
+    const struct config *cfg = m->q->cfg;
     struct strbuf original = STRBUF_INIT, text = STRBUF_INIT, envtext = STRBUF_INIT;
     if (qmgr_message_original(m, &original) < 0)
         strbuf_puts(&original, "(original message could not be read from the spool)\r\n");
@@ -197,7 +246,7 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
                               .n_recipients = k,
                               .original = original.data,
                               .original_len = original.len,
-                              .headers_only = m->env->ret_hdrs};
+                              .headers_only = headers_only};
     dsn_build(&req, &text);
     struct envelope *env = envelope_new();
     new_dsn_queue_id(env->queue_id, sizeof env->queue_id);
@@ -215,13 +264,41 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
     c->env = env;
     c->rcpts = qmgr_rcpt_indexes_copy(rcpts, n);
     c->n = n;
+    c->warning = warning;
     m->marks_pending++;
     spool_submit_message(m->q->spool, envtext.data, envtext.len, text.data, text.len, dsn_committed,
                          c);
     strbuf_free(&original);
     strbuf_free(&text);
     strbuf_free(&envtext);
+}
+
+void qmgr_rcpt_delay_warning(struct message *m, int64_t now)
+{
+    if (qmgr_delay_warning_at(m) > now) return;
+    size_t n = m->env->n_rcpts, k = 0;
+    struct dsn_recipient *dr = xcalloc(n, sizeof *dr);
+    size_t *idx = xmalloc(n * sizeof *idx);
+    for (size_t i = 0; i < n; i++) {
+        const struct envelope_rcpt *er = &m->env->rcpts[i];
+        const struct rcpt *r = &m->r[i];
+        if (r->state == RCPT_FINAL) continue;
+        /* RFC 3461: without NOTIFY we may warn; with it, only NOTIFY=DELAY asks for it */
+        if (er->notify && !(er->notify & SMTP_NOTIFY_DELAY)) continue;
+        dr[k].address = er->address;
+        dr[k].orcpt = er->orcpt;
+        dr[k].action = "delayed";
+        dr[k].status = r->status[0] == '4' ? r->status : "4.0.0";
+        dr[k].remote_mta = r->last_mx;
+        dr[k].diagnostic = r->last_reply;
+        dr[k].will_retry_until = m->env->arrival + m->q->cfg->max_lifetime;
+        idx[k++] = i;
+    }
+    /* once per message, also when no open recipient asked for it */
+    m->delay_warned = 1;
+    if (k > 0) spool_dsn(m, dr, k, 1, idx, k, 1);
     free(dr);
+    free(idx);
 }
 
 void qmgr_rcpt_batch_flush(struct message *m, struct rcpt_batch *batch)

@@ -28,6 +28,10 @@ void qmgr_rcpt_finalize(struct message *m, size_t i, const struct rcpt_outcome *
 size_t *qmgr_rcpt_indexes_copy(const size_t *idx, size_t n);
 /* Sends the batch's DSN and empties it. */
 void qmgr_rcpt_batch_flush(struct message *m, struct rcpt_batch *batch);
+/* Once delivery.delay_warning has passed (qmgr_delay_warning_at), queues ONE delay warning to the
+ * sender for the recipients still open; the whole-message mark W follows its commit, so a
+ * restart does not warn again (a crash in between may warn twice, never lose the mail). */
+void qmgr_rcpt_delay_warning(struct message *m, int64_t now);
 /* A recipient left final by the spool (recovery). */
 void qmgr_rcpt_recovered(struct message *m, size_t i, char mark);
 /* An attempt for the recipient ended with res (counted, reply kept for list and DSNs). */

@@ -148,4 +148,5 @@ void qmgr_route_due(struct message *m, int64_t now)
     free(providers);
     qmgr_rcpt_batch_flush(m, &expired);
     free(expired.idx);
+    qmgr_rcpt_delay_warning(m, now);
 }

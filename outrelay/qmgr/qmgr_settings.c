@@ -26,6 +26,13 @@ static const struct setting delivery_items[] = {
      .offset = AT(max_lifetime),
      .def = "5d",
      .help = "give up and bounce after this long in the queue"},
+    {.name = "delay_warning",
+     .type = SETTING_DURATION,
+     .offset = AT(delay_warning),
+     .def = "4h",
+     .zero_off = 1,
+     .help = "once a message has waited this long with recipients not yet delivered, its sender "
+             "gets one delay warning (RFC 3464 DSN, Action: delayed); 0 sends none"},
     {.name = "connect_timeout",
      .type = SETTING_DURATION,
      .offset = AT(connect_timeout),

@@ -30,8 +30,9 @@ enum record_type {
     RECORD_DSN,     /* a delivery status notification was queued */
     RECORD_SHAPING, /* a shaping rule started or was lifted */
     RECORD_RAMP,    /* an operator override of the ramp */
+    RECORD_DELAYED, /* the sender was warned that a recipient is still not delivered */
 };
-#define RECORD_TYPE_COUNT (RECORD_RAMP + 1)
+#define RECORD_TYPE_COUNT (RECORD_DELAYED + 1)
 
 /* "received", ...; NULL for a value outside the enum. */
 const char *records_type_name(enum record_type type);

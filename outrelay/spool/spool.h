@@ -33,6 +33,7 @@ enum spool_mark {
     SPOOL_MARK_DELETED = 'X', /* whole message removed by the operator */
     SPOOL_MARK_HELD = 'H',
     SPOOL_MARK_RELEASED = 'R',
+    SPOOL_MARK_WARNED = 'W', /* whole message: the sender got its delay warning */
 };
 #define SPOOL_ALL_RCPTS UINT32_MAX
 
@@ -94,5 +95,7 @@ void spool_set_release_barrier(struct spool *sp, uint64_t (*token)(void),
  * number of open recipients. Pure. */
 size_t spool_recovered_state(const struct spool_recovered *msg, size_t n_rcpts, char *final,
                              int *held, int *deleted);
+/* 1 when a whole-message mark of this kind was recorded for the message (e.g. WARNED). Pure. */
+int spool_recovered_has_mark(const struct spool_recovered *msg, enum spool_mark mark);
 
 #endif

@@ -46,6 +46,13 @@ size_t spool_recovered_state(const struct spool_recovered *msg, size_t n_rcpts, 
     return open;
 }
 
+int spool_recovered_has_mark(const struct spool_recovered *msg, enum spool_mark mark)
+{
+    for (size_t i = 0; i < msg->n_marks; i++)
+        if (msg->mark_rcpt[i] == SPOOL_ALL_RCPTS && msg->mark_kind[i] == (char)mark) return 1;
+    return 0;
+}
+
 /* One message found while scanning, with everything later records said about it. */
 struct found {
     char *envelope;

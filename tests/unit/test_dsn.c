@@ -356,6 +356,80 @@ static void test_dsn_delayed_subject(void **state)
     strbuf_free(&msg);
 }
 
+/* A delay warning as the queue builds it: every recipient "delayed" with a 4.x.x status, the
+ * last reply, Will-Retry-Until (RFC 3464 2.3.9) and the header section only; a failed recipient
+ * never carries Will-Retry-Until. */
+static void test_dsn_delay_warning_fields(void **state)
+{
+    (void)state;
+    struct dsn_recipient rcpts[2] = {
+        {.address = "a@example.net",
+         .orcpt = "rfc822;a@example.net",
+         .action = "delayed",
+         .status = "4.3.0",
+         .remote_mta = "mx1.example.net",
+         .diagnostic = "451 4.3.0 come back later",
+         .will_retry_until = 1796422000},
+        {.address = "b@example.com", .action = "delayed", .will_retry_until = 1796422000},
+    };
+    struct dsn_request req = test_request();
+    req.recipients = rcpts;
+    req.headers_only = 1;
+    struct strbuf msg = STRBUF_INIT;
+    dsn_build(&req, &msg);
+    assert_headers_only(&msg, "Subject: quarterly numbers\r\n");
+    char *v = field_value(msg.data, msg.len, "Subject");
+    assert_string_equal(v, "Delayed Mail (still being retried)");
+    free(v);
+    v = field_value(msg.data, msg.len, "To");
+    assert_string_equal(v, "<s@example.org>");
+    free(v);
+    v = field_value(msg.data, msg.len, "Auto-Submitted");
+    assert_string_equal(v, "auto-replied");
+    free(v);
+
+    char *boundary = top_boundary(&msg);
+    struct mime_part parts[8], blocks[8];
+    assert_int_equal(split_parts(&msg, boundary, parts), 3);
+    assert_non_null(memmem(parts[0].body, parts[0].body_len, "not yet been delivered", 22));
+    assert_non_null(memmem(parts[0].body, parts[0].body_len, "come back later", 15));
+    assert_int_equal(split_blocks(&parts[1], blocks, 8), 3);
+    assert_field(&blocks[0], blocks[0].len, "Reporting-MTA", "dns; relay.example.com");
+    assert_field(&blocks[0], blocks[0].len, "Original-Envelope-Id", "ENV-42");
+    char date[64];
+    util_rfc5322_date(1795990000, date, sizeof date);
+    assert_field(&blocks[0], blocks[0].len, "Arrival-Date", date);
+
+    util_rfc5322_date(1796422000, date, sizeof date);
+    assert_field(&blocks[1], blocks[1].len, "Final-Recipient", "rfc822; a@example.net");
+    assert_field(&blocks[1], blocks[1].len, "Original-Recipient", "rfc822;a@example.net");
+    assert_field(&blocks[1], blocks[1].len, "Action", "delayed");
+    assert_field(&blocks[1], blocks[1].len, "Status", "4.3.0");
+    assert_field(&blocks[1], blocks[1].len, "Remote-MTA", "dns; mx1.example.net");
+    assert_field(&blocks[1], blocks[1].len, "Diagnostic-Code", "smtp; 451 4.3.0 come back later");
+    assert_field(&blocks[1], blocks[1].len, "Will-Retry-Until", date);
+    assert_field(&blocks[1], blocks[1].len, "Last-Attempt-Date", NULL);
+
+    /* no status known: the generic temporary one */
+    assert_field(&blocks[2], blocks[2].len, "Action", "delayed");
+    assert_field(&blocks[2], blocks[2].len, "Status", "4.0.0");
+    assert_field(&blocks[2], blocks[2].len, "Will-Retry-Until", date);
+    free(boundary);
+
+    /* Will-Retry-Until belongs to delayed recipients only */
+    rcpts[1].action = "failed";
+    rcpts[1].status = "5.1.1";
+    strbuf_reset(&msg);
+    dsn_build(&req, &msg);
+    boundary = top_boundary(&msg);
+    assert_int_equal(split_parts(&msg, boundary, parts), 3);
+    assert_int_equal(split_blocks(&parts[1], blocks, 8), 3);
+    assert_field(&blocks[1], blocks[1].len, "Will-Retry-Until", date);
+    assert_field(&blocks[2], blocks[2].len, "Will-Retry-Until", NULL);
+    free(boundary);
+    strbuf_free(&msg);
+}
+
 static void test_dsn_hostile_input(void **state)
 {
     (void)state;
@@ -527,6 +601,7 @@ int main(void)
         cmocka_unit_test(test_dsn_headers_only),
         cmocka_unit_test(test_dsn_large_original_sends_headers),
         cmocka_unit_test(test_dsn_delayed_subject),
+        cmocka_unit_test(test_dsn_delay_warning_fields),
         cmocka_unit_test(test_dsn_hostile_input),
         cmocka_unit_test(test_dsn_boundary_and_ids_unique),
         cmocka_unit_test(test_dsn_without_original),

@@ -169,6 +169,21 @@ static void test_durations_and_sizes(void **state)
     assert_null(load_text("delivery:\n  retry: []\n", &errs));
     expect_one_error(&errs, "2:10", "delivery.retry: needs at least one interval");
     config_errors_free(&errs);
+    /* 0 turns the delay warning off; other durations refuse it */
+    cfg = config_defaults();
+    assert_int_equal(cfg->delay_warning, 4 * 3600);
+    config_free(cfg);
+    cfg = load_text("delivery:\n  delay_warning: 0\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->delay_warning, 0);
+    config_free(cfg);
+    cfg = load_text("delivery:\n  delay_warning: 30m\n", &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->delay_warning, 1800);
+    config_free(cfg);
+    assert_null(load_text("delivery:\n  max_lifetime: 0\n", &errs));
+    assert_int_equal(errs.n, 1);
+    config_errors_free(&errs);
 }
 
 /* The sections with lists of objects: their tables give the defaults, bounds and keys. */

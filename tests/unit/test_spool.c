@@ -623,7 +623,6 @@ static void test_many_messages_group_commit(void **state)
         msg_free(&m[i]);
 }
 
-
 /* A message finished in a later session than the one that stored it must stay finished, even
  * when an older neighbour keeps its own segment alive. */
 static void test_final_message_stays_final(void **state)
@@ -691,6 +690,20 @@ static void test_recovered_state(void **state)
     assert_int_equal(spool_recovered_state(&r2, 3, final, &held, &deleted), 3);
     assert_int_equal(held, 1);
     assert_int_equal(deleted, 1);
+    assert_false(spool_recovered_has_mark(&r2, SPOOL_MARK_WARNED));
+    /* the delay warning's mark is the message's, never a recipient's outcome */
+    uint32_t rcpt3[] = {SPOOL_ALL_RCPTS, 2};
+    char kind3[] = {SPOOL_MARK_WARNED, SPOOL_MARK_DELIVERED};
+    struct spool_recovered r3 = {.mark_rcpt = rcpt3, .mark_kind = kind3, .n_marks = 2};
+    assert_true(spool_recovered_has_mark(&r3, SPOOL_MARK_WARNED));
+    assert_false(spool_recovered_has_mark(&r3, SPOOL_MARK_HELD));
+    assert_int_equal(spool_recovered_state(&r3, 3, final, &held, &deleted), 2);
+    assert_int_equal(final[0], 0);
+    assert_int_equal(final[2], 'D');
+    assert_int_equal(held, 0);
+    uint32_t rcpt4[] = {0};
+    struct spool_recovered r4 = {.mark_rcpt = rcpt4, .mark_kind = kind3, .n_marks = 1};
+    assert_false(spool_recovered_has_mark(&r4, SPOOL_MARK_WARNED));
 }
 
 /* The release barrier of the test: segments wait while barrier_open is 0. */
