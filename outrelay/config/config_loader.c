@@ -588,7 +588,8 @@ int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting
     case SETTING_DURATION:
         if (s->zero_off) { /* 0 (with or without a unit) turns the feature off */
             int64_t zero;
-            if (!(text = cfg_scalar_text(ld, at))) return -1;
+            const char *text = cfg_scalar_text(ld, at);
+            if (!text) return -1;
             if (util_parse_duration(text, &zero) == 0 && zero == 0) {
                 *(int64_t *)field = 0;
                 return 0;
