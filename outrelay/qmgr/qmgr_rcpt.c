@@ -57,6 +57,9 @@ static void record_outcome(struct record_event *ev_out, enum record_type type,
     ev.tls_cipher = info ? info->tls_cipher : NULL;
     ev.tls_policy = info ? info->tls_policy : NULL;
     ev.tls_policy_source = info ? info->tls_policy_source : NULL;
+    ev.tls_failure = info ? info->tls_failure : NULL;
+    ev.tls_policy_domain = info ? info->tls_policy_domain : NULL;
+    ev.tls_policy_string = info ? info->tls_policy_string : NULL;
     ev.size = m->env->size;
     ev.delay_ms = (now_us - arrival_us) / 1000;
     ev.attempt_ms = info && info->started_us ? (now_us - info->started_us) / 1000 : 0;

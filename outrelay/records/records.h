@@ -59,6 +59,9 @@ struct record_event {
     const char *tls_cipher;
     const char *tls_policy;        /* the TLS policy's level: none, may, encrypt, verify */
     const char *tls_policy_source; /* who decided it: table (tls_policy:), egress */
+    const char *tls_failure;       /* why TLS failed: an RFC 8460 result type */
+    const char *tls_policy_domain; /* the domain whose published policy (DANE, MTA-STS) applied */
+    const char *tls_policy_string; /* that policy as text, one line per record or policy line */
     int64_t size;                  /* message bytes */
     int64_t delay_ms;              /* since the message was received */
     int64_t attempt_ms;            /* duration of this attempt */

@@ -81,6 +81,9 @@ static const struct records_column {
     {"until_ts", "INTEGER", 4},
     {"tls_policy", "TEXT", 5},
     {"tls_policy_source", "TEXT", 5},
+    {"tls_failure", "TEXT", 6},
+    {"tls_policy_domain", "TEXT", 6},
+    {"tls_policy_string", "TEXT", 6},
 };
 
 static const char records_indexes_sql[] =

@@ -96,6 +96,7 @@ static void after_ehlo(struct smtpc_conn *c)
             smtpc_send_line(c, "STARTTLS");
             return;
         }
+        c->tls_failure = "starttls-not-supported";
         if (c->tls_policy->level == TLS_POLICY_REQUIRED) {
             smtpc_set_error(c, 0, "4.7.4",
                             "TLS is required (%s) but %s[%s] does not offer STARTTLS; the mail "
@@ -218,6 +219,7 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
         return;
     case C_STARTTLS:
         if (code != 220) {
+            c->tls_failure = "starttls-not-supported";
             if (c->tls_policy->level == TLS_POLICY_REQUIRED) {
                 smtpc_set_error(c, 0, "4.7.4", "%s[%s] refused STARTTLS: %d %s (%s)", c->mx_name,
                                 c->addr_text, code, text, c->tls_policy->reason);
@@ -356,6 +358,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         if (c->state == C_TLS_HANDSHAKE) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
             if (c->tls_policy->verify && SSL_get_verify_result(ssl) != X509_V_OK) {
+                c->tls_failure = smtpc_tls_failure_type(SSL_get_verify_result(ssl));
                 smtpc_set_error(c, 0, "4.7.5", "certificate of %s[%s] did not verify: %s (%s)",
                                 c->mx_name, c->addr_text,
                                 X509_verify_cert_error_string(SSL_get_verify_result(ssl)),
@@ -392,6 +395,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         /* say why verification failed (e.g. "hostname mismatch"), not only that it did */
         SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
         long vr = ssl && c->tls_policy->verify ? SSL_get_verify_result(ssl) : X509_V_OK;
+        c->tls_failure = smtpc_tls_failure_type(vr);
         smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s%s%s%s (%s)",
                         c->mx_name, c->addr_text, why,
                         vr != X509_V_OK ? " (certificate did not verify: " : "",
@@ -400,7 +404,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         log_warn("smtpc: %s", c->last_error);
         if (c->tls_policy->level != TLS_POLICY_REQUIRED) {
             /* opportunistic TLS must not block mail: same address again, in plaintext */
-            c->no_tls = 1;
+            c->retry_plain = 1;
             c->addr_i--;
         }
         smtpc_conn_next_address(c);

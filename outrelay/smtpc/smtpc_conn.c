@@ -11,13 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509_vfy.h>
+
 #include "common/util.h"
 #include "smtpc/smtpc_internal.h"
 #include "tls/tls.h"
 
 #define SMTPC_QUIT_WAIT_SECONDS 10
 
-struct event_base *smtpc_base;
+    struct event_base *smtpc_base;
 const struct config *smtpc_cfg;
 const struct smtpc_owner *smtpc_owner;
 static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
@@ -68,6 +70,28 @@ void smtpc_set_error(struct smtpc_conn *c, int code, const char *enh, const char
     snprintf(c->last_error_enh, sizeof c->last_error_enh, "%s", enh);
 }
 
+const char *smtpc_tls_failure_type(long verify_result)
+{
+    switch (verify_result) {
+    case X509_V_OK:
+        return "validation-failure"; /* the handshake itself failed */
+    case X509_V_ERR_HOSTNAME_MISMATCH:
+        return "certificate-host-mismatch";
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return "certificate-expired";
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+        return "certificate-not-trusted";
+    default:
+        return "validation-failure";
+    }
+}
+
 void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info)
 {
     memset(info, 0, sizeof *info);
@@ -78,7 +102,10 @@ void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info)
     if (c->tls_policy) {
         info->tls_policy = tls_policy_level_name(c->tls_policy);
         info->tls_policy_source = c->tls_policy->source;
+        if (c->tls_policy->policy_domain[0]) info->tls_policy_domain = c->tls_policy->policy_domain;
+        info->tls_policy_string = c->tls_policy->policy_string;
     }
+    info->tls_failure = c->tls_failure;
     info->started_us = c->job_started_us;
     if (c->fb_code) {
         info->reply_code = c->fb_code;

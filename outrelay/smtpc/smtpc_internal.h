@@ -73,13 +73,18 @@ struct smtpc_conn {
     size_t n_addrs, addr_i;
     int aaaa_done;
     int any_tempfail;
-    int no_tls; /* retrying this address in plaintext after a failed optional handshake */
+    int mx_secure;   /* the MX answer was DNSSEC-validated (an implicit MX: the domain's) */
+    int no_tls;      /* this address in plaintext: its optional handshake failed */
+    int retry_plain; /* the next address tried is the same one again, in plaintext */
 
     /* current server */
     char mx_name[256];
     char addr_text[64];
     char source_text[64];
     int tls;
+    /* why TLS failed with the current server, as an RFC 8460 result type
+     * ("starttls-not-supported", "certificate-host-mismatch", ...), or NULL; static text */
+    const char *tls_failure;
     int ext_pipelining, ext_starttls, ext_8bitmime, ext_smtputf8, ext_dsn, ext_auth_plain,
         ext_auth_login;
     int64_t ext_size;
@@ -118,6 +123,9 @@ struct smtpc_conn *smtpc_conn_new(struct dest *d, bufferevent_data_cb on_read,
                                   bufferevent_event_cb on_event);
 void smtpc_set_error(struct smtpc_conn *c, int code, const char *enh, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* The RFC 8460 result type (section 4.3) for a failed handshake whose verification ended with
+ * verify_result (X509_V_OK when verification was not the reason). Static text. */
+const char *smtpc_tls_failure_type(long verify_result);
 void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info);
 /* Nothing could be connected to: fails the destination's waiting jobs (see smtpc_conn.c). */
 void smtpc_fail_destination(struct smtpc_conn *c);

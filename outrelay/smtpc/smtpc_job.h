@@ -66,6 +66,9 @@ struct attempt_info {
     const char *tls_cipher;
     const char *tls_policy;        /* the TLS policy's level: none, may, encrypt, verify */
     const char *tls_policy_source; /* who decided it: table, egress */
+    const char *tls_failure;       /* why TLS failed, an RFC 8460 result type, or NULL */
+    const char *tls_policy_domain; /* the domain of the published policy that applied, or NULL */
+    const char *tls_policy_string; /* that policy as text, or NULL */
     int64_t started_us;
     int reply_code; /* the receiver's last telling reply (for shaping rules), or 0 */
     const char *reply_enhanced;

@@ -45,7 +45,8 @@ void smtpc_resolve_next_host(struct smtpc_conn *c)
     snprintf(c->mx_name, sizeof c->mx_name, "%s", c->hosts[c->host_i].name);
     char err[256];
     tls_policy_free(c->tls_policy);
-    c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, err, sizeof err);
+    struct tls_policy_inputs in = {.mx_secure = c->mx_secure};
+    c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, &in, err, sizeof err);
     if (!c->tls_policy) {
         smtpc_set_error(c, 0, "4.7.5", "no TLS client context for %s: %s", c->mx_name, err);
         log_error("smtpc: %s", c->last_error);
@@ -105,6 +106,7 @@ static void mx_resolved(void *arg, const struct dns_answer *a)
     struct smtpc_conn *c = arg;
     c->dnsq = NULL;
     const char *domain = c->dest->domain;
+    c->mx_secure = a->security == DNS_SECURE;
     if (a->status == DNS_TEMPFAIL) {
         smtpc_set_error(c, 0, "4.4.3", "MX lookup for %s failed: %s", domain,
                         a->error ? a->error : "temporary DNS failure");
@@ -171,6 +173,10 @@ void smtpc_conn_next_address(struct smtpc_conn *c)
         smtpc_resolve_next_host(c);
         return;
     }
+    /* a plaintext retry keeps the reason its handshake failed; a new address starts clean */
+    c->no_tls = c->retry_plain;
+    c->retry_plain = 0;
+    if (!c->no_tls) c->tls_failure = NULL;
     struct sockaddr_any target = c->addrs[c->addr_i++];
     int port = c->egress->type == EGRESS_SMARTHOST ? c->egress->port : smtpc_cfg->mx_port;
     util_addr_set_port(&target, port);

@@ -123,8 +123,10 @@ static void apply_rule(struct tls_policy *p, const struct tls_policy_rule *r)
 }
 
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
-                                  const char *mx, char *err, size_t errlen)
+                                  const char *mx, const struct tls_policy_inputs *in, char *err,
+                                  size_t errlen)
 {
+    (void)in;
     struct tls_policy *p = xcalloc(1, sizeof *p);
     snprintf(p->mx, sizeof p->mx, "%s", mx);
     /* DANE (RFC 7672) for the MX, then MTA-STS (RFC 8461) for the domain, go here, before the
@@ -152,7 +154,7 @@ struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *
     struct tls_client_files files = egress_files(egress);
     p->ctx = tls_client_context_acquire(&files, 0, err, errlen);
     if (!p->ctx) {
-        free(p);
+        tls_policy_free(p);
         return NULL;
     }
     p->client_cert = egress->tls_cert;
@@ -172,5 +174,6 @@ void tls_policy_free(struct tls_policy *p)
 {
     if (!p) return;
     tls_client_context_release(p->ctx);
+    free(p->policy_string);
     free(p);
 }

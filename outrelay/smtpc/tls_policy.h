@@ -33,6 +33,17 @@ enum tls_policy_level {
 
 #define TLS_POLICY_MAX_NAMES 4
 
+struct dns_answer;
+struct mta_sts_policy;
+
+/* What the connection looked up before asking for a policy (all optional: a zeroed struct, or
+ * NULL, means nothing is known and only the table and the egress decide). */
+struct tls_policy_inputs {
+    int mx_secure;                    /* the MX answer (and so the MX name) is DNSSEC-validated */
+    const struct dns_answer *tlsa;    /* the TLSA answer for _25._tcp.<mx>, or NULL */
+    const struct mta_sts_policy *sts; /* the recipient domain's MTA-STS policy, or NULL */
+};
+
 struct tls_policy {
     enum tls_policy_level level;
     /* The server's certificate must chain to a trusted CA and carry one of names[] (RFC 6125);
@@ -44,7 +55,12 @@ struct tls_policy {
     size_t n_names;
     const char *client_cert; /* the certificate file the context presents, or NULL */
     const char *source;      /* who decided: "table" or "egress" (static text) */
-    char reason[200];        /* e.g. "egress cloud: STARTTLS required, certificate verified" */
+    /* For TLS reporting (RFC 8460 section 4.4): the domain whose published policy (DANE or
+     * MTA-STS) decided, and that policy as text (one line per record / policy line); empty and
+     * NULL when no published policy applied. policy_string is the policy's (freed with it). */
+    char policy_domain[256];
+    char *policy_string;
+    char reason[200]; /* e.g. "egress cloud: STARTTLS required, certificate verified" */
     /* names and sni point into the strings below or into the egress's settings */
     char mx[256];
     char name_store[TLS_POLICY_MAX_NAMES][256]; /* a table rule's names, copied */
@@ -59,10 +75,12 @@ int tls_policy_load(const struct config *cfg, char *err, size_t errlen);
 void tls_policy_unload(void);
 
 /* The policy for a connection of egress to mx (the MX host name, or the smarthost's host) for
- * recipient domain ("" for a smarthost). NULL with err when the egress's client context cannot
- * be had. The caller frees it with tls_policy_free(). */
+ * recipient domain ("" for a smarthost), given what was looked up (in, may be NULL). NULL with
+ * err when the egress's client context cannot be had. The caller frees it with
+ * tls_policy_free(). */
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
-                                  const char *mx, char *err, size_t errlen);
+                                  const char *mx, const struct tls_policy_inputs *in, char *err,
+                                  size_t errlen);
 void tls_policy_free(struct tls_policy *p);
 
 /* The level in the words of the tls_policy: table, for records: "none", "may" (opportunistic,

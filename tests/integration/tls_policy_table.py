@@ -12,7 +12,7 @@ loopback, each a real sink:
   plain.test     none       a sink that offers STARTTLS: delivered in plaintext
   tls.test       (no rule)  the egress decides: delivered over TLS, source "egress"
 The delivered and deferred rows carry tls_policy (none/may/encrypt/verify) and
-tls_policy_source (table/egress).
+tls_policy_source (table/egress); the deferred ones the RFC 8460 result type in tls_failure.
 """
 import time
 
@@ -88,9 +88,12 @@ def test(env):
     h.log("delivered: verify over TLS, none in plaintext, egress default over TLS")
 
     # --- deferred: encrypt without STARTTLS, verify with the wrong name ----------------------
-    cases = {"u@enc.test": ("encrypt", "4.7.4", "tls_policy enc.test: encrypt"),
-             "u@vbad.test": ("verify", "4.7.5", "tls_policy vbad.test: verify")}
-    for rcpt, (level, enhanced, reason) in cases.items():
+    # the last element: the RFC 8460 result type recorded in tls_failure
+    cases = {"u@enc.test": ("encrypt", "4.7.4", "tls_policy enc.test: encrypt",
+                            "starttls-not-supported"),
+             "u@vbad.test": ("verify", "4.7.5", "tls_policy vbad.test: verify",
+                             "certificate-host-mismatch")}
+    for rcpt, (level, enhanced, reason, failure) in cases.items():
         def deferral():
             return [d for d in rows(relay, "deferred", rcpt)
                     if reason in (d.get("reply_text") or "")]
@@ -100,6 +103,9 @@ def test(env):
                 f"{rcpt} deferred with {d.get('enhanced_code')}, expected {enhanced}: {d}")
         h.check((d.get("tls_policy"), d.get("tls_policy_source")) == (level, "table"),
                 f"deferred row of {rcpt} does not carry the table's {level}: {d}")
+        h.check(d.get("tls_failure") == failure,
+                f"deferred row of {rcpt} has tls_failure {d.get('tls_failure')}, "
+                f"expected {failure}: {d}")
         h.log(f"{rcpt}: deferred {enhanced}: {d.get('reply_text')}")
 
     time.sleep(2)  # a retry or two (retry: 1s, 2s) must not change the outcome

@@ -143,7 +143,7 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
 
     sqlite3 *db = open_db(dir);
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
     ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
     /* received: the count in its column, the certificate stays as text */
     ASSERT_QUERY(db, "SELECT nrcpt FROM events WHERE queue_id = 'Q1' AND event = 'received'", "2");
@@ -191,7 +191,7 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
     db = open_db(dir);
     ASSERT_QUERY(db, "SELECT count(*) FROM events WHERE nrcpt IS NOT NULL", "2");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
     sqlite3_close(db);
     remove_state(dir);
 }
@@ -230,7 +230,7 @@ static void test_upgrade_from_v4_adds_tls_policy(void **state)
     records_emit(&ev);
     records_close();
     sqlite3 *db = open_db(dir);
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
     ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
     ASSERT_QUERY(db,
                  "SELECT coalesce(tls_policy, 'NULL') || '|' || coalesce(tls_policy_source, "
@@ -264,7 +264,7 @@ static void test_records_open_upgrades(void **state)
     records_close();
     sqlite3 *db = open_db(dir);
     ASSERT_QUERY(db, "SELECT sum(nrcpt) FROM events WHERE event = 'received'", "6");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "5");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
     sqlite3_close(db);
     remove_state(dir);
 }

@@ -98,7 +98,7 @@ static struct config config_of(struct egress_conf *e, size_t n)
 static struct tls_policy *policy(const struct egress_conf *e, const char *mx)
 {
     char err[256] = "";
-    struct tls_policy *p = tls_policy_for(e, "example.com", mx, err, sizeof err);
+    struct tls_policy *p = tls_policy_for(e, "example.com", mx, NULL, err, sizeof err);
     assert_non_null(p);
     return p;
 }
@@ -308,7 +308,7 @@ static struct tls_policy *policy_for(const struct egress_conf *e, const char *do
                                      const char *mx)
 {
     char err[256] = "";
-    struct tls_policy *p = tls_policy_for(e, domain, mx, err, sizeof err);
+    struct tls_policy *p = tls_policy_for(e, domain, mx, NULL, err, sizeof err);
     assert_non_null(p);
     return p;
 }
