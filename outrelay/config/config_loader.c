@@ -614,12 +614,19 @@ int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting
     return -1;
 }
 
-int cfg_take_settings(struct loader *ld, const struct at *at, const struct settings_table *t,
-                      void *base, const char *const *extra, struct at *v)
+int cfg_take_settings_n(struct loader *ld, const struct at *at, const struct settings_table *t,
+                        void *base, const char *const *extra, struct at *v, size_t n_v)
 {
     size_t n_extra = 0;
     while (extra && extra[n_extra])
         n_extra++;
+    if (n_v < t->n_items + n_extra) {
+        /* a programming error, caught by any test that loads the section */
+        cfg_error_at(ld, at->where,
+                     "internal error: section %s has %zu settings, its loader reads %zu",
+                     t->section, t->n_items + n_extra, n_v);
+        return -1;
+    }
     const char **names = xcalloc(t->n_items + n_extra + 1, sizeof *names);
     for (size_t i = 0; i < t->n_items; i++)
         names[i] = t->items[i].name;

@@ -128,8 +128,17 @@ int cfg_get_prefix_list(struct loader *ld, const struct at *at, struct net_prefi
  * when its value was refused), and leaves v[] (t's items, then extra's) for the section's own
  * checks. */
 int cfg_get_setting(struct loader *ld, const struct at *at, const struct setting *s, void *base);
-int cfg_take_settings(struct loader *ld, const struct at *at, const struct settings_table *t,
-                      void *base, const char *const *extra, struct at *v);
+int cfg_take_settings_n(struct loader *ld, const struct at *at, const struct settings_table *t,
+                        void *base, const char *const *extra, struct at *v, size_t n_v);
+/* v must be an array (not a pointer): its length is passed along, and a table grown past the
+ * caller's array is a clear error at load instead of a write past its end. */
+#define cfg_take_settings(ld, at, t, base, extra, v)                                               \
+    cfg_take_settings_n(                                                                           \
+        ld, at, t, base, extra, v,                                                                 \
+        sizeof(v) / sizeof((v)[0]) +                                                               \
+            0 * sizeof(                                                                            \
+                    char[__builtin_types_compatible_p(__typeof__(v), __typeof__(&(v)[0])) ? -1     \
+                                                                                          : 1]))
 
 /* config_auth.c: dkim, alignment, policy files. */
 void cfg_load_dkim(struct loader *ld, const struct at *at);
