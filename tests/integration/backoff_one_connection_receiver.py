@@ -8,7 +8,6 @@ The receiver is a minimal SMTP server in this file (one session at a time; a con
 finds another session still open 0.3 s after it arrived gets 421 and is closed). delivery.retry is 1m, so a message that waited out a back-off would
 make the test time out.
 """
-import socket
 import threading
 import time
 
@@ -20,37 +19,24 @@ N = 30
 
 class OneAtATime:
     def __init__(self, ip, port):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((ip, port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
         self.busy = threading.Lock()
         self.refused = 0
         self.sessions = 0
         self.messages = 0
-        self.stopping = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.listener = h.RawListener(ip, port, self._connection)
 
-    def _accept(self):
-        while not self.stopping:
+    def _connection(self, c):
+        # a connection right after the previous QUIT is not "another" one: a moment's grace
+        if not self.busy.acquire(timeout=0.3):
+            self.refused += 1
             try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
+                c.sendall(b"421 4.7.0 too many connections, try later\r\n")
             except OSError:
-                return
-            # a connection right after the previous QUIT is not "another" one: a moment's grace
-            if not self.busy.acquire(timeout=0.3):
-                self.refused += 1
-                try:
-                    c.sendall(b"421 4.7.0 too many connections, try later\r\n")
-                except OSError:
-                    pass
-                c.close()
-                continue
-            self.sessions += 1
-            threading.Thread(target=self._session, args=(c,), daemon=True).start()
+                pass
+            c.close()
+            return
+        self.sessions += 1
+        threading.Thread(target=self._session, args=(c,), daemon=True).start()
 
     def _session(self, c):
         try:
@@ -84,8 +70,7 @@ class OneAtATime:
             self.busy.release()
 
     def stop(self):
-        self.stopping = True
-        self.sock.close()
+        self.listener.stop()
 
 
 def test(env):

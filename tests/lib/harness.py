@@ -1402,6 +1402,37 @@ def swaks(host, port, mail_from, to, data_file=None, local_interface=None, tls=F
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 
+class RawListener:
+    """A bare TCP listener on loopback for receivers that misbehave on purpose: each accepted
+    socket is handed to on_connection(sock) on the accept thread, which owns and closes it."""
+
+    def __init__(self, ip, port, on_connection, backlog=64):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, port))
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)
+        self.on_connection = on_connection
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.on_connection(c)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(2)
+        self.sock.close()
+
+
 class RawClient:
     """A byte-exact SMTP client over a plain socket, for tests about framing (smuggling, bare
     LF, pipelining). send(bytes) sends exactly those bytes; reply() reads one (multi-line) reply
