@@ -245,7 +245,8 @@ const struct settings_table route_ramp_settings = {
     .section = "ramp",
     .help = "Moving mail from one egress to another over time. Each message's key (made of the "
             "parts listed in key) decides, stably, whether it is in the share that already goes "
-            "to to.",
+            "to to. Route groups (groups) give chosen senders or recipients a ramp of their own "
+            "over any number of egresses.",
     .items = ramp_items,
     .n_items = SETTINGS_COUNT(ramp_items)};
 const struct settings_table route_ramp_group_settings = {.section = "ramp.groups",
@@ -255,7 +256,8 @@ const struct settings_table route_ramp_group_settings = {.section = "ramp.groups
 const struct settings_table route_cap_settings = {
     .section = "caps",
     .help = "A list of limits per egress and provider; at least one limit must be set. Mail over "
-            "a cap spills to the other ramp egress when that one may send, else it waits.",
+            "a cap spills to the other ramp egress (in a route group: along its spill order) when "
+            "one may send, else it waits.",
     .items = cap_items,
     .n_items = SETTINGS_COUNT(cap_items),
     .entries = 1};
