@@ -28,18 +28,14 @@ static const char *const ramp_key_parts[] = {"from_domain", "rcpt_domain", "send
  * none twice. The parts that pass are kept, in order. */
 static void check_key_parts(struct loader *ld, const struct at *at, char **key, size_t *n_key)
 {
-    struct {
-        char **key;
-        size_t n_key;
-    } view = {key, *n_key}, *r = &view;
     struct at *items;
     size_t n, kept = 0;
     if (cfg_take_list(ld, at, &items, &n) < 0) return;
     if (n == 0)
         cfg_error_at(ld, at->where, "%s: needs at least one part (e.g. [from_domain])", at->label);
-    for (size_t i = 0; i < r->n_key; i++)
-        free(r->key[i]);
-    r->n_key = 0;
+    for (size_t i = 0; i < *n_key; i++)
+        free(key[i]);
+    *n_key = 0;
     for (size_t i = 0; i < n; i++) {
         const char *text = fy_node_is_scalar(items[i].node) && !cfg_is_null(items[i].node)
                                ? fy_node_get_scalar0(items[i].node)
@@ -47,15 +43,14 @@ static void check_key_parts(struct loader *ld, const struct at *at, char **key, 
         if (!text || !*text) continue; /* reported when the list was read */
         int part = cfg_get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
         size_t j = 0;
-        while (part >= 0 && j < kept && strcmp(r->key[j], ramp_key_parts[part]))
+        while (part >= 0 && j < kept && strcmp(key[j], ramp_key_parts[part]))
             j++;
         if (part >= 0 && j < kept)
             cfg_error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
                          ramp_key_parts[part]);
         else if (part >= 0)
-            r->key[kept++] = xstrdup(ramp_key_parts[part]);
+            key[kept++] = xstrdup(ramp_key_parts[part]);
     }
-    r->n_key = kept;
     *n_key = kept;
     free(items);
 }

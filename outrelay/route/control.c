@@ -354,6 +354,10 @@ static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
         }
     }
     if (jw) json_array_end(jw);
+    if (jw && cfg->ramp.n_groups) json_bool(jw, "route_groups_modelled", 0);
+    if (!jw && cfg->ramp.n_groups)
+        strbuf_puts(out, "route groups are not modelled yet: their recipients are counted at the "
+                         "default group's share\n");
     if (jw) json_array_begin(jw, "expected");
     if (all <= 0 && !jw)
         strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");

@@ -476,6 +476,43 @@ static void test_group_spill(void **state)
     config_free(cfg);
 }
 
+/* SIGHUP with a group that lost an egress and a group that is gone: the override keeps the
+ * weights of the egresses still in the group; an override of a removed group is forgotten. */
+static void test_group_reload(void **state)
+{
+    (void)state;
+    struct config *cfg = load_text(groups_config);
+    assert_non_null(cfg);
+    start(cfg);
+    control_ok("set subsidiary legacy=1,cloud=1,google=2", "legacy=25.00% cloud=25.00% "
+                                                           "google=50.00%");
+    control_ok("pause partners", NULL);
+    char text[sizeof groups_config];
+    snprintf(text, sizeof text, "%s", groups_config);
+    char *cut = strstr(text, "    - name: partners");
+    assert_non_null(cut);
+    *cut = '\0';
+    char *three = strstr(text, "[legacy, cloud, google]");
+    assert_non_null(three);
+    memcpy(three, "[cloud, google]        ", strlen("[legacy, cloud, google]"));
+    /* the schedule may no longer name legacy */
+    char *w;
+    while ((w = strstr(text, "legacy: 50, ")))
+        memset(w, ' ', strlen("legacy: 50, "));
+    struct config *fresh = load_text(text);
+    assert_non_null(fresh);
+    assert_int_equal(fresh->ramp.n_groups, 1);
+    char err[256] = "";
+    assert_int_equal(route_reload(fresh, err, sizeof err), 0);
+    control_ok("status", "effective weights: cloud=33.33% google=66.67% (mode set");
+    struct strbuf out = STRBUF_INIT;
+    assert_int_equal(route_control("pause partners", &out), -1);
+    strbuf_free(&out);
+    route_shutdown();
+    config_free(fresh);
+    config_free(cfg);
+}
+
 static int has_error(const struct config_errors *errs, const char *text)
 {
     for (size_t i = 0; i < errs->n; i++)
@@ -537,6 +574,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_selection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_overrides, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_spill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_config_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
