@@ -300,8 +300,10 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
     size_t n_cand = 0, max_cand = cfg->n_egress + 2;
     const struct egress_conf *cand[max_cand];
     long gi = route_group_of(cfg, env, rcpt);
+    char group[80] = ""; /* with groups configured, every reason names the recipient's group */
 
     out->group = gi >= 0 ? r->groups[gi].name : "default";
+    if (r->n_groups) snprintf(group, sizeof group, "group %s: ", out->group);
     out->share = gi >= 0 ? 0.0 : ramp_share_at(r, &w->override, now);
     if ((pin = find_pin(r->pin_origins, r->n_pin_origins, env->origin, now)))
         describe_pin(pin_reason, sizeof pin_reason, "origin", pin);
@@ -311,7 +313,7 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         describe_pin(pin_reason, sizeof pin_reason, "provider", pin);
     if (pin) {
         planned = config_find_egress(cfg, pin->egress);
-        snprintf(out->reason, sizeof out->reason, "%s", pin_reason);
+        set_reason(out, "%s%s", group, pin_reason);
     }
     if (planned) {
         cand[n_cand++] = planned;
@@ -326,8 +328,7 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         uint32_t bucket = ramp_bucket(key);
         planned = to && ramp_goes_to(bucket, out->share) ? to : config_find_egress(cfg, r->from);
         if (!planned) planned = &cfg->egress[0];
-        snprintf(out->reason, sizeof out->reason, "%sramp %.2f%%: bucket %u -> %s",
-                 r->n_groups ? "group default: " : "", out->share, bucket, planned->name);
+        set_reason(out, "%sramp %.2f%%: bucket %u -> %s", group, out->share, bucket, planned->name);
         cand[n_cand++] = planned;
         cand[n_cand++] = other_egress(cfg, planned);
     }
@@ -352,7 +353,7 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         if (!other_blocked) {
             out->egress = other;
             out->spilled = 1;
-            set_reason(out, "spilled to %s: %s", other->name, why);
+            set_reason(out, "%sspilled to %s: %s", group, other->name, why);
             return;
         }
         if (other_blocked < soonest) soonest = other_blocked;
@@ -360,7 +361,7 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         snprintf(others + len, sizeof others - len, "; %s", other_why);
     }
     out->retry_at = soonest;
-    set_reason(out, "waiting: %s%s", why, others);
+    set_reason(out, "%swaiting: %s%s", group, why, others);
 }
 
 void route_count(const struct egress_conf *egress, const char *provider, int64_t now)

@@ -11,7 +11,9 @@ that once in 15,000): 150 keys say little about accuracy, which test_route_group
 standard deviations), and the reference gives 50.5 % over u0..u9999. The bound is there to
 catch a wrong formula (a swapped weight, an unweighted hash). Then `ramp set eu google=100`
 (no restart) moves every eu key to google and leaves every main key where it was; the routed
-records name the group.
+records name the group. 10 recipients at other.example.net match no group: the default group
+(legacy -> cloud, no schedule) sends them through legacy, and `report ramp` counts only them
+in its shares.
 """
 import hashlib
 import json
@@ -22,6 +24,7 @@ from ramp_world import RampWorld
 
 GOOGLE_IP = "127.0.0.4"
 PER_GROUP = 150
+DEFAULT_RCPTS = 10
 GROUPS = {"main": (["legacy", "cloud", "google"], [50, 30, 20], "example.net"),
           "eu": (["cloud", "google"], [70, 30], "eu.example.net")}
 NAMES = {h.LEGACY_IP: "legacy", h.CLOUD_IP: "cloud", GOOGLE_IP: "google"}
@@ -46,7 +49,7 @@ def zones():
     for name, text in h.default_zones().items():
         text = text.replace(f"ip4:{h.CLOUD_IP} -all", f"ip4:{h.CLOUD_IP} ip4:{GOOGLE_IP} -all")
         if name == "example.net":
-            text += "eu IN MX 10 mx\n"
+            text += "eu IN MX 10 mx\nother IN MX 10 mx\n"
         out[name] = text
     return out
 
@@ -77,6 +80,9 @@ def test(env):
                 rcpt = f"u{i}@{domain}"
                 w.send([rcpt], f"{tag}-{g}-{i}")
                 rcpts.append(rcpt)
+        for i in range(DEFAULT_RCPTS):
+            rcpts.append(f"d{i}@other.example.net")
+            w.send([rcpts[-1]], f"{tag}-default-{i}")
         return rcpts
 
     rcpts = send_round("r1")
@@ -95,6 +101,15 @@ def test(env):
             h.check(abs(share - p) <= bound, f"group {g}: {name} share {share:.3f} vs {p:.3f}")
         others = {first[k] for k in keys} - set(names)
         h.check(not others, f"group {g} used egresses outside it: {others}")
+
+    defaults = {r: e for r, e in first.items() if r.endswith("@other.example.net")}
+    h.check(len(defaults) == DEFAULT_RCPTS and set(defaults.values()) == {"legacy"},
+            f"the default group's recipients: {defaults}")
+    rep = w.relay.queue_like("report", "ramp", "--json")
+    h.check(rep.returncode == 0, f"report ramp failed: {rep.stderr}")
+    providers = json.loads(rep.stdout)["tables"]["providers"]
+    h.check(sum(r["routed"] for r in providers) == DEFAULT_RCPTS,
+            f"the ramp report's shares must count the default group only: {providers}")
 
     status = json.loads(w.ramp("status", "--json"))
     h.check([g["name"] for g in status["groups"]] == ["main", "eu"], f"groups: {status['groups']}")

@@ -446,6 +446,7 @@ static void test_group_spill(void **state)
     assert_string_equal(decide("zimbra", "a@o.example", NULL, "u@x.partner.example", &d), "legacy");
     assert_true(d.spilled);
     assert_string_equal(d.planned->name, "google");
+    assert_non_null(strstr(d.reason, "group partners: spilled to legacy: "));
     /* subsidiary: a key planned on google spills to the better of cloud and legacy by score */
     char rcpt[64] = "";
     size_t order[3];
@@ -471,7 +472,7 @@ static void test_group_spill(void **state)
     route_count(legacy, "testprov", clock_now());
     assert_null(decide("local", "a@sub.example", NULL, rcpt, &d));
     assert_int_equal(d.retry_at, T0 + 60);
-    assert_non_null(strstr(d.reason, "waiting: "));
+    assert_non_null(strstr(d.reason, "group subsidiary: waiting: "));
     route_shutdown();
     config_free(cfg);
 }
