@@ -825,6 +825,9 @@ void config_free(struct config *cfg)
     cfg_free_pins(cfg->ramp.pin_origins, cfg->ramp.n_pin_origins);
     cfg_free_pins(cfg->ramp.pin_domains, cfg->ramp.n_pin_domains);
     cfg_free_pins(cfg->ramp.pin_providers, cfg->ramp.n_pin_providers);
+    for (size_t i = 0; i < cfg->ramp.n_groups; i++)
+        cfg_free_route_group(&cfg->ramp.groups[i]);
+    free(cfg->ramp.groups);
     for (size_t i = 0; i < cfg->n_providers; i++)
         cfg_free_provider(&cfg->providers[i]);
     free(cfg->providers);

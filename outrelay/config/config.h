@@ -116,6 +116,33 @@ struct ramp_pin {
     int64_t until; /* unix seconds; 0 = until the pin is removed from the configuration */
 };
 
+/* ramp.groups: one route group, a ramp of its own over any number of egresses. */
+struct route_group_step {
+    int64_t at;      /* unix seconds */
+    double *weights; /* one per egress of the group, >= 0, in the group's egress order */
+};
+
+struct route_group {
+    char *name; /* unique; "default" is the ramp's own (from/to) group */
+    /* match: every kind given must match, any entry within a kind; none given = every message */
+    char **origins; /* origin names */
+    size_t n_origins;
+    char **sender_domains; /* From: domain, else envelope sender domain; ".parent" = subdomains */
+    size_t n_sender_domains;
+    char **rcpt_domains; /* recipient domain; "example.com" exactly, ".example.com" below it */
+    size_t n_rcpt_domains;
+    char **egress; /* egress names, at least one, none twice */
+    size_t n_egress;
+    struct route_group_step *schedule;
+    size_t n_schedule;
+    int interpolate;
+    char **key; /* routing key parts, as ramp.key */
+    size_t n_key;
+    char **spill; /* egress names tried in this order when the choice may not send; none = the
+                   * group's other egresses by descending rendezvous score for the key */
+    size_t n_spill;
+};
+
 struct ramp_conf {
     char *from; /* egress name; required when egress is non-empty */
     char *to;   /* egress name; optional */
@@ -131,6 +158,9 @@ struct ramp_conf {
     size_t n_pin_domains;
     struct ramp_pin *pin_providers;
     size_t n_pin_providers;
+    /* ramp.groups, tried in order before the default group (from/to above) */
+    struct route_group *groups;
+    size_t n_groups;
 };
 
 /* providers: destinations grouped by the suffix of their MX host names. The name "other"

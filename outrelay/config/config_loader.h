@@ -155,5 +155,6 @@ void cfg_check_provider_refs(struct loader *ld);
 void cfg_free_provider(struct provider_conf *p);
 void cfg_free_shaping_rule(struct shaping_rule *r);
 void cfg_free_pins(struct ramp_pin *pins, size_t n);
+void cfg_free_route_group(struct route_group *g);
 
 #endif

@@ -24,19 +24,18 @@
 static const char *const ramp_key_parts[] = {"from_domain", "rcpt_domain", "sender",
                                              "rcpt",        "message_id",  NULL};
 
-/* ramp.key, already read as a list of names: each a known part, none twice. The parts that
- * pass are kept, in order. */
-static void check_key_parts(struct loader *ld, const struct at *at)
+/* ramp.key (or a group's key), already read as a list of names into key: each a known part,
+ * none twice. The parts that pass are kept, in order. */
+static void check_key_parts(struct loader *ld, const struct at *at, char **key, size_t *n_key)
 {
-    struct ramp_conf *r = &ld->cfg->ramp;
     struct at *items;
     size_t n, kept = 0;
     if (cfg_take_list(ld, at, &items, &n) < 0) return;
     if (n == 0)
         cfg_error_at(ld, at->where, "%s: needs at least one part (e.g. [from_domain])", at->label);
-    for (size_t i = 0; i < r->n_key; i++)
-        free(r->key[i]);
-    r->n_key = 0;
+    for (size_t i = 0; i < *n_key; i++)
+        free(key[i]);
+    *n_key = 0;
     for (size_t i = 0; i < n; i++) {
         const char *text = fy_node_is_scalar(items[i].node) && !cfg_is_null(items[i].node)
                                ? fy_node_get_scalar0(items[i].node)
@@ -44,15 +43,15 @@ static void check_key_parts(struct loader *ld, const struct at *at)
         if (!text || !*text) continue; /* reported when the list was read */
         int part = cfg_get_choice(ld, &items[i], "a routing key part", ramp_key_parts);
         size_t j = 0;
-        while (part >= 0 && j < kept && strcmp(r->key[j], ramp_key_parts[part]))
+        while (part >= 0 && j < kept && strcmp(key[j], ramp_key_parts[part]))
             j++;
         if (part >= 0 && j < kept)
             cfg_error_at(ld, items[i].where, "%s: \"%s\" is listed twice", items[i].label,
                          ramp_key_parts[part]);
         else if (part >= 0)
-            r->key[kept++] = xstrdup(ramp_key_parts[part]);
+            key[kept++] = xstrdup(ramp_key_parts[part]);
     }
-    r->n_key = kept;
+    *n_key = kept;
     free(items);
 }
 
@@ -181,10 +180,256 @@ static void load_schedule(struct loader *ld, const struct at *at)
     free(items);
 }
 
+/* ---------------------------------------------------------------- ramp.groups */
+
+void cfg_free_route_group(struct route_group *g)
+{
+    char **lists[] = {g->origins, g->sender_domains, g->rcpt_domains, g->egress, g->key, g->spill};
+    size_t counts[] = {g->n_origins, g->n_sender_domains, g->n_rcpt_domains, g->n_egress,
+                       g->n_key,     g->n_spill};
+    for (size_t l = 0; l < sizeof counts / sizeof counts[0]; l++) {
+        for (size_t i = 0; i < counts[l]; i++)
+            free(lists[l][i]);
+        free(lists[l]);
+    }
+    for (size_t i = 0; i < g->n_schedule; i++)
+        free(g->schedule[i].weights);
+    free(g->schedule);
+    free(g->name);
+}
+
+/* The index of an egress in the group, -1 when it is not one of them. */
+static long group_egress_index(const struct route_group *g, const char *name)
+{
+    for (size_t i = 0; name && i < g->n_egress; i++)
+        if (!strcmp(g->egress[i], name)) return (long)i;
+    return -1;
+}
+
+/* "example.com" or ".example.com", lower-cased in place. */
+static void load_domain_list(struct loader *ld, const struct at *at, char ***dst, size_t *n,
+                             int *ok)
+{
+    if (cfg_get_string_list(ld, at, dst, n) < 0) {
+        *ok = 0;
+        return;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        char *d = (*dst)[i];
+        for (char *c = d; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        if (!cfg_valid_hostname(d[0] == '.' ? d + 1 : d)) {
+            cfg_error_at(ld, at->where,
+                         "%s: \"%s\" is not a domain (example.com exactly, .example.com its "
+                         "subdomains)",
+                         at->label, d);
+            *ok = 0;
+        }
+    }
+}
+
+/* match: { origins, sender_domains, rcpt_domains } */
+static void load_group_match(struct loader *ld, const struct at *at, struct route_group *g, int *ok)
+{
+    static const char *const keys[] = {"origins", "sender_domains", "rcpt_domains", NULL};
+    struct at v[3];
+    if (cfg_take_mapping(ld, at, keys, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    if (v[0].node) {
+        if (cfg_get_string_list(ld, &v[0], &g->origins, &g->n_origins) < 0) *ok = 0;
+        for (size_t i = 0; i < g->n_origins; i++)
+            if (!config_find_origin(ld->cfg, g->origins[i])) {
+                cfg_error_at(ld, v[0].where, "%s: origin \"%s\" is not defined", v[0].label,
+                             g->origins[i]);
+                *ok = 0;
+            }
+    }
+    if (v[1].node) load_domain_list(ld, &v[1], &g->sender_domains, &g->n_sender_domains, ok);
+    if (v[2].node) load_domain_list(ld, &v[2], &g->rcpt_domains, &g->n_rcpt_domains, ok);
+}
+
+/* schedule: [{ at: TIME, weights: { EGRESS: weight, ... } }]; an egress left out weighs 0. */
+static void load_group_schedule(struct loader *ld, const struct at *at, struct route_group *g,
+                                int *ok)
+{
+    static const char *const keys[] = {"at", "weights", NULL};
+    struct at *items;
+    size_t n;
+    if (cfg_take_list(ld, at, &items, &n) < 0) {
+        *ok = 0;
+        return;
+    }
+    g->schedule = xcalloc(n ? n : 1, sizeof *g->schedule);
+    for (size_t i = 0; i < n; i++) {
+        struct at v[2];
+        struct route_group_step step = {0, xcalloc(g->n_egress ? g->n_egress : 1, sizeof(double))};
+        int step_ok = 1;
+        double sum = 0;
+        if (cfg_take_mapping(ld, &items[i], keys, v) < 0 || !v[0].node || !v[1].node) {
+            if (!v[0].node || !v[1].node)
+                cfg_error_at(ld, items[i].where,
+                             "%s: needs at and weights (e.g. { at: \"2026-12-01T00:00:00Z\", "
+                             "weights: { legacy: 90, cloud: 10 } })",
+                             items[i].label);
+            free(step.weights);
+            *ok = 0;
+            continue;
+        }
+        const char *s = cfg_scalar_text(ld, &v[0]);
+        if (!s || parse_utc_time(s, &step.at) < 0) {
+            if (s)
+                cfg_error_at(ld, v[0].where,
+                             "%s: \"%s\" is not a UTC date and time (use 2026-12-01T00:00:00Z "
+                             "or 2026-12-01)",
+                             v[0].label, s);
+            step_ok = 0;
+        } else if (g->n_schedule && step.at <= g->schedule[g->n_schedule - 1].at) {
+            cfg_error_at(ld, v[0].where,
+                         "%s: %s is not later than the step before it (steps must be in time "
+                         "order)",
+                         v[0].label, s);
+            step_ok = 0;
+        }
+        if (!fy_node_is_mapping(v[1].node)) {
+            cfg_error_at(ld, v[1].where, "%s: expected \"egress: weight\" lines, found %s",
+                         v[1].label, cfg_kind_name(v[1].node));
+            step_ok = 0;
+        } else {
+            void *it = NULL;
+            struct cfg_pair pair;
+            while (cfg_mapping_next(ld, &v[1], &it, &pair)) {
+                struct at val = {.node = pair.value, .where = pair.where};
+                val.where = cfg_node_pos(ld, val.node, pair.where);
+                cfg_label_set(&val, "%s.%s", v[1].label, pair.name ? pair.name : "?");
+                long e = group_egress_index(g, pair.name);
+                const char *w = cfg_scalar_text(ld, &val);
+                char *end = NULL;
+                double weight = w ? strtod(w, &end) : -1;
+                if (e < 0) {
+                    cfg_error_at(ld, pair.where,
+                                 "%s: \"%s\" is not one of the group's egresses (list it in "
+                                 "egress)",
+                                 v[1].label, pair.name ? pair.name : "?");
+                    step_ok = 0;
+                } else if (!w || !isdigit((unsigned char)*w) || *end || !isfinite(weight) ||
+                           weight > 1e6) {
+                    if (w)
+                        cfg_error_at(ld, val.where,
+                                     "%s: \"%s\" is not a weight (a number from 0 to 1000000)",
+                                     val.label, w);
+                    step_ok = 0;
+                } else {
+                    step.weights[e] = weight;
+                    sum += weight;
+                }
+            }
+            if (step_ok && sum <= 0) {
+                cfg_error_at(ld, v[1].where, "%s: at least one weight must be above 0", v[1].label);
+                step_ok = 0;
+            }
+        }
+        if (!step_ok) {
+            free(step.weights);
+            *ok = 0;
+            continue;
+        }
+        g->schedule[g->n_schedule++] = step;
+    }
+    free(items);
+}
+
+enum { GR_NAME, GR_MATCH, GR_EGRESS, GR_SCHEDULE, GR_INTERPOLATE, GR_KEY, GR_SPILL, GR_COUNT };
+
+static void load_one_group(struct loader *ld, const struct at *item, struct route_group *g, int *ok)
+{
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at v[GR_COUNT];
+    settings_apply_defaults(&route_ramp_group_settings, g);
+    if (cfg_take_settings(ld, item, &route_ramp_group_settings, g, NULL, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    for (size_t k = 0; k < GR_COUNT; k++)
+        if (v[k].bad) *ok = 0;
+    if (!v[GR_NAME].node || !v[GR_EGRESS].node) {
+        cfg_error_at(ld, item->where,
+                     "%s: needs name and egress (e.g. { name: subsidiary, match: { "
+                     "sender_domains: [sub.example.com] }, egress: [legacy, cloud] })",
+                     item->label);
+        *ok = 0;
+        return;
+    }
+    if (g->name && (!strcmp(g->name, "default") || !*g->name || strchr(g->name, ' '))) {
+        cfg_error_at(ld, v[GR_NAME].where,
+                     "%s: \"%s\" cannot name a group (\"default\" is the ramp's own from/to "
+                     "group; no spaces)",
+                     v[GR_NAME].label, g->name);
+        *ok = 0;
+    }
+    for (size_t k = 0; g->name && k < r->n_groups; k++)
+        if (!strcmp(r->groups[k].name, g->name)) {
+            cfg_error_at(ld, v[GR_NAME].where, "%s: a group named \"%s\" is defined already",
+                         v[GR_NAME].label, g->name);
+            *ok = 0;
+        }
+    if (!g->n_egress) {
+        cfg_error_at(ld, v[GR_EGRESS].where, "%s: needs at least one egress", v[GR_EGRESS].label);
+        *ok = 0;
+    }
+    int egress_ok = !v[GR_EGRESS].bad;
+    for (size_t i = 0; i < g->n_egress; i++) {
+        if (!egress_defined(ld->cfg, g->egress[i])) {
+            report_undefined_egress(ld, &v[GR_EGRESS], g->egress[i]);
+            egress_ok = 0;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(g->egress[i], g->egress[j])) {
+                cfg_error_at(ld, v[GR_EGRESS].where, "%s: \"%s\" is listed twice",
+                             v[GR_EGRESS].label, g->egress[i]);
+                egress_ok = 0;
+            }
+    }
+    if (!egress_ok) *ok = 0;
+    if (v[GR_MATCH].node) load_group_match(ld, &v[GR_MATCH], g, ok);
+    /* the weights name the group's egresses: read them once those are known */
+    if (v[GR_SCHEDULE].node && egress_ok) load_group_schedule(ld, &v[GR_SCHEDULE], g, ok);
+    if (v[GR_KEY].node && !v[GR_KEY].bad) check_key_parts(ld, &v[GR_KEY], g->key, &g->n_key);
+    for (size_t i = 0; i < g->n_spill; i++)
+        if (group_egress_index(g, g->spill[i]) < 0) {
+            cfg_error_at(ld, v[GR_SPILL].where,
+                         "%s: \"%s\" is not one of the group's egresses (list it in egress)",
+                         v[GR_SPILL].label, g->spill[i]);
+            *ok = 0;
+        }
+}
+
+/* ramp.groups: [ { name, match, egress, schedule, interpolate, key, spill } ] */
+static void load_groups(struct loader *ld, const struct at *at)
+{
+    struct ramp_conf *r = &ld->cfg->ramp;
+    struct at *items;
+    size_t n;
+    if (cfg_take_list(ld, at, &items, &n) < 0) return;
+    for (size_t i = 0; i < n; i++) {
+        struct route_group g = {0};
+        int ok = 1;
+        load_one_group(ld, &items[i], &g, &ok);
+        if (!ok) {
+            cfg_free_route_group(&g);
+            continue;
+        }
+        r->groups = xrealloc(r->groups, (r->n_groups + 1) * sizeof *r->groups);
+        r->groups[r->n_groups++] = g;
+    }
+    free(items);
+}
+
 void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
 {
     struct ramp_conf *r = &ld->cfg->ramp;
-    struct at v[6];
+    struct at v[7];
     if (at->node && cfg_take_settings(ld, at, &route_ramp_settings, ld->cfg, NULL, v) < 0) return;
     if (!at->node) memset(v, 0, sizeof v);
     if (v[0].node) {
@@ -208,7 +453,7 @@ void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egre
             cfg_error_at(ld, v[1].where, "%s: \"%s\" is the same egress as ramp.from", v[1].label,
                          r->to);
     }
-    if (v[2].node && !v[2].bad) check_key_parts(ld, &v[2]);
+    if (v[2].node && !v[2].bad) check_key_parts(ld, &v[2], r->key, &r->n_key);
     if (v[3].node) {
         load_schedule(ld, &v[3]);
         if (r->n_schedule && !v[1].node)
@@ -216,6 +461,7 @@ void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egre
                          v[3].label);
     }
     if (v[5].node) cfg_load_pins(ld, &v[5]);
+    if (v[6].node) load_groups(ld, &v[6]);
 }
 
 /* ---------------------------------------------------------- providers, caps, shaping, pins */

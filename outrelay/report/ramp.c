@@ -1,8 +1,9 @@
 /* ramp.c - the ramp report: planned vs actual cloud share per hour and per provider from the
- * `routed` rows (planned = the ramp_percent recorded with each decision, actual = the share of
- * assigned recipients whose egress is ramp.to), caps hit (routed action spill / wait), replies
- * that match the configured shaping rules (or any 4.7.x) per hour and egress, deferrals per hour
- * and the operator's overrides (`ramp` rows). Read-only SQL; shaping matching happens here. */
+ * `routed` rows of the default group (planned = the ramp_percent recorded with each decision,
+ * actual = the share of assigned recipients whose egress is ramp.to), caps hit (routed action
+ * spill / wait), replies that match the configured shaping rules (or any 4.7.x) per hour and
+ * egress, deferrals per hour and the operator's overrides (`ramp` rows). Read-only SQL;
+ * shaping matching happens here. */
 #include <regex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,9 @@ static int ramp_shares(struct report_ctx *ctx, struct report_table *t, const cha
                   "sum(action = 'spill'), sum(action = 'wait') FROM events "
                   "WHERE event = 'routed'",
                   keys);
+    /* route groups have weights of their own: the shares are the default group's */
+    if (ctx->cfg->ramp.n_groups)
+        strbuf_puts(&sql, " AND coalesce(route_reason, '') LIKE 'group default: %'");
     report_sql_filters(&sql, ctx, NULL, "from_domain", 0);
     strbuf_printf(&sql, " GROUP BY %s ORDER BY %s", keys, keys);
     sqlite3_stmt *st = ramp_prepare(ctx, &sql);
@@ -260,8 +264,11 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
     strbuf_printf(&doc->notes,
                   "cloud = recipients routed to %s%s; actual_pct = cloud / recipients given an "
                   "egress;\nplanned_pct = the mean ramp share recorded with the decisions. "
-                  "--egress applies to caps and shaping only.\n",
+                  "--egress applies to caps and shaping only.%s\n",
                   ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "any egress but ",
-                  ctx->cfg->ramp.to ? "" : (ctx->cfg->ramp.from ? ctx->cfg->ramp.from : "-"));
+                  ctx->cfg->ramp.to ? "" : (ctx->cfg->ramp.from ? ctx->cfg->ramp.from : "-"),
+                  ctx->cfg->ramp.n_groups ? "\nThe shares count the default group's recipients "
+                                            "only (the route groups' weights differ)."
+                                          : "");
     return 0;
 }

@@ -1,8 +1,8 @@
 /* route.c - the route stage's public face (route.h): startup and shutdown, the decision for
- * one recipient (pins, then the ramp, then caps and shaping with spill to the other egress),
- * counting, receivers' feedback and the operator's commands. Owns the one route_world; the
- * arithmetic is in ramp.c, the windows and rules in limits.c, route.db in state.c, the
- * status and plan texts in control.c. Loop thread only. */
+ * one recipient (pins, then its route group's ramp, then caps and shaping with spill along
+ * the group's spill order), counting, receivers' feedback and the operator's commands. Owns the one
+ * route_world; the arithmetic is in ramp.c, the windows and rules in limits.c, route.db in state.c,
+ * the status and plan texts in control.c. Loop thread only. */
 #include "route/route.h"
 
 #include <ctype.h>
@@ -24,6 +24,21 @@
 
 struct route_world route_world;
 
+static void group_overrides_free(struct route_world *w)
+{
+    size_t n = w->cfg ? w->cfg->ramp.n_groups : 0;
+    for (size_t i = 0; w->group_override && i < n; i++)
+        free(w->group_override[i].weights);
+    free(w->group_override);
+    w->group_override = NULL;
+}
+
+static void group_overrides_build(struct route_world *w)
+{
+    size_t n = w->cfg->ramp.n_groups;
+    w->group_override = xcalloc(n ? n : 1, sizeof *w->group_override);
+}
+
 int route_init(const struct config *cfg, const char *state_dir, char *err, size_t errlen)
 {
     struct route_world *w = &route_world;
@@ -33,6 +48,7 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
     w->state_dir = xstrdup(state_dir);
     w->last_flush = clock_now();
     limits_build(w);
+    group_overrides_build(w);
     if (route_db_open(w, err, errlen) < 0 || route_db_load(w, err, errlen) < 0) {
         route_shutdown();
         return -1;
@@ -57,8 +73,10 @@ int route_reload(const struct config *cfg, char *err, size_t errlen)
     route_db_flush_counters(w);
     w->last_flush = clock_now();
     limits_free(w);
+    group_overrides_free(w);
     w->cfg = cfg;
     limits_build(w);
+    group_overrides_build(w);
     if (route_db_load(w, err, errlen) < 0) return -1;
     limits_expire(w, clock_now());
     return 0;
@@ -79,6 +97,7 @@ void route_shutdown(void)
     if (w->db) route_db_flush_counters(w);
     route_db_close(w);
     limits_free(w);
+    group_overrides_free(w);
     free(w->state_dir);
     memset(w, 0, sizeof *w);
 }
@@ -180,6 +199,85 @@ set_reason(struct route_decision *out, const char *fmt, ...)
     va_end(ap);
 }
 
+/* "example.com" matches itself only, ".example.com" the domains below it. */
+static int domain_matches(const char *domain, const char *pattern)
+{
+    if (pattern[0] != '.') return !strcasecmp(domain, pattern);
+    size_t dlen = strlen(domain), plen = strlen(pattern);
+    return dlen > plen && !strcasecmp(domain + dlen - plen, pattern);
+}
+
+static int any_domain(char *const *list, size_t n, const char *domain)
+{
+    for (size_t i = 0; i < n; i++)
+        if (domain_matches(domain, list[i])) return 1;
+    return 0;
+}
+
+static const char *domain_of(const char *address)
+{
+    const char *at = address ? strrchr(address, '@') : NULL;
+    return at ? at + 1 : "";
+}
+
+long route_group_of(const struct config *cfg, const struct envelope *env, size_t rcpt)
+{
+    const char *sender_domain =
+        env->from_domain && *env->from_domain ? env->from_domain : domain_of(env->sender);
+    const char *rcpt_domain = domain_of(rcpt < env->n_rcpts ? env->rcpts[rcpt].address : NULL);
+    for (size_t i = 0; cfg && i < cfg->ramp.n_groups; i++) {
+        const struct route_group *g = &cfg->ramp.groups[i];
+        if (g->n_origins) {
+            size_t k = 0;
+            while (k < g->n_origins && !(env->origin && !strcmp(env->origin, g->origins[k])))
+                k++;
+            if (k == g->n_origins) continue;
+        }
+        if (g->n_sender_domains &&
+            !any_domain(g->sender_domains, g->n_sender_domains, sender_domain))
+            continue;
+        if (g->n_rcpt_domains && !any_domain(g->rcpt_domains, g->n_rcpt_domains, rcpt_domain))
+            continue;
+        return (long)i;
+    }
+    return -1;
+}
+
+/* The egress a group's ramp plans for the key, with the spill candidates after it (spill
+ * order, or the rest by score). Returns the number of candidates in cand. */
+static size_t group_candidates(struct route_world *w, size_t gi, const struct envelope *env,
+                               size_t rcpt, int64_t now, const struct egress_conf **cand,
+                               struct route_decision *out)
+{
+    const struct config *cfg = w->cfg;
+    const struct route_group *g = &cfg->ramp.groups[gi];
+    size_t n = g->n_egress, order[n ? n : 1], m = 0;
+    double weights[n ? n : 1], sum = 0;
+    char key[512];
+    ramp_group_weights(g, &w->group_override[gi], now, weights);
+    ramp_key_parts(g->key, g->n_key, env, rcpt, key, sizeof key);
+    ramp_group_order(g, weights, key, order);
+    for (size_t e = 0; e < n; e++)
+        sum += weights[e];
+    out->share = sum > 0 ? 100.0 * weights[order[0]] / sum : 0.0;
+    cand[m++] = config_find_egress(cfg, g->egress[order[0]]);
+    if (g->n_spill) {
+        for (size_t i = 0; i < g->n_spill; i++) {
+            const struct egress_conf *e = config_find_egress(cfg, g->spill[i]);
+            size_t k = 0;
+            while (k < m && cand[k] != e)
+                k++;
+            if (k == m && m < n) cand[m++] = e; /* each egress once */
+        }
+    } else {
+        for (size_t i = 1; i < n; i++)
+            cand[m++] = config_find_egress(cfg, g->egress[order[i]]);
+    }
+    set_reason(out, "group %s: rendezvous -> %s (%.2f%% of the weight)", g->name,
+               cand[0] ? cand[0]->name : "?", out->share);
+    return m;
+}
+
 void route_decide(const struct envelope *env, size_t rcpt, const char *provider, int64_t now,
                   struct route_decision *out)
 {
@@ -198,8 +296,15 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
     const struct ramp_pin *pin = NULL;
     const struct egress_conf *planned = NULL;
     char pin_reason[sizeof out->reason] = "";
+    /* the planned egress first, then where it spills to, in order */
+    size_t n_cand = 0, max_cand = cfg->n_egress + 2;
+    const struct egress_conf *cand[max_cand];
+    long gi = route_group_of(cfg, env, rcpt);
+    char group[80] = ""; /* with groups configured, every reason names the recipient's group */
 
-    out->share = ramp_share_at(r, &w->override, now);
+    out->group = gi >= 0 ? r->groups[gi].name : "default";
+    if (r->n_groups) snprintf(group, sizeof group, "group %s: ", out->group);
+    out->share = gi >= 0 ? 0.0 : ramp_share_at(r, &w->override, now);
     if ((pin = find_pin(r->pin_origins, r->n_pin_origins, env->origin, now)))
         describe_pin(pin_reason, sizeof pin_reason, "origin", pin);
     else if ((pin = find_domain_pin(r, domain, now)))
@@ -208,43 +313,55 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         describe_pin(pin_reason, sizeof pin_reason, "provider", pin);
     if (pin) {
         planned = config_find_egress(cfg, pin->egress);
-        snprintf(out->reason, sizeof out->reason, "%s", pin_reason);
+        set_reason(out, "%s%s", group, pin_reason);
     }
-    if (!planned) {
+    if (planned) {
+        cand[n_cand++] = planned;
+        cand[n_cand++] = other_egress(cfg, planned);
+    } else if (gi >= 0) {
+        n_cand = group_candidates(w, (size_t)gi, env, rcpt, now, cand, out);
+        planned = cand[0];
+    } else {
         char key[512];
         const struct egress_conf *to = config_find_egress(cfg, r->to);
         ramp_key(r, env, rcpt, key, sizeof key);
         uint32_t bucket = ramp_bucket(key);
         planned = to && ramp_goes_to(bucket, out->share) ? to : config_find_egress(cfg, r->from);
         if (!planned) planned = &cfg->egress[0];
-        snprintf(out->reason, sizeof out->reason, "ramp %.2f%%: bucket %u -> %s", out->share,
-                 bucket, planned->name);
+        set_reason(out, "%sramp %.2f%%: bucket %u -> %s", group, out->share, bucket, planned->name);
+        cand[n_cand++] = planned;
+        cand[n_cand++] = other_egress(cfg, planned);
     }
+    if (!planned) planned = &cfg->egress[0];
     out->planned = planned;
 
     limits_expire(w, now);
-    char why[200];
+    char why[200], others[200] = "";
     int64_t blocked =
         limits_blocked_until(w, limits_pair(w, planned, provider), now, why, sizeof why);
     if (!blocked) {
         out->egress = planned;
         return;
     }
-    const struct egress_conf *other = other_egress(cfg, planned);
-    char other_why[200] = "";
-    int64_t other_blocked = 0;
-    if (other && other != planned) {
-        other_blocked = limits_blocked_until(w, limits_pair(w, other, provider), now, other_why,
-                                             sizeof other_why);
+    int64_t soonest = blocked;
+    for (size_t i = 1; i < n_cand; i++) {
+        const struct egress_conf *other = cand[i];
+        char other_why[200] = "";
+        if (!other || other == planned) continue;
+        int64_t other_blocked = limits_blocked_until(w, limits_pair(w, other, provider), now,
+                                                     other_why, sizeof other_why);
         if (!other_blocked) {
             out->egress = other;
             out->spilled = 1;
-            set_reason(out, "spilled to %s: %s", other->name, why);
+            set_reason(out, "%sspilled to %s: %s", group, other->name, why);
             return;
         }
+        if (other_blocked < soonest) soonest = other_blocked;
+        size_t len = strlen(others);
+        snprintf(others + len, sizeof others - len, "; %s", other_why);
     }
-    out->retry_at = other_blocked && other_blocked < blocked ? other_blocked : blocked;
-    set_reason(out, "waiting: %s%s%s", why, other_why[0] ? "; " : "", other_why);
+    out->retry_at = soonest;
+    set_reason(out, "%swaiting: %s%s", group, why, others);
 }
 
 void route_count(const struct egress_conf *egress, const char *provider, int64_t now)
@@ -302,56 +419,228 @@ static void set_override(struct route_world *w, enum ramp_mode mode, double perc
                       ramp_mode_name(mode), after, before);
 }
 
+void route_format_weights(const struct route_group *g, const double *weights, struct strbuf *out)
+{
+    double sum = 0;
+    for (size_t e = 0; e < g->n_egress; e++)
+        sum += weights[e];
+    for (size_t e = 0; e < g->n_egress; e++)
+        strbuf_printf(out, "%s%s=%.2f%%", e ? " " : "", g->egress[e],
+                      sum > 0 ? 100.0 * weights[e] / sum : 0.0);
+}
+
+/* A route group's override; weights (g->n_egress) is copied, NULL for RAMP_SCHEDULE. */
+static void set_group_override(struct route_world *w, size_t gi, enum ramp_mode mode,
+                               const double *weights, int64_t now, struct strbuf *out)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    struct group_override *o = &w->group_override[gi];
+    size_t n = g->n_egress ? g->n_egress : 1;
+    double before[n], after[n];
+    struct strbuf was = STRBUF_INIT, now_text = STRBUF_INIT;
+    ramp_group_weights(g, o, now, before);
+    free(o->weights);
+    o->weights = NULL;
+    if (mode != RAMP_SCHEDULE) {
+        o->weights = xcalloc(n, sizeof *o->weights);
+        memcpy(o->weights, weights, g->n_egress * sizeof *weights);
+    }
+    o->mode = mode;
+    o->since = now;
+    route_db_save_group_override(w, gi);
+    ramp_group_weights(g, o, now, after);
+    route_format_weights(g, before, &was);
+    route_format_weights(g, after, &now_text);
+    log_info("route: ramp group %s %s, weights %s, was %s", g->name, ramp_mode_name(mode),
+             strbuf_str(&now_text), strbuf_str(&was));
+    if (mode == RAMP_SCHEDULE)
+        strbuf_printf(out, "ramp group %s follows the schedule again: %s (was %s)\n", g->name,
+                      strbuf_str(&now_text), strbuf_str(&was));
+    else
+        strbuf_printf(out, "ramp group %s %s: %s until resume (was %s)\n", g->name,
+                      ramp_mode_name(mode), strbuf_str(&now_text), strbuf_str(&was));
+    strbuf_free(&was);
+    strbuf_free(&now_text);
+}
+
+/* "30", "30%" into *p (0..100). */
+static int parse_command_percent(const char *text, double *p)
+{
+    char arg[64], *end;
+    size_t len = strlen(text);
+    if (len >= sizeof arg) return -1;
+    memcpy(arg, text, len + 1);
+    if (len && arg[len - 1] == '%') arg[--len] = '\0';
+    *p = strtod(arg, &end);
+    return !len || *end || !isdigit((unsigned char)arg[0]) || !isfinite(*p) || *p < 0 || *p > 100
+               ? -1
+               : 0;
+}
+
+/* "legacy=50,cloud=30,google=20" over names[n] into weights (a name left out weighs 0). */
+static int parse_command_weights(const char *text, char *const *names, size_t n, double *weights,
+                                 struct strbuf *out)
+{
+    char *copy = xstrdup(text), *save = NULL;
+    double sum = 0;
+    int rc = 0;
+    for (size_t e = 0; e < n; e++)
+        weights[e] = 0;
+    for (char *item = strtok_r(copy, ",", &save); item && !rc; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '='), *end = NULL;
+        size_t e = 0;
+        if (eq) *eq = '\0';
+        while (eq && e < n && strcmp(names[e], item))
+            e++;
+        double v = eq ? strtod(eq + 1, &end) : -1;
+        if (!eq || e == n) {
+            strbuf_printf(out, "\"%s\" is not EGRESS=WEIGHT with an egress of the group (", item);
+            for (size_t k = 0; k < n; k++)
+                strbuf_printf(out, "%s%s", k ? ", " : "", names[k]);
+            strbuf_puts(out, ")\n");
+            rc = -1;
+        } else if (!isdigit((unsigned char)eq[1]) || *end || !isfinite(v) || v > 1e6) {
+            strbuf_printf(out, "\"%s\" is not a weight from 0 to 1000000\n", eq + 1);
+            rc = -1;
+        } else {
+            weights[e] = v;
+            sum += v;
+        }
+    }
+    if (!rc && !(sum > 0)) {
+        strbuf_puts(out, "at least one weight must be above 0\n");
+        rc = -1;
+    }
+    free(copy);
+    return rc;
+}
+
+long route_group_index(const struct config *cfg, const char *name)
+{
+    for (size_t i = 0; cfg && name && i < cfg->ramp.n_groups; i++)
+        if (!strcmp(cfg->ramp.groups[i].name, name)) return (long)i;
+    return -1;
+}
+
+/* An override of a route group: verb [ARG]. */
+static int group_control(struct route_world *w, size_t gi, const char *verb, const char *arg,
+                         int64_t now, struct strbuf *out)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    size_t n = g->n_egress ? g->n_egress : 1;
+    double weights[n];
+    if (!strcmp(verb, "pause") && !arg) {
+        ramp_group_weights(g, &w->group_override[gi], now, weights);
+        set_group_override(w, gi, RAMP_PAUSE, weights, now, out);
+        return 0;
+    }
+    if (!strcmp(verb, "resume") && !arg) {
+        set_group_override(w, gi, RAMP_SCHEDULE, NULL, now, out);
+        return 0;
+    }
+    if (!strcmp(verb, "rollback") && !arg) {
+        ramp_group_rollback_weights(g, now, weights);
+        set_group_override(w, gi, RAMP_ROLLBACK, weights, now, out);
+        return 0;
+    }
+    if (!strcmp(verb, "set") && arg) {
+        double p;
+        if (strchr(arg, '=')) {
+            if (parse_command_weights(arg, g->egress, g->n_egress, weights, out) < 0) return -1;
+        } else if (g->n_egress != 2) {
+            strbuf_printf(out, "group %s has %zu egresses: give weights (e.g. set %s %s=50,...)\n",
+                          g->name, g->n_egress, g->name, g->egress[0]);
+            return -1;
+        } else if (parse_command_percent(arg, &p) < 0) {
+            strbuf_printf(out, "\"%s\" is not a percentage from 0 to 100\n", arg);
+            return -1;
+        } else {
+            weights[0] = 100 - p; /* PERCENT is the second egress's share, as ramp.to's */
+            weights[1] = p;
+        }
+        set_group_override(w, gi, RAMP_SET, weights, now, out);
+        return 0;
+    }
+    return 1; /* not a group command */
+}
+
 int route_control(const char *command, struct strbuf *out)
 {
     struct route_world *w = &route_world;
     int64_t now = clock_now();
-    char verb[32] = "", arg[64] = "", extra[8] = "";
+    char *copy = xstrdup(command ? command : ""), *save = NULL;
+    const char *words[4] = {NULL, NULL, NULL, NULL};
+    int n = 0, rc = -1;
+    for (char *word = strtok_r(copy, " \t", &save); word; word = strtok_r(NULL, " \t", &save))
+        words[n < 4 ? n : 3] = word, n++;
+    const char *verb = n ? words[0] : "";
     if (!w->cfg) {
         strbuf_puts(out, "the route stage is not running\n");
-        return -1;
+        goto done;
     }
-    int n = command ? sscanf(command, "%31s %63s %7s", verb, arg, extra) : 0;
-    if (n >= 1 && !strcmp(verb, "status") && n == 1) {
+    if ((!strcmp(verb, "status") || !strcmp(verb, "plan")) && n == 1) {
+        if (!strcmp(verb, "plan")) {
+            rc = route_plan_report(w, now, out);
+            goto done;
+        }
         limits_expire(w, now);
         route_status_report(w, now, out);
-        return 0;
+        rc = 0;
+        goto done;
     }
-    if (n >= 1 && !strcmp(verb, "plan") && n == 1) return route_plan_report(w, now, out);
-    if (n >= 1 &&
-        (!strcmp(verb, "pause") || !strcmp(verb, "resume") || !strcmp(verb, "rollback") ||
-         !strcmp(verb, "set")) &&
-        !w->cfg->ramp.to) {
+    /* a named group: VERB GROUP [ARG] */
+    long gi = n >= 2 && n <= 3 ? route_group_index(w->cfg, words[1]) : -1;
+    if (gi >= 0) {
+        rc = group_control(w, (size_t)gi, verb, n == 3 ? words[2] : NULL, now, out);
+        if (rc <= 0) goto done;
+        rc = -1;
+        goto unknown;
+    }
+    /* the default group, named or not */
+    if (n >= 2 && !strcmp(words[1], "default")) {
+        words[1] = words[2];
+        n--;
+    }
+    int moves = !strcmp(verb, "pause") || !strcmp(verb, "resume") || !strcmp(verb, "rollback") ||
+                !strcmp(verb, "set");
+    if (moves && !w->cfg->ramp.to) {
         strbuf_puts(out, "the ramp has no ramp.to egress: there is nothing to move\n");
-        return -1;
+        goto done;
     }
     if (n == 1 && !strcmp(verb, "pause")) {
         set_override(w, RAMP_PAUSE, ramp_share_at(&w->cfg->ramp, &w->override, now), now, out);
-        return 0;
-    }
-    if (n == 1 && !strcmp(verb, "resume")) {
+        rc = 0;
+    } else if (n == 1 && !strcmp(verb, "resume")) {
         set_override(w, RAMP_SCHEDULE, 0, now, out);
-        return 0;
-    }
-    if (n == 1 && !strcmp(verb, "rollback")) {
+        rc = 0;
+    } else if (n == 1 && !strcmp(verb, "rollback")) {
         set_override(w, RAMP_ROLLBACK, ramp_rollback_percent(&w->cfg->ramp, now), now, out);
-        return 0;
-    }
-    if (n == 2 && !strcmp(verb, "set")) {
-        char *end;
-        size_t len = strlen(arg);
-        if (len && arg[len - 1] == '%') arg[--len] = '\0';
-        double p = strtod(arg, &end);
-        if (!len || *end || !isdigit((unsigned char)arg[0]) || !isfinite(p) || p < 0 || p > 100) {
-            strbuf_printf(out, "\"%s\" is not a percentage from 0 to 100\n", arg);
-            return -1;
+        rc = 0;
+    } else if (n == 2 && !strcmp(verb, "set")) {
+        double p, weights[2];
+        char *names[2] = {w->cfg->ramp.from, w->cfg->ramp.to};
+        if (strchr(words[1], '=')) {
+            if (parse_command_weights(words[1], names, 2, weights, out) < 0) goto done;
+            p = 100.0 * weights[1] / (weights[0] + weights[1]);
+        } else if (parse_command_percent(words[1], &p) < 0) {
+            strbuf_printf(out, "\"%s\" is not a percentage from 0 to 100 (or a group: ", words[1]);
+            for (size_t i = 0; i < w->cfg->ramp.n_groups; i++)
+                strbuf_printf(out, "%s, ", w->cfg->ramp.groups[i].name);
+            strbuf_puts(out, "default)\n");
+            goto done;
         }
         set_override(w, RAMP_SET, p, now, out);
-        return 0;
+        rc = 0;
+    } else {
+        goto unknown;
     }
+    goto done;
+unknown:
     strbuf_printf(out,
-                  "unknown ramp command \"%s\" (expected: status, set PERCENT, pause, "
-                  "resume, rollback, plan)\n",
+                  "unknown ramp command \"%s\" (expected: status, plan, set [GROUP] "
+                  "PERCENT|EGRESS=WEIGHT,..., pause [GROUP], resume [GROUP], rollback [GROUP])\n",
                   command ? command : "");
-    return -1;
+done:
+    free(copy);
+    return rc;
 }

@@ -1,12 +1,14 @@
 /* route.h - the route stage: which egress a recipient's mail leaves through, and whether it
  * may leave now. Three things decide it, in this order:
- *   1. the ramp: a sticky percentage split between ramp.from and ramp.to (schedule + the
- *      operator's overrides, which persist in <state>/route.db);
+ *   1. the ramp of the recipient's route group: the default group is a sticky percentage split
+ *      between ramp.from and ramp.to; a group of ramp.groups spreads keys over any number of
+ *      egresses by weighted rendezvous hashing (schedule + the operator's overrides, which
+ *      persist in <state>/route.db);
  *   2. pins: an origin, a recipient domain or a provider fixed to one egress;
  *   3. caps and shaping per egress x provider: message counts per minute/hour/day (persisted),
  *      and suspensions/throttles triggered by receivers' replies (rules in policies/shaping.yaml,
- *      persisted). A capped or suspended choice spills to the other egress when that one is
- *      allowed, else the mail waits in the queue.
+ *      persisted). A capped or suspended choice spills to the other egress (in a group: along
+ *      its spill order) when one is allowed, else the mail waits in the queue.
  * Providers group destinations by MX host suffix (policies/providers.yaml).
  * Loop thread only (route.db is written synchronously; writes are rare, counters are flushed
  * every few seconds and at shutdown). */
@@ -47,11 +49,15 @@ uint32_t route_bucket(const char *key);
 struct route_decision {
     const struct egress_conf *egress;  /* NULL: nothing may send now; wait until `retry_at` */
     const struct egress_conf *planned; /* what the ramp (and pins) chose */
-    double share;                      /* ramp share used */
-    int spilled;                       /* egress != planned because of a cap or shaping */
-    int64_t retry_at;                  /* when egress == NULL */
-    char reason[200];                  /* why (pin, cap hit, suspension...) */
+    const char *group;                 /* the route group ("default": ramp.from/to) */
+    double share; /* ramp share used; in a route group the planned egress's share of the weight */
+    int spilled;  /* egress != planned because of a cap or shaping */
+    int64_t retry_at; /* when egress == NULL */
+    char reason[200]; /* why (pin, cap hit, suspension...) */
 };
+/* The index of the first route group (cfg->ramp.groups) whose match holds for recipient rcpt,
+ * -1 for the default group. */
+long route_group_of(const struct config *cfg, const struct envelope *env, size_t rcpt);
 /* Decides for one recipient whose provider is known. origin: the message's origin name;
  * rcpt_domain: the recipient's domain. Does not count anything. */
 void route_decide(const struct envelope *env, size_t rcpt, const char *provider, int64_t now,

@@ -28,6 +28,13 @@ struct ramp_override {
     int64_t since;  /* when the operator gave the command */
 };
 
+/* A route group's override: the weights in force (one per egress of the group) until resume. */
+struct group_override {
+    enum ramp_mode mode;
+    double *weights; /* n_egress of the group; NULL under RAMP_SCHEDULE */
+    int64_t since;
+};
+
 const char *ramp_mode_name(enum ramp_mode mode);
 int ramp_mode_parse(const char *name, enum ramp_mode *mode);
 /* The index of the step in force at `now` (the last one at or before it), -1 before the first. */
@@ -40,7 +47,23 @@ double ramp_share_at(const struct ramp_conf *ramp, const struct ramp_override *o
 double ramp_rollback_percent(const struct ramp_conf *ramp, int64_t now);
 void ramp_key(const struct ramp_conf *ramp, const struct envelope *env, size_t rcpt, char *out,
               size_t size);
+void ramp_key_parts(char *const *key, size_t n_key, const struct envelope *env, size_t rcpt,
+                    char *out, size_t size);
 uint32_t ramp_bucket(const char *key);
+/* A group's weights at `now` from its schedule alone (before the first step: all on the first
+ * egress), and with the operator's override; weights has g->n_egress entries. */
+void ramp_group_schedule_weights(const struct route_group *g, int64_t now, double *weights);
+void ramp_group_weights(const struct route_group *g, const struct group_override *o, int64_t now,
+                        double *weights);
+/* The weights "rollback" pins: the step before the current one (all on the first egress if
+ * none). */
+void ramp_group_rollback_weights(const struct route_group *g, int64_t now, double *weights);
+/* An egress's weighted rendezvous score for a key (higher wins; 0 when weight is 0). */
+double ramp_rendezvous_score(const char *key, const char *egress, double weight);
+/* The group's egress indexes into order, best score first; returns g->n_egress. The first is
+ * the key's egress, the rest the default spill order. */
+size_t ramp_group_order(const struct route_group *g, const double *weights, const char *key,
+                        size_t *order);
 /* 1 when a key in `bucket` goes to ramp.to at `share` percent. */
 int ramp_goes_to(uint32_t bucket, double share);
 /* "2026-12-01T00:00:00Z" */
@@ -75,10 +98,11 @@ struct route_world {
     const struct config *cfg;
     char *state_dir;
     sqlite3 *db;
-    struct ramp_override override;
-    size_t n_providers;            /* cfg providers + "other" */
-    struct route_pair *pairs;      /* n_egress x n_providers */
-    struct route_shaping *shaping; /* n_shaping x n_egress x n_providers */
+    struct ramp_override override;         /* the default group's (ramp.from/to) */
+    struct group_override *group_override; /* one per cfg->ramp.groups */
+    size_t n_providers;                    /* cfg providers + "other" */
+    struct route_pair *pairs;              /* n_egress x n_providers */
+    struct route_shaping *shaping;         /* n_shaping x n_egress x n_providers */
     size_t n_shaping_states;
     int64_t last_flush; /* real time of the last counter flush */
 };
@@ -113,6 +137,7 @@ void route_db_close(struct route_world *w);
 /* Reads the override, counters and active shaping entries into w (built already). */
 int route_db_load(struct route_world *w, char *err, size_t errlen);
 void route_db_save_override(struct route_world *w);
+void route_db_save_group_override(struct route_world *w, size_t group);
 void route_db_flush_counters(struct route_world *w);
 void route_db_save_shaping(struct route_world *w, const struct route_shaping *s);
 void route_db_delete_shaping(struct route_world *w, const struct route_shaping *s);
@@ -120,6 +145,10 @@ void route_db_delete_shaping(struct route_world *w, const struct route_shaping *
 /* ---- control.c: the operator's texts */
 
 void route_status_report(struct route_world *w, int64_t now, struct strbuf *out);
+/* "legacy=80.00% cloud=20.00%": a group's weights as shares. */
+void route_format_weights(const struct route_group *g, const double *weights, struct strbuf *out);
+/* The index of the route group called name, -1 when none is ("default" is none). */
+long route_group_index(const struct config *cfg, const char *name);
 int route_plan_report(struct route_world *w, int64_t now, struct strbuf *out);
 
 #endif

@@ -1,8 +1,9 @@
 /* route_settings.c - the settings tables of routing: ramp (which egress, by what key, on what
- * schedule, with which pins), caps per egress x provider, providers by MX host and shaping
- * rules. Constant data read by config_load() (config/config_route.c keeps the cross-checks:
- * egress and provider names, time order, rates) and `outrelay settings`; the values land in
- * struct config, struct cap_conf, struct provider_conf and struct shaping_rule. Any thread. */
+ * schedule, with which pins; its route groups), caps per egress x provider, providers by MX
+ * host and shaping rules. Constant data read by config_load() (config/config_route.c keeps the
+ * cross-checks: egress and provider names, time order, rates) and `outrelay settings`; the values
+ * land in struct config, struct cap_conf, struct provider_conf and struct shaping_rule. Any thread.
+ */
 #include <stddef.h>
 
 #include "config/config.h"
@@ -50,6 +51,62 @@ static const struct setting ramp_items[] = {
      .example = "{ origins: { zimbra: legacy }, providers: { microsoft-consumer: legacy } }",
      .help = "Fixed egresses for origins, recipient domains (and their subdomains) and providers, "
              "until a UTC time or for good; policy files may hold pins too."},
+    {.name = "groups",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "list of { name, match: { origins, sender_domains, rcpt_domains }, egress: [names], "
+             "schedule: [{ at: time, weights: { EGRESS: weight } }], interpolate, key, spill }",
+     .default_text = "none: every message is in the default group (from, to and schedule above)",
+     .example = "[{ name: subsidiary, match: { sender_domains: [.sub.example.com] }, egress: "
+                "[legacy, cloud, google], schedule: [{ at: \"2026-12-01T00:00:00Z\", weights: { "
+                "legacy: 80, cloud: 10, google: 10 } }] }]",
+     .help = "Route groups, each a ramp of its own over any number of egresses; a message's "
+             "recipient takes the first group whose match holds (every kind given must match: "
+             "origin name, sender domain, which is the From: header's domain or else the "
+             "envelope sender's, and recipient domain; example.com matches exactly, "
+             ".example.com its subdomains), else the default group. A group's weights are "
+             "relative (any non-negative numbers), steps at UTC times, straight lines between "
+             "them with interpolate: true; before the first step all mail takes the group's first "
+             "egress. Keys go to egresses by weighted rendezvous hashing, so raising one "
+             "egress's weight only moves keys to it. spill lists the egresses to try when the "
+             "choice is capped or suspended (default: the group's others, best score first). "
+             "Pins apply before any group."},
+};
+
+#define GROUP(field) offsetof(struct route_group, field)
+
+/* One entry of ramp.groups: read by config_route.c; described in the ramp table's groups. */
+static const struct setting group_items[] = {
+    {.name = "name", .type = SETTING_STRING, .offset = GROUP(name), .help = "The group's name."},
+    {.name = "match",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .help = "{ origins, sender_domains, rcpt_domains }."},
+    {.name = "egress",
+     .type = SETTING_STRING_LIST,
+     .offset = GROUP(egress),
+     .count_offset = GROUP(n_egress),
+     .help = "The group's egresses."},
+    {.name = "schedule",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .help = "[{ at, weights: { EGRESS: weight } }]."},
+    {.name = "interpolate",
+     .type = SETTING_BOOL,
+     .offset = GROUP(interpolate),
+     .def = "false",
+     .help = "Straight lines between the steps."},
+    {.name = "key",
+     .type = SETTING_STRING_LIST,
+     .offset = GROUP(key),
+     .count_offset = GROUP(n_key),
+     .def = "[from_domain, rcpt_domain]",
+     .help = "The routing key parts, as ramp.key."},
+    {.name = "spill",
+     .type = SETTING_STRING_LIST,
+     .offset = GROUP(spill),
+     .count_offset = GROUP(n_spill),
+     .help = "The spill order."},
 };
 
 #define CAP(field) offsetof(struct cap_conf, field)
@@ -188,13 +245,19 @@ const struct settings_table route_ramp_settings = {
     .section = "ramp",
     .help = "Moving mail from one egress to another over time. Each message's key (made of the "
             "parts listed in key) decides, stably, whether it is in the share that already goes "
-            "to to.",
+            "to to. Route groups (groups) give chosen senders or recipients a ramp of their own "
+            "over any number of egresses.",
     .items = ramp_items,
     .n_items = SETTINGS_COUNT(ramp_items)};
+const struct settings_table route_ramp_group_settings = {.section = "ramp.groups",
+                                                         .items = group_items,
+                                                         .n_items = SETTINGS_COUNT(group_items),
+                                                         .entries = 1};
 const struct settings_table route_cap_settings = {
     .section = "caps",
     .help = "A list of limits per egress and provider; at least one limit must be set. Mail over "
-            "a cap spills to the other ramp egress when that one may send, else it waits.",
+            "a cap spills to the other ramp egress (in a route group: along its spill order) when "
+            "one may send, else it waits.",
     .items = cap_items,
     .n_items = SETTINGS_COUNT(cap_items),
     .entries = 1};

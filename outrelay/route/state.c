@@ -1,7 +1,8 @@
 /* state.c - <state>/route.db, the route stage's memory across restarts: the operator's ramp
- * override, the message counts per egress x provider x window, and the shaping entries in
- * force. The only code that touches route.db. Writes are synchronous (rare, or batched: counts
- * are flushed every few seconds by route.c); loop thread only. */
+ * overrides (the default group's and each route group's, by name), the message counts per egress x
+ * provider x window, and the shaping entries in force. The only code that touches route.db. Writes
+ * are synchronous (rare, or batched: counts are flushed every few seconds by route.c); loop thread
+ * only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,11 @@ static const char route_schema_sql[] = "PRAGMA journal_mode=WAL;"
                                        " id INTEGER PRIMARY KEY CHECK (id = 1),"
                                        " mode TEXT NOT NULL,"
                                        " percent REAL NOT NULL,"
+                                       " since INTEGER NOT NULL);"
+                                       "CREATE TABLE IF NOT EXISTS group_override ("
+                                       " grp TEXT PRIMARY KEY,"
+                                       " mode TEXT NOT NULL,"
+                                       " weights TEXT NOT NULL," /* egress=weight,... */
                                        " since INTEGER NOT NULL);"
                                        "CREATE TABLE IF NOT EXISTS counters ("
                                        " egress TEXT NOT NULL,"
@@ -98,6 +104,42 @@ static struct route_shaping *find_shaping(struct route_world *w, const char *rul
     return NULL;
 }
 
+/* One stored group override, when its group is still configured: weights by egress name (an
+ * egress no longer in the group is dropped, a new one weighs 0). */
+static void load_group_override(struct route_world *w, const char *group, const char *mode_name,
+                                const char *text, int64_t since)
+{
+    long gi = route_group_index(w->cfg, group);
+    enum ramp_mode mode;
+    if (gi < 0 || ramp_mode_parse(mode_name, &mode) < 0) {
+        log_info("route: ramp override of group %s forgotten (not configured)", group);
+        return;
+    }
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    struct group_override *o = &w->group_override[gi];
+    free(o->weights);
+    o->weights = NULL;
+    o->mode = mode;
+    o->since = since;
+    if (mode == RAMP_SCHEDULE) return;
+    o->weights = xcalloc(g->n_egress ? g->n_egress : 1, sizeof *o->weights);
+    char *copy = xstrdup(text), *save = NULL;
+    double sum = 0;
+    for (char *item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) continue;
+        *eq = '\0';
+        for (size_t e = 0; e < g->n_egress; e++)
+            if (!strcmp(g->egress[e], item)) sum += o->weights[e] = strtod(eq + 1, NULL);
+    }
+    free(copy);
+    if (!(sum > 0)) { /* nothing left that the group knows: follow the schedule */
+        free(o->weights);
+        o->weights = NULL;
+        o->mode = RAMP_SCHEDULE;
+    }
+}
+
 int route_db_load(struct route_world *w, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
@@ -111,6 +153,13 @@ int route_db_load(struct route_world *w, char *err, size_t errlen)
             w->override.since = sqlite3_column_int64(st, 2);
         }
     }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(w->db, "SELECT grp, mode, weights, since FROM group_override", -1,
+                                &st, NULL);
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        load_group_override(w, column_text(st, 0), column_text(st, 1), column_text(st, 2),
+                            sqlite3_column_int64(st, 3));
     sqlite3_finalize(st);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(w->db, "SELECT egress, provider, span, start, count FROM counters",
@@ -171,6 +220,32 @@ void route_db_save_override(struct route_world *w)
     sqlite3_bind_int64(st, 3, w->override.since);
     if (sqlite3_step(st) != SQLITE_DONE) db_warn(w, "saving the ramp override");
     sqlite3_finalize(st);
+}
+
+void route_db_save_group_override(struct route_world *w, size_t group)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[group];
+    const struct group_override *o = &w->group_override[group];
+    struct strbuf weights = STRBUF_INIT;
+    sqlite3_stmt *st = NULL;
+    if (!w->db) return;
+    for (size_t e = 0; o->weights && e < g->n_egress; e++)
+        strbuf_printf(&weights, "%s%s=%.17g", e ? "," : "", g->egress[e], o->weights[e]);
+    if (sqlite3_prepare_v2(w->db,
+                           "INSERT OR REPLACE INTO group_override (grp, mode, weights, since) "
+                           "VALUES (?1, ?2, ?3, ?4)",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_warn(w, "saving a group's ramp override");
+        strbuf_free(&weights);
+        return;
+    }
+    sqlite3_bind_text(st, 1, g->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, ramp_mode_name(o->mode), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, strbuf_str(&weights), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, o->since);
+    if (sqlite3_step(st) != SQLITE_DONE) db_warn(w, "saving a group's ramp override");
+    sqlite3_finalize(st);
+    strbuf_free(&weights);
 }
 
 void route_db_flush_counters(struct route_world *w)
