@@ -134,10 +134,12 @@ static void tlsa_resolved(void *arg, const struct dns_answer *a)
         int bogus = a->security == DNS_BOGUS;
         c->tls_failure = bogus ? "dnssec-invalid" : NULL;
         smtpc_set_error(c, 0, bogus ? "4.7.5" : "4.4.3",
-                        "TLSA lookup for _25._tcp.%s failed (%s%s): DANE status unknown, the mail "
+                        "TLSA lookup for _25._tcp.%s failed (%s): DANE status unknown, the mail "
                         "stays queued",
-                        c->mx_name, bogus ? "DNSSEC bogus: " : "",
-                        a->error ? a->error : "temporary DNS failure");
+                        c->mx_name,
+                        a->error ? a->error
+                        : bogus  ? "DNSSEC validation failed (bogus)"
+                                 : "temporary DNS failure");
         log_warn("smtpc: %s", c->last_error);
         c->host_i++;
         smtpc_resolve_next_host(c);

@@ -207,7 +207,7 @@ static int apply_dane(struct tls_policy *p, const char *domain, const struct tls
         p->verify = 1;
         p->names[p->n_names++] = p->mx;
         snprintf(p->reason, sizeof p->reason,
-                 "DANE _25._tcp.%s: STARTTLS required, certificate matched to TLSA %s", p->mx,
+                 "DANE _25._tcp.%s: STARTTLS required, certificate must match TLSA %s", p->mx,
                  used.data);
     } else {
         snprintf(p->reason, sizeof p->reason,
