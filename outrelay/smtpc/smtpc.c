@@ -386,6 +386,8 @@ static int dane_authenticated(struct smtpc_conn *c, SSL *ssl)
     int depth = SSL_get0_dane_tlsa(ssl, &usage, &selector, &mtype, NULL, NULL);
     if (vr == X509_V_OK && depth >= 0 && SSL_get0_dane_authority(ssl, NULL, NULL) >= 0) {
         struct tls_policy *p = c->tls_policy;
+        char *before = strstr(p->reason, "; matched TLSA"); /* an earlier address's */
+        if (before) *before = '\0';
         size_t used = strlen(p->reason);
         snprintf(p->reason + used, sizeof p->reason - used, "; matched TLSA %u %u %u at depth %d",
                  usage, selector, mtype, depth);

@@ -17,6 +17,9 @@ The relay trusts no CA (no tls_ca_file), so only DANE can authenticate a server.
   unusable.dane.test  TLSA 1 1 1 and 0 0 1 only (PKIX usages, unusable for SMTP): TLS without
                       authentication (RFC 7672 section 2.2): delivered over TLS, policy encrypt
   unpl.dane.test      the same TLSA, smtp-sink without STARTTLS: deferred 4.7.4
+  taname.dane.test    TLSA 2 0 1 of the test CA, served by S_TA whose certificate names
+                      mx.ta.dane.test: deferred 4.7.5 certificate-host-mismatch (DANE-TA checks
+                      the name, RFC 7672 section 3.2.2)
   bogus.dane.test     TLSA edited after signing: deferred with the reason, tls_failure
                       dnssec-invalid, nothing delivered
   insecure.test       unsigned zone, a non-matching TLSA: not used, delivered opportunistically
@@ -85,6 +88,8 @@ def test(env):
         f"_25._tcp.mx.unusable IN TLSA 1 1 1 {ta_spki}\n"
         f"_25._tcp.mx.unusable IN TLSA 0 0 1 {ca_cert}\n"
         f"unpl IN MX 10 mx.unpl\nmx.unpl IN A {S_PL}\n_25._tcp.mx.unpl IN TLSA 1 1 1 {ta_spki}\n"
+        f"taname IN MX 10 mx.taname\nmx.taname IN A {S_TA}\n"
+        f"_25._tcp.mx.taname IN TLSA 2 0 1 {ca_cert}\n"
         f"bogus IN MX 10 mx.bogus\nmx.bogus IN A {S_EE}\n"
         f"_25._tcp.mx.bogus IN TLSA 3 1 1 {ee_spki}\n")
     signed = h.dnssec_sign(env, "dane.test", h.zone_text("dane.test", body))
@@ -111,7 +116,7 @@ def test(env):
     relay = h.Relay(env, cfg)
     rcpts = ["u@ee.dane.test", "u@ta.dane.test", "u@bad.dane.test", "u@fallback.dane.test",
              "u@notls.dane.test", "u@unusable.dane.test", "u@unpl.dane.test",
-             "u@bogus.dane.test", "u@insecure.test"]
+             "u@taname.dane.test", "u@bogus.dane.test", "u@insecure.test"]
     for rcpt in rcpts:
         res = h.send(relay.host, relay.port, "alice@example.org", [rcpt],
                      h.make_message("alice@example.org", rcpt, "dane",
@@ -154,6 +159,7 @@ def test(env):
     deferred = {"u@bad.dane.test": ("4.7.5", "tlsa-invalid", "TLSA"),
                 "u@notls.dane.test": ("4.7.4", "starttls-not-supported", "DANE"),
                 "u@unpl.dane.test": ("4.7.4", "starttls-not-supported", "none usable"),
+                "u@taname.dane.test": ("4.7.5", "certificate-host-mismatch", "hostname mismatch"),
                 "u@bogus.dane.test": ("4.7.5", "dnssec-invalid", "bogus")}
     for rcpt, (enhanced, failure, words) in deferred.items():
         d = env.wait_for(lambda: rows(relay, "deferred", rcpt), 30,
