@@ -406,36 +406,35 @@ static void test_tlsa_usability(void **state)
     memset(h256, 0xab, sizeof h256);
     memset(h512, 0xcd, sizeof h512);
     memset(junk, 0x30, sizeof junk);
-    struct dns_tlsa t = tlsa(3, 1, 1, h256, 32);
-    assert_true(tls_policy_tlsa_usable(&t)); /* DANE-EE SPKI SHA-256 */
-    t = tlsa(2, 0, 1, h256, 32);
-    assert_true(tls_policy_tlsa_usable(&t)); /* DANE-TA certificate SHA-256 */
-    t = tlsa(2, 1, 2, h512, 64);
-    assert_true(tls_policy_tlsa_usable(&t));
-    /* PKIX-TA and PKIX-EE are unusable for SMTP (RFC 7672 section 3.1.3) */
-    t = tlsa(0, 0, 1, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(1, 1, 1, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    /* unknown usage, selector, matching type */
-    t = tlsa(4, 1, 1, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(3, 2, 1, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(3, 1, 3, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    /* a digest of the wrong length */
-    t = tlsa(3, 1, 1, h512, 64);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(3, 1, 2, h256, 32);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(3, 1, 1, h256, 31);
-    assert_false(tls_policy_tlsa_usable(&t));
-    /* matching type 0: the data must be a whole DER certificate or SubjectPublicKeyInfo */
-    t = tlsa(3, 0, 0, junk, sizeof junk);
-    assert_false(tls_policy_tlsa_usable(&t));
-    t = tlsa(3, 1, 0, junk, sizeof junk);
-    assert_false(tls_policy_tlsa_usable(&t));
+    const struct {
+        struct dns_tlsa record;
+        int usable;
+    } cases[] = {
+        {tlsa(3, 1, 1, h256, 32), 1}, /* DANE-EE SPKI SHA-256 */
+        {tlsa(2, 0, 1, h256, 32), 1}, /* DANE-TA certificate SHA-256 */
+        {tlsa(2, 1, 2, h512, 64), 1},
+        /* PKIX-TA and PKIX-EE are unusable for SMTP (RFC 7672 section 3.1.3) */
+        {tlsa(0, 0, 1, h256, 32), 0},
+        {tlsa(1, 1, 1, h256, 32), 0},
+        /* unknown usage, selector, matching type */
+        {tlsa(4, 1, 1, h256, 32), 0},
+        {tlsa(3, 2, 1, h256, 32), 0},
+        {tlsa(3, 1, 3, h256, 32), 0},
+        /* a digest of the wrong length */
+        {tlsa(3, 1, 1, h512, 64), 0},
+        {tlsa(3, 1, 2, h256, 32), 0},
+        {tlsa(3, 1, 1, h256, 31), 0},
+        /* matching type 0: the data must be a whole DER certificate or SubjectPublicKeyInfo */
+        {tlsa(3, 0, 0, junk, sizeof junk), 0},
+        {tlsa(3, 1, 0, junk, sizeof junk), 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (tls_policy_tlsa_usable(&cases[i].record) != cases[i].usable)
+            fail_msg("TLSA case %zu (%u %u %u, %zu octets): usable should be %d", i,
+                     cases[i].record.usage, cases[i].record.selector, cases[i].record.mtype,
+                     cases[i].record.len, cases[i].usable);
+    }
+    struct dns_tlsa t;
     FILE *f = fopen(ca_a, "r");
     assert_non_null(f);
     X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
