@@ -1,9 +1,9 @@
 /* smtpc_resolve.c - where an SMTP client connection goes: the MX hosts of the destination's
  * domain (or the smarthost), their addresses in the egress's families, the host's DANE TLSA
  * records (RFC 7672) and from them the TLS policy for the host, and connecting to the addresses
- * one by one from a bound source address. When nothing is left
- * it fails the destination and closes the connection. Never blocks: DNS and connect are
- * asynchronous. Called by the session (smtpc.c); uses only the connection core. Loop thread. */
+ * one by one from a bound source address. When nothing is left it fails the destination and
+ * closes the connection. Never blocks: DNS and connect are asynchronous. Called by the session
+ * (smtpc.c); uses only the connection core. Loop thread. */
 #include <errno.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>

@@ -1,8 +1,7 @@
 /* tls_policy.c - the TLS policy of an outbound connection (see tls_policy.h) from the MX
  * host's DANE TLSA records, the administrator's tls_policy: table or the egress's settings,
- * and the client contexts the
- * current config's egresses hold in the shared cache (tls/). Never touches a connection.
- * Called by the SMTP client (smtpc/); loop thread only. */
+ * and the client contexts the current config's egresses hold in the shared cache (tls/).
+ * Never touches a connection. Called by the SMTP client (smtpc/); loop thread only. */
 #include "smtpc/tls_policy.h"
 
 #include <stdio.h>
@@ -219,8 +218,7 @@ static int apply_dane(struct tls_policy *p, const char *domain, const struct tls
     return 1;
 }
 
-/* --- the decision ------------------------------------------------------------------------------
- */
+/* --- the decision ------------------------------------------------------------------------- */
 
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
                                   const char *mx, const struct tls_policy_inputs *in, char *err,
