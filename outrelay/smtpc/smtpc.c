@@ -61,7 +61,31 @@ static void start_tls(struct smtpc_conn *c)
     const struct tls_policy *p = c->tls_policy;
     SSL *ssl = SSL_new(p->ctx);
     SSL_set_tlsext_host_name(ssl, p->sni);
-    if (p->verify) { /* the chain and a name (RFC 6125), not the chain alone */
+    if (p->dane) {
+        /* DANE (RFC 7672 section 3): the certificate must match one of the TLSA records, the
+         * TLSA base domain (the MX host) being the name a DANE-TA chain must carry; DANE-EE
+         * ignores names and dates (section 3.1.1). The context was made ready for DANE in
+         * tls/ (SSL_CTX_dane_enable, once per shared context). */
+        int added = 0;
+        if (SSL_dane_enable(ssl, p->mx) > 0) {
+            SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+            for (size_t i = 0; i < p->n_tlsa; i++)
+                if (SSL_dane_tlsa_add(ssl, p->tlsa[i].usage, p->tlsa[i].selector, p->tlsa[i].mtype,
+                                      p->tlsa[i].data, p->tlsa[i].len) > 0)
+                    added++;
+        }
+        ERR_clear_error();
+        if (!added) { /* never fall back to an unauthenticated handshake */
+            SSL_free(ssl);
+            c->tls_failure = "tlsa-invalid";
+            smtpc_set_error(c, 0, "4.7.5", "no TLSA record of %s could be used by OpenSSL (%s)",
+                            c->mx_name, p->reason);
+            log_warn("smtpc: %s", c->last_error);
+            smtpc_conn_next_address(c);
+            return;
+        }
+        SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+    } else if (p->verify) { /* the chain and a name (RFC 6125), not the chain alone */
         SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
         SSL_set1_host(ssl, p->names[0]);
         for (size_t i = 1; i < p->n_names; i++)
@@ -345,6 +369,42 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
     }
 }
 
+/* The RFC 8460 result type of a DANE handshake that did not verify: no TLSA record matched
+ * the server's certificate (tlsa-invalid), else what the DANE-TA chain check said. */
+static const char *dane_failure_type(long verify_result)
+{
+    return verify_result == X509_V_ERR_DANE_NO_MATCH ? "tlsa-invalid"
+                                                     : smtpc_tls_failure_type(verify_result);
+}
+
+/* After a DANE handshake: 1 when a TLSA record authenticated the server (which one goes into
+ * the policy's reason and the log), else the address is given up with 4.7.5 and 0. */
+static int dane_authenticated(struct smtpc_conn *c, SSL *ssl)
+{
+    uint8_t usage, selector, mtype;
+    long vr = SSL_get_verify_result(ssl);
+    int depth = SSL_get0_dane_tlsa(ssl, &usage, &selector, &mtype, NULL, NULL);
+    if (vr == X509_V_OK && depth >= 0 && SSL_get0_dane_authority(ssl, NULL, NULL) >= 0) {
+        struct tls_policy *p = c->tls_policy;
+        char *before = strstr(p->reason, "; matched TLSA"); /* an earlier address's */
+        if (before) *before = '\0';
+        size_t used = strlen(p->reason);
+        snprintf(p->reason + used, sizeof p->reason - used, "; matched TLSA %u %u %u at depth %d",
+                 usage, selector, mtype, depth);
+        log_info("smtpc: %s[%s]: DANE authenticated by TLSA %u %u %u (certificate depth %d)",
+                 c->mx_name, c->addr_text, usage, selector, mtype, depth);
+        return 1;
+    }
+    c->tls_failure = dane_failure_type(vr != X509_V_OK ? vr : X509_V_ERR_DANE_NO_MATCH);
+    smtpc_set_error(c, 0, "4.7.5", "certificate of %s[%s] did not match its TLSA records: %s (%s)",
+                    c->mx_name, c->addr_text,
+                    X509_verify_cert_error_string(vr != X509_V_OK ? vr : X509_V_ERR_DANE_NO_MATCH),
+                    c->tls_policy->reason);
+    log_warn("smtpc: %s", c->last_error);
+    smtpc_conn_next_address(c);
+    return 0;
+}
+
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -357,6 +417,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         if (c->state == C_TLS_HANDSHAKE) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+            if (c->tls_policy->dane && !dane_authenticated(c, ssl)) return;
             if (c->tls_policy->verify && SSL_get_verify_result(ssl) != X509_V_OK) {
                 c->tls_failure = smtpc_tls_failure_type(SSL_get_verify_result(ssl));
                 smtpc_set_error(c, 0, "4.7.5", "certificate of %s[%s] did not verify: %s (%s)",
@@ -395,7 +456,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         /* say why verification failed (e.g. "hostname mismatch"), not only that it did */
         SSL *ssl = c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
         long vr = ssl && c->tls_policy->verify ? SSL_get_verify_result(ssl) : X509_V_OK;
-        c->tls_failure = smtpc_tls_failure_type(vr);
+        c->tls_failure = c->tls_policy->dane ? dane_failure_type(vr) : smtpc_tls_failure_type(vr);
         smtpc_set_error(c, 0, "4.7.5", "TLS handshake with %s[%s] failed: %s%s%s%s (%s)",
                         c->mx_name, c->addr_text, why,
                         vr != X509_V_OK ? " (certificate did not verify: " : "",

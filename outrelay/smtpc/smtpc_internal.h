@@ -74,6 +74,7 @@ struct smtpc_conn {
     int aaaa_done;
     int any_tempfail;
     int mx_secure;   /* the MX answer was DNSSEC-validated (an implicit MX: the domain's) */
+    int addr_secure; /* every address answer of the current host was DNSSEC-validated */
     int no_tls;      /* this address in plaintext: its optional handshake failed */
     int retry_plain; /* the next address tried is the same one again, in plaintext */
 

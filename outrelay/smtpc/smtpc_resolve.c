@@ -1,8 +1,9 @@
 /* smtpc_resolve.c - where an SMTP client connection goes: the MX hosts of the destination's
- * domain (or the smarthost), the TLS policy for each host, their addresses in the egress's
- * families, and connecting to them one by one from a bound source address. When nothing is left
- * it fails the destination and closes the connection. Never blocks: DNS and connect are
- * asynchronous. Called by the session (smtpc.c); uses only the connection core. Loop thread. */
+ * domain (or the smarthost), their addresses in the egress's families, the host's DANE TLSA
+ * records (RFC 7672) and from them the TLS policy for the host, and connecting to the addresses
+ * one by one from a bound source address. When nothing is left it fails the destination and
+ * closes the connection. Never blocks: DNS and connect are asynchronous. Called by the session
+ * (smtpc.c); uses only the connection core. Loop thread. */
 #include <errno.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -24,6 +25,23 @@ static int by_preference(const void *a, const void *b)
 }
 
 static void host_resolved(void *arg, const struct dns_answer *a);
+static void tlsa_resolved(void *arg, const struct dns_answer *a);
+
+/* The host's addresses (and TLSA answer, or NULL) are known: its TLS policy, then connect. */
+static void host_ready(struct smtpc_conn *c, const struct dns_answer *tlsa)
+{
+    char err[256];
+    struct tls_policy_inputs in = {.mx_secure = c->mx_secure, .tlsa = tlsa};
+    c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, &in, err, sizeof err);
+    c->host_i++;
+    if (!c->tls_policy) {
+        smtpc_set_error(c, 0, "4.7.5", "no TLS client context for %s: %s", c->mx_name, err);
+        log_error("smtpc: %s", c->last_error);
+        smtpc_resolve_next_host(c);
+        return;
+    }
+    smtpc_conn_next_address(c);
+}
 
 void smtpc_resolve_next_host(struct smtpc_conn *c)
 {
@@ -43,28 +61,19 @@ void smtpc_resolve_next_host(struct smtpc_conn *c)
     }
     c->state = C_RESOLVE_HOST;
     snprintf(c->mx_name, sizeof c->mx_name, "%s", c->hosts[c->host_i].name);
-    char err[256];
     tls_policy_free(c->tls_policy);
-    struct tls_policy_inputs in = {.mx_secure = c->mx_secure};
-    c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, &in, err, sizeof err);
-    if (!c->tls_policy) {
-        smtpc_set_error(c, 0, "4.7.5", "no TLS client context for %s: %s", c->mx_name, err);
-        log_error("smtpc: %s", c->last_error);
-        c->host_i++;
-        smtpc_resolve_next_host(c);
-        return;
-    }
+    c->tls_policy = NULL;
     free(c->addrs);
     c->addrs = NULL;
     c->n_addrs = c->addr_i = 0;
     c->aaaa_done = 0;
+    c->addr_secure = 1;
     struct sockaddr_any lit;
     if (util_parse_ip(c->mx_name, &lit) == 0) { /* smarthost given as an address */
         c->addrs = xmalloc(sizeof *c->addrs);
         c->addrs[0] = lit;
         c->n_addrs = 1;
-        c->host_i++;
-        smtpc_conn_next_address(c);
+        host_ready(c, NULL);
         return;
     }
     c->dnsq = dns_query(c->mx_name, DNS_TYPE_A, host_resolved, c);
@@ -83,6 +92,7 @@ static void host_resolved(void *arg, const struct dns_answer *a)
     struct smtpc_conn *c = arg;
     c->dnsq = NULL;
     if (a->status == DNS_TEMPFAIL) c->any_tempfail = 1;
+    if (a->security != DNS_SECURE) c->addr_secure = 0;
     for (size_t i = 0; i < a->n && a->status == DNS_OK; i++) {
         if (!source_family_ok(c, a->addrs[i].ss.ss_family)) continue;
         c->addrs = xrealloc(c->addrs, (c->n_addrs + 1) * sizeof *c->addrs);
@@ -93,12 +103,49 @@ static void host_resolved(void *arg, const struct dns_answer *a)
         c->dnsq = dns_query(c->mx_name, DNS_TYPE_AAAA, host_resolved, c);
         return;
     }
-    c->host_i++;
     if (c->n_addrs == 0) {
+        c->host_i++;
         smtpc_resolve_next_host(c);
         return;
     }
-    smtpc_conn_next_address(c);
+    /* DANE (RFC 7672 section 2.2): TLSA records count only for an MX host reached through
+     * DNSSEC-validated MX and address answers (section 2.2.2); a smarthost is the
+     * administrator's choice and keeps the egress's TLS settings (section 3 would allow DANE
+     * for it; not done) */
+    if (c->egress->type == EGRESS_DIRECT && c->dest->domain[0] && c->dest->domain[0] != '[' &&
+        c->mx_secure && c->addr_secure) {
+        char qname[300];
+        snprintf(qname, sizeof qname, "_25._tcp.%s", c->mx_name);
+        c->dnsq = dns_query(qname, DNS_TYPE_TLSA, tlsa_resolved, c);
+        return;
+    }
+    host_ready(c, NULL);
+}
+
+/* The MX host's TLSA answer. Secure records: DANE decides (tls_policy_for); secure NXDOMAIN or
+ * NODATA and insecure answers: no DANE. A bogus answer, or one that could not be had, may hide
+ * records an attacker removed: that host is skipped with a temporary error (RFC 7672 section
+ * 2.2), so the mail waits rather than go without the TLS the receiver asked for. */
+static void tlsa_resolved(void *arg, const struct dns_answer *a)
+{
+    struct smtpc_conn *c = arg;
+    c->dnsq = NULL;
+    if (a->security == DNS_BOGUS || a->status == DNS_TEMPFAIL) {
+        int bogus = a->security == DNS_BOGUS;
+        c->tls_failure = bogus ? "dnssec-invalid" : NULL;
+        smtpc_set_error(c, 0, bogus ? "4.7.5" : "4.4.3",
+                        "TLSA lookup for _25._tcp.%s failed (%s): DANE status unknown, the mail "
+                        "stays queued",
+                        c->mx_name,
+                        a->error ? a->error
+                        : bogus  ? "DNSSEC validation failed (bogus)"
+                                 : "temporary DNS failure");
+        log_warn("smtpc: %s", c->last_error);
+        c->host_i++;
+        smtpc_resolve_next_host(c);
+        return;
+    }
+    host_ready(c, a);
 }
 
 static void mx_resolved(void *arg, const struct dns_answer *a)

@@ -1,7 +1,7 @@
-/* tls_policy.c - the TLS policy of an outbound connection (see tls_policy.h) from the
- * administrator's tls_policy: table or the egress's settings, and the client contexts the
- * current config's egresses hold in the shared cache (tls/). Never touches a connection.
- * Called by the SMTP client (smtpc/); loop thread only. */
+/* tls_policy.c - the TLS policy of an outbound connection (see tls_policy.h) from the MX
+ * host's DANE TLSA records, the administrator's tls_policy: table or the egress's settings,
+ * and the client contexts the current config's egresses hold in the shared cache (tls/).
+ * Never touches a connection. Called by the SMTP client (smtpc/); loop thread only. */
 #include "smtpc/tls_policy.h"
 
 #include <stdio.h>
@@ -9,6 +9,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/x509.h>
+
+#include "common/strbuf.h"
 #include "common/util.h"
 #include "tls/tls.h"
 
@@ -122,22 +125,115 @@ static void apply_rule(struct tls_policy *p, const struct tls_policy_rule *r)
              p->verify ? (r->n_names ? r->names[0] : p->mx) : "");
 }
 
+/* --- DANE (RFC 7672) -------------------------------------------------------------------------- */
+
+int tls_policy_tlsa_usable(const struct dns_tlsa *t)
+{
+    if (t->usage != 2 && t->usage != 3) return 0; /* PKIX-TA, PKIX-EE: RFC 7672 section 3.1.3 */
+    if (t->selector > 1 || !t->data || t->len == 0) return 0;
+    switch (t->mtype) {
+    case 1:
+        return t->len == 32; /* SHA2-256 */
+    case 2:
+        return t->len == 64; /* SHA2-512 */
+    case 0: {                /* the certificate or key itself, DER: it must parse, whole */
+        const unsigned char *d = t->data;
+        int ok = 0;
+        if (t->selector == 0) {
+            X509 *x = d2i_X509(NULL, &d, (long)t->len);
+            ok = x && d == t->data + t->len;
+            X509_free(x);
+        } else {
+            EVP_PKEY *k = d2i_PUBKEY(NULL, &d, (long)t->len);
+            ok = k && d == t->data + t->len;
+            EVP_PKEY_free(k);
+        }
+        return ok;
+    }
+    default:
+        return 0;
+    }
+}
+
+/* One TLSA record in presentation form (RFC 6698 section 2.2): "3 1 1 <hex>". */
+static void tlsa_text(struct strbuf *out, const struct dns_tlsa *t)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char head[16];
+    snprintf(head, sizeof head, "%u %u %u ", t->usage, t->selector, t->mtype);
+    strbuf_puts(out, head);
+    for (size_t i = 0; i < t->len; i++) {
+        char two[3] = {hex[t->data[i] >> 4], hex[t->data[i] & 15], 0};
+        strbuf_puts(out, two);
+    }
+}
+
+/* The DANE policy when a secure TLSA answer with records came for the MX host (RFC 7672
+ * section 2.2): STARTTLS required; with usable records the certificate must match one of them
+ * (OpenSSL's DANE verification, the TLSA base domain being the MX host: RFC 7672 section 3.2.2
+ * for DANE-TA names), with none usable TLS without authentication (RFC 7672 section 2.2: the
+ * server said it does TLS, so no plaintext). For TLS reporting (RFC 8460 section 4.4) the policy
+ * domain is the recipient domain and the policy string the TLSA RRset as published. 0 when DANE
+ * does not apply (no answer, insecure, no records), and the next source decides. */
+static int apply_dane(struct tls_policy *p, const char *domain, const struct tls_policy_inputs *in)
+{
+    const struct dns_answer *a = in ? in->tlsa : NULL;
+    if (!a || !in->mx_secure || a->security != DNS_SECURE || a->status != DNS_OK || a->n == 0)
+        return 0;
+    struct strbuf published = STRBUF_INIT, used = STRBUF_INIT;
+    p->tlsa = xcalloc(a->n, sizeof *p->tlsa);
+    for (size_t i = 0; i < a->n; i++) {
+        const struct dns_tlsa *t = &a->tlsa[i];
+        if (i) strbuf_puts(&published, "\n");
+        tlsa_text(&published, t);
+        if (!tls_policy_tlsa_usable(t)) continue;
+        struct dns_tlsa *copy = &p->tlsa[p->n_tlsa++];
+        *copy = *t;
+        copy->data = xmalloc(t->len);
+        memcpy(copy->data, t->data, t->len);
+        char brief[16];
+        snprintf(brief, sizeof brief, "%s%u %u %u", used.len ? ", " : "", t->usage, t->selector,
+                 t->mtype);
+        strbuf_puts(&used, brief);
+    }
+    p->policy_string = strbuf_detach(&published, NULL);
+    snprintf(p->policy_domain, sizeof p->policy_domain, "%s", domain);
+    p->source = "dane";
+    p->level = TLS_POLICY_REQUIRED;
+    p->sni = p->mx;
+    if (p->n_tlsa) {
+        p->dane = 1;
+        p->verify = 1;
+        p->names[p->n_names++] = p->mx;
+        snprintf(p->reason, sizeof p->reason,
+                 "DANE _25._tcp.%s: STARTTLS required, certificate must match TLSA %s", p->mx,
+                 used.data);
+    } else {
+        snprintf(p->reason, sizeof p->reason,
+                 "DANE _25._tcp.%s: %zu TLSA record%s, none usable: STARTTLS required, "
+                 "certificate not authenticated (RFC 7672 section 2.2)",
+                 p->mx, a->n, a->n == 1 ? "" : "s");
+    }
+    strbuf_free(&used);
+    return 1;
+}
+
+/* --- the decision ------------------------------------------------------------------------- */
+
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
                                   const char *mx, const struct tls_policy_inputs *in, char *err,
                                   size_t errlen)
 {
-    (void)in;
     struct tls_policy *p = xcalloc(1, sizeof *p);
     snprintf(p->mx, sizeof p->mx, "%s", mx);
-    /* DANE (RFC 7672) for the MX, then MTA-STS (RFC 8461) for the domain, go here, before the
-     * table: the first source that has a policy decides. DANE uses the MX host's TLSA records
-     * (dns_query(DNS_TYPE_TLSA) on "_25._tcp.<mx>", dns/dns.h) only when the answer is
-     * DNS_SECURE (and the MX's address answer was secure too); a secure set with no usable record
-     * keeps the mail waiting, DNS_BOGUS is a temporary failure, DNS_INSECURE falls through to
-     * MTA-STS and the table. The lookup runs on the loop before this call and reaches it as an
-     * argument. */
-    const struct tls_policy_rule *rule = tls_policy_rule_find(loaded_cfg, domain);
-    if (rule) {
+    /* the first source that has a policy decides: DANE for the MX host (a bogus TLSA answer
+     * never gets here: the connection skips that host), then MTA-STS for the domain, then the
+     * table, then the egress */
+    int dane = apply_dane(p, domain, in);
+    const struct tls_policy_rule *rule = dane ? NULL : tls_policy_rule_find(loaded_cfg, domain);
+    if (dane) {
+        /* decided: level, names, reason */
+    } else if (rule) {
         apply_rule(p, rule);
     } else {
         p->source = "egress";
@@ -158,7 +254,7 @@ struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *
         return NULL;
     }
     p->client_cert = egress->tls_cert;
-    if (rule) return p;
+    if (rule || dane) return p;
     /* the name the certificate must carry is also the one we ask for (SNI) */
     p->sni = egress->tls_name ? egress->tls_name : p->mx;
     p->verify = egress->tls_verify;
@@ -174,6 +270,9 @@ void tls_policy_free(struct tls_policy *p)
 {
     if (!p) return;
     tls_client_context_release(p->ctx);
+    for (size_t i = 0; i < p->n_tlsa; i++)
+        free(p->tlsa[i].data);
+    free(p->tlsa);
     free(p->policy_string);
     free(p);
 }

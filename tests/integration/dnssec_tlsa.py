@@ -13,7 +13,8 @@ anchor everything is insecure data, as before DNSSEC validation existed (RFC 403
 Then the relay itself with dns.trust_anchor: while the anchor file holds the other key's DS, mail
 to the signed domain stays queued (deferred, the reason saying the MX answer was bogus) and mail to
 an unsigned domain is delivered; with the zone's own DS after a restart the queued message is
-delivered to the signed domain's MX.
+delivered to the signed domain's MX (mail.secure.test, a host without TLSA records: secure
+NODATA, so no DANE; DANE itself is proven by dane_mx.py).
 """
 import os
 import subprocess
@@ -28,7 +29,7 @@ FORGED = "aa" * 32
 
 def secure_zone():
     return h.zone_text("secure.test", (
-        f"@ IN MX 10 mx\nmx IN A {h.MX_EXAMPLE_NET}\n"
+        f"@ IN MX 10 mail\nmail IN A {h.MX_EXAMPLE_NET}\nmx IN A {h.MX_EXAMPLE_NET}\n"
         f"_25._tcp.mx IN TLSA 3 1 1 {EE}\n"
         f"_25._tcp.mx IN TLSA 2 0 1 {TA}\n"
         f"_25._tcp.full IN TLSA 3 0 0 {FULL}\n"

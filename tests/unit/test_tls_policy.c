@@ -3,7 +3,9 @@
  * names, SNI, client certificate, reason), one SSL_CTX for egresses with the same files and
  * another for a different CA, a reload with unchanged files keeping the context and one with a
  * changed file building a new one while policies made before keep theirs; the tls_policy:
- * table over the egress (exact domains, the nearest ".parent" rule, levels, names, source).
+ * table over the egress (exact domains, the nearest ".parent" rule, levels, names, source);
+ * which TLSA records can authenticate an SMTP server (RFC 7672) and the DANE policy over the
+ * table (secure records, unusable ones, insecure or empty answers, the RFC 8460 policy text).
  * Certificates are made in a temporary folder at the start. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -391,6 +393,158 @@ static void test_table_over_egress(void **state)
     assert_int_equal(tls_client_context_count(), 0);
 }
 
+static struct dns_tlsa tlsa(unsigned char usage, unsigned char selector, unsigned char mtype,
+                            unsigned char *data, size_t len)
+{
+    return (struct dns_tlsa){usage, selector, mtype, len, data};
+}
+
+static void test_tlsa_usability(void **state)
+{
+    (void)state;
+    unsigned char h256[32], h512[64], junk[40];
+    memset(h256, 0xab, sizeof h256);
+    memset(h512, 0xcd, sizeof h512);
+    memset(junk, 0x30, sizeof junk);
+    const struct {
+        struct dns_tlsa record;
+        int usable;
+    } cases[] = {
+        {tlsa(3, 1, 1, h256, 32), 1}, /* DANE-EE SPKI SHA-256 */
+        {tlsa(2, 0, 1, h256, 32), 1}, /* DANE-TA certificate SHA-256 */
+        {tlsa(2, 1, 2, h512, 64), 1},
+        /* PKIX-TA and PKIX-EE are unusable for SMTP (RFC 7672 section 3.1.3) */
+        {tlsa(0, 0, 1, h256, 32), 0},
+        {tlsa(1, 1, 1, h256, 32), 0},
+        /* unknown usage, selector, matching type */
+        {tlsa(4, 1, 1, h256, 32), 0},
+        {tlsa(3, 2, 1, h256, 32), 0},
+        {tlsa(3, 1, 3, h256, 32), 0},
+        /* a digest of the wrong length */
+        {tlsa(3, 1, 1, h512, 64), 0},
+        {tlsa(3, 1, 2, h256, 32), 0},
+        {tlsa(3, 1, 1, h256, 31), 0},
+        /* matching type 0: the data must be a whole DER certificate or SubjectPublicKeyInfo */
+        {tlsa(3, 0, 0, junk, sizeof junk), 0},
+        {tlsa(3, 1, 0, junk, sizeof junk), 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (tls_policy_tlsa_usable(&cases[i].record) != cases[i].usable)
+            fail_msg("TLSA case %zu (%u %u %u, %zu octets): usable should be %d", i,
+                     cases[i].record.usage, cases[i].record.selector, cases[i].record.mtype,
+                     cases[i].record.len, cases[i].usable);
+    }
+    struct dns_tlsa t;
+    FILE *f = fopen(ca_a, "r");
+    assert_non_null(f);
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    assert_non_null(x);
+    unsigned char *cert = NULL, *spki = NULL;
+    int cert_len = i2d_X509(x, &cert);
+    int spki_len = i2d_PUBKEY(X509_get0_pubkey(x), &spki);
+    assert_true(cert_len > 0 && spki_len > 0);
+    t = tlsa(3, 0, 0, cert, (size_t)cert_len);
+    assert_true(tls_policy_tlsa_usable(&t));
+    t = tlsa(2, 1, 0, spki, (size_t)spki_len);
+    assert_true(tls_policy_tlsa_usable(&t));
+    t = tlsa(3, 0, 0, cert, (size_t)cert_len - 1); /* cut short */
+    assert_false(tls_policy_tlsa_usable(&t));
+    t = tlsa(3, 0, 0, spki, (size_t)spki_len); /* a key where a certificate belongs */
+    assert_false(tls_policy_tlsa_usable(&t));
+    OPENSSL_free(cert);
+    OPENSSL_free(spki);
+    X509_free(x);
+}
+
+static void test_dane_over_table(void **state)
+{
+    (void)state;
+    struct egress_conf e[1] = {egress("legacy", TLS_OPTIONAL, NULL)};
+    struct tls_policy_rule r[1] = {rule("dane.example", TLS_RULE_NONE, NULL, 0)};
+    struct config cfg = config_of(e, 1);
+    cfg.tls_policy_rules = r;
+    cfg.n_tls_policy_rules = 1;
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+
+    unsigned char h256[32];
+    memset(h256, 0x0f, sizeof h256);
+    struct dns_tlsa recs[3] = {tlsa(1, 1, 1, h256, 32), tlsa(3, 1, 1, h256, 32),
+                               tlsa(2, 0, 1, h256, 32)};
+    struct dns_answer a = {.status = DNS_OK, .security = DNS_SECURE, .n = 3, .tlsa = recs};
+    struct tls_policy_inputs in = {.mx_secure = 1, .tlsa = &a};
+
+    /* secure records: DANE wins over the table's "none", the usable records carried */
+    struct tls_policy *p =
+        tls_policy_for(&e[0], "dane.example", "mx.dane.example", &in, err, sizeof err);
+    assert_non_null(p);
+    assert_string_equal(p->source, "dane");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_true(p->dane);
+    assert_true(p->verify);
+    assert_non_null(p->ctx);
+    assert_int_equal(p->n_tlsa, 2);
+    assert_int_equal(p->tlsa[0].usage, 3);
+    assert_int_equal(p->tlsa[1].usage, 2);
+    assert_memory_equal(p->tlsa[0].data, h256, 32);
+    assert_ptr_not_equal(p->tlsa[0].data, h256); /* a copy: the answer dies with its callback */
+    assert_int_equal(p->n_names, 1);
+    assert_string_equal(p->names[0], "mx.dane.example");
+    assert_string_equal(p->sni, "mx.dane.example");
+    assert_string_equal(tls_policy_level_name(p), "verify");
+    assert_non_null(strstr(p->reason, "DANE _25._tcp.mx.dane.example"));
+    assert_non_null(strstr(p->reason, "TLSA 3 1 1, 2 0 1"));
+    /* RFC 8460 section 4.4: the recipient domain and every published record */
+    assert_string_equal(p->policy_domain, "dane.example");
+    assert_non_null(p->policy_string);
+    assert_non_null(strstr(p->policy_string, "1 1 1 0F0F"));
+    assert_non_null(strstr(p->policy_string, "\n3 1 1 0F0F"));
+    assert_non_null(strstr(p->policy_string, "\n2 0 1 0F0F"));
+    tls_policy_free(p);
+
+    /* secure but no usable record: TLS required, not authenticated */
+    a.n = 1;
+    p = tls_policy_for(&e[0], "dane.example", "mx.dane.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "dane");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_false(p->dane);
+    assert_false(p->verify);
+    assert_int_equal(p->n_tlsa, 0);
+    assert_string_equal(tls_policy_level_name(p), "encrypt");
+    assert_non_null(strstr(p->reason, "none usable"));
+    tls_policy_free(p);
+
+    /* insecure records, an insecure MX, no records: no DANE, the table decides */
+    a.n = 3;
+    a.security = DNS_INSECURE;
+    p = tls_policy_for(&e[0], "dane.example", "mx.dane.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "table");
+    assert_int_equal(p->level, TLS_POLICY_NONE);
+    assert_null(p->policy_string);
+    assert_string_equal(p->policy_domain, "");
+    tls_policy_free(p);
+    a.security = DNS_SECURE;
+    in.mx_secure = 0;
+    p = tls_policy_for(&e[0], "dane.example", "mx.dane.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "table");
+    tls_policy_free(p);
+    in.mx_secure = 1;
+    a.status = DNS_NODATA;
+    a.n = 0;
+    p = tls_policy_for(&e[0], "dane.example", "mx.dane.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "table");
+    tls_policy_free(p);
+    /* another domain without a rule: the egress */
+    a.status = DNS_NXDOMAIN;
+    p = tls_policy_for(&e[0], "other.example", "mx.other.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "egress");
+    assert_false(p->dane);
+    tls_policy_free(p);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +555,8 @@ int main(void)
         cmocka_unit_test(test_unloadable_files_change_nothing),
         cmocka_unit_test(test_table_rule_matching),
         cmocka_unit_test(test_table_over_egress),
+        cmocka_unit_test(test_tlsa_usability),
+        cmocka_unit_test(test_dane_over_table),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
