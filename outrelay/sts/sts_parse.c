@@ -101,7 +101,8 @@ static int valid_pattern(const char *v)
     if (!strncmp(v, "*.", 2)) v += 2;
     if (!*v || *v == '.' || strlen(v) > 253) return 0;
     for (const char *s = v; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '-' && !(*s == '.' && s[1] != '.')) return 0;
+        if (!isalnum((unsigned char)*s) && *s != '-' && !(*s == '.' && s[1] != '.' && s[1]))
+            return 0;
     return 1;
 }
 
