@@ -185,6 +185,7 @@ static void sts_resolved(void *arg, struct mta_sts_policy *policy, const char *f
 {
     struct smtpc_conn *c = arg;
     c->stsq = NULL;
+    sts_policy_release(c->sts);
     c->sts = policy;
     c->sts_failure = failure;
     if (reason) log_info("smtpc: %s; delivering as without MTA-STS", reason);

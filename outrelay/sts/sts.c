@@ -336,9 +336,14 @@ static void txt_answer(void *arg, const struct dns_answer *a)
 
 struct sts_lookup *sts_lookup(const struct config *cfg, const char *domain, sts_cb cb, void *arg)
 {
-    if (!cfg->mta_sts_enabled || !domain[0] || strlen(domain) > 200) return NULL;
+    if (!cfg->mta_sts_enabled || !domain[0] || strlen(domain) > 200 || domain[0] == '.' ||
+        strspn(domain, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") !=
+            strlen(domain))
+        return NULL; /* not a host name (an address literal, say): no policy, no file name */
     if (!curl_ready) {
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+        /* cleaned up at exit, after the worker pool has stopped (no fetch can be running) */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) return NULL;
+        atexit(curl_global_cleanup);
         curl_ready = 1;
     }
     if (!mem_cache) mem_cache = ttl_cache_new(10000, release_value, NULL);
@@ -378,6 +383,4 @@ void sts_shutdown(void)
 {
     ttl_cache_free(mem_cache);
     mem_cache = NULL;
-    if (curl_ready) curl_global_cleanup();
-    curl_ready = 0;
 }
