@@ -171,6 +171,13 @@ static void load_dns(struct loader *ld, const struct at *at)
     free(items);
 }
 
+/* mta_sts: { enabled: true, ca_file: ... } - MTA-STS (RFC 8461), read by its table */
+static void load_mta_sts(struct loader *ld, const struct at *at)
+{
+    struct at v[5];
+    cfg_take_settings(ld, at, &sts_settings, ld->cfg, NULL, v);
+}
+
 static void load_delivery(struct loader *ld, const struct at *at)
 {
     struct at v[6];
@@ -632,6 +639,7 @@ enum {
     K_RECORDS,
     K_PLATFORMS,
     K_TLS_POLICY,
+    K_MTA_STS,
     K_COUNT
 };
 
@@ -640,7 +648,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     static const char *const section_keys[] = {
         "log",     "dns",   "delivery", "listen",    "tls",        "limits",    "auth", "origins",
         "egress",  "ramp",  "policies", "dkim",      "alignment",  "providers", "caps", "shaping",
-        "metrics", "dedup", "records",  "platforms", "tls_policy", NULL};
+        "metrics", "dedup", "records",  "platforms", "tls_policy", "mta_sts",   NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -674,6 +682,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_ORIGINS].node) load_origins(ld, &v[K_ORIGINS]);
     if (v[K_EGRESS].node) load_egress(ld, &v[K_EGRESS]);
     if (v[K_TLS_POLICY].node) load_tls_policy(ld, &v[K_TLS_POLICY]);
+    if (v[K_MTA_STS].node) load_mta_sts(ld, &v[K_MTA_STS]);
     if (v[K_RAMP].node || v[K_EGRESS].node) cfg_load_ramp(ld, &v[K_RAMP], &v[K_EGRESS]);
     if (v[K_DKIM].node) cfg_load_dkim(ld, &v[K_DKIM]);
     if (v[K_ALIGNMENT].node) cfg_load_alignment(ld, &v[K_ALIGNMENT]);
@@ -788,6 +797,7 @@ void config_free(struct config *cfg)
         free(cfg->dns_servers[i]);
     free(cfg->dns_servers);
     free(cfg->dns_trust_anchor);
+    free(cfg->mta_sts_ca_file);
     free(cfg->retry);
     for (size_t i = 0; i < cfg->n_listen; i++)
         free(cfg->listen[i].address_text);

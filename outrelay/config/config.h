@@ -241,6 +241,13 @@ struct config {
     size_t n_dns_servers;
     char *dns_trust_anchor; /* dns.trust_anchor: DS/DNSKEY lines; NULL: no DNSSEC validation */
 
+    /* mta_sts: (sts/sts_settings.c): MTA-STS, RFC 8461, for direct delivery */
+    int mta_sts_enabled;              /* default true */
+    char *mta_sts_ca_file;            /* CAs for the policy host and the MX; NULL: system */
+    int64_t mta_sts_max_policy_bytes; /* default 64K */
+    int64_t mta_sts_fetch_timeout;    /* default 10s */
+    int mta_sts_port;                 /* default 443 (tests only: another) */
+
     int mx_port;    /* delivery.mx_port, default 25 */
     int64_t *retry; /* delivery.retry in seconds; default 5m,10m,30m,1h,2h,4h */
     size_t n_retry;

@@ -15,13 +15,14 @@
 
 /* The order of the example file and of the man page. */
 static const struct settings_table *const all_tables[] = {
-    &config_general_settings, &config_log_settings,       &config_dns_settings,
-    &qmgr_delivery_settings,  &ingress_listen_settings,   &ingress_tls_settings,
-    &ingress_limits_settings, &ingress_auth_settings,     &ingress_origin_settings,
-    &smtpc_egress_settings,   &smtpc_tls_policy_settings, &route_ramp_settings,
-    &route_cap_settings,      &sign_dkim_settings,        &check_alignment_settings,
-    &qmgr_dedup_settings,     &route_provider_settings,   &ingress_platform_settings,
-    &route_shaping_settings,  &config_metrics_settings,   &config_records_settings,
+    &config_general_settings,   &config_log_settings,       &config_dns_settings,
+    &qmgr_delivery_settings,    &ingress_listen_settings,   &ingress_tls_settings,
+    &ingress_limits_settings,   &ingress_auth_settings,     &ingress_origin_settings,
+    &smtpc_egress_settings,     &smtpc_tls_policy_settings, &sts_settings,
+    &route_ramp_settings,       &route_cap_settings,        &sign_dkim_settings,
+    &check_alignment_settings,  &qmgr_dedup_settings,       &route_provider_settings,
+    &ingress_platform_settings, &route_shaping_settings,    &config_metrics_settings,
+    &config_records_settings,
 };
 
 const struct settings_table *const *settings_tables(size_t *n)

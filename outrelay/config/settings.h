@@ -70,6 +70,7 @@ extern const struct settings_table qmgr_delivery_settings; /* qmgr/qmgr_settings
 extern const struct settings_table qmgr_dedup_settings;
 extern const struct settings_table smtpc_egress_settings;     /* smtpc/smtpc_settings.c */
 extern const struct settings_table smtpc_tls_policy_settings; /* smtpc/tls_policy_settings.c */
+extern const struct settings_table sts_settings;              /* sts/sts_settings.c */
 extern const struct settings_table route_ramp_settings;       /* route/route_settings.c */
 /* ramp.groups' fields; read by the loader, described in the ramp table's groups */
 extern const struct settings_table route_ramp_group_settings;

@@ -545,4 +545,5 @@ void smtpc_shutdown(void)
 {
     smtpc_conn_close_all();
     tls_policy_unload();
+    sts_shutdown();
 }

@@ -19,7 +19,7 @@
 
 #define SMTPC_QUIT_WAIT_SECONDS 10
 
-    struct event_base *smtpc_base;
+struct event_base *smtpc_base;
 const struct config *smtpc_cfg;
 const struct smtpc_owner *smtpc_owner;
 static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
@@ -36,6 +36,7 @@ static void bury_all(evutil_socket_t fd, short what, void *arg)
     while ((c = LIST_FIRST(&smtpc_graveyard))) {
         LIST_REMOVE(c, all_link);
         tls_policy_free(c->tls_policy);
+        sts_policy_release(c->sts);
         free(c->hosts);
         free(c->addrs);
         free(c->expects);
@@ -199,6 +200,8 @@ void smtpc_conn_close(struct smtpc_conn *c)
     LIST_REMOVE(c, all_link);
     if (c->dnsq) dns_cancel(c->dnsq);
     c->dnsq = NULL;
+    sts_cancel(c->stsq);
+    c->stsq = NULL;
     if (c->idle_timer) event_free(c->idle_timer);
     c->idle_timer = NULL;
     smtpc_conn_drop_socket(c);

@@ -24,6 +24,7 @@
 #include "smtpc/smtpc.h"
 #include "smtpc/smtpc_job.h"
 #include "smtpc/tls_policy.h"
+#include "sts/sts.h"
 
 enum conn_state {
     C_RESOLVE_MX,
@@ -64,6 +65,9 @@ struct smtpc_conn {
     struct bufferevent *bev;
     evutil_socket_t fd;
     struct dns_query *dnsq;
+    struct sts_lookup *stsq;    /* the MTA-STS lookup before the MX lookup, or NULL */
+    struct mta_sts_policy *sts; /* the domain's MTA-STS policy (a reference), or NULL */
+    const char *sts_failure;    /* why a published policy could not be had (RFC 8460), or NULL */
     struct event *idle_timer;
 
     /* candidates */

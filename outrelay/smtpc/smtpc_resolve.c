@@ -31,7 +31,7 @@ static void tlsa_resolved(void *arg, const struct dns_answer *a);
 static void host_ready(struct smtpc_conn *c, const struct dns_answer *tlsa)
 {
     char err[256];
-    struct tls_policy_inputs in = {.mx_secure = c->mx_secure, .tlsa = tlsa};
+    struct tls_policy_inputs in = {.mx_secure = c->mx_secure, .tlsa = tlsa, .sts = c->sts};
     c->tls_policy = tls_policy_for(c->egress, c->dest->domain, c->mx_name, &in, err, sizeof err);
     c->host_i++;
     if (!c->tls_policy) {
@@ -148,6 +148,33 @@ static void tlsa_resolved(void *arg, const struct dns_answer *a)
     host_ready(c, a);
 }
 
+/* RFC 8461 section 4.1: under an enforce policy only the MX hosts its mx patterns match are
+ * used; when none is left the mail stays queued. 0, or -1 when the destination failed. */
+static int sts_filter_hosts(struct smtpc_conn *c)
+{
+    if (!c->sts || c->sts->mode != STS_MODE_ENFORCE) return 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < c->n_hosts; i++) {
+        if (sts_policy_allows(c->sts, c->hosts[i].name))
+            c->hosts[kept++] = c->hosts[i];
+        else
+            log_warn("smtpc: MX %s of %s is not in its MTA-STS policy (id %s): not used",
+                     c->hosts[i].name, c->dest->domain, c->sts->id);
+    }
+    c->n_hosts = kept;
+    if (kept > 0) return 0;
+    smtpc_set_error(c, 0, "4.7.5",
+                    "no MX host of %s matches its MTA-STS policy (mode enforce, id %s, mx %s%s); "
+                    "the mail stays queued",
+                    c->dest->domain, c->sts->id, c->sts->n_mx ? c->sts->mx[0] : "",
+                    c->sts->n_mx > 1 ? ", ..." : "");
+    c->tls_failure = "validation-failure";
+    log_warn("smtpc: %s", c->last_error);
+    smtpc_fail_destination(c);
+    smtpc_conn_close(c);
+    return -1;
+}
+
 static void mx_resolved(void *arg, const struct dns_answer *a)
 {
     struct smtpc_conn *c = arg;
@@ -194,14 +221,30 @@ static void mx_resolved(void *arg, const struct dns_answer *a)
         }
         qsort(c->hosts, c->n_hosts, sizeof *c->hosts, by_preference);
     }
+    if (sts_filter_hosts(c) < 0) return;
     c->host_i = 0;
     smtpc_resolve_next_host(c);
+}
+
+/* The domain's MTA-STS policy (or none) is known: now its MX hosts. */
+static void sts_resolved(void *arg, struct mta_sts_policy *policy, const char *failure,
+                         const char *reason)
+{
+    struct smtpc_conn *c = arg;
+    c->stsq = NULL;
+    sts_policy_release(c->sts);
+    c->sts = policy;
+    c->sts_failure = failure;
+    if (reason) log_info("smtpc: %s; delivering as without MTA-STS", reason);
+    c->dnsq = dns_query(c->dest->domain, DNS_TYPE_MX, mx_resolved, c);
 }
 
 void smtpc_resolve_mx(struct smtpc_conn *c)
 {
     c->state = C_RESOLVE_MX;
-    c->dnsq = dns_query(c->dest->domain, DNS_TYPE_MX, mx_resolved, c);
+    /* RFC 8461 section 5: the policy first, so the MX answer can be checked against it */
+    c->stsq = sts_lookup(smtpc_cfg, c->dest->domain, sts_resolved, c);
+    if (!c->stsq) c->dnsq = dns_query(c->dest->domain, DNS_TYPE_MX, mx_resolved, c);
 }
 
 /* --- connecting ------------------------------------------------------------------------------- */
@@ -223,7 +266,7 @@ void smtpc_conn_next_address(struct smtpc_conn *c)
     /* a plaintext retry keeps the reason its handshake failed; a new address starts clean */
     c->no_tls = c->retry_plain;
     c->retry_plain = 0;
-    if (!c->no_tls) c->tls_failure = NULL;
+    if (!c->no_tls) c->tls_failure = c->sts_failure; /* a policy that could not be fetched */
     struct sockaddr_any target = c->addrs[c->addr_i++];
     int port = c->egress->type == EGRESS_SMARTHOST ? c->egress->port : smtpc_cfg->mx_port;
     util_addr_set_port(&target, port);

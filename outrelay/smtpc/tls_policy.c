@@ -13,6 +13,7 @@
 
 #include "common/strbuf.h"
 #include "common/util.h"
+#include "sts/sts.h"
 #include "tls/tls.h"
 
 /* One context reference per egress of the current config: what keeps its contexts cached
@@ -218,6 +219,34 @@ static int apply_dane(struct tls_policy *p, const char *domain, const struct tls
     return 1;
 }
 
+/* --- MTA-STS (RFC 8461) ------------------------------------------------------------------- */
+
+/* RFC 8461 section 5: an enforce or testing policy of the recipient domain asks for STARTTLS
+ * and a certificate for the MX name that chains to the CAs of mta_sts.ca_file (else the
+ * system's). Under enforce a failure keeps the mail queued; under testing the connection goes
+ * on as an optional one (a failed handshake is retried in plaintext) with the failure recorded.
+ * 0 when the policy decided, 1 when it does not apply (mode none), -1 with err. */
+static int apply_sts(struct tls_policy *p, const struct egress_conf *egress, const char *domain,
+                     const struct mta_sts_policy *sts, char *err, size_t errlen)
+{
+    if (!sts || sts->mode == STS_MODE_NONE || !domain || !domain[0]) return 1;
+    struct tls_client_files files = egress_files(egress);
+    files.ca_file = loaded_cfg ? loaded_cfg->mta_sts_ca_file : NULL;
+    p->ctx = tls_client_context_acquire(&files, 0, err, errlen);
+    if (!p->ctx) return -1;
+    p->source = "mta-sts";
+    p->level = sts->mode == STS_MODE_ENFORCE ? TLS_POLICY_REQUIRED : TLS_POLICY_OPPORTUNISTIC;
+    p->verify = 1;
+    p->sni = p->mx;
+    p->names[p->n_names++] = p->mx;
+    p->client_cert = egress->tls_cert;
+    snprintf(p->policy_domain, sizeof p->policy_domain, "%s", domain);
+    p->policy_string = xstrdup(sts->text);
+    snprintf(p->reason, sizeof p->reason, "mta-sts %s: %s, id %s (%s, certificate verified for %s)",
+             domain, sts_mode_name(sts->mode), sts->id, level_text(p->level), p->mx);
+    return 0;
+}
+
 /* --- the decision ------------------------------------------------------------------------- */
 
 struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *domain,
@@ -227,9 +256,17 @@ struct tls_policy *tls_policy_for(const struct egress_conf *egress, const char *
     struct tls_policy *p = xcalloc(1, sizeof *p);
     snprintf(p->mx, sizeof p->mx, "%s", mx);
     /* the first source that has a policy decides: DANE for the MX host (a bogus TLSA answer
-     * never gets here: the connection skips that host), then MTA-STS for the domain, then the
-     * table, then the egress */
+     * never gets here: the connection skips that host), then MTA-STS for the domain (RFC 8461
+     * section 2: DANE wins where both are published), then the table, then the egress */
     int dane = apply_dane(p, domain, in);
+    if (!dane) {
+        int sts = apply_sts(p, egress, domain, in ? in->sts : NULL, err, errlen);
+        if (sts < 0) {
+            tls_policy_free(p);
+            return NULL;
+        }
+        if (sts == 0) return p;
+    }
     const struct tls_policy_rule *rule = dane ? NULL : tls_policy_rule_find(loaded_cfg, domain);
     if (dane) {
         /* decided: level, names, reason */

@@ -4,9 +4,9 @@ under outrelay/ is a dependency of the including folder on that folder. Fails (e
 per offending include) when a stage includes a later stage, or a shared layer includes a stage.
 Run by ctest as unit/layer_order; usage: layer_check.py [OUTRELAY_DIR].
 
-The order: ingress -> sign -> route -> check -> deliver -> report/control. qmgr and smtpc are
-the deliver stage. config, dns, tls, mail, common, records and spool are shared layers every
-stage may include: records_emit is a sink every stage calls, and the spool is the store ingress
+The order: ingress -> sign -> route -> check -> deliver -> report/control. qmgr, smtpc and sts
+(MTA-STS policies for the SMTP client) are the deliver stage. config, dns, tls, mail, common,
+records and spool are shared layers every stage may include: records_emit is a sink every stage calls, and the spool is the store ingress
 writes (durable before 250) and the queue manager reads and marks, not a step of its own.
 outrelay/main.c wires the stages together and is not a folder, so it is not checked.
 """
@@ -22,6 +22,7 @@ STAGES = {
     "deliver": 5,
     "qmgr": 5,
     "smtpc": 5,
+    "sts": 5,
     "report": 6,
     "control": 6,
 }
