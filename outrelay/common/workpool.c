@@ -1,6 +1,7 @@
-/* workpool.c - see workpool.h. One job queue under a mutex and a condition the workers wait on;
- * finished jobs go back to the loop thread through a hand-off (common/handoff.h). Called by
- * ingress (password checks, DKIM checks), the signing and checking stages and main (start/stop). */
+/* workpool.c - see workpool.h. Each pool: one job queue under a mutex and a condition its
+ * workers wait on; finished jobs go back to the loop thread through a hand-off
+ * (common/handoff.h). Called by ingress (password checks, DKIM checks), the signing and
+ * checking stages, sts/ (its own pool) and main (the shared pool's start and stop). */
 #include "common/workpool.h"
 
 #include <pthread.h>
@@ -9,83 +10,118 @@
 #include "common/handoff.h"
 #include "common/util.h"
 
-struct job {
-    struct job *next;
+struct work_item {
+    struct work_item *next;
     void (*work)(void *);
     void (*done)(void *);
     void *arg;
 };
 
-static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
-static struct job *todo, **todo_tail = &todo;
-static pthread_t *pool_threads;
-static int pool_n, pool_stopping;
-static struct handoff *pool_finished;
+struct workpool {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct work_item *todo, **todo_tail;
+    pthread_t *threads;
+    int n_threads, stopping;
+    struct handoff *finished;
+};
 
-static void *worker(void *unused)
+static struct workpool *shared_pool;
+
+static void *worker(void *arg)
 {
-    (void)unused;
+    struct workpool *pool = arg;
     for (;;) {
-        pthread_mutex_lock(&pool_lock);
-        while (!todo && !pool_stopping)
-            pthread_cond_wait(&pool_wake, &pool_lock);
-        struct job *j = todo;
+        pthread_mutex_lock(&pool->lock);
+        while (!pool->todo && !pool->stopping)
+            pthread_cond_wait(&pool->wake, &pool->lock);
+        struct work_item *j = pool->todo;
         if (!j) {
-            pthread_mutex_unlock(&pool_lock);
+            pthread_mutex_unlock(&pool->lock);
             return NULL;
         }
-        todo = j->next;
-        if (!todo) todo_tail = &todo;
-        pthread_mutex_unlock(&pool_lock);
+        pool->todo = j->next;
+        if (!pool->todo) pool->todo_tail = &pool->todo;
+        pthread_mutex_unlock(&pool->lock);
         j->work(j->arg);
-        handoff_push(pool_finished, j);
+        handoff_push(pool->finished, j);
     }
 }
 
 static void run_finished(void *item, void *unused)
 {
     (void)unused;
-    struct job *j = item;
+    struct work_item *j = item;
     if (j->done) j->done(j->arg);
     free(j);
 }
 
+struct workpool *workpool_new(struct event_base *base, int threads)
+{
+    struct workpool *pool = xcalloc(1, sizeof *pool);
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pool->todo_tail = &pool->todo;
+    pool->finished = handoff_new(base, run_finished, NULL);
+    if (!pool->finished) {
+        workpool_free(pool);
+        return NULL;
+    }
+    pool->threads = xcalloc((size_t)threads, sizeof *pool->threads);
+    for (; pool->n_threads < threads; pool->n_threads++)
+        if (pthread_create(&pool->threads[pool->n_threads], NULL, worker, pool) != 0) {
+            workpool_free(pool);
+            return NULL;
+        }
+    return pool;
+}
+
+void workpool_submit_to(struct workpool *pool, void (*work)(void *), void (*done)(void *),
+                        void *arg)
+{
+    struct work_item *j = xcalloc(1, sizeof *j);
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    pthread_mutex_lock(&pool->lock);
+    *pool->todo_tail = j;
+    pool->todo_tail = &j->next;
+    pthread_cond_signal(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void workpool_free(struct workpool *pool)
+{
+    if (!pool) return;
+    pthread_mutex_lock(&pool->lock);
+    pool->stopping = 1;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i], NULL);
+    if (pool->finished) {
+        handoff_drain(pool->finished);
+        handoff_free(pool->finished);
+    }
+    free(pool->threads);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->wake);
+    free(pool);
+}
+
 int workpool_start(struct event_base *base, int threads)
 {
-    pool_finished = handoff_new(base, run_finished, NULL);
-    if (!pool_finished) return -1;
-    pool_threads = xcalloc((size_t)threads, sizeof *pool_threads);
-    for (pool_n = 0; pool_n < threads; pool_n++)
-        if (pthread_create(&pool_threads[pool_n], NULL, worker, NULL) != 0) return -1;
-    return 0;
+    shared_pool = workpool_new(base, threads);
+    return shared_pool ? 0 : -1;
 }
 
 void workpool_submit(void (*work)(void *), void (*done)(void *), void *arg)
 {
-    struct job *j = xcalloc(1, sizeof *j);
-    j->work = work;
-    j->done = done;
-    j->arg = arg;
-    pthread_mutex_lock(&pool_lock);
-    *todo_tail = j;
-    todo_tail = &j->next;
-    pthread_cond_signal(&pool_wake);
-    pthread_mutex_unlock(&pool_lock);
+    workpool_submit_to(shared_pool, work, done, arg);
 }
 
 void workpool_stop(void)
 {
-    if (!pool_threads) return;
-    pthread_mutex_lock(&pool_lock);
-    pool_stopping = 1;
-    pthread_cond_broadcast(&pool_wake);
-    pthread_mutex_unlock(&pool_lock);
-    for (int i = 0; i < pool_n; i++)
-        pthread_join(pool_threads[i], NULL);
-    handoff_drain(pool_finished);
-    free(pool_threads);
-    pool_threads = NULL;
-    handoff_free(pool_finished);
-    pool_finished = NULL;
+    workpool_free(shared_pool);
+    shared_pool = NULL;
 }

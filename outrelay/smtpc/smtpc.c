@@ -527,6 +527,7 @@ int smtpc_init(struct event_base *base, const struct config *cfg, const struct s
     smtpc_base = base;
     smtpc_owner = owner;
     smtpc_cfg = cfg;
+    sts_start(base);
     return tls_policy_load(cfg, err, errlen);
 }
 

@@ -1,10 +1,14 @@
 /* sts.c - MTA-STS lookups for the SMTP client (RFC 8461 section 5.1): the _mta-sts TXT record and
  * the address of mta-sts.<domain> through our resolver (dns/, on the loop), the HTTPS fetch with
- * libcurl on the worker pool (common/workpool.h: a blocking easy handle with a timeout keeps this
- * file small, and fetches are rare because policies are cached for max_age), and the cache: in
- * memory (common/ttl_cache.h) and one file per domain under STATE/mta-sts/ so a restart keeps
- * the policies. Loop thread, except fetch_work() which runs on a worker and touches no loop
- * object. Called by smtpc/smtpc_resolve.c. */
+ * libcurl on a worker pool of its own (common/workpool.h: a blocking easy handle with a timeout
+ * keeps this file small, fetches are rare because policies are cached for max_age, and a slow
+ * policy host never holds up signing on the shared pool), and the cache: in memory
+ * (common/ttl_cache.h) and one file per domain under STATE/mta-sts/ so a restart keeps the
+ * policies. One fetch per domain at a time: the connections that need the same policy meanwhile
+ * wait for it; a failed fetch is not tried again for the same id for STS_RETRY_AFTER seconds, so
+ * a policy host that is down sees one attempt per few minutes, not one per connection. Loop
+ * thread, except fetch_work() which runs on a worker and touches no loop object. Called by
+ * smtpc/smtpc_resolve.c. */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/dirs.h"
+#include "common/hashmap.h"
 #include "common/log.h"
 #include "common/private_file.h"
 #include "common/ttl_cache.h"
@@ -25,13 +31,21 @@
 #include "dns/dns.h"
 #include "sts/sts.h"
 
+/* A failed fetch is not repeated for the same policy id within this many seconds (the cached
+ * policy, or the failure, answers meanwhile). */
+#define STS_RETRY_AFTER 300
+
 struct sts_lookup {
     char domain[256];
     sts_cb cb;
     void *arg;
     struct dns_query *dnsq;
-    int in_pool;   /* fetch_work() is queued or running: cancel only marks */
-    int cancelled; /* by sts_cancel() while in the pool */
+    /* A lookup that fetches is its domain's leader (in `fetching`) until the fetch is done:
+     * lookups that need the same policy meanwhile wait in its waiters list. A leader or a
+     * waiter is only marked by sts_cancel(), and freed when the fetch ends. */
+    int leader, waiting;
+    struct sts_lookup *waiters, *next_waiter;
+    int cancelled; /* by sts_cancel(): the callback is not called */
     int aaaa_done;
     char id[33]; /* the TXT record's */
     struct mta_sts_policy *cached;
@@ -48,7 +62,19 @@ struct sts_lookup {
     char reason[300];
 };
 
+/* what a failed fetch left, for STS_RETRY_AFTER seconds */
+struct failed_fetch {
+    char id[33];
+    const char *failure;
+    char reason[300];
+};
+
 static struct ttl_cache *mem_cache;
+static struct ttl_cache *failed_cache; /* domain -> struct failed_fetch */
+static struct hashmap *fetching;       /* domain -> the leader lookup */
+static struct workpool *fetch_pool;
+static struct event_base *sts_base;
+static volatile sig_atomic_t stopping; /* aborts running transfers at shutdown */
 static int curl_ready;
 
 static void copy_ref(const void *value, void *out)
@@ -135,7 +161,10 @@ static struct mta_sts_policy *cache_get(const char *state, const char *domain)
 static void finish(struct sts_lookup *l, struct mta_sts_policy *use, const char *failure,
                    const char *reason)
 {
-    l->cb(l->arg, use, failure, reason);
+    if (l->cancelled)
+        sts_policy_release(use);
+    else
+        l->cb(l->arg, use, failure, reason);
     sts_policy_release(l->cached);
     free(l->ca_file);
     free(l->state);
@@ -163,6 +192,13 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *arg)
     memcpy(b->data + b->len, ptr, n);
     b->len += n;
     return n;
+}
+
+static int fetch_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                          curl_off_t ulnow)
+{
+    (void)arg, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    return stopping ? 1 : 0; /* nonzero aborts the transfer */
 }
 
 static void fetch_work(void *arg)
@@ -195,6 +231,8 @@ static void fetch_work(void *arg)
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, fetch_progress);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(h);
     long status = 0;
     char *ctype = NULL;
@@ -233,47 +271,75 @@ static void fetch_work(void *arg)
     free(b.data);
 }
 
-static void fetch_done(void *arg)
+static void copy_failed(const void *value, void *out)
 {
-    struct sts_lookup *l = arg;
-    l->in_pool = 0;
-    if (l->cancelled) {
-        sts_policy_release(l->fetched);
-        l->cb = NULL;
-        sts_policy_release(l->cached);
-        free(l->ca_file);
-        free(l->state);
-        free(l);
-        return;
-    }
-    struct mta_sts_policy *p = l->fetched;
-    if (p) {
-        snprintf(p->domain, sizeof p->domain, "%s", l->domain);
-        snprintf(p->id, sizeof p->id, "%s", l->id);
-        p->expires = clock_now() + p->max_age;
-        log_info("mta-sts: %s policy id %s: mode %s, max_age %lld", l->domain, p->id,
-                 sts_mode_name(p->mode), (long long)p->max_age);
-        if (p->max_age > 0) {
-            disk_store(l->state, p);
-            p->refs++;
-            ttl_cache_put(mem_cache, l->domain, p, p->max_age);
-        }
-        finish(l, p, NULL, NULL);
-        return;
-    }
-    char reason[400];
+    *(struct failed_fetch *)out = *(const struct failed_fetch *)value;
+}
+
+/* One lookup's answer once its policy could not be had (failure, reason: the fetch's):
+ * RFC 8461 section 5.1, a failed refresh keeps the unexpired cached policy. */
+static void finish_failed(struct sts_lookup *l, const char *failure, const char *reason)
+{
     if (l->cached) {
-        /* RFC 8461 section 5.1: a failed refresh keeps the unexpired cached policy */
-        log_warn("mta-sts: %s: refetch failed (%s); the cached policy id %s still applies",
-                 l->domain, l->reason, l->cached->id);
+        log_warn("mta-sts: %s: no new policy (%s); the cached policy id %s still applies",
+                 l->domain, reason, l->cached->id);
         struct mta_sts_policy *c = l->cached;
         c->refs++;
         finish(l, c, NULL, NULL);
         return;
     }
-    snprintf(reason, sizeof reason, "MTA-STS policy of %s: %s", l->domain, l->reason);
-    log_warn("mta-sts: %s", reason);
-    finish(l, NULL, l->failure, reason);
+    char text[400];
+    snprintf(text, sizeof text, "MTA-STS policy of %s: %s", l->domain, reason);
+    finish(l, NULL, failure, text);
+}
+
+/* The fetch of leader's domain ended (fetched: the new policy with one reference, or NULL with
+ * the leader's failure and reason): every lookup that waited for it gets its answer. */
+static void fetch_complete(struct sts_lookup *leader, struct mta_sts_policy *fetched)
+{
+    if (hashmap_get(fetching, leader->domain) == leader) hashmap_remove(fetching, leader->domain);
+    if (fetched) {
+        struct mta_sts_policy *p = fetched;
+        snprintf(p->domain, sizeof p->domain, "%s", leader->domain);
+        snprintf(p->id, sizeof p->id, "%s", leader->id);
+        p->expires = clock_now() + p->max_age;
+        log_info("mta-sts: %s policy id %s: mode %s, max_age %lld", leader->domain, p->id,
+                 sts_mode_name(p->mode), (long long)p->max_age);
+        if (p->max_age > 0) {
+            disk_store(leader->state, p);
+            p->refs++;
+            ttl_cache_put(mem_cache, leader->domain, p, p->max_age);
+        }
+    } else {
+        log_warn("mta-sts: %s: policy fetch failed: %s (not tried again for id %s within %ds)",
+                 leader->domain, leader->reason, leader->id, STS_RETRY_AFTER);
+        struct failed_fetch *f = xcalloc(1, sizeof *f);
+        snprintf(f->id, sizeof f->id, "%s", leader->id);
+        f->failure = leader->failure;
+        snprintf(f->reason, sizeof f->reason, "%s", leader->reason);
+        ttl_cache_put(failed_cache, leader->domain, f, STS_RETRY_AFTER);
+    }
+    struct sts_lookup *l = leader, *next;
+    const char *failure = leader->failure;
+    char reason[300];
+    snprintf(reason, sizeof reason, "%s", leader->reason);
+    struct sts_lookup *waiters = leader->waiters;
+    for (int first = 1; l; l = next, first = 0) {
+        next = first ? waiters : l->next_waiter;
+        if (fetched) {
+            fetched->refs++;
+            finish(l, fetched, NULL, NULL);
+        } else {
+            finish_failed(l, failure, reason);
+        }
+    }
+    sts_policy_release(fetched);
+}
+
+static void fetch_done(void *arg)
+{
+    struct sts_lookup *l = arg;
+    fetch_complete(l, l->fetched);
 }
 
 /* --- the lookup on the loop ----------------------------------------------------------------------
@@ -281,8 +347,14 @@ static void fetch_done(void *arg)
 
 static void start_fetch(struct sts_lookup *l)
 {
-    l->in_pool = 1;
-    workpool_submit(fetch_work, fetch_done, l);
+    if (!fetch_pool) fetch_pool = workpool_new(sts_base, 2);
+    if (!fetch_pool) {
+        snprintf(l->reason, sizeof l->reason, "cannot start the HTTPS client's threads");
+        l->failure = "sts-policy-fetch-error";
+        fetch_complete(l, NULL);
+        return;
+    }
+    workpool_submit_to(fetch_pool, fetch_work, fetch_done, l);
 }
 
 static void host_answer(void *arg, const struct dns_answer *a)
@@ -305,8 +377,7 @@ static void host_answer(void *arg, const struct dns_answer *a)
     if (l->n_resolve == 0) {
         snprintf(l->reason, sizeof l->reason, "no address for mta-sts.%s", l->domain);
         l->failure = "sts-policy-fetch-error";
-        l->in_pool = 1;
-        fetch_done(l); /* as a failed fetch: the cached policy, or the failure */
+        fetch_complete(l, NULL); /* as a failed fetch: the cached policy, or the failure */
         return;
     }
     start_fetch(l);
@@ -329,6 +400,22 @@ static void txt_answer(void *arg, const struct dns_answer *a)
         finish(l, c, NULL, NULL);
         return;
     }
+    /* a new id, or nothing cached: fetch, unless that failed lately for this id, or another
+     * connection is fetching this domain's policy right now */
+    struct failed_fetch f;
+    if (ttl_cache_get(failed_cache, l->domain, copy_failed, &f) > 0 && !strcmp(f.id, l->id)) {
+        finish_failed(l, f.failure, f.reason);
+        return;
+    }
+    struct sts_lookup *leader = hashmap_get(fetching, l->domain);
+    if (leader) {
+        l->waiting = 1;
+        l->next_waiter = leader->waiters;
+        leader->waiters = l;
+        return;
+    }
+    l->leader = 1;
+    hashmap_put(fetching, l->domain, l);
     char name[300];
     snprintf(name, sizeof name, "mta-sts.%s", l->domain);
     l->dnsq = dns_query(name, DNS_TYPE_A, host_answer, l);
@@ -347,6 +434,8 @@ struct sts_lookup *sts_lookup(const struct config *cfg, const char *domain, sts_
         curl_ready = 1;
     }
     if (!mem_cache) mem_cache = ttl_cache_new(10000, release_value, NULL);
+    if (!failed_cache) failed_cache = ttl_cache_new(10000, free, NULL);
+    if (!fetching) fetching = hashmap_new();
     struct sts_lookup *l = xcalloc(1, sizeof *l);
     snprintf(l->domain, sizeof l->domain, "%s", domain);
     for (char *s = l->domain; *s; s++)
@@ -368,8 +457,8 @@ struct sts_lookup *sts_lookup(const struct config *cfg, const char *domain, sts_
 void sts_cancel(struct sts_lookup *l)
 {
     if (!l) return;
-    if (l->in_pool) {
-        l->cancelled = 1;
+    if (l->leader || l->waiting) {
+        l->cancelled = 1; /* the fetch goes on for the others; freed when it ends */
         return;
     }
     if (l->dnsq) dns_cancel(l->dnsq);
@@ -379,8 +468,43 @@ void sts_cancel(struct sts_lookup *l)
     free(l);
 }
 
+void sts_start(struct event_base *base)
+{
+    sts_base = base;
+}
+
+static void collect_leader(void *arg, const char *key, void *value)
+{
+    (void)key;
+    struct sts_lookup ***next = arg;
+    *(*next)++ = value;
+}
+
 void sts_shutdown(void)
 {
+    /* leaders still resolving the policy host end now; fetches running are aborted and end in
+     * workpool_free() */
+    size_t n = fetching ? hashmap_count(fetching) : 0;
+    struct sts_lookup **leaders = xcalloc(n + 1, sizeof *leaders), **next = leaders;
+    if (fetching) hashmap_foreach(fetching, collect_leader, &next);
+    for (size_t i = 0; i < n; i++) {
+        struct sts_lookup *l = leaders[i];
+        if (!l->dnsq) continue;
+        dns_cancel(l->dnsq);
+        l->dnsq = NULL;
+        l->failure = "sts-policy-fetch-error";
+        snprintf(l->reason, sizeof l->reason, "shutting down");
+        fetch_complete(l, NULL);
+    }
+    free(leaders);
+    stopping = 1;
+    workpool_free(fetch_pool);
+    fetch_pool = NULL;
+    stopping = 0;
+    hashmap_free(fetching);
+    fetching = NULL;
+    ttl_cache_free(failed_cache);
+    failed_cache = NULL;
     ttl_cache_free(mem_cache);
     mem_cache = NULL;
 }

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/event.h>
+
 #include "config/config.h"
 
 #define STS_MAX_AGE_LIMIT 31557600 /* RFC 8461 section 3.2: at most a year */
@@ -59,7 +61,11 @@ struct sts_lookup;
  * runs once, never before this returns, unless sts_cancel() comes first. */
 struct sts_lookup *sts_lookup(const struct config *cfg, const char *domain, sts_cb cb, void *arg);
 void sts_cancel(struct sts_lookup *l);
-/* Drops the memory cache (shutdown; the disk cache stays). */
+/* The loop the fetches report back to (the SMTP client's, at its start). */
+void sts_start(struct event_base *base);
+/* Ends every lookup (the SMTP client's connections are closed first, so no callback runs),
+ * aborts running fetches, stops the fetch threads and drops the memory cache (the disk cache
+ * stays). */
 void sts_shutdown(void);
 
 #endif

@@ -13,6 +13,9 @@ Phase 1 (policy host A serves enf.test and nomatch.test, B the rest):
                 plaintext), the failure recorded (certificate-host-mismatch, source mta-sts)
   down.test     TXT published, the policy host refuses connections, nothing cached: delivered
                 as without MTA-STS, tls_failure sts-policy-fetch-error
+  gone.test     TXT published, the policy host answers 404: two messages, on two connections
+                (the first connection idles out in between): delivered both, and the policy host
+                asked once (a failed fetch is not repeated for the same id for a few minutes)
 Phase 2 (zones changed, policy host A stopped):
   testing.test  TXT id changed and the policy now enforce: B's log shows the second fetch and
                 the next message to the wrong certificate is deferred instead of delivered
@@ -124,7 +127,8 @@ def test(env):
         "bad": h.make_ca_and_cert(tls_dir, ["mx.elsewhere.test"], prefix="bad"),
         "down": h.make_ca_and_cert(tls_dir, ["mx.down.test"], prefix="down"),
         "https": h.make_ca_and_cert(tls_dir, [f"mta-sts.{d}.test" for d in
-                                              ("enf", "nomatch", "badcert", "testing", "down")],
+                                              ("enf", "nomatch", "badcert", "testing", "down",
+                                               "gone")],
                                     prefix="https"),
     }
     ca = certs["enf"]["ca"]
@@ -137,6 +141,7 @@ def test(env):
         z["badcert.test"] = sts_zone("badcert.test", "mx", MX_BAD, HTTPS_B, "1")
         z["testing.test"] = sts_zone("testing.test", "mx", MX_BAD, HTTPS_B, str(phase))
         z["down.test"] = sts_zone("down.test", "mx", MX_DOWN, HTTPS_DEAD, "1")
+        z["gone.test"] = sts_zone("gone.test", "mx", MX_DOWN, HTTPS_B, "1")
         return z
 
     nsd = h.Nsd(env, zones=zones(1))
@@ -198,6 +203,21 @@ def test(env):
             f"testing.test delivered row should record the certificate failure under the "
             f"mta-sts policy: {r}")
     h.log("testing + wrong certificate: delivered, certificate-host-mismatch recorded")
+
+    # a policy host that answers 404: asked once, not once per connection
+    for n in (1, 2):
+        send(relay, f"u{n}@gone.test", f"gone-{n}")
+        env.wait_for(lambda: got(down_sink, f"gone-{n}"), 60,
+                     lambda: f"delivery to gone.test; {relay.history(f'u{n}@gone.test')}")
+        r = env.wait_for(lambda: rows(relay, "delivered", f"u{n}@gone.test"), 15, "gone row")[0]
+        h.check(r.get("tls_failure") == "sts-policy-fetch-error",
+                f"gone.test delivery {n} should carry sts-policy-fetch-error: {r}")
+        if n == 1:
+            time.sleep(3)  # the connection idles out (2 s): the second message opens a new one
+    h.check(len(server_b.fetches("gone.test")) == 1,
+            f"the failed policy of gone.test was fetched {len(server_b.fetches('gone.test'))} "
+            "times for the same id, expected once")
+    h.log("policy host answering 404: two connections, one fetch, both delivered")
 
     def deferred(rcpt, text):
         return env.wait_for(
