@@ -176,6 +176,10 @@ void smtpc_conn_drop_socket(struct smtpc_conn *c)
             if (ssl) SSL_shutdown(ssl);
             bufferevent_free(c->bev); /* owns the fd */
         } else {
+            /* Inside the bufferevent's own callback its freeing is deferred: take its events
+             * off the fd first, so nothing touches the fd after it is closed (and perhaps
+             * reused by the next connection's socket). */
+            bufferevent_disable(c->bev, EV_READ | EV_WRITE);
             bufferevent_free(c->bev);
             if (c->fd >= 0) evutil_closesocket(c->fd);
         }
