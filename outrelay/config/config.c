@@ -442,6 +442,7 @@ enum {
     EG_SPF_IPS,
     EG_MAX_CONNECTIONS,
     EG_MAX_MESSAGES,
+    EG_CHUNKING,
     EG_COUNT
 };
 

@@ -35,6 +35,8 @@ static void parse_ehlo_line(struct smtpc_conn *c, const char *kw)
         c->ext_pipelining = 1;
     else if (strcasecmp(kw, "STARTTLS") == 0)
         c->ext_starttls = 1;
+    else if (strcasecmp(kw, "CHUNKING") == 0)
+        c->ext_chunking = 1;
     else if (strcasecmp(kw, "8BITMIME") == 0)
         c->ext_8bitmime = 1;
     else if (strcasecmp(kw, "SMTPUTF8") == 0)

@@ -136,7 +136,7 @@ void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t ti
 void smtpc_conn_forget_extensions(struct smtpc_conn *c)
 {
     c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = 0;
-    c->ext_auth_plain = c->ext_auth_login = 0;
+    c->ext_auth_plain = c->ext_auth_login = c->ext_chunking = 0;
     c->ext_size = 0;
 }
 

@@ -48,7 +48,8 @@ struct mx_host {
     int preference;
 };
 
-enum expect { EXPECT_MAIL, EXPECT_RCPT, EXPECT_DATA, EXPECT_BODY, EXPECT_RSET };
+/* EXPECT_BDAT: a chunk but the last (RFC 3030); the LAST one is answered as EXPECT_BODY */
+enum expect { EXPECT_MAIL, EXPECT_RCPT, EXPECT_DATA, EXPECT_BDAT, EXPECT_BODY, EXPECT_RSET };
 
 struct smtpc_conn {
     LIST_ENTRY(smtpc_conn) idle_link;
@@ -81,7 +82,7 @@ struct smtpc_conn {
     char source_text[64];
     int tls;
     int ext_pipelining, ext_starttls, ext_8bitmime, ext_smtputf8, ext_dsn, ext_auth_plain,
-        ext_auth_login;
+        ext_auth_login, ext_chunking;
     int64_t ext_size;
     int messages;
     char last_error[480];
@@ -100,6 +101,8 @@ struct smtpc_conn {
     int rcpt_i;
     int accepted;
     int got_354;
+    int bdat;        /* this transaction sends BDAT chunks instead of DATA */
+    int bdat_failed; /* a chunk was refused: RSET once the replies are in */
     int closed;
     /* the receiver's last telling reply, for the shaping rules */
     int fb_code;
