@@ -185,6 +185,7 @@ static void cmd_ehlo(struct session *s, const char *args, int esmtp)
     smtpd_reply(s, "250-8BITMIME");
     smtpd_reply(s, "250-CHUNKING");
     smtpd_reply(s, "250-DSN");
+    if (s->tls) smtpd_reply(s, "250-REQUIRETLS"); /* RFC 8689 section 4: over TLS only */
     smtpd_reply(s, "250 SMTPUTF8");
 }
 
@@ -204,8 +205,12 @@ static void cmd_mail(struct session *s, const char *args)
         return;
     }
     if (!s->esmtp && (s->mail.size >= 0 || s->mail.smtputf8 || s->mail.body || s->mail.ret ||
-                      s->mail.envid[0])) {
+                      s->mail.envid[0] || s->mail.requiretls)) {
         smtpd_reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        return;
+    }
+    if (s->mail.requiretls && !s->tls) { /* RFC 8689 section 5 */
+        smtpd_reply(s, "530 5.7.10 REQUIRETLS needs a TLS session: send STARTTLS first");
         return;
     }
     if (s->mail.size > smtpd_cfg->max_message_size) {
@@ -220,6 +225,7 @@ static void cmd_mail(struct session *s, const char *args)
     s->env->ret_hdrs = s->mail.ret == SMTP_RET_HDRS;
     s->env->body_8bit = s->mail.body == SMTP_BODY_8BITMIME;
     s->env->smtputf8 = s->mail.smtputf8;
+    s->env->requiretls = s->mail.requiretls;
     s->state = STATE_MAIL;
     smtpd_reply(s, "250 2.1.0 Ok");
 }

@@ -81,8 +81,9 @@ struct smtpc_conn {
     char addr_text[64];
     char source_text[64];
     int tls;
+    int tls_verified; /* the server's certificate verified for the MX name (or policy names) */
     int ext_pipelining, ext_starttls, ext_8bitmime, ext_smtputf8, ext_dsn, ext_auth_plain,
-        ext_auth_login, ext_chunking;
+        ext_auth_login, ext_chunking, ext_requiretls;
     int64_t ext_size;
     int messages;
     char last_error[480];

@@ -93,6 +93,33 @@ static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
     strbuf_printf(cmd, "%s%s", key, x);
 }
 
+/* REQUIRETLS (RFC 8689 section 4.2.1): the message goes only over TLS whose certificate
+ * verified (for the policy's names, or the MX name when the policy does not verify, see
+ * start_tls in smtpc.c) to a server that offers REQUIRETLS, which is then passed on. Else the
+ * recipients fail for good with 5.7.30 (section 5) and the queue sends the sender a DSN with
+ * the header only, itself marked REQUIRETLS (qmgr_rcpt.c). Nothing of the message has been
+ * sent then: the check is before MAIL. We do not try the next MX after a refusal: the job is
+ * refused on the connection it was given. The rules bind messages with a return path only
+ * (section 4.2.1): such a DSN (null sender) goes in any case, with REQUIRETLS passed on where
+ * the connection meets them.
+ *
+ * "TLS-Required: No" (RFC 8689 section 5) asks a relay to ignore the recipient domain's own
+ * TLS policies (DANE, MTA-STS); it does not touch this relay's policy. The header is passed on
+ * unchanged and, for now, changes nothing here: the tls_policy: table and the egress's tls
+ * setting are the administrator's, not the recipient's, and stay in force; the DANE and MTA-STS
+ * rules to be added to tls_policy_for() are where it would apply. With REQUIRETLS on MAIL FROM
+ * the header is ignored, as the RFC says. Returns NULL, or the reason for the refusal. */
+static const char *requiretls_refusal(const struct smtpc_conn *c, char *buf, size_t size)
+{
+    const char *why = !c->tls              ? "the connection is not TLS"
+                      : !c->tls_verified   ? "its certificate did not verify"
+                      : !c->ext_requiretls ? "it does not offer REQUIRETLS"
+                                           : NULL;
+    if (!why) return NULL;
+    if (buf) snprintf(buf, size, "REQUIRETLS: %s[%s]: %s; not sent", c->mx_name, c->addr_text, why);
+    return why;
+}
+
 static void send_command(struct smtpc_conn *c, size_t i)
 {
     const struct envelope *env = smtpc_owner->message_envelope(c->job);
@@ -103,6 +130,8 @@ static void send_command(struct smtpc_conn *c, size_t i)
         if (c->ext_size) strbuf_printf(&cmd, " SIZE=%lld", (long long)env->size);
         if (env->body_8bit && c->ext_8bitmime) strbuf_puts(&cmd, " BODY=8BITMIME");
         if (env->smtputf8 && c->ext_smtputf8) strbuf_puts(&cmd, " SMTPUTF8");
+        if (env->requiretls && (env->sender[0] || requiretls_refusal(c, NULL, 0) == NULL))
+            strbuf_puts(&cmd, " REQUIRETLS"); /* see requiretls_refusal */
         if (c->ext_dsn) {
             if (env->ret_hdrs) strbuf_puts(&cmd, " RET=HDRS");
             if (env->envid) append_xtext(&cmd, " ENVID=", env->envid);
@@ -174,6 +203,11 @@ enum transaction_next smtpc_start_transaction(struct smtpc_conn *c)
     if (env->smtputf8 && !c->ext_smtputf8)
         return refuse_job(c, 553, "5.6.7",
                           "the message needs SMTPUTF8, which the receiving server does not offer");
+    char why[400];
+    if (env->requiretls && env->sender[0] && requiretls_refusal(c, why, sizeof why)) {
+        log_warn("%s: %s", env->queue_id, why);
+        return refuse_job(c, 550, "5.7.30", why);
+    }
     if (c->ext_size > 0 && env->size > c->ext_size)
         return refuse_job(c, 552, "5.3.4", "message size exceeds the receiver's fixed limit");
     /* with BDAT the chunks follow the RCPT replies (send_bdat): no octet goes out for a
