@@ -185,7 +185,7 @@ static void cmd_ehlo(struct session *s, const char *args, int esmtp)
     smtpd_reply(s, "250-8BITMIME");
     smtpd_reply(s, "250-CHUNKING");
     smtpd_reply(s, "250-DSN");
-    if (s->tls) smtpd_reply(s, "250-REQUIRETLS"); /* RFC 8689 section 4: over TLS only */
+    if (s->tls) smtpd_reply(s, "250-REQUIRETLS"); /* RFC 8689: over TLS only */
     smtpd_reply(s, "250 SMTPUTF8");
 }
 
@@ -209,7 +209,7 @@ static void cmd_mail(struct session *s, const char *args)
         smtpd_reply(s, "555 5.5.4 MAIL parameters need EHLO");
         return;
     }
-    if (s->mail.requiretls && !s->tls) { /* RFC 8689 section 5 */
+    if (s->mail.requiretls && !s->tls) { /* RFC 8689 */
         smtpd_reply(s, "530 5.7.10 REQUIRETLS needs a TLS session: send STARTTLS first");
         return;
     }

@@ -225,7 +225,7 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
         return;
     }
     /* a REQUIRETLS message's DSN returns its header only (the body never travels where the
-     * sender did not allow it to) and is itself sent with REQUIRETLS (RFC 8689 section 5) */
+     * sender did not allow it to) and is itself sent with REQUIRETLS (RFC 8689) */
     spool_dsn(m, dr, k, m->env->ret_hdrs || m->env->requiretls, rcpts, n, 0);
     free(dr);
 }

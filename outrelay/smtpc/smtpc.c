@@ -71,8 +71,8 @@ static void start_tls(struct smtpc_conn *c)
         for (size_t i = 1; i < p->n_names; i++)
             SSL_add1_host(ssl, p->names[i]);
     } else {
-        /* The policy does not ask for verification, but a REQUIRETLS message (RFC 8689
-         * section 4.2.1) may only go over a connection whose certificate verifies for the MX
+        /* The policy does not ask for verification, but a REQUIRETLS message (RFC 8689)
+         * may only go over a connection whose certificate verifies for the MX
          * name: check it without failing the handshake (SSL_VERIFY_NONE still verifies and
          * keeps the result); c->tls_verified says how it went. */
         SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);

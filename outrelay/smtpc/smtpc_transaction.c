@@ -93,17 +93,17 @@ static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
     strbuf_printf(cmd, "%s%s", key, x);
 }
 
-/* REQUIRETLS (RFC 8689 section 4.2.1): the message goes only over TLS whose certificate
+/* REQUIRETLS (RFC 8689): the message goes only over TLS whose certificate
  * verified (for the policy's names, or the MX name when the policy does not verify, see
  * start_tls in smtpc.c) to a server that offers REQUIRETLS, which is then passed on. Else the
- * recipients fail for good with 5.7.30 (section 5) and the queue sends the sender a DSN with
+ * recipients fail for good with 5.7.30 and the queue sends the sender a DSN with
  * the header only, itself marked REQUIRETLS (qmgr_rcpt.c). Nothing of the message has been
  * sent then: the check is before MAIL. We do not try the next MX after a refusal: the job is
  * refused on the connection it was given. The rules bind messages with a return path only
- * (section 4.2.1): such a DSN (null sender) goes in any case, with REQUIRETLS passed on where
+ * (RFC 8689): such a DSN (null sender) goes in any case, with REQUIRETLS passed on where
  * the connection meets them.
  *
- * "TLS-Required: No" (RFC 8689 section 5) asks a relay to ignore the recipient domain's own
+ * "TLS-Required: No" (RFC 8689) asks a relay to ignore the recipient domain's own
  * TLS policies (DANE, MTA-STS); it does not touch this relay's policy. The header is passed on
  * unchanged and, for now, changes nothing here: the tls_policy: table and the egress's tls
  * setting are the administrator's, not the recipient's, and stay in force; the DANE and MTA-STS
