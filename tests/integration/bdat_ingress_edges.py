@@ -6,8 +6,9 @@ unstuffing); BDAT 0 LAST ends a message; every refused BDAT still consumes exact
 (the chunk holds "QUIT" and the session lives on): BDAT without MAIL (503), before any RCPT
 (554), over the size limit (552, then 503 for the next chunk), after TLS is required but not
 started (530); DATA after BDAT and RCPT after BDAT (503); RSET in between drops the chunks; a
-bare LF in a chunk refuses the message (550 5.6.0) but not the session; an unparsable size
-closes the connection (501). Only the two good messages reach the sink.
+bare LF in a chunk refuses the message (550 5.6.0) but not the session; inside DATA a BDAT line is
+message text; an unparsable size closes the connection (501). Only the three good messages reach
+the sink.
 """
 import time
 
@@ -135,8 +136,15 @@ def test(env):
     code, text = c.cmd(b"NOOP\r\n")
     h.check(code == 250, f"NOOP after the refused message: {code} {text}")
 
-    # --- BDAT inside DATA is message text ------------------------------------------------------
-    # (checked by the first message: its body carries a "BDAT 5" line)
+    # --- after DATA has started, a BDAT line is message text ------------------------------------
+    good3 = "<data-with-bdat-line@example.org>"
+    msg3 = h.make_message("alice@example.org", "dave@example.net", "bdat line in data",
+                          message_id=good3, body="BDAT 6 LAST\r\nQUIT\r\n")
+    transaction(c, "dave@example.net")
+    code, text = c.cmd(b"DATA\r\n")
+    h.check(code == 354, f"DATA: {code} {text}")
+    code, text = c.cmd(msg3 + b".\r\n")
+    h.check(code == 250 and "queued as" in text, f"DATA with a BDAT line: {code} {text}")
 
     # --- unparsable size: the connection ends ------------------------------------------------
     code, text = c.cmd(b"BDAT 12x LAST\r\n")
@@ -157,11 +165,14 @@ def test(env):
     c.close()
 
     # --- what arrived ------------------------------------------------------------------------------
-    env.wait_for(lambda: len(sink.messages()) >= 2, 60, "delivery of the two BDAT messages")
+    env.wait_for(lambda: len(sink.messages()) >= 3, 60, "delivery of the three messages")
     time.sleep(2)
     msgs = sink.messages()
     ids = h.message_ids(msgs)
-    h.check(ids == {good1: 1, good2: 1}, f"the sink got {ids}, want exactly the two good ones")
+    h.check(ids == {good1: 1, good2: 1, good3: 1},
+            f"the sink got {ids}, want exactly the three good ones")
+    m3 = [m for m in msgs if m.message_id == good3][0]
+    h.check(b"BDAT 6 LAST" in m3.raw, f"the BDAT line inside DATA was lost: {m3.raw!r}")
     m1 = [m for m in msgs if m.message_id == good1][0]
     h.check(m1.raw.replace(b"\r\n", b"\n").endswith(body.replace(b"\r\n", b"\n")),
             f"the chunked message changed on the way: {m1.raw!r}")
