@@ -251,6 +251,24 @@ static void store_result(struct rcpt_result *r, int code, const char *text)
     snprintf(r->text, sizeof r->text, "%s", text + skip);
 }
 
+/* The reply for every recipient still waiting for one (accepted at RCPT). */
+static void store_open_results(struct job *j, int code, const char *text)
+{
+    for (size_t i = 0; i < j->n_rcpts; i++)
+        if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+}
+
+/* The server's transaction is refused or undefined: RSET before the next job. */
+static enum transaction_next send_rset(struct smtpc_conn *c)
+{
+    c->n_expects = 1;
+    c->expects[0] = EXPECT_RSET;
+    c->expect_i = 0;
+    c->state = C_TRANSACTION;
+    smtpc_send_line(c, "RSET");
+    return TRANSACTION_GOES_ON;
+}
+
 /* The next reply to read is for `what` (a command sent after the pipelined batch). */
 static void expect_one_more(struct smtpc_conn *c, enum expect what)
 {
@@ -296,48 +314,28 @@ enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, co
             expect_one_more(c, EXPECT_RSET); /* swallow the reply to the empty message */
             return TRANSACTION_GOES_ON;
         }
-        for (size_t i = 0; i < j->n_rcpts; i++)
-            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+        store_open_results(j, code, text);
         finish_job(c);
         if (code >= 400 && code < 500 && c->accepted == 0) return TRANSACTION_READY;
-        if (code >= 300) {
-            /* the server refused the transaction: reset before the next one */
-            c->n_expects = 1;
-            c->expects[0] = EXPECT_RSET;
-            c->expect_i = 0;
-            c->state = C_TRANSACTION;
-            smtpc_send_line(c, "RSET");
-            return TRANSACTION_GOES_ON;
-        }
+        if (code >= 300) return send_rset(c); /* the server refused the transaction */
         return TRANSACTION_READY;
     case EXPECT_BDAT:
         /* a refused chunk fails the message; the server still answers (and drops) the chunks
          * already sent, RFC 3030 section 2 */
         if (code < 200 || code >= 300) {
             c->bdat_failed = 1;
-            for (size_t i = 0; i < j->n_rcpts; i++)
-                if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+            store_open_results(j, code, text);
         }
         return TRANSACTION_GOES_ON;
     case EXPECT_BODY:
-        for (size_t i = 0; i < j->n_rcpts; i++)
-            if (j->results[i].code == 0) store_result(&j->results[i], code, text);
+        store_open_results(j, code, text);
         finish_job(c);
-        if (c->bdat && (c->bdat_failed || code >= 300)) {
-            /* after a refused chunk the server's transaction is undefined: reset it */
-            c->n_expects = 1;
-            c->expects[0] = EXPECT_RSET;
-            c->expect_i = 0;
-            c->state = C_TRANSACTION;
-            smtpc_send_line(c, "RSET");
-            return TRANSACTION_GOES_ON;
-        }
+        /* after a refused chunk the server's transaction is undefined */
+        if (c->bdat && (c->bdat_failed || code >= 300)) return send_rset(c);
         return TRANSACTION_READY;
     case EXPECT_RSET:
         if (c->job) {
-            for (size_t i = 0; i < j->n_rcpts; i++)
-                if (j->results[i].code == 0)
-                    store_result(&j->results[i], 451, "4.3.0 no recipient accepted");
+            store_open_results(j, 451, "4.3.0 no recipient accepted");
             finish_job(c);
         }
         if (code != 250) {
@@ -350,11 +348,7 @@ enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, co
     if (c->bdat && c->expect_i == c->n_expects) { /* the last RCPT reply is in */
         if (c->accepted == 0) {
             finish_job(c);
-            c->n_expects = 1;
-            c->expects[0] = EXPECT_RSET;
-            c->expect_i = 0;
-            smtpc_send_line(c, "RSET");
-            return TRANSACTION_GOES_ON;
+            return send_rset(c);
         }
         if (send_bdat(c) < 0) return TRANSACTION_GOES_ON; /* closed */
         smtpc_set_timeout(c, smtpc_cfg->command_timeout * 2);
@@ -368,11 +362,7 @@ enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, co
         }
         if (c->expects[c->sent_i] == EXPECT_DATA && c->accepted == 0) {
             finish_job(c);
-            c->n_expects = 1;
-            c->expects[0] = EXPECT_RSET;
-            c->expect_i = 0;
-            smtpc_send_line(c, "RSET");
-            return TRANSACTION_GOES_ON;
+            return send_rset(c);
         }
         send_command(c, c->sent_i++);
     }
