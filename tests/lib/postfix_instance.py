@@ -1,6 +1,8 @@
 """postfix_instance.py - a throw-away Postfix for integration tests: its own config, queue and
 data directories under the test dir (/etc/postfix and the system queue are never touched), the
-master in the foreground (`postfix start-fg`) as a harness Proc, so the test stops it by PID.
+master itself in the foreground (`master -s`, what `postfix start-fg` runs, but without the
+script in between, which let the master outlive it) as a harness Proc: it is the leader of its
+own session, so stopping it by PID takes its daemons with it.
 Its smtpd listens on one address and relays everything to relayhost; its log is a file
 (maillog_file through postlogd). Needs root (the master starts as root, the daemons run as
 user postfix) and the postfix package.
@@ -13,6 +15,7 @@ import harness as h
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
+MASTER = "/usr/lib/postfix/sbin/master"
 
 
 def version():
@@ -98,7 +101,8 @@ class Postfix:
         r = subprocess.run([POSTFIX, "-c", etc, "check"], capture_output=True, text=True,
                            timeout=60)
         h.check(r.returncode == 0, f"postfix check: {r.stdout}{r.stderr}")
-        self.proc = h.Proc(env, f"postfix[{name}]", [POSTFIX, "-c", etc, "start-fg"],
+        self.pid_file = os.path.join(queue, "pid", "master.pid")
+        self.proc = h.Proc(env, f"postfix[{name}]", [MASTER, "-s", "-c", etc],
                            env.path(f"{name}-master.log"), extra_env={"MAIL_CONFIG": etc})
         env.add_diagnostic(lambda: (f"postfix {name} log", h.tail(self.maillog, 30)))
         env.wait_for(lambda: self._up(ip, port), 30, f"postfix smtpd on {ip}:{port}")
@@ -115,4 +119,21 @@ class Postfix:
             return ""
 
     def stop(self):
-        return self.proc.stop()
+        rc = self.proc.stop()
+        h.check(not self._master_alive(), f"the Postfix master of {self.dir} outlived its stop")
+        return rc
+
+    def _master_alive(self):
+        try:
+            with open(self.pid_file) as fh:
+                pid = int(fh.read().strip() or 0)
+        except (OSError, ValueError):
+            return False
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"master" in fh.read()
