@@ -449,6 +449,7 @@ enum {
     EG_SPF_IPS,
     EG_MAX_CONNECTIONS,
     EG_MAX_MESSAGES,
+    EG_CHUNKING,
     EG_COUNT
 };
 

@@ -83,6 +83,7 @@ struct egress_conf {
                                       * default: the smarthost host or the MX name */
     int max_connections;             /* per destination; default 10 */
     int max_messages_per_connection; /* default 100 */
+    int chunking;                    /* BDAT (RFC 3030) when the server offers CHUNKING */
 };
 
 /* tls_policy: the administrator's TLS policy for a recipient domain (like Postfix's

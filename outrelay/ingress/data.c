@@ -1,4 +1,5 @@
-/* data.c - see data.h. The only way a message ends is CR LF "." CR LF; a line that ends in a
+/* data.c - see data.h. The only way a DATA message ends is CR LF "." CR LF (a BDAT one ends
+ * with its LAST chunk); a line that ends in a
  * bare LF, or carries a bare CR, is reported so the session can refuse the whole message
  * instead of guessing where it ends (the ambiguity SMTP smuggling exploits). At end of data the
  * message is made transport-safe here, before it is durable: the transformation itself is
@@ -7,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -31,6 +33,43 @@ enum data_line data_parse_line(const char *raw, size_t len, const char **content
     *content = raw;
     *content_len = n;
     return DATA_LINE_TEXT;
+}
+
+/* BDAT frames the message by its length, so a bare LF or CR cannot end it early the way it
+ * can in DATA; still the rule is DATA's: such a line makes the message refused (550 5.6.0)
+ * rather than rewritten to CR LF. What is spooled is what is signed and sent, and a message
+ * an origin DKIM-signed with bare LFs would no longer verify once we changed its lines; the
+ * session carries on with the next transaction, since nothing about the framing is in doubt. */
+enum data_line data_parse_bdat_line(const char *raw, size_t len, const char **content,
+                                    size_t *content_len)
+{
+    *content = raw;
+    *content_len = 0;
+    if (len < 2 || raw[len - 1] != '\n' || raw[len - 2] != '\r') return DATA_LINE_BARE_LF;
+    if (memchr(raw, '\r', len - 2)) return DATA_LINE_BARE_CR;
+    *content_len = len - 2;
+    return DATA_LINE_TEXT;
+}
+
+int data_parse_bdat(const char *args, uint64_t *size, int *last)
+{
+    uint64_t n = 0;
+    const char *p = args;
+    if (*p < '0' || *p > '9') return -1;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (n > (UINT64_MAX - 9) / 10) return -1; /* no chunk is that big: a broken client */
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    *last = 0;
+    if (*p == ' ') {
+        p++;
+        if (strcasecmp(p, "LAST") != 0) return -1;
+        *last = 1;
+    } else if (*p) {
+        return -1;
+    }
+    *size = n;
+    return 0;
 }
 
 const char *data_make_transport_safe(struct strbuf *data, struct envelope *env)

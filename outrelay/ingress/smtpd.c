@@ -107,7 +107,11 @@ static void transaction_reset(struct session *s)
     s->data_error = NULL;
     s->received_headers = 0;
     s->skip_long_line = 0;
-    if (s->state == STATE_MAIL || s->state == STATE_RCPT || s->state == STATE_DATA)
+    s->bdat_total = 0;
+    s->bdat_long_line = 0;
+    strbuf_free(&s->bdat_line);
+    if (s->state == STATE_MAIL || s->state == STATE_RCPT || s->state == STATE_DATA ||
+        s->state == STATE_BDAT_NEXT)
         s->state = STATE_READY;
 }
 
@@ -134,8 +138,9 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 
 static void set_timeouts(struct session *s)
 {
-    struct timeval tv = {.tv_sec = s->state == STATE_DATA ? smtpd_cfg->data_timeout
-                                                          : smtpd_cfg->command_timeout_in};
+    int in_data = s->state == STATE_DATA || s->state == STATE_BDAT;
+    struct timeval tv = {.tv_sec =
+                             in_data ? smtpd_cfg->data_timeout : smtpd_cfg->command_timeout_in};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
@@ -178,7 +183,9 @@ static void cmd_ehlo(struct session *s, const char *args, int esmtp)
     if (smtpd_auth_offered(s)) smtpd_reply(s, "250-AUTH PLAIN LOGIN");
     smtpd_reply(s, "250-ENHANCEDSTATUSCODES");
     smtpd_reply(s, "250-8BITMIME");
+    smtpd_reply(s, "250-CHUNKING");
     smtpd_reply(s, "250-DSN");
+    if (s->tls) smtpd_reply(s, "250-REQUIRETLS"); /* RFC 8689: over TLS only */
     smtpd_reply(s, "250 SMTPUTF8");
 }
 
@@ -198,8 +205,12 @@ static void cmd_mail(struct session *s, const char *args)
         return;
     }
     if (!s->esmtp && (s->mail.size >= 0 || s->mail.smtputf8 || s->mail.body || s->mail.ret ||
-                      s->mail.envid[0])) {
+                      s->mail.envid[0] || s->mail.requiretls)) {
         smtpd_reply(s, "555 5.5.4 MAIL parameters need EHLO");
+        return;
+    }
+    if (s->mail.requiretls && !s->tls) { /* RFC 8689 */
+        smtpd_reply(s, "530 5.7.10 REQUIRETLS needs a TLS session: send STARTTLS first");
         return;
     }
     if (s->mail.size > smtpd_cfg->max_message_size) {
@@ -214,6 +225,7 @@ static void cmd_mail(struct session *s, const char *args)
     s->env->ret_hdrs = s->mail.ret == SMTP_RET_HDRS;
     s->env->body_8bit = s->mail.body == SMTP_BODY_8BITMIME;
     s->env->smtputf8 = s->mail.smtputf8;
+    s->env->requiretls = s->mail.requiretls;
     s->state = STATE_MAIL;
     smtpd_reply(s, "250 2.1.0 Ok");
 }
@@ -245,6 +257,10 @@ static void cmd_rcpt(struct session *s, const char *args)
 {
     char err[256];
     struct smtp_rcpt_args r;
+    if (s->state == STATE_BDAT_NEXT) {
+        smtpd_reply(s, "503 5.5.1 RCPT after BDAT; send BDAT LAST or RSET");
+        return;
+    }
     if (s->state != STATE_MAIL && s->state != STATE_RCPT) {
         smtpd_reply(s, "503 5.5.1 Need MAIL command");
         return;
@@ -284,7 +300,9 @@ static void data_deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct session *s = arg;
-    if (s->closed || s->busy || s->state != STATE_DATA) return; /* the data is complete */
+    if (s->closed || s->busy ||
+        (s->state != STATE_DATA && s->state != STATE_BDAT && s->state != STATE_BDAT_NEXT))
+        return; /* the data is complete */
     log_warn("smtpd: %s: DATA deadline of %llds exceeded after %zu bytes; message from <%s> "
              "dropped",
              s->peer_text, (long long)smtpd_cfg->data_deadline, s->data.len,
@@ -297,16 +315,10 @@ static void data_deadline_cb(evutil_socket_t fd, short what, void *arg)
     smtpd_reply_and_close(s, reply);
 }
 
-static void cmd_data(struct session *s)
+/* The start of the message, DATA or the first BDAT chunk: our Received: field and loop stamp
+ * go first, and the deadline for the whole message starts. */
+static void data_begin(struct session *s)
 {
-    if (s->state == STATE_MAIL) {
-        smtpd_reply(s, "554 5.5.1 No valid recipients");
-        return;
-    }
-    if (s->state != STATE_RCPT) {
-        smtpd_reply(s, "503 5.5.1 Need RCPT command");
-        return;
-    }
     struct envelope *env = s->env;
     char date[64];
     const char *version = NULL, *cipher = NULL;
@@ -329,12 +341,29 @@ static void cmd_data(struct session *s)
     s->data_error = NULL;
     s->skip_long_line = 0;
     strbuf_reset(&s->header);
-    s->state = STATE_DATA;
-    set_timeouts(s);
     /* data_timeout is per read: only a deadline ends a client that trickles a byte at a time */
     if (!s->data_deadline_ev) s->data_deadline_ev = evtimer_new(smtpd_base, data_deadline_cb, s);
     struct timeval deadline = {.tv_sec = smtpd_cfg->data_deadline};
     evtimer_add(s->data_deadline_ev, &deadline);
+}
+
+static void cmd_data(struct session *s)
+{
+    if (s->state == STATE_BDAT_NEXT) { /* RFC 3030 section 2: not both in one transaction */
+        smtpd_reply(s, "503 5.5.1 DATA after BDAT; send BDAT LAST or RSET");
+        return;
+    }
+    if (s->state == STATE_MAIL) {
+        smtpd_reply(s, "554 5.5.1 No valid recipients");
+        return;
+    }
+    if (s->state != STATE_RCPT) {
+        smtpd_reply(s, "503 5.5.1 Need RCPT command");
+        return;
+    }
+    data_begin(s);
+    s->state = STATE_DATA;
+    set_timeouts(s);
     smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -599,6 +628,146 @@ static int data_input(struct session *s, struct evbuffer *in)
     }
 }
 
+/* --- BDAT (RFC 3030) ------------------------------------------------------------------------ */
+
+/* BDAT n [LAST]. Once the argument parses, exactly n octets follow whatever the answer: they
+ * are read (and dropped when the chunk is refused) before the reply, so that no octet of a
+ * message is ever taken as a command. `refusal`: the session refuses every transaction
+ * command (TLS first), the chunk is dropped with this reply. */
+static void cmd_bdat(struct session *s, const char *args, const char *refusal)
+{
+    uint64_t size;
+    int last;
+    if (data_parse_bdat(args, &size, &last) < 0) {
+        /* how many octets follow is unknown: whatever comes next could be message text */
+        smtpd_reply_and_close(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]; closing");
+        return;
+    }
+    const char *discard = refusal;
+    if (discard) {
+    } else if (s->state == STATE_MAIL) {
+        discard = "554 5.5.1 No valid recipients";
+    } else if (s->state != STATE_RCPT && s->state != STATE_BDAT_NEXT) {
+        discard = "503 5.5.1 Need MAIL and RCPT before BDAT";
+    } else if (size > (uint64_t)smtpd_cfg->max_message_size ||
+               (int64_t)size > smtpd_cfg->max_message_size - s->bdat_total) {
+        /* the transaction has failed (RFC 3030 section 2): later chunks get 503 */
+        log_warn("smtpd: %s: BDAT from <%s> over the size limit of %lld bytes; message dropped",
+                 s->peer_text, s->env->sender, (long long)smtpd_cfg->max_message_size);
+        discard = "552 5.3.4 Message size exceeds fixed limit";
+        transaction_reset(s);
+    }
+    if (!discard && s->state == STATE_RCPT) data_begin(s);
+    s->bdat_discard = discard;
+    s->bdat_left = size;
+    s->bdat_last = last;
+    s->bdat_resume = discard ? s->state : STATE_BDAT_NEXT;
+    if (!discard) s->bdat_total += (int64_t)size;
+    s->state = STATE_BDAT;
+    set_timeouts(s);
+}
+
+/* One complete line of a chunk, with its LF; the DATA rules from data_line() on. */
+static void bdat_line(struct session *s, const char *raw, size_t len)
+{
+    const char *line;
+    size_t n;
+    enum data_line kind = data_parse_bdat_line(raw, len, &line, &n);
+    if (kind != DATA_LINE_TEXT) {
+        if (!s->data_error)
+            s->data_error = "550 5.6.0 Bare <LF> or <CR> in message data; lines end in <CR><LF> "
+                            "(RFC 5322 2.3)";
+        return;
+    }
+    if (len > (size_t)smtpd_cfg->max_line_length && !s->data_error)
+        s->data_error = "500 5.5.2 Message line too long";
+    data_line(s, line, n);
+}
+
+/* Octets of the chunk, in any pieces: split into lines, a line left open carried over to the
+ * next piece or chunk (a chunk may end anywhere, between CR and LF too). */
+static void bdat_bytes(struct session *s, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *lf = memchr(p, '\n', n);
+        size_t take = lf ? (size_t)(lf - p + 1) : n;
+        if (s->bdat_long_line) {
+            /* the rest of an overlong line: only its end matters */
+        } else if (s->bdat_line.len + take > (size_t)smtpd_cfg->max_line_length + 2) {
+            if (!s->data_error) s->data_error = "500 5.5.2 Message line too long";
+            s->bdat_long_line = 1;
+            strbuf_reset(&s->bdat_line);
+        } else if (lf && s->bdat_line.len == 0) {
+            bdat_line(s, p, take);
+        } else {
+            strbuf_append(&s->bdat_line, p, take);
+            if (lf) {
+                bdat_line(s, s->bdat_line.data, s->bdat_line.len);
+                strbuf_reset(&s->bdat_line);
+            }
+        }
+        if (lf) s->bdat_long_line = 0;
+        p += take;
+        n -= take;
+    }
+}
+
+/* The chunk is in: the reply to its BDAT, or for the LAST one the end of the message, the
+ * same path as DATA's end from here (checks, DKIM binding, transport safety, the spool). */
+static void bdat_chunk_done(struct session *s)
+{
+    if (s->bdat_discard) {
+        s->state = s->bdat_resume;
+        set_timeouts(s);
+        smtpd_reply(s, "%s", s->bdat_discard);
+        s->bdat_discard = NULL;
+        s->errors++;
+        return;
+    }
+    if (s->data_error) { /* refused now: the client sends no more chunks (RFC 3030 section 2) */
+        evtimer_del(s->data_deadline_ev);
+        s->state = STATE_BDAT_NEXT;
+        set_timeouts(s);
+        data_refuse(s);
+        return;
+    }
+    if (!s->bdat_last) {
+        s->state = STATE_BDAT_NEXT;
+        set_timeouts(s);
+        smtpd_reply(s, "250 2.0.0 %lld octets received", (long long)s->bdat_total);
+        return;
+    }
+    if (s->bdat_line.len > 0) { /* the last line has no line end: it gets one, as on the wire */
+        strbuf_append(&s->bdat_line, "\r\n", 2);
+        bdat_line(s, s->bdat_line.data, s->bdat_line.len);
+        strbuf_reset(&s->bdat_line);
+    }
+    s->state = STATE_BDAT_NEXT; /* committed() or data_refuse() move on from here */
+    data_end(s);
+}
+
+/* Reads the current chunk; returns 0 to continue, 1 when input is exhausted. */
+static int bdat_input(struct session *s, struct evbuffer *in)
+{
+    while (s->bdat_left > 0) {
+        size_t avail = evbuffer_get_length(in);
+        if (avail == 0) return 1;
+        char buf[16384];
+        size_t n = sizeof buf;
+        if (n > avail) n = avail;
+        if (n > s->bdat_left) n = (size_t)s->bdat_left;
+        if (s->bdat_discard) {
+            evbuffer_drain(in, n);
+        } else {
+            evbuffer_remove(in, buf, n);
+            bdat_bytes(s, buf, n);
+        }
+        s->bdat_left -= n;
+    }
+    bdat_chunk_done(s);
+    return 0;
+}
+
 /* --- command dispatch --------------------------------------------------------------------- */
 
 static void command(struct session *s, char *line)
@@ -617,7 +786,10 @@ static void command(struct session *s, char *line)
     if (s->listen->tls == TLS_REQUIRED && !s->tls && cmd.verb != SMTP_VERB_EHLO &&
         cmd.verb != SMTP_VERB_HELO && cmd.verb != SMTP_VERB_STARTTLS &&
         cmd.verb != SMTP_VERB_QUIT && cmd.verb != SMTP_VERB_NOOP && cmd.verb != SMTP_VERB_RSET) {
-        smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
+        if (cmd.verb == SMTP_VERB_BDAT) /* its octets are read and dropped, never run */
+            cmd_bdat(s, cmd.args, "530 5.7.0 Must issue a STARTTLS command first");
+        else
+            smtpd_reply(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
     switch (cmd.verb) {
@@ -677,6 +849,8 @@ static void command(struct session *s, char *line)
         smtpd_cmd_auth(s, cmd.args);
         break;
     case SMTP_VERB_BDAT:
+        cmd_bdat(s, cmd.args, NULL);
+        break;
     case SMTP_VERB_UNKNOWN:
         smtpd_reply(s, "502 5.5.2 Command not recognized");
         s->errors++;
@@ -693,6 +867,10 @@ void smtpd_session_process(struct session *s)
         if (s->state == STATE_DATA) {
             int r = data_input(s, in);
             if (r != 0) return;
+            continue;
+        }
+        if (s->state == STATE_BDAT) {
+            if (bdat_input(s, in) != 0) return;
             continue;
         }
         size_t eol_len;

@@ -20,11 +20,13 @@
 #include "mail/envelope.h"
 
 enum session_state {
-    STATE_GREETING, /* before HELO/EHLO */
-    STATE_READY,    /* after HELO/EHLO, no transaction */
-    STATE_MAIL,     /* after MAIL FROM */
-    STATE_RCPT,     /* at least one RCPT accepted */
-    STATE_DATA,     /* reading message data */
+    STATE_GREETING,  /* before HELO/EHLO */
+    STATE_READY,     /* after HELO/EHLO, no transaction */
+    STATE_MAIL,      /* after MAIL FROM */
+    STATE_RCPT,      /* at least one RCPT accepted */
+    STATE_DATA,      /* reading message data */
+    STATE_BDAT,      /* reading the octets of a BDAT chunk (RFC 3030) */
+    STATE_BDAT_NEXT, /* a BDAT chunk taken, LAST not yet: BDAT, RSET, QUIT, NOOP go on */
     STATE_AUTH_PLAIN,
     STATE_AUTH_LOGIN_USER,
     STATE_AUTH_LOGIN_PASS,
@@ -70,6 +72,14 @@ struct session {
     char cert_subject[256]; /* the client certificate's subject, "" without one */
     const char *late_reply; /* a failed AUTH's reply, sent after the throttle's delay */
     struct strbuf header;   /* current (possibly folded) header field, for Message-ID/From */
+    /* BDAT (RFC 3030): the chunk being read, and the line it may end inside */
+    uint64_t bdat_left;             /* octets of the current chunk still to read */
+    int64_t bdat_total;             /* octets of every chunk of this transaction */
+    int bdat_last;                  /* the current chunk is the LAST */
+    const char *bdat_discard;       /* the chunk is read and dropped, then this is the reply */
+    enum session_state bdat_resume; /* the state once the chunk is read */
+    int bdat_long_line;             /* the partial line went over max_line_length: drop to its LF */
+    struct strbuf bdat_line;        /* a line not yet complete at the end of a chunk */
 };
 
 /* Users for SMTP AUTH; NULL when AUTH is not offered. Set by smtpd_start (smtpd.c). */

@@ -106,6 +106,7 @@ void envelope_serialize(const struct envelope *env, struct strbuf *out)
     put(out, "message_id", env->message_id);
     put(out, "from_domain", env->from_domain);
     if (env->transformed) put(out, "transformed", "1");
+    if (env->requiretls) put(out, "requiretls", "1"); /* absent in spools written before it */
     put(out, "transport", env->transport);
     snprintf(num, sizeof num, "%lld", (long long)env->size);
     put(out, "size", num);
@@ -219,6 +220,9 @@ struct envelope *envelope_parse(const char *text, size_t len)
                 SET(env->from_domain);
             } else if (KEY("transformed")) {
                 env->transformed = val[0] == '1';
+                free(val);
+            } else if (KEY("requiretls")) {
+                env->requiretls = val[0] == '1';
                 free(val);
             } else if (KEY("transport")) {
                 SET(env->transport);

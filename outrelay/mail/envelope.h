@@ -29,6 +29,9 @@ struct envelope {
     int ret_hdrs;    /* RET=HDRS */
     int body_8bit;   /* BODY=8BITMIME */
     int smtputf8;
+    /* MAIL FROM REQUIRETLS (RFC 8689): delivered only over verified TLS to a server that
+     * offers REQUIRETLS, else bounced with 5.7.30 */
+    int requiretls;
     char *message_id;  /* Message-ID header value, or NULL */
     char *from_domain; /* domain of the From: header, or NULL */
     int64_t size;      /* bytes of the stored message */

@@ -297,6 +297,9 @@ int smtp_parse_mail(const char *args, struct smtp_mail_args *out, char *reply, s
         } else if (strcasecmp(key, "SMTPUTF8") == 0) {
             if (val) goto bad;
             out->smtputf8 = 1;
+        } else if (strcasecmp(key, "REQUIRETLS") == 0) { /* RFC 8689: no value */
+            if (val) goto bad;
+            out->requiretls = 1;
         } else if (strcasecmp(key, "RET") == 0) {
             if (!val) goto bad;
             if (vlen == 4 && strncasecmp(val, "FULL", 4) == 0)

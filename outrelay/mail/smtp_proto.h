@@ -52,6 +52,7 @@ struct smtp_mail_args {
     int64_t size;                    /* SIZE=, -1 when absent */
     enum smtp_body body;
     int smtputf8;
+    int requiretls; /* REQUIRETLS (RFC 8689) */
     enum smtp_ret ret;
     char envid[101]; /* xtext-decoded ENVID, "" when absent */
 };

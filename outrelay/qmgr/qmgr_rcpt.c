@@ -227,7 +227,9 @@ static void send_dsn(struct message *m, const size_t *rcpts, size_t n)
         free(dr);
         return;
     }
-    spool_dsn(m, dr, k, m->env->ret_hdrs, rcpts, n, 0);
+    /* a REQUIRETLS message's DSN returns its header only (the body never travels where the
+     * sender did not allow it to) and is itself sent with REQUIRETLS (RFC 8689) */
+    spool_dsn(m, dr, k, m->env->ret_hdrs || m->env->requiretls, rcpts, n, 0);
     free(dr);
 }
 
@@ -259,6 +261,7 @@ static void spool_dsn(struct message *m, const struct dsn_recipient *dr, size_t 
     env->client_addr = xstrdup("localhost");
     env->helo = xstrdup(cfg->hostname);
     env->sender = xstrdup("");
+    env->requiretls = m->env->requiretls;
     env->size = (int64_t)text.len;
     envelope_add_rcpt(env, m->env->sender, NULL, 0);
     envelope_serialize(env, &envtext);

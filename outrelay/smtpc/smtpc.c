@@ -35,6 +35,10 @@ static void parse_ehlo_line(struct smtpc_conn *c, const char *kw)
         c->ext_pipelining = 1;
     else if (strcasecmp(kw, "STARTTLS") == 0)
         c->ext_starttls = 1;
+    else if (strcasecmp(kw, "CHUNKING") == 0)
+        c->ext_chunking = 1;
+    else if (strcasecmp(kw, "REQUIRETLS") == 0)
+        c->ext_requiretls = 1;
     else if (strcasecmp(kw, "8BITMIME") == 0)
         c->ext_8bitmime = 1;
     else if (strcasecmp(kw, "SMTPUTF8") == 0)
@@ -90,6 +94,13 @@ static void start_tls(struct smtpc_conn *c)
         SSL_set1_host(ssl, p->names[0]);
         for (size_t i = 1; i < p->n_names; i++)
             SSL_add1_host(ssl, p->names[i]);
+    } else {
+        /* The policy does not ask for verification, but a REQUIRETLS message (RFC 8689)
+         * may only go over a connection whose certificate verifies for the MX
+         * name: check it without failing the handshake (SSL_VERIFY_NONE still verifies and
+         * keeps the result); c->tls_verified says how it went. */
+        SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+        SSL_set1_host(ssl, p->sni);
     }
     bufferevent_free(c->bev); /* the plaintext bev does not own the fd */
     struct bufferevent *bev = bufferevent_openssl_socket_new(
@@ -97,6 +108,7 @@ static void start_tls(struct smtpc_conn *c)
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     smtpc_conn_attach(c, bev, smtpc_cfg->connect_timeout);
     c->tls = 1;
+    c->tls_verified = 0;
     c->state = C_TLS_HANDSHAKE;
 }
 
@@ -428,6 +440,8 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
                 smtpc_conn_next_address(c);
                 return;
             }
+            c->tls_verified =
+                SSL_get0_peer_certificate(ssl) != NULL && SSL_get_verify_result(ssl) == X509_V_OK;
             c->state = C_EHLO;
             smtpc_set_timeout(c, smtpc_cfg->command_timeout);
             smtpc_send_line(c, "EHLO %s", helo_name(c));

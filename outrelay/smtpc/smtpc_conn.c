@@ -164,7 +164,7 @@ void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t ti
 void smtpc_conn_forget_extensions(struct smtpc_conn *c)
 {
     c->ext_pipelining = c->ext_starttls = c->ext_8bitmime = c->ext_smtputf8 = c->ext_dsn = 0;
-    c->ext_auth_plain = c->ext_auth_login = 0;
+    c->ext_auth_plain = c->ext_auth_login = c->ext_chunking = c->ext_requiretls = 0;
     c->ext_size = 0;
 }
 
@@ -189,6 +189,7 @@ void smtpc_conn_drop_socket(struct smtpc_conn *c)
     c->bev = NULL;
     c->fd = -1;
     c->tls = 0;
+    c->tls_verified = 0;
     strbuf_reset(&c->reply); /* a reply half read from this server is none of the next one's */
     c->reply_code = 0;
 }

@@ -49,7 +49,8 @@ struct mx_host {
     int preference;
 };
 
-enum expect { EXPECT_MAIL, EXPECT_RCPT, EXPECT_DATA, EXPECT_BODY, EXPECT_RSET };
+/* EXPECT_BDAT: a chunk but the last (RFC 3030); the LAST one is answered as EXPECT_BODY */
+enum expect { EXPECT_MAIL, EXPECT_RCPT, EXPECT_DATA, EXPECT_BDAT, EXPECT_BODY, EXPECT_RSET };
 
 struct smtpc_conn {
     LIST_ENTRY(smtpc_conn) idle_link;
@@ -90,8 +91,9 @@ struct smtpc_conn {
     /* why TLS failed with the current server, as an RFC 8460 result type
      * ("starttls-not-supported", "certificate-host-mismatch", ...), or NULL; static text */
     const char *tls_failure;
+    int tls_verified; /* the server's certificate verified for the MX name (or policy names) */
     int ext_pipelining, ext_starttls, ext_8bitmime, ext_smtputf8, ext_dsn, ext_auth_plain,
-        ext_auth_login;
+        ext_auth_login, ext_chunking, ext_requiretls;
     int64_t ext_size;
     int messages;
     char last_error[480];
@@ -110,6 +112,8 @@ struct smtpc_conn {
     int rcpt_i;
     int accepted;
     int got_354;
+    int bdat;        /* this transaction sends BDAT chunks instead of DATA */
+    int bdat_failed; /* a chunk was refused: RSET once the replies are in */
     int closed;
     /* the receiver's last telling reply, for the shaping rules */
     int fb_code;

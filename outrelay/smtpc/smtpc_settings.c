@@ -96,6 +96,12 @@ static const struct setting egress_items[] = {
      .min = 1,
      .max = 1000000,
      .help = "Messages sent over one connection before it is closed."},
+    {.name = "chunking",
+     .type = SETTING_BOOL,
+     .offset = AT(chunking),
+     .def = "true",
+     .help = "Send the message with BDAT (RFC 3030) when the server offers CHUNKING: no "
+             "dot-stuffing, no scan for the end of data; false: always DATA."},
 };
 
 const struct settings_table smtpc_egress_settings = {

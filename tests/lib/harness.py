@@ -796,11 +796,12 @@ class SmtpSink:
 class PySink:
     """The aiosmtpd sink (tests/lib/py_sink.py) on ip:port: optional STARTTLS (tls = dict from
     make_ca_and_cert), optional reply script (see py_sink.py), optional max_line_length (octets;
-    998 = a receiver that enforces RFC 5321's limit). .messages() -> [SinkMessage] with
+    998 = a receiver that enforces RFC 5321's limit), optional requiretls (offered after
+    STARTTLS, the MAIL parameter recorded in mail_args). .messages() -> [SinkMessage] with
     tls_version/tls_cipher set; .replies() -> the scripted replies it gave."""
 
     def __init__(self, env, ip, port, name, tls=None, script=None, hostname=None, auth=None,
-                 client_ca=None, max_line_length=None):
+                 client_ca=None, max_line_length=None, requiretls=False):
         self.env = env
         self.ip = ip
         self.port = port
@@ -818,6 +819,8 @@ class PySink:
             argv += ["--auth", auth]
         if max_line_length is not None:  # a strict receiver: 500 5.5.2 for a longer line
             argv += ["--max-line-length", str(max_line_length)]
+        if requiretls:  # offers REQUIRETLS (RFC 8689) over TLS
+            argv += ["--requiretls"]
         self.proc = Proc(env, f"py-sink[{name}]", argv, env.path(f"pysink-{name}.log"),
                          stop_signal=signal.SIGINT)
         env.add_diagnostic(lambda: (f"py-sink {name} {ip}:{port}",

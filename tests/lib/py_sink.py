@@ -23,6 +23,8 @@ matches and still has a count left answers; otherwise the command is accepted no
 (without CRLF and the dot added for transparency, RFC 5321 4.5.3.1.6; N=998 is the RFC limit)
 gets "500 5.5.2 Line too long" (recorded as a "reply" event). Without it aiosmtpd's own limit
 applies.
+--requiretls makes it offer REQUIRETLS (RFC 8689) after STARTTLS and take the MAIL parameter
+there (recorded in mail_options); aiosmtpd itself knows neither.
 Stop the process with SIGINT (aiosmtpd ignores SIGTERM; this script handles both anyway).
 """
 import argparse
@@ -30,6 +32,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import ssl
 import sys
@@ -107,10 +110,11 @@ def client_subject(session):
 
 
 class Handler:
-    def __init__(self, script, recorder, max_line_length=None):
+    def __init__(self, script, recorder, max_line_length=None, requiretls=False):
         self.script = script
         self.rec = recorder
         self.max_line_length = max_line_length
+        self.requiretls = requiretls
 
     def _scripted(self, session, cmd, arg):
         reply = self.script.reply_for(cmd, arg, (session.peer or (None,))[0])
@@ -125,6 +129,8 @@ class Handler:
         if reply is not None:
             return [reply]
         session.host_name = hostname
+        if self.requiretls and tls_info(session)[0]:
+            responses.insert(1, "250-REQUIRETLS")
         return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
@@ -133,6 +139,8 @@ class Handler:
             return reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        if getattr(server, "requiretls_seen", False):
+            envelope.mail_options.append("REQUIRETLS")
         return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -174,6 +182,19 @@ class Handler:
         return "250 2.0.0 OK queued"
 
 
+class SinkSMTP(SMTP):
+    """aiosmtpd answers 555 to MAIL parameters it does not know: with --requiretls, REQUIRETLS
+    is taken off the line over TLS and handed to handle_MAIL as server.requiretls_seen."""
+
+    async def smtp_MAIL(self, arg):
+        self.requiretls_seen = False
+        if arg and self.event_handler.requiretls and self._tls_protocol is not None:
+            stripped = re.sub(r"\s+REQUIRETLS(?=\s|$)", "", arg, flags=re.I)
+            self.requiretls_seen = stripped != arg
+            arg = stripped
+        return await super().smtp_MAIL(arg)
+
+
 class SinkController(Controller):
     """Controller whose SMTP instances get our options (SMTPUTF8 on; AUTH only with --auth)."""
 
@@ -183,7 +204,7 @@ class SinkController(Controller):
         super().__init__(handler, **kwargs)
 
     def factory(self):
-        smtp = SMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
+        smtp = SinkSMTP(self.handler, hostname=self.SMTP_kwargs.get("hostname"),
                     tls_context=self._tls, require_starttls=False,
                     enable_SMTPUTF8=True, decode_data=False,
                     data_size_limit=64 * 1024 * 1024, auth_require_tls=True, **self._auth)
@@ -205,6 +226,8 @@ def main():
     ap.add_argument("--script", default="[]", help="JSON list of reply rules")
     ap.add_argument("--max-line-length", type=int,
                     help="refuse messages with a longer line (octets without CRLF): 500 5.5.2")
+    ap.add_argument("--requiretls", action="store_true",
+                    help="offer REQUIRETLS over TLS and accept the MAIL parameter")
     ap.add_argument("--auth", help="USER:PASSWORD[:MECH,...]: require AUTH (after STARTTLS) "
                                    "with these credentials, offering only the MECHs given")
     args = ap.parse_args()
@@ -221,7 +244,7 @@ def main():
             ctx.verify_mode = ssl.CERT_REQUIRED
 
     handler = Handler(Script(json.loads(args.script)), Recorder(args.record),
-                      args.max_line_length)
+                      args.max_line_length, args.requiretls)
     auth_kwargs = {}
     if args.auth:
         user, password, *mechs = args.auth.split(":")

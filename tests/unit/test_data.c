@@ -183,6 +183,45 @@ static void test_clean_stream_ends(void **state)
     assert_string_equal(stream + pos, "MAIL FROM:<next@example.org>\r\n");
 }
 
+/* BDAT's argument: a size, then LAST or nothing; anything else is refused (the caller closes). */
+static void test_bdat_argument(void **state)
+{
+    (void)state;
+    uint64_t size = 7;
+    int last = 7;
+    assert_int_equal(data_parse_bdat("0 LAST", &size, &last), 0);
+    assert_true(size == 0 && last == 1);
+    assert_int_equal(data_parse_bdat("1234", &size, &last), 0);
+    assert_true(size == 1234 && last == 0);
+    assert_int_equal(data_parse_bdat("12 last", &size, &last), 0);
+    assert_true(size == 12 && last == 1);
+    assert_int_equal(data_parse_bdat("1844674407370955161", &size, &last), 0);
+    assert_true(size == 1844674407370955161ULL);
+    const char *bad[] = {"",         "LAST", " 12", "12  LAST", "12 LAST ",
+                         "12 LASTX", "-1",   "12x", "1 2",      "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(data_parse_bdat(bad[i], &size, &last), -1);
+}
+
+/* A BDAT line keeps its dots and knows no end-of-data line; bare LF and bare CR as in DATA. */
+static void test_bdat_lines(void **state)
+{
+    (void)state;
+    const char *c;
+    size_t n;
+    assert_int_equal(data_parse_bdat_line(".\r\n", 3, &c, &n), DATA_LINE_TEXT);
+    assert_int_equal(n, 1);
+    assert_memory_equal(c, ".", 1);
+    assert_int_equal(data_parse_bdat_line("..x\r\n", 5, &c, &n), DATA_LINE_TEXT);
+    assert_int_equal(n, 3);
+    assert_memory_equal(c, "..x", 3);
+    assert_int_equal(data_parse_bdat_line("\r\n", 2, &c, &n), DATA_LINE_TEXT);
+    assert_int_equal(n, 0);
+    assert_int_equal(data_parse_bdat_line("a\n", 2, &c, &n), DATA_LINE_BARE_LF);
+    assert_int_equal(data_parse_bdat_line("\n", 1, &c, &n), DATA_LINE_BARE_LF);
+    assert_int_equal(data_parse_bdat_line("a\rb\r\n", 5, &c, &n), DATA_LINE_BARE_CR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -192,6 +231,8 @@ int main(void)
         cmocka_unit_test(test_bare_cr),
         cmocka_unit_test(test_smuggling_streams_never_end),
         cmocka_unit_test(test_clean_stream_ends),
+        cmocka_unit_test(test_bdat_argument),
+        cmocka_unit_test(test_bdat_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

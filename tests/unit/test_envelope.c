@@ -38,6 +38,7 @@ static void assert_same_envelope(const struct envelope *a, const struct envelope
     assert_int_equal(a->ret_hdrs, b->ret_hdrs);
     assert_int_equal(a->body_8bit, b->body_8bit);
     assert_int_equal(a->smtputf8, b->smtputf8);
+    assert_int_equal(a->requiretls, b->requiretls);
     assert_same_string(a->message_id, b->message_id);
     assert_same_string(a->from_domain, b->from_domain);
     assert_int_equal(a->size, b->size);
@@ -88,6 +89,7 @@ static void test_round_trip_every_field(void **state)
     env->ret_hdrs = 1;
     env->body_8bit = 1;
     env->smtputf8 = 1;
+    env->requiretls = 1;
     env->message_id = xstrdup("<abc.123@example.org>");
     env->from_domain = xstrdup("example.org");
     env->size = INT64_C(123456789012);
@@ -101,13 +103,14 @@ static void test_round_trip_every_field(void **state)
 static void test_round_trip_each_flag_alone(void **state)
 {
     (void)state;
-    for (int bit = 0; bit < 3; bit++) {
+    for (int bit = 0; bit < 4; bit++) {
         struct envelope *env = envelope_new();
         snprintf(env->queue_id, sizeof env->queue_id, "Q%d", bit);
         env->sender = xstrdup("a@example.org");
         env->ret_hdrs = bit == 0;
         env->body_8bit = bit == 1;
         env->smtputf8 = bit == 2;
+        env->requiretls = bit == 3;
         envelope_add_rcpt(env, "b@example.org", NULL, 0);
         round_trip(env);
         envelope_free(env);
@@ -248,6 +251,29 @@ static void test_unknown_keys_ignored(void **state)
     envelope_free(env);
 }
 
+/* A spool written before REQUIRETLS existed has no such key: the message does not ask for it. */
+static void test_requiretls_absent_in_old_spools(void **state)
+{
+    (void)state;
+    static const char old[] = "queue_id Q2\n"
+                              "sender a@example.org\n"
+                              "flags 001\n"
+                              "rcpt 0\tb@example.org\t\n";
+    struct envelope *env = envelope_parse(old, sizeof old - 1);
+    assert_non_null(env);
+    assert_int_equal(env->requiretls, 0);
+    assert_int_equal(env->smtputf8, 1);
+    struct strbuf text = STRBUF_INIT;
+    envelope_serialize(env, &text);
+    assert_null(strstr(text.data, "requiretls")); /* written only when set */
+    env->requiretls = 1;
+    strbuf_reset(&text);
+    envelope_serialize(env, &text);
+    assert_non_null(strstr(text.data, "\nrequiretls 1\n"));
+    strbuf_free(&text);
+    envelope_free(env);
+}
+
 static void test_garbage_refused(void **state)
 {
     (void)state;
@@ -321,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_null_sender_and_absent_fields),
         cmocka_unit_test(test_many_recipients),
         cmocka_unit_test(test_unknown_keys_ignored),
+        cmocka_unit_test(test_requiretls_absent_in_old_spools),
         cmocka_unit_test(test_garbage_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

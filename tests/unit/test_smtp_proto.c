@@ -309,6 +309,7 @@ static void test_mail_bad_parameters(void **state)
         "FROM:<a@example.org> ENVID=a=b",
         "FROM:<a@example.org> ENVID",
         "FROM:<a@example.org> SMTPUTF8=yes",
+        "FROM:<a@example.org> REQUIRETLS=yes",
         "FROM:<a@example.org> =x",
     };
     for (size_t i = 0; i < sizeof bad_value / sizeof bad_value[0]; i++)
@@ -323,6 +324,12 @@ static void test_mail_bad_parameters(void **state)
     assert_mail_refused("FROM:<a@example.org> FOO=bar", "555 5.5.4");
     assert_mail_refused("FROM:<a@example.org> NOTIFY=NEVER", "555 5.5.4");
     assert_mail_refused("FROM:<a@example.org> SMTPUTF8X", "555 5.5.4");
+    assert_mail_refused("FROM:<a@example.org> REQUIRETLSX", "555 5.5.4");
+    struct smtp_mail_args rt;
+    assert_mail_ok("FROM:<a@example.org> requiretls SIZE=10", &rt);
+    assert_int_equal(rt.requiretls, 1);
+    assert_mail_ok("FROM:<a@example.org> SIZE=10", &rt);
+    assert_int_equal(rt.requiretls, 0);
     assert_mail_refused("FROM:<a@example.org> ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEFGHIJ=1", "501 5.5.4");
 }
 

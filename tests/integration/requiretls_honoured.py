@@ -1,0 +1,128 @@
+"""requiretls_honoured.py - REQUIRETLS (RFC 8689) in and out.
+
+Ingress: EHLO offers REQUIRETLS only over TLS; MAIL FROM ... REQUIRETLS in plaintext gets
+530 5.7.10; after STARTTLS it is accepted. Egress (tls: optional, no CA file: the policy does
+not verify, so the relay checks the certificate against the MX name itself; the test CA is the
+relay's system store through SSL_CERT_FILE): the REQUIRETLS message to example.net (verified
+certificate, REQUIRETLS offered) is delivered over TLS with the REQUIRETLS parameter; to
+example.com (REQUIRETLS not offered), tls.test (certificate for another name) and nomx.test (no
+STARTTLS at all) it is bounced with 5.7.30 and none of those servers sees a MAIL for it; the
+sender gets a DSN per bounce with the original header and without its body, itself sent with
+REQUIRETLS (the sender's MX offers it). A message without
+REQUIRETLS to tls.test still goes (opportunistic TLS), so the refusal is the message's.
+"""
+import base64
+import os
+import smtplib
+
+import harness as h
+
+SECRET = "the body that must not travel in the clear"
+
+
+def send_requiretls(relay, ca, rcpt, msgid):
+    data = h.make_message("alice@example.org", rcpt, "requiretls", message_id=msgid,
+                          body=SECRET + "\r\n")
+    s = smtplib.SMTP(relay.host, relay.port, timeout=30)
+    s.ehlo("client.example.org")
+    s.starttls(context=h.client_tls_context(ca))
+    s.ehlo("client.example.org")
+    h.check(s.has_extn("requiretls"), f"REQUIRETLS not offered over TLS: {s.esmtp_features}")
+    refused = s.sendmail("alice@example.org", [rcpt], data, mail_options=["REQUIRETLS"])
+    h.check(not refused, f"refused: {refused}")
+    s.quit()
+
+
+def test(env):
+    h.need_binary(env)
+    nsd = h.Nsd(env)
+    mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
+    tls_dir = env.path("tls")
+    relay_certs = h.make_ca_and_cert(tls_dir, ["relay.outrelay.test"], [h.RELAY_IP], "relay")
+    net_certs = h.make_ca_and_cert(tls_dir, ["mx.example.net"], [], "net")
+    com_certs = h.make_ca_and_cert(tls_dir, ["mx.example.com"], [], "com")
+    wrong_certs = h.make_ca_and_cert(tls_dir, ["wrong.example"], [], "wrong")
+    ca = relay_certs["ca"]
+    org_certs = h.make_ca_and_cert(tls_dir, ["mx.example.org"], [], "org")
+    dsn_sink = h.PySink(env, h.MX_EXAMPLE_ORG, mx_port, "example.org", tls=org_certs,
+                        requiretls=True)
+    good = h.PySink(env, h.MX_EXAMPLE_NET, mx_port, "example.net", tls=net_certs,
+                    requiretls=True)
+    no_rt = h.PySink(env, h.MX_EXAMPLE_COM, mx_port, "example.com", tls=com_certs)
+    wrong = h.PySink(env, h.MX_TLS_TEST, mx_port, "tls.test", tls=wrong_certs, requiretls=True)
+    plain = h.PySink(env, h.NOMX_TEST_A, mx_port, "nomx.test")
+
+    os.environ["SSL_CERT_FILE"] = ca   # the relay's system store: the test CA only
+    relay = h.Relay(env, h.standard_config(env, nsd, mx_port, tls=relay_certs))
+
+    # --- ingress -----------------------------------------------------------------------------
+    c = h.RawClient(relay.host, relay.port)
+    code, _ = c.reply()
+    code, text = c.cmd(b"EHLO client.example.org\r\n")
+    h.check(code == 250 and "REQUIRETLS" not in text.split("\n"),
+            f"REQUIRETLS offered in plaintext: {text}")
+    code, text = c.cmd(b"MAIL FROM:<alice@example.org> REQUIRETLS\r\n")
+    h.check(code == 530 and text.startswith("5.7.10"), f"REQUIRETLS in plaintext: {code} {text}")
+    code, text = c.cmd(b"MAIL FROM:<alice@example.org>\r\n")
+    h.check(code == 250, f"plain MAIL after the refusal: {code} {text}")
+    c.cmd(b"QUIT\r\n")
+    c.close()
+
+    targets = {"bob@example.net": "<rt-net@example.org>", "bob@example.com": "<rt-com@example.org>",
+               "bob@tls.test": "<rt-wrong@example.org>", "bob@nomx.test": "<rt-plain@example.org>"}
+    for rcpt, msgid in targets.items():
+        send_requiretls(relay, ca, rcpt, msgid)
+    normal = "<normal-wrong@example.org>"
+    res = h.send(relay.host, relay.port, "alice@example.org", ["carol@tls.test"],
+                 h.make_message("alice@example.org", "carol@tls.test", "normal",
+                                message_id=normal))
+    h.check(res.accepted, f"normal message refused: {res}")
+
+    # --- delivered where everything holds -------------------------------------------------------
+    env.wait_for(lambda: good.messages(), 60, "the REQUIRETLS message at example.net")
+    m = good.messages()[0]
+    h.check(m.message_id == targets["bob@example.net"], f"example.net got {m.message_id}")
+    h.check(m.tls_version, "example.net got the message without TLS")
+    h.check("REQUIRETLS" in m.mail_args.upper().split(), f"MAIL without REQUIRETLS: {m.mail_args}")
+
+    # --- bounced with 5.7.30 elsewhere, a DSN each ----------------------------------------------
+    def bounces():
+        return relay.events("SELECT recipient, enhanced_code, reply_text FROM events "
+                            "WHERE event='bounced'")
+    env.wait_for(lambda: len(bounces()) >= 3, 60, "three 5.7.30 bounces")
+    got = {b["recipient"]: b for b in bounces()}
+    h.check(set(got) == {"bob@example.com", "bob@tls.test", "bob@nomx.test"},
+            f"bounced: {sorted(got)}")
+    for rcpt, why in (("bob@example.com", "does not offer REQUIRETLS"),
+                      ("bob@tls.test", "did not verify"), ("bob@nomx.test", "not TLS")):
+        b = got[rcpt]
+        h.check(b["enhanced_code"] == "5.7.30", f"{rcpt}: {b}")
+        h.check(why in (b["reply_text"] or ""), f"{rcpt}: want '{why}' in {b['reply_text']}")
+    env.wait_for(lambda: len(dsn_sink.messages()) >= 3, 60, "three DSNs to the sender")
+    dsns = dsn_sink.messages()
+    for d in dsns:
+        raw = d.raw.decode("utf-8", "replace")
+        h.check(d.mail_from in ("", "<>", None) and "5.7.30" in raw,
+                f"DSN from {d.mail_from!r}: {raw[:600]}")
+        h.check("REQUIRETLS" in d.mail_args.upper().split(),
+                f"the DSN of a REQUIRETLS message went without REQUIRETLS: {d.mail_args}")
+        h.check(SECRET not in raw, "the DSN of a REQUIRETLS message returned its body")
+        h.check(any(mid in raw for mid in targets.values()),
+                "the DSN does not carry the original header")
+
+    # --- none of them saw the REQUIRETLS message; the normal one went ---------------------------
+    env.wait_for(lambda: wrong.messages(), 60, "the normal message at tls.test")
+    for sink in (no_rt, wrong, plain):
+        ids = [x.message_id for x in sink.messages()]
+        h.check(not [i for i in ids if i in targets.values()],
+                f"{sink.name} received a REQUIRETLS message: {ids}")
+        bodies = [base64.b64decode(e.get("data_b64", "")) for e in sink.events()
+                  if e.get("event") == "message"]
+        h.check(not [b for b in bodies if SECRET.encode() in b], f"{sink.name} saw the secret body")
+    h.check([x.message_id for x in wrong.messages()] == [normal],
+            f"tls.test got {[x.message_id for x in wrong.messages()]}")
+    relay.stop()
+
+
+if __name__ == "__main__":
+    h.main(test)
