@@ -108,12 +108,22 @@ static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
  * unchanged and, for now, changes nothing here: the tls_policy: table and the egress's tls
  * setting are the administrator's, not the recipient's, and stay in force; the DANE and MTA-STS
  * rules to be added to tls_policy_for() are where it would apply. With REQUIRETLS on MAIL FROM
- * the header is ignored, as the RFC says. Returns NULL, or the reason for the refusal. */
+ * the header is ignored, as the RFC says.
+ *
+ * For direct delivery the MX host itself must be trustworthy (RFC 8689 section 4.2.1): it came
+ * from a DNSSEC-validated MX answer, or the domain's MTA-STS policy lists it; a smarthost is
+ * the administrator's choice and needs no such proof. Returns NULL, or the reason. */
 static const char *requiretls_refusal(const struct smtpc_conn *c, char *buf, size_t size)
 {
+    int direct = c->egress->type == EGRESS_DIRECT && c->dest->domain[0];
+    int mx_trusted =
+        !direct || c->mx_secure ||
+        (c->sts && c->sts->mode != STS_MODE_NONE && sts_policy_allows(c->sts, c->mx_name));
     const char *why = !c->tls              ? "the connection is not TLS"
                       : !c->tls_verified   ? "its certificate did not verify"
                       : !c->ext_requiretls ? "it does not offer REQUIRETLS"
+                      : !mx_trusted        ? "the MX host was found neither through DNSSEC nor in "
+                                             "an MTA-STS policy"
                                            : NULL;
     if (!why) return NULL;
     if (buf) snprintf(buf, size, "REQUIRETLS: %s[%s]: %s; not sent", c->mx_name, c->addr_text, why);

@@ -10,6 +10,11 @@ STARTTLS at all) it is bounced with 5.7.30 and none of those servers sees a MAIL
 sender gets a DSN per bounce with the original header and without its body, itself sent with
 REQUIRETLS (the sender's MX offers it). A message without
 REQUIRETLS to tls.test still goes (opportunistic TLS), so the refusal is the message's.
+example.net's and example.org's zones are DNSSEC-signed in the test (their keys the relay's
+trust anchors): RFC 8689
+section 4.2.1 wants the MX host from a validated MX answer or an MTA-STS policy. unsigned.test
+has the same MX host (verified certificate, REQUIRETLS offered) through an unsigned zone: bounced
+5.7.30 as well.
 """
 import base64
 import os
@@ -35,7 +40,13 @@ def send_requiretls(relay, ca, rcpt, msgid):
 
 def test(env):
     h.need_binary(env)
-    nsd = h.Nsd(env)
+    zones = h.default_zones()
+    signed = h.dnssec_sign(env, "example.net", zones["example.net"])
+    zones["example.net"] = signed.text
+    signed_org = h.dnssec_sign(env, "example.org", zones["example.org"])  # the DSNs' way
+    zones["example.org"] = signed_org.text
+    zones["unsigned.test"] = h.zone_text("unsigned.test", "@ IN MX 10 mx.example.net.\n")
+    nsd = h.Nsd(env, zones)
     mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
     tls_dir = env.path("tls")
     relay_certs = h.make_ca_and_cert(tls_dir, ["relay.outrelay.test"], [h.RELAY_IP], "relay")
@@ -53,7 +64,12 @@ def test(env):
     plain = h.PySink(env, h.NOMX_TEST_A, mx_port, "nomx.test")
 
     os.environ["SSL_CERT_FILE"] = ca   # the relay's system store: the test CA only
-    relay = h.Relay(env, h.standard_config(env, nsd, mx_port, tls=relay_certs))
+    cfg = h.standard_config(env, nsd, mx_port, tls=relay_certs)
+    anchors = env.path("anchors.ds")
+    with open(anchors, "w") as fh:
+        fh.write(signed.ds + "\n" + signed_org.ds + "\n")
+    cfg.setdefault("dns", {})["trust_anchor"] = anchors
+    relay = h.Relay(env, cfg)
 
     # --- ingress -----------------------------------------------------------------------------
     c = h.RawClient(relay.host, relay.port)
@@ -69,7 +85,8 @@ def test(env):
     c.close()
 
     targets = {"bob@example.net": "<rt-net@example.org>", "bob@example.com": "<rt-com@example.org>",
-               "bob@tls.test": "<rt-wrong@example.org>", "bob@nomx.test": "<rt-plain@example.org>"}
+               "bob@tls.test": "<rt-wrong@example.org>", "bob@nomx.test": "<rt-plain@example.org>",
+               "bob@unsigned.test": "<rt-unsigned@example.org>"}
     for rcpt, msgid in targets.items():
         send_requiretls(relay, ca, rcpt, msgid)
     normal = "<normal-wrong@example.org>"
@@ -89,16 +106,17 @@ def test(env):
     def bounces():
         return relay.events("SELECT recipient, enhanced_code, reply_text FROM events "
                             "WHERE event='bounced'")
-    env.wait_for(lambda: len(bounces()) >= 3, 60, "three 5.7.30 bounces")
+    env.wait_for(lambda: len(bounces()) >= 4, 60, "four 5.7.30 bounces")
     got = {b["recipient"]: b for b in bounces()}
-    h.check(set(got) == {"bob@example.com", "bob@tls.test", "bob@nomx.test"},
+    h.check(set(got) == {"bob@example.com", "bob@tls.test", "bob@nomx.test", "bob@unsigned.test"},
             f"bounced: {sorted(got)}")
     for rcpt, why in (("bob@example.com", "does not offer REQUIRETLS"),
-                      ("bob@tls.test", "did not verify"), ("bob@nomx.test", "not TLS")):
+                      ("bob@tls.test", "did not verify"), ("bob@nomx.test", "not TLS"),
+                      ("bob@unsigned.test", "neither through DNSSEC nor in an MTA-STS policy")):
         b = got[rcpt]
         h.check(b["enhanced_code"] == "5.7.30", f"{rcpt}: {b}")
         h.check(why in (b["reply_text"] or ""), f"{rcpt}: want '{why}' in {b['reply_text']}")
-    env.wait_for(lambda: len(dsn_sink.messages()) >= 3, 60, "three DSNs to the sender")
+    env.wait_for(lambda: len(dsn_sink.messages()) >= 4, 60, "four DSNs to the sender")
     dsns = dsn_sink.messages()
     for d in dsns:
         raw = d.raw.decode("utf-8", "replace")
