@@ -54,6 +54,24 @@ void tlsrpt_report_id(const struct tlsrpt_meta *meta, const char *policy_domain,
 int64_t tlsrpt_json(const struct tlsrpt_rows *rows, const char *policy_domain,
                     const struct tlsrpt_meta *meta, struct strbuf *out);
 
+/* The report mail (tlsrpt_mail.c, RFC 8460 section 5.3). */
+struct tlsrpt_mail {
+    const char *from;      /* address */
+    const char *const *to; /* the rua addresses */
+    size_t n_to;
+    const char *policy_domain; /* TLS-Report-Domain */
+    const char *submitter;     /* TLS-Report-Submitter */
+    const char *report_id;
+    const char *json;       /* the report (tlsrpt_json) */
+    int64_t start, end;     /* the range, unix seconds (the file name's timestamps) */
+    const char *range_text; /* "2026-03-01 (UTC)" for the text part */
+    int64_t now;            /* Date: */
+};
+/* Appends the whole message (CRLF lines) to out. Returns 0 / -1 (gzip failed). */
+int tlsrpt_mail_build(const struct tlsrpt_mail *m, struct strbuf *out);
+/* data gzip'd (RFC 1952) into *out (malloc'd). Returns 0 / -1. */
+int tlsrpt_gzip(const char *data, size_t len, unsigned char **out, size_t *out_len);
+
 /* Parses a `_smtp._tls` TXT record (RFC 8460 section 3): "v=TLSRPTv1; rua=URI[,URI]...".
  * Fills rua[0..*n) with the mailto: addresses (the part after "mailto:", percent-decoded,
  * without "?..." headers) and counts other URIs (https:) in *n_other. Returns 0, or -1 when

@@ -1,0 +1,21 @@
+/* tlsrpt_send.h - the daily TLS-RPT sender (tlsrpt_send.c): main.c starts it after the queue,
+ * hands it each reloaded configuration, stops it before the queue stops and closes it after the
+ * spool's last callbacks. Loop thread only. */
+#ifndef OUTRELAY_TLSRPT_SEND_H
+#define OUTRELAY_TLSRPT_SEND_H
+
+#include <event2/event.h>
+
+struct config;
+
+/* Checks every few seconds whether yesterday's reports are due (tls_reports.hour). */
+void tlsrpt_start(struct event_base *base, const struct config *cfg);
+void tlsrpt_reload(const struct config *cfg);
+/* One check now (the timer's work). */
+void tlsrpt_tick(void);
+/* No more checks or lookups; reports being spooled still get remembered. */
+void tlsrpt_stop(void);
+/* Closes <state>/tlsrpt.db. */
+void tlsrpt_close(void);
+
+#endif
