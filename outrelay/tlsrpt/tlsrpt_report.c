@@ -17,7 +17,12 @@
 /* A session is an attempt row that negotiated TLS (tls_version) or says why it could not
  * (tls_failure); an attempt under policy none, or one that never reached the server, is no
  * TLS session. The attempt row has no recipient: its domain is that of the first recipient row
- * the same attempt wrote (same message and receiving address, at or after it). */
+ * the same attempt wrote (same message and receiving address, at or after it). Addresses are
+ * recorded as "ip:port" or "[ipv6]:port"; the report names the IP alone. */
+#define TLSRPT_IP(col)                                                                             \
+    "CASE WHEN " col " LIKE '[%]:%' THEN substr(" col ", 2, instr(" col ", ']') - 2) WHEN "        \
+    "length(" col ") - length(replace(" col ", ':', '')) = 1 THEN substr(" col ", 1, instr(" col   \
+    ", ':') - 1) ELSE coalesce(" col ", '') END"
 static const char tlsrpt_sql[] =
     "SELECT pd, ptype, pstring, outcome, sip, mx, rip, count(*) FROM (SELECT "
     "coalesce(a.tls_policy_domain, (SELECT lower(substr(r.recipient, instr(r.recipient, '@') + "
@@ -27,11 +32,16 @@ static const char tlsrpt_sql[] =
     "CASE a.tls_policy_source WHEN 'dane' THEN 'tlsa' WHEN 'mta-sts' THEN 'sts' ELSE "
     "'no-policy-found' END AS ptype, CASE WHEN a.tls_policy_source IN ('dane', 'mta-sts') THEN "
     "a.tls_policy_string END AS pstring, CASE WHEN a.tls_version IS NOT NULL THEN NULL ELSE "
-    "a.tls_failure END AS outcome, coalesce(a.source_addr, '') AS sip, coalesce(a.remote_mx, '') "
-    "AS mx, coalesce(a.remote_addr, '') AS rip FROM events a WHERE a.event = 'attempt' AND "
-    "(a.tls_version IS NOT NULL OR a.tls_failure IS NOT NULL) AND (?1 = 0 OR a.ts_us >= ?1) AND "
-    "(?2 = 0 OR a.ts_us < ?2)) WHERE pd IS NOT NULL AND (?3 IS NULL OR pd = ?3) GROUP BY 1, 2, 3, "
-    "4, 5, 6, 7 ORDER BY 1, 2, 3, 4 IS NOT NULL, 4, 5, 6, 7";
+    "a.tls_failure END AS outcome, " TLSRPT_IP(
+        "a.source_addr") " AS sip, coalesce(a.remote_mx, '') "
+                         "AS mx, " TLSRPT_IP(
+                             "a.remote_addr") " AS rip FROM events a WHERE a.event = 'attempt' AND "
+                                              "(a.tls_version IS NOT NULL OR a.tls_failure IS NOT "
+                                              "NULL) AND (?1 = 0 OR a.ts_us >= ?1) AND "
+                                              "(?2 = 0 OR a.ts_us < ?2)) WHERE pd IS NOT NULL AND "
+                                              "(?3 IS NULL OR pd = ?3) GROUP BY 1, 2, 3, "
+                                              "4, 5, 6, 7 ORDER BY 1, 2, 3, 4 IS NOT NULL, 4, 5, "
+                                              "6, 7";
 
 static char *tlsrpt_col(sqlite3_stmt *st, int col)
 {

@@ -60,29 +60,29 @@ static int setup(void **state)
     char err[256];
     assert_int_equal(records_open(tmpdir, err, sizeof err), 0);
     /* a.test: no published policy */
-    session("Q1", DAY * US, "u@a.test", "TLSv1.3", NULL, "egress", NULL, NULL, "127.0.0.50");
+    session("Q1", DAY * US, "u@a.test", "TLSv1.3", NULL, "egress", NULL, NULL, "127.0.0.50:25");
     session("Q2", (DAY + 20) * US, "v@A.test", NULL, "starttls-not-supported", "table", NULL, NULL,
-            "127.0.0.50");
+            "127.0.0.50:25");
     session("Q3", (DAY + 30) * US, "w@a.test", NULL, "starttls-not-supported", "table", NULL, NULL,
-            "127.0.0.50");
+            "127.0.0.50:25");
     session("Q4", (DAY + 40) * US, "w@a.test", NULL, "certificate-expired", "table", NULL, NULL,
-            "127.0.0.51");
+            "127.0.0.51:25");
     session("Q5", (DAY + 86400) * US - 1, "x@a.test", "TLSv1.2", NULL, "egress", NULL, NULL,
-            "127.0.0.50");
+            "127.0.0.50:25");
     /* outside the day: the second before, the first microsecond after */
-    session("Q6", DAY * US - 1, "y@a.test", "TLSv1.3", NULL, "egress", NULL, NULL, "127.0.0.50");
+    session("Q6", DAY * US - 1, "y@a.test", "TLSv1.3", NULL, "egress", NULL, NULL, "127.0.0.50:25");
     session("Q7", (DAY + 86400) * US, "z@a.test", NULL, "validation-failure", "egress", NULL, NULL,
-            "127.0.0.50");
+            "127.0.0.50:25");
     /* policy none: no TLS session at all */
-    session("Q8", (DAY + 50) * US, "n@a.test", NULL, NULL, "table", NULL, NULL, "127.0.0.50");
+    session("Q8", (DAY + 50) * US, "n@a.test", NULL, NULL, "table", NULL, NULL, "127.0.0.50:25");
     /* b.test publishes TLSA records for its MX: the policy domain and lines come with it */
     session("Q9", (DAY + 60) * US, "u@b.test", NULL, "tlsa-invalid", "dane", "b.test",
-            "3 1 1 aabb\n3 1 1 ccdd", "127.0.0.60");
+            "3 1 1 aabb\n3 1 1 ccdd", "[2001:db8::60]:25");
     session("QA", (DAY + 70) * US, "u@b.test", "TLSv1.3", NULL, "dane", "b.test",
-            "3 1 1 aabb\n3 1 1 ccdd", "127.0.0.60");
+            "3 1 1 aabb\n3 1 1 ccdd", "[2001:db8::60]:25");
     /* the same recipient domain, but an MTA-STS policy of another domain applied */
     session("QB", (DAY + 80) * US, "u@c.test", "TLSv1.3", NULL, "mta-sts", "sts.test",
-            "version: STSv1\nmode: enforce\nmx: *.c.test\nmax_age: 86400", "127.0.0.70");
+            "version: STSv1\nmode: enforce\nmx: *.c.test\nmax_age: 86400", "127.0.0.70:25");
     records_close();
     char path[600];
     snprintf(path, sizeof path, "%s/records.db", tmpdir);
@@ -178,7 +178,7 @@ static void test_aggregate_json(void **state)
     assert_non_null(strstr(j, "\"total-failure-session-count\":1"));
     assert_non_null(strstr(j, "{\"result-type\":\"tlsa-invalid\",\"sending-mta-ip\":\"127.0.0.2\","
                               "\"receiving-mx-hostname\":\"mx.example.net\",\"receiving-ip\":"
-                              "\"127.0.0.60\",\"failed-session-count\":1}"));
+                              "\"2001:db8::60\",\"failed-session-count\":1}"));
     assert_null(strstr(j, "a.test"));
 
     /* no-policy-found: no policy-string; two failure groups */
