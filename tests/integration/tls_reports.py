@@ -15,7 +15,8 @@ enc.test), with the RFC 8460 section 5.3 headers and Subject, multipart/report;
 report-type=tlsrpt, an application/tlsrpt+gzip part named per section 5.1, a DKIM signature;
 the gunzipped JSON validates against tests/data/tlsrpt/report.schema.json (RFC 8460 section 4.4)
 and its counts equal `outrelay report tls --json --day D`; none for quiet.test; a restart
-sends nothing again (STATE/tlsrpt.db).
+sends nothing again (STATE/tlsrpt.db). Before that, /metrics shows the TLS share per egress x
+provider (1: everything delivered went over TLS) and the TLS failures by result type.
 """
 import gzip
 import json
@@ -24,6 +25,7 @@ import re
 import sqlite3
 import subprocess
 import time
+import urllib.request
 
 import jsonschema
 
@@ -82,7 +84,9 @@ def test(env):
 
     egress = h.default_egress()
     egress["legacy"]["tls_ca_file"] = tls_cert["ca"]
+    metrics_port = env.free_port([h.RELAY_IP])
     cfg = h.standard_config(env, nsd, mx_port, egress=egress, retry=["1s", "6h"],
+                            metrics={"listen": f"127.0.0.1:{metrics_port}"},
                             max_lifetime="5d", tls_policy={"enc.test": "encrypt"},
                             tls_reports={"enabled": True, "organization": "Outrelay Test",
                                          "contact": "tls@example.org",
@@ -108,6 +112,21 @@ def test(env):
                  lambda: f"enc.test deferred for STARTTLS: {relay.history('enc.test')}")
     time.sleep(3)  # the 1s retry comes and goes; the next is 6h away on the calendar
     h.check(not reports.messages(), "a report before the day was over")
+
+    # /metrics: TLS share per egress x provider, TLS failures by result type
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    share = re.search(r'(?m)^outrelay_tls_share_ratio\{egress="legacy",provider="other"\} (\S+)$',
+                      text)
+    # tls.test twice and quiet.test over TLS, nothing delivered without: a share of 1
+    h.check(share and float(share.group(1)) == 1.0, f"outrelay_tls_share_ratio:\n{text}")
+    h.check(re.search(r'(?m)^outrelay_tls_deliveries_total\{egress="legacy",provider="other",'
+                      r'tls="yes"\} 3$', text), f"outrelay_tls_deliveries_total:\n{text}")
+    failures = re.search(r'(?m)^outrelay_tls_failures_total\{egress="legacy",provider="other",'
+                         r'result_type="starttls-not-supported"\} (\S+)$', text)
+    h.check(failures and float(failures.group(1)) == len(enc_deferrals()),
+            f"outrelay_tls_failures_total vs {len(enc_deferrals())} deferrals:\n{text}")
+    h.check("# TYPE outrelay_tls_share_ratio gauge" in text, "no TYPE line for the share")
 
     # what the operator sees for day D, before the reports go out
     day = time.strftime("%Y-%m-%d", time.gmtime(DAY))
