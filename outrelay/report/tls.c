@@ -2,13 +2,71 @@
  * policy applied) and policy type, the TLS sessions that succeeded and failed, and the failures
  * by RFC 8460 result type, receiving MX and IP and sending IP; `outrelay report tlsrpt`: the
  * RFC 8460 aggregate report JSON of one domain, as the daily sender mails it. Both read the
- * sessions through tlsrpt/ (tlsrpt_collect). Called by report.c and html.c. */
+ * sessions through tlsrpt/ (tlsrpt_collect); the TLS share and TLS failures per egress x
+ * provider for the HTML page and the terminal. Called by report.c and html.c. */
 #include <stdio.h>
 #include <string.h>
 
 #include "config/config.h"
 #include "report/report_core.h"
 #include "tlsrpt/tlsrpt.h"
+
+/* The TLS share per egress x provider (delivered recipients) and the TLS failures per egress x
+ * provider x result type (attempts), over the window and --egress. */
+static int tls_egress_tables(struct report_ctx *ctx, struct report_doc *doc)
+{
+    struct report_table *share =
+        report_table_add(doc, "tls_share", "Delivered over TLS per egress x provider",
+                         "egress provider delivered:i over_tls:i tls_share:r");
+    struct report_table *fails =
+        report_table_add(doc, "tls_failures", "TLS failures per egress x provider x result type",
+                         "egress provider result_type attempts:i");
+    struct strbuf where = STRBUF_INIT, sql = STRBUF_INIT;
+    report_sql_filters(&where, ctx, NULL, NULL, 1);
+    strbuf_printf(&sql,
+                  "SELECT coalesce(egress, ''), coalesce(provider, 'other'), count(*), "
+                  "sum(tls_version IS NOT NULL) FROM events WHERE event = 'delivered'%s "
+                  "GROUP BY 1, 2 ORDER BY 1, 2",
+                  where.data ? where.data : "");
+    int rc = SQLITE_DONE;
+    sqlite3_stmt *st = report_prepare(ctx, sql.data);
+    if (!st) goto out;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t n = sqlite3_column_int64(st, 2), tls = sqlite3_column_int64(st, 3);
+        report_row(share);
+        report_put(share, 0, report_text_col(st, 0));
+        report_put(share, 1, report_text_col(st, 1));
+        report_puti(share, 2, n);
+        report_puti(share, 3, tls);
+        report_putr(share, 4, n ? 100.0 * (double)tls / (double)n : 0);
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) goto out;
+    strbuf_reset(&sql);
+    strbuf_printf(&sql,
+                  "SELECT coalesce(egress, ''), coalesce(provider, 'other'), tls_failure, "
+                  "count(*) FROM events WHERE event = 'attempt' AND tls_failure IS NOT NULL AND "
+                  "tls_version IS NULL%s GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC, 3",
+                  where.data ? where.data : "");
+    st = report_prepare(ctx, sql.data);
+    if (!st) {
+        rc = SQLITE_ERROR;
+        goto out;
+    }
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        report_row(fails);
+        for (int c = 0; c < 3; c++)
+            report_put(fails, (size_t)c, report_text_col(st, c));
+        report_puti(fails, 3, sqlite3_column_int64(st, 3));
+    }
+    sqlite3_finalize(st);
+out:
+    if (rc != SQLITE_DONE && !ctx->err[0])
+        snprintf(ctx->err, sizeof ctx->err, "records: %s", sqlite3_errmsg(ctx->db));
+    strbuf_free(&where);
+    strbuf_free(&sql);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
 
 int report_tls_build(struct report_ctx *ctx, struct report_doc *doc)
 {
@@ -50,10 +108,13 @@ int report_tls_build(struct report_ctx *ctx, struct report_doc *doc)
         report_puti(failures, 6, r->sessions);
     }
     tlsrpt_rows_free(&rows);
-    strbuf_puts(&doc->notes,
-                "A session is one delivery attempt that negotiated TLS or recorded why it could "
-                "not (RFC 8460\nresult types); attempts under policy none or that never reached "
-                "the server are not counted.\n--domain selects the policy domain.\n");
+    if (tls_egress_tables(ctx, doc) < 0) return -1;
+    strbuf_puts(
+        &doc->notes,
+        "A session is one delivery attempt that negotiated TLS or recorded why it could "
+        "not (RFC 8460\nresult types); attempts under policy none or that never reached "
+        "the server are not counted.\n--domain selects the policy domain. tls_share: recipients "
+        "delivered over TLS\nin percent of all delivered; tls_failures counts attempts.\n");
     return 0;
 }
 

@@ -146,6 +146,19 @@ def test(env):
                           and f["receiving_mx"] == "mx.enc.test" and f["receiving_ip"] == MX_ENC
                           and f["sending_ip"] == h.LEGACY_IP for f in fails),
             f"enc.test failure details: {fails}")
+    share = op["tables"]["tls_share"]
+    h.check(share == [{"egress": "legacy", "provider": "other", "delivered": 3, "over_tls": 3,
+                       "tls_share": 100.0}], f"report tls, tls_share: {share}")
+    tf = op["tables"]["tls_failures"]
+    h.check(tf == [{"egress": "legacy", "provider": "other",
+                    "result_type": "starttls-not-supported", "attempts": len(enc_deferrals())}],
+            f"report tls, tls_failures: {tf}")
+    page_path = env.path("report.html")
+    report_cli(relay, "html", "--day", day, "-o", page_path)
+    page = open(page_path).read()
+    for table in ("tls_share", "tls_failures", "tls", "failures"):
+        h.check(f'data-table="{table}"' in page, f"the HTML report has no {table} table")
+    h.check("starttls-not-supported" in page, "the HTML report does not show the failure type")
     text = report_cli(relay, "tls", "--day", day)
     h.check("starttls-not-supported" in text and "enc.test" in text,
             f"report tls (text) lacks the enc.test failure:\n{text}")
