@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "report/report_core.h"
 #include "tlsrpt/tlsrpt.h"
+#include "tlsrpt/tlsrpt_send.h"
 
 /* The TLS share per egress x provider (delivered recipients) and the TLS failures per egress x
  * provider x result type (attempts), over the window and --egress. */
@@ -113,7 +114,8 @@ int report_tls_build(struct report_ctx *ctx, struct report_doc *doc)
         &doc->notes,
         "A session is one delivery attempt that negotiated TLS or recorded why it could "
         "not (RFC 8460\nresult types); attempts under policy none or that never reached "
-        "the server are not counted.\n--domain selects the policy domain. tls_share: recipients "
+        "the server are not counted; a connection that carries several messages counts once per "
+        "message.\n--domain selects the policy domain. tls_share: recipients "
         "delivered over TLS\nin percent of all delivered; tls_failures counts attempts.\n");
     return 0;
 }
@@ -128,12 +130,14 @@ int report_tlsrpt_write(struct report_ctx *ctx, FILE *out)
     if (tlsrpt_collect(ctx->db, ctx->opt.since_us, ctx->opt.until_us, ctx->opt.domain, &rows,
                        ctx->err, sizeof ctx->err) != 0)
         return -1;
-    char id[300];
-    struct tlsrpt_meta meta = {.organization = ctx->cfg->hostname,
-                               .contact = ctx->cfg->hostname,
+    char id[600];
+    struct tlsrpt_who who;
+    tlsrpt_who(ctx->cfg, &who);
+    struct tlsrpt_meta meta = {.organization = who.organization,
+                               .contact = who.contact,
                                .start = ctx->opt.since_us / 1000000,
                                .end = ctx->opt.until_us / 1000000};
-    tlsrpt_report_id(&meta, ctx->opt.domain, ctx->cfg->hostname, id, sizeof id);
+    tlsrpt_report_id(&meta, ctx->opt.domain, who.submitter, id, sizeof id);
     meta.report_id = id;
     struct strbuf json = STRBUF_INIT;
     tlsrpt_json(&rows, ctx->opt.domain, &meta, &json);

@@ -158,24 +158,26 @@ static void tlsrpt_spooled_cb(void *arg, int status, const char *queue_id, const
     free(s);
 }
 
-static const char *tlsrpt_submitter(void)
+void tlsrpt_who(const struct config *cfg, struct tlsrpt_who *who)
 {
-    return T.cfg->tlsrpt_submitter ? T.cfg->tlsrpt_submitter : T.cfg->hostname;
+    snprintf(who->from_buf, sizeof who->from_buf, "tlsrpt-noreply@%s", cfg->hostname);
+    who->from = cfg->tlsrpt_from ? cfg->tlsrpt_from : who->from_buf;
+    who->organization = cfg->tlsrpt_organization ? cfg->tlsrpt_organization : cfg->hostname;
+    who->contact = cfg->tlsrpt_contact ? cfg->tlsrpt_contact : who->from;
+    who->submitter = cfg->tlsrpt_submitter ? cfg->tlsrpt_submitter : cfg->hostname;
 }
 
 static void tlsrpt_send(int64_t day, const char *domain, char *const *rua, size_t n)
 {
     struct tlsrpt_rows rows = {0};
     if (tlsrpt_rows_of(day, domain, &rows) < 0) return;
-    char from_default[300], id[600], range[64];
-    snprintf(from_default, sizeof from_default, "tlsrpt-noreply@%s", T.cfg->hostname);
-    const char *from = T.cfg->tlsrpt_from ? T.cfg->tlsrpt_from : from_default;
+    char id[600], range[64];
+    struct tlsrpt_who who;
+    tlsrpt_who(T.cfg, &who);
+    const char *from = who.from;
     struct tlsrpt_meta meta = {
-        .organization = T.cfg->tlsrpt_organization ? T.cfg->tlsrpt_organization : T.cfg->hostname,
-        .contact = T.cfg->tlsrpt_contact ? T.cfg->tlsrpt_contact : from,
-        .start = day,
-        .end = day + 86400};
-    tlsrpt_report_id(&meta, domain, tlsrpt_submitter(), id, sizeof id);
+        .organization = who.organization, .contact = who.contact, .start = day, .end = day + 86400};
+    tlsrpt_report_id(&meta, domain, who.submitter, id, sizeof id);
     meta.report_id = id;
     struct strbuf json = STRBUF_INIT, mail = STRBUF_INIT, to = STRBUF_INIT;
     int64_t sessions = tlsrpt_json(&rows, domain, &meta, &json);
@@ -190,7 +192,7 @@ static void tlsrpt_send(int64_t day, const char *domain, char *const *rua, size_
                             .to = (const char *const *)rua,
                             .n_to = n,
                             .policy_domain = domain,
-                            .submitter = tlsrpt_submitter(),
+                            .submitter = who.submitter,
                             .report_id = id,
                             .json = json.data,
                             .start = day,

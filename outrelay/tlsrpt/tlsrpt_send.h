@@ -8,6 +8,14 @@
 
 struct config;
 
+/* Who the reports say they are from: tls_reports settings, else their defaults (the hostname;
+ * tlsrpt-noreply@<hostname>). Strings point into cfg or who->from_buf. Any thread. */
+struct tlsrpt_who {
+    const char *organization, *contact, *submitter, *from;
+    char from_buf[300];
+};
+void tlsrpt_who(const struct config *cfg, struct tlsrpt_who *who);
+
 /* Checks every few seconds whether yesterday's reports are due (tls_reports.hour). */
 void tlsrpt_start(struct event_base *base, const struct config *cfg);
 void tlsrpt_reload(const struct config *cfg);

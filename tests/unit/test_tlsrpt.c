@@ -1,8 +1,9 @@
 /* test_tlsrpt.c - unit tests for outrelay/tlsrpt/: a records.db filled with crafted attempt and
  * recipient rows (the records writer, times given explicitly), read back as TLS sessions per
  * policy domain and type for one UTC day (its first and last microsecond inside, its neighbours
- * outside), the RFC 8460 aggregate JSON built from them, and the _smtp._tls record parser
- * (RFC 8460 section 3). The injected clock fixes "now"; nothing depends on today's date. */
+ * outside), the RFC 8460 aggregate JSON built from them, the _smtp._tls record parser
+ * (RFC 8460 section 3) and the report mail (section 5). The injected clock fixes "now"; nothing
+ * depends on today's date. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,8 @@
 
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <openssl/evp.h>
+#include <zlib.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -236,12 +239,84 @@ static void test_parse_record(void **state)
     }
 }
 
+/* The report mail (RFC 8460 section 5.3): headers, the Subject, the part named per section
+ * 5.1, and a gzip body that inflates back to the JSON. */
+static void test_report_mail(void **state)
+{
+    (void)state;
+    const char *to[] = {"a@r.test", "b@r.test"};
+    const char *json = "{\"organization-name\":\"x\",\"policies\":[]}\n";
+    struct tlsrpt_mail m = {.from = "tlsrpt@example.org",
+                            .to = to,
+                            .n_to = 2,
+                            .policy_domain = "b.test",
+                            .submitter = "relay.example.org",
+                            .report_id = "2026-03-01T00:00:00Z_b.test@relay.example.org",
+                            .json = json,
+                            .start = DAY,
+                            .end = DAY + 86400,
+                            .range_text = "2026-03-01 (UTC)",
+                            .now = DAY + 86400 + 3600};
+    struct strbuf out = STRBUF_INIT;
+    assert_int_equal(tlsrpt_mail_build(&m, &out), 0);
+    const char *t = strbuf_str(&out);
+    assert_non_null(strstr(t, "From: <tlsrpt@example.org>\r\n"));
+    assert_non_null(strstr(t, "To: <a@r.test>,\r\n    <b@r.test>\r\n"));
+    assert_non_null(strstr(t, "Subject: Report Domain: b.test\r\n Submitter: relay.example.org\r\n "
+                              "Report-ID: <2026-03-01T00:00:00Z_b.test@relay.example.org>\r\n"));
+    assert_non_null(strstr(t, "TLS-Report-Domain: b.test\r\n"));
+    assert_non_null(strstr(t, "TLS-Report-Submitter: relay.example.org\r\n"));
+    assert_non_null(strstr(t, "Content-Type: multipart/report; report-type=\"tlsrpt\";"));
+    assert_non_null(
+        strstr(t, "filename=\"relay.example.org!b.test!1772323200!1772409600.json.gz\""));
+    /* every line CRLF-terminated and short */
+    for (const char *p = t; *p;) {
+        const char *nl = strstr(p, "\r\n");
+        assert_non_null(nl);
+        assert_true(nl - p <= 998);
+        p = nl + 2;
+    }
+    /* the base64 part back to the JSON */
+    const char *b = strstr(t, ".json.gz\"\r\n\r\n");
+    assert_non_null(b);
+    b += strlen(".json.gz\"\r\n\r\n");
+    unsigned char gz[4096], plain[4096];
+    size_t n = 0;
+    while (*b && *b != '\r') {
+        const char *e = strstr(b, "\r\n");
+        char line[80];
+        memcpy(line, b, (size_t)(e - b));
+        line[e - b] = '\0';
+        unsigned char dec[64];
+        size_t len = strlen(line),
+               pad = len >= 2 && line[len - 1] == '=' ? (line[len - 2] == '=' ? 2 : 1) : 0;
+        int k = EVP_DecodeBlock(dec, (const unsigned char *)line, (int)len);
+        assert_true(k > 0);
+        memcpy(gz + n, dec, (size_t)k - pad);
+        n += (size_t)k - pad;
+        b = e + 2;
+    }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    assert_int_equal(inflateInit2(&z, 15 + 16), Z_OK);
+    z.next_in = gz;
+    z.avail_in = (uInt)n;
+    z.next_out = plain;
+    z.avail_out = sizeof plain;
+    assert_int_equal(inflate(&z, Z_FINISH), Z_STREAM_END);
+    assert_int_equal(z.total_out, strlen(json));
+    assert_memory_equal(plain, json, strlen(json));
+    inflateEnd(&z);
+    strbuf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sessions_of_one_day),
         cmocka_unit_test(test_aggregate_json),
         cmocka_unit_test(test_parse_record),
+        cmocka_unit_test(test_report_mail),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
