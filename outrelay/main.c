@@ -42,6 +42,7 @@
 #include "mail/envelope.h"
 #include "spool/spool.h"
 #include "tls/tls.h"
+#include "tlsrpt/tlsrpt_send.h"
 
 static void usage_main(FILE *f)
 {
@@ -339,6 +340,7 @@ static void reload_config(struct reload_ctx *r)
     if (route_reload(fresh, err, sizeof err) < 0)
         log_error("reload: route: %s (counters and suspensions start from zero)", err);
     records_set_retention(fresh->records_retention);
+    tlsrpt_reload(fresh);
     r->retired = xrealloc(r->retired, (r->n_retired + 1) * sizeof *r->retired);
     r->retired[r->n_retired++] = old;
     *r->cfg = fresh;
@@ -508,7 +510,8 @@ static int cmd_serve(int argc, char **argv)
     struct auth_users *users = NULL;
     struct spool *sp = NULL;
     struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
-    int queue_started = 0, records_started = 0, control_started = 0, auth_started = 0;
+    int queue_started = 0, tlsrpt_started = 0, records_started = 0, control_started = 0,
+        auth_started = 0;
     int metrics_started = 0;
     int route_started = 0;
     struct dkim_keystore *keys = NULL;
@@ -561,6 +564,8 @@ static int cmd_serve(int argc, char **argv)
         log_info("outrelay: recovered %d message%s from the spool", recovered,
                  recovered == 1 ? "" : "s");
     smtpd_set_spool(sp, qmgr_accept);
+    tlsrpt_start(serve_base, cfg);
+    tlsrpt_started = 1;
     if (control_start(serve_base, cfg->control_socket, err, sizeof err) < 0) goto out;
     control_started = 1;
     if (cfg->metrics_listen) {
@@ -583,9 +588,11 @@ out:
     if (status != 0) log_error("outrelay: %s", err);
     smtpd_stop();
     if (control_started) control_stop();
+    if (tlsrpt_started) tlsrpt_stop();
     if (queue_started) qmgr_stop();
     workpool_stop();
     spool_close(sp); /* runs the last commit callbacks */
+    if (tlsrpt_started) tlsrpt_close();
     smtpd_release();
     if (queue_started) qmgr_shutdown();
     if (route_started) route_shutdown();

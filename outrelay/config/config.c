@@ -126,6 +126,13 @@ static void load_records(struct loader *ld, const struct at *at)
     cfg_take_settings(ld, at, &config_records_settings, ld->cfg, NULL, v);
 }
 
+/* tls_reports: { enabled, organization, contact, submitter, from, hour } - TLS-RPT */
+static void load_tls_reports(struct loader *ld, const struct at *at)
+{
+    struct at v[6];
+    cfg_take_settings(ld, at, &tlsrpt_settings, ld->cfg, NULL, v);
+}
+
 static void load_dedup(struct loader *ld, const struct at *at)
 {
     struct at v[2];
@@ -641,15 +648,17 @@ enum {
     K_PLATFORMS,
     K_TLS_POLICY,
     K_MTA_STS,
+    K_TLS_REPORTS,
     K_COUNT
 };
 
 static void load_root(struct loader *ld, struct fy_node *root)
 {
     static const char *const section_keys[] = {
-        "log",     "dns",   "delivery", "listen",    "tls",        "limits",    "auth", "origins",
-        "egress",  "ramp",  "policies", "dkim",      "alignment",  "providers", "caps", "shaping",
-        "metrics", "dedup", "records",  "platforms", "tls_policy", "mta_sts",   NULL};
+        "log",       "dns",       "delivery",   "listen",  "tls",         "limits",
+        "auth",      "origins",   "egress",     "ramp",    "policies",    "dkim",
+        "alignment", "providers", "caps",       "shaping", "metrics",     "dedup",
+        "records",   "platforms", "tls_policy", "mta_sts", "tls_reports", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -693,6 +702,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_METRICS].node) load_metrics(ld, &v[K_METRICS]);
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
     if (v[K_RECORDS].node) load_records(ld, &v[K_RECORDS]);
+    if (v[K_TLS_REPORTS].node) load_tls_reports(ld, &v[K_TLS_REPORTS]);
     if (v[K_PLATFORMS].node) cfg_load_platforms(ld, &v[K_PLATFORMS]);
     if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
     cfg_check_provider_refs(ld);
@@ -865,6 +875,10 @@ void config_free(struct config *cfg)
         free(cfg->policy_files[i]);
     free(cfg->policy_files);
     free(cfg->metrics_listen);
+    free(cfg->tlsrpt_organization);
+    free(cfg->tlsrpt_contact);
+    free(cfg->tlsrpt_submitter);
+    free(cfg->tlsrpt_from);
     free(cfg);
 }
 

@@ -306,10 +306,17 @@ struct config {
     enum alignment_action alignment_default;
     struct alignment_rule *alignment_rules;
     size_t n_alignment_rules;
-    char *metrics_listen;      /* metrics.listen: Prometheus endpoint address, NULL = off */
-    int dedup_enabled;         /* dedup.enabled (default on): a Message-ID + recipient already
-                                  delivered within dedup_window is not sent again */
-    int64_t dedup_window;      /* dedup.window, default 24h */
+    char *metrics_listen; /* metrics.listen: Prometheus endpoint address, NULL = off */
+    int dedup_enabled;    /* dedup.enabled (default on): a Message-ID + recipient already
+                             delivered within dedup_window is not sent again */
+    int64_t dedup_window; /* dedup.window, default 24h */
+    /* tls_reports: daily RFC 8460 aggregate reports (tlsrpt/tlsrpt_settings.c) */
+    int tlsrpt_enabled;        /* tls_reports.enabled, default off */
+    char *tlsrpt_organization; /* organization-name; NULL: the hostname */
+    char *tlsrpt_contact;      /* contact-info; NULL: the From address */
+    char *tlsrpt_submitter;    /* the Submitter of the subject; NULL: the hostname */
+    char *tlsrpt_from;         /* From: and envelope sender; NULL: tlsrpt-noreply@<hostname> */
+    int tlsrpt_hour;           /* tls_reports.hour: the UTC hour after which yesterday is sent */
     int64_t records_retention; /* records.retention: seconds events are kept (default 400d;
                                   0 = forever) */
     char **policy_files;

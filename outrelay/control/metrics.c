@@ -36,6 +36,12 @@ static const struct metric_def {
     {"outrelay_ramp_overrides_total", "counter", "Operator ramp overrides"},
     {"outrelay_shaping_activations_total", "counter",
      "Shaping rules that started a suspension, throttle or reroute"},
+    {"outrelay_tls_deliveries_total", "counter",
+     "Recipients delivered, by egress, provider and whether over TLS (tls yes/no)"},
+    {"outrelay_tls_share_ratio", "gauge",
+     "Share of the delivered recipients that went over TLS, per egress and provider"},
+    {"outrelay_tls_failures_total", "counter",
+     "Delivery attempts whose TLS failed, by RFC 8460 result type (tls_policy, DANE, MTA-STS)"},
     {"outrelay_delivery_delay_seconds", "histogram", "Acceptance to remote 250, per egress"},
     {"outrelay_queue_messages", "gauge", "Messages in the queue by state"},
     {"outrelay_ramp_share_percent", "gauge", "Effective share of the ramp's to-egress"},
@@ -112,6 +118,10 @@ static void observe(const struct record_event *ev)
         if (type == RECORD_DEFERRED && is_shaping_reply(ev))
             add("outrelay_shaping_events_total", 1,
                 (const char *[]){"egress", egress, "provider", provider, NULL});
+        if (type == RECORD_DELIVERED)
+            add("outrelay_tls_deliveries_total", 1,
+                (const char *[]){"egress", egress, "provider", provider, "tls",
+                                 ev->tls_version ? "yes" : "no", NULL});
         if (type == RECORD_DELIVERED) {
             double s = (double)ev->delay_ms / 1000.0;
             for (size_t i = 0; i < N_BUCKETS; i++) {
@@ -138,6 +148,10 @@ static void observe(const struct record_event *ev)
         add("outrelay_routed_total", 1,
             (const char *[]){"egress", egress, "provider", provider, "how",
                              ev->action ? ev->action : "", NULL});
+    } else if (type == RECORD_ATTEMPT && ev->tls_failure && !ev->tls_version) {
+        add("outrelay_tls_failures_total", 1,
+            (const char *[]){"egress", egress, "provider", provider, "result_type", ev->tls_failure,
+                             NULL});
     } else if (type == RECORD_RAMP) {
         add("outrelay_ramp_overrides_total", 1, NULL);
     } else if (type == RECORD_SHAPING && ev->action && strcmp(ev->action, "lifted") != 0) {
@@ -172,6 +186,29 @@ static int key_is(const char *key, const char *name)
     return strncmp(key, name, n) == 0 && (key[n] == '\0' || key[n] == '{');
 }
 
+/* outrelay_tls_share_ratio from the outrelay_tls_deliveries_total lines (sorted: the tls="no"
+ * and tls="yes" lines of one egress and provider are neighbours). */
+static void render_tls_share(struct strbuf *out, const struct line *lines, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!key_is(lines[i].key, "outrelay_tls_deliveries_total")) continue;
+        const char *labels = strchr(lines[i].key, '{'), *tls = strstr(lines[i].key, ",tls=\"");
+        if (!labels || !tls) continue;
+        size_t len = (size_t)(tls - labels);
+        double yes = 0, all = 0;
+        size_t j = i;
+        for (; j < n && key_is(lines[j].key, "outrelay_tls_deliveries_total"); j++) {
+            const char *l = strchr(lines[j].key, '{'), *t = strstr(lines[j].key, ",tls=\"");
+            if (!l || !t || (size_t)(t - l) != len || strncmp(l, labels, len) != 0) break;
+            all += lines[j].value;
+            if (strncmp(t, ",tls=\"yes\"", 10) == 0) yes += lines[j].value;
+        }
+        strbuf_printf(out, "outrelay_tls_share_ratio%.*s} %.17g\n", (int)len, labels,
+                      all > 0 ? yes / all : 0);
+        i = j - 1;
+    }
+}
+
 static void render(struct strbuf *out)
 {
     size_t active = 0, deferred = 0, held = 0;
@@ -192,6 +229,10 @@ static void render(struct strbuf *out)
         }
         if (!strcmp(m->name, "outrelay_ramp_share_percent")) {
             strbuf_printf(out, "%s %g\n", m->name, route_share(clock_now()));
+            continue;
+        }
+        if (!strcmp(m->name, "outrelay_tls_share_ratio")) {
+            render_tls_share(out, lines, n);
             continue;
         }
         int histogram = !strcmp(m->type, "histogram");

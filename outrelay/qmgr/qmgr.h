@@ -24,6 +24,14 @@ int qmgr_init(struct event_base *base, const struct config *cfg, struct spool *s
  * used before must stay alive until qmgr_shutdown(): messages, jobs and connections hold
  * pointers into them. Loop thread only. */
 int qmgr_reload(const struct config *cfg, char *err, size_t errlen);
+/* A message outrelay makes itself (TLS-RPT reports, tlsrpt/): gives env a queue id, writes env
+ * (taken) and data (copied, CRLF lines) to the spool; once durable the message enters the queue
+ * like accepted mail (signed, routed, delivered, recorded). done (may be NULL) is called with
+ * status 0 and the queue id once it is durable, -1 and err when it was not stored. Loop thread,
+ * after qmgr_init. */
+void qmgr_inject(struct envelope *env, const char *data, size_t len,
+                 void (*done)(void *arg, int status, const char *queue_id, const char *err),
+                 void *arg);
 /* Rebuilds the queue from the spool (before the first accept). Returns messages or -1. */
 int qmgr_recover(char *err, size_t errlen);
 /* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out

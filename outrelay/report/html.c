@@ -1,7 +1,7 @@
 /* html.c - `outrelay report html -o FILE`: one self-contained HTML page (inline CSS, inline SVG
  * from charts.c, no scripts, nothing fetched) with the ramp, alignment, deferral and delivery
  * outcome charts, a headline (bounce share by severity, continuity) and the
- * tables of the alignment, ramp, delivery and continuity reports for the same window and
+ * tables of the alignment, ramp, delivery, continuity and TLS reports for the same window and
  * filters. Builds each report with its own module; only the layout lives here. */
 #include <string.h>
 
@@ -124,7 +124,8 @@ static void html_head(struct strbuf *out, const struct report_ctx *ctx)
                      "<a href=\"#deferrals\">deferrals</a><a href=\"#alignment\">alignment</a> "
                      "Tables: <a href=\"#continuity\">"
                      "continuity</a><a href=\"#ramp-tables\">ramp</a><a href=\"#alignment-tables"
-                     "\">alignment</a><a href=\"#delivery\">delivery</a></nav>\n");
+                     "\">alignment</a><a href=\"#delivery\">delivery</a><a href=\"#tls\">TLS</a>"
+                     "</nav>\n");
 }
 
 /* The first line a reader sees: what share of recipients with a final outcome bounced or
@@ -168,9 +169,10 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
 {
     struct report_doc align = {.report = "alignment"}, ramp = {.report = "ramp"};
     struct report_doc delivery = {.report = "delivery"}, cont = {.report = "continuity"};
+    struct report_doc tls = {.report = "tls"};
     struct strbuf out = STRBUF_INIT;
     int rc = -1;
-    const int parts = 4;
+    const int parts = 5;
     report_progress(ctx, "html: alignment (parts done)", 0, parts);
     if (report_alignment_build(ctx, &align) < 0) goto done;
     report_progress(ctx, "html: ramp (parts done)", 1, parts);
@@ -179,7 +181,9 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
     if (report_delivery_build(ctx, &delivery) < 0) goto done;
     report_progress(ctx, "html: continuity (parts done)", 3, parts);
     if (report_continuity_build(ctx, &cont, ctx->opt.message_id != NULL) < 0) goto done;
-    report_progress(ctx, "html: writing (parts done)", 4, parts);
+    report_progress(ctx, "html: TLS (parts done)", 4, parts);
+    if (report_tls_build(ctx, &tls) < 0) goto done;
+    report_progress(ctx, "html: writing (parts done)", 5, parts);
     report_progress_end(ctx);
 
     /* the headline and the charts first, so the first screen answers "how is it going" */
@@ -222,6 +226,12 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
     for (size_t i = 0; i < delivery.n_tables; i++)
         html_table(&out, delivery.tables[i]);
     html_notes(&out, &delivery);
+
+    html_section(&out, "tls", "TLS");
+    static const char *const tls_tables[] = {"tls_share", "tls_failures", "tls", "failures"};
+    for (size_t i = 0; i < sizeof tls_tables / sizeof tls_tables[0]; i++)
+        html_table(&out, report_doc_find(&tls, tls_tables[i]));
+    html_notes(&out, &tls);
     strbuf_puts(&out, "</body></html>\n");
     html_flush(&out, f);
     rc = ferror(f) ? -1 : 0;
@@ -232,5 +242,6 @@ done:
     report_doc_free(&ramp);
     report_doc_free(&delivery);
     report_doc_free(&cont);
+    report_doc_free(&tls);
     return rc;
 }

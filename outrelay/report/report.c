@@ -33,6 +33,10 @@ static const char report_usage[] =
     "               be 0); with --message-id or a window, every event of each message\n"
     "  export --format pmta   PowerMTA-style accounting CSV (d, b, t records)\n"
     "  html -o FILE one self-contained HTML page: charts and every table above\n"
+    "  tls          per policy domain and policy type (tlsa, sts, no-policy-found): TLS\n"
+    "               sessions that succeeded and failed, failures by RFC 8460 result type,\n"
+    "               receiving MX and IP and sending IP (--domain: the policy domain)\n"
+    "  tlsrpt --domain D --day DAY   the RFC 8460 TLS-RPT aggregate report (JSON) of domain D\n"
     "  import-rua FILE...     store DMARC aggregate reports (XML, .gz, .zip) from receivers\n"
     "  rua          per domain x source IP: what receivers reported next to what outrelay\n"
     "               predicted for that egress address, mismatches marked (--mismatches: only\n"
@@ -40,6 +44,7 @@ static const char report_usage[] =
     "Options:\n"
     "  --since T, --until T   window: 2026-03-01, \"2026-03-01 14:00\", 2026-03-01T14:00:00Z\n"
     "                         (UTC), or relative to now: 90m, 12h, 7d, 2w\n"
+    "  --day YYYY-MM-DD       the UTC day: --since DAY --until the next day\n"
     "  --domain D             mail from domain D (From: domain where the records have it,\n"
     "                         else the envelope sender's domain)\n"
     "  --egress E             one egress only\n"
@@ -140,6 +145,7 @@ static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
     if (strcmp(cmd, "rua") == 0) return report_rua(ctx, out, 0);
     if (strcmp(cmd, "export") == 0) return report_export_pmta(ctx, out);
     if (strcmp(cmd, "html") == 0) return report_html_write(ctx, out);
+    if (strcmp(cmd, "tlsrpt") == 0) return report_tlsrpt_write(ctx, out);
     struct report_doc doc = {.report = cmd};
     int rc;
     if (strcmp(cmd, "alignment") == 0)
@@ -148,13 +154,14 @@ static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
         rc = report_ramp_build(ctx, &doc);
     else if (strcmp(cmd, "delivery") == 0)
         rc = report_delivery_build(ctx, &doc);
+    else if (strcmp(cmd, "tls") == 0)
+        rc = report_tls_build(ctx, &doc);
     else
         rc = report_continuity_build(ctx, &doc,
                                      ctx->opt.message_id != NULL || ctx->opt.window_given);
     if (rc == 0) rc = report_render(ctx, &doc, out);
     report_doc_free(&doc);
-    if (rc == 0 && strcmp(cmd, "alignment") == 0 && ctx->opt.format == REPORT_TEXT &&
-        ctx->has_rua)
+    if (rc == 0 && strcmp(cmd, "alignment") == 0 && ctx->opt.format == REPORT_TEXT && ctx->has_rua)
         rc = report_rua(ctx, out, 1);
     return rc;
 }
@@ -168,8 +175,7 @@ static int report_import_rua(const struct config *cfg, int argc, char **argv)
     }
     struct strbuf out = STRBUF_INIT;
     char err[512] = "";
-    int rc = rua_import(cfg->state, (const char *const *)argv, (size_t)argc, &out, err,
-                        sizeof err);
+    int rc = rua_import(cfg->state, (const char *const *)argv, (size_t)argc, &out, err, sizeof err);
     fputs(strbuf_str(&out), stdout);
     if (rc != 0) fprintf(stderr, "outrelay report import-rua: %s\n", err);
     strbuf_free(&out);
@@ -178,8 +184,8 @@ static int report_import_rua(const struct config *cfg, int argc, char **argv)
 
 static int report_is_command(const char *cmd)
 {
-    static const char *const commands[] = {"alignment", "ramp", "delivery", "continuity",
-                                           "export",    "html", "rua"};
+    static const char *const commands[] = {"alignment", "ramp", "delivery", "continuity", "export",
+                                           "html",      "rua",  "tls",      "tlsrpt"};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(cmd, commands[i]) == 0) return 1;
     return 0;
@@ -197,7 +203,8 @@ int report_run(const struct config *cfg, int argc, char **argv)
         OPT_MSGID,
         OPT_FORMAT,
         OPT_TABLE,
-        OPT_MISMATCHES
+        OPT_MISMATCHES,
+        OPT_DAY
     };
     static const struct option opts[] = {{"since", required_argument, NULL, OPT_SINCE},
                                          {"until", required_argument, NULL, OPT_UNTIL},
@@ -209,6 +216,7 @@ int report_run(const struct config *cfg, int argc, char **argv)
                                          {"format", required_argument, NULL, OPT_FORMAT},
                                          {"table", required_argument, NULL, OPT_TABLE},
                                          {"mismatches", no_argument, NULL, OPT_MISMATCHES},
+                                         {"day", required_argument, NULL, OPT_DAY},
                                          {"output", required_argument, NULL, 'o'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
@@ -232,6 +240,17 @@ int report_run(const struct config *cfg, int argc, char **argv)
             }
             ctx.opt.window_given = 1;
             break;
+        case OPT_DAY: {
+            int y, mo, d, n = 0;
+            if (sscanf(optarg, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || optarg[n] ||
+                report_parse_time(optarg, now, &ctx.opt.since_us) < 0) {
+                fprintf(stderr, "outrelay report: --day wants YYYY-MM-DD, not \"%s\"\n", optarg);
+                bad = 1;
+            }
+            ctx.opt.until_us = ctx.opt.since_us + 86400LL * 1000000;
+            ctx.opt.window_given = 1;
+            break;
+        }
         case OPT_DOMAIN:
             free(domain);
             domain = xstrdup(optarg);

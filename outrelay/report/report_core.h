@@ -122,6 +122,9 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc);
 int report_delivery_build(struct report_ctx *ctx, struct report_doc *doc);
 /* trails: include every event of the window's messages (or of --message-id). */
 int report_continuity_build(struct report_ctx *ctx, struct report_doc *doc, int trails);
+/* tls.c: `report tls` (tables tls, failures) and `report tlsrpt` (RFC 8460 JSON of --domain) */
+int report_tls_build(struct report_ctx *ctx, struct report_doc *doc);
+int report_tlsrpt_write(struct report_ctx *ctx, FILE *out);
 int report_export_pmta(struct report_ctx *ctx, FILE *out);
 int report_html_write(struct report_ctx *ctx, FILE *out);
 

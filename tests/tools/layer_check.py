@@ -4,7 +4,7 @@ under outrelay/ is a dependency of the including folder on that folder. Fails (e
 per offending include) when a stage includes a later stage, or a shared layer includes a stage.
 Run by ctest as unit/layer_order; usage: layer_check.py [OUTRELAY_DIR].
 
-The order: ingress -> sign -> route -> check -> deliver -> report/control. qmgr, smtpc and sts
+The order: ingress -> sign -> route -> check -> deliver -> report/control/tlsrpt. qmgr, smtpc and sts
 (MTA-STS policies for the SMTP client) are the deliver stage. config, dns, tls, mail, common,
 records and spool are shared layers every stage may include: records_emit is a sink every stage calls, and the spool is the store ingress
 writes (durable before 250) and the queue manager reads and marks, not a step of its own.
@@ -25,6 +25,7 @@ STAGES = {
     "sts": 5,
     "report": 6,
     "control": 6,
+    "tlsrpt": 6,
 }
 SHARED = {"config", "dns", "tls", "mail", "common", "records", "spool"}
 
