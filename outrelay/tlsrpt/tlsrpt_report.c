@@ -158,6 +158,30 @@ static void tlsrpt_policy(struct json_writer *w, const struct tlsrpt_rows *rows,
         json_array_end(w);
     }
     json_string(w, "policy-domain", first->policy_domain);
+    if (first->policy_string && !strcmp(first->policy_type, "sts")) {
+        /* section 4.4: for an MTA-STS policy, its mx patterns (RFC 8461 "mx:" lines) */
+        json_array_begin(w, "mx-host");
+        for (const char *p = first->policy_string; *p;) {
+            size_t len = strcspn(p, "\r\n");
+            if (len > 3 && !strncasecmp(p, "mx:", 3)) {
+                const char *v = p + 3;
+                size_t n = len - 3;
+                while (n && (*v == ' ' || *v == '\t'))
+                    v++, n--;
+                while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+                    n--;
+                char *mx = xmalloc(n + 1);
+                memcpy(mx, v, n);
+                mx[n] = '\0';
+                if (n) json_string(w, NULL, mx);
+                free(mx);
+            }
+            p += len;
+            while (*p == '\r' || *p == '\n')
+                p++;
+        }
+        json_array_end(w);
+    }
     json_object_end(w);
     json_object_begin(w, "summary");
     json_int(w, "total-successful-session-count", ok);

@@ -183,6 +183,7 @@ static void test_aggregate_json(void **state)
                               "\"receiving-mx-hostname\":\"mx.example.net\",\"receiving-ip\":"
                               "\"2001:db8::60\",\"failed-session-count\":1}"));
     assert_null(strstr(j, "a.test"));
+    assert_null(strstr(j, "\"mx-host\""));
 
     /* no-policy-found: no policy-string; two failure groups */
     strbuf_reset(&out);
@@ -194,6 +195,13 @@ static void test_aggregate_json(void **state)
     assert_non_null(strstr(j, "\"total-failure-session-count\":3"));
     assert_non_null(strstr(j, "\"result-type\":\"starttls-not-supported\""));
     assert_non_null(strstr(j, "\"failed-session-count\":2"));
+
+    /* an MTA-STS policy: its mx patterns as mx-host; a DANE one has none */
+    strbuf_reset(&out);
+    assert_int_equal(tlsrpt_json(&rows, "sts.test", &meta, &out), 1);
+    j = strbuf_str(&out);
+    assert_non_null(strstr(j, "\"policy-type\":\"sts\""));
+    assert_non_null(strstr(j, "\"policy-domain\":\"sts.test\",\"mx-host\":[\"*.c.test\"]"));
 
     /* a domain without sessions: an empty report, nothing to send */
     strbuf_reset(&out);
