@@ -23,6 +23,7 @@
 
 #include "config/config.h"
 #include "smtpc/tls_policy.h"
+#include "sts/sts.h"
 #include "tls/tls.h"
 
 static char dir[] = "/tmp/test_tls_policy.XXXXXX";
@@ -545,6 +546,60 @@ static void test_dane_over_table(void **state)
     assert_int_equal(tls_client_context_count(), 0);
 }
 
+/* The order of the sources: DANE, then MTA-STS, then the table, then the egress. */
+static void test_precedence_dane_sts_table(void **state)
+{
+    (void)state;
+    struct egress_conf e[1] = {egress("legacy", TLS_OPTIONAL, NULL)};
+    struct tls_policy_rule r[1] = {rule("both.example", TLS_RULE_NONE, NULL, 0)};
+    struct config cfg = config_of(e, 1);
+    cfg.tls_policy_rules = r;
+    cfg.n_tls_policy_rules = 1;
+    char err[256];
+    assert_int_equal(tls_policy_load(&cfg, err, sizeof err), 0);
+    static const char enforce[] =
+        "version: STSv1\nmode: enforce\nmx: *.both.example\nmax_age: 600\n";
+    struct mta_sts_policy *sts = sts_parse_policy(enforce, strlen(enforce), err, sizeof err);
+    assert_non_null(sts);
+    unsigned char h256[32];
+    memset(h256, 0x0f, sizeof h256);
+    struct dns_tlsa recs[1] = {tlsa(3, 1, 1, h256, 32)};
+    struct dns_answer a = {.status = DNS_OK, .security = DNS_SECURE, .n = 1, .tlsa = recs};
+    struct tls_policy_inputs in = {.mx_secure = 1, .tlsa = &a, .sts = sts};
+
+    /* DANE and MTA-STS both published: DANE (RFC 8461 section 2) */
+    struct tls_policy *p =
+        tls_policy_for(&e[0], "both.example", "mx.both.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "dane");
+    tls_policy_free(p);
+    /* no secure TLSA: MTA-STS enforce over the table's "none": required, verified for the MX */
+    a.security = DNS_INSECURE;
+    p = tls_policy_for(&e[0], "both.example", "mx.both.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "mta-sts");
+    assert_int_equal(p->level, TLS_POLICY_REQUIRED);
+    assert_true(p->verify);
+    assert_string_equal(p->names[0], "mx.both.example");
+    assert_string_equal(p->policy_domain, "both.example");
+    assert_non_null(strstr(p->policy_string, "mx: *.both.example"));
+    tls_policy_free(p);
+    /* testing: verified but optional */
+    sts->mode = STS_MODE_TESTING;
+    p = tls_policy_for(&e[0], "both.example", "mx.both.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "mta-sts");
+    assert_int_equal(p->level, TLS_POLICY_OPPORTUNISTIC);
+    assert_true(p->verify);
+    tls_policy_free(p);
+    /* mode none: the table decides */
+    sts->mode = STS_MODE_NONE;
+    p = tls_policy_for(&e[0], "both.example", "mx.both.example", &in, err, sizeof err);
+    assert_string_equal(p->source, "table");
+    assert_int_equal(p->level, TLS_POLICY_NONE);
+    tls_policy_free(p);
+    sts_policy_release(sts);
+    tls_policy_unload();
+    assert_int_equal(tls_client_context_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -557,6 +612,7 @@ int main(void)
         cmocka_unit_test(test_table_over_egress),
         cmocka_unit_test(test_tlsa_usability),
         cmocka_unit_test(test_dane_over_table),
+        cmocka_unit_test(test_precedence_dane_sts_table),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
