@@ -310,6 +310,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     char why[300];
     if (what & BEV_EVENT_EOF)
         snprintf(why, sizeof why, "connection closed by redis");
+    else if (C.ssl_ctx && bufferevent_openssl_get_ssl(C.bev) &&
+             SSL_get_verify_result(bufferevent_openssl_get_ssl(C.bev)) != X509_V_OK)
+        snprintf(why, sizeof why, "TLS: redis's certificate does not verify: %s",
+                 X509_verify_cert_error_string(
+                     SSL_get_verify_result(bufferevent_openssl_get_ssl(C.bev))));
     else if (C.ssl_ctx && bufferevent_get_openssl_error(C.bev))
         snprintf(why, sizeof why, "TLS: %s", tls_error_string(C.bev));
     else
