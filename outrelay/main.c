@@ -605,8 +605,8 @@ out:
     workpool_stop();
     spool_close(sp); /* runs the last commit callbacks */
     smtpd_release();
+    cluster_stop(); /* before the queue goes: claims waiting for Redis are answered "unknown" */
     if (queue_started) qmgr_shutdown();
-    cluster_stop();
     if (route_started) route_shutdown();
     dns_shutdown();
     if (auth_started) auth_stages_stop();

@@ -48,7 +48,7 @@ enum conn_state { CONN_IDLE, CONN_CONNECTING, CONN_HANDSHAKE, CONN_READY };
 enum health { HEALTH_UNKNOWN, HEALTH_UP, HEALTH_DOWN };
 
 static struct {
-    int configured;
+    int configured, stopping;
     struct event_base *base;
     char *addr, *instance, *prefix, *user, *password;
     int db;
@@ -137,7 +137,7 @@ static void conn_fail(const char *why)
     struct pending_list failed;
     TAILQ_INIT(&failed);
     TAILQ_CONCAT(&failed, &C.pending, link);
-    set_health(HEALTH_DOWN);
+    if (!C.stopping) set_health(HEALTH_DOWN); /* stopping is no outage */
     struct pending *p;
     while ((p = TAILQ_FIRST(&failed))) {
         TAILQ_REMOVE(&failed, p, link);
@@ -417,8 +417,8 @@ int cluster_start(struct event_base *base, const struct config *cfg, char *err, 
 void cluster_stop(void)
 {
     if (!C.configured) return;
-    C.n_subscribers = 0; /* nobody to tell any more */
-    conn_fail("stopping");
+    C.stopping = 1;
+    conn_fail("stopping"); /* pending commands get no answer: their callbacks run now */
     if (C.timer) event_free(C.timer);
     if (C.ssl_ctx) SSL_CTX_free(C.ssl_ctx);
     free(C.addr);

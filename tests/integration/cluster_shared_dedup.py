@@ -131,6 +131,10 @@ def test(env):
 
     a.stop()
     b.stop()
+    # stopping is no outage: still the one down record each
+    for r in (a, b):
+        downs = r.events("SELECT 1 FROM events WHERE event='cluster' AND action='down'")
+        h.check(len(downs) == 1, f"{r.name}: {len(downs)} cluster down records")
     redis.stop()
 
 
