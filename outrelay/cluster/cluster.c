@@ -30,10 +30,9 @@
 #include "tls/tls.h"
 
 #define TICK_MS 100
-#define BACKOFF_FIRST_MS 200
-#define BACKOFF_MAX_MS 30000
 #define HEARTBEAT_EVERY_S 5
 #define HEARTBEAT_TTL_S 20
+#define STABLE_MS 10000 /* a connection that lived this long starts the backoff afresh */
 #define SUBSCRIBERS_MAX 8
 
 struct pending {
@@ -61,7 +60,7 @@ static struct {
     struct pending_list pending;
     size_t handshake_left;
     struct event *timer;
-    int64_t connect_at_ms, connect_started_ms, backoff_ms;
+    int64_t connect_at_ms, connect_started_ms, ready_at_ms, backoff_ms;
     enum health health;
     int64_t down_since;
     int instances_seen, counting;
@@ -118,6 +117,9 @@ static void set_health(enum health h)
 static void conn_fail(const char *why)
 {
     if (C.state == CONN_IDLE) return;
+    /* a connection that was ready for a while ends a streak of failures; one that fails
+     * right after its handshake (a flapping server) keeps the backoff growing */
+    if (C.state == CONN_READY && mono_ms() - C.ready_at_ms >= STABLE_MS) C.backoff_ms = 0;
     snprintf(C.last_error, sizeof C.last_error, "%s", why);
     if (C.bev) bufferevent_free(C.bev);
     C.bev = NULL;
@@ -127,13 +129,10 @@ static void conn_fail(const char *why)
     C.generation++;
     C.counting = 0;
     C.errors++;
-    /* exponential, capped, with jitter: half the step plus a random part of the other half */
-    C.backoff_ms = C.backoff_ms ? C.backoff_ms * 2 : BACKOFF_FIRST_MS;
-    if (C.backoff_ms > BACKOFF_MAX_MS) C.backoff_ms = BACKOFF_MAX_MS;
     unsigned r = 0;
     if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r) r = (unsigned)mono_ms();
-    C.connect_at_ms =
-        mono_ms() + C.backoff_ms / 2 + (int64_t)(r % (unsigned)(C.backoff_ms / 2 + 1));
+    int64_t wait = cluster_backoff(&C.backoff_ms, r);
+    C.connect_at_ms = mono_ms() + wait;
     struct pending_list failed;
     TAILQ_INIT(&failed);
     TAILQ_CONCAT(&failed, &C.pending, link);
@@ -231,7 +230,7 @@ static void handshake_reply(void *arg, const redisReply *r)
     }
     if (--C.handshake_left > 0) return;
     C.state = CONN_READY;
-    C.backoff_ms = 0;
+    C.ready_at_ms = mono_ms();
     C.last_error[0] = '\0';
     C.next_heartbeat_ms = 0;
     heartbeat();

@@ -55,6 +55,11 @@ void cluster_key_dup(const char *prefix, const char *message_id, const char *rec
 /* "<prefix>:instance:<name>" */
 void cluster_key_instance(const char *prefix, const char *name, char *out, size_t size);
 
+/* The wait before the next connection attempt, in ms: *step (0 after a stable connection)
+ * doubles from 200 ms up to 30 s, and the wait is half the step plus `random` modulo the other
+ * half, so instances that lost Redis together do not come back together. */
+int64_t cluster_backoff(int64_t *step, unsigned random);
+
 /* --- the reconciliation queue (cluster_keys.c; pure): deliveries made while Redis was down,
  * written to Redis when it is back. Bounded: past max entries the oldest is dropped. */
 struct cluster_reconcile;

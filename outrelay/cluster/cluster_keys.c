@@ -1,6 +1,7 @@
-/* cluster_keys.c - the names of the keys the instances share in Redis, and the queue of
- * deliveries made while Redis was down (written to Redis when it returns). Pure: no I/O, no
- * clock; called by cluster.c, cluster_dedup.c and the unit tests. Loop thread only. */
+/* cluster_keys.c - the names of the keys the instances share in Redis, the reconnection
+ * backoff, and the queue of deliveries made while Redis was down (written to Redis when it
+ * returns). Pure: no I/O, no clock; called by cluster.c, cluster_dedup.c and the unit tests. Loop
+ * thread only. */
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -36,6 +37,16 @@ void cluster_key_dup(const char *prefix, const char *message_id, const char *rec
 void cluster_key_instance(const char *prefix, const char *name, char *out, size_t size)
 {
     snprintf(out, size, "%s:instance:%s", prefix, name);
+}
+
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_MAX_MS 30000
+
+int64_t cluster_backoff(int64_t *step, unsigned random)
+{
+    *step = *step > 0 ? *step * 2 : BACKOFF_FIRST_MS;
+    if (*step > BACKOFF_MAX_MS) *step = BACKOFF_MAX_MS;
+    return *step / 2 + (int64_t)(random % (unsigned)(*step / 2 + 1));
 }
 
 struct reconcile_entry {

@@ -1,8 +1,9 @@
 /* test_cluster.c - unit tests for outrelay/cluster/cluster_keys.c: the duplicate window's key is
  * the SHA-256 of the lower-cased "message-id\nrecipient" cut to 128 bits under the prefix (checked
  * against a value computed elsewhere), case does not matter and the pair's halves cannot be
- * shifted into each other; the reconciliation queue gives back what it holds in order, drops
- * entries whose window is over, drops the oldest when full, and takes entries pushed back. */
+ * shifted into each other; reconnection waits double to a cap with jitter; the reconciliation queue
+ * gives back what it holds in order, drops entries whose window is over, drops the oldest when
+ * full, and takes entries pushed back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,6 +45,32 @@ static void instance_key(void **state)
     char key[128];
     cluster_key_instance("outrelay", "relay-a", key, sizeof key);
     assert_string_equal(key, "outrelay:instance:relay-a");
+}
+
+/* Never a reconnect loop: the step doubles to a cap, every wait lies in [step/2, step]. */
+static void backoff_doubles_capped_jittered(void **state)
+{
+    (void)state;
+    const int64_t steps[] = {200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000};
+    int64_t step = 0;
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        assert_int_equal(cluster_backoff(&step, 0), steps[i] / 2); /* no jitter: half */
+        assert_int_equal(step, steps[i]);
+    }
+    /* with jitter the wait stays within [step/2, step] */
+    const unsigned randoms[] = {1, 99, 100, 101, 14999, 15000, 15001, 123456789u, 0xffffffffu};
+    for (size_t i = 0; i < sizeof randoms / sizeof randoms[0]; i++) {
+        int64_t s = 15000; /* the next step is the cap */
+        int64_t w = cluster_backoff(&s, randoms[i]);
+        assert_int_equal(s, 30000);
+        assert_true(w >= 15000 && w <= 30000);
+        s = 100;
+        w = cluster_backoff(&s, randoms[i]);
+        assert_true(w >= 100 && w <= 200);
+    }
+    step = 30000;
+    assert_int_equal(cluster_backoff(&step, 7), 15007);
+    assert_int_equal(step, 30000);
 }
 
 struct seen {
@@ -129,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dup_key_is_the_pairs_hash),
         cmocka_unit_test(instance_key),
+        cmocka_unit_test(backoff_doubles_capped_jittered),
         cmocka_unit_test(reconcile_in_order_without_expired),
         cmocka_unit_test(reconcile_full_drops_oldest),
         cmocka_unit_test(reconcile_failed_writes_come_back),
