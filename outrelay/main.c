@@ -506,8 +506,8 @@ static int cmd_serve(int argc, char **argv)
                 "reads the configuration file and the DKIM key store again without dropping a\n"
                 "session or a message; a file with mistakes is refused (logged) and the running\n"
                 "configuration stays. Listen addresses, spool, state, user, control socket, TLS\n"
-                "certificate, users file, DNS servers, logging, metrics and DKIM header lists\n"
-                "need a restart.\n"
+                "certificate, users file, DNS servers, logging, metrics, cluster and DKIM header\n"
+                "lists need a restart.\n"
                 "Without -c it runs on the embedded defaults.\n");
         return r == 1 ? 0 : 2;
     }
