@@ -29,6 +29,7 @@
 #include "ingress/auth.h"
 #include "ingress/smtpd.h"
 #include "check/advice.h"
+#include "cluster/cluster.h"
 #include "check/dmarc.h"
 #include "mail/orgdomain.h"
 #include "check/spf.h"
@@ -54,6 +55,9 @@ static void usage_main(FILE *f)
                "                         inspect and act on the running relay's queue\n"
                "  ramp status|set|pause|resume|rollback [GROUP] ...|plan [--json] [-c FILE]\n"
                "                         the running relay's ramps (default and route groups)\n"
+               "  cluster status [--json] [-c FILE]\n"
+               "                         this instance, the shared Redis up or down, instances\n"
+               "                         seen\n"
                "  keygen DOMAIN SELECTOR [--rsa BITS | --ed25519] [-c FILE]\n"
                "                         make a DKIM key under keys/ and print its DNS record\n"
                "  dns-advice [-c FILE]   the DKIM, SPF and DMARC records each signing domain\n"
@@ -246,6 +250,18 @@ static int cmd_queue(int argc, char **argv)
         "or @domain), --egress E, or ALL. Bulk commands answer how many messages and\n"
         "recipients they touched. --json: the answer as one JSON document.\n";
     return control_command("queue", argc, argv, usage);
+}
+
+static int control_command(const char *verb, int argc, char **argv, const char *usage);
+
+static int cmd_cluster(int argc, char **argv)
+{
+    static const char *usage =
+        "usage: outrelay cluster [-c FILE] status [--json]\n"
+        "Asks the running relay for its cluster state: this instance's name, the shared Redis\n"
+        "and whether it answers (or since when it does not), how many instances it last saw,\n"
+        "errors, and the deliveries made while Redis was down that are not written to it yet.\n";
+    return control_command("cluster", argc, argv, usage);
 }
 
 static int control_command(const char *verb, int argc, char **argv, const char *usage)
@@ -492,8 +508,8 @@ static int cmd_serve(int argc, char **argv)
                 "reads the configuration file and the DKIM key store again without dropping a\n"
                 "session or a message; a file with mistakes is refused (logged) and the running\n"
                 "configuration stays. Listen addresses, spool, state, user, control socket, TLS\n"
-                "certificate, users file, DNS servers, logging, metrics and DKIM header lists\n"
-                "need a restart.\n"
+                "certificate, users file, DNS servers, logging, metrics, cluster and DKIM header\n"
+                "lists need a restart.\n"
                 "Without -c it runs on the embedded defaults.\n");
         return r == 1 ? 0 : 2;
     }
@@ -541,6 +557,8 @@ static int cmd_serve(int argc, char **argv)
         snprintf(err, sizeof err, "cannot start worker threads");
         goto out;
     }
+    /* before the queue: the duplicate window it loads is written to Redis once it answers */
+    if (cluster_start(serve_base, cfg, err, sizeof err) < 0) goto out;
     if (!(sp = spool_open(cfg->spool, serve_base, err, sizeof err))) goto out;
     spool_set_release_barrier(sp, records_barrier, records_barrier_passed);
     if (qmgr_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
@@ -594,6 +612,7 @@ out:
     spool_close(sp); /* runs the last commit callbacks */
     if (tlsrpt_started) tlsrpt_close();
     smtpd_release();
+    cluster_stop(); /* before the queue goes: claims waiting for Redis are answered "unknown" */
     if (queue_started) qmgr_shutdown();
     if (route_started) route_shutdown();
     dns_shutdown();
@@ -747,6 +766,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "check") == 0) return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "queue") == 0) return cmd_queue(argc - 1, argv + 1);
     if (strcmp(cmd, "ramp") == 0) return cmd_ramp(argc - 1, argv + 1);
+    if (strcmp(cmd, "cluster") == 0) return cmd_cluster(argc - 1, argv + 1);
     if (strcmp(cmd, "keygen") == 0) return cmd_keygen(argc - 1, argv + 1);
     if (strcmp(cmd, "dns-advice") == 0) return cmd_dns_advice(argc - 1, argv + 1);
     if (strcmp(cmd, "report") == 0) return cmd_report(argc - 1, argv + 1);

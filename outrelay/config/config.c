@@ -80,6 +80,8 @@ static void finalize(struct config *cfg)
     }
     if (cfg->reserved_for_origins < 0) cfg->reserved_for_origins = cfg->max_connections_in / 5;
     if (!cfg->deployment_id) cfg->deployment_id = xstrdup(cfg->hostname);
+    if (cfg->cluster_redis && !cfg->cluster_instance)
+        cfg->cluster_instance = xstrdup(cfg->hostname);
     for (size_t i = 0; i < cfg->n_egress; i++) {
         if (!cfg->egress[i].helo) cfg->egress[i].helo = xstrdup(cfg->hostname);
         if (cfg->egress[i].tls_ca_file) cfg->egress[i].tls_verify = 1;
@@ -137,6 +139,25 @@ static void load_dedup(struct loader *ld, const struct at *at)
 {
     struct at v[2];
     cfg_take_settings(ld, at, &qmgr_dedup_settings, ld->cfg, NULL, v);
+}
+
+/* cluster: { redis: host:port, instance: NAME, ... } - state shared with other instances */
+static void load_cluster(struct loader *ld, const struct at *at)
+{
+    struct at v[12];
+    cfg_take_settings(ld, at, &cluster_settings, ld->cfg, NULL, v);
+    struct config *cfg = ld->cfg;
+    if (!cfg->cluster_redis) return; /* without redis: nothing is shared */
+    struct sockaddr_any a;
+    if (strncmp(cfg->cluster_redis, "unix:/", 6) != 0 &&
+        util_parse_hostport(cfg->cluster_redis, 6379, &a) < 0)
+        cfg_error_at(ld, v[0].node ? v[0].where : at->where,
+                     "cluster.redis: \"%s\" is not host:port (an address) or unix:/path",
+                     cfg->cluster_redis);
+    if (!cfg->cluster_tls_cert != !cfg->cluster_tls_key)
+        cfg_error_at(ld, at->where, "cluster: tls_cert and tls_key go together");
+    if (cfg->cluster_user && !cfg->cluster_password)
+        cfg_error_at(ld, at->where, "cluster: user needs a password");
 }
 
 static void load_dns(struct loader *ld, const struct at *at)
@@ -649,6 +670,7 @@ enum {
     K_TLS_POLICY,
     K_MTA_STS,
     K_TLS_REPORTS,
+    K_CLUSTER,
     K_COUNT
 };
 
@@ -658,7 +680,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
         "log",       "dns",       "delivery",   "listen",  "tls",         "limits",
         "auth",      "origins",   "egress",     "ramp",    "policies",    "dkim",
         "alignment", "providers", "caps",       "shaping", "metrics",     "dedup",
-        "records",   "platforms", "tls_policy", "mta_sts", "tls_reports", NULL};
+        "records",   "platforms", "tls_policy", "mta_sts", "tls_reports", "cluster", NULL};
     struct config *cfg = ld->cfg;
     struct at top = {.node = root, .where = {1, 1}};
     struct at v[K_COUNT];
@@ -703,6 +725,7 @@ static void load_root(struct loader *ld, struct fy_node *root)
     if (v[K_DEDUP].node) load_dedup(ld, &v[K_DEDUP]);
     if (v[K_RECORDS].node) load_records(ld, &v[K_RECORDS]);
     if (v[K_TLS_REPORTS].node) load_tls_reports(ld, &v[K_TLS_REPORTS]);
+    if (v[K_CLUSTER].node) load_cluster(ld, &v[K_CLUSTER]);
     if (v[K_PLATFORMS].node) cfg_load_platforms(ld, &v[K_PLATFORMS]);
     if (v[K_POLICIES].node) cfg_load_policies(ld, &v[K_POLICIES]);
     cfg_check_provider_refs(ld);
@@ -879,6 +902,14 @@ void config_free(struct config *cfg)
     free(cfg->tlsrpt_contact);
     free(cfg->tlsrpt_submitter);
     free(cfg->tlsrpt_from);
+    free(cfg->cluster_redis);
+    free(cfg->cluster_instance);
+    free(cfg->cluster_user);
+    free(cfg->cluster_password);
+    free(cfg->cluster_tls_ca_file);
+    free(cfg->cluster_tls_cert);
+    free(cfg->cluster_tls_key);
+    free(cfg->cluster_key_prefix);
     free(cfg);
 }
 

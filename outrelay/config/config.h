@@ -317,6 +317,19 @@ struct config {
     char *tlsrpt_submitter;    /* the Submitter of the subject; NULL: the hostname */
     char *tlsrpt_from;         /* From: and envelope sender; NULL: tlsrpt-noreply@<hostname> */
     int tlsrpt_hour;           /* tls_reports.hour: the UTC hour after which yesterday is sent */
+    /* cluster: several instances share state through Redis (cluster/cluster_settings.c) */
+    char *cluster_redis;       /* "host:port" or "unix:/path"; NULL: no cluster */
+    char *cluster_instance;    /* this instance's name; default: hostname */
+    char *cluster_user;        /* AUTH user (Redis 6 ACL), or NULL */
+    char *cluster_password;    /* AUTH password, or NULL */
+    int cluster_db;            /* SELECT this database */
+    int cluster_tls;           /* TLS to Redis */
+    char *cluster_tls_ca_file; /* verify Redis's certificate against it; NULL: system store */
+    char *cluster_tls_cert;    /* client certificate presented to Redis, with cluster_tls_key */
+    char *cluster_tls_key;
+    int64_t cluster_timeout;   /* connect and per command */
+    char *cluster_key_prefix;  /* every key starts with it and ':' */
+    int64_t cluster_claim_ttl; /* a delivery claim lives this long unless extended */
     int64_t records_retention; /* records.retention: seconds events are kept (default 400d;
                                   0 = forever) */
     char **policy_files;

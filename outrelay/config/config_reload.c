@@ -50,6 +50,18 @@ int config_restart_needed(const struct config *running, const struct config *fre
     if (!same_text(a->dns_trust_anchor, b->dns_trust_anchor)) name(out, &n, "dns.trust_anchor");
     if (a->log_to != b->log_to || a->log_level != b->log_level) name(out, &n, "log");
     if (!same_text(a->metrics_listen, b->metrics_listen)) name(out, &n, "metrics.listen");
+    if (!same_text(a->cluster_redis, b->cluster_redis) ||
+        !same_text(a->cluster_instance, b->cluster_instance) ||
+        !same_text(a->cluster_user, b->cluster_user) ||
+        !same_text(a->cluster_password, b->cluster_password) || a->cluster_db != b->cluster_db ||
+        a->cluster_tls != b->cluster_tls ||
+        !same_text(a->cluster_tls_ca_file, b->cluster_tls_ca_file) ||
+        !same_text(a->cluster_tls_cert, b->cluster_tls_cert) ||
+        !same_text(a->cluster_tls_key, b->cluster_tls_key) ||
+        a->cluster_timeout != b->cluster_timeout ||
+        !same_text(a->cluster_key_prefix, b->cluster_key_prefix) ||
+        a->cluster_claim_ttl != b->cluster_claim_ttl)
+        name(out, &n, "cluster");
     if (!same_list(a->dkim_headers, a->n_dkim_headers, b->dkim_headers, b->n_dkim_headers) ||
         !same_list(a->dkim_oversign, a->n_dkim_oversign, b->dkim_oversign, b->n_dkim_oversign))
         name(out, &n, "dkim");

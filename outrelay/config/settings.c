@@ -23,6 +23,7 @@ static const struct settings_table *const all_tables[] = {
     &check_alignment_settings,  &qmgr_dedup_settings,       &route_provider_settings,
     &ingress_platform_settings, &route_shaping_settings,    &config_metrics_settings,
     &config_records_settings,   &tlsrpt_settings,
+    &cluster_settings,
 };
 
 const struct settings_table *const *settings_tables(size_t *n)

@@ -86,6 +86,7 @@ extern const struct settings_table config_dns_settings;
 extern const struct settings_table config_records_settings;
 extern const struct settings_table config_metrics_settings;
 extern const struct settings_table tlsrpt_settings; /* tlsrpt/tlsrpt_settings.c */
+extern const struct settings_table cluster_settings; /* cluster/cluster_settings.c */
 
 /* Every table, in the order of the example file; *n gets the count. */
 const struct settings_table *const *settings_tables(size_t *n);

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "cluster/cluster.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -75,6 +76,19 @@ static void dispatch_module(const char *req, struct strbuf *out, int *ok)
         }
         strbuf_free(&said);
         strbuf_free(&action);
+        return;
+    }
+    if (strncmp(req, "cluster ", 8) == 0 || strcmp(req, "cluster") == 0) {
+        struct strbuf cmd = STRBUF_INIT;
+        without_json(req, &cmd);
+        if (strcmp(strbuf_str(&cmd), "cluster status") == 0 ||
+            strcmp(strbuf_str(&cmd), "cluster") == 0) {
+            cluster_status(out, wants_json(req));
+            *ok = 1;
+        } else {
+            strbuf_printf(out, "usage: cluster status [--json]\n");
+        }
+        strbuf_free(&cmd);
         return;
     }
     if (strcmp(req, "ping") == 0) {

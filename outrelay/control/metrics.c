@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "common/hashmap.h"
 #include "common/strbuf.h"
 #include "common/clock.h"
@@ -45,6 +46,13 @@ static const struct metric_def {
     {"outrelay_delivery_delay_seconds", "histogram", "Acceptance to remote 250, per egress"},
     {"outrelay_queue_messages", "gauge", "Messages in the queue by state"},
     {"outrelay_ramp_share_percent", "gauge", "Effective share of the ramp's to-egress"},
+    {"outrelay_cluster_up", "gauge", "1 while the shared Redis answers (cluster configured)"},
+    {"outrelay_cluster_instances_seen", "gauge", "Instances whose heartbeat Redis last showed"},
+    {"outrelay_cluster_errors_total", "counter",
+     "Redis commands without an answer, connection losses and error replies"},
+    {"outrelay_cluster_reconcile_pending", "gauge",
+     "Deliveries made while Redis was down, not yet written to it"},
+    {"outrelay_cluster_transitions_total", "counter", "Redis went down or came back, by state"},
 };
 
 static const double delay_buckets[] = {0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400};
@@ -152,6 +160,9 @@ static void observe(const struct record_event *ev)
         add("outrelay_tls_failures_total", 1,
             (const char *[]){"egress", egress, "provider", provider, "result_type", ev->tls_failure,
                              NULL});
+    } else if (type == RECORD_CLUSTER) {
+        add("outrelay_cluster_transitions_total", 1,
+            (const char *[]){"state", ev->action ? ev->action : "", NULL});
     } else if (type == RECORD_RAMP) {
         add("outrelay_ramp_overrides_total", 1, NULL);
     } else if (type == RECORD_SHAPING && ev->action && strcmp(ev->action, "lifted") != 0) {
@@ -225,6 +236,20 @@ static void render(struct strbuf *out)
             strbuf_printf(out, "%s{state=\"active\"} %zu\n", m->name, active);
             strbuf_printf(out, "%s{state=\"deferred\"} %zu\n", m->name, deferred);
             strbuf_printf(out, "%s{state=\"held\"} %zu\n", m->name, held);
+            continue;
+        }
+        if (!strncmp(m->name, "outrelay_cluster_", 17) && strcmp(m->type, "counter") != 0) {
+            if (!cluster_configured()) continue;
+            double v = !strcmp(m->name, "outrelay_cluster_up") ? cluster_is_up()
+                       : !strcmp(m->name, "outrelay_cluster_instances_seen")
+                           ? cluster_instances_seen()
+                           : (double)cluster_dedup_pending();
+            strbuf_printf(out, "%s %g\n", m->name, v);
+            continue;
+        }
+        if (!strcmp(m->name, "outrelay_cluster_errors_total")) {
+            if (cluster_configured())
+                strbuf_printf(out, "%s %llu\n", m->name, (unsigned long long)cluster_errors());
             continue;
         }
         if (!strcmp(m->name, "outrelay_ramp_share_percent")) {

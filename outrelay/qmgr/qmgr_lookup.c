@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/cluster.h"
 #include "common/hashmap.h"
 #include "common/ttl_cache.h"
 #include "common/clock.h"
@@ -109,11 +110,21 @@ void qmgr_lookup_answered(struct qmgr *q)
 /* During coexistence both platforms can hand us the same message (journaling, forwarding, both
  * answering). A (Message-ID, recipient) pair delivered within dedup.window is not sent again;
  * while one copy is being delivered, another waits for its outcome. The delivered pairs of the
- * window are reloaded from the records at start. */
+ * window are reloaded from the records at start.
+ *
+ * With a cluster (cluster/cluster_dedup.c) the window is shared: before a pair is sent this
+ * instance claims it in Redis and waits for the answer (DEDUP_WAIT); another instance's claim
+ * means wait for its outcome, its delivered marker means suppress. Each try claims again, so a
+ * claim that lapsed while we deferred is noticed. When Redis is down the local window alone
+ * decides (at worst a duplicate goes) and our deliveries are written to Redis when it returns. */
+
+enum dedup_cluster { CLUSTER_NONE, CLUSTER_ASKING, CLUSTER_MINE };
 
 struct dedup_entry {
     int64_t delivered_at;           /* 0: not delivered (yet) */
     const struct message *inflight; /* the copy being delivered now, or NULL */
+    enum dedup_cluster cluster;     /* this instance's claim in Redis for this try */
+    int64_t extended_at;            /* when the claim was last made or extended */
 };
 
 static void pair_key(const char *message_id, const char *recipient, char *out, size_t size)
@@ -142,10 +153,35 @@ static struct dedup_entry *dedup_entry(struct qmgr_lookup *l, const char *key)
 
 static void dedup_load_one(void *arg, const char *message_id, const char *recipient, int64_t ts_us)
 {
+    struct qmgr_lookup *l = arg;
     char key[1200];
     if (!message_id || !recipient) return;
     pair_key(message_id, recipient, key, sizeof key);
-    dedup_entry(arg, key)->delivered_at = ts_us / 1000000;
+    dedup_entry(l, key)->delivered_at = ts_us / 1000000;
+    /* Redis may have missed it (down then, or emptied since): written when it is up */
+    cluster_dedup_delivered(message_id, recipient, ts_us / 1000000, l->q->cfg->dedup_window);
+}
+
+/* Redis's answer to our claim of a pair ("message-id\nrecipient"); the recipient asks again at
+ * its next try (DEDUP_WAIT) and finds the verdict here. */
+struct claim_wait {
+    struct qmgr_lookup *l;
+    char key[];
+};
+
+static void claim_answer(void *arg, enum cluster_claim c, int64_t at)
+{
+    struct claim_wait *w = arg;
+    struct dedup_entry *e = hashmap_get(w->l->dedup, w->key);
+    if (e && e->cluster == CLUSTER_ASKING) {
+        e->cluster = CLUSTER_NONE;
+        if (c == CLUSTER_CLAIM_MINE || c == CLUSTER_CLAIM_UNKNOWN) /* no answer: local */
+            e->cluster = CLUSTER_MINE;
+        else if (c == CLUSTER_CLAIM_DELIVERED && !e->delivered_at)
+            e->delivered_at = at > 0 ? at : clock_now();
+        /* CLUSTER_CLAIM_OTHER: another instance delivers; ask again at the next try */
+    }
+    free(w);
 }
 
 enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now)
@@ -156,7 +192,22 @@ enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now)
     if (e && e->delivered_at && now - e->delivered_at < m->q->cfg->dedup_window)
         return DEDUP_SUPPRESS;
     if (e && e->inflight && e->inflight != m) return DEDUP_WAIT;
-    dedup_entry(m->q->lookup, key)->inflight = m;
+    e = dedup_entry(m->q->lookup, key);
+    if (e->cluster == CLUSTER_ASKING) return DEDUP_WAIT;
+    if (e->cluster != CLUSTER_MINE && cluster_is_up()) {
+        size_t len = strlen(key) + 1;
+        struct claim_wait *w = xmalloc(sizeof *w + len);
+        w->l = m->q->lookup;
+        memcpy(w->key, key, len);
+        if (cluster_dedup_claim(m->env->message_id, m->env->rcpts[i].address, claim_answer, w) ==
+            0) {
+            e->cluster = CLUSTER_ASKING;
+            return DEDUP_WAIT;
+        }
+        free(w); /* Redis went away meanwhile: the local window decides */
+    }
+    e->inflight = m;
+    e->extended_at = now;
     return DEDUP_SEND;
 }
 
@@ -167,18 +218,37 @@ void qmgr_dedup_outcome(const struct message *m, size_t i, int delivered, int64_
     if (dedup_key(m, i, key, sizeof key) < 0) return;
     struct dedup_entry *e = hashmap_get(m->q->lookup->dedup, key);
     if (!e) return;
-    if (delivered) e->delivered_at = now;
-    if (e->inflight == m) e->inflight = NULL;
+    if (delivered) {
+        e->delivered_at = now;
+        cluster_dedup_delivered(m->env->message_id, m->env->rcpts[i].address, now,
+                                m->q->cfg->dedup_window);
+    }
+    if (e->inflight == m) {
+        e->inflight = NULL;
+        if (e->cluster == CLUSTER_MINE) e->cluster = CLUSTER_NONE; /* the next try claims again */
+    }
 }
 
+/* m is done (every recipient final) or deleted: a pair it did not deliver gives up our claim,
+ * so a later copy, here or on another instance, may go (the claim would lapse anyway). */
 void qmgr_dedup_forget_message(const struct message *m)
 {
-    for (size_t i = 0; i < m->env->n_rcpts; i++)
-        qmgr_dedup_outcome(m, i, 0, 0);
+    char key[1200];
+    for (size_t i = 0; i < m->env->n_rcpts; i++) {
+        if (dedup_key(m, i, key, sizeof key) < 0) return;
+        struct dedup_entry *e = hashmap_get(m->q->lookup->dedup, key);
+        if (!e) continue;
+        if (e->inflight == m) {
+            e->inflight = NULL;
+            e->cluster = CLUSTER_NONE;
+        }
+        if (!e->delivered_at && !e->inflight)
+            cluster_dedup_release(m->env->message_id, m->env->rcpts[i].address);
+    }
 }
 
 struct dedup_prune {
-    int64_t now, window;
+    int64_t now, window, claim_ttl;
     char **dead;
     size_t n;
 };
@@ -187,7 +257,17 @@ static void dedup_find_old(void *arg, const char *key, void *value)
 {
     struct dedup_prune *p = arg;
     struct dedup_entry *e = value;
-    if (!e->inflight && p->now - e->delivered_at >= p->window) {
+    if (e->inflight && e->cluster == CLUSTER_MINE &&
+        p->now - e->extended_at >= p->claim_ttl / 3) { /* a delivery still runs: keep our claim */
+        const char *nl = strchr(key, '\n');
+        if (nl) {
+            char mid[1200];
+            snprintf(mid, sizeof mid, "%.*s", (int)(nl - key), key);
+            cluster_dedup_extend(mid, nl + 1);
+        }
+        e->extended_at = p->now;
+    }
+    if (!e->inflight && e->cluster != CLUSTER_ASKING && p->now - e->delivered_at >= p->window) {
         p->dead = xrealloc(p->dead, (p->n + 1) * sizeof *p->dead);
         p->dead[p->n++] = xstrdup(key);
     }
@@ -195,7 +275,7 @@ static void dedup_find_old(void *arg, const char *key, void *value)
 
 void qmgr_dedup_prune(struct qmgr_lookup *l, int64_t now)
 {
-    struct dedup_prune p = {now, l->q->cfg->dedup_window, NULL, 0};
+    struct dedup_prune p = {now, l->q->cfg->dedup_window, l->q->cfg->cluster_claim_ttl, NULL, 0};
     hashmap_foreach(l->dedup, dedup_find_old, &p);
     for (size_t i = 0; i < p.n; i++) {
         free(hashmap_remove(l->dedup, p.dead[i]));

@@ -31,8 +31,9 @@ enum record_type {
     RECORD_SHAPING, /* a shaping rule started or was lifted */
     RECORD_RAMP,    /* an operator override of the ramp */
     RECORD_DELAYED, /* the sender was warned that a recipient is still not delivered */
+    RECORD_CLUSTER, /* the shared Redis went down (action "down") or came back ("up") */
 };
-#define RECORD_TYPE_COUNT (RECORD_DELAYED + 1)
+#define RECORD_TYPE_COUNT (RECORD_CLUSTER + 1)
 
 /* "received", ...; NULL for a value outside the enum. */
 const char *records_type_name(enum record_type type);

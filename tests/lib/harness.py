@@ -547,6 +547,69 @@ class Nsd:
         return self.proc.stop()
 
 
+class Redis:
+    """redis-server on ip:port (a free port unless given), without persistence (--save '',
+    --appendonly no), stopped by PID. password: requirepass. tls: a dict from make_ca_and_cert;
+    then the port speaks TLS only (client certificates not required). .address is what
+    cluster.redis wants; .cli(*args) runs redis-cli against it and returns its stdout lines;
+    .stop() and .start() again keep the port (the data is gone: nothing is saved)."""
+
+    def __init__(self, env, ip=RELAY_IP, port=None, password=None, tls=None, name="redis"):
+        self.env = env
+        self.ip = ip
+        self.port = port or env.free_port([ip])
+        self.password = password
+        self.tls = tls
+        self.name = name
+        self.dir = env.mkdir(name)
+        self.proc = None
+        self.start()
+
+    @property
+    def address(self):
+        return f"{self.ip}:{self.port}"
+
+    def start(self, timeout=15):
+        argv = ["redis-server", "--bind", self.ip, "--save", "", "--appendonly", "no",
+                "--dir", self.dir, "--daemonize", "no", "--protected-mode", "no",
+                "--logfile", ""]
+        if self.tls:
+            argv += ["--port", "0", "--tls-port", str(self.port),
+                     "--tls-cert-file", self.tls["cert"], "--tls-key-file", self.tls["key"],
+                     "--tls-ca-cert-file", self.tls["ca"], "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = Proc(self.env, self.name, argv, os.path.join(self.dir, "redis.log"))
+        self.env.add_diagnostic(lambda: (f"{self.name} log", tail(self.proc.log_path, 20)))
+        self.env.wait_for(lambda: self._alive_or_fail() and is_listening(self.ip, self.port),
+                          timeout, f"{self.name} to listen on {self.address}")
+        log(f"{self.name} listening on {self.address} (pid {self.proc.pid})")
+        return self
+
+    def _alive_or_fail(self):
+        check(self.proc.alive(), lambda: f"{self.name} exited: {tail(self.proc.log_path)}")
+        return True
+
+    def cli(self, *args):
+        argv = ["redis-cli", "-h", self.ip, "-p", str(self.port), "--no-auth-warning"]
+        if self.password:
+            argv += ["-a", self.password]
+        if self.tls:
+            argv += ["--tls", "--cacert", self.tls["ca"]]
+        r = subprocess.run(argv + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=30)
+        check(r.returncode == 0, f"redis-cli {' '.join(map(str, args))}: {r.stderr}")
+        return r.stdout.splitlines()
+
+    def stop(self):
+        if self.proc:
+            self.proc.expected_exit = True
+            self.proc.stop()
+            log(f"{self.name} stopped (pid {self.proc.pid})")
+
+
 class SignedZone:
     """A zone signed by dnssec_sign(): .text (the signed zone file, to serve with Nsd and to
     edit for a tampered record), .ds (the DS record of its key, one line) and

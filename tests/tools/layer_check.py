@@ -6,7 +6,7 @@ Run by ctest as unit/layer_order; usage: layer_check.py [OUTRELAY_DIR].
 
 The order: ingress -> sign -> route -> check -> deliver -> report/control/tlsrpt. qmgr, smtpc and sts
 (MTA-STS policies for the SMTP client) are the deliver stage. config, dns, tls, mail, common,
-records and spool are shared layers every stage may include: records_emit is a sink every stage calls, and the spool is the store ingress
+records, spool and cluster (the connection to the Redis the instances share) are shared layers every stage may include: records_emit is a sink every stage calls, and the spool is the store ingress
 writes (durable before 250) and the queue manager reads and marks, not a step of its own.
 outrelay/main.c wires the stages together and is not a folder, so it is not checked.
 """
@@ -27,7 +27,7 @@ STAGES = {
     "control": 6,
     "tlsrpt": 6,
 }
-SHARED = {"config", "dns", "tls", "mail", "common", "records", "spool"}
+SHARED = {"config", "dns", "tls", "mail", "common", "records", "spool", "cluster"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([A-Za-z0-9_]+)/[^"]+"')
 

@@ -1,0 +1,107 @@
+/* cluster.h - the connection of this instance to the Redis server the instances share
+ * (cluster.c): connect with capped, jittered exponential backoff, AUTH, SELECT, optional TLS,
+ * pipelined commands with a timeout, health (up, or down since T) told to subscribers and to
+ * the records, an instance heartbeat key and the count of instances seen. Commands are encoded
+ * and replies decoded by hiredis; the transport is a libevent bufferevent. The duplicate window
+ * on top of it is cluster_dedup.c, the keys cluster_keys.c. Loop thread only. */
+#ifndef OUTRELAY_CLUSTER_H
+#define OUTRELAY_CLUSTER_H
+
+#include <event2/event.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/strbuf.h"
+#include "config/config.h"
+
+struct redisReply;
+/* reply NULL: the command got no answer (connection lost, timeout); an error reply is passed
+ * as it came (REDIS_REPLY_ERROR). Called on the loop, never from inside cluster_cmd. */
+typedef void (*cluster_reply_fn)(void *arg, const struct redisReply *reply);
+
+/* Starts connecting when cfg->cluster_redis is set (else does nothing and returns 0); never
+ * waits for Redis: it is down until the first connection is ready. 0 / -1 with err (a TLS
+ * file that cannot be read). */
+int cluster_start(struct event_base *base, const struct config *cfg, char *err, size_t errlen);
+/* Closes the connection; pending commands get a NULL reply. */
+void cluster_stop(void);
+
+int cluster_configured(void);
+int cluster_is_up(void);
+/* When Redis went down (unix seconds), 0 while up. */
+int64_t cluster_down_since(void);
+/* Instances whose heartbeat key was alive at the last look, ours included (1 before any). */
+int cluster_instances_seen(void);
+const char *cluster_instance_name(void);
+const char *cluster_prefix(void);
+/* Commands that failed: no answer, timeout, connection lost, error reply. */
+uint64_t cluster_errors(void);
+
+/* Sends one command (argv with lengths; argvlen NULL: C strings); cb (may be NULL) gets the
+ * reply. -1 when Redis is not up: nothing is sent and cb is not called. */
+int cluster_cmd(int argc, const char **argv, const size_t *argvlen, cluster_reply_fn cb, void *arg);
+
+/* fn(arg, up) on every change of health; up is 1 once a connection is ready. */
+void cluster_subscribe(void (*fn)(void *arg, int up), void *arg);
+
+/* The state for `outrelay cluster status`: text lines, or one JSON object. */
+void cluster_status(struct strbuf *out, int json);
+
+/* --- keys (cluster_keys.c; pure) */
+/* "<prefix>:dup:<32 hex>": the SHA-256 of the lower-cased "message-id\nrecipient", cut to 128
+ * bits, so no mail text reaches Redis and keys have one length. */
+void cluster_key_dup(const char *prefix, const char *message_id, const char *recipient, char *out,
+                     size_t size);
+/* "<prefix>:instance:<name>" */
+void cluster_key_instance(const char *prefix, const char *name, char *out, size_t size);
+
+/* The wait before the next connection attempt, in ms: *step (0 after a stable connection)
+ * doubles from 200 ms up to 30 s, and the wait is half the step plus `random` modulo the other
+ * half, so instances that lost Redis together do not come back together. */
+int64_t cluster_backoff(int64_t *step, unsigned random);
+
+/* --- the reconciliation queue (cluster_keys.c; pure): deliveries made while Redis was down,
+ * written to Redis when it is back. Bounded: past max entries the oldest is dropped. */
+struct cluster_reconcile;
+struct cluster_reconcile *cluster_reconcile_new(size_t max);
+void cluster_reconcile_free(struct cluster_reconcile *q);
+/* key delivered at `at`, to be remembered until `until` (unix seconds). */
+void cluster_reconcile_push(struct cluster_reconcile *q, const char *key, int64_t at,
+                            int64_t until);
+size_t cluster_reconcile_count(const struct cluster_reconcile *q);
+size_t cluster_reconcile_dropped(const struct cluster_reconcile *q);
+/* Empties the queue in arrival order: fn for every entry still to be remembered at now (the
+ * others are dropped, their window is over). Returns how many fn got. fn may push again. */
+size_t cluster_reconcile_take(struct cluster_reconcile *q, int64_t now,
+                              void (*fn)(void *arg, const char *key, int64_t at, int64_t until),
+                              void *arg);
+
+/* --- the shared duplicate window (cluster_dedup.c) */
+enum cluster_claim {
+    CLUSTER_CLAIM_MINE,      /* this instance holds the claim: deliver */
+    CLUSTER_CLAIM_OTHER,     /* another instance is delivering: wait for its outcome */
+    CLUSTER_CLAIM_DELIVERED, /* delivered by some instance at *at: a duplicate */
+    CLUSTER_CLAIM_UNKNOWN,   /* no answer: decide locally */
+};
+/* Claims the pair for this instance (SET NX with claim_ttl, or ours already). -1 when Redis
+ * is not up (decide locally; cb is not called). */
+int cluster_dedup_claim(const char *message_id, const char *recipient,
+                        void (*cb)(void *arg, enum cluster_claim c, int64_t at), void *arg);
+/* Keeps our claim alive while the delivery runs. */
+void cluster_dedup_extend(const char *message_id, const char *recipient);
+/* The pair was delivered at `at`: the marker lives for the window. Queued for reconciliation
+ * when Redis is down or does not answer. */
+void cluster_dedup_delivered(const char *message_id, const char *recipient, int64_t at,
+                             int64_t window);
+/* The pair will not be delivered by us (bounced, expired, deleted): our claim is removed, so a
+ * later copy may go. */
+void cluster_dedup_release(const char *message_id, const char *recipient);
+/* How long a claim lives unless extended (cluster.claim_ttl). */
+void cluster_dedup_set_claim_ttl(int64_t seconds);
+/* Deliveries waiting to be written to Redis. */
+size_t cluster_dedup_pending(void);
+/* For cluster.c: Redis came back (up = 1) or went away; and the end. */
+void cluster_dedup_health(void *arg, int up);
+void cluster_dedup_stop(void);
+
+#endif
