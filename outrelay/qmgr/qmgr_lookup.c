@@ -125,6 +125,7 @@ struct dedup_entry {
     const struct message *inflight; /* the copy being delivered now, or NULL */
     enum dedup_cluster cluster;     /* this instance's claim in Redis for this try */
     int64_t extended_at;            /* when the claim was last made or extended */
+    int64_t other_until;            /* another instance holds the claim: ask again after this */
 };
 
 static void pair_key(const char *message_id, const char *recipient, char *out, size_t size)
@@ -179,9 +180,12 @@ static void claim_answer(void *arg, enum cluster_claim c, int64_t at)
             e->cluster = CLUSTER_MINE;
         else if (c == CLUSTER_CLAIM_DELIVERED && !e->delivered_at)
             e->delivered_at = at > 0 ? at : clock_now();
-        /* CLUSTER_CLAIM_OTHER: another instance delivers; ask again at the next try */
+        else if (c == CLUSTER_CLAIM_OTHER) /* another instance delivers: ask again later */
+            e->other_until = clock_now() + 2;
     }
+    struct qmgr *q = w->l->q;
     free(w);
+    qmgr_lookup_answered(q); /* the waiting messages go on at once */
 }
 
 enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now)
@@ -193,7 +197,8 @@ enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now)
         return DEDUP_SUPPRESS;
     if (e && e->inflight && e->inflight != m) return DEDUP_WAIT;
     e = dedup_entry(m->q->lookup, key);
-    if (e->cluster == CLUSTER_ASKING) return DEDUP_WAIT;
+    if (e->cluster == CLUSTER_ASKING) return DEDUP_ASKING;
+    if (e->other_until > now) return DEDUP_WAIT;
     if (e->cluster != CLUSTER_MINE && cluster_is_up()) {
         size_t len = strlen(key) + 1;
         struct claim_wait *w = xmalloc(sizeof *w + len);
@@ -202,7 +207,7 @@ enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now)
         if (cluster_dedup_claim(m->env->message_id, m->env->rcpts[i].address, claim_answer, w) ==
             0) {
             e->cluster = CLUSTER_ASKING;
-            return DEDUP_WAIT;
+            return DEDUP_ASKING;
         }
         free(w); /* Redis went away meanwhile: the local window decides */
     }

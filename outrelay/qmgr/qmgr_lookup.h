@@ -11,7 +11,9 @@ void qmgr_lookup_free(struct qmgr_lookup *l);
 void qmgr_lookup_reload(struct qmgr_lookup *l);
 /* The provider of a domain, or NULL while it is being looked up. */
 const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain);
-enum dedup_verdict { DEDUP_SEND, DEDUP_SUPPRESS, DEDUP_WAIT };
+/* DEDUP_WAIT: another copy is being delivered, ask again in a moment; DEDUP_ASKING: our claim
+ * is out to the cluster, whose answer wakes the message (as a provider lookup's does). */
+enum dedup_verdict { DEDUP_SEND, DEDUP_SUPPRESS, DEDUP_WAIT, DEDUP_ASKING };
 enum dedup_verdict qmgr_dedup_check(struct message *m, size_t i, int64_t now);
 /* The outcome of a delivery attempt for recipient i of m. */
 void qmgr_dedup_outcome(const struct message *m, size_t i, int delivered, int64_t now);

@@ -66,6 +66,10 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
         qmgr_rcpt_defer(m, i, now + 2);
         return NULL;
     }
+    if (dv == DEDUP_ASKING) { /* the cluster's answer to our claim wakes the message */
+        wait_for_lookup(m);
+        return NULL;
+    }
     if (dv == DEDUP_SUPPRESS) {
         struct rcpt_outcome o = {
             .mark = SPOOL_MARK_DELIVERED,

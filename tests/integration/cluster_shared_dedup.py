@@ -15,6 +15,7 @@ asks for a password) and:
 """
 import json
 import threading
+import time
 import urllib.request
 
 import harness as h
@@ -82,6 +83,9 @@ def test(env):
                  30, "one of the simultaneous copies suppressed")
     env.wait_for(lambda: delivered(a, "<two@cluster.test>") or delivered(b, "<two@cluster.test>"),
                  30, "the other delivered")
+    # the sink's file may land a moment after the delivered record; then let a late copy show
+    env.wait_for(lambda: copies("<two@cluster.test>") >= 1, 15, "the delivered copy at the sink")
+    time.sleep(1)
     h.check(copies("<one@cluster.test>") == 1 and copies("<two@cluster.test>") == 1,
             f"duplicates went out: {sorted(m.message_id for m in sink.messages())}")
     sup = b.events("SELECT detail FROM events WHERE event='suppressed'")
