@@ -12,6 +12,7 @@
 #include "common/json.h"
 #include "common/strbuf.h"
 #include "common/util.h"
+#include "mail/smtp_proto.h"
 #include "tlsrpt/tlsrpt.h"
 
 /* A session is an attempt row that negotiated TLS (tls_version) or says why it could not
@@ -283,8 +284,9 @@ static char *tlsrpt_mailto(const char *uri)
         }
     }
     *o = '\0';
-    const char *at = strchr(addr, '@');
-    if (!at || at == addr || !at[1] || strchr(at + 1, '@')) {
+    /* what a DNS answer names becomes our RCPT TO and To: header: it must be an RFC 5321
+     * mailbox and nothing more (a decoded CR, LF or NUL would inject commands or headers) */
+    if ((size_t)(o - addr) != strlen(addr) || smtp_check_mailbox(addr, 0) != 0) {
         free(addr);
         return NULL;
     }

@@ -233,14 +233,13 @@ static void test_parse_record(void **state)
     free(rua[0]);
     free(rua[1]);
     /* not ours: version missing or not first, no rua, two rua, only unknown schemes */
-    const char *bad[] = {"rua=mailto:a@b.test",
-                         "v=TLSRPTv2; rua=mailto:a@b.test",
-                         "v=TLSRPTv1",
-                         "v=TLSRPTv1; rua=mailto:a@b.test; rua=mailto:c@d",
-                         "v=TLSRPTv1; rua=ftp://x",
-                         "v=TLSRPTv1; rua=mailto:nobody",
-                         "v=TLSRPTv1; rua=mailto:a%4@b.test",
-                         "v=spf1 -all"};
+    const char *bad[] = {
+        "rua=mailto:a@b.test", "v=TLSRPTv2; rua=mailto:a@b.test", "v=TLSRPTv1",
+        "v=TLSRPTv1; rua=mailto:a@b.test; rua=mailto:c@d", "v=TLSRPTv1; rua=ftp://x",
+        "v=TLSRPTv1; rua=mailto:nobody", "v=TLSRPTv1; rua=mailto:a%4@b.test",
+        /* decoded CR LF, NUL or spaces would become RCPT TO and To: text */
+        "v=TLSRPTv1; rua=mailto:a@b.test%0D%0ADATA", "v=TLSRPTv1; rua=mailto:a@b.test%00x",
+        "v=TLSRPTv1; rua=mailto:a%20b@c.test", "v=spf1 -all"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(tlsrpt_parse_record(bad[i], rua, 4, &n, &other), -1);
         assert_int_equal(n, 0);
