@@ -340,13 +340,55 @@ static void load_group_schedule(struct loader *ld, const struct at *at, struct r
     free(items);
 }
 
-enum { GR_NAME, GR_MATCH, GR_EGRESS, GR_SCHEDULE, GR_INTERPOLATE, GR_KEY, GR_SPILL, GR_COUNT };
+enum {
+    GR_NAME,
+    GR_MATCH,
+    GR_EGRESS,
+    GR_SCHEDULE,
+    GR_INTERPOLATE,
+    GR_KEY,
+    GR_SPILL,
+    GR_AUTOPILOT,
+    GR_COUNT
+};
+
+/* autopilot: { enabled, window, step_after, gates: { ... } } */
+static void load_group_autopilot(struct loader *ld, const struct at *at, struct route_group *g,
+                                 int *ok)
+{
+    struct at v[4], gates[4];
+    if (cfg_take_settings(ld, at, &route_ramp_autopilot_settings, &g->autopilot, NULL, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    for (size_t k = 0; k < 4; k++)
+        if (v[k].bad) *ok = 0;
+    if (v[3].node) {
+        if (cfg_take_settings(ld, &v[3], &route_ramp_gate_settings, &g->autopilot, NULL, gates) <
+            0) {
+            *ok = 0;
+            return;
+        }
+        for (size_t k = 0; k < 4; k++)
+            if (gates[k].bad) *ok = 0;
+    }
+    if (g->autopilot.window <= 0) {
+        cfg_error_at(ld, at->where, "%s: window must be longer than 0", at->label);
+        *ok = 0;
+    }
+    if (g->autopilot.enabled && g->n_schedule < 1) {
+        cfg_error_at(ld, at->where, "%s: the autopilot needs a schedule to move along", at->label);
+        *ok = 0;
+    }
+}
 
 static void load_one_group(struct loader *ld, const struct at *item, struct route_group *g, int *ok)
 {
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at v[GR_COUNT];
     settings_apply_defaults(&route_ramp_group_settings, g);
+    settings_apply_defaults(&route_ramp_autopilot_settings, &g->autopilot);
+    settings_apply_defaults(&route_ramp_gate_settings, &g->autopilot);
     if (cfg_take_settings(ld, item, &route_ramp_group_settings, g, NULL, v) < 0) {
         *ok = 0;
         return;
@@ -396,6 +438,7 @@ static void load_one_group(struct loader *ld, const struct at *item, struct rout
     /* the weights name the group's egresses: read them once those are known */
     if (v[GR_SCHEDULE].node && egress_ok) load_group_schedule(ld, &v[GR_SCHEDULE], g, ok);
     if (v[GR_KEY].node && !v[GR_KEY].bad) check_key_parts(ld, &v[GR_KEY], g->key, &g->n_key);
+    if (v[GR_AUTOPILOT].node) load_group_autopilot(ld, &v[GR_AUTOPILOT], g, ok);
     for (size_t i = 0; i < g->n_spill; i++)
         if (group_egress_index(g, g->spill[i]) < 0) {
             cfg_error_at(ld, v[GR_SPILL].where,
@@ -775,6 +818,7 @@ enum {
     SH_DURATION,
     SH_RECOVER,
     SH_SOURCE,
+    SH_REPUTATION,
     SH_COUNT
 };
 

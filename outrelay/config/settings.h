@@ -73,6 +73,8 @@ extern const struct settings_table smtpc_tls_policy_settings; /* smtpc/tls_polic
 extern const struct settings_table route_ramp_settings;       /* route/route_settings.c */
 /* ramp.groups' fields; read by the loader, described in the ramp table's groups */
 extern const struct settings_table route_ramp_group_settings;
+extern const struct settings_table route_ramp_autopilot_settings;
+extern const struct settings_table route_ramp_gate_settings;
 extern const struct settings_table route_cap_settings;
 extern const struct settings_table route_provider_settings;
 extern const struct settings_table route_shaping_settings;

@@ -21,7 +21,7 @@ static const char *const records_type_names[RECORD_TYPE_COUNT] = {
     [RECORD_HELD] = "held",         [RECORD_RELEASED] = "released",
     [RECORD_DELETED] = "deleted",   [RECORD_DSN] = "dsn",
     [RECORD_SHAPING] = "shaping",   [RECORD_RAMP] = "ramp",
-    [RECORD_DELAYED] = "delayed",
+    [RECORD_DELAYED] = "delayed",   [RECORD_AUTOPILOT] = "autopilot",
 };
 
 const char *records_type_name(enum record_type type)

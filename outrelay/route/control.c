@@ -217,8 +217,10 @@ static void status_groups(struct route_world *w, int64_t now, struct strbuf *out
         long current = -1;
         for (size_t i = 0; i < g->n_schedule && g->schedule[i].at <= now; i++)
             current = (long)i;
-        strbuf_printf(out, "  schedule (UTC, %s; before the first step all on %s):\n",
-                      g->interpolate ? "interpolated" : "steps", g->egress[0]);
+        if (o->piloted) current = o->pilot_step; /* the autopilot's step, not the date's */
+        strbuf_printf(out, "  schedule (UTC, %s; before the first step all on %s%s):\n",
+                      g->interpolate && !o->piloted ? "interpolated" : "steps", g->egress[0],
+                      o->piloted ? "; the autopilot takes a step no sooner than its time" : "");
         for (size_t i = 0; i < g->n_schedule; i++) {
             strbuf_reset(&text);
             route_format_weights(g, g->schedule[i].weights, &text);
@@ -240,6 +242,9 @@ static void status_groups(struct route_world *w, int64_t now, struct strbuf *out
             strbuf_printf(out, "mode %s since %s, until resume; the schedule says %s)\n",
                           ramp_mode_name(o->mode), t, strbuf_str(&text));
         }
+        strbuf_puts(out, "  ");
+        autopilot_describe(w, gi, out);
+        strbuf_puts(out, "\n");
         strbuf_free(&text);
     }
 }
@@ -481,6 +486,54 @@ static void strings_json(struct json_writer *jw, const char *key, char *const *l
     json_array_end(jw);
 }
 
+/* A group's autopilot: on/off, step (1-based; 0 before the first), verdict and the gate that
+ * decided it with its value and threshold, and what the gates saw. */
+static void autopilot_json(struct route_world *w, size_t gi, struct json_writer *jw)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct autopilot_state *st = &w->autopilot[gi];
+    const struct autopilot_conf *a = &g->autopilot;
+    json_object_begin(jw, "autopilot");
+    json_bool(jw, "enabled", a->enabled);
+    if (a->enabled) {
+        json_int(jw, "step", st->step + 1);
+        json_int(jw, "steps", (int64_t)g->n_schedule);
+        json_string(jw, "verdict", autopilot_verdict_name(st->verdict));
+        if (st->gate[0]) {
+            json_string(jw, "gate", st->gate);
+            json_double(jw, "value", st->value);
+            json_double(jw, "threshold", st->threshold);
+        } else {
+            json_null(jw, "gate");
+        }
+        if (st->held_since)
+            json_time(jw, "held_since", st->held_since);
+        else
+            json_null(jw, "held_since");
+        if (st->last_back)
+            json_time(jw, "last_back", st->last_back);
+        else
+            json_null(jw, "last_back");
+        json_int(jw, "window", a->window);
+        json_int(jw, "step_after", a->step_after);
+        json_object_begin(jw, "seen");
+        json_int(jw, "replies", st->seen.replies);
+        json_int(jw, "deferred", st->seen.deferred);
+        json_int(jw, "bounced", st->seen.bounced);
+        json_int(jw, "shaping_started", st->seen.shaping_started);
+        json_int(jw, "reputation_started", st->seen.reputation_started);
+        json_int(jw, "shaping_in_force", st->seen.shaping_active);
+        json_object_end(jw);
+        json_object_begin(jw, "thresholds");
+        json_int(jw, "max_deferral_rate", a->max_deferral_rate);
+        json_int(jw, "max_shaping", a->max_shaping);
+        json_int(jw, "min_replies", a->min_replies);
+        json_int(jw, "max_bounce_rate", a->max_bounce_rate);
+        json_object_end(jw);
+    }
+    json_object_end(jw);
+}
+
 /* One route group: weights as percentages of the group's total. */
 static void group_json(struct route_world *w, size_t gi, int64_t now, struct json_writer *jw)
 {
@@ -515,6 +568,7 @@ static void group_json(struct route_world *w, size_t gi, int64_t now, struct jso
         json_null(jw, "mode_since");
     else
         json_time(jw, "mode_since", o->since);
+    autopilot_json(w, gi, jw);
     json_object_end(jw);
 }
 
