@@ -1,9 +1,8 @@
-/* control.c - the texts `outrelay ramp status` and `outrelay ramp plan` print: the schedule
- * and where the ramp stands (the default group, then every route group), counts against caps,
- * shaping in force; and the next 7 days' expected messages per egress and provider from the last 7
- * days in <state>/records.db (read only). The same as JSON for --json (route_control_json, which
- * leaves the operator's overrides to route_control). Formats only; changes nothing itself. Loop
- * thread; called by route.c and the control socket. */
+/* control.c - the texts of `outrelay ramp status` (schedule, where each group and its autopilot
+ * stand, caps, shaping in force) and `outrelay ramp plan` (7 days' expected messages per egress x
+ * provider from the last 7 days of <state>/records.db, read only; each route group's steps ahead,
+ * their earliest times and recipients per hour), as text or JSON (route_control_json). Formats
+ * only; changes nothing. Loop thread; called by route.c and the control socket. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -325,6 +324,162 @@ static double day_share(struct route_world *w, int64_t day)
     return sum / 24;
 }
 
+static void json_time(struct json_writer *jw, const char *key, int64_t t);
+
+/* Less history than this (hours since the group's first routed recipient in the last PLAN_DAYS
+ * days, or recipients) projects no volumes: a rate from a few hours says little about a week. */
+#define PLAN_MIN_HOURS 24
+#define PLAN_MIN_RECIPIENTS 100
+
+/* The group's routed recipients in the last PLAN_DAYS days and the time of the first, from
+ * records.db (routed rows name the group at the start of route_reason). 0 / -1. */
+static int read_group_volume(struct route_world *w, const char *group, int64_t now, int64_t *count,
+                             int64_t *first)
+{
+    struct strbuf path = STRBUF_INIT, like = STRBUF_INIT;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    *count = 0;
+    *first = 0;
+    strbuf_printf(&path, "%s/records.db", w->state_dir);
+    strbuf_printf(&like, "group %s:%%", group);
+    int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "SELECT COUNT(*), MIN(ts_us) FROM events WHERE event = 'routed' "
+                                "AND ts_us >= ?1 AND ts_us < ?2 AND route_reason LIKE ?3",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
+        sqlite3_bind_int64(st, 2, now * 1000000);
+        sqlite3_bind_text(st, 3, strbuf_str(&like), -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *count = sqlite3_column_int64(st, 0);
+            *first = sqlite3_column_int64(st, 1) / 1000000;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    strbuf_free(&path);
+    strbuf_free(&like);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* One route group's plan: the steps ahead with the earliest time each may come (the schedule's
+ * at; with the autopilot also step_after after the one before, counted from its last move, and
+ * only if every gate holds), their weights and, with enough history, the recipients per hour
+ * each egress would carry at the recent rate. */
+static void group_plan(struct route_world *w, size_t gi, int64_t now, struct strbuf *out,
+                       struct json_writer *jw)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct group_override *o = &w->group_override[gi];
+    const struct autopilot_state *st = &w->autopilot[gi];
+    int pilot = g->autopilot.enabled;
+    long current = pilot ? st->step : -1;
+    int64_t count = 0, first = 0;
+    if (!pilot)
+        for (size_t i = 0; i < g->n_schedule && g->schedule[i].at <= now; i++)
+            current = (long)i;
+    int have = read_group_volume(w, g->name, now, &count, &first) == 0;
+    double hours = have && count ? (double)(now - first) / 3600.0 : 0;
+    if (hours < 1) hours = count ? 1 : 0;
+    int enough = have && count >= PLAN_MIN_RECIPIENTS && hours >= PLAN_MIN_HOURS;
+    double rate = hours > 0 ? (double)count / hours : 0;
+    char t[32];
+    if (jw) {
+        json_object_begin(jw, NULL);
+        json_string(jw, "name", g->name);
+        json_bool(jw, "autopilot", pilot);
+        json_int(jw, "step", current + 1);
+        json_int(jw, "steps", (int64_t)g->n_schedule);
+        json_string(jw, "mode", ramp_mode_name(o->mode));
+        json_int(jw, "step_after", pilot ? g->autopilot.step_after : 0);
+        json_int(jw, "routed", count);
+        json_double(jw, "history_hours", hours);
+        json_bool(jw, "enough_history", enough);
+        if (enough)
+            json_double(jw, "recipients_per_hour", rate);
+        else
+            json_null(jw, "recipients_per_hour");
+        json_array_begin(jw, "steps_ahead");
+    } else {
+        strbuf_printf(out, "group %s: step %ld of %zu, ", g->name, current + 1, g->n_schedule);
+        if (pilot) {
+            char dwell[32];
+            format_span(g->autopilot.step_after, dwell, sizeof dwell);
+            strbuf_printf(out,
+                          "autopilot on (at least %s on a step, each step only if every "
+                          "gate holds)",
+                          dwell);
+        } else {
+            strbuf_puts(out, "autopilot off (the schedule's times)");
+        }
+        if (o->mode != RAMP_SCHEDULE)
+            strbuf_printf(out, "; operator %s in force until resume", ramp_mode_name(o->mode));
+        strbuf_puts(out, "\n");
+        if (!have)
+            strbuf_puts(out, "  volume: records.db cannot be read\n");
+        else if (!enough)
+            strbuf_printf(out,
+                          "  volume: too little history (%lld recipients routed over %.0f h in "
+                          "the last %d days; at least %d over %d h are needed): no volumes "
+                          "projected\n",
+                          (long long)count, hours, PLAN_DAYS, PLAN_MIN_RECIPIENTS, PLAN_MIN_HOURS);
+        else
+            strbuf_printf(out, "  volume: %.1f recipients per hour (%lld over %.0f h)\n", rate,
+                          (long long)count, hours);
+        if (current + 1 >= (long)g->n_schedule)
+            strbuf_puts(out, "  no steps ahead: the schedule's last step is in force\n");
+    }
+    int64_t earliest = pilot ? (st->held_since ? st->held_since : now) : now;
+    for (long k = current + 1; k < (long)g->n_schedule; k++) {
+        const struct route_group_step *s = &g->schedule[k];
+        if (pilot) {
+            if (k > current + 1 || st->held_since) earliest += g->autopilot.step_after;
+            if (earliest < s->at) earliest = s->at;
+            if (earliest < now) earliest = now;
+        } else {
+            earliest = s->at;
+        }
+        double sum = 0;
+        for (size_t e = 0; e < g->n_egress; e++)
+            sum += s->weights[e];
+        ramp_format_time(earliest, t, sizeof t);
+        if (jw) {
+            json_object_begin(jw, NULL);
+            json_int(jw, "step", k + 1);
+            json_time(jw, "at", s->at);
+            json_time(jw, "earliest", earliest);
+            json_object_begin(jw, "weights");
+            for (size_t e = 0; e < g->n_egress; e++)
+                json_double(jw, g->egress[e], sum > 0 ? 100.0 * s->weights[e] / sum : 0);
+            json_object_end(jw);
+            if (enough) {
+                json_object_begin(jw, "per_hour");
+                for (size_t e = 0; e < g->n_egress; e++)
+                    json_double(jw, g->egress[e], sum > 0 ? rate * s->weights[e] / sum : 0);
+                json_object_end(jw);
+            }
+            json_object_end(jw);
+        } else {
+            struct strbuf text = STRBUF_INIT;
+            route_format_weights(g, s->weights, &text);
+            strbuf_printf(out, "  step %ld %s %s %s", k + 1, pilot ? "earliest" : "at", t,
+                          strbuf_str(&text));
+            for (size_t e = 0; enough && e < g->n_egress; e++)
+                strbuf_printf(out, "%s%s %.1f/h", e ? ", " : "; ", g->egress[e],
+                              sum > 0 ? rate * s->weights[e] / sum : 0);
+            strbuf_puts(out, "\n");
+            strbuf_free(&text);
+        }
+    }
+    if (jw) {
+        json_array_end(jw);
+        json_object_end(jw);
+    }
+}
+
 /* Text into out, or JSON into jw when jw is set (out then only gets an error). */
 static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
                        struct json_writer *jw)
@@ -359,10 +514,9 @@ static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
         }
     }
     if (jw) json_array_end(jw);
-    if (jw && cfg->ramp.n_groups) json_bool(jw, "route_groups_modelled", 0);
     if (!jw && cfg->ramp.n_groups)
-        strbuf_puts(out, "route groups are not modelled yet: their recipients are counted at the "
-                         "default group's share\n");
+        strbuf_puts(out, "the table below counts route groups' recipients at the default group's "
+                         "share; each group's own plan follows it\n");
     if (jw) json_array_begin(jw, "expected");
     if (all <= 0 && !jw)
         strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");
@@ -432,8 +586,6 @@ done:
     if (jw) {
         json_array_end(jw);
         json_int(jw, "rows_over_cap", flagged);
-        json_object_end(jw);
-        strbuf_puts(jw->out, "\n");
     } else if (flagged)
         strbuf_printf(out,
                       "%d day x egress x provider rows exceed a per_day cap: that mail "
@@ -441,6 +593,14 @@ done:
                       flagged);
     else
         strbuf_puts(out, "no day exceeds a per_day cap.\n");
+    if (jw) json_array_begin(jw, "groups");
+    for (size_t gi = 0; gi < cfg->ramp.n_groups; gi++)
+        group_plan(w, gi, now, out, jw);
+    if (jw) {
+        json_array_end(jw);
+        json_object_end(jw);
+        strbuf_puts(jw->out, "\n");
+    }
     return 0;
 }
 

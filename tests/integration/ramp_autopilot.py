@@ -166,6 +166,21 @@ def test(env):
     h.check(i == len(order), f"the records should show advance, back, hold, advance: {verdicts}")
     h.check(any(r["action"] == "back" and r["rule"] == "reputation" for r in rows),
             "the step back should name the reputation gate")
+
+    # ramp plan: the step ahead no sooner than step_after after the last move; a few hours of
+    # history are too little to project volumes from, and it says so
+    plan = w.ramp("plan")
+    h.log("ramp plan:\n" + plan)
+    h.check("group ms: step 2 of 3, autopilot on (at least 1h 00m on a step" in plan and
+            "volume: too little history" in plan and
+            "step 3 earliest " in plan,
+            f"ramp plan does not show the group's plan:\n{plan}")
+    pj = json.loads(w.ramp("plan", "--json"))
+    g = pj["groups"][0]
+    h.check(g["name"] == "ms" and g["autopilot"] and g["step"] == 2 and
+            not g["enough_history"] and g["routed"] > 0 and
+            [s["step"] for s in g["steps_ahead"]] == [3],
+            f"ramp plan --json does not show the group's plan: {g}")
     w.relay.stop()
 
 

@@ -3,7 +3,7 @@
  * calendar and step_after), then through route_feedback, the flush timer's tick and the
  * operator's commands on an injected clock: a 4.7.650 reputation rule steps back, the group
  * resumes after the receiver recovers, pause and set freeze it, and a restart keeps the step
- * (route.db). Each test works in a fresh temporary directory. */
+ * (route.db); ramp plan per group. Each test works in a fresh temporary directory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -376,6 +377,61 @@ static void test_pilot_restart_forgets(void **state)
     config_free(cfg);
 }
 
+/* ramp plan per group: the steps ahead no sooner than step_after apart, and the recipients per
+ * hour each egress would carry at the rate of the last 7 days in records.db; too little history
+ * says so and projects nothing. */
+static void test_pilot_plan(void **state)
+{
+    (void)state;
+    struct config *cfg = load_text(pilot_config);
+    assert_non_null(cfg);
+    set_clock(T0 + HOUR);
+    start(cfg);
+    tick_at(T0 + HOUR); /* step 1, taken now */
+    /* records.db as the relay writes it: the columns the plan reads */
+    char path[160], sql[600];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof path, "%s/state/records.db", tmpdir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE events (id INTEGER PRIMARY KEY, ts_us INTEGER, "
+                                  "event TEXT, route_reason TEXT, remote_mx TEXT)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    struct strbuf out = STRBUF_INIT;
+    assert_int_equal(route_control("plan", &out), 0);
+    print_message("%s", strbuf_str(&out));
+    assert_non_null(strstr(strbuf_str(&out), "group moving: step 1 of 3, autopilot on (at least "
+                                             "1d 00h on a step"));
+    assert_non_null(strstr(strbuf_str(&out), "volume: too little history (0 recipients"));
+    assert_non_null(strstr(strbuf_str(&out), "step 2 earliest 2026-12-02T01:00:00Z "
+                                             "legacy=50.00% cloud=50.00%\n"));
+    assert_non_null(strstr(strbuf_str(&out), "step 3 earliest 2026-12-03T01:00:00Z"));
+
+    /* a week of history: 10 recipients an hour routed in the group (and others outside it) */
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < 1679) "
+             "INSERT INTO events (ts_us, event, route_reason) SELECT (%lld - (n / 10 + 1) * "
+             "3600) * 1000000, 'routed', 'group moving: rendezvous -> cloud' FROM k;"
+             "INSERT INTO events (ts_us, event, route_reason) VALUES (%lld000000, 'routed', "
+             "'group other: rendezvous -> cloud');",
+             (long long)clock_now(), (long long)clock_now() - 60);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    strbuf_reset(&out);
+    assert_int_equal(route_control("plan", &out), 0);
+    print_message("%s", strbuf_str(&out));
+    assert_non_null(strstr(strbuf_str(&out), "volume: 10.0 recipients per hour (1680 over 168 h)"));
+    assert_non_null(strstr(strbuf_str(&out), "legacy=50.00% cloud=50.00%; legacy 5.0/h, cloud "
+                                             "5.0/h\n"));
+    strbuf_reset(&out);
+    assert_int_equal(route_control_json("plan --json", &out, NULL), 0);
+    assert_non_null(strstr(strbuf_str(&out), "\"enough_history\":true,\"recipients_per_hour\":10"));
+    strbuf_free(&out);
+    route_shutdown();
+    config_free(cfg);
+}
+
 static void test_pilot_config_errors(void **state)
 {
     (void)state;
@@ -398,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_judge),
         cmocka_unit_test_setup_teardown(test_pilot_timeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_restart_forgets, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pilot_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_config_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
