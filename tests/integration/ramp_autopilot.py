@@ -181,6 +181,25 @@ def test(env):
             not g["enough_history"] and g["routed"] > 0 and
             [s["step"] for s in g["steps_ahead"]] == [3],
             f"ramp plan --json does not show the group's plan: {g}")
+
+    # the ramp report: the group's planned vs actual share per egress per hour, and the
+    # autopilot's history; the HTML report carries both tables
+    rep = json.loads(w.relay.queue_like("report", "ramp", "--json").stdout)["tables"]
+    cloud = [r for r in rep["groups"] if r["group"] == "ms" and r["egress"] == "cloud"]
+    h.log("report ramp, group ms, cloud per hour: " +
+          "; ".join(f"{r['hour']} planned {r['planned_pct']:.0f}% actual {r['actual_pct']:.1f}% "
+                    f"of {r['routed']}" for r in cloud))
+    planned = {round(r["planned_pct"]) for r in cloud}
+    h.check({20, 50} <= planned and all(0 < r["actual_pct"] < 100 for r in cloud),
+            f"the report should show cloud planned at 20 % and 50 % with real shares: {cloud}")
+    h.check([r["verdict"] for r in rep["autopilot"]] == verdicts,
+            f"the report's autopilot history differs from the records: {rep['autopilot']}")
+    page = env.path("report.html")
+    r = w.relay.queue_like("report", "html", "-o", page)
+    h.check(r.returncode == 0, f"report html failed: {r.stderr}")
+    html = open(page).read()
+    h.check('data-table="groups"' in html and 'data-table="autopilot"' in html and
+            "reputation" in html, "the HTML report lacks the route group and autopilot tables")
     w.relay.stop()
 
 
