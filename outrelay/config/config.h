@@ -176,6 +176,7 @@ struct ramp_conf {
     /* ramp.groups, tried in order before the default group (from/to above) */
     struct route_group *groups;
     size_t n_groups;
+    struct autopilot_conf autopilot; /* the default group's: steps are the schedule's percents */
 };
 
 /* providers: destinations grouped by the suffix of their MX host names. The name "other"

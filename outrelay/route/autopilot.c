@@ -31,15 +31,48 @@ const char *autopilot_verdict_name(enum autopilot_verdict v)
     return verdict_names[v];
 }
 
+const struct route_group *autopilot_group(const struct route_world *w, size_t gi)
+{
+    return gi < w->cfg->ramp.n_groups ? &w->cfg->ramp.groups[gi] : &w->default_group;
+}
+
+/* The default group as a route group: egresses from and to, each step's weights 100 - percent
+ * and percent, the ramp's autopilot (off without ramp.to). */
+static void default_group_build(struct route_world *w)
+{
+    const struct ramp_conf *r = &w->cfg->ramp;
+    struct route_group *g = &w->default_group;
+    memset(g, 0, sizeof *g);
+    g->name = "default";
+    g->egress = xcalloc(2, sizeof *g->egress);
+    g->egress[0] = r->from ? r->from : "";
+    g->egress[1] = r->to ? r->to : "";
+    g->n_egress = r->to ? 2 : 1;
+    g->schedule = xcalloc(r->n_schedule ? r->n_schedule : 1, sizeof *g->schedule);
+    for (size_t i = 0; i < r->n_schedule; i++) {
+        g->schedule[i].at = r->schedule[i].at;
+        g->schedule[i].weights = xcalloc(2, sizeof(double));
+        g->schedule[i].weights[0] = 100.0 - r->schedule[i].percent;
+        g->schedule[i].weights[1] = r->schedule[i].percent;
+    }
+    g->n_schedule = r->n_schedule;
+    g->autopilot = r->autopilot;
+    if (!r->to) g->autopilot.enabled = 0;
+}
+
 void autopilot_build(struct route_world *w)
 {
     size_t n = w->cfg->ramp.n_groups;
-    w->autopilot = xcalloc(n ? n : 1, sizeof *w->autopilot);
-    for (size_t i = 0; i < n; i++) {
+    default_group_build(w);
+    w->autopilot = xcalloc(n + 1, sizeof *w->autopilot);
+    for (size_t i = 0; i <= n; i++)
         w->autopilot[i].step = -1;
+    for (size_t i = 0; i < n; i++) {
         w->group_override[i].piloted = w->cfg->ramp.groups[i].autopilot.enabled;
         w->group_override[i].pilot_step = -1;
     }
+    w->override.piloted = w->default_group.autopilot.enabled;
+    w->override.pilot_step = -1;
     size_t pairs = w->cfg->n_egress * w->n_providers;
     w->rings = xcalloc(pairs ? pairs : 1, sizeof *w->rings);
 }
@@ -53,6 +86,11 @@ void autopilot_free(struct route_world *w)
     free(w->autopilot);
     w->rings = NULL;
     w->autopilot = NULL;
+    for (size_t i = 0; i < w->default_group.n_schedule; i++)
+        free(w->default_group.schedule[i].weights);
+    free(w->default_group.schedule);
+    free(w->default_group.egress);
+    memset(&w->default_group, 0, sizeof w->default_group);
 }
 
 void autopilot_note(struct route_world *w, const struct route_pair *p, int code, int started,
@@ -106,7 +144,7 @@ static double gaining_share(const struct route_group *g, long step)
 
 void autopilot_gather(struct route_world *w, size_t gi, int64_t now, struct autopilot_inputs *in)
 {
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, gi);
     const struct autopilot_state *st = &w->autopilot[gi];
     int mark[g->n_egress ? g->n_egress : 1];
     int64_t from = now - g->autopilot.window;
@@ -245,7 +283,7 @@ static void format_gate(const struct autopilot_state *st, char *buf, size_t size
 
 static void emit(struct route_world *w, size_t gi, long from_step, int64_t now)
 {
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, gi);
     struct autopilot_state *st = &w->autopilot[gi];
     const struct autopilot_inputs *in = &st->seen;
     char gate[160], detail[400];
@@ -268,16 +306,18 @@ static void emit(struct route_world *w, size_t gi, long from_step, int64_t now)
 
 static void evaluate(struct route_world *w, size_t gi, int64_t now)
 {
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, gi);
     struct autopilot_state *st = &w->autopilot[gi];
-    struct group_override *o = &w->group_override[gi];
+    int is_default = gi == w->cfg->ramp.n_groups;
+    int operator_override = is_default ? w->override.mode != RAMP_SCHEDULE
+                                       : w->group_override[gi].mode != RAMP_SCHEDULE;
     struct autopilot_inputs in;
     enum autopilot_verdict before = st->verdict;
     char gate_before[sizeof st->gate];
     long from_step = st->step;
     memcpy(gate_before, st->gate, sizeof gate_before);
     autopilot_gather(w, gi, now, &in);
-    autopilot_judge(g, st, &in, o->mode != RAMP_SCHEDULE, now);
+    autopilot_judge(g, st, &in, operator_override, now);
     if (st->verdict == AUTOPILOT_ADVANCE) {
         st->step++;
         st->held_since = now;
@@ -288,7 +328,10 @@ static void evaluate(struct route_world *w, size_t gi, int64_t now)
     } else if (st->verdict == AUTOPILOT_BACK) {
         st->held_since = now; /* nothing further back: start the window again */
     }
-    o->pilot_step = st->step;
+    if (is_default)
+        w->override.pilot_step = st->step;
+    else
+        w->group_override[gi].pilot_step = st->step;
     if (st->step != from_step || st->verdict != before ||
         (st->verdict == AUTOPILOT_BACK && from_step < 0))
         route_db_save_autopilot(w, gi);
@@ -300,9 +343,9 @@ static void evaluate(struct route_world *w, size_t gi, int64_t now)
 void autopilot_tick(struct route_world *w, int64_t now)
 {
     if (w->autopilot) limits_expire(w, now);
-    for (size_t gi = 0; w->autopilot && gi < w->cfg->ramp.n_groups; gi++) {
+    for (size_t gi = 0; w->autopilot && gi <= w->cfg->ramp.n_groups; gi++) {
         struct autopilot_state *st = &w->autopilot[gi];
-        if (!w->cfg->ramp.groups[gi].autopilot.enabled || now < st->next_eval) continue;
+        if (!autopilot_group(w, gi)->autopilot.enabled || now < st->next_eval) continue;
         st->next_eval = now + AUTOPILOT_TICK;
         evaluate(w, gi, now);
     }
@@ -310,7 +353,7 @@ void autopilot_tick(struct route_world *w, int64_t now)
 
 void autopilot_describe(const struct route_world *w, size_t gi, struct strbuf *out)
 {
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, gi);
     const struct autopilot_state *st = &w->autopilot[gi];
     char gate[160];
     if (!g->autopilot.enabled) {

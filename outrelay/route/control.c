@@ -28,15 +28,19 @@ static void format_span(int64_t seconds, char *buf, size_t size)
         snprintf(buf, size, "%lldm %02llds", (long long)(seconds / 60), (long long)(seconds % 60));
 }
 
-static void status_schedule(const struct ramp_conf *r, int64_t now, struct strbuf *out)
+static void status_schedule(const struct ramp_conf *r, const struct ramp_override *o, int64_t now,
+                            struct strbuf *out)
 {
-    long current = ramp_current_step(r, now);
+    long current = o->piloted ? o->pilot_step : ramp_current_step(r, now);
     char t[32], span[32];
     if (!r->n_schedule) {
         strbuf_puts(out, "schedule: none (the share is 0 % unless set by the operator)\n");
         return;
     }
-    strbuf_printf(out, "schedule (UTC, %s):\n", r->interpolate ? "interpolated" : "steps");
+    strbuf_printf(out, "schedule (UTC, %s):\n",
+                  o->piloted       ? "steps, each no sooner than its time under the autopilot"
+                  : r->interpolate ? "interpolated"
+                                   : "steps");
     for (size_t i = 0; i < r->n_schedule; i++) {
         ramp_format_time(r->schedule[i].at, t, sizeof t);
         strbuf_printf(out, "  %s %s %7.2f%%", (long)i == current ? ">" : " ", t,
@@ -257,7 +261,7 @@ void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
         strbuf_printf(out, "%s%s", i ? "|" : "", r->key[i]);
     ramp_format_time(now, t, sizeof t);
     strbuf_printf(out, ", now %s\n", t);
-    status_schedule(r, now, out);
+    status_schedule(r, &w->override, now, out);
     strbuf_printf(out, "effective share: %.2f%% (", ramp_share_at(r, &w->override, now));
     if (w->override.mode == RAMP_SCHEDULE) {
         strbuf_printf(out, "mode schedule)\n");
@@ -265,6 +269,10 @@ void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
         ramp_format_time(w->override.since, t, sizeof t);
         strbuf_printf(out, "mode %s since %s, until resume; the schedule says %.2f%%)\n",
                       ramp_mode_name(w->override.mode), t, ramp_schedule_share(r, now));
+    }
+    if (w->override.piloted) {
+        autopilot_describe(w, r->n_groups, out);
+        strbuf_puts(out, "\n");
     }
     status_groups(w, now, out);
     status_pins(r, now, out);
@@ -517,6 +525,9 @@ static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
     if (!jw && cfg->ramp.n_groups)
         strbuf_puts(out, "the table below counts route groups' recipients at the default group's "
                          "share; each group's own plan follows it\n");
+    if (!jw && w->override.piloted)
+        strbuf_puts(out, "the default group's autopilot decides its steps: the share below stays "
+                         "at the current step's until it advances\n");
     if (jw) json_array_begin(jw, "expected");
     if (all <= 0 && !jw)
         strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");
@@ -650,7 +661,7 @@ static void strings_json(struct json_writer *jw, const char *key, char *const *l
  * decided it with its value and threshold, and what the gates saw. */
 static void autopilot_json(struct route_world *w, size_t gi, struct json_writer *jw)
 {
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, gi);
     const struct autopilot_state *st = &w->autopilot[gi];
     const struct autopilot_conf *a = &g->autopilot;
     json_object_begin(jw, "autopilot");
@@ -763,6 +774,7 @@ static void status_json(struct route_world *w, int64_t now, struct json_writer *
     else
         json_time(jw, "mode_since", w->override.since);
     json_double(jw, "schedule_share", ramp_schedule_share(r, now));
+    autopilot_json(w, r->n_groups, jw);
 
     static const char *const kinds[] = {"origin", "domain", "provider"};
     const struct ramp_pin *lists[] = {r->pin_origins, r->pin_domains, r->pin_providers};

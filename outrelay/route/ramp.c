@@ -59,6 +59,10 @@ double ramp_share_at(const struct ramp_conf *ramp, const struct ramp_override *o
 {
     if (!ramp->to) return 0.0; /* nowhere to move mail to */
     if (o && o->mode != RAMP_SCHEDULE) return o->percent;
+    if (o && o->piloted) /* the autopilot's step, not the date */
+        return o->pilot_step >= 0 && (size_t)o->pilot_step < ramp->n_schedule
+                   ? ramp->schedule[o->pilot_step].percent
+                   : 0.0;
     return ramp_schedule_share(ramp, now);
 }
 

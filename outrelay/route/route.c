@@ -414,7 +414,9 @@ static void set_override(struct route_world *w, enum ramp_mode mode, double perc
                          struct strbuf *out)
 {
     double before = ramp_share_at(&w->cfg->ramp, &w->override, now);
-    w->override = (struct ramp_override){mode, percent, now};
+    w->override.mode = mode; /* the autopilot's fields stay */
+    w->override.percent = percent;
+    w->override.since = now;
     route_db_save_override(w);
     double after = ramp_share_at(&w->cfg->ramp, &w->override, now);
     log_info("route: ramp %s, share=%.2f%%, was=%.2f%%", ramp_mode_name(mode), after, before);
@@ -623,9 +625,16 @@ int route_control(const char *command, struct strbuf *out)
         rc = 0;
     } else if (n == 1 && !strcmp(verb, "resume")) {
         set_override(w, RAMP_SCHEDULE, 0, now, out);
+        if (w->autopilot) w->autopilot[w->cfg->ramp.n_groups].next_eval = 0;
         rc = 0;
     } else if (n == 1 && !strcmp(verb, "rollback")) {
-        set_override(w, RAMP_ROLLBACK, ramp_rollback_percent(&w->cfg->ramp, now), now, out);
+        const struct ramp_conf *r = &w->cfg->ramp;
+        long back = w->override.pilot_step - 1; /* under the autopilot: the step before its own */
+        set_override(w, RAMP_ROLLBACK,
+                     !w->override.piloted ? ramp_rollback_percent(r, now)
+                     : back >= 0          ? r->schedule[back].percent
+                                          : 0.0,
+                     now, out);
         rc = 0;
     } else if (n == 2 && !strcmp(verb, "set")) {
         double p, weights[2];

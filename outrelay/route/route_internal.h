@@ -26,6 +26,9 @@ struct ramp_override {
     enum ramp_mode mode;
     double percent; /* for every mode but RAMP_SCHEDULE */
     int64_t since;  /* when the operator gave the command */
+    /* under RAMP_SCHEDULE with piloted set, the autopilot's step stands in for the calendar */
+    int piloted;
+    long pilot_step; /* -1: before the first step (share 0) */
 };
 
 /* A route group's override: the weights in force (one per egress of the group) until resume.
@@ -110,7 +113,8 @@ struct route_world {
     struct route_shaping *shaping;         /* n_shaping x n_egress x n_providers */
     size_t n_shaping_states;
     int64_t last_flush;                /* real time of the last counter flush */
-    struct autopilot_state *autopilot; /* one per cfg->ramp.groups */
+    struct autopilot_state *autopilot; /* one per cfg->ramp.groups, then the default group's */
+    struct route_group default_group;  /* ramp.from/to and the schedule's percents as weights */
     struct autopilot_ring *rings;      /* replies per egress x provider per minute (lazily) */
 };
 
@@ -171,6 +175,10 @@ struct autopilot_state {
     int64_t last_record; /* the last autopilot record */
     struct autopilot_inputs seen;
 };
+
+/* The route group autopilot index gi stands for: cfg->ramp.groups[gi], or for gi == n_groups
+ * the default group (ramp.from/to, weights 100 - percent / percent). */
+const struct route_group *autopilot_group(const struct route_world *w, size_t gi);
 
 /* Seconds between evaluations. */
 #define AUTOPILOT_TICK 60

@@ -60,29 +60,40 @@ static const struct setting ramp_items[] = {
      .example = "[{ name: subsidiary, match: { sender_domains: [.sub.example.com] }, egress: "
                 "[legacy, cloud, google], schedule: [{ at: \"2026-12-01T00:00:00Z\", weights: { "
                 "legacy: 80, cloud: 10, google: 10 } }] }]",
-     .help = "Route groups, each a ramp of its own over any number of egresses; a message's "
-             "recipient takes the first group whose match holds (every kind given must match: "
-             "origin name, sender domain, which is the From: header's domain or else the "
-             "envelope sender's, and recipient domain; example.com matches exactly, "
-             ".example.com its subdomains), else the default group. A group's weights are "
-             "relative (any non-negative numbers), steps at UTC times, straight lines between "
-             "them with interpolate: true; before the first step all mail takes the group's first "
-             "egress. Keys go to egresses by weighted rendezvous hashing, so raising one "
-             "egress's weight only moves keys to it. spill lists the egresses to try when the "
-             "choice is capped or suspended (default: the group's others, best score first). "
-             "Pins apply before any group. With autopilot: { enabled: true } the group moves "
-             "from one step to the next by itself, never before the next step's at and never "
-             "sooner than step_after (default 1d) on a step, only while its gates hold over the "
-             "last window (default 1h) of replies on the egresses the current step gave weight "
-             "to: at most max_deferral_rate percent of transactions answered 4xx (default 5: "
-             "receivers defer a new IP more than that when they distrust it), no more than "
-             "max_shaping shaping actions started (default 0: any suspension or throttle means "
-             "the receiver already pushes back), at least min_replies replies (default 100: "
-             "fewer cannot tell 5 % from 0 %). A gate that fails holds the step; a shaping rule "
-             "marked reputation (Microsoft's 4.7.650/651) starting, or more than "
-             "max_bounce_rate percent answered 5xx (default 3: twice what a clean list bounces), "
-             "is red and steps back one step. The operator's pause and set freeze it until "
-             "resume. Predicted DMARC pass rate, rua mismatches and queue age are not gates yet."},
+     .help =
+         "Route groups, each a ramp of its own over any number of egresses; a message's "
+         "recipient takes the first group whose match holds (every kind given must match: "
+         "origin name, sender domain, which is the From: header's domain or else the "
+         "envelope sender's, and recipient domain; example.com matches exactly, "
+         ".example.com its subdomains), else the default group. A group's weights are "
+         "relative (any non-negative numbers), steps at UTC times, straight lines between "
+         "them with interpolate: true; before the first step all mail takes the group's first "
+         "egress. Keys go to egresses by weighted rendezvous hashing, so raising one "
+         "egress's weight only moves keys to it. spill lists the egresses to try when the "
+         "choice is capped or suspended (default: the group's others, best score first). "
+         "Pins apply before any group. With autopilot: { enabled: true } the group moves "
+         "from one step to the next by itself, never before the next step's at and never "
+         "sooner than step_after (default 1d) on a step, only while its gates hold over the "
+         "last window (default 1h, at most 1d) of replies on the egresses the current step moved "
+         "traffic to: at most max_deferral_rate percent of transactions answered 4xx (default 5: "
+         "receivers defer a new IP more than that when they distrust it), no more than "
+         "max_shaping shaping actions started (default 0: any suspension or throttle means "
+         "the receiver already pushes back), at least min_replies replies (default 100: "
+         "fewer cannot tell 5 % from 0 %). A gate that fails holds the step; a shaping rule "
+         "marked reputation (Microsoft's 4.7.650/651) starting, or more than "
+         "max_bounce_rate percent answered 5xx (default 3: twice what a clean list bounces), "
+         "is red and steps back one step. The operator's pause and set freeze it until "
+         "resume. Predicted DMARC pass rate, rua mismatches and queue age are not gates yet."},
+    {.name = "autopilot",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ enabled, window, step_after, gates: { max_deferral_rate, max_shaping, "
+             "min_replies, max_bounce_rate } }",
+     .default_text = "{ enabled: false }",
+     .example = "{ enabled: true, step_after: 2d, gates: { min_replies: 500 } }",
+     .help = "The default group's autopilot, as a route group's (see groups): it moves from one "
+             "schedule step's percent to the next, never before the step's at, and the gates "
+             "watch to; interpolate is then ignored. Needs to and a schedule."},
 };
 
 #define GROUP(field) offsetof(struct route_group, field)

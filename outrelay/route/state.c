@@ -152,12 +152,13 @@ static void load_group_override(struct route_world *w, const char *group, const 
 static void load_autopilot(struct route_world *w, const char *group, int64_t step,
                            int64_t held_since, int64_t last_back, const char *verdict)
 {
-    long gi = route_group_index(w->cfg, group);
-    if (gi < 0 || !w->autopilot || !w->cfg->ramp.groups[gi].autopilot.enabled) {
+    long gi =
+        !strcmp(group, "default") ? (long)w->cfg->ramp.n_groups : route_group_index(w->cfg, group);
+    if (gi < 0 || !w->autopilot || !autopilot_group(w, (size_t)gi)->autopilot.enabled) {
         log_info("route: autopilot of group %s forgotten (not configured)", group);
         return;
     }
-    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct route_group *g = autopilot_group(w, (size_t)gi);
     struct autopilot_state *st = &w->autopilot[gi];
     if (step >= (int64_t)g->n_schedule) step = (int64_t)g->n_schedule - 1;
     st->step = step < -1 ? -1 : (long)step;
@@ -166,7 +167,10 @@ static void load_autopilot(struct route_world *w, const char *group, int64_t ste
     for (int v = AUTOPILOT_OFF; v <= AUTOPILOT_DONE; v++)
         if (!strcmp(verdict, autopilot_verdict_name((enum autopilot_verdict)v)))
             st->verdict = (enum autopilot_verdict)v;
-    w->group_override[gi].pilot_step = st->step;
+    if ((size_t)gi == w->cfg->ramp.n_groups)
+        w->override.pilot_step = st->step;
+    else
+        w->group_override[gi].pilot_step = st->step;
 }
 
 int route_db_load(struct route_world *w, char *err, size_t errlen)
@@ -371,7 +375,7 @@ void route_db_save_autopilot(struct route_world *w, size_t group)
         db_warn(w, "saving a group's autopilot");
         return;
     }
-    sqlite3_bind_text(st_, 1, w->cfg->ramp.groups[group].name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st_, 1, autopilot_group(w, group)->name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st_, 2, st->step);
     sqlite3_bind_int64(st_, 3, st->held_since);
     sqlite3_bind_int64(st_, 4, st->last_back);

@@ -432,6 +432,70 @@ static void test_pilot_plan(void **state)
     config_free(cfg);
 }
 
+/* The default group (ramp.from/to) with ramp.autopilot: its steps are the schedule's percents;
+ * a reputation rule steps it back, rollback and pause win, a restart keeps the step. */
+static const char default_config[] =
+    "egress:\n"
+    "  legacy: { type: direct }\n"
+    "  cloud: { type: smarthost, host: 192.0.2.1 }\n"
+    "ramp:\n"
+    "  from: legacy\n"
+    "  to: cloud\n"
+    "  interpolate: true\n"
+    "  schedule:\n"
+    "    - { at: \"2026-12-01T00:00:00Z\", percent: 10 }\n"
+    "    - { at: \"2026-12-02T00:00:00Z\", percent: 40 }\n"
+    "    - { at: \"2026-12-03T00:00:00Z\", percent: 100 }\n"
+    "  autopilot: { enabled: true, step_after: 1d, gates: { min_replies: 20 } }\n"
+    "shaping:\n"
+    "  - name: reputation\n"
+    "    match: { code: 451, enhanced: 4.7.650 }\n"
+    "    action: suspend\n"
+    "    duration: 30m\n"
+    "    reputation: true\n";
+
+static void test_default_pilot(void **state)
+{
+    (void)state;
+    struct config *cfg = load_text(default_config);
+    assert_non_null(cfg);
+    set_clock(T0);
+    start(cfg);
+    tick_at(T0);
+    status_has("effective share: 10.00% (mode schedule)\nautopilot on, step 1 of 3, advance");
+    /* the calendar (interpolated) would say 25 % by noon of the second day; the autopilot holds
+     * on step 1 without replies */
+    tick_at(T0 + DAY + DAY / 2);
+    assert_true(route_share(clock_now()) == 10.0);
+    status_has("hold: replies 0 < 20");
+    replies(cfg, 30, 0);
+    tick_at(clock_now() + AUTOPILOT_TICK);
+    assert_true(route_share(clock_now()) == 40.0);
+    route_feedback(config_find_egress(cfg, "cloud"), "other", 451, "4.7.650", "", clock_now());
+    tick_at(clock_now() + AUTOPILOT_TICK);
+    assert_true(route_share(clock_now()) == 10.0);
+    status_has("step 1 of 3, back: reputation 1");
+    /* rollback under the autopilot: the step before its own (none: 0 %); resume hands back */
+    control_ok("rollback");
+    assert_true(route_share(clock_now()) == 0.0);
+    tick_at(clock_now() + AUTOPILOT_TICK);
+    status_has("step 1 of 3, operator");
+    control_ok("resume");
+    assert_true(route_share(clock_now()) == 10.0);
+    /* a restart keeps the step and the JSON says it */
+    route_shutdown();
+    start(cfg);
+    assert_true(route_share(clock_now()) == 10.0);
+    struct strbuf out = STRBUF_INIT;
+    assert_int_equal(route_control_json("status --json", &out, NULL), 0);
+    assert_non_null(strstr(strbuf_str(&out),
+                           "\"autopilot\":{\"enabled\":true,\"step\":1,\"steps\":3,"
+                           "\"verdict\":\"operator\""));
+    strbuf_free(&out);
+    route_shutdown();
+    config_free(cfg);
+}
+
 static void test_pilot_config_errors(void **state)
 {
     (void)state;
@@ -444,7 +508,9 @@ static void test_pilot_config_errors(void **state)
                   "    - { name: a, egress: [legacy], autopilot: { enabled: true } }\n"
                   "    - { name: b, egress: [legacy], autopilot: { gates: { colour: 1 } } }\n"
                   "    - { name: c, egress: [legacy], autopilot: { gates: { max_bounce_rate: "
-                  "101 } } }\n");
+                  "101 } } }\n"
+                  "    - { name: d, egress: [legacy], autopilot: { window: 2d } }\n"
+                  "  autopilot: { enabled: true }\n");
     assert_null(cfg);
 }
 
@@ -455,6 +521,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pilot_timeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_restart_forgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_plan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_default_pilot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_config_errors, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
