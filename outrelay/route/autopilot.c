@@ -14,14 +14,20 @@
 
 /* A day of minutes: the longest window the loader accepts. */
 #define RING_MINUTES 1440
+/* Shaping actions started, remembered to the second (they are rare and decide a step back, so
+ * one must never count again after the move it caused). */
+#define RING_STARTS 16
 
 struct autopilot_minute {
     int64_t minute; /* unix minute the counts belong to */
-    int replies, deferred, bounced, started, reputation;
+    int replies, deferred, bounced;
 };
 
 struct autopilot_ring {
     struct autopilot_minute *m; /* RING_MINUTES, allocated at the first reply */
+    int64_t start_at[RING_STARTS];
+    int start_reputation[RING_STARTS];
+    int next_start;
 };
 
 static const char *const verdict_names[] = {"off", "advance", "hold", "back", "operator", "done"};
@@ -105,8 +111,11 @@ void autopilot_note(struct route_world *w, const struct route_pair *p, int code,
     m->replies++;
     m->deferred += code >= 400 && code < 500;
     m->bounced += code >= 500 && code < 600;
-    m->started += (started & 1) != 0;
-    m->reputation += (started & 2) != 0;
+    if (started & 1) {
+        r->start_at[r->next_start] = now;
+        r->start_reputation[r->next_start] = (started & 2) != 0;
+        r->next_start = (r->next_start + 1) % RING_STARTS;
+    }
 }
 
 /* The egresses the group's current step gave more of the traffic than the step before (at
@@ -162,14 +171,18 @@ void autopilot_gather(struct route_world *w, size_t gi, int64_t now, struct auto
             int replies = 0, deferred = 0;
             for (size_t k = 0; r->m && k < RING_MINUTES; k++) {
                 const struct autopilot_minute *m = &r->m[k];
-                /* a minute counts when it lies within [from, now] */
+                /* a minute counts when it overlaps [from, now]; its bounces only when it lies
+                 * wholly after from, so those before a step back cannot cause another */
                 if (m->minute * 60 + 59 < from || m->minute * 60 > now || !m->replies) continue;
                 replies += m->replies;
                 deferred += m->deferred;
-                in->bounced += m->bounced;
-                in->shaping_started += m->started;
-                in->reputation_started += m->reputation;
+                if (m->minute * 60 >= from) in->bounced += m->bounced;
             }
+            for (int k = 0; k < RING_STARTS; k++)
+                if (r->start_at[k] && r->start_at[k] >= from && r->start_at[k] <= now) {
+                    in->shaping_started++;
+                    in->reputation_started += r->start_reputation[k];
+                }
             in->replies += replies;
             in->deferred += deferred;
             if (replies &&
@@ -237,10 +250,8 @@ void autopilot_judge(const struct route_group *g, struct autopilot_state *st,
         if (rate > a->max_deferral_rate) {
             char gate[40];
             snprintf(gate, sizeof gate, "deferral_rate:%s", in->worst_provider);
-            {
-                verdict(st, AUTOPILOT_HOLD, gate, rate, a->max_deferral_rate);
-                return;
-            }
+            verdict(st, AUTOPILOT_HOLD, gate, rate, a->max_deferral_rate);
+            return;
         }
     }
     if (st->step + 1 >= (long)g->n_schedule) {
@@ -253,9 +264,10 @@ void autopilot_judge(const struct route_group *g, struct autopilot_state *st,
         return;
     }
     if (st->held_since && now - st->held_since < a->step_after)
-        return verdict(st, AUTOPILOT_HOLD, "step_after", (double)(now - st->held_since),
-                       (double)a->step_after);
-    verdict(st, AUTOPILOT_ADVANCE, "", 0, 0);
+        verdict(st, AUTOPILOT_HOLD, "step_after", (double)(now - st->held_since),
+                (double)a->step_after);
+    else
+        verdict(st, AUTOPILOT_ADVANCE, "", 0, 0);
 }
 
 static void format_gate(const struct autopilot_state *st, char *buf, size_t size)

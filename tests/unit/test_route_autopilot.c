@@ -349,6 +349,46 @@ static void test_pilot_timeline(void **state)
     config_free(cfg);
 }
 
+/* One red signal steps back once, even when the evaluation that acts on it falls in the same
+ * minute as the reply: a 4.7.650 and a bounce spike each cost one step, not one per tick. */
+static void test_pilot_red_once(void **state)
+{
+    (void)state;
+    struct config *cfg = load_text(pilot_config);
+    assert_non_null(cfg);
+    const struct egress_conf *cloud = config_find_egress(cfg, "cloud");
+    start(cfg);
+    tick_at(T0);
+    set_clock(T0 + DAY + HOUR);
+    replies(cfg, 30, 0);
+    tick_at(T0 + DAY + 2 * HOUR); /* minute-aligned: step 2 */
+    set_clock(T0 + 2 * DAY + HOUR);
+    replies(cfg, 30, 0);
+    tick_at(T0 + 2 * DAY + 2 * HOUR); /* and step 3 */
+    status_has("step 3 of 3");
+    set_clock(T0 + 3 * DAY + 5);
+    route_feedback(cloud, "other", 451, "4.7.650", "", clock_now());
+    tick_at(T0 + 3 * DAY + 30); /* the same minute */
+    status_has("step 2 of 3, back: reputation 1");
+    tick_at(T0 + 3 * DAY + 95);
+    status_has("step 2 of 3, hold: shaping_in_force");
+    tick_at(T0 + 3 * DAY + 2 * HOUR); /* lifted; nothing counted since the step back */
+    status_has("step 2 of 3, hold: replies 0 < 20");
+
+    /* a bounce spike: 25 replies, 5 of them 5xx, in the minute of the next evaluation */
+    set_clock(T0 + 3 * DAY + 3 * HOUR + 1);
+    for (int i = 0; i < 25; i++)
+        route_feedback(cloud, "other", i < 5 ? 550 : 250, i < 5 ? "5.7.1" : "2.0.0", "",
+                       clock_now());
+    tick_at(T0 + 3 * DAY + 3 * HOUR + 30);
+    status_has("step 1 of 3, back: bounce_rate 20.0% > 3%");
+    replies(cfg, 20, 0);
+    tick_at(clock_now() + AUTOPILOT_TICK);
+    status_has("step 1 of 3, hold: step_after");
+    route_shutdown();
+    config_free(cfg);
+}
+
 /* A red signal before the first step has anything to step back to only starts the window
  * again; and a config without the autopilot forgets the stored step. */
 static void test_pilot_restart_forgets(void **state)
@@ -519,6 +559,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_judge),
         cmocka_unit_test_setup_teardown(test_pilot_timeline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pilot_red_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_restart_forgets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_plan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_pilot, setup, teardown),
