@@ -123,6 +123,20 @@ struct route_group_step {
     double *weights; /* one per egress of the group, >= 0, in the group's egress order */
 };
 
+/* ramp.groups[].autopilot: the group moves from one schedule step to the next by itself while
+ * the egresses gaining traffic stay healthy (route/autopilot.c). */
+struct autopilot_conf {
+    int enabled;
+    int64_t window;     /* seconds of replies the gates look at */
+    int64_t step_after; /* least time on a step before the next (and never before its at) */
+    /* gates: amber (hold) above these */
+    int max_deferral_rate; /* percent of transactions answered 4xx */
+    int max_shaping;       /* shaping actions started on the gaining egresses */
+    int min_replies;       /* fewer replies than this in the window: too little to judge */
+    /* red (one step back) */
+    int max_bounce_rate; /* percent of transactions answered 5xx */
+};
+
 struct route_group {
     char *name; /* unique; "default" is the ramp's own (from/to) group */
     /* match: every kind given must match, any entry within a kind; none given = every message */
@@ -142,6 +156,7 @@ struct route_group {
     char **spill; /* egress names tried in this order when the choice may not send; none = the
                    * group's other egresses by descending rendezvous score for the key */
     size_t n_spill;
+    struct autopilot_conf autopilot;
 };
 
 struct ramp_conf {
@@ -162,6 +177,7 @@ struct ramp_conf {
     /* ramp.groups, tried in order before the default group (from/to above) */
     struct route_group *groups;
     size_t n_groups;
+    struct autopilot_conf autopilot; /* the default group's: steps are the schedule's percents */
 };
 
 /* providers: destinations grouped by the suffix of their MX host names. The name "other"
@@ -196,6 +212,7 @@ struct shaping_rule {
     size_t n_providers;
     char **egress; /* none = every egress */
     size_t n_egress;
+    int reputation; /* the receiver says the sender's reputation: a red autopilot signal */
     int hits;       /* threshold.hits (default 1) ... */
     int64_t window; /* ... within threshold.window seconds (default 1h) */
     enum shaping_action action;

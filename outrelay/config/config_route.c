@@ -340,13 +340,55 @@ static void load_group_schedule(struct loader *ld, const struct at *at, struct r
     free(items);
 }
 
-enum { GR_NAME, GR_MATCH, GR_EGRESS, GR_SCHEDULE, GR_INTERPOLATE, GR_KEY, GR_SPILL, GR_COUNT };
+enum {
+    GR_NAME,
+    GR_MATCH,
+    GR_EGRESS,
+    GR_SCHEDULE,
+    GR_INTERPOLATE,
+    GR_KEY,
+    GR_SPILL,
+    GR_AUTOPILOT,
+    GR_COUNT
+};
+
+/* autopilot: { enabled, window, step_after, gates: { ... } } into a (defaults applied), for a
+ * schedule of n_schedule steps. */
+static void load_autopilot(struct loader *ld, const struct at *at, struct autopilot_conf *a,
+                           size_t n_schedule, int *ok)
+{
+    struct at v[4], gates[4];
+    if (cfg_take_settings(ld, at, &route_ramp_autopilot_settings, a, NULL, v) < 0) {
+        *ok = 0;
+        return;
+    }
+    for (size_t k = 0; k < 4; k++)
+        if (v[k].bad) *ok = 0;
+    if (v[3].node) {
+        if (cfg_take_settings(ld, &v[3], &route_ramp_gate_settings, a, NULL, gates) < 0) {
+            *ok = 0;
+            return;
+        }
+        for (size_t k = 0; k < 4; k++)
+            if (gates[k].bad) *ok = 0;
+    }
+    if (a->window <= 0 || a->window > 86400) {
+        cfg_error_at(ld, at->where, "%s: window must be longer than 0 and at most 1d", at->label);
+        *ok = 0;
+    }
+    if (a->enabled && n_schedule < 1) {
+        cfg_error_at(ld, at->where, "%s: the autopilot needs a schedule to move along", at->label);
+        *ok = 0;
+    }
+}
 
 static void load_one_group(struct loader *ld, const struct at *item, struct route_group *g, int *ok)
 {
     struct ramp_conf *r = &ld->cfg->ramp;
     struct at v[GR_COUNT];
     settings_apply_defaults(&route_ramp_group_settings, g);
+    settings_apply_defaults(&route_ramp_autopilot_settings, &g->autopilot);
+    settings_apply_defaults(&route_ramp_gate_settings, &g->autopilot);
     if (cfg_take_settings(ld, item, &route_ramp_group_settings, g, NULL, v) < 0) {
         *ok = 0;
         return;
@@ -396,6 +438,8 @@ static void load_one_group(struct loader *ld, const struct at *item, struct rout
     /* the weights name the group's egresses: read them once those are known */
     if (v[GR_SCHEDULE].node && egress_ok) load_group_schedule(ld, &v[GR_SCHEDULE], g, ok);
     if (v[GR_KEY].node && !v[GR_KEY].bad) check_key_parts(ld, &v[GR_KEY], g->key, &g->n_key);
+    if (v[GR_AUTOPILOT].node)
+        load_autopilot(ld, &v[GR_AUTOPILOT], &g->autopilot, g->n_schedule, ok);
     for (size_t i = 0; i < g->n_spill; i++)
         if (group_egress_index(g, g->spill[i]) < 0) {
             cfg_error_at(ld, v[GR_SPILL].where,
@@ -429,7 +473,9 @@ static void load_groups(struct loader *ld, const struct at *at)
 void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egress_at)
 {
     struct ramp_conf *r = &ld->cfg->ramp;
-    struct at v[7];
+    struct at v[8];
+    settings_apply_defaults(&route_ramp_autopilot_settings, &r->autopilot);
+    settings_apply_defaults(&route_ramp_gate_settings, &r->autopilot);
     if (at->node && cfg_take_settings(ld, at, &route_ramp_settings, ld->cfg, NULL, v) < 0) return;
     if (!at->node) memset(v, 0, sizeof v);
     if (v[0].node) {
@@ -462,6 +508,13 @@ void cfg_load_ramp(struct loader *ld, const struct at *at, const struct at *egre
     }
     if (v[5].node) cfg_load_pins(ld, &v[5]);
     if (v[6].node) load_groups(ld, &v[6]);
+    if (v[7].node) {
+        int ok = 1;
+        load_autopilot(ld, &v[7], &r->autopilot, r->n_schedule, &ok);
+        if (ok && r->autopilot.enabled && !r->to)
+            cfg_error_at(ld, v[7].where, "%s: the autopilot needs ramp.to to move mail to",
+                         v[7].label);
+    }
 }
 
 /* ---------------------------------------------------------- providers, caps, shaping, pins */
@@ -775,6 +828,7 @@ enum {
     SH_DURATION,
     SH_RECOVER,
     SH_SOURCE,
+    SH_REPUTATION,
     SH_COUNT
 };
 

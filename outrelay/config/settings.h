@@ -74,6 +74,8 @@ extern const struct settings_table sts_settings;              /* sts/sts_setting
 extern const struct settings_table route_ramp_settings;       /* route/route_settings.c */
 /* ramp.groups' fields; read by the loader, described in the ramp table's groups */
 extern const struct settings_table route_ramp_group_settings;
+extern const struct settings_table route_ramp_autopilot_settings;
+extern const struct settings_table route_ramp_gate_settings;
 extern const struct settings_table route_cap_settings;
 extern const struct settings_table route_provider_settings;
 extern const struct settings_table route_shaping_settings;

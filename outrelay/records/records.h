@@ -27,13 +27,14 @@ enum record_type {
     RECORD_HELD,
     RECORD_RELEASED,
     RECORD_DELETED,
-    RECORD_DSN,     /* a delivery status notification was queued */
-    RECORD_SHAPING, /* a shaping rule started or was lifted */
-    RECORD_RAMP,    /* an operator override of the ramp */
-    RECORD_DELAYED, /* the sender was warned that a recipient is still not delivered */
-    RECORD_CLUSTER, /* the shared Redis went down (action "down") or came back ("up") */
+    RECORD_DSN,       /* a delivery status notification was queued */
+    RECORD_SHAPING,   /* a shaping rule started or was lifted */
+    RECORD_RAMP,      /* an operator override of the ramp */
+    RECORD_DELAYED,   /* the sender was warned that a recipient is still not delivered */
+    RECORD_CLUSTER,   /* the shared Redis went down (action "down") or came back ("up") */
+    RECORD_AUTOPILOT, /* a route group's autopilot judged its gates (action: the verdict) */
 };
-#define RECORD_TYPE_COUNT (RECORD_CLUSTER + 1)
+#define RECORD_TYPE_COUNT (RECORD_AUTOPILOT + 1)
 
 /* "received", ...; NULL for a value outside the enum. */
 const char *records_type_name(enum record_type type);

@@ -12,16 +12,17 @@
 #include "records/records_internal.h"
 
 static const char *const records_type_names[RECORD_TYPE_COUNT] = {
-    [RECORD_RECEIVED] = "received", [RECORD_REFUSED] = "refused",
-    [RECORD_SIGNED] = "signed",     [RECORD_DKIM_UPSTREAM] = "dkim-upstream",
-    [RECORD_CHECKED] = "checked",   [RECORD_ROUTED] = "routed",
-    [RECORD_ATTEMPT] = "attempt",   [RECORD_DELIVERED] = "delivered",
-    [RECORD_DEFERRED] = "deferred", [RECORD_BOUNCED] = "bounced",
-    [RECORD_EXPIRED] = "expired",   [RECORD_SUPPRESSED] = "suppressed",
-    [RECORD_HELD] = "held",         [RECORD_RELEASED] = "released",
-    [RECORD_DELETED] = "deleted",   [RECORD_DSN] = "dsn",
-    [RECORD_SHAPING] = "shaping",   [RECORD_RAMP] = "ramp",
-    [RECORD_DELAYED] = "delayed",   [RECORD_CLUSTER] = "cluster",
+    [RECORD_RECEIVED] = "received",   [RECORD_REFUSED] = "refused",
+    [RECORD_SIGNED] = "signed",       [RECORD_DKIM_UPSTREAM] = "dkim-upstream",
+    [RECORD_CHECKED] = "checked",     [RECORD_ROUTED] = "routed",
+    [RECORD_ATTEMPT] = "attempt",     [RECORD_DELIVERED] = "delivered",
+    [RECORD_DEFERRED] = "deferred",   [RECORD_BOUNCED] = "bounced",
+    [RECORD_EXPIRED] = "expired",     [RECORD_SUPPRESSED] = "suppressed",
+    [RECORD_HELD] = "held",           [RECORD_RELEASED] = "released",
+    [RECORD_DELETED] = "deleted",     [RECORD_DSN] = "dsn",
+    [RECORD_SHAPING] = "shaping",     [RECORD_RAMP] = "ramp",
+    [RECORD_DELAYED] = "delayed",     [RECORD_CLUSTER] = "cluster",
+    [RECORD_AUTOPILOT] = "autopilot",
 };
 
 const char *records_type_name(enum record_type type)

@@ -1,8 +1,9 @@
 /* html.c - `outrelay report html -o FILE`: one self-contained HTML page (inline CSS, inline SVG
  * from charts.c, no scripts, nothing fetched) with the ramp, alignment, deferral and delivery
- * outcome charts, a headline (bounce share by severity, continuity) and the
- * tables of the alignment, ramp, delivery, continuity and TLS reports for the same window and
- * filters. Builds each report with its own module; only the layout lives here. */
+ * outcome charts, a headline (bounce share by severity, continuity), the route groups' shares and
+ * autopilot history, and the tables of the alignment, ramp, delivery, continuity and TLS reports
+ * for the same window and filters. Builds each report with its own module; only the layout lives
+ * here. */
 #include <string.h>
 
 #include "common/clock.h"
@@ -204,6 +205,14 @@ int report_html_write(struct report_ctx *ctx, FILE *f)
     for (size_t i = 0; i < cont.n_tables; i++)
         html_table(&out, cont.tables[i]);
     html_notes(&out, &cont);
+
+    if (ctx->cfg->ramp.n_groups) {
+        html_section(&out, "ramp-groups",
+                     "Route groups: planned vs actual share per egress, and the autopilot");
+        html_table(&out, report_doc_find(&ramp, "groups"));
+        html_table(&out, report_doc_find(&ramp, "autopilot"));
+        html_flush(&out, f);
+    }
 
     html_section(&out, "ramp-tables", "Ramp tables");
     static const char *const ramp_tables[] = {"providers", "caps",  "overrides", "shaping",

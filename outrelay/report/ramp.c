@@ -1,8 +1,7 @@
-/* ramp.c - the ramp report: planned vs actual cloud share per hour and per provider from the
- * `routed` rows of the default group (planned = the ramp_percent recorded with each decision,
- * actual = the share of assigned recipients whose egress is ramp.to), caps hit (routed action
- * spill / wait), replies that match the configured shaping rules (or any 4.7.x) per hour and
- * egress, deferrals per hour and the operator's overrides (`ramp` rows). Read-only SQL;
+/* ramp.c - the ramp report: planned vs actual cloud share per hour and provider (default group's
+ * `routed` rows), per route group and egress per hour, caps hit (spill / wait), replies matching
+ * the shaping rules (or any 4.7.x) per hour and egress, deferrals per hour, the operator's
+ * overrides (`ramp` rows) and the autopilot's judgements (`autopilot` rows). Read-only SQL;
  * shaping matching happens here. */
 #include <regex.h>
 #include <stdlib.h>
@@ -192,6 +191,49 @@ static int ramp_shaping(struct report_ctx *ctx, struct report_table *shaping,
     return ramp_done(ctx, st, rc);
 }
 
+/* A route group's routed rows: the group from route_reason's "group NAME: ", the planned egress
+ * from its "rendezvous -> EGRESS (" (pins name none), whose share of the weight is ramp_percent. */
+#define GROUP_ROWS_SQL                                                                             \
+    "SELECT " RAMP_HOUR_SQL " AS hour, substr(route_reason, 7, instr(route_reason, ':') - 7) AS "  \
+    "grp, egress, ramp_percent, CASE WHEN instr(route_reason, 'rendezvous -> ') > 0 THEN "         \
+    "substr(route_reason, instr(route_reason, 'rendezvous -> ') + 14, instr(substr(route_reason, " \
+    "instr(route_reason, 'rendezvous -> ') + 14) || ' ', ' ') - 1) END AS planned FROM events "    \
+    "WHERE event = 'routed' AND route_reason LIKE 'group %:%' AND route_reason NOT LIKE 'group "   \
+    "default:%'"
+
+/* Per hour, route group and egress: recipients given an egress in the group, the egress's share
+ * of the weight (planned; 0 when no decision that hour chose it) and of the recipients (actual). */
+static int ramp_groups(struct report_ctx *ctx, struct report_table *t)
+{
+    struct strbuf sql = STRBUF_INIT;
+    strbuf_puts(&sql, "WITH r AS (" GROUP_ROWS_SQL);
+    report_sql_filters(&sql, ctx, NULL, "from_domain", 0);
+    strbuf_puts(&sql,
+                "), tot AS (SELECT hour, grp, count(egress) AS n FROM r GROUP BY 1, 2), "
+                "act AS (SELECT hour, grp, egress AS e, count(*) AS c FROM r WHERE egress IS NOT "
+                "NULL GROUP BY 1, 2, 3), "
+                "pl AS (SELECT hour, grp, planned AS e, max(ramp_percent) AS p FROM r WHERE "
+                "planned IS NOT NULL GROUP BY 1, 2, 3), "
+                "eg AS (SELECT hour, grp, e FROM act UNION SELECT hour, grp, e FROM pl) "
+                "SELECT eg.hour, eg.grp, eg.e, tot.n, coalesce(pl.p, 0), "
+                "100.0 * coalesce(act.c, 0) / nullif(tot.n, 0) FROM eg JOIN tot USING (hour, grp) "
+                "LEFT JOIN act USING (hour, grp, e) LEFT JOIN pl USING (hour, grp, e) "
+                "ORDER BY 2, 1, 3");
+    sqlite3_stmt *st = report_prepare(ctx, sql.data);
+    strbuf_free(&sql);
+    if (!st) return -1;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        report_row(t);
+        for (int c = 0; c < 3; c++)
+            report_put(t, (size_t)c, report_text_col(st, c));
+        report_puti(t, 3, sqlite3_column_int64(st, 3));
+        report_putr(t, 4, sqlite3_column_double(st, 4));
+        report_putr(t, 5, sqlite3_column_double(st, 5));
+    }
+    return ramp_done(ctx, st, rc);
+}
+
 /* One row per recorded event of a kind, in time order: its time, then `columns` as text on one
  * line (operator overrides: event 'ramp'; shaping actions started and lifted: 'shaping'). */
 static int ramp_event_rows(struct report_ctx *ctx, struct report_table *t, const char *event,
@@ -251,6 +293,12 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
     struct report_table *suspensions = report_table_add(
         doc, "suspensions", "Shaping actions started and lifted (per egress x provider)",
         "time egress provider action detail");
+    struct report_table *groups =
+        report_table_add(doc, "groups", "Route groups per hour: planned vs actual share per egress",
+                         "hour group egress routed:i planned_pct:r actual_pct:r");
+    struct report_table *autopilot =
+        report_table_add(doc, "autopilot", "Autopilot: verdicts and the gates behind them",
+                         "time verdict gate step_share detail");
 
     char hour_provider[400];
     snprintf(hour_provider, sizeof hour_provider, "%s, provider", RAMP_HOUR_SQL);
@@ -259,7 +307,11 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
         ramp_shares(ctx, providers, "provider", 1) < 0 || ramp_caps(ctx, caps) < 0 ||
         ramp_shaping(ctx, shaping, deferrals) < 0 ||
         ramp_event_rows(ctx, overrides, "ramp", "action, detail", 2, 0) < 0 ||
-        ramp_event_rows(ctx, suspensions, "shaping", "egress, provider, action, detail", 4, 1) < 0)
+        ramp_event_rows(ctx, suspensions, "shaping", "egress, provider, action, detail", 4, 1) <
+            0 ||
+        ramp_groups(ctx, groups) < 0 ||
+        ramp_event_rows(ctx, autopilot, "autopilot", "action, rule, ramp_percent, detail", 4, 0) <
+            0)
         return -1;
     strbuf_printf(&doc->notes,
                   "cloud = recipients routed to %s%s; actual_pct = cloud / recipients given an "
@@ -267,8 +319,13 @@ int report_ramp_build(struct report_ctx *ctx, struct report_doc *doc)
                   "--egress applies to caps and shaping only.%s\n",
                   ctx->cfg->ramp.to ? ctx->cfg->ramp.to : "any egress but ",
                   ctx->cfg->ramp.to ? "" : (ctx->cfg->ramp.from ? ctx->cfg->ramp.from : "-"),
-                  ctx->cfg->ramp.n_groups ? "\nThe shares count the default group's recipients "
-                                            "only (the route groups' weights differ)."
-                                          : "");
+                  ctx->cfg->ramp.n_groups
+                      ? "\nThe shares count the default group's recipients only; groups has the "
+                        "route groups: planned_pct = the egress's share of the group's weight\n"
+                        "recorded with the decisions that chose it that hour (0 when none did), "
+                        "actual_pct = its share of the group's recipients given an egress.\n"
+                        "autopilot: step_share = the share of the weight on the egresses the "
+                        "step moved traffic to."
+                      : "");
     return 0;
 }

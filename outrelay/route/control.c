@@ -1,9 +1,8 @@
-/* control.c - the texts `outrelay ramp status` and `outrelay ramp plan` print: the schedule
- * and where the ramp stands (the default group, then every route group), counts against caps,
- * shaping in force; and the next 7 days' expected messages per egress and provider from the last 7
- * days in <state>/records.db (read only). The same as JSON for --json (route_control_json, which
- * leaves the operator's overrides to route_control). Formats only; changes nothing itself. Loop
- * thread; called by route.c and the control socket. */
+/* control.c - the texts of `outrelay ramp status` (schedule, where each group and its autopilot
+ * stand, caps, shaping in force) and `outrelay ramp plan` (7 days' expected messages per egress x
+ * provider from the last 7 days of <state>/records.db, read only; each route group's steps ahead,
+ * their earliest times and recipients per hour), as text or JSON (route_control_json). Formats
+ * only; changes nothing. Loop thread; called by route.c and the control socket. */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,15 +28,19 @@ static void format_span(int64_t seconds, char *buf, size_t size)
         snprintf(buf, size, "%lldm %02llds", (long long)(seconds / 60), (long long)(seconds % 60));
 }
 
-static void status_schedule(const struct ramp_conf *r, int64_t now, struct strbuf *out)
+static void status_schedule(const struct ramp_conf *r, const struct ramp_override *o, int64_t now,
+                            struct strbuf *out)
 {
-    long current = ramp_current_step(r, now);
+    long current = o->piloted ? o->pilot_step : ramp_current_step(r, now);
     char t[32], span[32];
     if (!r->n_schedule) {
         strbuf_puts(out, "schedule: none (the share is 0 % unless set by the operator)\n");
         return;
     }
-    strbuf_printf(out, "schedule (UTC, %s):\n", r->interpolate ? "interpolated" : "steps");
+    strbuf_printf(out, "schedule (UTC, %s):\n",
+                  o->piloted       ? "steps, each no sooner than its time under the autopilot"
+                  : r->interpolate ? "interpolated"
+                                   : "steps");
     for (size_t i = 0; i < r->n_schedule; i++) {
         ramp_format_time(r->schedule[i].at, t, sizeof t);
         strbuf_printf(out, "  %s %s %7.2f%%", (long)i == current ? ">" : " ", t,
@@ -217,8 +220,10 @@ static void status_groups(struct route_world *w, int64_t now, struct strbuf *out
         long current = -1;
         for (size_t i = 0; i < g->n_schedule && g->schedule[i].at <= now; i++)
             current = (long)i;
-        strbuf_printf(out, "  schedule (UTC, %s; before the first step all on %s):\n",
-                      g->interpolate ? "interpolated" : "steps", g->egress[0]);
+        if (o->piloted) current = o->pilot_step; /* the autopilot's step, not the date's */
+        strbuf_printf(out, "  schedule (UTC, %s; before the first step all on %s%s):\n",
+                      g->interpolate && !o->piloted ? "interpolated" : "steps", g->egress[0],
+                      o->piloted ? "; the autopilot takes a step no sooner than its time" : "");
         for (size_t i = 0; i < g->n_schedule; i++) {
             strbuf_reset(&text);
             route_format_weights(g, g->schedule[i].weights, &text);
@@ -240,6 +245,9 @@ static void status_groups(struct route_world *w, int64_t now, struct strbuf *out
             strbuf_printf(out, "mode %s since %s, until resume; the schedule says %s)\n",
                           ramp_mode_name(o->mode), t, strbuf_str(&text));
         }
+        strbuf_puts(out, "  ");
+        autopilot_describe(w, gi, out);
+        strbuf_puts(out, "\n");
         strbuf_free(&text);
     }
 }
@@ -253,7 +261,7 @@ void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
         strbuf_printf(out, "%s%s", i ? "|" : "", r->key[i]);
     ramp_format_time(now, t, sizeof t);
     strbuf_printf(out, ", now %s\n", t);
-    status_schedule(r, now, out);
+    status_schedule(r, &w->override, now, out);
     strbuf_printf(out, "effective share: %.2f%% (", ramp_share_at(r, &w->override, now));
     if (w->override.mode == RAMP_SCHEDULE) {
         strbuf_printf(out, "mode schedule)\n");
@@ -261,6 +269,10 @@ void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
         ramp_format_time(w->override.since, t, sizeof t);
         strbuf_printf(out, "mode %s since %s, until resume; the schedule says %.2f%%)\n",
                       ramp_mode_name(w->override.mode), t, ramp_schedule_share(r, now));
+    }
+    if (w->override.piloted) {
+        autopilot_describe(w, r->n_groups, out);
+        strbuf_puts(out, "\n");
     }
     status_groups(w, now, out);
     status_pins(r, now, out);
@@ -320,6 +332,162 @@ static double day_share(struct route_world *w, int64_t day)
     return sum / 24;
 }
 
+static void json_time(struct json_writer *jw, const char *key, int64_t t);
+
+/* Less history than this (hours since the group's first routed recipient in the last PLAN_DAYS
+ * days, or recipients) projects no volumes: a rate from a few hours says little about a week. */
+#define PLAN_MIN_HOURS 24
+#define PLAN_MIN_RECIPIENTS 100
+
+/* The group's routed recipients in the last PLAN_DAYS days and the time of the first, from
+ * records.db (routed rows name the group at the start of route_reason). 0 / -1. */
+static int read_group_volume(struct route_world *w, const char *group, int64_t now, int64_t *count,
+                             int64_t *first)
+{
+    struct strbuf path = STRBUF_INIT, like = STRBUF_INIT;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    *count = 0;
+    *first = 0;
+    strbuf_printf(&path, "%s/records.db", w->state_dir);
+    strbuf_printf(&like, "group %s:%%", group);
+    int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(db,
+                                "SELECT COUNT(*), MIN(ts_us) FROM events WHERE event = 'routed' "
+                                "AND ts_us >= ?1 AND ts_us < ?2 AND route_reason LIKE ?3",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
+        sqlite3_bind_int64(st, 2, now * 1000000);
+        sqlite3_bind_text(st, 3, strbuf_str(&like), -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW) {
+            *count = sqlite3_column_int64(st, 0);
+            *first = sqlite3_column_int64(st, 1) / 1000000;
+        }
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    strbuf_free(&path);
+    strbuf_free(&like);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
+/* One route group's plan: the steps ahead with the earliest time each may come (the schedule's
+ * at; with the autopilot also step_after after the one before, counted from its last move, and
+ * only if every gate holds), their weights and, with enough history, the recipients per hour
+ * each egress would carry at the recent rate. */
+static void group_plan(struct route_world *w, size_t gi, int64_t now, struct strbuf *out,
+                       struct json_writer *jw)
+{
+    const struct route_group *g = &w->cfg->ramp.groups[gi];
+    const struct group_override *o = &w->group_override[gi];
+    const struct autopilot_state *st = &w->autopilot[gi];
+    int pilot = g->autopilot.enabled;
+    long current = pilot ? st->step : -1;
+    int64_t count = 0, first = 0;
+    if (!pilot)
+        for (size_t i = 0; i < g->n_schedule && g->schedule[i].at <= now; i++)
+            current = (long)i;
+    int have = read_group_volume(w, g->name, now, &count, &first) == 0;
+    double hours = have && count ? (double)(now - first) / 3600.0 : 0;
+    if (hours < 1) hours = count ? 1 : 0;
+    int enough = have && count >= PLAN_MIN_RECIPIENTS && hours >= PLAN_MIN_HOURS;
+    double rate = hours > 0 ? (double)count / hours : 0;
+    char t[32];
+    if (jw) {
+        json_object_begin(jw, NULL);
+        json_string(jw, "name", g->name);
+        json_bool(jw, "autopilot", pilot);
+        json_int(jw, "step", current + 1);
+        json_int(jw, "steps", (int64_t)g->n_schedule);
+        json_string(jw, "mode", ramp_mode_name(o->mode));
+        json_int(jw, "step_after", pilot ? g->autopilot.step_after : 0);
+        json_int(jw, "routed", count);
+        json_double(jw, "history_hours", hours);
+        json_bool(jw, "enough_history", enough);
+        if (enough)
+            json_double(jw, "recipients_per_hour", rate);
+        else
+            json_null(jw, "recipients_per_hour");
+        json_array_begin(jw, "steps_ahead");
+    } else {
+        strbuf_printf(out, "group %s: step %ld of %zu, ", g->name, current + 1, g->n_schedule);
+        if (pilot) {
+            char dwell[32];
+            format_span(g->autopilot.step_after, dwell, sizeof dwell);
+            strbuf_printf(out,
+                          "autopilot on (at least %s on a step, each step only if every "
+                          "gate holds)",
+                          dwell);
+        } else {
+            strbuf_puts(out, "autopilot off (the schedule's times)");
+        }
+        if (o->mode != RAMP_SCHEDULE)
+            strbuf_printf(out, "; operator %s in force until resume", ramp_mode_name(o->mode));
+        strbuf_puts(out, "\n");
+        if (!have)
+            strbuf_puts(out, "  volume: records.db cannot be read\n");
+        else if (!enough)
+            strbuf_printf(out,
+                          "  volume: too little history (%lld recipients routed over %.0f h in "
+                          "the last %d days; at least %d over %d h are needed): no volumes "
+                          "projected\n",
+                          (long long)count, hours, PLAN_DAYS, PLAN_MIN_RECIPIENTS, PLAN_MIN_HOURS);
+        else
+            strbuf_printf(out, "  volume: %.1f recipients per hour (%lld over %.0f h)\n", rate,
+                          (long long)count, hours);
+        if (current + 1 >= (long)g->n_schedule)
+            strbuf_puts(out, "  no steps ahead: the schedule's last step is in force\n");
+    }
+    int64_t earliest = pilot ? (st->held_since ? st->held_since : now) : now;
+    for (long k = current + 1; k < (long)g->n_schedule; k++) {
+        const struct route_group_step *s = &g->schedule[k];
+        if (pilot) {
+            if (k > current + 1 || st->held_since) earliest += g->autopilot.step_after;
+            if (earliest < s->at) earliest = s->at;
+            if (earliest < now) earliest = now;
+        } else {
+            earliest = s->at;
+        }
+        double sum = 0;
+        for (size_t e = 0; e < g->n_egress; e++)
+            sum += s->weights[e];
+        ramp_format_time(earliest, t, sizeof t);
+        if (jw) {
+            json_object_begin(jw, NULL);
+            json_int(jw, "step", k + 1);
+            json_time(jw, "at", s->at);
+            json_time(jw, "earliest", earliest);
+            json_object_begin(jw, "weights");
+            for (size_t e = 0; e < g->n_egress; e++)
+                json_double(jw, g->egress[e], sum > 0 ? 100.0 * s->weights[e] / sum : 0);
+            json_object_end(jw);
+            if (enough) {
+                json_object_begin(jw, "per_hour");
+                for (size_t e = 0; e < g->n_egress; e++)
+                    json_double(jw, g->egress[e], sum > 0 ? rate * s->weights[e] / sum : 0);
+                json_object_end(jw);
+            }
+            json_object_end(jw);
+        } else {
+            struct strbuf text = STRBUF_INIT;
+            route_format_weights(g, s->weights, &text);
+            strbuf_printf(out, "  step %ld %s %s %s", k + 1, pilot ? "earliest" : "at", t,
+                          strbuf_str(&text));
+            for (size_t e = 0; enough && e < g->n_egress; e++)
+                strbuf_printf(out, "%s%s %.1f/h", e ? ", " : "; ", g->egress[e],
+                              sum > 0 ? rate * s->weights[e] / sum : 0);
+            strbuf_puts(out, "\n");
+            strbuf_free(&text);
+        }
+    }
+    if (jw) {
+        json_array_end(jw);
+        json_object_end(jw);
+    }
+}
+
 /* Text into out, or JSON into jw when jw is set (out then only gets an error). */
 static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
                        struct json_writer *jw)
@@ -354,10 +522,12 @@ static int plan_report(struct route_world *w, int64_t now, struct strbuf *out,
         }
     }
     if (jw) json_array_end(jw);
-    if (jw && cfg->ramp.n_groups) json_bool(jw, "route_groups_modelled", 0);
     if (!jw && cfg->ramp.n_groups)
-        strbuf_puts(out, "route groups are not modelled yet: their recipients are counted at the "
-                         "default group's share\n");
+        strbuf_puts(out, "the table below counts route groups' recipients at the default group's "
+                         "share; each group's own plan follows it\n");
+    if (!jw && w->override.piloted)
+        strbuf_puts(out, "the default group's autopilot decides its steps: the share below stays "
+                         "at the current step's until it advances\n");
     if (jw) json_array_begin(jw, "expected");
     if (all <= 0 && !jw)
         strbuf_puts(out, "  (no delivered messages recorded: nothing to plan from)\n");
@@ -427,8 +597,6 @@ done:
     if (jw) {
         json_array_end(jw);
         json_int(jw, "rows_over_cap", flagged);
-        json_object_end(jw);
-        strbuf_puts(jw->out, "\n");
     } else if (flagged)
         strbuf_printf(out,
                       "%d day x egress x provider rows exceed a per_day cap: that mail "
@@ -436,6 +604,14 @@ done:
                       flagged);
     else
         strbuf_puts(out, "no day exceeds a per_day cap.\n");
+    if (jw) json_array_begin(jw, "groups");
+    for (size_t gi = 0; gi < cfg->ramp.n_groups; gi++)
+        group_plan(w, gi, now, out, jw);
+    if (jw) {
+        json_array_end(jw);
+        json_object_end(jw);
+        strbuf_puts(jw->out, "\n");
+    }
     return 0;
 }
 
@@ -481,6 +657,54 @@ static void strings_json(struct json_writer *jw, const char *key, char *const *l
     json_array_end(jw);
 }
 
+/* A group's autopilot: on/off, step (1-based; 0 before the first), verdict and the gate that
+ * decided it with its value and threshold, and what the gates saw. */
+static void autopilot_json(struct route_world *w, size_t gi, struct json_writer *jw)
+{
+    const struct route_group *g = autopilot_group(w, gi);
+    const struct autopilot_state *st = &w->autopilot[gi];
+    const struct autopilot_conf *a = &g->autopilot;
+    json_object_begin(jw, "autopilot");
+    json_bool(jw, "enabled", a->enabled);
+    if (a->enabled) {
+        json_int(jw, "step", st->step + 1);
+        json_int(jw, "steps", (int64_t)g->n_schedule);
+        json_string(jw, "verdict", autopilot_verdict_name(st->verdict));
+        if (st->gate[0]) {
+            json_string(jw, "gate", st->gate);
+            json_double(jw, "value", st->value);
+            json_double(jw, "threshold", st->threshold);
+        } else {
+            json_null(jw, "gate");
+        }
+        if (st->held_since)
+            json_time(jw, "held_since", st->held_since);
+        else
+            json_null(jw, "held_since");
+        if (st->last_back)
+            json_time(jw, "last_back", st->last_back);
+        else
+            json_null(jw, "last_back");
+        json_int(jw, "window", a->window);
+        json_int(jw, "step_after", a->step_after);
+        json_object_begin(jw, "seen");
+        json_int(jw, "replies", st->seen.replies);
+        json_int(jw, "deferred", st->seen.deferred);
+        json_int(jw, "bounced", st->seen.bounced);
+        json_int(jw, "shaping_started", st->seen.shaping_started);
+        json_int(jw, "reputation_started", st->seen.reputation_started);
+        json_int(jw, "shaping_in_force", st->seen.shaping_active);
+        json_object_end(jw);
+        json_object_begin(jw, "thresholds");
+        json_int(jw, "max_deferral_rate", a->max_deferral_rate);
+        json_int(jw, "max_shaping", a->max_shaping);
+        json_int(jw, "min_replies", a->min_replies);
+        json_int(jw, "max_bounce_rate", a->max_bounce_rate);
+        json_object_end(jw);
+    }
+    json_object_end(jw);
+}
+
 /* One route group: weights as percentages of the group's total. */
 static void group_json(struct route_world *w, size_t gi, int64_t now, struct json_writer *jw)
 {
@@ -515,6 +739,7 @@ static void group_json(struct route_world *w, size_t gi, int64_t now, struct jso
         json_null(jw, "mode_since");
     else
         json_time(jw, "mode_since", o->since);
+    autopilot_json(w, gi, jw);
     json_object_end(jw);
 }
 
@@ -549,6 +774,7 @@ static void status_json(struct route_world *w, int64_t now, struct json_writer *
     else
         json_time(jw, "mode_since", w->override.since);
     json_double(jw, "schedule_share", ramp_schedule_share(r, now));
+    autopilot_json(w, r->n_groups, jw);
 
     static const char *const kinds[] = {"origin", "domain", "provider"};
     const struct ramp_pin *lists[] = {r->pin_origins, r->pin_domains, r->pin_providers};

@@ -330,7 +330,7 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
                                   .action = config_shaping_action_name(r->action),
                                   .detail = detail};
         records_emit(&ev);
-        started = 1;
+        started |= 1 | (r->reputation ? 2 : 0);
     }
     return started;
 }

@@ -59,6 +59,10 @@ double ramp_share_at(const struct ramp_conf *ramp, const struct ramp_override *o
 {
     if (!ramp->to) return 0.0; /* nowhere to move mail to */
     if (o && o->mode != RAMP_SCHEDULE) return o->percent;
+    if (o && o->piloted) /* the autopilot's step, not the date */
+        return o->pilot_step >= 0 && (size_t)o->pilot_step < ramp->n_schedule
+                   ? ramp->schedule[o->pilot_step].percent
+                   : 0.0;
     return ramp_schedule_share(ramp, now);
 }
 
@@ -176,6 +180,16 @@ void ramp_group_schedule_weights(const struct route_group *g, int64_t now, doubl
         weights[e] = a->weights[e] + (b->weights[e] - a->weights[e]) * f;
 }
 
+void ramp_group_step_weights(const struct route_group *g, long step, double *weights)
+{
+    if (step >= 0 && (size_t)step < g->n_schedule) {
+        memcpy(weights, g->schedule[step].weights, g->n_egress * sizeof *weights);
+        return;
+    }
+    for (size_t e = 0; e < g->n_egress; e++)
+        weights[e] = e == 0 ? 1.0 : 0.0;
+}
+
 void ramp_group_rollback_weights(const struct route_group *g, int64_t now, double *weights)
 {
     long i = -1;
@@ -194,6 +208,10 @@ void ramp_group_weights(const struct route_group *g, const struct group_override
 {
     if (o && o->mode != RAMP_SCHEDULE && o->weights) {
         memcpy(weights, o->weights, g->n_egress * sizeof *weights);
+        return;
+    }
+    if (o && o->piloted) { /* the autopilot's step, not the date */
+        ramp_group_step_weights(g, o->pilot_step, weights);
         return;
     }
     ramp_group_schedule_weights(g, now, weights);

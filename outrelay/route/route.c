@@ -49,6 +49,7 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
     w->last_flush = clock_now();
     limits_build(w);
     group_overrides_build(w);
+    autopilot_build(w);
     if (route_db_open(w, err, errlen) < 0 || route_db_load(w, err, errlen) < 0) {
         route_shutdown();
         return -1;
@@ -72,11 +73,13 @@ int route_reload(const struct config *cfg, char *err, size_t errlen)
     if (!w->cfg) return 0;
     route_db_flush_counters(w);
     w->last_flush = clock_now();
+    autopilot_free(w);
     limits_free(w);
     group_overrides_free(w);
     w->cfg = cfg;
     limits_build(w);
     group_overrides_build(w);
+    autopilot_build(w);
     if (route_db_load(w, err, errlen) < 0) return -1;
     limits_expire(w, clock_now());
     return 0;
@@ -88,6 +91,7 @@ void route_flush(void)
     if (!w->cfg) return;
     route_db_flush_counters(w);
     w->last_flush = clock_now();
+    autopilot_tick(w, clock_now());
 }
 
 void route_shutdown(void)
@@ -96,6 +100,7 @@ void route_shutdown(void)
     if (!w->cfg) return;
     if (w->db) route_db_flush_counters(w);
     route_db_close(w);
+    autopilot_free(w);
     limits_free(w);
     group_overrides_free(w);
     free(w->state_dir);
@@ -400,14 +405,18 @@ int route_feedback(const struct egress_conf *egress, const char *provider, int c
     struct route_world *w = &route_world;
     struct route_pair *p = limits_pair(w, egress, provider);
     if (!p) return 0;
-    return limits_feedback(w, p, code, enhanced, text, now);
+    int started = limits_feedback(w, p, code, enhanced, text, now);
+    autopilot_note(w, p, code, started, now);
+    return started != 0;
 }
 
 static void set_override(struct route_world *w, enum ramp_mode mode, double percent, int64_t now,
                          struct strbuf *out)
 {
     double before = ramp_share_at(&w->cfg->ramp, &w->override, now);
-    w->override = (struct ramp_override){mode, percent, now};
+    w->override.mode = mode; /* the autopilot's fields stay */
+    w->override.percent = percent;
+    w->override.since = now;
     route_db_save_override(w);
     double after = ramp_share_at(&w->cfg->ramp, &w->override, now);
     log_info("route: ramp %s, share=%.2f%%, was=%.2f%%", ramp_mode_name(mode), after, before);
@@ -536,10 +545,14 @@ static int group_control(struct route_world *w, size_t gi, const char *verb, con
     }
     if (!strcmp(verb, "resume") && !arg) {
         set_group_override(w, gi, RAMP_SCHEDULE, NULL, now, out);
+        if (w->autopilot) w->autopilot[gi].next_eval = 0; /* judge again at the next chance */
         return 0;
     }
     if (!strcmp(verb, "rollback") && !arg) {
-        ramp_group_rollback_weights(g, now, weights);
+        if (w->group_override[gi].piloted) /* the step before the autopilot's */
+            ramp_group_step_weights(g, w->group_override[gi].pilot_step - 1, weights);
+        else
+            ramp_group_rollback_weights(g, now, weights);
         set_group_override(w, gi, RAMP_ROLLBACK, weights, now, out);
         return 0;
     }
@@ -612,9 +625,16 @@ int route_control(const char *command, struct strbuf *out)
         rc = 0;
     } else if (n == 1 && !strcmp(verb, "resume")) {
         set_override(w, RAMP_SCHEDULE, 0, now, out);
+        if (w->autopilot) w->autopilot[w->cfg->ramp.n_groups].next_eval = 0;
         rc = 0;
     } else if (n == 1 && !strcmp(verb, "rollback")) {
-        set_override(w, RAMP_ROLLBACK, ramp_rollback_percent(&w->cfg->ramp, now), now, out);
+        const struct ramp_conf *r = &w->cfg->ramp;
+        long back = w->override.pilot_step - 1; /* under the autopilot: the step before its own */
+        set_override(w, RAMP_ROLLBACK,
+                     !w->override.piloted ? ramp_rollback_percent(r, now)
+                     : back >= 0          ? r->schedule[back].percent
+                                          : 0.0,
+                     now, out);
         rc = 0;
     } else if (n == 2 && !strcmp(verb, "set")) {
         double p, weights[2];

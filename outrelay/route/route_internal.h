@@ -26,13 +26,19 @@ struct ramp_override {
     enum ramp_mode mode;
     double percent; /* for every mode but RAMP_SCHEDULE */
     int64_t since;  /* when the operator gave the command */
+    /* under RAMP_SCHEDULE with piloted set, the autopilot's step stands in for the calendar */
+    int piloted;
+    long pilot_step; /* -1: before the first step (share 0) */
 };
 
-/* A route group's override: the weights in force (one per egress of the group) until resume. */
+/* A route group's override: the weights in force (one per egress of the group) until resume.
+ * Under RAMP_SCHEDULE with piloted set, the autopilot's step stands in for the calendar. */
 struct group_override {
     enum ramp_mode mode;
     double *weights; /* n_egress of the group; NULL under RAMP_SCHEDULE */
     int64_t since;
+    int piloted;     /* the group's autopilot is on: pilot_step decides, not the date */
+    long pilot_step; /* -1: before the first step (all on the first egress) */
 };
 
 const char *ramp_mode_name(enum ramp_mode mode);
@@ -55,6 +61,8 @@ uint32_t ramp_bucket(const char *key);
 void ramp_group_schedule_weights(const struct route_group *g, int64_t now, double *weights);
 void ramp_group_weights(const struct route_group *g, const struct group_override *o, int64_t now,
                         double *weights);
+/* The weights of step `step` as written (-1: all on the first egress). */
+void ramp_group_step_weights(const struct route_group *g, long step, double *weights);
 /* The weights "rollback" pins: the step before the current one (all on the first egress if
  * none). */
 void ramp_group_rollback_weights(const struct route_group *g, int64_t now, double *weights);
@@ -104,7 +112,10 @@ struct route_world {
     struct route_pair *pairs;              /* n_egress x n_providers */
     struct route_shaping *shaping;         /* n_shaping x n_egress x n_providers */
     size_t n_shaping_states;
-    int64_t last_flush; /* real time of the last counter flush */
+    int64_t last_flush;                /* real time of the last counter flush */
+    struct autopilot_state *autopilot; /* one per cfg->ramp.groups, then the default group's */
+    struct route_group default_group;  /* ramp.from/to and the schedule's percents as weights */
+    struct autopilot_ring *rings;      /* replies per egress x provider per minute (lazily) */
 };
 
 extern struct route_world route_world;
@@ -127,8 +138,68 @@ void limits_throttle_rate(const struct route_world *w, const struct route_shapin
                           int *count, int64_t *period);
 /* Lifts what has ended (persisting the change); call before reading the shaping state. */
 void limits_expire(struct route_world *w, int64_t now);
+/* Feeds a reply to p's rules: 0, or bit 1 when an action started and bit 2 when one of those
+ * rules is marked reputation. */
 int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
                     const char *enhanced, const char *text, int64_t now);
+
+/* ---- autopilot.c: a route group moving along its schedule by itself */
+
+enum autopilot_verdict {
+    AUTOPILOT_OFF,      /* not enabled */
+    AUTOPILOT_ADVANCE,  /* every gate holds: the next step */
+    AUTOPILOT_HOLD,     /* a gate is amber: stay */
+    AUTOPILOT_BACK,     /* a red signal: one step back */
+    AUTOPILOT_OPERATOR, /* the operator's pause/set/rollback is in force: frozen */
+    AUTOPILOT_DONE,     /* on the last step with every gate holding */
+};
+
+/* What the replies of the gaining egresses said since max(now - window, held_since). */
+struct autopilot_inputs {
+    int replies, deferred, bounced; /* transactions answered, 4xx, 5xx */
+    int shaping_started;            /* shaping actions started on the gaining egresses */
+    int reputation_started;         /* of those, rules marked reputation */
+    int shaping_active;             /* actions in force now on the gaining egresses */
+    const char *worst_provider;     /* the provider with the highest deferral rate */
+    int worst_replies, worst_deferred;
+};
+
+struct autopilot_state {
+    long step;          /* the step in force; -1 before the first */
+    int64_t held_since; /* when it was taken (0: never moved) */
+    int64_t last_back;  /* the last step back (0: never) */
+    enum autopilot_verdict verdict;
+    char gate[40]; /* the gate that decided (holds, steps back); "" when all hold */
+    double value, threshold;
+    int64_t next_eval;   /* the next evaluation (every AUTOPILOT_TICK seconds) */
+    int64_t last_record; /* the last autopilot record */
+    struct autopilot_inputs seen;
+};
+
+/* The route group autopilot index gi stands for: cfg->ramp.groups[gi], or for gi == n_groups
+ * the default group (ramp.from/to, weights 100 - percent / percent). */
+const struct route_group *autopilot_group(const struct route_world *w, size_t gi);
+
+/* Seconds between evaluations. */
+#define AUTOPILOT_TICK 60
+
+const char *autopilot_verdict_name(enum autopilot_verdict v);
+/* The gates on inputs for a group standing at st at `now`; fills st->verdict, gate, value and
+ * threshold. operator: the operator's override is in force. Pure. */
+void autopilot_judge(const struct route_group *g, struct autopilot_state *st,
+                     const struct autopilot_inputs *in, int operator_override, int64_t now);
+/* One reply on egress x provider (code) and what limits_feedback started (bit 1: an action,
+ * bit 2: a reputation rule). */
+void autopilot_note(struct route_world *w, const struct route_pair *p, int code, int started,
+                    int64_t now);
+/* Evaluates the groups that are due; moves, persists and records. */
+void autopilot_tick(struct route_world *w, int64_t now);
+/* Collects the inputs of group gi over its window at `now`. */
+void autopilot_gather(struct route_world *w, size_t gi, int64_t now, struct autopilot_inputs *in);
+/* A group's line for ramp status: "autopilot on, step 2/4, hold: deferral_rate 7.1% > 5%". */
+void autopilot_describe(const struct route_world *w, size_t gi, struct strbuf *out);
+void autopilot_build(struct route_world *w);
+void autopilot_free(struct route_world *w);
 
 /* ---- state.c: <state>/route.db */
 
@@ -141,6 +212,7 @@ void route_db_save_group_override(struct route_world *w, size_t group);
 void route_db_flush_counters(struct route_world *w);
 void route_db_save_shaping(struct route_world *w, const struct route_shaping *s);
 void route_db_delete_shaping(struct route_world *w, const struct route_shaping *s);
+void route_db_save_autopilot(struct route_world *w, size_t group);
 
 /* ---- control.c: the operator's texts */
 

@@ -60,17 +60,40 @@ static const struct setting ramp_items[] = {
      .example = "[{ name: subsidiary, match: { sender_domains: [.sub.example.com] }, egress: "
                 "[legacy, cloud, google], schedule: [{ at: \"2026-12-01T00:00:00Z\", weights: { "
                 "legacy: 80, cloud: 10, google: 10 } }] }]",
-     .help = "Route groups, each a ramp of its own over any number of egresses; a message's "
-             "recipient takes the first group whose match holds (every kind given must match: "
-             "origin name, sender domain, which is the From: header's domain or else the "
-             "envelope sender's, and recipient domain; example.com matches exactly, "
-             ".example.com its subdomains), else the default group. A group's weights are "
-             "relative (any non-negative numbers), steps at UTC times, straight lines between "
-             "them with interpolate: true; before the first step all mail takes the group's first "
-             "egress. Keys go to egresses by weighted rendezvous hashing, so raising one "
-             "egress's weight only moves keys to it. spill lists the egresses to try when the "
-             "choice is capped or suspended (default: the group's others, best score first). "
-             "Pins apply before any group."},
+     .help =
+         "Route groups, each a ramp of its own over any number of egresses; a message's "
+         "recipient takes the first group whose match holds (every kind given must match: "
+         "origin name, sender domain, which is the From: header's domain or else the "
+         "envelope sender's, and recipient domain; example.com matches exactly, "
+         ".example.com its subdomains), else the default group. A group's weights are "
+         "relative (any non-negative numbers), steps at UTC times, straight lines between "
+         "them with interpolate: true; before the first step all mail takes the group's first "
+         "egress. Keys go to egresses by weighted rendezvous hashing, so raising one "
+         "egress's weight only moves keys to it. spill lists the egresses to try when the "
+         "choice is capped or suspended (default: the group's others, best score first). "
+         "Pins apply before any group. With autopilot: { enabled: true } the group moves "
+         "from one step to the next by itself, never before the next step's at and never "
+         "sooner than step_after (default 1d) on a step, only while its gates hold over the "
+         "last window (default 1h, at most 1d) of replies on the egresses the current step moved "
+         "traffic to: at most max_deferral_rate percent of transactions answered 4xx (default 5: "
+         "receivers defer a new IP more than that when they distrust it), no more than "
+         "max_shaping shaping actions started (default 0: any suspension or throttle means "
+         "the receiver already pushes back), at least min_replies replies (default 100: "
+         "fewer cannot tell 5 % from 0 %). A gate that fails holds the step; a shaping rule "
+         "marked reputation (Microsoft's 4.7.650/651) starting, or more than "
+         "max_bounce_rate percent answered 5xx (default 3: twice what a clean list bounces), "
+         "is red and steps back one step. The operator's pause and set freeze it until "
+         "resume. Predicted DMARC pass rate, rua mismatches and queue age are not gates yet."},
+    {.name = "autopilot",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .kind = "{ enabled, window, step_after, gates: { max_deferral_rate, max_shaping, "
+             "min_replies, max_bounce_rate } }",
+     .default_text = "{ enabled: false }",
+     .example = "{ enabled: true, step_after: 2d, gates: { min_replies: 500 } }",
+     .help = "The default group's autopilot, as a route group's (see groups): it moves from one "
+             "schedule step's percent to the next, never before the step's at, and the gates "
+             "watch to; interpolate is then ignored. Needs to and a schedule."},
 };
 
 #define GROUP(field) offsetof(struct route_group, field)
@@ -107,6 +130,49 @@ static const struct setting group_items[] = {
      .offset = GROUP(spill),
      .count_offset = GROUP(n_spill),
      .help = "The spill order."},
+    {.name = "autopilot",
+     .type = SETTING_CUSTOM,
+     .offset = SETTING_NO_OFFSET,
+     .help = "{ enabled, window, step_after, gates: { max_deferral_rate, max_shaping, "
+             "min_replies, max_bounce_rate } }."},
+};
+
+#define PILOT(field) offsetof(struct autopilot_conf, field)
+
+/* ramp.groups[].autopilot: read into struct autopilot_conf; described in the ramp table's
+ * groups. */
+static const struct setting autopilot_items[] = {
+    {.name = "enabled", .type = SETTING_BOOL, .offset = PILOT(enabled), .def = "false"},
+    {.name = "window", .type = SETTING_DURATION, .offset = PILOT(window), .def = "1h"},
+    {.name = "step_after", .type = SETTING_DURATION, .offset = PILOT(step_after), .def = "1d"},
+    {.name = "gates", .type = SETTING_CUSTOM, .offset = SETTING_NO_OFFSET},
+};
+
+static const struct setting gate_items[] = {
+    {.name = "max_deferral_rate",
+     .type = SETTING_INT,
+     .offset = PILOT(max_deferral_rate),
+     .def = "5",
+     .min = 0,
+     .max = 100},
+    {.name = "max_shaping",
+     .type = SETTING_INT,
+     .offset = PILOT(max_shaping),
+     .def = "0",
+     .min = 0,
+     .max = 100000},
+    {.name = "min_replies",
+     .type = SETTING_INT,
+     .offset = PILOT(min_replies),
+     .def = "100",
+     .min = 0,
+     .max = 100000000},
+    {.name = "max_bounce_rate",
+     .type = SETTING_INT,
+     .offset = PILOT(max_bounce_rate),
+     .def = "3",
+     .min = 0,
+     .max = 100},
 };
 
 #define CAP(field) offsetof(struct cap_conf, field)
@@ -223,6 +289,13 @@ static const struct setting shaping_items[] = {
      .offset = RULE(source),
      .kind = "text",
      .help = "Where the reply text and the reaction come from."},
+    {.name = "reputation",
+     .type = SETTING_BOOL,
+     .offset = RULE(reputation),
+     .def = "false",
+     .help = "true when the reply speaks of the sender's reputation (Microsoft's 4.7.650/651): "
+             "the rule starting on an egress that a route group's autopilot is moving traffic to "
+             "steps that group back one step."},
 };
 
 /* shaping.threshold: read into struct shaping_rule; not a section of its own in the documents. */
@@ -253,6 +326,15 @@ const struct settings_table route_ramp_group_settings = {.section = "ramp.groups
                                                          .items = group_items,
                                                          .n_items = SETTINGS_COUNT(group_items),
                                                          .entries = 1};
+const struct settings_table route_ramp_autopilot_settings = {.section = "ramp.groups.autopilot",
+                                                             .items = autopilot_items,
+                                                             .n_items =
+                                                                 SETTINGS_COUNT(autopilot_items),
+                                                             .entries = 1};
+const struct settings_table route_ramp_gate_settings = {.section = "ramp.groups.autopilot.gates",
+                                                        .items = gate_items,
+                                                        .n_items = SETTINGS_COUNT(gate_items),
+                                                        .entries = 1};
 const struct settings_table route_cap_settings = {
     .section = "caps",
     .help = "A list of limits per egress and provider; at least one limit must be set. Mail over "

@@ -1,5 +1,6 @@
 /* state.c - <state>/route.db, the route stage's memory across restarts: the operator's ramp
- * overrides (the default group's and each route group's, by name), the message counts per egress x
+ * overrides (the default group's and each route group's, by name), each group's autopilot step
+ * (held since, last step back, verdict), the message counts per egress x
  * provider x window, and the shaping entries in force. The only code that touches route.db. Writes
  * are synchronous (rare, or batched: counts are flushed every few seconds by route.c); loop thread
  * only. */
@@ -26,6 +27,12 @@ static const char route_schema_sql[] = "PRAGMA journal_mode=WAL;"
                                        " mode TEXT NOT NULL,"
                                        " weights TEXT NOT NULL," /* egress=weight,... */
                                        " since INTEGER NOT NULL);"
+                                       "CREATE TABLE IF NOT EXISTS autopilot ("
+                                       " grp TEXT PRIMARY KEY,"
+                                       " step INTEGER NOT NULL," /* -1: before the first */
+                                       " held_since INTEGER NOT NULL,"
+                                       " last_back INTEGER NOT NULL,"
+                                       " verdict TEXT NOT NULL);"
                                        "CREATE TABLE IF NOT EXISTS counters ("
                                        " egress TEXT NOT NULL,"
                                        " provider TEXT NOT NULL,"
@@ -140,6 +147,32 @@ static void load_group_override(struct route_world *w, const char *group, const 
     }
 }
 
+/* One group's autopilot position, when the group is still configured with its autopilot on;
+ * a step past a shortened schedule becomes its last. */
+static void load_autopilot(struct route_world *w, const char *group, int64_t step,
+                           int64_t held_since, int64_t last_back, const char *verdict)
+{
+    long gi =
+        !strcmp(group, "default") ? (long)w->cfg->ramp.n_groups : route_group_index(w->cfg, group);
+    if (gi < 0 || !w->autopilot || !autopilot_group(w, (size_t)gi)->autopilot.enabled) {
+        log_info("route: autopilot of group %s forgotten (not configured)", group);
+        return;
+    }
+    const struct route_group *g = autopilot_group(w, (size_t)gi);
+    struct autopilot_state *st = &w->autopilot[gi];
+    if (step >= (int64_t)g->n_schedule) step = (int64_t)g->n_schedule - 1;
+    st->step = step < -1 ? -1 : (long)step;
+    st->held_since = held_since;
+    st->last_back = last_back;
+    for (int v = AUTOPILOT_OFF; v <= AUTOPILOT_DONE; v++)
+        if (!strcmp(verdict, autopilot_verdict_name((enum autopilot_verdict)v)))
+            st->verdict = (enum autopilot_verdict)v;
+    if ((size_t)gi == w->cfg->ramp.n_groups)
+        w->override.pilot_step = st->step;
+    else
+        w->group_override[gi].pilot_step = st->step;
+}
+
 int route_db_load(struct route_world *w, char *err, size_t errlen)
 {
     sqlite3_stmt *st = NULL;
@@ -160,6 +193,15 @@ int route_db_load(struct route_world *w, char *err, size_t errlen)
     while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
         load_group_override(w, column_text(st, 0), column_text(st, 1), column_text(st, 2),
                             sqlite3_column_int64(st, 3));
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(w->db,
+                                "SELECT grp, step, held_since, last_back, verdict FROM autopilot",
+                                -1, &st, NULL);
+    while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        load_autopilot(w, column_text(st, 0), sqlite3_column_int64(st, 1),
+                       sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                       column_text(st, 4));
     sqlite3_finalize(st);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(w->db, "SELECT egress, provider, span, start, count FROM counters",
@@ -319,4 +361,25 @@ void route_db_delete_shaping(struct route_world *w, const struct route_shaping *
     sqlite3_bind_text(st, 3, s->pair->provider, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE) db_warn(w, "removing a shaping entry");
     sqlite3_finalize(st);
+}
+
+void route_db_save_autopilot(struct route_world *w, size_t group)
+{
+    const struct autopilot_state *st = &w->autopilot[group];
+    sqlite3_stmt *st_ = NULL;
+    if (!w->db) return;
+    if (sqlite3_prepare_v2(w->db,
+                           "INSERT OR REPLACE INTO autopilot (grp, step, held_since, last_back, "
+                           "verdict) VALUES (?1, ?2, ?3, ?4, ?5)",
+                           -1, &st_, NULL) != SQLITE_OK) {
+        db_warn(w, "saving a group's autopilot");
+        return;
+    }
+    sqlite3_bind_text(st_, 1, autopilot_group(w, group)->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st_, 2, st->step);
+    sqlite3_bind_int64(st_, 3, st->held_since);
+    sqlite3_bind_int64(st_, 4, st->last_back);
+    sqlite3_bind_text(st_, 5, autopilot_verdict_name(st->verdict), -1, SQLITE_STATIC);
+    if (sqlite3_step(st_) != SQLITE_DONE) db_warn(w, "saving a group's autopilot");
+    sqlite3_finalize(st_);
 }
