@@ -133,6 +133,7 @@ struct autopilot_conf {
     int max_deferral_rate; /* percent of transactions answered 4xx */
     int max_shaping;       /* shaping actions started on the gaining egresses */
     int min_replies;       /* fewer replies than this in the window: too little to judge */
+    int min_dmarc_pass;    /* percent of messages whose DMARC is predicted to pass there */
     /* red (one step back) */
     int max_bounce_rate; /* percent of transactions answered 5xx */
 };

@@ -357,7 +357,7 @@ enum {
 static void load_autopilot(struct loader *ld, const struct at *at, struct autopilot_conf *a,
                            size_t n_schedule, int *ok)
 {
-    struct at v[4], gates[4];
+    struct at v[4], gates[5];
     if (cfg_take_settings(ld, at, &route_ramp_autopilot_settings, a, NULL, v) < 0) {
         *ok = 0;
         return;
@@ -369,7 +369,7 @@ static void load_autopilot(struct loader *ld, const struct at *at, struct autopi
             *ok = 0;
             return;
         }
-        for (size_t k = 0; k < 4; k++)
+        for (size_t k = 0; k < 5; k++)
             if (gates[k].bad) *ok = 0;
     }
     if (a->window <= 0 || a->window > 86400) {

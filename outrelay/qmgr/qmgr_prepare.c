@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "qmgr/qmgr_prepare.h"
+#include "route/route.h"
 #include "qmgr/qmgr_rcpt.h"
 #include "records/records.h"
 #include "sign/signer.h"
@@ -152,7 +153,7 @@ static int egress_index(const struct config *cfg, const struct egress_conf *e)
     return now ? (int)(now - cfg->egress) : 63;
 }
 
-const struct egress_conf *qmgr_apply_alignment(struct message *m, size_t rcpt,
+const struct egress_conf *qmgr_apply_alignment(struct message *m, size_t rcpt, const char *provider,
                                                const struct egress_conf *e, int *stop)
 {
     const struct config *cfg = m->q->cfg;
@@ -162,6 +163,12 @@ const struct egress_conf *qmgr_apply_alignment(struct message *m, size_t rcpt,
     int first = !(m->checked_recorded & bit);
     m->checked_recorded |= bit;
     enum dmarc_verdict v = c->dmarc.verdict;
+    /* the ramp's autopilot watches what it would send through the egress the route chose */
+    if (first && v != DMARC_VERDICT_TEMPERROR)
+        route_note_prediction(e, provider,
+                              !m->env->from_domain || v == DMARC_VERDICT_PASS ||
+                                  v == DMARC_VERDICT_NO_POLICY,
+                              clock_now());
     if (!m->env->from_domain || v == DMARC_VERDICT_PASS || v == DMARC_VERDICT_NO_POLICY) {
         if (first) emit_check(m, e, c, "send", NULL);
         return e;

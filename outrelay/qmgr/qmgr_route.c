@@ -93,7 +93,7 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
         emit_routed(m, i, &rd, NULL, *provider);
         return NULL;
     }
-    const struct egress_conf *e = qmgr_apply_alignment(m, i, rd.egress, stop);
+    const struct egress_conf *e = qmgr_apply_alignment(m, i, *provider, rd.egress, stop);
     if (e) emit_routed(m, i, &rd, e, *provider);
     return e;
 }

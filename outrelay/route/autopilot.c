@@ -21,6 +21,7 @@
 struct autopilot_minute {
     int64_t minute; /* unix minute the counts belong to */
     int replies, deferred, bounced;
+    int predicted, predicted_fail; /* messages checked for this pair; DMARC predicted to fail */
 };
 
 struct autopilot_ring {
@@ -99,15 +100,31 @@ void autopilot_free(struct route_world *w)
     memset(&w->default_group, 0, sizeof w->default_group);
 }
 
+/* This minute's counts of ring r (reset when the slot held an older minute). */
+static struct autopilot_minute *minute_of(struct autopilot_ring *r, int64_t now)
+{
+    if (!r->m) r->m = xcalloc(RING_MINUTES, sizeof *r->m);
+    int64_t minute = now / 60;
+    struct autopilot_minute *m = &r->m[minute % RING_MINUTES];
+    if (m->minute != minute) *m = (struct autopilot_minute){.minute = minute};
+    return m;
+}
+
+void autopilot_note_prediction(struct route_world *w, const struct route_pair *p, int pass,
+                               int64_t now)
+{
+    if (!w->rings || !p) return;
+    struct autopilot_minute *m = minute_of(&w->rings[p - w->pairs], now);
+    m->predicted++;
+    m->predicted_fail += !pass;
+}
+
 void autopilot_note(struct route_world *w, const struct route_pair *p, int code, int started,
                     int64_t now)
 {
     if (!w->rings || !p) return;
     struct autopilot_ring *r = &w->rings[p - w->pairs];
-    if (!r->m) r->m = xcalloc(RING_MINUTES, sizeof *r->m);
-    int64_t minute = now / 60;
-    struct autopilot_minute *m = &r->m[minute % RING_MINUTES];
-    if (m->minute != minute) *m = (struct autopilot_minute){.minute = minute};
+    struct autopilot_minute *m = minute_of(r, now);
     m->replies++;
     m->deferred += code >= 400 && code < 500;
     m->bounced += code >= 500 && code < 600;
@@ -173,7 +190,10 @@ void autopilot_gather(struct route_world *w, size_t gi, int64_t now, struct auto
                 const struct autopilot_minute *m = &r->m[k];
                 /* a minute counts when it overlaps [from, now]; its bounces only when it lies
                  * wholly after from, so those before a step back cannot cause another */
-                if (m->minute * 60 + 59 < from || m->minute * 60 > now || !m->replies) continue;
+                if (m->minute * 60 + 59 < from || m->minute * 60 > now) continue;
+                in->predicted += m->predicted;
+                in->predicted_fail += m->predicted_fail;
+                if (!m->replies) continue;
                 replies += m->replies;
                 deferred += m->deferred;
                 if (m->minute * 60 >= from) in->bounced += m->bounced;
@@ -245,6 +265,12 @@ void autopilot_judge(const struct route_group *g, struct autopilot_state *st,
         verdict(st, AUTOPILOT_HOLD, "replies", in->replies, a->min_replies);
         return;
     }
+    double dmarc_pass =
+        in->predicted ? 100.0 * (in->predicted - in->predicted_fail) / in->predicted : 100.0;
+    if (in->predicted > 0 && dmarc_pass < a->min_dmarc_pass) {
+        verdict(st, AUTOPILOT_HOLD, "dmarc_pass", dmarc_pass, a->min_dmarc_pass);
+        return;
+    }
     if (in->worst_provider && in->worst_replies) {
         double rate = 100.0 * in->worst_deferred / in->worst_replies;
         if (rate > a->max_deferral_rate) {
@@ -282,6 +308,8 @@ static void format_gate(const struct autopilot_state *st, char *buf, size_t size
         snprintf(buf, size, "step_after: %.0fs on this step < %.0fs", st->value, st->threshold);
     } else if (!strncmp(st->gate, "deferral_rate", 13) || !strcmp(st->gate, "bounce_rate")) {
         snprintf(buf, size, "%s %.1f%% > %.0f%%", st->gate, st->value, st->threshold);
+    } else if (!strcmp(st->gate, "dmarc_pass")) {
+        snprintf(buf, size, "dmarc_pass %.1f%% < %.0f%%", st->value, st->threshold);
     } else if (!strcmp(st->gate, "replies")) {
         snprintf(buf, size, "replies %.0f < %.0f", st->value, st->threshold);
     } else if (!strcmp(st->gate, "shaping")) {
@@ -302,9 +330,11 @@ static void emit(struct route_world *w, size_t gi, long from_step, int64_t now)
     format_gate(st, gate, sizeof gate);
     snprintf(detail, sizeof detail,
              "group %s: step %ld -> %ld of %zu; %s; replies=%d deferred=%d bounced=%d "
-             "shaping_started=%d reputation=%d shaping_in_force=%d",
+             "shaping_started=%d reputation=%d shaping_in_force=%d predicted=%d "
+             "dmarc_fail=%d",
              g->name, from_step + 1, st->step + 1, g->n_schedule, gate, in->replies, in->deferred,
-             in->bounced, in->shaping_started, in->reputation_started, in->shaping_active);
+             in->bounced, in->shaping_started, in->reputation_started, in->shaping_active,
+             in->predicted, in->predicted_fail);
     struct record_event ev = {.type = RECORD_AUTOPILOT,
                               .queue_id = "-",
                               .action = autopilot_verdict_name(st->verdict),

@@ -410,6 +410,13 @@ int route_feedback(const struct egress_conf *egress, const char *provider, int c
     return started != 0;
 }
 
+void route_note_prediction(const struct egress_conf *egress, const char *provider, int pass,
+                           int64_t now)
+{
+    struct route_world *w = &route_world;
+    autopilot_note_prediction(w, limits_pair(w, egress, provider), pass, now);
+}
+
 static void set_override(struct route_world *w, enum ramp_mode mode, double percent, int64_t now,
                          struct strbuf *out)
 {

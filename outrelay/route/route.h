@@ -74,6 +74,11 @@ void route_connection_limits(const struct egress_conf *egress, const char *provi
 int route_feedback(const struct egress_conf *egress, const char *provider, int code,
                    const char *enhanced, const char *text, int64_t now);
 
+/* The check stage's prediction for one message leaving through egress to provider: DMARC
+ * predicted to pass (or no policy) or not; the autopilot's dmarc_pass gate counts them. */
+void route_note_prediction(const struct egress_conf *egress, const char *provider, int pass,
+                           int64_t now);
+
 /* Operator commands ("status", "set PERCENT", "pause", "resume", "rollback", "plan");
  * the answer goes to out. Returns 0 / -1. Overrides are persisted and recorded as events. */
 int route_control(const char *command, struct strbuf *out);

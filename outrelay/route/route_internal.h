@@ -160,6 +160,7 @@ struct autopilot_inputs {
     int shaping_started;            /* shaping actions started on the gaining egresses */
     int reputation_started;         /* of those, rules marked reputation */
     int shaping_active;             /* actions in force now on the gaining egresses */
+    int predicted, predicted_fail;  /* messages checked for them, and DMARC predicted to fail */
     const char *worst_provider;     /* the provider with the highest deferral rate */
     int worst_replies, worst_deferred;
 };
@@ -192,6 +193,9 @@ void autopilot_judge(const struct route_group *g, struct autopilot_state *st,
  * bit 2: a reputation rule). */
 void autopilot_note(struct route_world *w, const struct route_pair *p, int code, int started,
                     int64_t now);
+/* One message checked before it leaves through p's egress: its DMARC predicted to pass or not. */
+void autopilot_note_prediction(struct route_world *w, const struct route_pair *p, int pass,
+                               int64_t now);
 /* Evaluates the groups that are due; moves, persists and records. */
 void autopilot_tick(struct route_world *w, int64_t now);
 /* Collects the inputs of group gi over its window at `now`. */

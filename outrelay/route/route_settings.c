@@ -79,16 +79,20 @@ static const struct setting ramp_items[] = {
          "receivers defer a new IP more than that when they distrust it), no more than "
          "max_shaping shaping actions started (default 0: any suspension or throttle means "
          "the receiver already pushes back), at least min_replies replies (default 100: "
-         "fewer cannot tell 5 % from 0 %). A gate that fails holds the step; a shaping rule "
+         "fewer cannot tell 5 % from 0 %), at least min_dmarc_pass percent of the messages "
+         "checked for those egresses predicted to pass DMARC (default 98: a gaining egress "
+         "whose SPF or DKIM does not align sends mail receivers quarantine or reject, and "
+         "more traffic would only make that worse). A gate that fails holds the step; a shaping "
+         "rule "
          "marked reputation (Microsoft's 4.7.650/651) starting, or more than "
          "max_bounce_rate percent answered 5xx (default 3: twice what a clean list bounces), "
          "is red and steps back one step. The operator's pause and set freeze it until "
-         "resume. Predicted DMARC pass rate, rua mismatches and queue age are not gates yet."},
+         "resume. rua mismatches and queue age are not gates yet."},
     {.name = "autopilot",
      .type = SETTING_CUSTOM,
      .offset = SETTING_NO_OFFSET,
      .kind = "{ enabled, window, step_after, gates: { max_deferral_rate, max_shaping, "
-             "min_replies, max_bounce_rate } }",
+             "min_replies, max_bounce_rate, min_dmarc_pass } }",
      .default_text = "{ enabled: false }",
      .example = "{ enabled: true, step_after: 2d, gates: { min_replies: 500 } }",
      .help = "The default group's autopilot, as a route group's (see groups): it moves from one "
@@ -134,7 +138,7 @@ static const struct setting group_items[] = {
      .type = SETTING_CUSTOM,
      .offset = SETTING_NO_OFFSET,
      .help = "{ enabled, window, step_after, gates: { max_deferral_rate, max_shaping, "
-             "min_replies, max_bounce_rate } }."},
+             "min_replies, max_bounce_rate, min_dmarc_pass } }."},
 };
 
 #define PILOT(field) offsetof(struct autopilot_conf, field)
@@ -171,6 +175,12 @@ static const struct setting gate_items[] = {
      .type = SETTING_INT,
      .offset = PILOT(max_bounce_rate),
      .def = "3",
+     .min = 0,
+     .max = 100},
+    {.name = "min_dmarc_pass",
+     .type = SETTING_INT,
+     .offset = PILOT(min_dmarc_pass),
+     .def = "98",
      .min = 0,
      .max = 100},
 };

@@ -89,7 +89,8 @@ static struct route_group pilot_group(struct route_group_step *steps, double w[]
                                           .max_deferral_rate = 5,
                                           .max_shaping = 0,
                                           .min_replies = 100,
-                                          .max_bounce_rate = 3};
+                                          .max_bounce_rate = 3,
+                                          .min_dmarc_pass = 98};
     return g;
 }
 
@@ -144,6 +145,17 @@ static void test_judge(void **state)
     amber.shaping_active = 1;
     autopilot_judge(&g, &st, &amber, 0, T0 + DAY);
     assert_string_equal(st.gate, "shaping_in_force");
+    /* amber: DMARC predicted to fail for 3 of 100 messages checked for the gaining egress */
+    amber = green;
+    amber.predicted = 100;
+    amber.predicted_fail = 3;
+    autopilot_judge(&g, &st, &amber, 0, T0 + DAY);
+    assert_int_equal(st.verdict, AUTOPILOT_HOLD);
+    assert_string_equal(st.gate, "dmarc_pass");
+    assert_true(st.value > 96.9 && st.value < 97.1);
+    amber.predicted_fail = 2; /* 98 %: holds no longer */
+    autopilot_judge(&g, &st, &amber, 0, T0 + DAY);
+    assert_int_equal(st.verdict, AUTOPILOT_ADVANCE);
 
     /* red: a reputation rule started; a bounce spike */
     struct autopilot_inputs red = green;
@@ -345,6 +357,35 @@ static void test_pilot_timeline(void **state)
     assert_int_equal(route_control_json("status --json", &out, NULL), 0);
     assert_non_null(strstr(strbuf_str(&out), "\"autopilot\":{\"enabled\":true,\"step\":3"));
     strbuf_free(&out);
+    route_shutdown();
+    config_free(cfg);
+}
+
+/* The check stage's predictions for the gaining egress hold the step while too many would fail
+ * DMARC (route_note_prediction, as qmgr calls it), and let go once they leave the window. */
+static void test_pilot_dmarc_gate(void **state)
+{
+    (void)state;
+    struct config *cfg = load_text(pilot_config);
+    assert_non_null(cfg);
+    set_clock(T0 - HOUR);
+    start(cfg);
+    tick_at(T0 - HOUR);
+    tick_at(T0);
+    status_has("autopilot on, step 1 of 3, advance");
+    set_clock(T0 + DAY - 600);
+    replies(cfg, 30, 0);
+    const struct egress_conf *cloud = config_find_egress(cfg, "cloud");
+    for (int k = 0; k < 20; k++)
+        route_note_prediction(cloud, "other", k >= 5, clock_now()); /* 5 of 20 would fail */
+    tick_at(T0 + DAY);
+    status_has("hold: dmarc_pass 75.0% < 98%");
+    set_clock(T0 + DAY + 2 * HOUR); /* those predictions leave the window */
+    replies(cfg, 30, 0);
+    for (int k = 0; k < 20; k++)
+        route_note_prediction(cloud, "other", 1, clock_now());
+    tick_at(clock_now());
+    status_has("autopilot on, step 2 of 3, advance");
     route_shutdown();
     config_free(cfg);
 }
@@ -557,6 +598,7 @@ static void test_pilot_config_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pilot_dmarc_gate, setup, teardown),
         cmocka_unit_test(test_judge),
         cmocka_unit_test_setup_teardown(test_pilot_timeline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pilot_red_once, setup, teardown),
