@@ -35,6 +35,8 @@ static void emit_routed(struct message *m, size_t i, const struct route_decision
     ev.provider = provider;
     ev.action = !e ? "wait" : e != rd->planned ? "spill" : "ramp";
     ev.route_reason = rd->reason[0] ? rd->reason : NULL;
+    ev.route_group = m->q->cfg->ramp.n_groups ? rd->group : NULL;
+    ev.planned_egress = rd->planned ? rd->planned->name : NULL;
     records_emit(&ev);
     r->routed = e;
     r->waiting_recorded = !e;

@@ -65,10 +65,11 @@ static const char records_insert_sql[] =
     "reply_text, tls_version, tls_cipher, size, delay_ms, attempt_ms, detail, from_domain, "
     "spf_result, spf_domain, dkim, dmarc_policy, dmarc_result, action, ramp_percent, provider, "
     "nrcpt, route_reason, dsn_queue_id, next_attempt_s, dkim_aligned, rule, until_ts, "
-    "tls_policy, tls_policy_source, tls_failure, tls_policy_domain, tls_policy_string) "
+    "tls_policy, tls_policy_source, tls_failure, tls_policy_domain, tls_policy_string, "
+    "route_group, planned_egress) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
     "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36, "
-    "?37, ?38, ?39, ?40, ?41, ?42)";
+    "?37, ?38, ?39, ?40, ?41, ?42, ?43, ?44)";
 
 /* ---- the log line ---------------------------------------------------------------------- */
 
@@ -252,6 +253,7 @@ static void records_log(const struct record_event *ev)
     records_put_field(&line, &first, "tls_policy_source", ev->tls_policy_source);
     records_put_field(&line, &first, "tls_failure", ev->tls_failure);
     records_put_field(&line, &first, "tls_policy_domain", ev->tls_policy_domain);
+    records_put_field(&line, &first, "group", ev->route_group);
     records_put_field(&line, &first, "dsn", ev->enhanced_code);
     records_put_field(&line, &first, "from_domain", ev->from_domain);
     records_put_field(&line, &first, "spf", ev->spf_result);
@@ -323,6 +325,8 @@ static const char *records_copy_string(const char *s, char **pool)
     X(tls_failure)                                                                                 \
     X(tls_policy_domain)                                                                           \
     X(tls_policy_string)                                                                           \
+    X(route_group)                                                                                 \
+    X(planned_egress)                                                                              \
     X(detail)                                                                                      \
     X(from_domain)                                                                                 \
     X(spf_result)                                                                                  \
@@ -538,6 +542,8 @@ static int records_insert_one(const struct record_node *node)
     records_bind_text(40, ev->tls_failure);
     records_bind_text(41, ev->tls_policy_domain);
     records_bind_text(42, ev->tls_policy_string);
+    records_bind_text(43, ev->route_group);
+    records_bind_text(44, ev->planned_egress);
     int rc = records_step(records_insert, "insert");
     sqlite3_clear_bindings(records_insert);
     return rc;

@@ -64,6 +64,8 @@ struct record_event {
     const char *tls_failure;       /* why TLS failed: an RFC 8460 result type */
     const char *tls_policy_domain; /* the domain whose published policy (DANE, MTA-STS) applied */
     const char *tls_policy_string; /* that policy as text, one line per record or policy line */
+    const char *route_group;       /* routed: the route group (NULL: no groups configured) */
+    const char *planned_egress;    /* routed: the egress the ramp chose, before spills */
     int64_t size;                  /* message bytes */
     int64_t delay_ms;              /* since the message was received */
     int64_t attempt_ms;            /* duration of this attempt */

@@ -9,8 +9,9 @@
 
 /* 1: delivery columns; 2: authentication and routing; 3: provider; 4: typed facts (nrcpt,
  * route_reason, dsn_queue_id, next_attempt_s, dkim_aligned, rule, until_ts); 5: tls_policy and
- * tls_policy_source; 6: tls_failure, tls_policy_domain, tls_policy_string (TLS reporting). */
-#define RECORDS_SCHEMA_VERSION 6
+ * tls_policy_source; 6: tls_failure, tls_policy_domain, tls_policy_string (TLS reporting); 7:
+ * route_group and planned_egress of routed rows. */
+#define RECORDS_SCHEMA_VERSION 7
 
 /* Creates the latest schema in a new database, upgrades an older one in place, refuses a newer
  * one; one IMMEDIATE transaction. Returns 0 / -1 with err filled. */

@@ -85,6 +85,8 @@ static const struct records_column {
     {"tls_failure", "TEXT", 6},
     {"tls_policy_domain", "TEXT", 6},
     {"tls_policy_string", "TEXT", 6},
+    {"route_group", "TEXT", 7},
+    {"planned_egress", "TEXT", 7},
 };
 
 static const char records_indexes_sql[] =
@@ -121,6 +123,15 @@ static const char records_backfill_v4_sql[] =
     "':'), until_ts = CASE WHEN instr(detail, ' until ') > 0 THEN CAST(strftime('%s', "
     "substr(detail, instr(detail, ' until ') + 7)) AS INTEGER) END "
     "WHERE event = 'shaping' AND detail LIKE 'rule %';";
+
+/* Version 7 gives routed rows their route group and planned egress, which the reason text
+ * carried: "group NAME: ... rendezvous -> EGRESS (...". */
+static const char records_backfill_v7_sql[] =
+    "UPDATE events SET route_group = substr(route_reason, 7, instr(route_reason, ':') - 7) "
+    "WHERE event = 'routed' AND route_reason LIKE 'group %:%';"
+    "UPDATE events SET planned_egress = substr(route_reason, instr(route_reason, 'rendezvous -> ') "
+    "+ 14, instr(substr(route_reason, instr(route_reason, 'rendezvous -> ') + 14) || ' ', ' ') - "
+    "1) WHERE event = 'routed' AND instr(route_reason, 'rendezvous -> ') > 0;";
 
 int records_sql_exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
@@ -187,6 +198,7 @@ static int records_schema_build(sqlite3 *db, int version, char *err, size_t errl
                 strbuf_printf(&sql, "ALTER TABLE events ADD COLUMN %s %s;", records_columns[i].name,
                               records_columns[i].type);
         if (version < 4) strbuf_puts(&sql, records_backfill_v4_sql);
+        if (version < 7) strbuf_puts(&sql, records_backfill_v7_sql);
     }
     strbuf_puts(&sql, records_indexes_sql);
     strbuf_printf(&sql, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d);",

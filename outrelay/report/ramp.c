@@ -52,7 +52,7 @@ static int ramp_shares(struct report_ctx *ctx, struct report_table *t, const cha
                   keys);
     /* route groups have weights of their own: the shares are the default group's */
     if (ctx->cfg->ramp.n_groups)
-        strbuf_puts(&sql, " AND coalesce(route_reason, '') LIKE 'group default: %'");
+        strbuf_puts(&sql, " AND coalesce(route_group, 'default') = 'default'");
     report_sql_filters(&sql, ctx, NULL, "from_domain", 0);
     strbuf_printf(&sql, " GROUP BY %s ORDER BY %s", keys, keys);
     sqlite3_stmt *st = ramp_prepare(ctx, &sql);
@@ -191,15 +191,13 @@ static int ramp_shaping(struct report_ctx *ctx, struct report_table *shaping,
     return ramp_done(ctx, st, rc);
 }
 
-/* A route group's routed rows: the group from route_reason's "group NAME: ", the planned egress
- * from its "rendezvous -> EGRESS (" (pins name none), whose share of the weight is ramp_percent. */
+/* A route group's routed rows: the group and the egress the ramp planned (route_group,
+ * planned_egress), whose share of the weight is ramp_percent. */
 #define GROUP_ROWS_SQL                                                                             \
-    "SELECT " RAMP_HOUR_SQL " AS hour, substr(route_reason, 7, instr(route_reason, ':') - 7) AS "  \
-    "grp, egress, ramp_percent, CASE WHEN instr(route_reason, 'rendezvous -> ') > 0 THEN "         \
-    "substr(route_reason, instr(route_reason, 'rendezvous -> ') + 14, instr(substr(route_reason, " \
-    "instr(route_reason, 'rendezvous -> ') + 14) || ' ', ' ') - 1) END AS planned FROM events "    \
-    "WHERE event = 'routed' AND route_reason LIKE 'group %:%' AND route_reason NOT LIKE 'group "   \
-    "default:%'"
+    "SELECT " RAMP_HOUR_SQL                                                                        \
+    " AS hour, route_group AS grp, egress, ramp_percent, planned_egress AS "                       \
+    "planned FROM events WHERE event = 'routed' AND route_group IS NOT NULL AND route_group <> "   \
+    "'default'"
 
 /* Per hour, route group and egress: recipients given an egress in the group, the egress's share
  * of the weight (planned; 0 when no decision that hour chose it) and of the recipients (actual). */

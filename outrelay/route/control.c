@@ -340,27 +340,27 @@ static void json_time(struct json_writer *jw, const char *key, int64_t t);
 #define PLAN_MIN_RECIPIENTS 100
 
 /* The group's routed recipients in the last PLAN_DAYS days and the time of the first, from
- * records.db (routed rows name the group at the start of route_reason). 0 / -1. */
+ * records.db (routed rows name it in route_group; without groups configured, none). 0 / -1. */
 static int read_group_volume(struct route_world *w, const char *group, int64_t now, int64_t *count,
                              int64_t *first)
 {
-    struct strbuf path = STRBUF_INIT, like = STRBUF_INIT;
+    struct strbuf path = STRBUF_INIT;
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     *count = 0;
     *first = 0;
     strbuf_printf(&path, "%s/records.db", w->state_dir);
-    strbuf_printf(&like, "group %s:%%", group);
     int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(db,
                                 "SELECT COUNT(*), MIN(ts_us) FROM events WHERE event = 'routed' "
-                                "AND ts_us >= ?1 AND ts_us < ?2 AND route_reason LIKE ?3",
+                                "AND ts_us >= ?1 AND ts_us < ?2 AND coalesce(route_group, "
+                                "'default') = ?3",
                                 -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
         sqlite3_bind_int64(st, 2, now * 1000000);
-        sqlite3_bind_text(st, 3, strbuf_str(&like), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, group, -1, SQLITE_STATIC);
         if (sqlite3_step(st) == SQLITE_ROW) {
             *count = sqlite3_column_int64(st, 0);
             *first = sqlite3_column_int64(st, 1) / 1000000;
@@ -369,7 +369,6 @@ static int read_group_volume(struct route_world *w, const char *group, int64_t n
     sqlite3_finalize(st);
     sqlite3_close(db);
     strbuf_free(&path);
-    strbuf_free(&like);
     return rc == SQLITE_OK ? 0 : -1;
 }
 

@@ -173,7 +173,7 @@ static void test_records_rows_from_two_threads(void **state)
     assert_int_equal(query_int(db, "SELECT count(*) FROM events"), 2 + 2 * THREAD_EVENTS);
     assert_int_equal(query_int(db, "SELECT count(DISTINCT queue_id) FROM events"),
                      2 + 2 * THREAD_EVENTS);
-    assert_int_equal(query_int(db, "SELECT version FROM schema_version"), 6);
+    assert_int_equal(query_int(db, "SELECT version FROM schema_version"), 7);
     query_text(db, "PRAGMA journal_mode", text, sizeof text);
     assert_string_equal(text, "wal");
     assert_int_equal(query_int(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND "
@@ -234,7 +234,7 @@ static void test_records_rows_from_two_threads(void **state)
         }
     }
     assert_int_equal(set, 5);
-    assert_int_equal(sqlite3_column_count(st), 43);
+    assert_int_equal(sqlite3_column_count(st), 45);
     sqlite3_finalize(st);
     sqlite3_close(db);
 

@@ -143,7 +143,7 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
 
     sqlite3 *db = open_db(dir);
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "7");
     ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
     /* received: the count in its column, the certificate stays as text */
     ASSERT_QUERY(db, "SELECT nrcpt FROM events WHERE queue_id = 'Q1' AND event = 'received'", "2");
@@ -191,7 +191,7 @@ static void test_upgrade_from_v3_fills_columns(void **state)
     assert_int_equal(records_upgrade(path, err, sizeof err), 0);
     db = open_db(dir);
     ASSERT_QUERY(db, "SELECT count(*) FROM events WHERE nrcpt IS NOT NULL", "2");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "7");
     sqlite3_close(db);
     remove_state(dir);
 }
@@ -211,7 +211,12 @@ static void make_v4(const char *dir)
                  "ALTER TABLE events ADD COLUMN until_ts INTEGER;"
                  "UPDATE schema_version SET version = 4;"
                  "INSERT INTO events (ts_us, event, queue_id, recipient, tls_version) VALUES "
-                 "(1700000000000000, 'delivered', 'Q40', 'old@example.net', 'TLSv1.3');");
+                 "(1700000000000000, 'delivered', 'Q40', 'old@example.net', 'TLSv1.3');"
+                 /* routed rows of route groups before version 7: the facts in the reason */
+                 "INSERT INTO events (ts_us, event, queue_id, route_reason) VALUES "
+                 "(1700000000000001, 'routed', 'Q42', 'group eu: rendezvous -> google (weight "
+                 "60.00%)'), (1700000000000002, 'routed', 'Q43', 'ramp 5.00%: bucket 17 -> "
+                 "legacy');");
     sqlite3_close(db);
 }
 
@@ -230,7 +235,7 @@ static void test_upgrade_from_v4_adds_tls_policy(void **state)
     records_emit(&ev);
     records_close();
     sqlite3 *db = open_db(dir);
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "7");
     ASSERT_QUERY(db, "SELECT count(*) FROM schema_version", "1");
     ASSERT_QUERY(db,
                  "SELECT coalesce(tls_policy, 'NULL') || '|' || coalesce(tls_policy_source, "
@@ -240,6 +245,14 @@ static void test_upgrade_from_v4_adds_tls_policy(void **state)
                  "SELECT tls_policy || '|' || tls_policy_source FROM events WHERE queue_id = "
                  "'Q41'",
                  "encrypt|table");
+    /* version 7: route_group and planned_egress from the reason; none without a group */
+    ASSERT_QUERY(db,
+                 "SELECT route_group || '|' || planned_egress FROM events WHERE queue_id = 'Q42'",
+                 "eu|google");
+    ASSERT_QUERY(db,
+                 "SELECT coalesce(route_group, 'NULL') || '|' || coalesce(planned_egress, 'NULL') "
+                 "FROM events WHERE queue_id = 'Q43'",
+                 "NULL|NULL");
     sqlite3_close(db);
     /* a reader's upgrade of the current version changes nothing */
     char path[512];
@@ -264,7 +277,7 @@ static void test_records_open_upgrades(void **state)
     records_close();
     sqlite3 *db = open_db(dir);
     ASSERT_QUERY(db, "SELECT sum(nrcpt) FROM events WHERE event = 'received'", "6");
-    ASSERT_QUERY(db, "SELECT version FROM schema_version", "6");
+    ASSERT_QUERY(db, "SELECT version FROM schema_version", "7");
     sqlite3_close(db);
     remove_state(dir);
 }

@@ -476,7 +476,7 @@ static void test_pilot_plan(void **state)
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     assert_int_equal(sqlite3_exec(db,
                                   "CREATE TABLE events (id INTEGER PRIMARY KEY, ts_us INTEGER, "
-                                  "event TEXT, route_reason TEXT, remote_mx TEXT)",
+                                  "event TEXT, route_group TEXT, remote_mx TEXT)",
                                   NULL, NULL, NULL),
                      SQLITE_OK);
     struct strbuf out = STRBUF_INIT;
@@ -492,10 +492,10 @@ static void test_pilot_plan(void **state)
     /* a week of history: 10 recipients an hour routed in the group (and others outside it) */
     snprintf(sql, sizeof sql,
              "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < 1679) "
-             "INSERT INTO events (ts_us, event, route_reason) SELECT (%lld - (n / 10 + 1) * "
-             "3600) * 1000000, 'routed', 'group moving: rendezvous -> cloud' FROM k;"
-             "INSERT INTO events (ts_us, event, route_reason) VALUES (%lld000000, 'routed', "
-             "'group other: rendezvous -> cloud');",
+             "INSERT INTO events (ts_us, event, route_group) SELECT (%lld - (n / 10 + 1) * "
+             "3600) * 1000000, 'routed', 'moving' FROM k;"
+             "INSERT INTO events (ts_us, event, route_group) VALUES (%lld000000, 'routed', "
+             "'other');",
              (long long)clock_now(), (long long)clock_now() - 60);
     assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
