@@ -105,13 +105,14 @@ void report_html_escape(struct strbuf *out, const char *s);
 /* sources.c. report_open attaches <state>/records.db, or every opt.records file, read-only to
  * ctx->db, each upgraded in place first when older (records_upgrade; a newer one is refused),
  * and makes `events` a TEMP VIEW over all of them with one more column, instance (the name the
- * file's `cluster` records give, else its state directory's, else the file's name without .db).
+ * file's `cluster` records give, else its state directory's (the parent's when that is called
+ * state), else the file's name without .db).
  * A queue id is unique within one instance only: join rows of a message on instance too.
  * 0 / -1 with ctx->err; report_close either way. */
 int report_open(struct report_ctx *ctx);
 void report_close(struct report_ctx *ctx);
-/* --records ARG: a file, or a directory (each DIR/NAME/records.db and DIR/NAME.db, in name
- * order). 0 / -1. */
+/* --records ARG: a file, or a directory (each DIR/NAME/records.db or DIR/NAME/state/records.db,
+ * and each DIR/NAME.db, in name order). 0 / -1. */
 int report_sources_add(struct report_options *opt, const char *arg, char *err, size_t errlen);
 void report_sources_free(struct report_options *opt);
 /* When --records was given: appends the table "instances" (instance, file) to doc. */

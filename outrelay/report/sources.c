@@ -44,8 +44,9 @@ int report_sources_add(struct report_options *opt, const char *arg, char *err, s
         report_sources_push(opt, arg);
         return 0;
     }
-    /* a directory: each DIR/NAME/records.db (one state directory per instance) and each
-     * DIR/NAME.db (copies gathered in one place), in name order */
+    /* a directory: each DIR/NAME/records.db (one state directory per instance) or
+     * DIR/NAME/state/records.db (outrelay@NAME's layout), and each DIR/NAME.db (copies gathered
+     * in one place), in name order */
     DIR *d = opendir(arg);
     if (!d) {
         snprintf(err, errlen, "--records %s: cannot read the directory", arg);
@@ -59,10 +60,15 @@ int report_sources_add(struct report_options *opt, const char *arg, char *err, s
         if (de->d_name[0] == '.') continue;
         size_t len = strlen(de->d_name);
         strbuf_reset(&path);
-        if (len > 3 && strcmp(de->d_name + len - 3, ".db") == 0)
+        if (len > 3 && strcmp(de->d_name + len - 3, ".db") == 0) {
             strbuf_printf(&path, "%s/%s", arg, de->d_name);
-        else
+        } else {
             strbuf_printf(&path, "%s/%s/records.db", arg, de->d_name);
+            if (!report_sources_is_file(path.data)) {
+                strbuf_reset(&path);
+                strbuf_printf(&path, "%s/%s/state/records.db", arg, de->d_name);
+            }
+        }
         if (!report_sources_is_file(path.data)) continue;
         found = xrealloc(found, (n + 1) * sizeof *found);
         found[n++] = xstrdup(path.data);
@@ -92,7 +98,7 @@ void report_sources_free(struct report_options *opt)
 }
 
 /* The name of an instance's records when they do not say it: the state directory of a
- * records.db, else the file's name without .db. */
+ * records.db (its parent when it is called state), else the file's name without .db. */
 static char *report_sources_default_name(const char *path)
 {
     const char *base = strrchr(path, '/');
@@ -100,7 +106,12 @@ static char *report_sources_default_name(const char *path)
     if (strcmp(base, "records.db") == 0) {
         if (base == path) return xstrdup("records");
         char *dir = xstrndup(path, (size_t)(base - 1 - path));
-        const char *p = strrchr(dir, '/');
+        char *p = strrchr(dir, '/');
+        /* <NAME>/state/records.db (outrelay@NAME's layout): the instance is NAME */
+        if (p && strcmp(p + 1, "state") == 0 && p != dir) {
+            *p = '\0';
+            p = strrchr(dir, '/');
+        }
         char *name = xstrdup(p ? p + 1 : dir[0] ? dir : "/");
         free(dir);
         return name;
