@@ -22,7 +22,7 @@ import harness as h
 
 INSTALLED_DOCS = ("README.md", "outrelay.example.yaml", "guides/zimbra.md",
                   "guides/microsoft-365.md", "guides/google-workspace.md",
-                  "guides/pre-ramp-checklist.md", "grafana/outrelay-dashboard.json",
+                  "guides/pre-ramp-checklist.md", "guides/two-instances.md", "grafana/outrelay-dashboard.json",
                   "grafana/README.md")
 
 
