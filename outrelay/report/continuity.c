@@ -91,7 +91,7 @@ static void continuity_queue_free(struct continuity_queue *q)
 static void continuity_messages_sql(struct report_ctx *ctx, struct strbuf *sql)
 {
     strbuf_puts(sql, "SELECT queue_id AS q, ts_us AS t0, message_id AS mid, sender AS snd, "
-                     "nrcpt, instance AS inst FROM events WHERE event = 'received'");
+                     "nrcpt, instance AS inst, id AS rid FROM events WHERE event = 'received'");
     if (ctx->opt.message_id) strbuf_puts(sql, " AND message_id IN (?1, ?2)");
     report_sql_filters(sql, ctx, NULL, REPORT_SENDER_DOMAIN_SQL("sender"), 0);
 }
@@ -129,18 +129,18 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
     continuity_queue_load(ctx, &q);
     struct strbuf sql = STRBUF_INIT;
     /* final: recipients delivered, bounced, expired, or suppressed as a duplicate of a delivery
-     * (same Message-ID and recipient) in these records; unproven: suppressed ones without it */
+     * (same Message-ID and recipient) in these records; unproven: suppressed ones without it.
+     * A join, not a correlated count: over several files SQLite then reads the merged view
+     * once instead of once per message. */
     strbuf_puts(&sql,
-                "SELECT m.q, m.t0, m.mid, m.snd, m.nrcpt, (SELECT count(DISTINCT f.recipient) "
-                "FROM events f WHERE f.instance = m.inst AND f.queue_id = m.q AND (f.event IN "
+                "SELECT m.q, m.t0, m.mid, m.snd, m.nrcpt, count(DISTINCT CASE WHEN f.event IN "
                 "('delivered', 'bounced', 'expired') OR (f.event = 'suppressed' AND "
-                "" CONTINUITY_PROVEN_SQL "))), EXISTS (SELECT 1 FROM events f WHERE f.instance = "
-                "m.inst AND f.queue_id = m.q AND f.event = 'deleted'), m.inst, (SELECT "
-                "count(DISTINCT f.recipient) FROM events f WHERE f.instance = m.inst AND "
-                "f.queue_id = m.q AND f.event = 'suppressed' AND NOT " CONTINUITY_PROVEN_SQL
-                ") FROM (");
+                "" CONTINUITY_PROVEN_SQL ") THEN f.recipient END), coalesce(max(f.event = "
+                "'deleted'), 0), m.inst, count(DISTINCT CASE WHEN f.event = 'suppressed' AND NOT "
+                "" CONTINUITY_PROVEN_SQL " THEN f.recipient END) FROM (");
     continuity_messages_sql(ctx, &sql);
-    strbuf_puts(&sql, ") AS m ORDER BY m.t0");
+    strbuf_puts(&sql, ") AS m LEFT JOIN events f ON f.instance = m.inst AND f.queue_id = m.q "
+                      "GROUP BY m.inst, m.rid ORDER BY m.t0, m.inst, m.rid");
     char *alt = NULL;
     sqlite3_stmt *st = continuity_prepare(ctx, sql.data, &alt);
     strbuf_free(&sql);

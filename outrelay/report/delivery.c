@@ -61,13 +61,14 @@ static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
     struct strbuf sql = STRBUF_INIT;
     /* rows without a provider of their own (recipients bounced before any attempt, rows of
      * schema 1 and 2) take it from the recipient's latest routing decision */
-    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(e.provider, (SELECT "
-                      "r.provider FROM events r WHERE r.instance = e.instance AND r.queue_id = "
-                      "e.queue_id AND r.event = 'routed' AND r.recipient = e.recipient ORDER BY "
-                      "r.id DESC LIMIT 1), '-'), e.delay_ms, e.instance FROM events e WHERE "
-                      "e.event IN ('delivered', 'deferred', "
-                      "'bounced', 'expired')");
+    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(e.provider, r.provider, "
+                      "'-'), e.delay_ms, e.instance, max(r.id) FROM events e LEFT JOIN events r ON "
+                      "e.provider IS NULL AND r.instance = e.instance AND r.queue_id = e.queue_id "
+                      "AND r.event = 'routed' AND r.recipient = e.recipient WHERE e.event IN "
+                      "('delivered', 'deferred', 'bounced', 'expired')");
     report_sql_filters(&sql, ctx, "e", REPORT_SENDER_DOMAIN_SQL("e.sender"), 1);
+    /* max(r.id): r.provider is the latest routing decision's (SQLite's bare column rule) */
+    strbuf_puts(&sql, " GROUP BY e.instance, e.id");
     sqlite3_stmt *st = report_prepare(ctx, sql.data);
     strbuf_free(&sql);
     if (!st) return -1;
