@@ -8,7 +8,8 @@
 
 /* The counted columns, shared by the daily and the summary query. */
 #define ALIGNMENT_COUNTS                                                                           \
-    "count(DISTINCT queue_id), sum(spf_result = 'pass'), sum(spf_result IN ('fail', "              \
+    "count(DISTINCT instance || ' ' || queue_id), sum(spf_result = 'pass'), sum(spf_result IN "    \
+    "('fail', "                                                                                    \
     "'softfail')), sum(spf_result = 'temperror'), sum(coalesce(dkim, '') <> ''), "                 \
     "sum(dkim_aligned), sum(dmarc_result = 'pass'), sum(dmarc_result = "                           \
     "'fail'), sum(dmarc_result IN ('none', 'temperror')), sum(action = 'reroute'), "               \

@@ -3,7 +3,9 @@
  * is still in the queue. Counts what is unaccounted for (should be 0), lists the open messages,
  * and with --message-id or a window prints every event of each message, its DSN included.
  * The queue is asked over the control socket (`queue list --json`, read with SQLite's JSON
- * functions); read-only SQL otherwise. */
+ * functions) unless --records names the records; read-only SQL otherwise. Over several
+ * instances' records a message is keyed by (instance, queue id), and a recipient suppressed as a
+ * duplicate is proven by a delivery of the same Message-ID to the same recipient in the set. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +21,12 @@
     "e.detail, '') WHEN 'routed' THEN 'provider=' || coalesce(e.provider, '') || "                 \
     "coalesce('; ' || e.route_reason, '') || CASE WHEN e.action = 'wait' THEN '; waiting in the "  \
     "queue' ELSE '' END WHEN 'dsn' THEN e.dsn_queue_id ELSE e.detail END"
+
+/* A suppressed row f is proven when a delivery of its Message-ID to its recipient is in the
+ * records (this instance's or another's). */
+#define CONTINUITY_PROVEN_SQL                                                                      \
+    "EXISTS (SELECT 1 FROM events d WHERE d.event = 'delivered' AND d.message_id = f.message_id "  \
+    "AND d.recipient = f.recipient)"
 
 struct continuity_queue {
     int known; /* the relay answered */
@@ -40,7 +48,9 @@ static void continuity_queue_load(struct report_ctx *ctx, struct continuity_queu
     char err[256];
     memset(q, 0, sizeof *q);
     sqlite3_stmt *st = NULL;
-    if (control_request(ctx->cfg->control_socket, "queue list --json", &out, err, sizeof err) ==
+    /* records named with --records may be any instance's: no one queue to ask */
+    if (ctx->opt.n_records == 0 &&
+        control_request(ctx->cfg->control_socket, "queue list --json", &out, err, sizeof err) ==
             0 &&
         sqlite3_prepare_v2(ctx->db,
                            /* one row even for an empty queue: whether it is the answer */
@@ -81,7 +91,7 @@ static void continuity_queue_free(struct continuity_queue *q)
 static void continuity_messages_sql(struct report_ctx *ctx, struct strbuf *sql)
 {
     strbuf_puts(sql, "SELECT queue_id AS q, ts_us AS t0, message_id AS mid, sender AS snd, "
-                     "nrcpt FROM events WHERE event = 'received'");
+                     "nrcpt, instance AS inst, id AS rid FROM events WHERE event = 'received'");
     if (ctx->opt.message_id) strbuf_puts(sql, " AND message_id IN (?1, ?2)");
     report_sql_filters(sql, ctx, NULL, REPORT_SENDER_DOMAIN_SQL("sender"), 0);
 }
@@ -118,12 +128,19 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
     struct continuity_queue q;
     continuity_queue_load(ctx, &q);
     struct strbuf sql = STRBUF_INIT;
-    strbuf_puts(&sql, "SELECT m.q, m.t0, m.mid, m.snd, m.nrcpt, (SELECT count(DISTINCT "
-                      "f.recipient) FROM events f WHERE f.queue_id = m.q AND f.event IN "
-                      "('delivered', 'bounced', 'expired')), EXISTS (SELECT 1 FROM events f "
-                      "WHERE f.queue_id = m.q AND f.event = 'deleted') FROM (");
+    /* final: recipients delivered, bounced, expired, or suppressed as a duplicate of a delivery
+     * (same Message-ID and recipient) in these records; unproven: suppressed ones without it.
+     * A join, not a correlated count: over several files SQLite then reads the merged view
+     * once instead of once per message. */
+    strbuf_puts(&sql,
+                "SELECT m.q, m.t0, m.mid, m.snd, m.nrcpt, count(DISTINCT CASE WHEN f.event IN "
+                "('delivered', 'bounced', 'expired') OR (f.event = 'suppressed' AND "
+                "" CONTINUITY_PROVEN_SQL ") THEN f.recipient END), coalesce(max(f.event = "
+                "'deleted'), 0), m.inst, count(DISTINCT CASE WHEN f.event = 'suppressed' AND NOT "
+                "" CONTINUITY_PROVEN_SQL " THEN f.recipient END) FROM (");
     continuity_messages_sql(ctx, &sql);
-    strbuf_puts(&sql, ") AS m ORDER BY m.t0");
+    strbuf_puts(&sql, ") AS m LEFT JOIN events f ON f.instance = m.inst AND f.queue_id = m.q "
+                      "GROUP BY m.inst, m.rid ORDER BY m.t0, m.inst, m.rid");
     char *alt = NULL;
     sqlite3_stmt *st = continuity_prepare(ctx, sql.data, &alt);
     strbuf_free(&sql);
@@ -142,7 +159,7 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
             complete++;
             continue;
         }
-        int in_queue = continuity_queue_has(&q, id);
+        int in_queue = ctx->n_sources == 1 && continuity_queue_has(&q, id);
         if (in_queue)
             queued++;
         else
@@ -155,7 +172,12 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
         report_put(open, 3, report_text_col(st, 3));
         report_puti(open, 4, nrcpt);
         report_puti(open, 5, final);
-        report_put(open, 6, in_queue ? "in queue" : q.known ? "UNACCOUNTED" : "unaccounted?");
+        report_put(open, 6,
+                   in_queue                          ? "in queue"
+                   : sqlite3_column_int64(st, 8) > 0 ? "suppressed, no delivery in these records"
+                   : q.known                         ? "UNACCOUNTED"
+                                                     : "unaccounted?");
+        report_put(open, 7, report_text_col(st, 7));
     }
     report_progress_end(ctx);
     report_row(acc);
@@ -163,7 +185,11 @@ static int continuity_accounting(struct report_ctx *ctx, struct report_table *ac
     report_puti(acc, 1, complete);
     report_puti(acc, 2, queued);
     report_puti(acc, 3, unaccounted);
-    report_put(acc, 4, q.known ? "asked the running relay" : "relay not reachable");
+    report_put(acc, 4,
+               q.known              ? "asked the running relay"
+               : ctx->opt.n_records ? "not asked (records given with --records)"
+                                    : "relay not reachable");
+    report_puti(acc, 5, (int64_t)ctx->n_sources);
     continuity_queue_free(&q);
     return continuity_finish(ctx, st, rc, alt);
 }
@@ -174,12 +200,13 @@ static int continuity_trails(struct report_ctx *ctx, struct report_table *t)
     strbuf_puts(&sql, "WITH m AS (");
     continuity_messages_sql(ctx, &sql);
     strbuf_puts(&sql,
-                "), g AS (SELECT q, t0, q AS orig FROM m UNION ALL SELECT d.dsn_queue_id, "
-                "m.t0, m.q FROM events d JOIN m ON d.queue_id = m.q WHERE d.event = 'dsn') "
+                "), g AS (SELECT q, t0, q AS orig, inst FROM m UNION ALL SELECT d.dsn_queue_id, "
+                "m.t0, m.q, m.inst FROM events d JOIN m ON d.instance = m.inst AND d.queue_id = "
+                "m.q WHERE d.event = 'dsn') "
                 "SELECT e.ts_us, e.queue_id, e.event, e.recipient, e.egress, e.remote_mx, "
                 "e.remote_addr, e.reply_code, e.enhanced_code, e.reply_text, " CONTINUITY_DETAIL_SQL
-                ", e.message_id, e.action FROM g JOIN events e ON "
-                "e.queue_id = g.q ORDER BY g.t0, g.orig, e.ts_us, e.id");
+                ", e.message_id, e.action, e.instance FROM g JOIN events e ON e.instance = g.inst "
+                "AND e.queue_id = g.q ORDER BY g.t0, g.inst, g.orig, e.ts_us, e.id");
     char *alt = NULL;
     sqlite3_stmt *st = continuity_prepare(ctx, sql.data, &alt);
     strbuf_free(&sql);
@@ -213,6 +240,7 @@ static int continuity_trails(struct report_ctx *ctx, struct report_table *t)
         else
             strbuf_puts(&cell, report_text_col(st, 10));
         report_put(t, 7, cell.data);
+        report_put(t, 8, report_text_col(st, 13));
     }
     strbuf_free(&cell);
     return continuity_finish(ctx, st, rc, alt);
@@ -222,19 +250,21 @@ int report_continuity_build(struct report_ctx *ctx, struct report_doc *doc, int 
 {
     struct report_table *acc =
         report_table_add(doc, "accounting", "Accepted messages and their final states",
-                         "accepted:i complete:i in_queue:i unaccounted:i queue");
+                         "accepted:i complete:i in_queue:i unaccounted:i queue instances:i");
     struct report_table *open =
         report_table_add(doc, "open", "Messages without a final state for every recipient",
-                         "received queue_id message_id sender recipients:i final:i state");
+                         "received queue_id message_id sender recipients:i final:i state instance");
     if (continuity_accounting(ctx, acc, open) < 0) return -1;
     if (trails) {
         struct report_table *t = report_table_add(
             doc, "trail", "Trail of each message (acceptance to remote reply or DSN)",
-            "time queue_id event recipient egress remote reply detail");
+            "time queue_id event recipient egress remote reply detail instance");
         if (continuity_trails(ctx, t) < 0) return -1;
     }
     strbuf_puts(&doc->notes,
-                "complete: every recipient delivered, bounced or expired, or the message deleted.\n"
+                "complete: every recipient delivered, bounced or expired (or suppressed as a "
+                "duplicate of a delivery of the same Message-ID to the same recipient in these "
+                "records), or the message deleted.\n"
                 "unaccounted: neither complete nor in the running relay's queue (must be 0).\n");
     return 0;
 }

@@ -1,7 +1,8 @@
 /* delivery.c - the delivery report: delivered / deferred / bounced / expired per egress x
  * provider with delivery delays (p50, p95 of delay_ms: acceptance to the remote 250), and the
  * most frequent remote replies. The provider is the row's own, else the one the recipient's
- * latest `routed` row names. Read-only SQL; percentiles are computed here. */
+ * latest `routed` row names (of the same instance). Over several instances' records each row is
+ * also grouped by its instance. Read-only SQL; percentiles are computed here. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +10,7 @@
 #include "report/report_core.h"
 
 struct delivery_group {
-    char *egress, *provider;
+    char *instance, *egress, *provider;
     int64_t delivered, deferred, bounced, expired;
     int64_t *delays;
     size_t n_delays, cap_delays;
@@ -24,7 +25,8 @@ static int delivery_cmp_i64(const void *a, const void *b)
 static int delivery_cmp_group(const void *a, const void *b)
 {
     const struct delivery_group *x = a, *y = b;
-    int c = strcmp(x->egress, y->egress);
+    int c = strcmp(x->instance, y->instance);
+    if (!c) c = strcmp(x->egress, y->egress);
     return c ? c : strcmp(x->provider, y->provider);
 }
 
@@ -37,15 +39,18 @@ static int64_t delivery_percentile(const int64_t *v, size_t n, int pct)
 }
 
 static struct delivery_group *delivery_group_of(struct delivery_group **groups, size_t *n,
-                                                const char *egress, const char *provider)
+                                                const char *instance, const char *egress,
+                                                const char *provider)
 {
     for (size_t i = 0; i < *n; i++)
-        if (strcmp((*groups)[i].egress, egress) == 0 &&
+        if (strcmp((*groups)[i].instance, instance) == 0 &&
+            strcmp((*groups)[i].egress, egress) == 0 &&
             strcmp((*groups)[i].provider, provider) == 0)
             return &(*groups)[i];
     *groups = xrealloc(*groups, (*n + 1) * sizeof **groups);
     struct delivery_group *g = &(*groups)[(*n)++];
     memset(g, 0, sizeof *g);
+    g->instance = xstrdup(instance);
     g->egress = xstrdup(egress);
     g->provider = xstrdup(provider);
     return g;
@@ -56,12 +61,14 @@ static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
     struct strbuf sql = STRBUF_INIT;
     /* rows without a provider of their own (recipients bounced before any attempt, rows of
      * schema 1 and 2) take it from the recipient's latest routing decision */
-    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(e.provider, (SELECT "
-                      "r.provider FROM events r WHERE r.queue_id = e.queue_id AND r.event = "
-                      "'routed' AND r.recipient = e.recipient ORDER BY r.id DESC LIMIT 1), '-'), "
-                      "e.delay_ms FROM events e WHERE e.event IN ('delivered', 'deferred', "
-                      "'bounced', 'expired')");
+    strbuf_puts(&sql, "SELECT e.event, coalesce(e.egress, '-'), coalesce(e.provider, r.provider, "
+                      "'-'), e.delay_ms, e.instance, max(r.id) FROM events e LEFT JOIN events r ON "
+                      "e.provider IS NULL AND r.instance = e.instance AND r.queue_id = e.queue_id "
+                      "AND r.event = 'routed' AND r.recipient = e.recipient WHERE e.event IN "
+                      "('delivered', 'deferred', 'bounced', 'expired')");
     report_sql_filters(&sql, ctx, "e", REPORT_SENDER_DOMAIN_SQL("e.sender"), 1);
+    /* max(r.id): r.provider is the latest routing decision's (SQLite's bare column rule) */
+    strbuf_puts(&sql, " GROUP BY e.instance, e.id");
     sqlite3_stmt *st = report_prepare(ctx, sql.data);
     strbuf_free(&sql);
     if (!st) return -1;
@@ -73,7 +80,8 @@ static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
         if (++rows % 4096 == 0) report_progress(ctx, "delivery", rows, 0);
         const char *event = report_text_col(st, 0);
         struct delivery_group *g =
-            delivery_group_of(&groups, &n, report_text_col(st, 1), report_text_col(st, 2));
+            delivery_group_of(&groups, &n, ctx->n_sources > 1 ? report_text_col(st, 4) : "",
+                              report_text_col(st, 1), report_text_col(st, 2));
         switch (event[0]) {
         case 'd':
             if (event[2] == 'f') {
@@ -113,6 +121,8 @@ static int delivery_counts(struct report_ctx *ctx, struct report_table *t)
             report_puti(t, 6, delivery_percentile(g->delays, g->n_delays, 50));
             report_puti(t, 7, delivery_percentile(g->delays, g->n_delays, 95));
         }
+        if (ctx->n_sources > 1) report_put(t, 8, g->instance);
+        free(g->instance);
         free(g->egress);
         free(g->provider);
         free(g->delays);
@@ -151,9 +161,13 @@ static int delivery_replies(struct report_ctx *ctx, struct report_table *t)
 
 int report_delivery_build(struct report_ctx *ctx, struct report_doc *doc)
 {
+    /* over several instances' records a last column names each row's instance */
     struct report_table *t = report_table_add(
         doc, "delivery", "Delivery per egress x provider (delays: acceptance to remote 250, ms)",
-        "egress provider delivered:i deferred:i bounced:i expired:i p50_ms:i p95_ms:i");
+        ctx->n_sources > 1
+            ? "egress provider delivered:i deferred:i bounced:i expired:i p50_ms:i p95_ms:i "
+              "instance"
+            : "egress provider delivered:i deferred:i bounced:i expired:i p50_ms:i p95_ms:i");
     struct report_table *replies = report_table_add(doc, "replies", "Top remote replies",
                                                     "event code:i enhanced text count:i");
     if (delivery_counts(ctx, t) < 0 || delivery_replies(ctx, replies) < 0) return -1;

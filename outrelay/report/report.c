@@ -52,6 +52,12 @@ static const char report_usage[] =
     "  --csv | --json         CSV (RFC 4180, the main table or --table NAME) or JSON\n"
     "  --table NAME           only this table\n"
     "  -o FILE                write to FILE instead of standard output\n"
+    "  --records FILE|DIR     read these records instead of <state>/records.db; again to\n"
+    "                         merge several instances' records into one report. A DIR: its\n"
+    "                         */records.db, */state/records.db and *.db. Each row carries its\n"
+    "                         instance: the name in the file's cluster records, else the\n"
+    "                         state directory's (its parent's when called state), else the\n"
+    "                         file's name without .db\n"
     "Times are UTC. The provider of a recipient is the one the route stage recorded for it\n"
     "(the provider of its routed record), so reports agree with the routing decisions and\n"
     "caps. Records of an older outrelay are upgraded in place first.\n";
@@ -159,6 +165,7 @@ static int report_dispatch(struct report_ctx *ctx, const char *cmd, FILE *out)
     else
         rc = report_continuity_build(ctx, &doc,
                                      ctx->opt.message_id != NULL || ctx->opt.window_given);
+    if (rc == 0) report_sources_table(ctx, &doc);
     if (rc == 0) rc = report_render(ctx, &doc, out);
     report_doc_free(&doc);
     if (rc == 0 && strcmp(cmd, "alignment") == 0 && ctx->opt.format == REPORT_TEXT && ctx->has_rua)
@@ -204,7 +211,8 @@ int report_run(const struct config *cfg, int argc, char **argv)
         OPT_FORMAT,
         OPT_TABLE,
         OPT_MISMATCHES,
-        OPT_DAY
+        OPT_DAY,
+        OPT_RECORDS
     };
     static const struct option opts[] = {{"since", required_argument, NULL, OPT_SINCE},
                                          {"until", required_argument, NULL, OPT_UNTIL},
@@ -217,6 +225,7 @@ int report_run(const struct config *cfg, int argc, char **argv)
                                          {"table", required_argument, NULL, OPT_TABLE},
                                          {"mismatches", no_argument, NULL, OPT_MISMATCHES},
                                          {"day", required_argument, NULL, OPT_DAY},
+                                         {"records", required_argument, NULL, OPT_RECORDS},
                                          {"output", required_argument, NULL, 'o'},
                                          {"config", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
@@ -279,6 +288,12 @@ int report_run(const struct config *cfg, int argc, char **argv)
         case OPT_MISMATCHES:
             ctx.opt.mismatches_only = 1;
             break;
+        case OPT_RECORDS:
+            if (report_sources_add(&ctx.opt, optarg, ctx.err, sizeof ctx.err) != 0) {
+                fprintf(stderr, "outrelay report: %s\n", ctx.err);
+                bad = 1;
+            }
+            break;
         case 'o':
             ctx.opt.output = optarg;
             break;
@@ -294,6 +309,7 @@ int report_run(const struct config *cfg, int argc, char **argv)
     const char *cmd = optind < argc ? argv[optind] : NULL;
     if (!help && !bad && cmd && strcmp(cmd, "import-rua") == 0) {
         free(domain);
+        report_sources_free(&ctx.opt);
         return report_import_rua(cfg, argc - optind - 1, argv + optind + 1);
     }
     if (help || bad || !cmd || !report_is_command(cmd) || optind + 1 != argc) {
@@ -301,22 +317,26 @@ int report_run(const struct config *cfg, int argc, char **argv)
             fprintf(stderr, "outrelay report: unknown report \"%s\"\n", cmd);
         fputs(report_usage, help ? stdout : stderr);
         free(domain);
+        report_sources_free(&ctx.opt);
         return help ? 0 : 2;
     }
     if (strcmp(cmd, "export") == 0 &&
         (!ctx.opt.export_format || strcmp(ctx.opt.export_format, "pmta") != 0)) {
         fprintf(stderr, "outrelay report export: --format pmta is the format there is\n");
         free(domain);
+        report_sources_free(&ctx.opt);
         return 2;
     }
     if (strcmp(cmd, "html") == 0 && !ctx.opt.output) {
         fprintf(stderr, "outrelay report html: -o FILE is required\n");
         free(domain);
+        report_sources_free(&ctx.opt);
         return 2;
     }
     if (ctx.opt.since_us && ctx.opt.until_us && ctx.opt.until_us <= ctx.opt.since_us) {
         fprintf(stderr, "outrelay report: --until must be after --since\n");
         free(domain);
+        report_sources_free(&ctx.opt);
         return 2;
     }
     ctx.opt.progress = isatty(STDERR_FILENO);
@@ -337,7 +357,8 @@ int report_run(const struct config *cfg, int argc, char **argv)
         }
     }
     if (status != 0) fprintf(stderr, "outrelay report %s: %s\n", cmd, ctx.err);
-    sqlite3_close(ctx.db);
+    report_close(&ctx);
+    report_sources_free(&ctx.opt);
     free(domain);
     return status;
 }

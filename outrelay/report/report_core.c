@@ -1,15 +1,11 @@
-/* report_core.c - what every report builder shares: opening <state>/records.db (upgraded in
- * place first when an older outrelay wrote it, then read-only), the filter SQL of the time
- * window, --domain and --egress, prepared statements and progress on a terminal. Called by the
- * builders and by report.c; calls none of them. Single-threaded; never blocks a running relay
- * (WAL readers do not block the writer). */
+/* report_core.c - what every report builder shares (the records themselves are opened by
+ * sources.c): the filter SQL of the time window, --domain and --egress, prepared statements and
+ * progress on a terminal. Called by the builders and by report.c; calls none of them.
+ * Single-threaded; never blocks a running relay (WAL readers do not block the writer). */
 #include <stdio.h>
-#include <sys/stat.h>
 #include <time.h>
 
 #include "common/strbuf.h"
-#include "config/config.h"
-#include "records/records.h"
 #include "report/report_core.h"
 
 /* ---- filters and statements ------------------------------------------------------------------ */
@@ -78,34 +74,4 @@ void report_progress_end(const struct report_ctx *ctx)
 {
     if (ctx->opt.progress && report_progress_shown) fputc('\n', stderr);
     report_progress_shown = 0;
-}
-
-int report_open(struct report_ctx *ctx)
-{
-    struct strbuf path = STRBUF_INIT;
-    strbuf_printf(&path, "%s/records.db", ctx->cfg->state);
-    struct stat st;
-    int rc = -1;
-    if (stat(path.data, &st) != 0) {
-        snprintf(ctx->err, sizeof ctx->err,
-                 "no records at %s (has the relay run with this configuration?)", path.data);
-    } else if (records_upgrade(path.data, ctx->err, sizeof ctx->err) != 0) {
-        /* err says why: a newer schema, or an older one that could not be upgraded */
-    } else if (sqlite3_open_v2(path.data, &ctx->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-        snprintf(ctx->err, sizeof ctx->err, "cannot open %s: %s", path.data,
-                 ctx->db ? sqlite3_errmsg(ctx->db) : "out of memory");
-    } else {
-        /* the relay's writer holds the lock only for a batch commit */
-        sqlite3_busy_timeout(ctx->db, 10000);
-        sqlite3_stmt *q = NULL;
-        if (sqlite3_prepare_v2(ctx->db,
-                               "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                               "name = 'rua_reports'",
-                               -1, &q, NULL) == SQLITE_OK)
-            ctx->has_rua = sqlite3_step(q) == SQLITE_ROW;
-        sqlite3_finalize(q);
-        rc = 0;
-    }
-    strbuf_free(&path);
-    return rc;
 }

@@ -26,15 +26,25 @@ struct report_options {
     const char *output;         /* -o FILE; NULL = stdout */
     const char *table;          /* --table NAME: which table --csv prints / text shows */
     enum report_format format;
-    int window_given; /* --since or --until was given */
-    int progress;     /* stderr is a terminal: show progress of long jobs */
+    int window_given;    /* --since or --until was given */
+    int progress;        /* stderr is a terminal: show progress of long jobs */
     int mismatches_only; /* rua: only rows where receivers disagree with our prediction */
+    char **records;      /* --records: files to merge (report_sources_add); none = <state> */
+    size_t n_records;
+};
+
+/* One records file a report reads, attached as r<index>, and its instance's name. */
+struct report_source {
+    char *file;
+    char *instance;
 };
 
 struct report_ctx {
     const struct config *cfg;
     sqlite3 *db;
-    int has_rua;      /* rua_reports exists (aggregate reports were imported) */
+    int has_rua;                   /* rua_reports exists (aggregate reports were imported) */
+    struct report_source *sources; /* what report_open attached */
+    size_t n_sources;
     struct report_options opt;
     char err[512];
 };
@@ -92,9 +102,22 @@ void report_html_escape(struct strbuf *out, const char *s);
 
 /* ---- database and shared SQL pieces (report_core.c) ----------------------------------------- */
 
-/* Opens <state>/records.db into ctx->db read-only, upgrading an older schema in place first
- * (records_upgrade); a database of a newer outrelay is refused. 0 / -1 with ctx->err. */
+/* sources.c. report_open attaches <state>/records.db, or every opt.records file, read-only to
+ * ctx->db, each upgraded in place first when older (records_upgrade; a newer one is refused),
+ * and makes `events` a TEMP VIEW over all of them with one more column, instance (the name the
+ * file's `cluster` records give, else its state directory's (the parent's when that is called
+ * state), else the file's name without .db).
+ * A queue id is unique within one instance only: join rows of a message on instance too.
+ * 0 / -1 with ctx->err; report_close either way. */
 int report_open(struct report_ctx *ctx);
+void report_close(struct report_ctx *ctx);
+/* --records ARG: a file, or a directory (each DIR/NAME/records.db or DIR/NAME/state/records.db,
+ * and each DIR/NAME.db, in name order). 0 / -1. */
+int report_sources_add(struct report_options *opt, const char *arg, char *err, size_t errlen);
+void report_sources_free(struct report_options *opt);
+/* When --records was given: appends the table "instances" (instance, file) to doc. */
+struct report_doc;
+void report_sources_table(const struct report_ctx *ctx, struct report_doc *doc);
 
 /* Appends " AND <time window> [AND domain] [AND egress]" over events table alias `a` (may be
  * ""), binding nothing: values go in as parameters ?101 since, ?102 until, ?103 domain, ?104

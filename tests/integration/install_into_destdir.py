@@ -22,7 +22,7 @@ import harness as h
 
 INSTALLED_DOCS = ("README.md", "outrelay.example.yaml", "guides/zimbra.md",
                   "guides/microsoft-365.md", "guides/google-workspace.md",
-                  "guides/pre-ramp-checklist.md", "grafana/outrelay-dashboard.json",
+                  "guides/pre-ramp-checklist.md", "guides/two-instances.md", "grafana/outrelay-dashboard.json",
                   "grafana/README.md")
 
 
@@ -54,7 +54,7 @@ def test(env):
     cmake_install(env, build, "/usr", destdir=stage)
     usr = os.path.join(stage, "usr")
     want = ["bin/outrelay", "share/man/man8/outrelay.8", "share/man/man5/outrelay.yaml.5",
-            "lib/systemd/system/outrelay.service"]
+            "lib/systemd/system/outrelay.service", "lib/systemd/system/outrelay@.service"]
     want += [f"share/outrelay/policies/{p}" for p in
              ("providers.yaml", "shaping.yaml", "platforms.yaml")]
     want += [f"share/doc/outrelay/{d}" for d in INSTALLED_DOCS]
