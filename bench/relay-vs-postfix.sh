@@ -1127,6 +1127,240 @@ bench_outrelay_rsa()  { bench_outrelay_variant outrelay-rsa  "$TMP/keys-rsa"  "r
 bench_outrelay_dual() { bench_outrelay_variant outrelay-dual "$TMP/keys-dual" "ed25519-sha256 rsa-sha256"; }
 bench_outrelay_ramp() { bench_outrelay_variant outrelay-ramp "$TMP/keys-rsa"  "rsa-sha256"; }
 
+# ------------------------------------------------------------ latency phase
+# After the throughput runs: outrelay-rsa's end-to-end rate is the peak. Fresh instances of the
+# signing relays (outrelay-rsa, postfix-opendkim, exim-dkim) each get LAT_N messages from our
+# own client (bench/smtp-latency.py, $SESSIONS sessions) offered at half of that peak and at the
+# peak, and the client times every message from the end of DATA to the 250. The offered rates
+# are the same for every relay; a relay that cannot keep up shows a lower achieved rate, and
+# after BENCH_LAT_SECONDS (60) no new message is started.
+LAT_SECONDS="${BENCH_LAT_SECONDS:-60}"
+LAT_PEAK=""
+lat_run() {  # lat_run SYSTEM LABEL RATE PORT
+    local sys="$1" label="$2" rate="$3" port="$4" out
+    out="$(timeout "$TIMEOUT" "$PY3" "$REPO/bench/smtp-latency.py" 127.0.0.1 "$port" --messages "$LAT_N" \
+        --sessions "$SESSIONS" --rate "$rate" --size "$SIZE" --sender "$SENDER" --rcpt "$RCPT" \
+        --max-seconds "$LAT_SECONDS" 2>"$TMP/lat-$sys-$label.err")" || true
+    [[ -n "$out" ]] || out="failed: $(head -c 200 "$TMP/lat-$sys-$label.err")"
+    echo "  $sys at $label ($rate msg/s offered): $out"
+    RES[$sys.lat.$label]="$out"
+}
+lat_field() {  # lat_field SYSTEM LABEL KEY
+    sed -n "s/.* $3=\([^ ]*\).*/\1/p" <<<" ${RES[$1.lat.$2]:-}"
+}
+
+latency_phase() {
+    local half sys rport sport dir ok
+    [[ "$LATENCY" == 1 ]] || return 0
+    if ! [[ "${RES[outrelay-rsa.e2e]:-}" =~ ^[0-9.]+$ ]]; then
+        echo "== latency: not measured (needs a completed outrelay-rsa run: its e2e rate is the peak)"
+        echo; return 0
+    fi
+    LAT_PEAK="$(fdiv "$N" "${RES[outrelay-rsa.e2e]}" '%.1f')"
+    half="$(fdiv "$LAT_PEAK" 2 '%.1f')"
+    echo "== latency: end of DATA -> 250 (bench/smtp-latency.py, $SESSIONS sessions, up to $LAT_N msgs or ${LAT_SECONDS}s per rate)"
+    echo "  peak = outrelay-rsa's end-to-end rate above: $LAT_PEAK msg/s; half peak: $half msg/s"
+    for sys in outrelay-rsa postfix-opendkim exim-dkim; do
+        has_system "$sys" && [[ "${RES[$sys.e2e]:-}" =~ ^[0-9.]+$ ]] || continue
+        rport="$(free_port)"; sport="$(free_port)"; dir="$TMP/lat-$sys"; ok=1
+        start_sink "$sport" 0 >/dev/null
+        case "$sys" in
+        outrelay-rsa)
+            write_outrelay_config "$dir.yaml" "$dir" "$rport" "$sport" "$TMP/keys-rsa"
+            start_outrelay "$dir.yaml" "$dir.log" "$rport" || ok=0 ;;
+        postfix-opendkim)
+            start_opendkim >/dev/null
+            PF="$dir"
+            write_postfix_config "$rport" "$sport" "$OD/sock/opendkim.sock"
+            start_postfix "$rport" >/dev/null ;;
+        exim-dkim)
+            write_exim_config "$dir" "$rport" "$sport" 1
+            start_exim "$dir" "$rport" || ok=0 ;;
+        esac
+        if ((ok)); then
+            lat_run "$sys" half "$half" "$rport"
+            lat_run "$sys" peak "$LAT_PEAK" "$rport"
+        else
+            log "latency: $sys did not start"; RES[$sys.lat.half]="failed"; KEEP=1
+        fi
+        stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+        stop_pid "$EXIM_PID" exim; EXIM_PID=""
+        stop_postfix
+        stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
+        stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    done
+    echo
+}
+
+# ----------------------------------------------------------- sessions phase
+# IDLE sessions (EHLO done, then silent) held against a fresh outrelay-rsa by
+# bench/hold-sessions.py from 127.0.0.2, 127.0.0.3, ... (5,000 per address), with
+# limits.max_connections raised above IDLE. The relay's RSS before (after one warm-up message)
+# and with all sessions held gives KB per idle session; while they are held one more session
+# must be answered and its message delivered; then every session is closed.
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+wait_sink_count() {  # wait_sink_count PORT COUNT SECONDS
+    local i
+    for ((i = 0; i < $3 * 10; i++)); do
+        (( $(sink_count "$1") >= $2 )) && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+sessions_phase() {
+    local rport sport dir cfg rss0 rss1 line open=0 failed=0 secs i estab t0 t1
+    ((IDLE > 0)) || return 0
+    if ! has_system outrelay-rsa; then
+        echo "== sessions: not measured (needs outrelay-rsa in BENCH_SYSTEMS)"; echo; return 0
+    fi
+    dir="$TMP/sessions"; cfg="$dir.yaml"
+    rport="$(free_port)"; sport="$(free_port)"
+    echo "== sessions: $IDLE idle sessions against outrelay-rsa (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
+    # every session is a descriptor in the relay and in the holder
+    ulimit -Hn $((IDLE + 4096)) 2>/dev/null || true
+    ulimit -n $((IDLE + 4096)) || die "cannot raise the open files limit to $((IDLE + 4096))"
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$TMP/keys-rsa"
+    printf 'limits:\n  max_connections: %d\n  max_connections_per_client: 0\n' $((IDLE + 1000)) >>"$cfg"
+    start_sink "$sport" 0 >/dev/null
+    if ! start_outrelay "$cfg" "$dir/outrelay.log" "$rport"; then
+        log "sessions: outrelay did not start:"; tail -n 20 "$dir/outrelay.log" >&2
+        RES[sessions]="failed"; KEEP=1; stop_pid "$SINK_PID" smtp-sink; SINK_PID=""; echo; return 0
+    fi
+    send_one "$rport" "$dir/warm.log" && wait_sink_count "$sport" 1 30 \
+        || log "sessions: the warm-up message was not delivered"
+    rss0="$(rss_kb "$OUTRELAY_PID")"
+    : >"$dir/hold.out"
+    "$PY3" "$REPO/bench/hold-sessions.py" 127.0.0.1 "$rport" --sessions "$IDLE" \
+        --release-file "$dir/release" --hold 300 >"$dir/hold.out" 2>"$dir/hold.err" &
+    HOLD_PID=$!
+    for ((i = 0; i < 1200; i++)); do
+        grep -q '^ready ' "$dir/hold.out" && break
+        pid_alive "$HOLD_PID" || break
+        sleep 0.1
+    done
+    line="$(grep '^ready ' "$dir/hold.out" || true)"
+    if [[ -z "$line" ]]; then
+        log "sessions: the holder did not get its sessions up within 120s:"; cat "$dir/hold.err" >&2
+        RES[sessions]="failed"; KEEP=1
+    else
+        read -r _ open failed secs <<<"$line"
+        sleep 1
+        rss1="$(rss_kb "$OUTRELAY_PID")"
+        estab="$(ss -Htn state established "( sport = :$rport )" | wc -l)"
+        echo "  held:   $open sessions open ($failed failed) after ${secs}s; $estab established at the relay's port"
+        head -n 3 "$dir/hold.err" | sed 's/^/  holder: /'
+        echo "  rss:    ${rss0} KB before, ${rss1} KB held -> $(fdiv "$((rss1 - rss0))" "$open" '%.2f') KB per idle session"
+        t0="$(now)"
+        if send_one "$rport" "$dir/during.log" && wait_sink_count "$sport" 2 30; then
+            t1="$(now)"
+            echo "  while held: a new session was answered and its message delivered in $(fsub "$t1" "$t0")s"
+            RES[sessions.during]="ok"
+        else
+            echo "  while held: the new session's message was NOT delivered:"; tail -n 5 "$dir/during.log" | sed 's/^/    /'
+            RES[sessions.during]="failed"
+        fi
+        RES[sessions]="$open"; RES[sessions.failed]="$failed"
+        RES[sessions.kb]="$(fdiv "$((rss1 - rss0))" "$open" '%.2f')"
+    fi
+    touch "$dir/release"
+    for ((i = 0; i < 600; i++)); do pid_alive "$HOLD_PID" || break; sleep 0.1; done
+    stop_pid "$HOLD_PID" hold-sessions; HOLD_PID=""
+    grep '^released' "$dir/hold.out" | sed 's/^/  holder: /'
+    for ((i = 0; i < 100; i++)); do
+        estab="$(ss -Htn state established "( sport = :$rport )" | wc -l)"
+        ((estab == 0)) && break
+        sleep 0.1
+    done
+    echo "  after:  $estab session(s) still established at the relay's port; relay RSS $(rss_kb "$OUTRELAY_PID") KB"
+    ((estab == 0)) || RES[sessions.during]="not all closed"
+    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    echo
+}
+
+# ------------------------------------------------------------ profile phase
+# A separate run of outrelay-rsa (PROF_N messages, same load otherwise) under perf record with
+# DWARF call graphs (the Release build has no frame pointers), attached to the relay's PID; the
+# measured runs above are not profiled. The summary (by library, thread, self and children
+# symbols) goes into the output and into BENCH_PROFILE_OUT.
+PROFILE_OUT="${BENCH_PROFILE_OUT:-$BUILD_DIR/profile-outrelay-rsa.txt}"
+profile_phase() {
+    local dir rport sport cfg perf=/usr/bin/perf rc=0 cpu
+    [[ "$PROFILE" == 1 ]] || return 0
+    if ! has_system outrelay-rsa || [[ ! -x "$perf" ]]; then
+        echo "== profile: not measured (needs outrelay-rsa in BENCH_SYSTEMS and $perf)"; echo; return 0
+    fi
+    dir="$TMP/profile"; cfg="$dir.yaml"
+    rport="$(free_port)"; sport="$(free_port)"
+    echo "== profile: outrelay-rsa under perf record, $PROF_N msgs (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport)"
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$TMP/keys-rsa"
+    local N="$PROF_N"   # run_load and start_sink read N
+    start_sink "$sport" >/dev/null
+    if ! start_outrelay "$cfg" "$dir/outrelay.log" "$rport"; then
+        log "profile: outrelay did not start"; stop_pid "$SINK_PID" smtp-sink; SINK_PID=""; echo; return 0
+    fi
+    # root needs no perf_event_paranoid change; if perf still refuses, lower it for this run
+    # only (restored right after, and by cleanup on any exit)
+    start_perf() {
+        "$perf" record -q -F 499 --call-graph dwarf,8192 -p "$OUTRELAY_PID" -o "$dir/perf.data" \
+            >"$dir/perf.err" 2>&1 &
+        PERF_PID=$!
+        sleep 1
+        pid_alive "$PERF_PID"
+    }
+    if ! start_perf; then
+        PERF_PARANOID="$(cat /proc/sys/kernel/perf_event_paranoid)"
+        echo -1 >/proc/sys/kernel/perf_event_paranoid
+        echo "  perf refused ($(head -n 1 "$dir/perf.err")); perf_event_paranoid $PERF_PARANOID -> -1 for this run"
+        start_perf || { log "profile: perf record does not run:"; cat "$dir/perf.err" >&2; rc=1; }
+    fi
+    if ((rc == 0)); then
+        cpu_run profile run_load profile "$rport" "$sport" >/dev/null || true
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 300; i++)); do pid_alive "$PERF_PID" || break; sleep 0.1; done
+        stop_pid "$PERF_PID" perf; PERF_PID=""
+    fi
+    [[ -n "$PERF_PARANOID" ]] && { echo "$PERF_PARANOID" >/proc/sys/kernel/perf_event_paranoid; PERF_PARANOID=""; }
+    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    ((rc == 0)) && [[ -s "$dir/perf.data" ]] || { echo "  profile: no data"; echo; return 0; }
+    cpu="$(cpu_per_msg profile)"
+    {
+        echo "outrelay-rsa profile: $PROF_N msgs x $SIZE B, $SESSIONS sessions; accept ${RES[profile.accept]:-?}s, e2e ${RES[profile.e2e]:-?}s, relay CPU ${RES[profile.cpu]:-?}s = $cpu ms/msg (under perf)"
+        echo "-- by library (self samples; ms/msg = share x relay CPU per message)"
+        "$perf" report -i "$dir/perf.data" --stdio --no-children --sort dso -g none --percent-limit 0.5 2>/dev/null \
+            | awk -v c="$cpu" '/^ *[0-9.]+%/ { p = $1; sub(/%/, "", p); printf "  %6.2f%%  %6.3f ms/msg  %s\n", p, p * c / 100, $2 }'
+        # the threads' entry points and the big steps under them (children = self + callees);
+        # libcrypto.so.3 has no symbols here, so RSA and SHA-256 appear under their callers
+        "$perf" report -i "$dir/perf.data" --stdio --children --sort sym -g none --percent-limit 0.3 2>/dev/null \
+            | grep -E '^ *[0-9.]+%' | grep -v ' 0x0' >"$dir/children.txt" || true
+        echo "-- where the time goes (children %: the function and all it calls; ms/msg as above)"
+        local f
+        for f in cmd_serve smtpd_session_process qmgr_schedule evbuffer_write_atmost worker sign_work \
+                 dkim_sign_message RSA_sign SHA256_Update check_egress spf_evaluate dmarc_predict \
+                 records_writer_main sqlite3_step sqlite3_wal_checkpoint_v2 commit_thread __GI_fdatasync \
+                 __GI___writev __libc_pwrite64 _int_malloc; do
+            awk -v f="$f" -v c="$cpu" '{ s = $0; sub(/^.*\] /, "", s); sub(/ \(inlined\)$/, "", s) }
+                s == f { p = $1; sub(/%/, "", p); printf "  %6.2f%%  %6.3f ms/msg  %s\n", p, p * c / 100, f; exit }' \
+                "$dir/children.txt"
+        done
+        echo "  (self samples in libraries perf cannot unwind, mostly libcrypto's bignum code, sit under no caller)"
+        echo "-- top symbols, self"
+        "$perf" report -i "$dir/perf.data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.7 2>/dev/null \
+            | grep -E '^ *[0-9.]+%' | grep -v ' 0x0' | head -n 20 | sed 's/^/  /'
+        echo "-- top symbols, children (self + callees)"
+        head -n 30 "$dir/children.txt" | sed 's/^/  /'
+    } >"$dir/profile.txt"
+    mkdir -p "$(dirname "$PROFILE_OUT")"
+    cp "$dir/profile.txt" "$PROFILE_OUT"
+    sed 's/^/  /' "$dir/profile.txt"
+    echo "  (also in $PROFILE_OUT)"
+    RES[profile.done]=1
+    echo
+}
+
 # ------------------------------------------------------------------ report
 rate() {  # rate SYSTEM KEY -> msg/s or n/a
     local t="${RES[$1.$2]:-}"
@@ -1186,8 +1420,12 @@ report() {
     [[ "$(wc -w <<<"$SYSTEMS")" -ge 2 ]] && echo "ratios (msg/s of the first divided by msg/s of the second):"
     ratio_line outrelay postfix ""
     ratio_line postfix-opendkim postfix ""
-    ratio_line outrelay-rsa postfix-opendkim 5
-    ratio_line outrelay-rsa postfix 2
+    ratio_line exim postfix ""
+    ratio_line exim-dkim postfix-opendkim ""
+    ratio_line outrelay-rsa postfix-opendkim 10
+    ratio_line outrelay-rsa postfix 4
+    ratio_line outrelay-rsa exim-dkim ""
+    ratio_line outrelay exim ""
     ratio_line outrelay-rsa outrelay ""
     ratio_line outrelay-ramp outrelay-rsa ""
     ratio_line outrelay-ramp postfix ""
@@ -1204,7 +1442,65 @@ report() {
     for s in $SYSTEMS; do
         [[ -n "${RES[$s.log]:-}" ]] && printf '%-17s %s\n' "$s:" "${RES[$s.log]}${RES[$s.dnscpu]:+; nsd used ${RES[$s.dnscpu]} s CPU meanwhile}"
     done
+    if [[ -n "$LAT_PEAK" ]]; then
+        echo
+        echo "latency, end of DATA -> 250 in ms (offered: half peak $(fdiv "$LAT_PEAK" 2 '%.1f') msg/s, peak $LAT_PEAK msg/s = outrelay-rsa's e2e rate):"
+        printf '  %-17s %-5s %9s %9s %8s %8s %8s %8s %7s\n' system load achieved messages p50 p99 p99.9 max failed
+        local l
+        for s in outrelay-rsa postfix-opendkim exim-dkim; do
+            for l in half peak; do
+                [[ -n "${RES[$s.lat.$l]:-}" ]] || continue
+                printf '  %-17s %-5s %9s %9s %8s %8s %8s %8s %7s\n' "$s" "$l" "$(lat_field "$s" "$l" achieved)" \
+                    "$(lat_field "$s" "$l" messages)" "$(lat_field "$s" "$l" p50)" "$(lat_field "$s" "$l" p99)" \
+                    "$(lat_field "$s" "$l" p999)" "$(lat_field "$s" "$l" max)" "$(lat_field "$s" "$l" failed)"
+            done
+        done
+    fi
+    [[ -n "${RES[sessions.kb]:-}" ]] && printf '\nidle sessions: %s of %s held (%s failed), %s KB of relay RSS per idle session; new session + delivery while held: %s\n' \
+        "${RES[sessions]}" "$IDLE" "${RES[sessions.failed]}" "${RES[sessions.kb]}" "${RES[sessions.during]:-?}"
+    goals
     return 0
+}
+
+# goals: the issue's targets, each met / not met / not measured, from this run's figures
+goal() { printf '  %-62s %s\n' "$1" "$2"; }
+goal_ratio() {  # goal_ratio A B MIN: end-to-end ratio A/B against MIN
+    local r
+    r="$(ratio "$1" "$2" e2e)"
+    if [[ "$r" == n/a ]]; then echo "not measured"; return; fi
+    if [[ "$(verdict "$r" '>=' "$3")" == met ]]; then echo "met ($r)"; else echo "not met ($r)"; fi
+}
+goals() {
+    local v p99 kb
+    echo
+    echo "goals (issue 17; ratios are end-to-end msg/s from this run):"
+    goal "outrelay-rsa >= 10x postfix-opendkim (signed)" "$(goal_ratio outrelay-rsa postfix-opendkim 10)"
+    goal "outrelay-rsa >= 4x plain postfix" "$(goal_ratio outrelay-rsa postfix 4)"
+    if [[ "${RES[exim-dkim.e2e]:-}" =~ ^[0-9.]+$ ]]; then
+        goal "Exim anchor rows (exim-dkim in the table)" "met (outrelay-rsa / exim-dkim $(ratio outrelay-rsa exim-dkim e2e))"
+    else
+        goal "Exim anchor rows (exim-dkim in the table)" "not measured"
+    fi
+    p99="$(lat_field outrelay-rsa half p99)"
+    if [[ "$p99" =~ ^[0-9.]+$ ]]; then
+        v="$(awk -v p="$p99" 'BEGIN { print (p <= 20) ? "met" : "not met" }')"
+        goal "p99 end of DATA -> 250 <= 20 ms at half peak (outrelay-rsa)" "$v (p99 $p99 ms, p50 $(lat_field outrelay-rsa half p50) ms; at peak p99 $(lat_field outrelay-rsa peak p99) ms)"
+    else
+        goal "p99 end of DATA -> 250 <= 20 ms at half peak (outrelay-rsa)" "not measured"
+    fi
+    kb="${RES[sessions.kb]:-}"
+    if [[ -n "$kb" ]]; then
+        if (( ${RES[sessions]:-0} >= 10000 )) && [[ "${RES[sessions.during]:-}" == ok ]]; then v="met"; else v="not met"; fi
+        goal "10,000 idle sessions held, new session served meanwhile" "$v (${RES[sessions]} held, $kb KB/session, ${RES[sessions.during]:-?})"
+    else
+        goal "10,000 idle sessions held, new session served meanwhile" "not measured"
+    fi
+    goal "profile of outrelay-rsa (perf)" "$( [[ -n "${RES[profile.done]:-}" ]] && echo "measured (see the profile section)" || echo "not measured")"
+    if has_system outrelay-dual && has_system outrelay-rsa; then
+        v="$(slowdown outrelay-dual outrelay-rsa e2e)"
+        goal "outrelay-dual at most 15 % slower than outrelay-rsa (kept)" "$( [[ "$(verdict "$v" '<=' 15)" == met ]] && echo "met ($v)" || { [[ "$v" == n/a ]] && echo "not measured" || echo "not met ($v)"; })"
+    fi
+    goal "200,000 deferred messages: flat rate, restart <= 10 s" "not measured (no BENCH_QUEUE phase yet)"
 }
 
 # Build (if needed) before measuring anything, so a compile neither competes
@@ -1226,6 +1522,9 @@ for s in $SYSTEMS; do
     "bench_${s//-/_}"
     sleep 1
 done
+latency_phase
+profile_phase
+sessions_phase
 stop_nsd
 report
 rc=0
