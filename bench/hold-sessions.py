@@ -8,9 +8,10 @@ import argparse
 import asyncio
 import os
 import resource
-import socket
 import sys
 import time
+
+from bench_smtp import Failure, greet
 
 
 def parse_args():
@@ -26,15 +27,6 @@ def parse_args():
     return p.parse_args()
 
 
-async def reply(reader, timeout):
-    while True:
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        if not line:
-            raise ConnectionError("connection closed")
-        if len(line) < 4 or line[3:4] != b"-":
-            return int(line[:3]), line.decode(errors="replace").strip()
-
-
 async def open_one(args, i, gate, held, errors):
     src = "127.0.0.%d" % (2 + i // args.per_address)
     async with gate:
@@ -45,15 +37,9 @@ async def open_one(args, i, gate, held, errors):
             errors.append("connect from %s: %s" % (src, e))
             return
         try:
-            code, text = await reply(reader, args.timeout)
-            if code != 220:
-                raise ConnectionError("banner: " + text)
-            writer.write(b"EHLO idle.bench\r\n")
-            code, text = await reply(reader, args.timeout)
-            if code != 250:
-                raise ConnectionError("EHLO: " + text)
+            await greet(reader, writer, "idle.bench", args.timeout)
             held.append((reader, writer))
-        except (OSError, asyncio.TimeoutError, ConnectionError) as e:
+        except (OSError, asyncio.TimeoutError, Failure) as e:
             errors.append("%s: %s" % (src, str(e) or type(e).__name__))
             writer.close()
 

@@ -190,6 +190,14 @@ stop_nsd() {  # via its pidfile, falling back to the PID we started
     NSD_PID=""
 }
 
+stop_relays() {  # whichever relay, milter and sink are running
+    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    stop_pid "$EXIM_PID" exim; EXIM_PID=""
+    stop_postfix
+    stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+}
+
 cleanup() {
     local rc=$?
     set +e
@@ -198,11 +206,7 @@ cleanup() {
     stop_pid "$HOLD_PID" hold-sessions; HOLD_PID=""
     [[ -n "$PERF_PID" ]] && { kill -INT "$PERF_PID" 2>/dev/null; stop_pid "$PERF_PID" perf; PERF_PID=""; }
     [[ -n "$PERF_PARANOID" ]] && echo "$PERF_PARANOID" >/proc/sys/kernel/perf_event_paranoid
-    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
-    stop_pid "$EXIM_PID" exim; EXIM_PID=""
-    stop_postfix
-    stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
-    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    stop_relays
     stop_nsd
     if [[ -z "$TMP" ]]; then
         :
@@ -1183,11 +1187,7 @@ latency_phase() {
         else
             log "latency: $sys did not start"; RES[$sys.lat.half]="failed"; KEEP=1
         fi
-        stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
-        stop_pid "$EXIM_PID" exim; EXIM_PID=""
-        stop_postfix
-        stop_pid "$OPENDKIM_PID" opendkim; OPENDKIM_PID=""
-        stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+        stop_relays
     done
     echo
 }

@@ -9,6 +9,8 @@ import socket
 import sys
 import time
 
+from bench_smtp import Failure, greet, reply
+
 
 def parse_args():
     p = argparse.ArgumentParser(description="time end of DATA -> 250 at an offered rate")
@@ -24,20 +26,6 @@ def parse_args():
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="start no new message after this many seconds (a relay slower than the offered rate)")
     return p.parse_args()
-
-
-class Failure(Exception):
-    pass
-
-
-async def reply(reader, timeout):
-    """One SMTP reply (all continuation lines); returns (code, last line)."""
-    while True:
-        line = await asyncio.wait_for(reader.readline(), timeout)
-        if not line:
-            raise Failure("connection closed")
-        if len(line) < 4 or line[3:4] != b"-":
-            return int(line[:3]), line.decode(errors="replace").strip()
 
 
 def body_for(args, n):
@@ -61,13 +49,7 @@ async def session(args, state, lat, errors):
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        code, text = await reply(reader, args.timeout)
-        if code != 220:
-            raise Failure("banner: " + text)
-        writer.write(b"EHLO latency.bench\r\n")
-        code, text = await reply(reader, args.timeout)
-        if code != 250:
-            raise Failure("EHLO: " + text)
+        await greet(reader, writer, "latency.bench", args.timeout)
         while True:
             n = state["next"]
             if n >= args.messages:
