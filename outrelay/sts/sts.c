@@ -362,10 +362,11 @@ static void host_answer(void *arg, const struct dns_answer *a)
     struct sts_lookup *l = arg;
     l->dnsq = NULL;
     for (size_t i = 0; a->status == DNS_OK && i < a->n && l->n_resolve < 2; i++) {
-        char ip[64];
+        char ip[64], entry[sizeof l->resolve[0]];
         util_format_addr(&a->addrs[i], 0, ip, sizeof ip);
-        snprintf(l->resolve[l->n_resolve++], sizeof l->resolve[0], "mta-sts.%s:%d:%s", l->domain,
-                 l->port, ip);
+        /* built apart: GCC's -Wrestrict (at -O2) takes two fields of l for one object */
+        snprintf(entry, sizeof entry, "mta-sts.%s:%d:%s", l->domain, l->port, ip);
+        memcpy(l->resolve[l->n_resolve++], entry, sizeof entry);
     }
     if (l->n_resolve == 0 && !l->aaaa_done) {
         char name[300];
