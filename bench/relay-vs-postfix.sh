@@ -31,7 +31,7 @@ N="${BENCH_MESSAGES:-20000}"
 SESSIONS="${BENCH_SESSIONS:-20}"
 SIZE="${BENCH_SIZE:-4096}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
-ALL_SYSTEMS="postfix postfix-opendkim exim exim-dkim outrelay outrelay-rsa outrelay-dual outrelay-ramp"
+ALL_SYSTEMS="postfix postfix-opendkim exim exim-dkim outrelay outrelay-rsa outrelay-dual outrelay-ramp outrelay-mx"
 # plain exim is in ALL_SYSTEMS but not run by default: Debian's heavy build forks and re-executes
 # itself for every delivery, so each Exim system costs minutes; exim-dkim is the anchor
 DEFAULT_SYSTEMS="postfix postfix-opendkim exim-dkim outrelay outrelay-rsa outrelay-dual outrelay-ramp"
@@ -566,6 +566,11 @@ start_nsd() {
         printf '@ IN NS ns1\nns1 IN A 127.0.0.1\n'
         printf '%s. IN TXT "v=spf1 ip4:127.0.0.1 -all"\n' "$DOMAIN"
         printf '_dmarc.%s. IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"\n' "$DOMAIN"
+        # outrelay-mx delivers by MX: the recipient domain's MX is the sink, and it publishes an
+        # MTA-STS record whose policy host does not answer, so every connection asks for the
+        # _mta-sts TXT and the policy lookup takes its remembered-failure path
+        printf 'rcpt IN MX 10 mx.rcpt\nmx.rcpt IN A 127.0.0.1\n'
+        printf '_mta-sts.rcpt IN TXT "v=STSv1; id=bench1;"\nmta-sts.rcpt IN A 127.0.0.1\n'
         cat "$TMP"/dkim-*.txt 2>/dev/null || true
     } >"$d/$ZONE.zone"
     cat >"$d/nsd.conf" <<EOF
@@ -1069,7 +1074,14 @@ egress:
     max_connections: 20
     spf_ips: ["127.0.0.1/32"]
 EOF
-    if [[ "$sys_ramp" == ramp ]]; then
+    if [[ "$sys_ramp" == mx ]]; then
+        # outrelay-mx: the same relay delivering by MX instead of a smarthost, so every new
+        # connection makes the TLS policy decision: MX lookup, MTA-STS TXT (and the policy
+        # fetch, remembered as failed), the tls_policy table, DANE only on signed answers
+        sed -i '/^egress:/,$ { s/^    type: smarthost$/    type: direct/; /^    host: 127.0.0.1$/d; /^    port: /d; s/^    tls: none$/    tls: optional/ }' "$cfg"
+        printf 'delivery:\n  mx_port: %s\nmta_sts:\n  port: %s\n  fetch_timeout: 1s\nramp:\n  from: sink\n' \
+            "$sport" "$(free_port)" >>"$cfg"
+    elif [[ "$sys_ramp" == ramp ]]; then
         # outrelay-ramp: a second egress and a 30 % ramp keyed by Message-ID, so the route
         # stage splits real traffic (both egresses end at the same sink)
         cat >>"$cfg" <<EOF
@@ -1161,6 +1173,7 @@ bench_outrelay()      { bench_outrelay_variant outrelay      "$TMP/keys-none" ""
 bench_outrelay_rsa()  { bench_outrelay_variant outrelay-rsa  "$TMP/keys-rsa"  "rsa-sha256"; }
 bench_outrelay_dual() { bench_outrelay_variant outrelay-dual "$TMP/keys-dual" "ed25519-sha256 rsa-sha256"; }
 bench_outrelay_ramp() { bench_outrelay_variant outrelay-ramp "$TMP/keys-rsa"  "rsa-sha256"; }
+bench_outrelay_mx()   { bench_outrelay_variant outrelay-mx   "$TMP/keys-rsa"  "rsa-sha256"; }
 
 # ------------------------------------------------------------ latency phase
 # After the throughput runs: outrelay-rsa's end-to-end rate is the peak. Fresh instances of the
@@ -1459,6 +1472,7 @@ report() {
     ratio_line outrelay exim ""
     ratio_line outrelay-rsa outrelay ""
     ratio_line outrelay-ramp outrelay-rsa ""
+    ratio_line outrelay-mx outrelay-rsa ""
     ratio_line outrelay-ramp postfix ""
     if has_system outrelay-dual && has_system outrelay-rsa; then
         local a e
