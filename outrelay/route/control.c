@@ -285,29 +285,44 @@ void route_status_report(struct route_world *w, int64_t now, struct strbuf *out)
 
 #define PLAN_DAYS 7
 
+/* records.db opened read-only with sql prepared and ?1, ?2 bound to the last PLAN_DAYS days
+ * before now (in microseconds, as ts_us). 0, or -1 with nothing left open and why in err (*path
+ * is the file either way). */
+static int plan_query(struct route_world *w, const char *sql, int64_t now, sqlite3 **db,
+                      sqlite3_stmt **st, struct strbuf *path, char *err, size_t errlen)
+{
+    *db = NULL;
+    *st = NULL;
+    strbuf_printf(path, "%s/records.db", w->state_dir);
+    int rc = sqlite3_open_v2(strbuf_str(path), db, SQLITE_OPEN_READONLY, NULL);
+    if (rc == SQLITE_OK) rc = sqlite3_prepare_v2(*db, sql, -1, st, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", *db ? sqlite3_errmsg(*db) : "cannot open");
+        sqlite3_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    sqlite3_bind_int64(*st, 1, (now - PLAN_DAYS * 86400) * 1000000);
+    sqlite3_bind_int64(*st, 2, now * 1000000);
+    return 0;
+}
+
 /* Delivered messages per provider over the last 7 days, from records.db. */
 static int read_traffic(struct route_world *w, int64_t now, double *per_provider,
                         struct strbuf *out)
 {
     struct strbuf path = STRBUF_INIT;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    strbuf_printf(&path, "%s/records.db", w->state_dir);
-    int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db,
-                                "SELECT remote_mx, COUNT(*) FROM events WHERE event = 'delivered' "
-                                "AND ts_us >= ?1 AND ts_us < ?2 GROUP BY remote_mx",
-                                -1, &st, NULL);
-    if (rc != SQLITE_OK) {
-        strbuf_printf(out, "cannot read %s: %s\n", strbuf_str(&path),
-                      db ? sqlite3_errmsg(db) : "cannot open");
-        sqlite3_close(db);
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    char err[200];
+    if (plan_query(w,
+                   "SELECT remote_mx, COUNT(*) FROM events WHERE event = 'delivered' AND ts_us "
+                   ">= ?1 AND ts_us < ?2 GROUP BY remote_mx",
+                   now, &db, &st, &path, err, sizeof err) < 0) {
+        strbuf_printf(out, "cannot read %s: %s\n", strbuf_str(&path), err);
         strbuf_free(&path);
         return -1;
     }
-    sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
-    sqlite3_bind_int64(st, 2, now * 1000000);
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *mx = (const char *)sqlite3_column_text(st, 0);
         const char *const hosts[] = {mx ? mx : ""};
@@ -345,31 +360,25 @@ static int read_group_volume(struct route_world *w, const char *group, int64_t n
                              int64_t *first)
 {
     struct strbuf path = STRBUF_INIT;
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    char err[200];
     *count = 0;
     *first = 0;
-    strbuf_printf(&path, "%s/records.db", w->state_dir);
-    int rc = sqlite3_open_v2(strbuf_str(&path), &db, SQLITE_OPEN_READONLY, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_prepare_v2(db,
-                                "SELECT COUNT(*), MIN(ts_us) FROM events WHERE event = 'routed' "
-                                "AND ts_us >= ?1 AND ts_us < ?2 AND coalesce(route_group, "
-                                "'default') = ?3",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, (now - PLAN_DAYS * 86400) * 1000000);
-        sqlite3_bind_int64(st, 2, now * 1000000);
-        sqlite3_bind_text(st, 3, group, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            *count = sqlite3_column_int64(st, 0);
-            *first = sqlite3_column_int64(st, 1) / 1000000;
-        }
+    int rc = plan_query(w,
+                        "SELECT COUNT(*), MIN(ts_us) FROM events WHERE event = 'routed' AND ts_us "
+                        ">= ?1 AND ts_us < ?2 AND coalesce(route_group, 'default') = ?3",
+                        now, &db, &st, &path, err, sizeof err);
+    strbuf_free(&path);
+    if (rc < 0) return -1;
+    sqlite3_bind_text(st, 3, group, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *count = sqlite3_column_int64(st, 0);
+        *first = sqlite3_column_int64(st, 1) / 1000000;
     }
     sqlite3_finalize(st);
     sqlite3_close(db);
-    strbuf_free(&path);
-    return rc == SQLITE_OK ? 0 : -1;
+    return 0;
 }
 
 /* One route group's plan: the steps ahead with the earliest time each may come (the schedule's
