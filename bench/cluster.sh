@@ -1,0 +1,577 @@
+#!/usr/bin/env bash
+# cluster.sh - what sharing state through Redis costs (issue 15): the signed relay
+# (outrelay-rsa: RSA-2048, SPF/DMARC, fsync) alone and as two instances on this machine sharing
+# one redis-server, the same load end to end into smtp-sink, with the CPU of the relays and of
+# Redis per message. Standalone; `BENCH_CLUSTER=1 bench/relay-vs-postfix.sh` runs it too.
+# See bench/README.md, section "cluster.sh".
+#
+# Environment knobs (defaults in brackets):
+#   BENCH_MESSAGES   messages per run, split evenly between the instances     [5000]
+#   BENCH_SESSIONS   parallel smtp-source sessions in total (split as well)   [20]
+#   BENCH_SIZE       message size in bytes (smtp-source -l)                   [4096]
+#   BENCH_TIMEOUT    seconds allowed for sending, and again for draining      [600]
+#   BENCH_ROUNDS     rounds of all runs; the summary takes each run's median  [3]
+#   BENCH_CLUSTER_RUNS  which runs, in this order per round
+#                    ["solo-local solo-redis pair-redis pair-local"]
+#   BENCH_KEEP=1     keep the temp dir (configs, logs, spools) afterwards
+#   BENCH_TMPDIR     parent for the temp dir                                  [$TMPDIR or /tmp]
+#   OUTRELAY_BIN     outrelay binary                       [$REPO/build-bench/outrelay]
+#   BENCH_BUILD=0    use build-bench/outrelay as it is (no incremental rebuild)
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+N="${BENCH_MESSAGES:-5000}"
+SESSIONS="${BENCH_SESSIONS:-20}"
+SIZE="${BENCH_SIZE:-4096}"
+TIMEOUT="${BENCH_TIMEOUT:-600}"
+ROUNDS="${BENCH_ROUNDS:-3}"
+ALL_RUNS="solo-local solo-redis pair-redis pair-local"
+RUNS="${BENCH_CLUSTER_RUNS:-$ALL_RUNS}"
+KEEP="${BENCH_KEEP:-0}"
+BUILD_DIR="$REPO/build-bench"
+OUTRELAY_BIN="${OUTRELAY_BIN:-$BUILD_DIR/outrelay}"
+BUILD="${BENCH_BUILD:-1}"
+ZONE="outrelay.test"
+DOMAIN="bench.$ZONE"
+SENDER="bench@$DOMAIN"
+RCPT="sink@rcpt.$ZONE"
+SEL_RSA="rsa1"
+
+SMTP_SOURCE=/usr/sbin/smtp-source
+SMTP_SINK=/usr/sbin/smtp-sink
+NSD=/usr/sbin/nsd
+REDIS_SERVER=/usr/bin/redis-server
+REDIS_CLI=/usr/bin/redis-cli
+PY3=/usr/bin/python3
+
+log() { printf '[cluster-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+for v in N SESSIONS SIZE TIMEOUT ROUNDS; do
+    [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
+done
+((N >= 2 && SESSIONS >= 2)) || die "BENCH_MESSAGES and BENCH_SESSIONS must be at least 2 (the pair splits them)"
+for r in $RUNS; do
+    [[ " $ALL_RUNS " == *" $r "* ]] || die "unknown run '$r' in BENCH_CLUSTER_RUNS (known: $ALL_RUNS)"
+done
+[[ $EUID -eq 0 ]] || die "run as root (smtp-sink -u and NSD as nobody need it)"
+has_run() { [[ " $RUNS " == *" $1 "* ]]; }
+
+need_pkg() {  # need_pkg FILE PACKAGE
+    [[ -x "$1" ]] && return 0
+    log "$1 missing; installing package $2"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2
+    [[ -x "$1" ]] || die "$1 still missing after installing $2"
+}
+need_pkg "$SMTP_SOURCE" postfix
+need_pkg "$SMTP_SINK" postfix
+need_pkg "$NSD" nsd
+need_pkg /usr/sbin/nsd-checkzone nsd
+need_pkg /usr/bin/dig bind9-dnsutils
+need_pkg "$REDIS_SERVER" redis-server
+need_pkg "$REDIS_CLI" redis-tools
+need_pkg /usr/bin/ss iproute2
+need_pkg /usr/bin/setpriv util-linux
+need_pkg /usr/bin/timeout coreutils
+
+# ------------------------------------------------------------------ state
+TMP=""
+NSD_PID=""
+NSD_PORT=""
+SINK_PID=""
+REDIS_PID=""
+REDIS_PORT=""
+RELAY_PIDS=()
+SOURCE_PIDS=()
+declare -A RES=()
+
+pid_alive() {  # true if PID exists and is not a zombie
+    local st
+    [[ -n "$1" && -r "/proc/$1/stat" ]] || return 1
+    st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n "$st" && "$st" != Z ]]
+}
+
+stop_pid() {  # stop_pid PID NAME: TERM, wait up to 5 s, then KILL
+    local pid="$1" name="$2" i
+    [[ -n "$pid" ]] || return 0
+    if pid_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
+        if pid_alive "$pid"; then
+            log "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+stop_run() {  # whatever a run started: sources, relays, sink, Redis
+    local p
+    for p in "${SOURCE_PIDS[@]}"; do stop_pid "$p" smtp-source; done
+    SOURCE_PIDS=()
+    for p in "${RELAY_PIDS[@]}"; do stop_pid "$p" outrelay; done
+    RELAY_PIDS=()
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    stop_pid "$REDIS_PID" redis-server; REDIS_PID=""
+}
+
+stop_nsd() {  # the PID we started, and the pidfile's if NSD says another
+    [[ -n "$NSD_PID" ]] || return 0
+    local fpid=""
+    [[ -r "$TMP/nsd/nsd.pid" ]] && fpid="$(tr -dc 0-9 <"$TMP/nsd/nsd.pid")"
+    [[ -n "$fpid" && "$fpid" != "$NSD_PID" ]] && stop_pid "$fpid" "nsd (pidfile)"
+    stop_pid "$NSD_PID" nsd
+    NSD_PID=""
+}
+
+cleanup() {
+    local rc=$?
+    set +e
+    trap - INT TERM
+    stop_run
+    stop_nsd
+    if [[ -n "$TMP" ]]; then
+        if [[ "$KEEP" == 1 || $rc -ne 0 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ ports
+read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
+USED_PORTS=" "
+port_busy() { [[ -n "$(ss -Hltun "sport = :$1" 2>/dev/null)" ]]; }
+free_port() {  # below the ephemeral range, not listening now, not handed out before
+    local lo=20000 hi=$((EPH_LO - 1)) p i
+    ((hi > lo)) || { lo=10000; hi=19999; }
+    for ((i = 0; i < 200; i++)); do
+        p=$((lo + RANDOM % (hi - lo + 1)))
+        [[ "$USED_PORTS" == *" $p "* ]] && continue
+        port_busy "$p" && continue
+        USED_PORTS+="$p "
+        echo "$p"
+        return 0
+    done
+    die "could not find a free TCP port"
+}
+wait_listen() {  # wait_listen PORT PID NAME SECONDS
+    local i
+    for ((i = 0; i < $4 * 10; i++)); do
+        port_busy "$1" && { ss -Hltnp "sport = :$1" 2>/dev/null | grep -q "pid=$2," && return 0
+                            die "port $1 is held by something other than our $3"; }
+        pid_alive "$2" || die "$3 exited before listening on $1"
+        sleep 0.1
+    done
+    die "$3 did not listen on 127.0.0.1:$1 within $4 s"
+}
+
+now() { echo "$EPOCHREALTIME"; }
+fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN { if (b > 0) printf f, a / b; else printf "n/a" }'; }
+fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# CPU seconds (utime + stime of /proc/PID/stat: all threads of the process) of the given PIDs.
+# The relays and redis-server start no children, so nothing is left out.
+HZ="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+cpu_of() {  # cpu_of PID...
+    local p t=0 line f
+    for p in "$@"; do
+        line="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        line="${line##*) }"              # the fields after "pid (comm) "
+        read -r -a f <<<"$line"          # f[11] = utime, f[12] = stime (fields 14 and 15)
+        t=$((t + f[11] + f[12]))
+    done
+    fdiv "$t" "$HZ" '%.2f'
+}
+
+# ----------------------------------------------------------------- build
+ensure_outrelay() {  # like relay-vs-postfix.sh: a Release build in build-bench/, incremental
+    if [[ "$OUTRELAY_BIN" != "$BUILD_DIR/outrelay" || ( "$BUILD" == 0 && -x "$OUTRELAY_BIN" ) ]]; then
+        [[ -x "$OUTRELAY_BIN" ]] || die "OUTRELAY_BIN=$OUTRELAY_BIN does not exist"
+        return 0
+    fi
+    need_pkg /usr/bin/cmake cmake
+    log "building outrelay (Release) in $BUILD_DIR"
+    mkdir -p "$BUILD_DIR"
+    { cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+            -DCMAKE_C_FLAGS="-Wno-error=format-truncation -Wno-error=restrict" >"$BUILD_DIR/bench-build.log" 2>&1 \
+        && cmake --build "$BUILD_DIR" -j2 >>"$BUILD_DIR/bench-build.log" 2>&1; } \
+        || { tail -n 30 "$BUILD_DIR/bench-build.log" >&2; die "building outrelay failed, see $BUILD_DIR/bench-build.log"; }
+    [[ -x "$OUTRELAY_BIN" ]] || die "build did not produce $OUTRELAY_BIN"
+}
+
+# ------------------------------------------------------------- DNS and keys
+# One NSD for the invocation serving the sender domain's SPF (127.0.0.1 may send), DMARC
+# (p=reject) and the RSA-2048 DKIM key (RFC 6376 section 3.6.1) made by `outrelay keygen`, so
+# the relays' checks resolve on loopback, as in relay-vs-postfix.sh.
+make_key() {
+    local kcfg="$TMP/keygen.yaml"
+    mkdir -p "$TMP/keys"
+    chmod 700 "$TMP/keys"
+    printf 'hostname: %s\nspool: %s\nstate: %s\nkeys: %s\n' "$DOMAIN" \
+        "$TMP/keygen-spool" "$TMP/keygen-state" "$TMP/keys" >"$kcfg"
+    "$OUTRELAY_BIN" keygen "$DOMAIN" "$SEL_RSA" --rsa 2048 -c "$kcfg" >"$TMP/dkim-$SEL_RSA.txt" \
+        || die "outrelay keygen $DOMAIN $SEL_RSA --rsa 2048 failed"
+}
+
+start_nsd() {
+    local d="$TMP/nsd" i spf dmarc key
+    NSD_PORT="$(free_port)"
+    mkdir -p "$d"
+    {
+        printf '$ORIGIN %s.\n$TTL 300\n' "$ZONE"
+        printf '@ IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )\n'
+        printf '@ IN NS ns1\nns1 IN A 127.0.0.1\n'
+        printf '%s. IN TXT "v=spf1 ip4:127.0.0.1 -all"\n' "$DOMAIN"
+        printf '_dmarc.%s. IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"\n' "$DOMAIN"
+        cat "$TMP/dkim-$SEL_RSA.txt"
+    } >"$d/$ZONE.zone"
+    cat >"$d/nsd.conf" <<EOF
+server:
+    ip-address: 127.0.0.1
+    port: $NSD_PORT
+    do-ip6: no
+    username: ""
+    chroot: ""
+    zonesdir: "$d"
+    database: ""
+    zonelistfile: "$d/zone.list"
+    xfrdfile: "$d/xfrd.state"
+    xfrdir: "$d"
+    pidfile: "$d/nsd.pid"
+    logfile: "$d/nsd.log"
+    server-count: 1
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: "$ZONE"
+    zonefile: "$ZONE.zone"
+EOF
+    chown -R nobody:nogroup "$d"
+    nsd-checkzone "$ZONE" "$d/$ZONE.zone" >"$d/checkzone.out" 2>&1 \
+        || { cat "$d/checkzone.out" >&2; die "nsd-checkzone rejected the zone"; }
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$NSD" -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 &
+    NSD_PID=$!
+    wait_listen "$NSD_PORT" "$NSD_PID" nsd 10
+    for ((i = 0; i < 50; i++)); do [[ -s "$d/nsd.pid" ]] && break; sleep 0.1; done
+    spf="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "$DOMAIN" || true)"
+    dmarc="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "_dmarc.$DOMAIN" || true)"
+    key="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "$SEL_RSA._domainkey.$DOMAIN" || true)"
+    [[ "$spf" == *"v=spf1"* && "$dmarc" == *"v=DMARC1"* && "$key" == *"v=DKIM1"* ]] \
+        || die "NSD on 127.0.0.1:$NSD_PORT does not answer for $DOMAIN (spf='$spf' dmarc='$dmarc')"
+    echo "dns:          nsd (pid $NSD_PID) on 127.0.0.1:$NSD_PORT: SPF, DMARC p=reject and the $SEL_RSA key of $DOMAIN"
+}
+
+# ------------------------------------------------------------------ Redis
+# A fresh redis-server per run (so its CPU and command counters belong to that run), as nobody,
+# without persistence, like the integration tests' (tests/lib/harness.py).
+start_redis() {  # start_redis DIR
+    local d="$1/redis"
+    REDIS_PORT="$(free_port)"
+    mkdir -p "$d"
+    chown nobody:nogroup "$d"
+    setpriv --reuid=nobody --regid=nogroup --clear-groups "$REDIS_SERVER" --bind 127.0.0.1 \
+        --port "$REDIS_PORT" --save '' --appendonly no --dir "$d" --daemonize no \
+        --protected-mode no --logfile '' >"$d/redis.log" 2>&1 &
+    REDIS_PID=$!
+    wait_listen "$REDIS_PORT" "$REDIS_PID" redis-server 15
+}
+redis_cli() { "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+redis_commands() {  # commands Redis has processed so far (INFO stats), not counting this INFO
+    redis_cli INFO stats | tr -d '\r' | awk -F: '$1 == "total_commands_processed" { print $2 }'
+}
+
+# ------------------------------------------------------------------ relays
+# outrelay-rsa as relay-vs-postfix.sh writes it (smarthost egress to the sink, 20 connections,
+# the RSA key, DNS from our NSD), plus `cluster:` when REDIS is given.
+write_config() {  # write_config FILE DIR RELAYPORT SINKPORT INSTANCE [REDIS-ADDR]
+    local cfg="$1" dir="$2" rport="$3" sport="$4" inst="$5" redis="${6:-}"
+    mkdir -p "$dir/spool" "$dir/state"
+    cat >"$cfg" <<EOF
+hostname: bench.outrelay.test
+spool: $dir/spool
+state: $dir/state
+keys: $TMP/keys
+dns:
+  servers: ["127.0.0.1:$NSD_PORT"]
+listen:
+  - address: "127.0.0.1:$rport"
+    tls: none
+origins:
+  bench:
+    networks: ["127.0.0.0/8"]
+egress:
+  sink:
+    type: smarthost
+    host: 127.0.0.1
+    port: $sport
+    tls: none
+    max_connections: 20
+    spf_ips: ["127.0.0.1/32"]
+ramp:
+  from: sink
+EOF
+    [[ -n "$redis" ]] && printf 'cluster:\n  redis: "%s"\n  instance: %s\n  key_prefix: bench\n' \
+        "$redis" "$inst" >>"$cfg"
+    return 0
+}
+
+cluster_state() {  # cluster_state CONFIG: "up N" (instances seen) or what status says
+    "$OUTRELAY_BIN" cluster status --json -c "$1" 2>/dev/null | "$PY3" -c '
+import json, sys
+s = json.load(sys.stdin)
+print(s.get("state", "?"), s.get("instances_seen", "?"))' 2>/dev/null || echo "unknown"
+}
+
+sink_count() {  # the last message counter smtp-sink -c printed
+    tr '\r' '\n' <"$1" 2>/dev/null | sed -n 's/.*mesg=\([0-9][0-9]*\).*/\1/p' | tail -n 1 \
+        | awk '{ print $1 + 0 } END { if (NR == 0) print 0 }'
+}
+
+# run_one RUN ROUND: one measured run. RUN is solo-* (one instance) or pair-* (two), *-redis
+# with cluster: pointing at a fresh redis-server, *-local without. One sink (-M N) for all
+# instances; with two, each gets its own smtp-source with N/2 messages and half the sessions,
+# both started together. accept = until the last source is done, e2e = until the sink has N.
+run_one() {
+    local run="$1" round="$2" key="$1.$2" dir sport inst=1 redis="" i cfg c0 c1 r0=0 r1=0 k0=0 k1=0
+    local t0 t1 t2 rc=0 deadline st n msgs sess lg
+    [[ "$run" == pair-* ]] && inst=2
+    dir="$TMP/$run-$round"
+    mkdir -p "$dir"
+    RES[$key.load]="$(loadavg)"
+    echo "== $run, round $round: $inst instance(s)$([[ "$run" == *-redis ]] && echo ", one redis-server" || echo ", no cluster"); loadavg ${RES[$key.load]}"
+    if [[ "$run" == *-redis ]]; then
+        start_redis "$dir"
+        redis="127.0.0.1:$REDIS_PORT"
+        echo "  redis:  $REDIS_SERVER on $redis (pid $REDIS_PID)"
+    fi
+    sport="$(free_port)"
+    : >"$dir/sink.out"
+    env MAIL_CONFIG=/nonexistent "$SMTP_SINK" -u nobody -c -M "$N" "127.0.0.1:$sport" 256 \
+        >"$dir/sink.out" 2>"$dir/sink.err" &
+    SINK_PID=$!
+    wait_listen "$sport" "$SINK_PID" smtp-sink 10
+    local -a rports=() cfgs=()
+    for ((i = 1; i <= inst; i++)); do
+        rports+=("$(free_port)")
+        cfg="$dir/relay-$i.yaml"
+        cfgs+=("$cfg")
+        write_config "$cfg" "$dir/relay-$i" "${rports[-1]}" "$sport" "relay-$i" "$redis"
+        "$OUTRELAY_BIN" serve -c "$cfg" >"$dir/relay-$i.log" 2>&1 &
+        RELAY_PIDS+=($!)
+        wait_listen "${rports[-1]}" "${RELAY_PIDS[-1]}" "outrelay relay-$i" 15
+        echo "  relay:  $OUTRELAY_BIN serve -c $cfg (pid ${RELAY_PIDS[-1]}, 127.0.0.1:${rports[-1]} -> sink 127.0.0.1:$sport)"
+    done
+    if [[ -n "$redis" ]]; then
+        # measure only once every instance talks to Redis and sees the others
+        for ((i = 0; i < 300; i++)); do
+            n=0
+            for cfg in "${cfgs[@]}"; do [[ "$(cluster_state "$cfg")" == "up $inst" ]] && n=$((n + 1)); done
+            ((n == inst)) && break
+            sleep 0.1
+        done
+        ((n == inst)) || die "$run: the instances did not all see $inst instance(s) through Redis within 30 s (relay-1: $(cluster_state "${cfgs[0]}"))"
+        echo "  cluster: every instance up, $inst instance(s) seen"
+        r0="$(cpu_of "$REDIS_PID")"; k0="$(redis_commands)"
+    fi
+    c0="$(cpu_of "${RELAY_PIDS[@]}")"
+    sync
+    t0="$(now)"
+    for ((i = 1; i <= inst; i++)); do
+        msgs=$((N / inst + (i == 1 ? N % inst : 0)))
+        sess=$((SESSIONS / inst + (i == 1 ? SESSIONS % inst : 0)))
+        env MAIL_CONFIG=/nonexistent timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$sess" -m "$msgs" -l "$SIZE" \
+            -f "$SENDER" -t "$RCPT" "127.0.0.1:${rports[i - 1]}" >"$dir/source-$i.out" 2>"$dir/source-$i.err" &
+        SOURCE_PIDS+=($!)
+    done
+    echo "  source: $inst x smtp-source -s $((SESSIONS / inst)) -m $((N / inst)) -l $SIZE, started together"
+    set +e
+    for i in "${!SOURCE_PIDS[@]}"; do wait "${SOURCE_PIDS[i]}" || rc=$?; done
+    set -e
+    SOURCE_PIDS=()
+    t1="$(now)"
+    RES[$key.srcerr]="$(cat "$dir"/source-*.err | grep -c . || true)"
+    if ((rc != 0)); then
+        log "$run: smtp-source exited $rc; stderr:"; head -n 20 "$dir"/source-*.err >&2
+        RES[$key.e2e]="failed"; KEEP=1; stop_run; return 1
+    fi
+    deadline=$(( ${t1%.*} + TIMEOUT ))
+    while pid_alive "$SINK_PID"; do
+        if (( ${EPOCHREALTIME%.*} >= deadline )); then
+            log "$run: the sink saw only $(sink_count "$dir/sink.out")/$N messages after ${TIMEOUT}s"
+            RES[$key.e2e]="timeout"; KEEP=1; stop_run; return 1
+        fi
+        sleep 0.02
+    done
+    t2="$(now)"
+    wait "$SINK_PID" 2>/dev/null || true
+    SINK_PID=""
+    c1="$(cpu_of "${RELAY_PIDS[@]}")"
+    if [[ -n "$redis" ]]; then
+        r1="$(cpu_of "$REDIS_PID")"; k1="$(redis_commands)"
+        RES[$key.rcpu]="$(fsub "$r1" "$r0")"
+        RES[$key.rcmd]="$((k1 - k0 - 1))"        # minus the INFO before
+        RES[$key.rkeys]="$(redis_cli --scan --pattern 'bench:dup:*' | wc -l)"
+    fi
+    RES[$key.accept]="$(fsub "$t1" "$t0")"
+    RES[$key.e2e]="$(fsub "$t2" "$t0")"
+    RES[$key.cpu]="$(fsub "$c1" "$c0")"
+    for p in "${RELAY_PIDS[@]}"; do pid_alive "$p" || { log "$run: relay pid $p exited during the run"; RES[$key.e2e]="failed"; }; done
+    stop_run
+    # what the relays' logs say: every message signed and checked, none suppressed as a duplicate
+    local sent=0 signed=0 dmarc=0 supp=0 def=0 left=0
+    for ((i = 1; i <= inst; i++)); do
+        lg="$dir/relay-$i.log"
+        sent=$((sent + $(grep -c 'status=sent' "$lg" || true)))
+        def=$((def + $(grep -c 'status=deferred' "$lg" || true)))
+        signed=$((signed + $(grep -E '\<signed\>' "$lg" | grep -c 'dkim=(' || true)))
+        dmarc=$((dmarc + $(grep -E '\<checked\>' "$lg" | grep -c 'dmarc=pass' || true)))
+        supp=$((supp + $(grep -ci 'suppress' "$lg" || true)))
+        left=$((left + $(find "$dir/relay-$i/spool" -type f 2>/dev/null | wc -l)))
+    done
+    st="$sent sent, $def deferred, $signed signed, $dmarc checked dmarc=pass, $supp suppressed; $left spool file(s) left"
+    [[ -n "$redis" ]] && st+="; redis: ${RES[$key.rcmd]} commands, ${RES[$key.rkeys]} duplicate-window keys"
+    echo "  logs:   $st"
+    if ((signed < N || dmarc < N || supp > 0)); then
+        log "$run: not every message was signed and checked, or some were suppressed: the run does not count"
+        RES[$key.e2e]="check-failed"; KEEP=1
+    fi
+    log "$run round $round: accepted in ${RES[$key.accept]}s, all $N delivered after ${RES[$key.e2e]}s, relay CPU ${RES[$key.cpu]}s${redis:+, redis CPU ${RES[$key.rcpu]}s}"
+    echo
+}
+
+# ------------------------------------------------------------------ report
+median() {  # median VALUE...: the middle one (the lower of the two middle ones), "n/a" if none numeric
+    printf '%s\n' "$@" | awk '/^[0-9.]+$/' | sort -g \
+        | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }'
+}
+med() {  # med RUN FIELD: the median over the rounds
+    local r; local -a v=()
+    for ((r = 1; r <= ROUNDS; r++)); do v+=("${RES[$1.$r.$2]:-}"); done
+    median "${v[@]}"
+}
+per_msg_ms() { [[ "$1" =~ ^[0-9.]+$ ]] && awk -v c="$1" -v n="$N" 'BEGIN { printf "%.3f", c * 1000 / n }' || echo n/a; }
+rate() { [[ "$1" =~ ^[0-9.]+$ ]] && fdiv "$N" "$1" || echo n/a; }
+num() { [[ "$1" =~ ^-?[0-9.]+$ ]]; }
+goal() { printf '  %-70s %s\n' "$1" "$2"; }
+
+report() {
+    local run r key
+    echo "== results ($N msgs x $SIZE B per run, $SESSIONS sessions in total, $ROUNDS round(s); loadavg now $(loadavg))"
+    printf '%-11s %5s %-14s %9s %9s %9s %8s %10s %8s %10s %8s %7s\n' run round loadavg accept_s e2e_s e2e_msg/s \
+        cpu_s cpu_ms/msg redis_s redis_ms/msg cmd/msg src_err
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for run in $RUNS; do
+            key="$run.$r"
+            printf '%-11s %5s %-14s %9s %9s %9s %8s %10s %8s %10s %8s %7s\n' "$run" "$r" \
+                "$(cut -d' ' -f1-2 <<<"${RES[$key.load]:-n/a}")" "${RES[$key.accept]:-n/a}" "${RES[$key.e2e]:-n/a}" \
+                "$(rate "${RES[$key.e2e]:-}")" "${RES[$key.cpu]:-n/a}" "$(per_msg_ms "${RES[$key.cpu]:-}")" \
+                "${RES[$key.rcpu]:--}" "$( [[ -n "${RES[$key.rcpu]:-}" ]] && per_msg_ms "${RES[$key.rcpu]}" || echo -)" \
+                "$( [[ -n "${RES[$key.rcmd]:-}" ]] && fdiv "${RES[$key.rcmd]}" "$N" '%.2f' || echo -)" \
+                "${RES[$key.srcerr]:-n/a}"
+        done
+    done
+    echo
+    echo "medians over the rounds:"
+    for run in $RUNS; do
+        MED[$run.e2e]="$(med "$run" e2e)"; MED[$run.cpu]="$(med "$run" cpu)"; MED[$run.rcpu]="$(med "$run" rcpu)"
+        printf '  %-11s e2e %8s s = %7s msg/s   relay CPU %7s ms/msg%s\n' "$run" "${MED[$run.e2e]}" \
+            "$(rate "${MED[$run.e2e]}")" "$(per_msg_ms "${MED[$run.cpu]}")" \
+            "$( [[ "$run" == *-redis ]] && echo "   redis CPU $(per_msg_ms "${MED[$run.rcpu]}") ms/msg")"
+    done
+    goals
+}
+
+declare -A MED=()
+round_ratios() {  # round_ratios A B: " r1 r2 ..." = A's e2e rate / B's in each round (A's time in B's)
+    local r a b
+    for ((r = 1; r <= ROUNDS; r++)); do
+        a="${RES[$1.$r.e2e]:-}"; b="${RES[$2.$r.e2e]:-}"
+        if num "$a" && num "$b"; then printf ' %s' "$(fdiv "$b" "$a" '%.2f')"; else printf ' n/a'; fi
+    done
+}
+goals() {
+    local a b v x
+    echo
+    echo "goals (issue 15; medians over the rounds):"
+    # 1. two instances with Redis deliver together >= 90 % of one instance with Redis
+    a="$(rate "${MED[pair-redis.e2e]:-}")"; b="$(rate "${MED[solo-redis.e2e]:-}")"
+    if num "$a" && num "$b"; then
+        v="$(fdiv "$a" "$b" '%.3f')"
+        x="$(awk -v v="$v" 'BEGIN { print (v >= 0.9) ? "met" : "not met" }')"
+        goal "two instances + Redis >= 90 % of one instance + Redis (e2e msg/s)" \
+            "$x (ratio $v: $a / $b msg/s; by round:$(round_ratios pair-redis solo-redis))"
+    else
+        goal "two instances + Redis >= 90 % of one instance + Redis (e2e msg/s)" "not measured"
+    fi
+    # 2. Redis adds < 10 % CPU per message: redis-server's CPU against the relays'
+    local run
+    for run in solo-redis pair-redis; do
+        a="${MED[$run.rcpu]:-}"; b="${MED[$run.cpu]:-}"
+        if num "$a" && num "$b"; then
+            v="$(awk -v a="$a" -v b="$b" 'BEGIN { printf("%.1f", (b > 0) ? a * 100 / b : 999) }')"
+            x="$(awk -v v="$v" 'BEGIN { print (v < 10) ? "met" : "not met" }')"
+            goal "Redis < 10 % CPU per message: redis-server / relays ($run)" \
+                "$x ($v %: $(per_msg_ms "$a") / $(per_msg_ms "$b") ms/msg)"
+        else
+            goal "Redis < 10 % CPU per message: redis-server / relays ($run)" "not measured"
+        fi
+    done
+    # ... and everything the cluster adds: relay with cluster: + redis-server vs relay without
+    a="${MED[solo-redis.cpu]:-}"; b="${MED[solo-local.cpu]:-}"; x="${MED[solo-redis.rcpu]:-}"
+    if num "$a" && num "$b" && num "$x"; then
+        v="$(awk -v a="$a" -v b="$b" -v r="$x" 'BEGIN { printf("%+.1f", (b > 0) ? (a + r - b) * 100 / b : 999) }')"
+        goal "Redis < 10 % CPU per message: (relay + redis) with cluster: / without" \
+            "$(awk -v v="$v" 'BEGIN { print (v < 10) ? "met" : "not met" }') ($v %: $(per_msg_ms "$a") + $(per_msg_ms "$x") against $(per_msg_ms "$b") ms/msg; the relay alone $(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f", (a - b) * 100 / b }') %)"
+    else
+        goal "Redis < 10 % CPU per message: (relay + redis) with cluster: / without" "not measured"
+    fi
+    # for reading the first goal: what two instances cost without any Redis
+    a="$(rate "${MED[pair-local.e2e]:-}")"; b="$(rate "${MED[solo-local.e2e]:-}")"
+    if num "$a" && num "$b"; then
+        goal "(for comparison) two instances / one, both without cluster:" \
+            "ratio $(fdiv "$a" "$b" '%.3f'): $a / $b msg/s; by round:$(round_ratios pair-local solo-local)"
+    fi
+    goal "shared caps through Redis (a cap on the pair)" "not measured (no shared caps in this build)"
+}
+
+# ------------------------------------------------------------------ main
+ensure_outrelay
+TMP="$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/cluster-bench.XXXXXX")"
+chmod 755 "$TMP"
+echo "== machine"
+echo "nproc:        $(nproc)"
+echo "kernel:       $(uname -srm)"
+echo "cpu:          $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo '?')"
+echo "temp dir fs:  $(findmnt -n -o FSTYPE --target "$TMP" 2>/dev/null || echo '?') ($TMP)"
+echo "redis:        $("$REDIS_SERVER" --version | cut -d' ' -f1-3)"
+if [[ "$OUTRELAY_BIN" == "$BUILD_DIR/outrelay" ]] && git -C "$REPO" rev-parse --git-dir >/dev/null 2>&1; then
+    echo "outrelay:     $OUTRELAY_BIN (tree at $(git -C "$REPO" rev-parse --short HEAD)$( [[ -n "$(git -C "$REPO" status --porcelain --untracked-files=no -- outrelay CMakeLists.txt)" ]] && echo " + uncommitted changes under outrelay/"))"
+else
+    echo "outrelay:     $OUTRELAY_BIN"
+fi
+echo "loadavg:      $(loadavg) (other work on the box skews the rates; CPU per message less so)"
+echo "bench load:   $N msgs x $SIZE B per run, $SESSIONS sessions in total; runs: $RUNS; $ROUNDS round(s)"
+make_key
+start_nsd
+echo
+for ((round = 1; round <= ROUNDS; round++)); do
+    for run in $RUNS; do
+        run_one "$run" "$round" || true
+        sleep 1
+    done
+done
+stop_nsd
+report
+rc=0
+for run in $RUNS; do
+    num "$(med "$run" e2e)" || { log "$run completed no round"; rc=1; }
+    for ((r = 1; r <= ROUNDS; r++)); do
+        num "${RES[$run.$r.e2e]:-}" || { log "$run round $r did not complete"; rc=1; }
+    done
+done
+exit $rc
