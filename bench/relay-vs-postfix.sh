@@ -25,6 +25,7 @@
 #   OUTRELAY_BIN     outrelay binary       [$REPO/build-bench/outrelay]
 #   BENCH_BUILD=0    use build-bench/outrelay as it is (no incremental rebuild)
 set -euo pipefail
+[[ "${BENCH_CLUSTER:-0}" == 1 ]] && exec "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"  # only the cluster bench, see bench/README.md
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 N="${BENCH_MESSAGES:-20000}"
