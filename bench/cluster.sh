@@ -47,6 +47,22 @@ PY3=/usr/bin/python3
 log() { printf '[cluster-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+# The helpers this bench shares with relay-vs-postfix.sh are taken from that script by name
+# (sourcing it would run it): process stop by PID, ports, CPU of a process tree, the Release
+# build, NSD and the sink. A helper renamed there stops this script here, loudly.
+bench_import() {  # bench_import NAME...: define these functions of relay-vs-postfix.sh here
+    local f body src="$REPO/bench/relay-vs-postfix.sh"
+    for f in "$@"; do
+        # "NAME() { ...; }" on one line, or from "NAME() {" to the first line that is "}"
+        body="$(awk -v f="$f" 'index($0, f "() {") == 1 { on = 1; print; if ($0 !~ /\{ *(#.*)?$/) exit; next }
+                               on { print; if ($0 == "}") exit }' "$src")"
+        [[ -n "$body" ]] || die "no function $f() in $src"
+        eval "$body"
+    done
+}
+bench_import need_pkg pid_alive stop_pid stop_nsd port_busy free_port wait_listen port_owned_by now \
+    cpu_of fdiv fsub ensure_outrelay start_nsd start_sink sink_count
+
 for v in N SESSIONS SIZE TIMEOUT ROUNDS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
@@ -57,12 +73,6 @@ done
 [[ $EUID -eq 0 ]] || die "run as root (smtp-sink -u and NSD as nobody need it)"
 has_run() { [[ " $RUNS " == *" $1 "* ]]; }
 
-need_pkg() {  # need_pkg FILE PACKAGE
-    [[ -x "$1" ]] && return 0
-    log "$1 missing; installing package $2"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "$2" >&2
-    [[ -x "$1" ]] || die "$1 still missing after installing $2"
-}
 need_pkg "$SMTP_SOURCE" postfix
 need_pkg "$SMTP_SINK" postfix
 need_pkg "$NSD" nsd
@@ -85,27 +95,6 @@ RELAY_PIDS=()
 SOURCE_PIDS=()
 declare -A RES=()
 
-pid_alive() {  # true if PID exists and is not a zombie
-    local st
-    [[ -n "$1" && -r "/proc/$1/stat" ]] || return 1
-    st="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
-    [[ -n "$st" && "$st" != Z ]]
-}
-
-stop_pid() {  # stop_pid PID NAME: TERM, wait up to 5 s, then KILL
-    local pid="$1" name="$2" i
-    [[ -n "$pid" ]] || return 0
-    if pid_alive "$pid"; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do pid_alive "$pid" || break; sleep 0.1; done
-        if pid_alive "$pid"; then
-            log "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 stop_run() {  # whatever a run started: sources, relays, sink, Redis
     local p
     for p in "${SOURCE_PIDS[@]}"; do stop_pid "$p" smtp-source; done
@@ -114,15 +103,6 @@ stop_run() {  # whatever a run started: sources, relays, sink, Redis
     RELAY_PIDS=()
     stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
     stop_pid "$REDIS_PID" redis-server; REDIS_PID=""
-}
-
-stop_nsd() {  # the PID we started, and the pidfile's if NSD says another
-    [[ -n "$NSD_PID" ]] || return 0
-    local fpid=""
-    [[ -r "$TMP/nsd/nsd.pid" ]] && fpid="$(tr -dc 0-9 <"$TMP/nsd/nsd.pid")"
-    [[ -n "$fpid" && "$fpid" != "$NSD_PID" ]] && stop_pid "$fpid" "nsd (pidfile)"
-    stop_pid "$NSD_PID" nsd
-    NSD_PID=""
 }
 
 cleanup() {
@@ -140,73 +120,16 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# ------------------------------------------------------------------ ports
-read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range
+# ------------------------------------------------------------------ helpers
+read -r EPH_LO _ </proc/sys/net/ipv4/ip_local_port_range  # for free_port
 USED_PORTS=" "
-port_busy() { [[ -n "$(ss -Hltun "sport = :$1" 2>/dev/null)" ]]; }
-free_port() {  # below the ephemeral range, not listening now, not handed out before
-    local lo=20000 hi=$((EPH_LO - 1)) p i
-    ((hi > lo)) || { lo=10000; hi=19999; }
-    for ((i = 0; i < 200; i++)); do
-        p=$((lo + RANDOM % (hi - lo + 1)))
-        [[ "$USED_PORTS" == *" $p "* ]] && continue
-        port_busy "$p" && continue
-        USED_PORTS+="$p "
-        echo "$p"
-        return 0
-    done
-    die "could not find a free TCP port"
-}
-wait_listen() {  # wait_listen PORT PID NAME SECONDS
-    local i
-    for ((i = 0; i < $4 * 10; i++)); do
-        port_busy "$1" && { ss -Hltnp "sport = :$1" 2>/dev/null | grep -q "pid=$2," && return 0
-                            die "port $1 is held by something other than our $3"; }
-        pid_alive "$2" || die "$3 exited before listening on $1"
-        sleep 0.1
-    done
-    die "$3 did not listen on 127.0.0.1:$1 within $4 s"
-}
-
-now() { echo "$EPOCHREALTIME"; }
-fdiv() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN { if (b > 0) printf f, a / b; else printf "n/a" }'; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
+HZ="$(getconf CLK_TCK 2>/dev/null || echo 100)"                 # for cpu_of
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# CPU seconds (utime + stime of /proc/PID/stat: all threads of the process) of the given PIDs.
-# The relays and redis-server start no children, so nothing is left out.
-HZ="$(getconf CLK_TCK 2>/dev/null || echo 100)"
-cpu_of() {  # cpu_of PID...
-    local p t=0 line f
-    for p in "$@"; do
-        line="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
-        line="${line##*) }"              # the fields after "pid (comm) "
-        read -r -a f <<<"$line"          # f[11] = utime, f[12] = stime (fields 14 and 15)
-        t=$((t + f[11] + f[12]))
-    done
-    fdiv "$t" "$HZ" '%.2f'
-}
-
-# ----------------------------------------------------------------- build
-ensure_outrelay() {  # like relay-vs-postfix.sh: a Release build in build-bench/, incremental
-    if [[ "$OUTRELAY_BIN" != "$BUILD_DIR/outrelay" || ( "$BUILD" == 0 && -x "$OUTRELAY_BIN" ) ]]; then
-        [[ -x "$OUTRELAY_BIN" ]] || die "OUTRELAY_BIN=$OUTRELAY_BIN does not exist"
-        return 0
-    fi
-    need_pkg /usr/bin/cmake cmake
-    log "building outrelay (Release) in $BUILD_DIR"
-    mkdir -p "$BUILD_DIR"
-    { cmake -S "$REPO" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
-            -DCMAKE_C_FLAGS="-Wno-error=format-truncation -Wno-error=restrict" >"$BUILD_DIR/bench-build.log" 2>&1 \
-        && cmake --build "$BUILD_DIR" -j2 >>"$BUILD_DIR/bench-build.log" 2>&1; } \
-        || { tail -n 30 "$BUILD_DIR/bench-build.log" >&2; die "building outrelay failed, see $BUILD_DIR/bench-build.log"; }
-    [[ -x "$OUTRELAY_BIN" ]] || die "build did not produce $OUTRELAY_BIN"
-}
-
 # ------------------------------------------------------------- DNS and keys
-# One NSD for the invocation serving the sender domain's SPF (127.0.0.1 may send), DMARC
-# (p=reject) and the RSA-2048 DKIM key (RFC 6376 section 3.6.1) made by `outrelay keygen`, so
-# the relays' checks resolve on loopback, as in relay-vs-postfix.sh.
+# The RSA-2048 DKIM key (RFC 6376) made by `outrelay keygen`; start_nsd serves its record from
+# $TMP/dkim-*.txt with the sender domain's SPF (127.0.0.1 may send) and DMARC (p=reject), so
+# the relays' checks resolve on loopback.
 make_key() {
     local kcfg="$TMP/keygen.yaml"
     mkdir -p "$TMP/keys"
@@ -215,55 +138,6 @@ make_key() {
         "$TMP/keygen-spool" "$TMP/keygen-state" "$TMP/keys" >"$kcfg"
     "$OUTRELAY_BIN" keygen "$DOMAIN" "$SEL_RSA" --rsa 2048 -c "$kcfg" >"$TMP/dkim-$SEL_RSA.txt" \
         || die "outrelay keygen $DOMAIN $SEL_RSA --rsa 2048 failed"
-}
-
-start_nsd() {
-    local d="$TMP/nsd" i spf dmarc key
-    NSD_PORT="$(free_port)"
-    mkdir -p "$d"
-    {
-        printf '$ORIGIN %s.\n$TTL 300\n' "$ZONE"
-        printf '@ IN SOA ns1 hostmaster ( 1 3600 600 86400 300 )\n'
-        printf '@ IN NS ns1\nns1 IN A 127.0.0.1\n'
-        printf '%s. IN TXT "v=spf1 ip4:127.0.0.1 -all"\n' "$DOMAIN"
-        printf '_dmarc.%s. IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"\n' "$DOMAIN"
-        cat "$TMP/dkim-$SEL_RSA.txt"
-    } >"$d/$ZONE.zone"
-    cat >"$d/nsd.conf" <<EOF
-server:
-    ip-address: 127.0.0.1
-    port: $NSD_PORT
-    do-ip6: no
-    username: ""
-    chroot: ""
-    zonesdir: "$d"
-    database: ""
-    zonelistfile: "$d/zone.list"
-    xfrdfile: "$d/xfrd.state"
-    xfrdir: "$d"
-    pidfile: "$d/nsd.pid"
-    logfile: "$d/nsd.log"
-    server-count: 1
-    verbosity: 1
-remote-control:
-    control-enable: no
-zone:
-    name: "$ZONE"
-    zonefile: "$ZONE.zone"
-EOF
-    chown -R nobody:nogroup "$d"
-    nsd-checkzone "$ZONE" "$d/$ZONE.zone" >"$d/checkzone.out" 2>&1 \
-        || { cat "$d/checkzone.out" >&2; die "nsd-checkzone rejected the zone"; }
-    setpriv --reuid=nobody --regid=nogroup --clear-groups "$NSD" -d -c "$d/nsd.conf" >"$d/nsd.out" 2>&1 &
-    NSD_PID=$!
-    wait_listen "$NSD_PORT" "$NSD_PID" nsd 10
-    for ((i = 0; i < 50; i++)); do [[ -s "$d/nsd.pid" ]] && break; sleep 0.1; done
-    spf="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "$DOMAIN" || true)"
-    dmarc="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "_dmarc.$DOMAIN" || true)"
-    key="$(dig @127.0.0.1 -p "$NSD_PORT" +short +time=2 +tries=2 TXT "$SEL_RSA._domainkey.$DOMAIN" || true)"
-    [[ "$spf" == *"v=spf1"* && "$dmarc" == *"v=DMARC1"* && "$key" == *"v=DKIM1"* ]] \
-        || die "NSD on 127.0.0.1:$NSD_PORT does not answer for $DOMAIN (spf='$spf' dmarc='$dmarc')"
-    echo "dns:          nsd (pid $NSD_PID) on 127.0.0.1:$NSD_PORT: SPF, DMARC p=reject and the $SEL_RSA key of $DOMAIN"
 }
 
 # ------------------------------------------------------------------ Redis
@@ -279,6 +153,7 @@ start_redis() {  # start_redis DIR
         --protected-mode no --logfile '' >"$d/redis.log" 2>&1 &
     REDIS_PID=$!
     wait_listen "$REDIS_PORT" "$REDIS_PID" redis-server 15
+    port_owned_by "$REDIS_PORT" "$REDIS_PID" || die "port $REDIS_PORT is not held by our redis-server"
 }
 redis_cli() { "$REDIS_CLI" -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 redis_commands() {  # commands Redis has processed so far (INFO stats), not counting this INFO
@@ -327,11 +202,6 @@ s = json.load(sys.stdin)
 print(s.get("state", "?"), s.get("instances_seen", "?"))' 2>/dev/null || echo "unknown"
 }
 
-sink_count() {  # the last message counter smtp-sink -c printed
-    tr '\r' '\n' <"$1" 2>/dev/null | sed -n 's/.*mesg=\([0-9][0-9]*\).*/\1/p' | tail -n 1 \
-        | awk '{ print $1 + 0 } END { if (NR == 0) print 0 }'
-}
-
 # run_one RUN ROUND: one measured run. RUN is solo-* (one instance) or pair-* (two), *-redis
 # with cluster: pointing at a fresh redis-server, *-local without. One sink (-M N) for all
 # instances; with two, each gets its own smtp-source with N/2 messages and half the sessions,
@@ -350,11 +220,7 @@ run_one() {
         echo "  redis:  $REDIS_SERVER on $redis (pid $REDIS_PID)"
     fi
     sport="$(free_port)"
-    : >"$dir/sink.out"
-    env MAIL_CONFIG=/nonexistent "$SMTP_SINK" -u nobody -c -M "$N" "127.0.0.1:$sport" 256 \
-        >"$dir/sink.out" 2>"$dir/sink.err" &
-    SINK_PID=$!
-    wait_listen "$sport" "$SINK_PID" smtp-sink 10
+    start_sink "$sport"                 # -M N: exits once all N messages are in
     local -a rports=() cfgs=()
     for ((i = 1; i <= inst; i++)); do
         rports+=("$(free_port)")
@@ -364,6 +230,7 @@ run_one() {
         "$OUTRELAY_BIN" serve -c "$cfg" >"$dir/relay-$i.log" 2>&1 &
         RELAY_PIDS+=($!)
         wait_listen "${rports[-1]}" "${RELAY_PIDS[-1]}" "outrelay relay-$i" 15
+        port_owned_by "${rports[-1]}" "${RELAY_PIDS[-1]}" || die "port ${rports[-1]} is not held by relay-$i"
         echo "  relay:  $OUTRELAY_BIN serve -c $cfg (pid ${RELAY_PIDS[-1]}, 127.0.0.1:${rports[-1]} -> sink 127.0.0.1:$sport)"
     done
     if [[ -n "$redis" ]]; then
@@ -402,7 +269,7 @@ run_one() {
     deadline=$(( ${t1%.*} + TIMEOUT ))
     while pid_alive "$SINK_PID"; do
         if (( ${EPOCHREALTIME%.*} >= deadline )); then
-            log "$run: the sink saw only $(sink_count "$dir/sink.out")/$N messages after ${TIMEOUT}s"
+            log "$run: the sink saw only $(sink_count "$sport")/$N messages after ${TIMEOUT}s"
             RES[$key.e2e]="timeout"; KEEP=1; stop_run; return 1
         fi
         sleep 0.02
