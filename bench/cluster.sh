@@ -61,7 +61,7 @@ bench_import() {  # bench_import NAME...: define these functions of relay-vs-pos
     done
 }
 bench_import need_pkg pid_alive stop_pid stop_nsd port_busy free_port wait_listen port_owned_by now \
-    cpu_of fdiv fsub ensure_outrelay start_nsd start_sink sink_count
+    cpu_of fdiv fsub ensure_outrelay start_nsd start_sink sink_count write_outrelay_config
 
 for v in N SESSIONS SIZE TIMEOUT ROUNDS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
@@ -71,7 +71,6 @@ for r in $RUNS; do
     [[ " $ALL_RUNS " == *" $r "* ]] || die "unknown run '$r' in BENCH_CLUSTER_RUNS (known: $ALL_RUNS)"
 done
 [[ $EUID -eq 0 ]] || die "run as root (smtp-sink -u and NSD as nobody need it)"
-has_run() { [[ " $RUNS " == *" $1 "* ]]; }
 
 need_pkg "$SMTP_SOURCE" postfix
 need_pkg "$SMTP_SINK" postfix
@@ -165,31 +164,7 @@ redis_commands() {  # commands Redis has processed so far (INFO stats), not coun
 # the RSA key, DNS from our NSD), plus `cluster:` when REDIS is given.
 write_config() {  # write_config FILE DIR RELAYPORT SINKPORT INSTANCE [REDIS-ADDR]
     local cfg="$1" dir="$2" rport="$3" sport="$4" inst="$5" redis="${6:-}"
-    mkdir -p "$dir/spool" "$dir/state"
-    cat >"$cfg" <<EOF
-hostname: bench.outrelay.test
-spool: $dir/spool
-state: $dir/state
-keys: $TMP/keys
-dns:
-  servers: ["127.0.0.1:$NSD_PORT"]
-listen:
-  - address: "127.0.0.1:$rport"
-    tls: none
-origins:
-  bench:
-    networks: ["127.0.0.0/8"]
-egress:
-  sink:
-    type: smarthost
-    host: 127.0.0.1
-    port: $sport
-    tls: none
-    max_connections: 20
-    spf_ips: ["127.0.0.1/32"]
-ramp:
-  from: sink
-EOF
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$TMP/keys"
     [[ -n "$redis" ]] && printf 'cluster:\n  redis: "%s"\n  instance: %s\n  key_prefix: bench\n' \
         "$redis" "$inst" >>"$cfg"
     return 0
