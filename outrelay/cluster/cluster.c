@@ -494,6 +494,7 @@ void cluster_status(struct strbuf *out, int json)
             json_int(&w, "instances_seen", cluster_instances_seen());
             json_int(&w, "errors", (int64_t)C.errors);
             json_int(&w, "reconcile_pending", (int64_t)cluster_dedup_pending());
+            json_int(&w, "state_pending", (int64_t)cluster_state_pending());
             json_string(&w, "last_error", C.last_error[0] ? C.last_error : NULL);
         }
         json_object_end(&w);
@@ -514,7 +515,10 @@ void cluster_status(struct strbuf *out, int json)
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         strbuf_printf(out, " since %s", when);
     }
-    strbuf_printf(out, "\ninstances seen: %d\nerrors: %llu\nreconcile pending: %zu\n",
-                  cluster_instances_seen(), (unsigned long long)C.errors, cluster_dedup_pending());
+    strbuf_printf(out,
+                  "\ninstances seen: %d\nerrors: %llu\nreconcile pending: %zu\nstate pending: "
+                  "%zu\n",
+                  cluster_instances_seen(), (unsigned long long)C.errors, cluster_dedup_pending(),
+                  cluster_state_pending());
     if (C.last_error[0]) strbuf_printf(out, "last error: %s\n", C.last_error);
 }

@@ -209,7 +209,7 @@ static void learn(const char *key, const char *value, int64_t at, const char *by
     const char *name = colon + 1;
     struct mirror_entry *e = mirror_get(kind_name, name);
     if (e->at == at && !strcmp(e->by, by) && !strcmp(e->value, value)) return; /* known */
-    if (e->at && !cluster_state_newer(at, by, e->at, e->by)) {
+    if (e->at && cluster_state_newer(e->at, e->by, at, by)) {
         e->pending = write_entry(e) < 0; /* ours is newer and did not land: again */
         return;
     }

@@ -14,8 +14,9 @@ shipped policies (hotmail.test is microsoft-consumer):
      (empty): B records that it wrote its change back, A follows it (the latest change wins), the
      suspension is in Redis again (written back by both), and mail flows through both.
 """
+import json
 import os
-import time
+import urllib.request
 
 import harness as h
 
@@ -52,6 +53,7 @@ def test(env):
                          "helo": "legacy.outrelay.test"},
               "cloud": {"type": "direct", "source": [h.CLOUD_IP], "helo": "cloud.outrelay.test"}}
     relays = {}
+    metrics_port = env.free_port([h.RELAY_IP])
     for name in ("A", "B"):
         cfg = h.standard_config(
             env, nsd, port, egress=egress, retry=("1s",), spool=env.path(f"spool-{name}"),
@@ -64,6 +66,8 @@ def test(env):
                        "schedule": [{"at": "2026-01-01T00:00:00Z", "percent": 100}]}
         cfg["providers"] = {"testprov": {"mx_suffixes": ["mx.example.net"],
                                          "source": "test world"}}
+        if name == "B":
+            cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
         relays[name] = h.Relay(env, cfg, name=f"relay{name}")
     a, b = relays["A"], relays["B"]
 
@@ -143,6 +147,8 @@ def test(env):
                                         "action='down'"), 30, "the cluster down record")
     set_clock(t0 + 900)  # B's change is later than A's pause; the suspension still holds
     ramp(b, "set", "100")
+    pending = json.loads(b.queue_like("cluster", "status", "--json").stdout)["state_pending"]
+    h.check(pending >= 1, f"B's change made without redis is not pending: {pending}")
     out_a = send(a, "dave@example.net", "outage-a")
     out_b = send(b, "erin@example.net", "outage-b")
     env.wait_for(lambda: arrived(out_a) and arrived(out_b), 60, "both relaying without redis")
@@ -156,6 +162,14 @@ def test(env):
     a.wait_for(lambda: "mode set" in status(a) and "effective share: 100.00%" in status(a), 30,
                "A to follow B's change made during the outage")
     h.check("mode set" in status(b), f"B lost its own change:\n{status(b)}")
+    b.wait_for(lambda: json.loads(b.queue_like("cluster", "status", "--json").stdout)
+               ["state_pending"] == 0, 30, "B's pending state written back")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+    text = text.read().decode()
+    learnt = [l for l in text.splitlines() if l.startswith("outrelay_cluster_state_learnt_total ")]
+    h.check(learnt and float(learnt[0].split()[1]) >= 3,
+            f"B's metrics do not count what it learnt (suspension, set, pause): {learnt}")
+    h.check("outrelay_cluster_state_pending 0" in text, "B's pending gauge is not 0")
     env.wait_for(lambda: redis.cli("HGET", "t:state:shaping:ms-ip-reputation:cloud:"
                                    "microsoft-consumer", "value") not in ([], [""]), 30,
                  "the suspension written back to redis")
