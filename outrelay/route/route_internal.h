@@ -239,6 +239,12 @@ void route_db_save_autopilot(struct route_world *w, size_t group);
 void route_db_apply_group_override(struct route_world *w, const char *group, const char *mode_name,
                                    const char *text, int64_t since);
 
+/* Applies a group's autopilot position read from route.db or learnt from the cluster, when the
+ * group is still configured with its autopilot on (a step past a shortened schedule becomes its
+ * last); returns the group's autopilot index, -1 when forgotten. */
+long route_db_apply_autopilot(struct route_world *w, const char *group, int64_t step,
+                              int64_t held_since, int64_t last_back, const char *verdict);
+
 /* ---- shared.c: the route state the instances share through cluster/ (cluster.redis) */
 
 /* A local change, written to the other instances: a shaping entry started, extended or lifted

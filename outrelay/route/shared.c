@@ -190,12 +190,6 @@ done:
 
 /* ---- autopilot */
 
-static long autopilot_index(const struct route_world *w, const char *name)
-{
-    if (!strcmp(name, "default")) return (long)w->cfg->ramp.n_groups;
-    return route_group_index(w->cfg, name);
-}
-
 void route_shared_autopilot(struct route_world *w, size_t gi)
 {
     if (!sharing(w)) return;
@@ -211,35 +205,24 @@ static void apply_autopilot(void *arg, const char *name, const char *value, int6
                             const char *by)
 {
     struct route_world *w = arg;
-    long gi = w->autopilot ? autopilot_index(w, name) : -1;
     long step;
     long long held_since, last_back;
     char verdict[16], gate[40];
-    if (gi < 0 || !autopilot_group(w, (size_t)gi)->autopilot.enabled ||
-        sscanf(value, "%ld %lld %lld %15s %39s", &step, &held_since, &last_back, verdict, gate) !=
-            5)
+    if (!w->autopilot || sscanf(value, "%ld %lld %lld %15s %39s", &step, &held_since, &last_back,
+                                verdict, gate) != 5)
         return;
+    long gi =
+        !strcmp(name, "default") ? (long)w->cfg->ramp.n_groups : route_group_index(w->cfg, name);
+    if (gi < 0 || at < w->autopilot[gi].shared_at) return; /* not ours, or ours is newer */
+    long before = w->autopilot[gi].step;
+    if (route_db_apply_autopilot(w, name, step, held_since, last_back, verdict) < 0) return;
     struct autopilot_state *st = &w->autopilot[gi];
-    if (at < st->shared_at) return; /* ours is newer */
-    const struct route_group *g = autopilot_group(w, (size_t)gi);
-    if (step >= (long)g->n_schedule) step = (long)g->n_schedule - 1;
-    long before = st->step;
-    st->step = step < -1 ? -1 : step;
-    st->held_since = held_since;
-    st->last_back = last_back;
     st->shared_at = at;
-    for (int v = AUTOPILOT_OFF; v <= AUTOPILOT_DONE; v++)
-        if (!strcmp(verdict, autopilot_verdict_name((enum autopilot_verdict)v)))
-            st->verdict = (enum autopilot_verdict)v;
     snprintf(st->gate, sizeof st->gate, "%s", strcmp(gate, "-") ? gate : "");
-    if ((size_t)gi == w->cfg->ramp.n_groups)
-        w->override.pilot_step = st->step;
-    else
-        w->group_override[gi].pilot_step = st->step;
     route_db_save_autopilot(w, (size_t)gi);
     log_info("route: autopilot group %s: step %ld -> %ld, %s, learnt from the cluster (instance "
              "%s)",
-             g->name, before + 1, st->step + 1, verdict, by);
+             name, before + 1, st->step + 1, verdict, by);
 }
 
 int route_shared_drives_autopilot(struct route_world *w, size_t gi)

@@ -8,38 +8,14 @@ Redis) with the group "ms" (hotmail.test over legacy and cloud, three steps, the
      and its `ramp status` shows step 1 learnt from the driver, and routes by it;
   2. the driver stops: its lease lapses and the other instance takes it over.
 """
-import os
-
 import harness as h
+from cluster_world import HOUR, TwoInstances, iso
 
 T0 = 1796000000  # 2026-11-30T00:53:20Z
-HOUR = 3600
-
-
-def iso(t):
-    import time
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def test(env):
     h.need_binary(env)
-    src = env.src
-    clock = env.path("clock")
-    with open(clock, "w") as fh:
-        fh.write(f"{T0 + 60}\n")
-    os.environ["OUTRELAY_TEST_CLOCK"] = clock  # inherited by both relays
-    zones = h.default_zones()
-    zones["hotmail.test"] = h.zone_text(
-        "hotmail.test", "@ IN MX 10 hotmail-test.olc.protection.outlook.com.\n")
-    zones["olc.protection.outlook.com"] = h.zone_text(
-        "olc.protection.outlook.com", f"hotmail-test IN A {h.MX_EXAMPLE_NET}\n")
-    nsd = h.Nsd(env, zones=zones)
-    port = env.free_port(h.SINK_IPS + [h.LEGACY_IP, h.CLOUD_IP])
-    sink = h.PySink(env, h.MX_EXAMPLE_NET, port, "pilot")
-    redis = h.Redis(env)
-    egress = {"legacy": {"type": "direct", "source": [h.LEGACY_IP],
-                         "helo": "legacy.outrelay.test"},
-              "cloud": {"type": "direct", "source": [h.CLOUD_IP], "helo": "cloud.outrelay.test"}}
     group = {"name": "ms", "match": {"rcpt_domains": ["hotmail.test"]},
              "egress": ["legacy", "cloud"], "key": ["rcpt"],
              "schedule": [{"at": iso(T0), "weights": {"legacy": 0, "cloud": 100}},
@@ -47,22 +23,8 @@ def test(env):
                           {"at": iso(T0 + 2 * HOUR), "weights": {"legacy": 20, "cloud": 80}}],
              "autopilot": {"enabled": True, "window": "2h", "step_after": "1h",
                            "gates": {"min_replies": 3, "max_deferral_rate": 50}}}
-    relays = {}
-    for name in ("A", "B"):
-        cfg = h.standard_config(
-            env, nsd, port, egress=egress, retry=("1s",), spool=env.path(f"spool-{name}"),
-            state=env.path(f"state-{name}"),
-            cluster={"redis": redis.address, "instance": f"relay-{name}", "timeout": "1s",
-                     "key_prefix": "t"},
-            policies=[os.path.join(src, "policies/providers.yaml"),
-                      os.path.join(src, "policies/shaping.yaml")])
-        cfg["ramp"] = {"from": "legacy", "to": "cloud", "groups": [group]}
-        relays[name] = h.Relay(env, cfg, name=f"relay{name}")
-
-    def status(relay):
-        r = relay.queue_like("ramp", "status")
-        h.check(r.returncode == 0, f"ramp status failed: {r.stderr}")
-        return r.stdout
+    world = TwoInstances(env, {"from": "legacy", "to": "cloud", "groups": [group]}, now=T0 + 60)
+    relays, redis, sink, status = world.relays, world.redis, world.sink, world.status
 
     def holder():
         v = redis.cli("GET", "t:lease:autopilot:ms")

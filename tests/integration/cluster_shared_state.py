@@ -15,61 +15,27 @@ shipped policies (hotmail.test is microsoft-consumer):
      suspension is in Redis again (written back by both), and mail flows through both.
 """
 import json
-import os
 import urllib.request
 
 import harness as h
+from cluster_world import TwoInstances
 
 MS_REPLY = ("451 4.7.650 The mail server [127.0.0.3] has been temporarily rate limited due to "
             "IP reputation. For e-mail delivery information, see https://aka.ms/postmaster "
             "(S775)")
-NAMES = {h.LEGACY_IP: "legacy", h.CLOUD_IP: "cloud"}
 
 
 def test(env):
     h.need_binary(env)
-    src = env.src
     t0 = 1796000000
-    clock = env.path("clock")
-
-    def set_clock(t):
-        with open(clock + ".tmp", "w") as fh:
-            fh.write(f"{int(t)}\n")
-        os.replace(clock + ".tmp", clock)
-
-    set_clock(t0)
-    os.environ["OUTRELAY_TEST_CLOCK"] = clock  # inherited by both relays
-    zones = h.default_zones()
-    zones["hotmail.test"] = h.zone_text(
-        "hotmail.test", "@ IN MX 10 hotmail-test.olc.protection.outlook.com.\n")
-    zones["olc.protection.outlook.com"] = h.zone_text(
-        "olc.protection.outlook.com", f"hotmail-test IN A {h.MX_EXAMPLE_NET}\n")
-    nsd = h.Nsd(env, zones=zones)
-    port = env.free_port(h.SINK_IPS + [h.LEGACY_IP, h.CLOUD_IP])
     script = [{"on": "DATA", "peer": h.CLOUD_IP, "reply": MS_REPLY, "count": 3}]
-    sink = h.PySink(env, h.MX_EXAMPLE_NET, port, "shared", script=script)
-    redis = h.Redis(env)
-    egress = {"legacy": {"type": "direct", "source": [h.LEGACY_IP],
-                         "helo": "legacy.outrelay.test"},
-              "cloud": {"type": "direct", "source": [h.CLOUD_IP], "helo": "cloud.outrelay.test"}}
-    relays = {}
-    metrics_port = env.free_port([h.RELAY_IP])
-    for name in ("A", "B"):
-        cfg = h.standard_config(
-            env, nsd, port, egress=egress, retry=("1s",), spool=env.path(f"spool-{name}"),
-            state=env.path(f"state-{name}"),
-            cluster={"redis": redis.address, "instance": f"relay-{name}", "timeout": "1s",
-                     "key_prefix": "t"},
-            policies=[os.path.join(src, "policies/providers.yaml"),
-                      os.path.join(src, "policies/shaping.yaml")])
-        cfg["ramp"] = {"from": "legacy", "to": "cloud",
-                       "schedule": [{"at": "2026-01-01T00:00:00Z", "percent": 100}]}
-        cfg["providers"] = {"testprov": {"mx_suffixes": ["mx.example.net"],
-                                         "source": "test world"}}
-        if name == "B":
-            cfg["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
-        relays[name] = h.Relay(env, cfg, name=f"relay{name}")
-    a, b = relays["A"], relays["B"]
+    world = TwoInstances(env, {"from": "legacy", "to": "cloud",
+                               "schedule": [{"at": "2026-01-01T00:00:00Z", "percent": 100}]},
+                         now=t0, script=script, metrics_on="B")
+    a, b = world.relays["A"], world.relays["B"]
+    sink, redis, metrics_port = world.sink, world.redis, world.metrics_port
+    status, ramp, send, arrived = world.status, world.ramp, world.send, world.arrived
+    set_clock = world.set_clock
 
     def cluster_up(relay):
         r = relay.queue_like("cluster", "status")
@@ -77,27 +43,6 @@ def test(env):
 
     for r in (a, b):
         r.wait_for(lambda r=r: cluster_up(r), 30, "redis reachable")
-
-    def status(relay):
-        r = relay.queue_like("ramp", "status")
-        h.check(r.returncode == 0, f"ramp status failed: {r.stderr}")
-        return r.stdout
-
-    def ramp(relay, *args):
-        r = relay.queue_like("ramp", *args)
-        h.check(r.returncode == 0, f"ramp {' '.join(args)} failed: {r.stdout}{r.stderr}")
-        return r.stdout
-
-    def send(relay, rcpt, tag):
-        msgid = f"<{tag}@shared.test>"
-        res = h.send(relay.host, relay.port, "sender@example.org", [rcpt],
-                     h.make_message("sender@example.org", rcpt, tag, message_id=msgid))
-        h.check(res.accepted, f"{tag}: not accepted: {res}")
-        return msgid
-
-    def arrived(msgid):
-        return [NAMES.get(m.client_addr, m.client_addr) for m in sink.messages()
-                if m.message_id == msgid]
 
     # 1. A's suspension reaches B
     first = send(a, "alice@hotmail.test", "first")
