@@ -408,6 +408,7 @@ int cluster_start(struct event_base *base, const struct config *cfg, char *err, 
     event_add(C.timer, &tv);
     cluster_dedup_set_claim_ttl(cfg->cluster_claim_ttl);
     cluster_subscribe(cluster_dedup_health, NULL);
+    cluster_state_start(base); /* shared state: polls the version, written back on return */
     conn_start();
     log_info("cluster: instance %s, redis %s%s", C.instance, C.addr, C.ssl_ctx ? " (TLS)" : "");
     return 0;
@@ -427,6 +428,7 @@ void cluster_stop(void)
     free(C.password);
     memset(&C, 0, sizeof C);
     cluster_dedup_stop();
+    cluster_state_stop();
 }
 
 int cluster_configured(void)
@@ -492,6 +494,7 @@ void cluster_status(struct strbuf *out, int json)
             json_int(&w, "instances_seen", cluster_instances_seen());
             json_int(&w, "errors", (int64_t)C.errors);
             json_int(&w, "reconcile_pending", (int64_t)cluster_dedup_pending());
+            json_int(&w, "state_pending", (int64_t)cluster_state_pending());
             json_string(&w, "last_error", C.last_error[0] ? C.last_error : NULL);
         }
         json_object_end(&w);
@@ -512,7 +515,10 @@ void cluster_status(struct strbuf *out, int json)
         strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
         strbuf_printf(out, " since %s", when);
     }
-    strbuf_printf(out, "\ninstances seen: %d\nerrors: %llu\nreconcile pending: %zu\n",
-                  cluster_instances_seen(), (unsigned long long)C.errors, cluster_dedup_pending());
+    strbuf_printf(out,
+                  "\ninstances seen: %d\nerrors: %llu\nreconcile pending: %zu\nstate pending: "
+                  "%zu\n",
+                  cluster_instances_seen(), (unsigned long long)C.errors, cluster_dedup_pending(),
+                  cluster_state_pending());
     if (C.last_error[0]) strbuf_printf(out, "last error: %s\n", C.last_error);
 }

@@ -104,4 +104,32 @@ size_t cluster_dedup_pending(void);
 void cluster_dedup_health(void *arg, int up);
 void cluster_dedup_stop(void);
 
+/* --- shared state (cluster_state.c): small entries by kind and name, each {value, at, by}.
+ * A change is written only over an older one (the later `at` wins; a tie goes to the greater
+ * instance name); every instance polls a version key once a second and, when it moved, reads all
+ * entries and hands the ones it did not know to the kind's apply function. Entries are mirrored
+ * locally: those changed while Redis was away are written back when it returns (and a
+ * `cluster` record "reconciled" says how many). */
+typedef void (*cluster_state_apply_fn)(void *arg, const char *name, const char *value, int64_t at,
+                                       const char *by);
+/* fn gets the entries of kind another instance wrote (never our own unchanged ones); once per
+ * kind, again replaces. Safe before cluster_start. */
+void cluster_state_register(const char *kind, cluster_state_apply_fn fn, void *arg);
+/* A change made here at `at`; until (unix seconds, 0 = none) is when Redis may forget it. Kept
+ * for reconciliation when Redis is down. Does nothing without cluster.redis. */
+void cluster_state_publish(const char *kind, const char *name, const char *value, int64_t at,
+                           int64_t until);
+/* 1 when change a (at_a by by_a) wins over change b. Pure. */
+int cluster_state_newer(int64_t at_a, const char *by_a, int64_t at_b, const char *by_b);
+/* A lease "<prefix>:lease:NAME" (SET NX EX ttl), asked for or renewed: 1 while the last answer
+ * said it is ours (what we knew stands while Redis does not answer); 1 without cluster.redis. */
+int cluster_state_lease(const char *name, int64_t ttl);
+/* Entries changed here and not yet written to Redis; entries learnt from other instances. */
+size_t cluster_state_pending(void);
+uint64_t cluster_state_learnt(void);
+/* For cluster.c: the poll timer, health, and the end. */
+void cluster_state_start(struct event_base *base);
+void cluster_state_health(void *arg, int up);
+void cluster_state_stop(void);
+
 #endif

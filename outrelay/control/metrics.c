@@ -53,6 +53,11 @@ static const struct metric_def {
     {"outrelay_cluster_reconcile_pending", "gauge",
      "Deliveries made while Redis was down, not yet written to it"},
     {"outrelay_cluster_transitions_total", "counter", "Redis went down or came back, by state"},
+    {"outrelay_cluster_state_pending", "gauge",
+     "Shared state entries (shaping, ramp, autopilot) changed while Redis was away, not yet "
+     "written to it"},
+    {"outrelay_cluster_state_learnt_total", "counter",
+     "Shared state entries learnt from other instances"},
 };
 
 static const double delay_buckets[] = {0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400};
@@ -243,8 +248,16 @@ static void render(struct strbuf *out)
             double v = !strcmp(m->name, "outrelay_cluster_up") ? cluster_is_up()
                        : !strcmp(m->name, "outrelay_cluster_instances_seen")
                            ? cluster_instances_seen()
+                       : !strcmp(m->name, "outrelay_cluster_state_pending")
+                           ? (double)cluster_state_pending()
                            : (double)cluster_dedup_pending();
             strbuf_printf(out, "%s %g\n", m->name, v);
+            continue;
+        }
+        if (!strcmp(m->name, "outrelay_cluster_state_learnt_total")) {
+            if (cluster_configured())
+                strbuf_printf(out, "%s %llu\n", m->name,
+                              (unsigned long long)cluster_state_learnt());
             continue;
         }
         if (!strcmp(m->name, "outrelay_cluster_errors_total")) {

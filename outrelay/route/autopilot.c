@@ -377,6 +377,10 @@ static void evaluate(struct route_world *w, size_t gi, int64_t now)
     if (st->step != from_step || st->verdict != before ||
         (st->verdict == AUTOPILOT_BACK && from_step < 0))
         route_db_save_autopilot(w, gi);
+    if (st->step != from_step || st->verdict != before || strcmp(st->gate, gate_before)) {
+        st->shared_at = now;
+        route_shared_autopilot(w, gi); /* the instances that do not drive it follow */
+    }
     if (st->step != from_step || st->verdict != before || strcmp(st->gate, gate_before) ||
         now - st->last_record >= g->autopilot.window)
         emit(w, gi, from_step, now);
@@ -385,9 +389,12 @@ static void evaluate(struct route_world *w, size_t gi, int64_t now)
 void autopilot_tick(struct route_world *w, int64_t now)
 {
     if (w->autopilot) limits_expire(w, now);
+    route_shared_tick(w);
     for (size_t gi = 0; w->autopilot && gi <= w->cfg->ramp.n_groups; gi++) {
         struct autopilot_state *st = &w->autopilot[gi];
-        if (!autopilot_group(w, gi)->autopilot.enabled || now < st->next_eval) continue;
+        if (!autopilot_group(w, gi)->autopilot.enabled) continue;
+        /* with several instances one drives a group (its lease); the others follow its step */
+        if (!route_shared_drives_autopilot(w, gi) || now < st->next_eval) continue;
         st->next_eval = now + AUTOPILOT_TICK;
         evaluate(w, gi, now);
     }

@@ -207,7 +207,7 @@ void limits_throttle_rate(const struct route_world *w, const struct route_shapin
     *count = rate > 1e8 ? 100000000 : (int)rate; /* whole messages, rounded down */
 }
 
-static void lift(struct route_world *w, struct route_shaping *s, const char *why)
+static void lift(struct route_world *w, struct route_shaping *s, const char *why, int64_t now)
 {
     char until[32];
     ramp_format_time(s->until, until, sizeof until);
@@ -228,6 +228,7 @@ static void lift(struct route_world *w, struct route_shaping *s, const char *why
     s->throttle_count = 0;
     s->throttle_start = 0;
     route_db_delete_shaping(w, s);
+    route_shared_shaping(w, s, now);
 }
 
 void limits_expire(struct route_world *w, int64_t now)
@@ -236,7 +237,7 @@ void limits_expire(struct route_world *w, int64_t now)
         struct route_shaping *s = &w->shaping[i];
         if (!s->active || now < s->until) continue;
         if (recovery_over(s, now))
-            lift(w, s, s->rule->recover_quiet ? "recovered" : "duration over");
+            lift(w, s, s->rule->recover_quiet ? "recovered" : "duration over", now);
     }
 }
 
@@ -298,6 +299,7 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
             if (s->active) { /* recovering: a matching reply starts the quiet period again */
                 s->last_hit = now;
                 route_db_save_shaping(w, s);
+                route_shared_shaping(w, s, now);
             }
             continue;
         }
@@ -309,6 +311,7 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
         s->throttle_start = 0;
         s->throttle_count = 0;
         route_db_save_shaping(w, s);
+        route_shared_shaping(w, s, now);
         char until[32];
         ramp_format_time(s->until, until, sizeof until);
         log_warn("route: shaping=%s, egress=%s, provider=%s, action=%s, until=%s, reply=\"%d %s "
@@ -333,4 +336,35 @@ int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
         started |= 1 | (r->reputation ? 2 : 0);
     }
     return started;
+}
+
+enum limits_merge limits_shaping_merge(struct limits_shared_entry *local,
+                                       const struct limits_shared_entry *remote, int64_t remote_at,
+                                       int64_t now, int recovers, int *republish)
+{
+    *republish = 0;
+    if (!remote->active) {
+        if (!local->active) return LIMITS_KEEP;
+        if (local->until <= remote_at && local->last_hit <= remote_at) {
+            local->active = 0;
+            return LIMITS_LIFTED;
+        }
+        *republish = 1; /* still in force here after that lift: ours stands, and is shared */
+        return LIMITS_KEEP;
+    }
+    if (!local->active) {
+        if (remote->until <= now && !recovers) return LIMITS_KEEP; /* over already */
+        *local = *remote;
+        return LIMITS_TAKEN;
+    }
+    struct limits_shared_entry m = *local;
+    if (remote->until > m.until) {
+        m.until = remote->until;
+        m.started = remote->started;
+    }
+    if (remote->last_hit > m.last_hit) m.last_hit = remote->last_hit;
+    *republish = m.until != remote->until || m.last_hit != remote->last_hit;
+    int changed = m.until != local->until || m.last_hit != local->last_hit;
+    *local = m;
+    return changed ? LIMITS_TAKEN : LIMITS_KEEP;
 }

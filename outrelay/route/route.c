@@ -55,6 +55,7 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
         return -1;
     }
     limits_expire(w, clock_now());
+    route_shared_tick(w);
     if (w->override.mode != RAMP_SCHEDULE)
         log_info("route: ramp override %s %.2f%% (since %lld) still in force",
                  ramp_mode_name(w->override.mode), w->override.percent,
@@ -425,6 +426,7 @@ static void set_override(struct route_world *w, enum ramp_mode mode, double perc
     w->override.percent = percent;
     w->override.since = now;
     route_db_save_override(w);
+    route_shared_override(w, -1);
     double after = ramp_share_at(&w->cfg->ramp, &w->override, now);
     log_info("route: ramp %s, share=%.2f%%, was=%.2f%%", ramp_mode_name(mode), after, before);
     if (mode == RAMP_SCHEDULE)
@@ -464,6 +466,7 @@ static void set_group_override(struct route_world *w, size_t gi, enum ramp_mode 
     o->mode = mode;
     o->since = now;
     route_db_save_group_override(w, gi);
+    route_shared_override(w, (long)gi);
     ramp_group_weights(g, o, now, after);
     route_format_weights(g, before, &was);
     route_format_weights(g, after, &now_text);

@@ -143,6 +143,21 @@ void limits_expire(struct route_world *w, int64_t now);
 int limits_feedback(struct route_world *w, const struct route_pair *p, int code,
                     const char *enhanced, const char *text, int64_t now);
 
+/* A shaping entry as the instances share it (shared.c): in force or lifted, and its times. */
+struct limits_shared_entry {
+    int active;
+    int64_t started, until, last_hit;
+};
+enum limits_merge { LIMITS_KEEP, LIMITS_TAKEN, LIMITS_LIFTED };
+/* What the local entry becomes when another instance's (changed at remote_at) is learnt at now;
+ * conservative: an entry in force on either side stays in force (the later until and last hit
+ * win), a lift only ends a local entry that was over when it was lifted. recovers: the rule
+ * has a recovery (an entry past its until still throttles). *republish: the local entry holds
+ * more than the remote one, so it is written back. Pure. */
+enum limits_merge limits_shaping_merge(struct limits_shared_entry *local,
+                                       const struct limits_shared_entry *remote, int64_t remote_at,
+                                       int64_t now, int recovers, int *republish);
+
 /* ---- autopilot.c: a route group moving along its schedule by itself */
 
 enum autopilot_verdict {
@@ -174,6 +189,7 @@ struct autopilot_state {
     double value, threshold;
     int64_t next_eval;   /* the next evaluation (every AUTOPILOT_TICK seconds) */
     int64_t last_record; /* the last autopilot record */
+    int64_t shared_at;   /* when the step, verdict or gate last changed (shared.c) */
     struct autopilot_inputs seen;
 };
 
@@ -217,6 +233,32 @@ void route_db_flush_counters(struct route_world *w);
 void route_db_save_shaping(struct route_world *w, const struct route_shaping *s);
 void route_db_delete_shaping(struct route_world *w, const struct route_shaping *s);
 void route_db_save_autopilot(struct route_world *w, size_t group);
+
+/* Applies a group override read from route.db or learnt from the cluster ("egress=weight,...");
+ * a group no longer configured is forgotten. */
+void route_db_apply_group_override(struct route_world *w, const char *group, const char *mode_name,
+                                   const char *text, int64_t since);
+
+/* Applies a group's autopilot position read from route.db or learnt from the cluster, when the
+ * group is still configured with its autopilot on (a step past a shortened schedule becomes its
+ * last); returns the group's autopilot index, -1 when forgotten. */
+long route_db_apply_autopilot(struct route_world *w, const char *group, int64_t step,
+                              int64_t held_since, int64_t last_back, const char *verdict);
+
+/* ---- shared.c: the route state the instances share through cluster/ (cluster.redis) */
+
+/* A local change, written to the other instances: a shaping entry started, extended or lifted
+ * at `at`; the default group's (gi -1) or a route group's override; a group's autopilot
+ * position (gi as autopilot_group). Nothing without cluster.redis. */
+void route_shared_shaping(struct route_world *w, const struct route_shaping *s, int64_t at);
+void route_shared_override(struct route_world *w, long gi);
+void route_shared_autopilot(struct route_world *w, size_t gi);
+/* 1 when this instance drives group gi's autopilot (it holds the group's lease, or there is no
+ * cluster); asks for or renews the lease. */
+int route_shared_drives_autopilot(struct route_world *w, size_t gi);
+/* Registers the kinds with cluster/; on the first call with the cluster configured, writes what
+ * route.db holds (older changes lose to newer ones in Redis). From route_init and the tick. */
+void route_shared_tick(struct route_world *w);
 
 /* ---- control.c: the operator's texts */
 

@@ -113,8 +113,8 @@ static struct route_shaping *find_shaping(struct route_world *w, const char *rul
 
 /* One stored group override, when its group is still configured: weights by egress name (an
  * egress no longer in the group is dropped, a new one weighs 0). */
-static void load_group_override(struct route_world *w, const char *group, const char *mode_name,
-                                const char *text, int64_t since)
+void route_db_apply_group_override(struct route_world *w, const char *group, const char *mode_name,
+                                   const char *text, int64_t since)
 {
     long gi = route_group_index(w->cfg, group);
     enum ramp_mode mode;
@@ -147,16 +147,14 @@ static void load_group_override(struct route_world *w, const char *group, const 
     }
 }
 
-/* One group's autopilot position, when the group is still configured with its autopilot on;
- * a step past a shortened schedule becomes its last. */
-static void load_autopilot(struct route_world *w, const char *group, int64_t step,
-                           int64_t held_since, int64_t last_back, const char *verdict)
+long route_db_apply_autopilot(struct route_world *w, const char *group, int64_t step,
+                              int64_t held_since, int64_t last_back, const char *verdict)
 {
     long gi =
         !strcmp(group, "default") ? (long)w->cfg->ramp.n_groups : route_group_index(w->cfg, group);
     if (gi < 0 || !w->autopilot || !autopilot_group(w, (size_t)gi)->autopilot.enabled) {
         log_info("route: autopilot of group %s forgotten (not configured)", group);
-        return;
+        return -1;
     }
     const struct route_group *g = autopilot_group(w, (size_t)gi);
     struct autopilot_state *st = &w->autopilot[gi];
@@ -164,6 +162,7 @@ static void load_autopilot(struct route_world *w, const char *group, int64_t ste
     st->step = step < -1 ? -1 : (long)step;
     st->held_since = held_since;
     st->last_back = last_back;
+    st->shared_at = held_since;
     for (int v = AUTOPILOT_OFF; v <= AUTOPILOT_DONE; v++)
         if (!strcmp(verdict, autopilot_verdict_name((enum autopilot_verdict)v)))
             st->verdict = (enum autopilot_verdict)v;
@@ -171,6 +170,7 @@ static void load_autopilot(struct route_world *w, const char *group, int64_t ste
         w->override.pilot_step = st->step;
     else
         w->group_override[gi].pilot_step = st->step;
+    return gi;
 }
 
 int route_db_load(struct route_world *w, char *err, size_t errlen)
@@ -191,17 +191,17 @@ int route_db_load(struct route_world *w, char *err, size_t errlen)
         rc = sqlite3_prepare_v2(w->db, "SELECT grp, mode, weights, since FROM group_override", -1,
                                 &st, NULL);
     while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        load_group_override(w, column_text(st, 0), column_text(st, 1), column_text(st, 2),
-                            sqlite3_column_int64(st, 3));
+        route_db_apply_group_override(w, column_text(st, 0), column_text(st, 1), column_text(st, 2),
+                                      sqlite3_column_int64(st, 3));
     sqlite3_finalize(st);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(w->db,
                                 "SELECT grp, step, held_since, last_back, verdict FROM autopilot",
                                 -1, &st, NULL);
     while (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
-        load_autopilot(w, column_text(st, 0), sqlite3_column_int64(st, 1),
-                       sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-                       column_text(st, 4));
+        route_db_apply_autopilot(w, column_text(st, 0), sqlite3_column_int64(st, 1),
+                                 sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                                 column_text(st, 4));
     sqlite3_finalize(st);
     if (rc == SQLITE_OK)
         rc = sqlite3_prepare_v2(w->db, "SELECT egress, provider, span, start, count FROM counters",
