@@ -99,20 +99,6 @@ static void log_stamp(char *stamp, size_t size, int64_t now_us)
     stamp[24] = '\0';
 }
 
-/* Appends n in decimal (pids, priorities: no printf for them). */
-static void log_put_long(struct strbuf *out, long n)
-{
-    char digits[24];
-    size_t i = sizeof digits;
-    unsigned long u = n < 0 ? 0UL - (unsigned long)n : (unsigned long)n;
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (n < 0) digits[--i] = '-';
-    strbuf_append(out, digits + i, sizeof digits - i);
-}
-
 /* log_format_line for a text of known length (log_text passes its own, log_msg vsnprintf's). */
 static void log_format_line_n(struct strbuf *out, int json, int journal, enum log_level level,
                               int64_t now_us, const char *ident, long pid, const char *text,
@@ -141,7 +127,7 @@ static void log_format_line_n(struct strbuf *out, int json, int journal, enum lo
     strbuf_reserve(out, 128 + strlen(ident) + (len - skip));
     if (journal) {
         strbuf_puts(out, "<");
-        log_put_long(out, log_level_priority[level]);
+        strbuf_put_int(out, log_level_priority[level]);
         strbuf_puts(out, ">");
     } else {
         log_stamp(stamp, sizeof stamp, now_us);
@@ -152,7 +138,7 @@ static void log_format_line_n(struct strbuf *out, int json, int journal, enum lo
     strbuf_puts(out, "/");
     strbuf_puts(out, stage);
     strbuf_puts(out, "[");
-    log_put_long(out, pid);
+    strbuf_put_int(out, pid);
     strbuf_puts(out, "]: ");
     if (level != LOG_LEVEL_INFO) {
         strbuf_puts(out, log_level_names[level]);

@@ -107,20 +107,6 @@ static void records_put_clean(struct strbuf *sb, const char *s)
     records_put_clean_n(sb, s, strlen(s));
 }
 
-/* Appends n in decimal (sizes, counts, reply codes: no printf on the hot path). */
-static void records_put_int(struct strbuf *sb, int64_t n)
-{
-    char digits[24];
-    size_t i = sizeof digits;
-    uint64_t u = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
-    do {
-        digits[--i] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (n < 0) digits[--i] = '-';
-    strbuf_append(sb, digits + i, sizeof digits - i);
-}
-
 static void records_put_sep(struct strbuf *sb, int *first)
 {
     strbuf_puts(sb, *first ? " " : ", ");
@@ -214,7 +200,7 @@ static int records_has_reply(const struct record_event *ev)
 static void records_put_reply(struct strbuf *sb, const struct record_event *ev)
 {
     size_t start = sb->len;
-    if (ev->reply_code != 0) records_put_int(sb, ev->reply_code);
+    if (ev->reply_code != 0) strbuf_put_int(sb, ev->reply_code);
     if (records_is_set(ev->enhanced_code) &&
         !(records_is_set(ev->reply_text) &&
           strncmp(ev->reply_text, ev->enhanced_code, strlen(ev->enhanced_code)) == 0)) {
@@ -260,7 +246,7 @@ static void records_log(const struct record_event *ev)
     if (ev->nrcpt != 0) {
         records_put_sep(&line, &first);
         strbuf_puts(&line, "nrcpt=");
-        records_put_int(&line, ev->nrcpt);
+        strbuf_put_int(&line, ev->nrcpt);
     }
     if (records_is_set(ev->message_id)) {
         records_put_sep(&line, &first);
@@ -280,7 +266,7 @@ static void records_log(const struct record_event *ev)
     if (ev->size != 0) {
         records_put_sep(&line, &first);
         strbuf_puts(&line, "size=");
-        records_put_int(&line, ev->size);
+        strbuf_put_int(&line, ev->size);
     }
     records_put_seconds(&line, &first, "delay", ev->delay_ms);
     records_put_seconds(&line, &first, "duration", ev->attempt_ms);

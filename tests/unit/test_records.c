@@ -22,6 +22,7 @@
 #include "common/util.h"
 #include "records/records.h"
 #include "records/records_internal.h"
+#include "capture_stderr.h"
 #include "mail/envelope.h"
 
 #define THREAD_EVENTS 1000
@@ -254,26 +255,6 @@ static void test_records_rows_from_two_threads(void **state)
     sqlite3_close(db);
     remove_tree(dir);
     free(dir);
-}
-
-/* Runs fn with stderr captured into buf. */
-static void capture_stderr(void (*fn)(void), char *buf, size_t size)
-{
-    char path[] = "/tmp/test_records_log.XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fd, 2);
-    fn();
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    ssize_t n = pread(fd, buf, size - 1, 0);
-    assert_true(n >= 0);
-    buf[n] = '\0';
-    close(fd);
-    unlink(path);
 }
 
 static void emit_examples(void)
