@@ -712,14 +712,11 @@ static void records_gather(int64_t last_commit_us)
     for (;;) {
         if (records_stopping || records_flush_waiters > 0 || records_queued >= RECORDS_BATCH_MAX)
             return;
-        int64_t left = last_commit_us + RECORDS_COMMIT_INTERVAL_US - records_monotonic_us();
-        if (left <= 0) return;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t ns = ts.tv_nsec + left * 1000;
-        ts.tv_sec += ns / 1000000000;
-        ts.tv_nsec = ns % 1000000000;
-        pthread_cond_timedwait(&records_work, &records_lock, &ts);
+        int64_t due = last_commit_us + RECORDS_COMMIT_INTERVAL_US;
+        if (due <= records_monotonic_us()) return;
+        /* on the monotonic clock: a step of the wall clock neither stalls nor skips the wait */
+        struct timespec ts = {.tv_sec = due / 1000000, .tv_nsec = due % 1000000 * 1000};
+        pthread_cond_clockwait(&records_work, &records_lock, CLOCK_MONOTONIC, &ts);
     }
 }
 
