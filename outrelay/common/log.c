@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,25 +61,56 @@ const char *log_stage(const char *text, size_t *skip)
     return "main";
 }
 
+/* The "YYYY-MM-DDTHH:MM:SS" of the last second this thread stamped: gmtime and strftime run
+ * once per second and thread, not once per line. */
+static __thread int64_t log_stamp_sec = INT64_MIN;
+static __thread char log_stamp_base[24];
+
 static void log_stamp(char *stamp, size_t size, int64_t now_us)
 {
-    time_t sec = (time_t)(now_us / 1000000);
-    struct tm tm;
-    char base[32];
-    gmtime_r(&sec, &tm);
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(stamp, size, "%s.%03ldZ", base, (long)(now_us % 1000000 / 1000));
+    int64_t sec = now_us / 1000000;
+    long ms = (long)(now_us % 1000000 / 1000);
+    if (now_us < 0 || size < 25) { /* not a time of this relay's life: the slow way */
+        time_t t = (time_t)sec;
+        struct tm tm;
+        char base[32];
+        gmtime_r(&t, &tm);
+        strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(stamp, size, "%s.%03ldZ", base, ms);
+        return;
+    }
+    if (sec != log_stamp_sec) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        if (strftime(log_stamp_base, sizeof log_stamp_base, "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
+            snprintf(stamp, size, "%s.%03ldZ", log_stamp_base, ms); /* a year beyond 9999 */
+            log_stamp_sec = INT64_MIN;
+            return;
+        }
+        log_stamp_sec = sec;
+    }
+    memcpy(stamp, log_stamp_base, 19);
+    stamp[19] = '.';
+    stamp[20] = (char)('0' + ms / 100);
+    stamp[21] = (char)('0' + ms / 10 % 10);
+    stamp[22] = (char)('0' + ms % 10);
+    stamp[23] = 'Z';
+    stamp[24] = '\0';
 }
 
-void log_format_line(struct strbuf *out, int json, int journal, enum log_level level,
-                     int64_t now_us, const char *ident, long pid, const char *text)
+/* log_format_line for a text of known length (log_text passes its own, log_msg vsnprintf's). */
+static void log_format_line_n(struct strbuf *out, int json, int journal, enum log_level level,
+                              int64_t now_us, const char *ident, long pid, const char *text,
+                              size_t len)
 {
     size_t skip;
     const char *stage = log_stage(text, &skip);
     char stamp[48];
 
-    log_stamp(stamp, sizeof stamp, now_us);
+    if (skip > len) skip = len;
     if (json) {
+        log_stamp(stamp, sizeof stamp, now_us);
         struct json_writer w;
         json_init(&w, out);
         json_object_begin(&w, NULL);
@@ -91,17 +123,39 @@ void log_format_line(struct strbuf *out, int json, int journal, enum log_level l
         strbuf_puts(out, "\n");
         return;
     }
-    if (journal)
-        strbuf_printf(out, "<%d>%s/%s[%ld]: ", log_level_priority[level], ident, stage, pid);
-    else
-        strbuf_printf(out, "%s %s/%s[%ld]: ", stamp, ident, stage, pid);
-    if (level != LOG_LEVEL_INFO) strbuf_printf(out, "%s: ", log_level_names[level]);
+    /* one allocation for the whole line: the prefix is well under 128 bytes past the ident */
+    strbuf_reserve(out, 128 + strlen(ident) + (len - skip));
+    if (journal) {
+        strbuf_puts(out, "<");
+        strbuf_put_int(out, log_level_priority[level]);
+        strbuf_puts(out, ">");
+    } else {
+        log_stamp(stamp, sizeof stamp, now_us);
+        strbuf_puts(out, stamp);
+        strbuf_puts(out, " ");
+    }
+    strbuf_puts(out, ident);
+    strbuf_puts(out, "/");
+    strbuf_puts(out, stage);
+    strbuf_puts(out, "[");
+    strbuf_put_int(out, pid);
+    strbuf_puts(out, "]: ");
+    if (level != LOG_LEVEL_INFO) {
+        strbuf_puts(out, log_level_names[level]);
+        strbuf_puts(out, ": ");
+    }
     /* one event, one line: a newline inside the text must not forge a second one */
     size_t from = out->len;
-    strbuf_puts(out, text + skip);
+    strbuf_append(out, text + skip, len - skip);
     for (size_t i = from; i < out->len; i++)
         if (out->data[i] == '\n' || out->data[i] == '\r') out->data[i] = ' ';
     strbuf_puts(out, "\n");
+}
+
+void log_format_line(struct strbuf *out, int json, int journal, enum log_level level,
+                     int64_t now_us, const char *ident, long pid, const char *text)
+{
+    log_format_line_n(out, json, journal, level, now_us, ident, pid, text, strlen(text));
 }
 
 /* JOURNAL_STREAM="dev:ino" names the stream systemd connected to stdout/stderr. */
@@ -115,12 +169,39 @@ static int stderr_is_journal(void)
     return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
 }
 
+/* The pid in every line: getpid() is a system call, so it is read once (outrelay never forks;
+ * a child would reset it through pthread_atfork). */
+static _Atomic long log_pid;
+
+static void log_pid_reset(void)
+{
+    log_pid = 0;
+}
+
+static long log_current_pid(void)
+{
+    long pid = log_pid;
+    if (pid == 0) {
+        pid = (long)getpid();
+        log_pid = pid;
+    }
+    return pid;
+}
+
+static void log_register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, log_pid_reset);
+}
+
 void log_init(const char *ident, enum log_to to, enum log_level min_level)
 {
     log_ident = ident;
     log_output = to;
     log_min_level = min_level;
     log_journal_stream = stderr_is_journal();
+    log_pid = 0;
+    static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+    pthread_once(&atfork_once, log_register_atfork);
     if (to == LOG_TO_SYSLOG) openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
     if (to == LOG_TO_JOURNALD && log_journal_fd < 0)
         log_journal_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -148,11 +229,11 @@ static int log_to_journald(enum log_level level, const char *stage, const char *
     unsigned char size[8];
     int hn, mn;
     if (log_journal_fd < 0) return -1;
-    hn =
-        snprintf(head, sizeof head,
-                 "PRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s/%s\nSYSLOG_PID=%ld\n"
-                 "OUTRELAY_STAGE=%s\nMESSAGE\n",
-                 log_level_priority[level], LOG_MAIL >> 3, log_ident, stage, (long)getpid(), stage);
+    hn = snprintf(head, sizeof head,
+                  "PRIORITY=%d\nSYSLOG_FACILITY=%d\nSYSLOG_IDENTIFIER=%s/%s\nSYSLOG_PID=%ld\n"
+                  "OUTRELAY_STAGE=%s\nMESSAGE\n",
+                  log_level_priority[level], LOG_MAIL >> 3, log_ident, stage, log_current_pid(),
+                  stage);
     if (hn < 0 || (size_t)hn >= sizeof head) return -1;
     mn = snprintf(msg, sizeof msg, "%s%s%s", level == LOG_LEVEL_INFO ? "" : log_level_names[level],
                   level == LOG_LEVEL_INFO ? "" : ": ", text);
@@ -166,16 +247,10 @@ static int log_to_journald(enum log_level level, const char *stage, const char *
     return sendmsg(log_journal_fd, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
-void log_msg(enum log_level level, const char *fmt, ...)
+/* Writes one finished text (len bytes, no format) to the configured output. */
+static void log_emit(enum log_level level, const char *text, size_t len)
 {
-    char text[4096];
     struct strbuf line = STRBUF_INIT;
-    va_list ap;
-
-    if (level < log_min_level) return;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
     if (log_output == LOG_TO_SYSLOG || log_output == LOG_TO_JOURNALD) {
         size_t skip;
         const char *stage = log_stage(text, &skip);
@@ -186,9 +261,42 @@ void log_msg(enum log_level level, const char *fmt, ...)
         if (log_to_journald(level, stage, text + skip) == 0) return;
         /* no journald listening: the line goes to stderr rather than nowhere */
     }
-    log_format_line(&line, log_output == LOG_TO_JSON, log_journal_stream, level, clock_now_us(),
-                    log_ident, (long)getpid(), text);
-    /* One fputs per line keeps lines whole across threads (stdio locks the stream). */
-    fputs(line.data, stderr);
+    log_format_line_n(&line, log_output == LOG_TO_JSON, log_journal_stream, level, clock_now_us(),
+                      log_ident, log_current_pid(), text, len);
+    /* One fwrite per line keeps lines whole across threads (stdio locks the stream; stderr is
+     * unbuffered, so the line is one write). */
+    fwrite(line.data, 1, line.len, stderr);
     strbuf_free(&line);
+}
+
+void log_msg(enum log_level level, const char *fmt, ...)
+{
+    char text[LOG_TEXT_MAX];
+    va_list ap;
+
+    if (level < log_min_level) return;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    log_emit(level, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
+}
+
+void log_text(enum log_level level, const char *text, size_t len)
+{
+    if (level < log_min_level) return;
+    if (len >= LOG_TEXT_MAX) {
+        /* the same cut as log_msg's: syslog and journald get a NUL-terminated copy */
+        char cut[LOG_TEXT_MAX];
+        memcpy(cut, text, LOG_TEXT_MAX - 1);
+        cut[LOG_TEXT_MAX - 1] = '\0';
+        log_emit(level, cut, LOG_TEXT_MAX - 1);
+        return;
+    }
+    log_emit(level, text, len);
+}
+
+int log_enabled(enum log_level level)
+{
+    return level >= log_min_level;
 }

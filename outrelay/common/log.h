@@ -20,6 +20,14 @@ enum log_to { LOG_TO_STDERR, LOG_TO_SYSLOG, LOG_TO_JOURNALD, LOG_TO_JSON };
 void log_init(const char *ident, enum log_to to, enum log_level min_level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The longest text a line carries; longer ones are cut (log_msg and log_text alike). */
+#define LOG_TEXT_MAX 4096
+/* log_msg without the format: text is already the line's message (NUL-terminated, len =
+ * strlen(text)), e.g. records' event lines, built once by their own code. */
+void log_text(enum log_level level, const char *text, size_t len);
+/* Whether a line of this level would be written: callers that build a costly text ask first. */
+int log_enabled(enum log_level level);
+
 #define log_debug(...) log_msg(LOG_LEVEL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)

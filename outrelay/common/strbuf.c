@@ -51,6 +51,19 @@ void strbuf_printf(struct strbuf *sb, const char *fmt, ...)
     va_end(ap);
 }
 
+void strbuf_put_int(struct strbuf *sb, int64_t n)
+{
+    char digits[24];
+    size_t i = sizeof digits;
+    uint64_t u = n < 0 ? 0 - (uint64_t)n : (uint64_t)n;
+    do {
+        digits[--i] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (n < 0) digits[--i] = '-';
+    strbuf_append(sb, digits + i, sizeof digits - i);
+}
+
 void strbuf_reset(struct strbuf *sb)
 {
     sb->len = 0;

@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct strbuf {
     char *data;
@@ -23,6 +24,8 @@ void strbuf_append(struct strbuf *sb, const void *data, size_t len);
 void strbuf_puts(struct strbuf *sb, const char *s);
 void strbuf_printf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void strbuf_vprintf(struct strbuf *sb, const char *fmt, va_list ap);
+/* Appends n in decimal, as "%lld" would, without printf (log lines, records' event lines). */
+void strbuf_put_int(struct strbuf *sb, int64_t n);
 void strbuf_reset(struct strbuf *sb);
 /* Returns the data (caller now owns it, free()) and leaves sb empty. */
 char *strbuf_detach(struct strbuf *sb, size_t *len);

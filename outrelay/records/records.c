@@ -25,6 +25,12 @@
 /* Rows per transaction: big enough to amortise the commit, small enough that a flush waiting
  * behind a burst is answered quickly and a failed commit loses little. */
 #define RECORDS_BATCH_MAX 1000
+/* Group commit: after a commit the writer lets rows gather this long before the next one (unless
+ * a batch is full, a flush waits or the records close). A quiet relay's row is still committed
+ * at once; under load one transaction carries hundreds of rows instead of a few, and each row
+ * no longer pays for writing the same table and index pages to the WAL again. Bounds how far
+ * records.db lags the log lines (the spool is the durable truth; see records_barrier). */
+#define RECORDS_COMMIT_INTERVAL_US (50 * 1000)
 /* Beyond this many uncommitted rows (disk stuck?) new rows are dropped, not buffered. */
 #define RECORDS_QUEUE_MAX 1000000
 
@@ -49,6 +55,7 @@ static size_t records_queued;
 static uint64_t records_enqueued_seq; /* seq of the last queued row */
 static uint64_t records_done_seq;     /* seq of the last row the writer finished with */
 static uint64_t records_dropped;
+static int records_flush_waiters; /* records_flush calls waiting: no gathering then */
 
 /* Owned by the writer thread while it runs, by open/close otherwise. */
 static sqlite3 *records_db;
@@ -78,20 +85,26 @@ static int records_is_set(const char *s)
     return s != NULL && s[0] != '\0';
 }
 
-/* Appends s with control characters replaced, so a remote reply cannot split the line. */
-static void records_put_clean(struct strbuf *sb, const char *s)
+/* Appends the n bytes at s with control characters replaced, so a remote reply cannot split
+ * the line. */
+static void records_put_clean_n(struct strbuf *sb, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p != '\0') {
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
         const unsigned char *run = p;
-        while (*p >= 0x20 && *p != 0x7f)
+        while (p < end && *p >= 0x20 && *p != 0x7f)
             p++;
         strbuf_append(sb, run, (size_t)(p - run));
-        if (*p != '\0') {
-            strbuf_puts(sb, "?");
+        if (p < end) {
+            strbuf_append(sb, "?", 1);
             p++;
         }
     }
+}
+
+static void records_put_clean(struct strbuf *sb, const char *s)
+{
+    records_put_clean_n(sb, s, strlen(s));
 }
 
 static void records_put_sep(struct strbuf *sb, int *first)
@@ -137,8 +150,10 @@ static void records_put_address(struct strbuf *sb, int *first, const char *key, 
 static void records_put_seconds(struct strbuf *sb, int *first, const char *key, int64_t ms)
 {
     if (ms == 0) return;
+    char text[64];
+    int n = snprintf(text, sizeof text, "%s=%.2f", key, (double)ms / 1000.0);
     records_put_sep(sb, first);
-    strbuf_printf(sb, "%s=%.2f", key, (double)ms / 1000.0);
+    if (n > 0) strbuf_append(sb, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1);
 }
 
 /* relay=mx1.example.net[192.0.2.1]:25 - remote_addr may carry the port ("192.0.2.1:25",
@@ -165,12 +180,9 @@ static void records_put_relay(struct strbuf *sb, int *first, const struct record
         host_len = (size_t)(colon - addr); /* exactly one colon: IPv4 with a port */
         port = colon + 1;
     }
-    struct strbuf tmp = STRBUF_INIT;
-    strbuf_append(&tmp, host, host_len);
     strbuf_puts(sb, "[");
-    records_put_clean(sb, strbuf_str(&tmp));
+    records_put_clean_n(sb, host, strnlen(host, host_len));
     strbuf_puts(sb, "]");
-    strbuf_free(&tmp);
     if (records_is_set(port)) {
         strbuf_puts(sb, ":");
         records_put_clean(sb, port);
@@ -178,19 +190,26 @@ static void records_put_relay(struct strbuf *sb, int *first, const struct record
 }
 
 /* "250 2.0.0 Ok queued as X": code, enhanced code unless the text already starts with it,
- * then the text. Empty when there was no reply. */
-static void records_format_reply(const struct record_event *ev, struct strbuf *out)
+ * then the text, appended cleaned. Nothing when there was no reply (records_has_reply). */
+static int records_has_reply(const struct record_event *ev)
 {
-    if (ev->reply_code != 0) strbuf_printf(out, "%d", ev->reply_code);
+    return ev->reply_code != 0 || records_is_set(ev->enhanced_code) ||
+           records_is_set(ev->reply_text);
+}
+
+static void records_put_reply(struct strbuf *sb, const struct record_event *ev)
+{
+    size_t start = sb->len;
+    if (ev->reply_code != 0) strbuf_put_int(sb, ev->reply_code);
     if (records_is_set(ev->enhanced_code) &&
         !(records_is_set(ev->reply_text) &&
           strncmp(ev->reply_text, ev->enhanced_code, strlen(ev->enhanced_code)) == 0)) {
-        if (out->len > 0) strbuf_puts(out, " ");
-        strbuf_puts(out, ev->enhanced_code);
+        if (sb->len > start) strbuf_puts(sb, " ");
+        records_put_clean(sb, ev->enhanced_code);
     }
     if (records_is_set(ev->reply_text)) {
-        if (out->len > 0) strbuf_puts(out, " ");
-        strbuf_puts(out, ev->reply_text);
+        if (sb->len > start) strbuf_puts(sb, " ");
+        records_put_clean(sb, ev->reply_text);
     }
 }
 
@@ -211,9 +230,11 @@ static const char *records_status_word(enum record_type type)
 
 static void records_log(const struct record_event *ev)
 {
-    struct strbuf line = STRBUF_INIT, reply = STRBUF_INIT;
+    if (!log_enabled(LOG_LEVEL_INFO)) return; /* nobody reads it: no line built */
+    struct strbuf line = STRBUF_INIT;
     int first = 1;
 
+    strbuf_reserve(&line, 512); /* most lines fit: one allocation */
     records_put_clean(&line, records_is_set(ev->queue_id) ? ev->queue_id : "NOQUEUE");
     strbuf_puts(&line, ": ");
     records_put_clean(&line, records_type_name(ev->type));
@@ -224,7 +245,8 @@ static void records_log(const struct record_event *ev)
     records_put_field(&line, &first, "client", ev->client_addr);
     if (ev->nrcpt != 0) {
         records_put_sep(&line, &first);
-        strbuf_printf(&line, "nrcpt=%lld", (long long)ev->nrcpt);
+        strbuf_puts(&line, "nrcpt=");
+        strbuf_put_int(&line, ev->nrcpt);
     }
     if (records_is_set(ev->message_id)) {
         records_put_sep(&line, &first);
@@ -243,7 +265,8 @@ static void records_log(const struct record_event *ev)
     records_put_relay(&line, &first, ev);
     if (ev->size != 0) {
         records_put_sep(&line, &first);
-        strbuf_printf(&line, "size=%lld", (long long)ev->size);
+        strbuf_puts(&line, "size=");
+        strbuf_put_int(&line, ev->size);
     }
     records_put_seconds(&line, &first, "delay", ev->delay_ms);
     records_put_seconds(&line, &first, "duration", ev->attempt_ms);
@@ -263,26 +286,34 @@ static void records_log(const struct record_event *ev)
     records_put_field(&line, &first, "action", ev->action);
     records_put_text(&line, &first, "dkim", ev->dkim);
 
-    records_format_reply(ev, &reply);
     const char *status = records_status_word(ev->type);
+    int has_reply = records_has_reply(ev);
     if (status != NULL) {
         /* Postfix form: the reason in parentheses after status=; the reply wins, the detail
          * stands alone when both are known. */
-        const char *reason = reply.len > 0 ? strbuf_str(&reply) : ev->detail;
-        if (reply.len > 0) records_put_text(&line, &first, "detail", ev->detail);
+        if (has_reply) records_put_text(&line, &first, "detail", ev->detail);
         records_put_sep(&line, &first);
-        strbuf_printf(&line, "status=%s", status);
-        if (records_is_set(reason)) {
+        strbuf_puts(&line, "status=");
+        strbuf_puts(&line, status);
+        if (has_reply) {
             strbuf_puts(&line, " (");
-            records_put_clean(&line, reason);
+            records_put_reply(&line, ev);
+            strbuf_puts(&line, ")");
+        } else if (records_is_set(ev->detail)) {
+            strbuf_puts(&line, " (");
+            records_put_clean(&line, ev->detail);
             strbuf_puts(&line, ")");
         }
     } else {
-        records_put_text(&line, &first, "reply", strbuf_str(&reply));
+        if (has_reply) {
+            records_put_sep(&line, &first);
+            strbuf_puts(&line, "reply=(");
+            records_put_reply(&line, ev);
+            strbuf_puts(&line, ")");
+        }
         records_put_text(&line, &first, "detail", ev->detail);
     }
-    log_msg(LOG_LEVEL_INFO, "%s", strbuf_str(&line));
-    strbuf_free(&reply);
+    log_text(LOG_LEVEL_INFO, strbuf_str(&line), line.len);
     strbuf_free(&line);
 }
 
@@ -424,7 +455,8 @@ static void records_enqueue(const struct record_event *ev, int64_t now)
         records_head = node;
     records_tail = node;
     records_queued++;
-    if (records_queued == 1) pthread_cond_signal(&records_work);
+    if (records_queued == 1 || records_queued == RECORDS_BATCH_MAX)
+        pthread_cond_signal(&records_work);
     pthread_mutex_unlock(&records_lock);
 }
 
@@ -448,8 +480,11 @@ void records_flush(void)
 {
     pthread_mutex_lock(&records_lock);
     uint64_t target = records_enqueued_seq;
+    records_flush_waiters++;
+    pthread_cond_signal(&records_work); /* a writer gathering rows commits now */
     while (records_running && records_done_seq < target)
         pthread_cond_wait(&records_committed, &records_lock);
+    records_flush_waiters--;
     pthread_mutex_unlock(&records_lock);
 }
 
@@ -558,6 +593,13 @@ static int records_failure_is_transient(int rc)
            sqlite3_get_autocommit(records_db);
 }
 
+static _Atomic uint64_t records_commits;
+
+uint64_t records_commit_count(void)
+{
+    return records_commits;
+}
+
 /* Writes up to RECORDS_BATCH_MAX rows from the front of list in one transaction. On commit the
  * rows are freed, *rest is what is left and *last_seq the seq of the last row: returns 0. When
  * the transaction fails (disk full, I/O error) nothing is freed and -1 is returned: the rows are
@@ -581,6 +623,7 @@ static int records_write_batch(struct record_node *list, struct record_node **re
         if (!sqlite3_get_autocommit(records_db)) records_step(records_rollback, "rollback");
         return -1;
     }
+    records_commits++;
     if (failed > 0) log_error("records: %d of %d rows could not be inserted", failed, count);
     *last_seq = last->seq;
     *rest = node;
@@ -655,9 +698,32 @@ static void records_prune(void)
                  (long long)(records_retention_s / 86400));
 }
 
+static int64_t records_monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* With records_lock held and rows queued: waits until RECORDS_COMMIT_INTERVAL_US after the last
+ * commit, or less when a batch is full, a flush waits or the records close. */
+static void records_gather(int64_t last_commit_us)
+{
+    for (;;) {
+        if (records_stopping || records_flush_waiters > 0 || records_queued >= RECORDS_BATCH_MAX)
+            return;
+        int64_t due = last_commit_us + RECORDS_COMMIT_INTERVAL_US;
+        if (due <= records_monotonic_us()) return;
+        /* on the monotonic clock: a step of the wall clock neither stalls nor skips the wait */
+        struct timespec ts = {.tv_sec = due / 1000000, .tv_nsec = due % 1000000 * 1000};
+        pthread_cond_clockwait(&records_work, &records_lock, CLOCK_MONOTONIC, &ts);
+    }
+}
+
 static void *records_writer_main(void *arg)
 {
     (void)arg;
+    int64_t last_commit_us = 0;
     records_last_prune_us = 0;
     records_prune();
     pthread_mutex_lock(&records_lock);
@@ -665,6 +731,7 @@ static void *records_writer_main(void *arg)
         while (records_head == NULL && !records_stopping)
             pthread_cond_wait(&records_work, &records_lock);
         if (records_head == NULL) break; /* stopping and drained */
+        records_gather(last_commit_us);
         struct record_node *list = records_head;
         records_head = records_tail = NULL;
         records_queued = 0;
@@ -696,6 +763,7 @@ static void *records_writer_main(void *arg)
                 if (failures) log_info("records: rows committed again");
                 failures = 0;
             }
+            last_commit_us = records_monotonic_us();
             pthread_mutex_lock(&records_lock);
             records_done_seq = last_seq;
             pthread_cond_broadcast(&records_committed);

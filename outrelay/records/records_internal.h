@@ -6,6 +6,7 @@
 
 #include <sqlite3.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* 1: delivery columns; 2: authentication and routing; 3: provider; 4: typed facts (nrcpt,
  * route_reason, dsn_queue_id, next_attempt_s, dkim_aligned, rule, until_ts); 5: tls_policy and
@@ -19,5 +20,9 @@ int records_schema_apply(sqlite3 *db, char *err, size_t errlen);
 
 /* sqlite3_exec with the error as "records: ..." in err. Returns 0 / -1. */
 int records_sql_exec(sqlite3 *db, const char *sql, char *err, size_t errlen);
+
+/* Transactions of rows the writer has committed since the process started (tests check that rows
+ * arriving one by one under load share transactions). Any thread. */
+uint64_t records_commit_count(void);
 
 #endif

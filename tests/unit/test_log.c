@@ -1,17 +1,22 @@
 /* test_log.c - unit tests for outrelay/common/log.c: the stage taken from a message's own
  * "smtpd: " prefix (known stages only, so a queue ID is never a stage), the Postfix-like text
  * line with and without our timestamp (not under the journal), the level word, newlines folded,
- * and JSON lines with ts, level, stage, pid and an escaped msg. */
+ * JSON lines with ts, level, stage, pid and an escaped msg, the timestamp kept per second (right
+ * when the second changes, forwards and backwards), and log_text cutting where log_msg does. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/strbuf.h"
+#include "capture_stderr.h"
 
 #define T0_US 1796083200123456LL /* 2026-12-01T00:00:00.123456Z */
 
@@ -83,12 +88,92 @@ static void test_json(void **state)
     strbuf_free(&sb);
 }
 
+/* The date part is kept per second and thread: every change of second (next millisecond's
+ * second, a day back, a year on) must show, and the milliseconds are never cached. */
+static void test_stamp_per_second(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t us;
+        const char *want;
+    } cases[] = {
+        {T0_US, "2026-12-01T00:00:00.123Z"},
+        {T0_US + 1000, "2026-12-01T00:00:00.124Z"},
+        {T0_US + 876544, "2026-12-01T00:00:01.000Z"},
+        {T0_US + 875000, "2026-12-01T00:00:00.998Z"}, /* back into the second before */
+        {T0_US - 86400LL * 1000000 - 116000, "2026-11-30T00:00:00.007Z"},
+        {T0_US + 31LL * 86400 * 1000000 - 124000, "2026-12-31T23:59:59.999Z"},
+        {T0_US + 31LL * 86400 * 1000000 + 875544, "2027-01-01T00:00:00.999Z"},
+        {T0_US, "2026-12-01T00:00:00.123Z"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct strbuf sb = STRBUF_INIT;
+        log_format_line(&sb, 0, 0, LOG_LEVEL_INFO, cases[i].us, "outrelay", 42, "queue: x");
+        char want[128];
+        snprintf(want, sizeof want, "%s outrelay/queue[42]: x\n", cases[i].want);
+        assert_string_equal(sb.data, want);
+        strbuf_reset(&sb);
+        log_format_line(&sb, 1, 0, LOG_LEVEL_INFO, cases[i].us, "outrelay", 42, "x");
+        snprintf(want, sizeof want, "{\"ts\":\"%s\"", cases[i].want);
+        assert_memory_equal(sb.data, want, strlen(want));
+        strbuf_free(&sb);
+    }
+}
+
+static char long_text[6000];
+
+static void write_long_by_text(void)
+{
+    log_text(LOG_LEVEL_WARN, long_text, strlen(long_text));
+    log_text(LOG_LEVEL_DEBUG, "queue: below the level", 22);
+}
+
+static void write_long_by_msg(void)
+{
+    log_msg(LOG_LEVEL_WARN, "%s", long_text);
+    log_msg(LOG_LEVEL_DEBUG, "queue: below the level");
+}
+
+/* log_text (a finished text) writes the line log_msg writes for the same text: stage, level
+ * word, a newline folded, cut at LOG_TEXT_MAX - 1 bytes; nothing below the level. */
+static void test_log_text_as_log_msg(void **state)
+{
+    (void)state;
+    memset(long_text, 'a', sizeof long_text - 1);
+    memcpy(long_text, "smtpd: one\nline ", 16);
+    log_init("outrelay", LOG_TO_STDERR, LOG_LEVEL_INFO);
+    assert_false(log_enabled(LOG_LEVEL_DEBUG));
+    assert_true(log_enabled(LOG_LEVEL_INFO));
+    char *by_text = calloc(1, 16384), *by_msg = calloc(1, 16384);
+    assert_non_null(by_text);
+    assert_non_null(by_msg);
+    capture_stderr(write_long_by_text, by_text, 16384);
+    capture_stderr(write_long_by_msg, by_msg, 16384);
+    /* the timestamps may differ by a millisecond: compare from the ident on */
+    const char *t = strstr(by_text, " outrelay/"), *m = strstr(by_msg, " outrelay/");
+    assert_non_null(t);
+    assert_non_null(m);
+    assert_string_equal(t, m);
+    char head[64];
+    snprintf(head, sizeof head, " outrelay/smtpd[%ld]: warning: one line aaa", (long)getpid());
+    assert_memory_equal(t, head, strlen(head));
+    const char *nl = strchr(t, '\n');
+    assert_non_null(nl);
+    assert_null(strchr(nl + 1, '\n')); /* one line, the debug one not written */
+    const char *body = strstr(t, "one line ");
+    assert_int_equal(nl - body, LOG_TEXT_MAX - 1 - 7); /* the text minus "smtpd: " */
+    free(by_text);
+    free(by_msg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stage),
         cmocka_unit_test(test_text),
         cmocka_unit_test(test_json),
+        cmocka_unit_test(test_stamp_per_second),
+        cmocka_unit_test(test_log_text_as_log_msg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,8 @@
 #include "common/clock.h"
 #include "common/util.h"
 #include "records/records.h"
+#include "records/records_internal.h"
+#include "capture_stderr.h"
 #include "mail/envelope.h"
 
 #define THREAD_EVENTS 1000
@@ -255,26 +257,6 @@ static void test_records_rows_from_two_threads(void **state)
     free(dir);
 }
 
-/* Runs fn with stderr captured into buf. */
-static void capture_stderr(void (*fn)(void), char *buf, size_t size)
-{
-    char path[] = "/tmp/test_records_log.XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    fflush(stderr);
-    int saved = dup(2);
-    dup2(fd, 2);
-    fn();
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    ssize_t n = pread(fd, buf, size - 1, 0);
-    assert_true(n >= 0);
-    buf[n] = '\0';
-    close(fd);
-    unlink(path);
-}
-
 static void emit_examples(void)
 {
     struct record_event delivered = {
@@ -398,6 +380,66 @@ static void test_records_throughput(void **state)
     sqlite3 *db = open_db(dir);
     assert_int_equal(query_int(db, "SELECT count(*) FROM events"), n);
     sqlite3_close(db);
+    remove_tree(dir);
+    free(dir);
+}
+
+/* Rows that arrive one at a time while others are being written (a relay under load) share
+ * transactions: at most one commit per gathering interval (50 ms) after the first, where one
+ * commit per row was the rule before. A lone row after a quiet spell is committed without a
+ * flush, and a flush right after a commit is answered. */
+static void test_records_group_commit(void **state)
+{
+    (void)state;
+    log_init("test_records", 0, LOG_LEVEL_WARN);
+    char *dir = make_tmpdir();
+    char err[256] = "";
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    sqlite3 *db = open_db(dir);
+
+    /* quiet: one row reaches the database by itself */
+    struct record_event ev = full_event;
+    ev.queue_id = "LONE1";
+    records_emit(&ev);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (query_int(db, "SELECT count(*) FROM events") != 1) {
+        assert_true(seconds_since(&t0) < 10);
+        usleep(5000);
+    }
+
+    /* a trickle: 400 rows, about one every 0.5 ms */
+    uint64_t commits0 = records_commit_count();
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 400; i++) {
+        char qid[32];
+        snprintf(qid, sizeof qid, "T%05d", i);
+        ev.queue_id = qid;
+        records_emit(&ev);
+        usleep(500);
+    }
+    records_flush();
+    double took = seconds_since(&t0);
+    uint64_t commits = records_commit_count() - commits0;
+    printf("records group commit: 400 rows over %.3f s in %llu transactions\n", took,
+           (unsigned long long)commits);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events"), 401);
+    assert_true(commits >= 1);
+    assert_true((double)commits <= took / 0.050 + 2);
+
+    /* a flush right after a commit is answered (it makes the writer stop gathering) */
+    ev.queue_id = "LAST1";
+    records_emit(&ev);
+    records_flush();
+    ev.queue_id = "LAST2";
+    records_emit(&ev);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    records_flush();
+    assert_true(seconds_since(&t0) < 1.0);
+    assert_int_equal(query_int(db, "SELECT count(*) FROM events WHERE queue_id LIKE 'LAST_'"), 2);
+
+    sqlite3_close(db);
+    records_close();
     remove_tree(dir);
     free(dir);
 }
@@ -532,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_records_rows_from_two_threads),
         cmocka_unit_test(test_records_log_lines),
         cmocka_unit_test(test_records_throughput),
+        cmocka_unit_test(test_records_group_commit),
         cmocka_unit_test(test_records_retention),
         cmocka_unit_test(test_records_replay_from_spool),
     };

@@ -1,10 +1,12 @@
 /* test_strbuf.c - unit tests for outrelay/common/strbuf.c: the buffer is NUL-terminated after
  * len bytes from its first allocation on, including when it is detached empty (an empty
- * Message-ID: once handed heap garbage to the log, the spool and records.db). */
+ * Message-ID: once handed heap garbage to the log, the spool and records.db); strbuf_put_int
+ * writes what "%lld" writes, the extremes included. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,12 +52,30 @@ static void test_append_reset_reuse(void **state)
     assert_string_equal(strbuf_str(&sb), "");
 }
 
+static void test_put_int_as_printf(void **state)
+{
+    (void)state;
+    const int64_t values[] = {0,         7,        -7, 10, 4096, -1000000, 1796083200123456LL,
+                              INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        struct strbuf sb = STRBUF_INIT;
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)values[i]);
+        strbuf_puts(&sb, "n=");
+        strbuf_put_int(&sb, values[i]);
+        assert_string_equal(sb.data + 2, want);
+        assert_int_equal(sb.len, 2 + strlen(want));
+        strbuf_free(&sb);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detach_empty_is_a_string),
         cmocka_unit_test(test_reserve_then_detach),
         cmocka_unit_test(test_append_reset_reuse),
+        cmocka_unit_test(test_put_int_as_printf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
