@@ -408,6 +408,7 @@ int cluster_start(struct event_base *base, const struct config *cfg, char *err, 
     event_add(C.timer, &tv);
     cluster_dedup_set_claim_ttl(cfg->cluster_claim_ttl);
     cluster_subscribe(cluster_dedup_health, NULL);
+    cluster_subscribe(cluster_caps_health, NULL);
     conn_start();
     log_info("cluster: instance %s, redis %s%s", C.instance, C.addr, C.ssl_ctx ? " (TLS)" : "");
     return 0;
@@ -427,6 +428,7 @@ void cluster_stop(void)
     free(C.password);
     memset(&C, 0, sizeof C);
     cluster_dedup_stop();
+    cluster_caps_stop();
 }
 
 int cluster_configured(void)

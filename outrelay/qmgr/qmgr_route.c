@@ -1,6 +1,7 @@
 /* qmgr_route.c - the delivery step of scheduling, run by the core once a message's prepare
  * stages are done: for each due recipient the lifetime, duplicate suppression, the provider of
- * its domain, the route stage's choice of egress and the alignment decision; then jobs of up to
+ * its domain, the route stage's choice of egress, the alignment decision and, with a cluster, the
+ * reservation in the shared cap counts (waited for like a lookup); then jobs of up to
  * QMGR_MAX_RCPTS_PER_JOB recipients per destination (qmgr_dest.c). Writes the "routed" records.
  * Calls down only (qmgr_dest.c, qmgr_prepare.c, qmgr_lookup.c, qmgr_rcpt.c, qmgr_message.c);
  * the core reaches it through the deliver pointer the top sets. Never frees a message; loop
@@ -50,6 +51,22 @@ static void wait_for_lookup(struct message *m)
     TAILQ_INSERT_TAIL(&m->q->lookup_waiting, m, lookup_link);
 }
 
+/* What one job of m through e is called in the shared cap counters: the queue id and, for
+ * direct delivery, the recipient's domain (enqueue_for makes one job per domain; a smarthost
+ * takes every domain of a provider in one). */
+static void job_token(const struct message *m, size_t i, const struct egress_conf *e, char *out,
+                      size_t size)
+{
+    snprintf(out, size, "%s %s", m->env->queue_id,
+             e->type == EGRESS_SMARTHOST ? "" : smtp_address_domain(m->env->rcpts[i].address));
+    qmgr_lowercase(out);
+}
+
+static void reserve_answered(void *arg)
+{
+    qmgr_lookup_answered(arg);
+}
+
 /* Decides recipient i: returns its egress (and provider), or NULL when it is not sent now. */
 static const struct egress_conf *route_one(struct message *m, size_t i, int64_t now,
                                            struct rcpt_batch *expired, const char **provider,
@@ -96,7 +113,26 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
         return NULL;
     }
     const struct egress_conf *e = qmgr_apply_alignment(m, i, *provider, rd.egress, stop);
-    if (e) emit_routed(m, i, &rd, e, *provider);
+    if (!e) return NULL;
+    /* with a cluster, a capped pair reserves its slot in the shared count first */
+    char token[300];
+    job_token(m, i, e, token, sizeof token);
+    switch (route_reserve(e, *provider, token, now, reserve_answered, m->q, &rd.retry_at, rd.reason,
+                          sizeof rd.reason)) {
+    case ROUTE_RESERVE_GO:
+        break;
+    case ROUTE_RESERVE_ASKING: /* Redis's answer wakes the message */
+        wait_for_lookup(m);
+        return NULL;
+    case ROUTE_RESERVE_FULL: {
+        int64_t wait = rd.retry_at - now;
+        qmgr_rcpt_defer(m, i, now + (wait < 1 ? 1 : wait > 60 ? 60 : wait));
+        rd.egress = NULL;
+        emit_routed(m, i, &rd, NULL, *provider);
+        return NULL;
+    }
+    }
+    emit_routed(m, i, &rd, e, *provider);
     return e;
 }
 
@@ -109,6 +145,8 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
     const struct egress_conf *e = chosen[first];
     const char *provider = providers[first];
     const char *domain = smtp_address_domain(m->env->rcpts[first].address);
+    char token[300];
+    job_token(m, first, e, token, sizeof token);
     size_t k = 0;
     for (size_t j = first; j < n; j++) {
         if (chosen[j] != e || providers[j] != provider) continue;
@@ -118,13 +156,13 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
         chosen[j] = NULL;
         idx[k++] = j;
         if (k == QMGR_MAX_RCPTS_PER_JOB) {
-            route_count(e, provider, now);
+            route_count_job(e, provider, token, now);
             qmgr_dest_enqueue(m, e, domain, provider, idx, k);
             k = 0;
         }
     }
     if (k) {
-        route_count(e, provider, now);
+        route_count_job(e, provider, token, now);
         qmgr_dest_enqueue(m, e, domain, provider, idx, k);
     }
 }
