@@ -152,6 +152,8 @@ enum cluster_caps_verdict cluster_caps_reserve(const char *egress, const char *p
                                                const char *token,
                                                const struct cluster_cap_window *w, size_t n,
                                                int64_t now);
+/* 1 when a slot is reserved for token (granted, its window not over); nothing changes. */
+int cluster_caps_granted(const char *egress, const char *provider, const char *token, int64_t now);
 /* The job token is leaving: 1 when it used a granted reservation (already counted in Redis). */
 int cluster_caps_consume(const char *egress, const char *provider, const char *token);
 /* One message counted without a reservation: INCRBY now when Redis is up, else kept for the

@@ -221,6 +221,15 @@ enum cluster_caps_verdict cluster_caps_reserve(const char *egress, const char *p
     return CLUSTER_CAPS_ASKING;
 }
 
+int cluster_caps_granted(const char *egress, const char *provider, const char *token, int64_t now)
+{
+    if (!S.reservations || !token) return 0;
+    char rk[600];
+    res_key(egress, provider, token, rk, sizeof rk);
+    struct reservation *res = hashmap_get(S.reservations, rk);
+    return res && res->state == RES_GRANTED && res->expires > now;
+}
+
 int cluster_caps_consume(const char *egress, const char *provider, const char *token)
 {
     if (!S.reservations || !token) return 0;

@@ -51,15 +51,10 @@ static void wait_for_lookup(struct message *m)
     TAILQ_INSERT_TAIL(&m->q->lookup_waiting, m, lookup_link);
 }
 
-/* What one job of m through e is called in the shared cap counters: the queue id and, for
- * direct delivery, the recipient's domain (enqueue_for makes one job per domain; a smarthost
- * takes every domain of a provider in one). */
 static void job_token(const struct message *m, size_t i, const struct egress_conf *e, char *out,
                       size_t size)
 {
-    snprintf(out, size, "%s %s", m->env->queue_id,
-             e->type == EGRESS_SMARTHOST ? "" : smtp_address_domain(m->env->rcpts[i].address));
-    qmgr_lowercase(out);
+    route_job_token(m->env->queue_id, smtp_address_domain(m->env->rcpts[i].address), e, out, size);
 }
 
 static void reserve_answered(void *arg)

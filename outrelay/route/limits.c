@@ -285,6 +285,12 @@ void limits_expire(struct route_world *w, int64_t now)
 int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_t now, char *why,
                              size_t size)
 {
+    return limits_blocked_until_held(w, p, now, 0, why, size);
+}
+
+int64_t limits_blocked_until_held(struct route_world *w, struct route_pair *p, int64_t now,
+                                  int held, char *why, size_t size)
+{
     int64_t until = 0;
     char tbuf[32];
     if (size) why[0] = '\0';
@@ -298,7 +304,7 @@ int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_
         if (!limit) continue;
         int share = local ? cluster_caps_local_limit(limit, instances) : limit;
         int full = local ? own_count_in(p, i, now) >= share || shared_count_in(p, i, now) >= limit
-                         : limits_count_in(p, i, now) >= limit;
+                         : limits_count_in(p, i, now) - (held ? 1 : 0) >= limit;
         if (!full) continue;
         int64_t end = limits_window_end(i, now);
         if (end > until) until = end;

@@ -290,6 +290,29 @@ static size_t group_candidates(struct route_world *w, size_t gi, const struct en
     return m;
 }
 
+void route_job_token(const char *queue_id, const char *rcpt_domain,
+                     const struct egress_conf *egress, char *out, size_t size)
+{
+    snprintf(out, size, "%s %s", queue_id,
+             egress->type == EGRESS_SMARTHOST ? ""
+             : rcpt_domain                    ? rcpt_domain
+                                              : "");
+    for (char *c = out; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+}
+
+/* 1 when recipient rcpt's job through e holds a slot reserved in the cluster's shared count. */
+static int holds_slot(const struct egress_conf *e, const char *provider, const struct envelope *env,
+                      size_t rcpt, int64_t now)
+{
+    struct route_pair *p = limits_pair(&route_world, e, provider);
+    if (!p || !p->cap || !cluster_is_up()) return 0;
+    char token[300];
+    route_job_token(env->queue_id, domain_of(rcpt < env->n_rcpts ? env->rcpts[rcpt].address : NULL),
+                    e, token, sizeof token);
+    return cluster_caps_granted(e->name, p->provider, token, now);
+}
+
 void route_decide(const struct envelope *env, size_t rcpt, const char *provider, int64_t now,
                   struct route_decision *out)
 {
@@ -350,7 +373,8 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
     limits_expire(w, now);
     char why[200], others[200] = "";
     int64_t blocked =
-        limits_blocked_until(w, limits_pair(w, planned, provider), now, why, sizeof why);
+        limits_blocked_until_held(w, limits_pair(w, planned, provider), now,
+                                  holds_slot(planned, provider, env, rcpt, now), why, sizeof why);
     if (!blocked) {
         out->egress = planned;
         return;
@@ -360,8 +384,9 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         const struct egress_conf *other = cand[i];
         char other_why[200] = "";
         if (!other || other == planned) continue;
-        int64_t other_blocked = limits_blocked_until(w, limits_pair(w, other, provider), now,
-                                                     other_why, sizeof other_why);
+        int64_t other_blocked = limits_blocked_until_held(
+            w, limits_pair(w, other, provider), now, holds_slot(other, provider, env, rcpt, now),
+            other_why, sizeof other_why);
         if (!other_blocked) {
             out->egress = other;
             out->spilled = 1;
@@ -413,7 +438,8 @@ enum route_reserve route_reserve(const struct egress_conf *egress, const char *p
     if (!n || !cluster_is_up()) return ROUTE_RESERVE_GO; /* no cap, or the local caps decide */
     reserve_waker.wake = wake;
     reserve_waker.arg = arg;
-    int64_t until = limits_blocked_until(w, p, now, why, size);
+    int held = cluster_caps_granted(egress->name, p->provider, token, now);
+    int64_t until = limits_blocked_until_held(w, p, now, held, why, size);
     if (!until) {
         switch (cluster_caps_reserve(egress->name, p->provider, token, win, n, now)) {
         case CLUSTER_CAPS_GRANTED:

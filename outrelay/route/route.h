@@ -77,6 +77,11 @@ enum route_reserve { ROUTE_RESERVE_GO, ROUTE_RESERVE_ASKING, ROUTE_RESERVE_FULL 
 enum route_reserve route_reserve(const struct egress_conf *egress, const char *provider,
                                  const char *token, int64_t now, void (*wake)(void *arg), void *arg,
                                  int64_t *retry_at, char *why, size_t size);
+/* The token of the job that takes a recipient of rcpt_domain through egress: the queue id and,
+ * for direct delivery, the domain (one job per domain; a smarthost takes a provider's domains
+ * in one), lower case. route_decide finds a reserved slot by it. */
+void route_job_token(const char *queue_id, const char *rcpt_domain,
+                     const struct egress_conf *egress, char *out, size_t size);
 /* route_count for the job token: a slot reserved for it is counted already in Redis. */
 void route_count_job(const struct egress_conf *egress, const char *provider, const char *token,
                      int64_t now);

@@ -143,6 +143,10 @@ void limits_count(struct route_world *w, struct route_pair *p, int64_t now);
 /* 0 when p may send at `now`; else the time it may send again, with the reason in why. */
 int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_t now, char *why,
                              size_t size);
+/* The same for a job that holds a slot reserved in the cluster's shared count (held 1): the
+ * count includes it, so the cap stops it only beyond the limit. */
+int64_t limits_blocked_until_held(struct route_world *w, struct route_pair *p, int64_t now,
+                                  int held, char *why, size_t size);
 /* The throttle rate in force for an active entry at `now` (messages, period); 0 = none. */
 void limits_throttle_rate(const struct route_world *w, const struct route_shaping *s, int64_t now,
                           int *count, int64_t *period);
