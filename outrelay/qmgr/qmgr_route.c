@@ -51,12 +51,6 @@ static void wait_for_lookup(struct message *m)
     TAILQ_INSERT_TAIL(&m->q->lookup_waiting, m, lookup_link);
 }
 
-static void job_token(const struct message *m, size_t i, const struct egress_conf *e, char *out,
-                      size_t size)
-{
-    route_job_token(m->env->queue_id, smtp_address_domain(m->env->rcpts[i].address), e, out, size);
-}
-
 static void reserve_answered(void *arg)
 {
     qmgr_lookup_answered(arg);
@@ -110,10 +104,9 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
     const struct egress_conf *e = qmgr_apply_alignment(m, i, *provider, rd.egress, stop);
     if (!e) return NULL;
     /* with a cluster, a capped pair reserves its slot in the shared count first */
-    char token[300];
-    job_token(m, i, e, token, sizeof token);
-    switch (route_reserve(e, *provider, token, now, reserve_answered, m->q, &rd.retry_at, rd.reason,
-                          sizeof rd.reason)) {
+    switch (route_reserve(e, *provider, m->env->queue_id,
+                          smtp_address_domain(m->env->rcpts[i].address), now, reserve_answered,
+                          m->q, &rd.retry_at, rd.reason, sizeof rd.reason)) {
     case ROUTE_RESERVE_GO:
         break;
     case ROUTE_RESERVE_ASKING: /* Redis's answer wakes the message */
@@ -140,8 +133,6 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
     const struct egress_conf *e = chosen[first];
     const char *provider = providers[first];
     const char *domain = smtp_address_domain(m->env->rcpts[first].address);
-    char token[300];
-    job_token(m, first, e, token, sizeof token);
     size_t k = 0;
     for (size_t j = first; j < n; j++) {
         if (chosen[j] != e || providers[j] != provider) continue;
@@ -151,13 +142,13 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
         chosen[j] = NULL;
         idx[k++] = j;
         if (k == QMGR_MAX_RCPTS_PER_JOB) {
-            route_count_job(e, provider, token, now);
+            route_count_job(e, provider, m->env->queue_id, domain, now);
             qmgr_dest_enqueue(m, e, domain, provider, idx, k);
             k = 0;
         }
     }
     if (k) {
-        route_count_job(e, provider, token, now);
+        route_count_job(e, provider, m->env->queue_id, domain, now);
         qmgr_dest_enqueue(m, e, domain, provider, idx, k);
     }
 }

@@ -305,8 +305,9 @@ void route_job_token(const char *queue_id, const char *rcpt_domain,
 static int holds_slot(const struct egress_conf *e, const char *provider, const struct envelope *env,
                       size_t rcpt, int64_t now)
 {
+    if (!cluster_is_up()) return 0; /* first: without a cluster this costs nothing */
     struct route_pair *p = limits_pair(&route_world, e, provider);
-    if (!p || !p->cap || !cluster_is_up()) return 0;
+    if (!p || !p->cap) return 0;
     char token[300];
     route_job_token(env->queue_id, domain_of(rcpt < env->n_rcpts ? env->rcpts[rcpt].address : NULL),
                     e, token, sizeof token);
@@ -428,14 +429,18 @@ static void caps_in_use(struct route_world *w)
 }
 
 enum route_reserve route_reserve(const struct egress_conf *egress, const char *provider,
-                                 const char *token, int64_t now, void (*wake)(void *arg), void *arg,
-                                 int64_t *retry_at, char *why, size_t size)
+                                 const char *queue_id, const char *rcpt_domain, int64_t now,
+                                 void (*wake)(void *arg), void *arg, int64_t *retry_at, char *why,
+                                 size_t size)
 {
+    if (!cluster_is_up()) return ROUTE_RESERVE_GO; /* no cluster, or the local caps decided */
     struct route_world *w = &route_world;
     struct route_pair *p = limits_pair(w, egress, provider);
     struct cluster_cap_window win[CLUSTER_CAP_WINDOWS];
     size_t n = limits_cap_windows(p, now, win);
-    if (!n || !cluster_is_up()) return ROUTE_RESERVE_GO; /* no cap, or the local caps decide */
+    if (!n) return ROUTE_RESERVE_GO; /* no cap: Redis is not asked */
+    char token[300];
+    route_job_token(queue_id, rcpt_domain, egress, token, sizeof token);
     reserve_waker.wake = wake;
     reserve_waker.arg = arg;
     int held = cluster_caps_granted(egress->name, p->provider, token, now);
@@ -460,25 +465,29 @@ enum route_reserve route_reserve(const struct egress_conf *egress, const char *p
     return ROUTE_RESERVE_FULL;
 }
 
-void route_count_job(const struct egress_conf *egress, const char *provider, const char *token,
-                     int64_t now)
+void route_count_job(const struct egress_conf *egress, const char *provider, const char *queue_id,
+                     const char *rcpt_domain, int64_t now)
 {
     struct route_world *w = &route_world;
     struct route_pair *p = limits_pair(w, egress, provider);
     if (!p) return;
     struct cluster_cap_window win[CLUSTER_CAP_WINDOWS];
-    size_t n = limits_cap_windows(p, now, win);
+    size_t n = cluster_configured() ? limits_cap_windows(p, now, win) : 0;
     /* a reserved slot is counted in Redis already; any other message of a capped pair is
      * added to it (or kept for the reconciliation while Redis is down) */
-    if (n && cluster_configured() && !cluster_caps_consume(egress->name, p->provider, token))
-        cluster_caps_count(egress->name, p->provider, win, n, now);
+    if (n) {
+        char token[300] = "";
+        if (queue_id) route_job_token(queue_id, rcpt_domain, egress, token, sizeof token);
+        if (!cluster_caps_consume(egress->name, p->provider, token))
+            cluster_caps_count(egress->name, p->provider, win, n, now);
+    }
     limits_count(w, p, now);
     if (clock_now() - w->last_flush >= ROUTE_FLUSH_INTERVAL) route_flush();
 }
 
 void route_count(const struct egress_conf *egress, const char *provider, int64_t now)
 {
-    route_count_job(egress, provider, NULL, now);
+    route_count_job(egress, provider, NULL, NULL, now);
 }
 
 void route_connection_limits(const struct egress_conf *egress, const char *provider, int64_t now,

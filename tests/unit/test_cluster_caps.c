@@ -207,14 +207,15 @@ static void no_cluster_no_reservation(void **state)
     const struct egress_conf *legacy = config_find_egress(cfg, "legacy");
     int64_t retry = 0;
     char why[200] = "";
-    assert_int_equal(route_reserve(legacy, "google", "t", now, NULL, NULL, &retry, why, sizeof why),
+    assert_int_equal(route_reserve(legacy, "google", "Q1", "example.net", now, NULL, NULL, &retry,
+                                   why, sizeof why),
                      ROUTE_RESERVE_GO);
     struct cluster_cap_window win[1] = {{"hour", T0, T0 + 3600, 10}};
     assert_int_equal(cluster_caps_reserve("legacy", "google", "t", win, 1, now),
                      CLUSTER_CAPS_LOCAL);
     assert_int_equal(cluster_caps_local(), 0);
     assert_int_equal(cluster_caps_pending(), 0);
-    route_count_job(legacy, "google", "t", now);
+    route_count_job(legacy, "google", "Q1", "example.net", now);
     assert_int_equal(cluster_caps_pending(), 0); /* nothing kept for a Redis there is not */
     route_shutdown();
     config_free(cfg);
