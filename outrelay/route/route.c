@@ -443,8 +443,10 @@ enum route_reserve route_reserve(const struct egress_conf *egress, const char *p
     route_job_token(queue_id, rcpt_domain, egress, token, sizeof token);
     reserve_waker.wake = wake;
     reserve_waker.arg = arg;
+    /* why keeps the route's reason unless the answer is FULL */
+    char full[200];
     int held = cluster_caps_granted(egress->name, p->provider, token, now);
-    int64_t until = limits_blocked_until_held(w, p, now, held, why, size);
+    int64_t until = limits_blocked_until_held(w, p, now, held, full, sizeof full);
     if (!until) {
         switch (cluster_caps_reserve(egress->name, p->provider, token, win, n, now)) {
         case CLUSTER_CAPS_GRANTED:
@@ -453,15 +455,17 @@ enum route_reserve route_reserve(const struct egress_conf *egress, const char *p
         case CLUSTER_CAPS_ASKING:
             return ROUTE_RESERVE_ASKING;
         case CLUSTER_CAPS_REFUSED: /* the answer filled the mirror: it says which window */
-            until = limits_blocked_until(w, p, now, why, size);
+            until = limits_blocked_until(w, p, now, full, sizeof full);
             break;
         }
     }
     if (!until) { /* refused for a window that has ended since: ask again at once */
         until = now + 1;
-        snprintf(why, size, "cap reached for %s x %s (cluster-wide)", egress->name, p->provider);
+        snprintf(full, sizeof full, "cap reached for %s x %s (cluster-wide)", egress->name,
+                 p->provider);
     }
     *retry_at = until;
+    snprintf(why, size, "waiting: %s", full);
     return ROUTE_RESERVE_FULL;
 }
 

@@ -113,6 +113,11 @@ def test(env):
                 f"{r.name}: {len(waits)} waits recorded, {first[r.name]} delivered: {waits}")
         h.check(all("cap 10/hour reached for legacy x testprov" in w["route_reason"]
                     for w in waits), f"{r.name}: wait reasons {waits}")
+        sent = r.events("SELECT route_reason FROM events WHERE event='routed' AND "
+                        "action!='wait'")
+        h.check(len(sent) == first[r.name] and
+                all((s["route_reason"] or "").startswith("ramp ") for s in sent),
+                f"{r.name}: the routed records of what was sent lost their reason: {sent}")
         h.check(not r.events("SELECT 1 FROM events WHERE event='bounced'"),
                 f"{r.name} bounced a message for a cap")
         ramp = r.queue_like("ramp", "status").stdout
