@@ -8,7 +8,9 @@ file), one egress (legacy) with a cap of 10/hour on legacy x testprov and nowher
      queues with the cap reason (never bounced); Redis's key for the hour holds 10 and both
      `ramp status` show the cluster-wide 10/10;
   2. Redis killed, the next hour opened (the test clock): both record `cluster` caps-local and
-     each sends 5 more (10 / 2 instances), no more; the gauge outrelay_cluster_caps_local is 1;
+     each sends 5 more (10 / 2 instances), no more, and a new message waits with the reason
+     "cap 5/hour (10 shared by 2 instances, redis down)"; the gauge outrelay_cluster_caps_local
+     is 1;
   3. Redis started again (empty): both record caps-shared, Redis's key for that hour holds the
      sum of their outage counts (10), and the shared count holds the cap again: nothing more
      leaves that hour.
@@ -140,6 +142,13 @@ def test(env):
     for r in (a, b):
         h.check(delivered_by(r) - first[r.name] == CAP // 2,
                 f"{r.name} sent {delivered_by(r) - first[r.name]} in the outage hour, expected 5")
+    send(a, "late")  # a new message meets the divided cap, and says so
+    a.wait_for(lambda: a.events("SELECT 1 FROM events WHERE event='routed' AND "
+                                "recipient='late@example.net'"), 30, "the late message routed")
+    late = a.events("SELECT action, route_reason FROM events WHERE event='routed' AND "
+                    "recipient='late@example.net'")
+    h.check(late[0]["action"] == "wait" and "cap 5/hour (10 shared by 2 instances, redis down)"
+            in late[0]["route_reason"], f"the late message's route: {late}")
 
     # 3. Redis back (empty): the outage counts are added, the shared count rules again
     redis.start()
