@@ -409,6 +409,7 @@ int cluster_start(struct event_base *base, const struct config *cfg, char *err, 
     cluster_dedup_set_claim_ttl(cfg->cluster_claim_ttl);
     cluster_subscribe(cluster_dedup_health, NULL);
     cluster_state_start(base); /* shared state: polls the version, written back on return */
+    cluster_subscribe(cluster_caps_health, NULL);
     conn_start();
     log_info("cluster: instance %s, redis %s%s", C.instance, C.addr, C.ssl_ctx ? " (TLS)" : "");
     return 0;
@@ -429,6 +430,7 @@ void cluster_stop(void)
     memset(&C, 0, sizeof C);
     cluster_dedup_stop();
     cluster_state_stop();
+    cluster_caps_stop();
 }
 
 int cluster_configured(void)

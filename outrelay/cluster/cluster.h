@@ -3,7 +3,8 @@
  * pipelined commands with a timeout, health (up, or down since T) told to subscribers and to
  * the records, an instance heartbeat key and the count of instances seen. Commands are encoded
  * and replies decoded by hiredis; the transport is a libevent bufferevent. The duplicate window
- * on top of it is cluster_dedup.c, the keys cluster_keys.c. Loop thread only. */
+ * on top of it is cluster_dedup.c, the shared cap counters cluster_caps.c, the keys
+ * cluster_keys.c. Loop thread only. */
 #ifndef OUTRELAY_CLUSTER_H
 #define OUTRELAY_CLUSTER_H
 
@@ -131,5 +132,66 @@ uint64_t cluster_state_learnt(void);
 void cluster_state_start(struct event_base *base);
 void cluster_state_health(void *arg, int up);
 void cluster_state_stop(void);
+/* --- the shared cap counters (cluster_caps.c) */
+/* "<prefix>:cap:<egress>:<provider>:<span>:<window start>", span minute, hour or day, the
+ * window's start in unix seconds. */
+void cluster_key_cap(const char *prefix, const char *egress, const char *provider, const char *span,
+                     int64_t window_start, char *out, size_t size);
+/* While Redis is down each instance enforces limit / instances (instances seen last, at least
+ * 1), rounded down but never below 1 when limit >= 1; a limit <= 0 (none) stays as it is. */
+int cluster_caps_local_limit(int limit, int instances);
+
+#define CLUSTER_CAP_WINDOWS 3
+/* One capped calendar window of an egress x provider pair: [start, end) and its limit. */
+struct cluster_cap_window {
+    const char *span; /* a string that lives for good (the route stage's window names) */
+    int64_t start, end;
+    int limit;
+};
+/* Redis's answer to a reservation: granted 1 (counted), 0 (a window is full: nothing counted),
+ * -1 (no answer: decide locally); counts[i] the count of window spans[i] starting at
+ * starts[i] after it. */
+struct cluster_caps_answer {
+    const char *egress, *provider;
+    int granted;
+    size_t n;
+    const char *const *spans;
+    const int64_t *starts;
+    const long long *counts;
+};
+typedef void (*cluster_caps_answer_fn)(const struct cluster_caps_answer *a);
+/* Whether any pair has a cap (no records or gauge otherwise), and who hears every answer (the
+ * route stage: its mirror of the shared counts, and waking the waiting mail). */
+void cluster_caps_set_in_use(int in_use, cluster_caps_answer_fn answer);
+/* 1 while caps are enforced locally: a cluster with caps, and Redis not up. */
+int cluster_caps_local(void);
+
+enum cluster_caps_verdict {
+    CLUSTER_CAPS_GRANTED, /* a slot is reserved for token: send (cluster_caps_consume counts it) */
+    CLUSTER_CAPS_ASKING,  /* the question is out: the answer callback says when it is back */
+    CLUSTER_CAPS_REFUSED, /* a window of the pair is full cluster-wide */
+    CLUSTER_CAPS_LOCAL,   /* Redis is not up, or did not answer: the local caps decide */
+};
+/* Reserves one message for egress x provider in every capped window w[0..n) in one round trip
+ * (a Lua script: all under their limit, or nothing counted). token names what is reserved for
+ * (a message's job); asking again for the same token while the answer is out asks nothing. */
+enum cluster_caps_verdict cluster_caps_reserve(const char *egress, const char *provider,
+                                               const char *token,
+                                               const struct cluster_cap_window *w, size_t n,
+                                               int64_t now);
+/* 1 when a slot is reserved for token (granted, its window not over); nothing changes. */
+int cluster_caps_granted(const char *egress, const char *provider, const char *token, int64_t now);
+/* The job token is leaving: 1 when it used a granted reservation (already counted in Redis). */
+int cluster_caps_consume(const char *egress, const char *provider, const char *token);
+/* One message counted without a reservation: INCRBY now when Redis is up, else kept for the
+ * reconciliation (added to the windows' keys when Redis is back, if they are still current). */
+void cluster_caps_count(const char *egress, const char *provider,
+                        const struct cluster_cap_window *w, size_t n, int64_t now);
+/* Window keys whose local counts wait for Redis. */
+size_t cluster_caps_pending(void);
+/* For cluster.c: health changes (records the switch to local caps, reconciles on return); the
+ * end. */
+void cluster_caps_health(void *arg, int up);
+void cluster_caps_stop(void);
 
 #endif

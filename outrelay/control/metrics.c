@@ -58,6 +58,8 @@ static const struct metric_def {
      "written to it"},
     {"outrelay_cluster_state_learnt_total", "counter",
      "Shared state entries learnt from other instances"},
+    {"outrelay_cluster_caps_local", "gauge",
+     "1 while caps are enforced locally (Redis down): each limit divided by the instances seen"},
 };
 
 static const double delay_buckets[] = {0.1, 0.5, 1, 5, 30, 60, 300, 1800, 3600, 21600, 86400};
@@ -245,12 +247,13 @@ static void render(struct strbuf *out)
         }
         if (!strncmp(m->name, "outrelay_cluster_", 17) && strcmp(m->type, "counter") != 0) {
             if (!cluster_configured()) continue;
-            double v = !strcmp(m->name, "outrelay_cluster_up") ? cluster_is_up()
-                       : !strcmp(m->name, "outrelay_cluster_instances_seen")
-                           ? cluster_instances_seen()
-                       : !strcmp(m->name, "outrelay_cluster_state_pending")
-                           ? (double)cluster_state_pending()
-                           : (double)cluster_dedup_pending();
+            double v =
+                !strcmp(m->name, "outrelay_cluster_up")               ? cluster_is_up()
+                : !strcmp(m->name, "outrelay_cluster_instances_seen") ? cluster_instances_seen()
+                : !strcmp(m->name, "outrelay_cluster_state_pending")
+                    ? (double)cluster_state_pending()
+                : !strcmp(m->name, "outrelay_cluster_caps_local") ? cluster_caps_local()
+                                                                  : (double)cluster_dedup_pending();
             strbuf_printf(out, "%s %g\n", m->name, v);
             continue;
         }

@@ -1,6 +1,7 @@
 /* qmgr_route.c - the delivery step of scheduling, run by the core once a message's prepare
  * stages are done: for each due recipient the lifetime, duplicate suppression, the provider of
- * its domain, the route stage's choice of egress and the alignment decision; then jobs of up to
+ * its domain, the route stage's choice of egress, the alignment decision and, with a cluster, the
+ * reservation in the shared cap counts (waited for like a lookup); then jobs of up to
  * QMGR_MAX_RCPTS_PER_JOB recipients per destination (qmgr_dest.c). Writes the "routed" records.
  * Calls down only (qmgr_dest.c, qmgr_prepare.c, qmgr_lookup.c, qmgr_rcpt.c, qmgr_message.c);
  * the core reaches it through the deliver pointer the top sets. Never frees a message; loop
@@ -50,6 +51,11 @@ static void wait_for_lookup(struct message *m)
     TAILQ_INSERT_TAIL(&m->q->lookup_waiting, m, lookup_link);
 }
 
+static void reserve_answered(void *arg)
+{
+    qmgr_lookup_answered(arg);
+}
+
 /* Decides recipient i: returns its egress (and provider), or NULL when it is not sent now. */
 static const struct egress_conf *route_one(struct message *m, size_t i, int64_t now,
                                            struct rcpt_batch *expired, const char **provider,
@@ -96,7 +102,25 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
         return NULL;
     }
     const struct egress_conf *e = qmgr_apply_alignment(m, i, *provider, rd.egress, stop);
-    if (e) emit_routed(m, i, &rd, e, *provider);
+    if (!e) return NULL;
+    /* with a cluster, a capped pair reserves its slot in the shared count first */
+    switch (route_reserve(e, *provider, m->env->queue_id,
+                          smtp_address_domain(m->env->rcpts[i].address), now, reserve_answered,
+                          m->q, &rd.retry_at, rd.reason, sizeof rd.reason)) {
+    case ROUTE_RESERVE_GO:
+        break;
+    case ROUTE_RESERVE_ASKING: /* Redis's answer wakes the message */
+        wait_for_lookup(m);
+        return NULL;
+    case ROUTE_RESERVE_FULL: {
+        int64_t wait = rd.retry_at - now;
+        qmgr_rcpt_defer(m, i, now + (wait < 1 ? 1 : wait > 60 ? 60 : wait));
+        rd.egress = NULL;
+        emit_routed(m, i, &rd, NULL, *provider);
+        return NULL;
+    }
+    }
+    emit_routed(m, i, &rd, e, *provider);
     return e;
 }
 
@@ -118,13 +142,13 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
         chosen[j] = NULL;
         idx[k++] = j;
         if (k == QMGR_MAX_RCPTS_PER_JOB) {
-            route_count(e, provider, now);
+            route_count_job(e, provider, m->env->queue_id, domain, now);
             qmgr_dest_enqueue(m, e, domain, provider, idx, k);
             k = 0;
         }
     }
     if (k) {
-        route_count(e, provider, now);
+        route_count_job(e, provider, m->env->queue_id, domain, now);
         qmgr_dest_enqueue(m, e, domain, provider, idx, k);
     }
 }

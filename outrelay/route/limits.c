@@ -1,12 +1,14 @@
 /* limits.c - caps and shaping per egress x provider, in memory: message counts in fixed UTC
- * calendar windows (minute, hour, day), receivers' replies matched against the shaping rules,
- * and the suspensions/throttles they start, hold and lift. Changes are handed to state.c to
- * persist; never does I/O itself. Loop thread only; called by route.c and control.c. */
+ * calendar windows (minute, hour, day), with a cluster also the cluster-wide counts Redis last
+ * gave (cluster_caps.c), receivers' replies matched against the shaping rules, and the
+ * suspensions/throttles they start, hold and lift. Changes are handed to state.c to persist;
+ * never does I/O itself. Loop thread only; called by route.c and control.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "cluster/cluster.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "records/records.h"
@@ -108,9 +110,49 @@ struct route_pair *limits_pair(struct route_world *w, const struct egress_conf *
     return &w->pairs[e * w->n_providers + p]; /* p == n_providers: "other" */
 }
 
-int limits_count_in(struct route_pair *p, int window, int64_t now)
+static int own_count_in(const struct route_pair *p, int window, int64_t now)
 {
     return p->window_start[window] == limits_window_start(window, now) ? p->count[window] : 0;
+}
+
+static int shared_count_in(const struct route_pair *p, int window, int64_t now)
+{
+    return p->shared_start[window] == limits_window_start(window, now) ? p->shared[window] : 0;
+}
+
+int limits_count_in(struct route_pair *p, int window, int64_t now)
+{
+    int own = own_count_in(p, window, now), shared = shared_count_in(p, window, now);
+    return shared > own ? shared : own;
+}
+
+size_t limits_cap_windows(const struct route_pair *p, int64_t now, struct cluster_cap_window *w)
+{
+    size_t n = 0;
+    for (int i = 0; p && p->cap && i < WIN_COUNT; i++) {
+        int limit = cap_limit(p->cap, i);
+        if (limit <= 0) continue;
+        w[n].span = window_names[i];
+        w[n].start = limits_window_start(i, now);
+        w[n].end = limits_window_end(i, now);
+        w[n].limit = limit;
+        n++;
+    }
+    return n;
+}
+
+void limits_shared_update(struct route_pair *p, size_t n, const char *const *spans,
+                          const int64_t *starts, const long long *counts)
+{
+    for (size_t k = 0; k < n; k++)
+        for (int i = 0; i < WIN_COUNT; i++) {
+            if (strcmp(spans[k], window_names[i]) != 0) continue;
+            /* the newest window wins; a late answer about an older one changes nothing */
+            if (p->shared_start[i] > starts[k]) break;
+            p->shared_start[i] = starts[k];
+            p->shared[i] = counts[k] > 1000000000 ? 1000000000 : (int)counts[k];
+            break;
+        }
 }
 
 static int64_t period_start(int64_t period, int64_t now)
@@ -244,17 +286,36 @@ void limits_expire(struct route_world *w, int64_t now)
 int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_t now, char *why,
                              size_t size)
 {
+    return limits_blocked_until_held(w, p, now, 0, why, size);
+}
+
+int64_t limits_blocked_until_held(struct route_world *w, struct route_pair *p, int64_t now,
+                                  int held, char *why, size_t size)
+{
     int64_t until = 0;
     char tbuf[32];
     if (size) why[0] = '\0';
+    /* with a cluster: while Redis answers, the cluster-wide count (as last seen) holds the
+     * cap; while it does not, this instance's own count holds the limit divided by the
+     * instances last seen, and a window known to be full cluster-wide stays full */
+    int local = cluster_configured() && !cluster_is_up();
+    int instances = local ? cluster_instances_seen() : 1;
     for (int i = 0; p->cap && i < WIN_COUNT; i++) {
         int limit = cap_limit(p->cap, i);
-        if (limit && limits_count_in(p, i, now) >= limit) {
-            int64_t end = limits_window_end(i, now);
-            if (end > until) until = end;
-            snprintf(why, size, "cap %d/%s reached for %s x %s", limit, window_names[i],
-                     p->egress->name, p->provider);
-        }
+        if (!limit) continue;
+        int share = local ? cluster_caps_local_limit(limit, instances) : limit;
+        int full = local ? own_count_in(p, i, now) >= share || shared_count_in(p, i, now) >= limit
+                         : limits_count_in(p, i, now) - (held ? 1 : 0) >= limit;
+        if (!full) continue;
+        int64_t end = limits_window_end(i, now);
+        if (end > until) until = end;
+        if (local && share != limit)
+            snprintf(why, size,
+                     "cap %d/%s (%d shared by %d instances, redis down) reached for %s x %s", share,
+                     window_names[i], limit, instances, p->egress->name, p->provider);
+        else
+            snprintf(why, size, "cap %d/%s reached for %s x %s%s", limit, window_names[i],
+                     p->egress->name, p->provider, cluster_configured() ? " (cluster-wide)" : "");
     }
     for (size_t i = 0; i < w->n_shaping_states; i++) {
         struct route_shaping *s = &w->shaping[i];

@@ -1,6 +1,7 @@
 /* route.c - the route stage's public face (route.h): startup and shutdown, the decision for
  * one recipient (pins, then its route group's ramp, then caps and shaping with spill along
- * the group's spill order), counting, receivers' feedback and the operator's commands. Owns the one
+ * the group's spill order), the reservation in the cluster's shared cap counters, counting,
+ * receivers' feedback and the operator's commands. Owns the one
  * route_world; the arithmetic is in ramp.c, the windows and rules in limits.c, route.db in state.c,
  * the status and plan texts in control.c. Loop thread only. */
 #include "route/route.h"
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster/cluster.h"
 #include "common/log.h"
 #include "common/clock.h"
 #include "common/util.h"
@@ -23,6 +25,8 @@
 #define ROUTE_FLUSH_INTERVAL 5
 
 struct route_world route_world;
+
+static void caps_in_use(struct route_world *w);
 
 static void group_overrides_free(struct route_world *w)
 {
@@ -56,6 +60,7 @@ int route_init(const struct config *cfg, const char *state_dir, char *err, size_
     }
     limits_expire(w, clock_now());
     route_shared_tick(w);
+    caps_in_use(w);
     if (w->override.mode != RAMP_SCHEDULE)
         log_info("route: ramp override %s %.2f%% (since %lld) still in force",
                  ramp_mode_name(w->override.mode), w->override.percent,
@@ -81,6 +86,7 @@ int route_reload(const struct config *cfg, char *err, size_t errlen)
     limits_build(w);
     group_overrides_build(w);
     autopilot_build(w);
+    caps_in_use(w);
     if (route_db_load(w, err, errlen) < 0) return -1;
     limits_expire(w, clock_now());
     return 0;
@@ -100,6 +106,7 @@ void route_shutdown(void)
     struct route_world *w = &route_world;
     if (!w->cfg) return;
     if (w->db) route_db_flush_counters(w);
+    cluster_caps_set_in_use(0, NULL);
     route_db_close(w);
     autopilot_free(w);
     limits_free(w);
@@ -284,6 +291,30 @@ static size_t group_candidates(struct route_world *w, size_t gi, const struct en
     return m;
 }
 
+void route_job_token(const char *queue_id, const char *rcpt_domain,
+                     const struct egress_conf *egress, char *out, size_t size)
+{
+    snprintf(out, size, "%s %s", queue_id,
+             egress->type == EGRESS_SMARTHOST ? ""
+             : rcpt_domain                    ? rcpt_domain
+                                              : "");
+    for (char *c = out; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+}
+
+/* 1 when recipient rcpt's job through e holds a slot reserved in the cluster's shared count. */
+static int holds_slot(const struct egress_conf *e, const char *provider, const struct envelope *env,
+                      size_t rcpt, int64_t now)
+{
+    if (!cluster_is_up()) return 0; /* first: without a cluster this costs nothing */
+    struct route_pair *p = limits_pair(&route_world, e, provider);
+    if (!p || !p->cap) return 0;
+    char token[300];
+    route_job_token(env->queue_id, domain_of(rcpt < env->n_rcpts ? env->rcpts[rcpt].address : NULL),
+                    e, token, sizeof token);
+    return cluster_caps_granted(e->name, p->provider, token, now);
+}
+
 void route_decide(const struct envelope *env, size_t rcpt, const char *provider, int64_t now,
                   struct route_decision *out)
 {
@@ -344,7 +375,8 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
     limits_expire(w, now);
     char why[200], others[200] = "";
     int64_t blocked =
-        limits_blocked_until(w, limits_pair(w, planned, provider), now, why, sizeof why);
+        limits_blocked_until_held(w, limits_pair(w, planned, provider), now,
+                                  holds_slot(planned, provider, env, rcpt, now), why, sizeof why);
     if (!blocked) {
         out->egress = planned;
         return;
@@ -354,8 +386,9 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
         const struct egress_conf *other = cand[i];
         char other_why[200] = "";
         if (!other || other == planned) continue;
-        int64_t other_blocked = limits_blocked_until(w, limits_pair(w, other, provider), now,
-                                                     other_why, sizeof other_why);
+        int64_t other_blocked = limits_blocked_until_held(
+            w, limits_pair(w, other, provider), now, holds_slot(other, provider, env, rcpt, now),
+            other_why, sizeof other_why);
         if (!other_blocked) {
             out->egress = other;
             out->spilled = 1;
@@ -370,13 +403,96 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
     set_reason(out, "%swaiting: %s%s", group, why, others);
 }
 
-void route_count(const struct egress_conf *egress, const char *provider, int64_t now)
+/* --- shared caps: with a cluster, a capped pair's counts live in Redis (cluster_caps.c) ------ */
+
+static struct {
+    void (*wake)(void *arg);
+    void *arg;
+} reserve_waker;
+
+/* Every answer to a reservation: the mirror of the cluster-wide counts, then the mail waiting
+ * for it goes on. */
+static void reserve_answer(const struct cluster_caps_answer *a)
+{
+    struct route_world *w = &route_world;
+    const struct egress_conf *e = w->cfg ? config_find_egress(w->cfg, a->egress) : NULL;
+    struct route_pair *p = e ? limits_pair(w, e, a->provider) : NULL;
+    if (p && a->granted >= 0) limits_shared_update(p, a->n, a->spans, a->starts, a->counts);
+    if (reserve_waker.wake) reserve_waker.wake(reserve_waker.arg);
+}
+
+static void caps_in_use(struct route_world *w)
+{
+    int any = 0;
+    for (size_t i = 0; w->pairs && i < w->cfg->n_egress * w->n_providers; i++)
+        any |= w->pairs[i].cap != NULL;
+    cluster_caps_set_in_use(any, reserve_answer);
+}
+
+enum route_reserve route_reserve(const struct egress_conf *egress, const char *provider,
+                                 const char *queue_id, const char *rcpt_domain, int64_t now,
+                                 void (*wake)(void *arg), void *arg, int64_t *retry_at, char *why,
+                                 size_t size)
+{
+    if (!cluster_is_up()) return ROUTE_RESERVE_GO; /* no cluster, or the local caps decided */
+    struct route_world *w = &route_world;
+    struct route_pair *p = limits_pair(w, egress, provider);
+    struct cluster_cap_window win[CLUSTER_CAP_WINDOWS];
+    size_t n = limits_cap_windows(p, now, win);
+    if (!n) return ROUTE_RESERVE_GO; /* no cap: Redis is not asked */
+    char token[300];
+    route_job_token(queue_id, rcpt_domain, egress, token, sizeof token);
+    reserve_waker.wake = wake;
+    reserve_waker.arg = arg;
+    /* why keeps the route's reason unless the answer is FULL */
+    char full[200];
+    int held = cluster_caps_granted(egress->name, p->provider, token, now);
+    int64_t until = limits_blocked_until_held(w, p, now, held, full, sizeof full);
+    if (!until) {
+        switch (cluster_caps_reserve(egress->name, p->provider, token, win, n, now)) {
+        case CLUSTER_CAPS_GRANTED:
+        case CLUSTER_CAPS_LOCAL:
+            return ROUTE_RESERVE_GO;
+        case CLUSTER_CAPS_ASKING:
+            return ROUTE_RESERVE_ASKING;
+        case CLUSTER_CAPS_REFUSED: /* the answer filled the mirror: it says which window */
+            until = limits_blocked_until(w, p, now, full, sizeof full);
+            break;
+        }
+    }
+    if (!until) { /* refused for a window that has ended since: ask again at once */
+        until = now + 1;
+        snprintf(full, sizeof full, "cap reached for %s x %s (cluster-wide)", egress->name,
+                 p->provider);
+    }
+    *retry_at = until;
+    snprintf(why, size, "waiting: %s", full);
+    return ROUTE_RESERVE_FULL;
+}
+
+void route_count_job(const struct egress_conf *egress, const char *provider, const char *queue_id,
+                     const char *rcpt_domain, int64_t now)
 {
     struct route_world *w = &route_world;
     struct route_pair *p = limits_pair(w, egress, provider);
     if (!p) return;
+    struct cluster_cap_window win[CLUSTER_CAP_WINDOWS];
+    size_t n = cluster_configured() ? limits_cap_windows(p, now, win) : 0;
+    /* a reserved slot is counted in Redis already; any other message of a capped pair is
+     * added to it (or kept for the reconciliation while Redis is down) */
+    if (n) {
+        char token[300] = "";
+        if (queue_id) route_job_token(queue_id, rcpt_domain, egress, token, sizeof token);
+        if (!cluster_caps_consume(egress->name, p->provider, token))
+            cluster_caps_count(egress->name, p->provider, win, n, now);
+    }
     limits_count(w, p, now);
     if (clock_now() - w->last_flush >= ROUTE_FLUSH_INTERVAL) route_flush();
+}
+
+void route_count(const struct egress_conf *egress, const char *provider, int64_t now)
+{
+    route_count_job(egress, provider, NULL, NULL, now);
 }
 
 void route_connection_limits(const struct egress_conf *egress, const char *provider, int64_t now,

@@ -64,6 +64,29 @@ void route_decide(const struct envelope *env, size_t rcpt, const char *provider,
                   struct route_decision *out);
 /* Counts one message sent through egress to provider (call when a transaction starts). */
 void route_count(const struct egress_conf *egress, const char *provider, int64_t now);
+
+/* With a cluster (cluster.redis) a capped egress x provider counts in Redis, shared by the
+ * instances: before a message leaves through a pair with a cap, one slot is reserved in every
+ * capped window at once, for the job that takes queue_id's recipients at rcpt_domain (see
+ * route_job_token). GO: send (no cap, no cluster, Redis down: the local caps, each limit divided by
+ * the instances last seen, were applied by route_decide; or a slot is reserved); ASKING: the
+ * question is out, wake(arg) runs when any answer is back; FULL: the cap is reached
+ * cluster-wide, wait until *retry_at (why says which window). A reserved slot that is not used
+ * (the message bounced or was held first, the process died) stays counted: conservative. */
+enum route_reserve { ROUTE_RESERVE_GO, ROUTE_RESERVE_ASKING, ROUTE_RESERVE_FULL };
+enum route_reserve route_reserve(const struct egress_conf *egress, const char *provider,
+                                 const char *queue_id, const char *rcpt_domain, int64_t now,
+                                 void (*wake)(void *arg), void *arg, int64_t *retry_at, char *why,
+                                 size_t size);
+/* The token of the job that takes a recipient of rcpt_domain through egress: the queue id and,
+ * for direct delivery, the domain (one job per domain; a smarthost takes a provider's domains
+ * in one), lower case. route_decide finds a reserved slot by it. */
+void route_job_token(const char *queue_id, const char *rcpt_domain,
+                     const struct egress_conf *egress, char *out, size_t size);
+/* route_count for the job of queue_id's recipients at rcpt_domain: a slot reserved for it is
+ * counted already in Redis. */
+void route_count_job(const struct egress_conf *egress, const char *provider, const char *queue_id,
+                     const char *rcpt_domain, int64_t now);
 /* The connection limits in force for egress x provider (caps and throttles): max concurrent
  * connections and messages per connection; 0 = no limit from the route stage. */
 void route_connection_limits(const struct egress_conf *egress, const char *provider, int64_t now,

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster/cluster.h"
 #include "common/strbuf.h"
 #include "config/config.h"
 #include "mail/envelope.h"
@@ -88,6 +89,9 @@ struct route_pair {
     int64_t window_start[WIN_COUNT];
     int count[WIN_COUNT];
     int dirty; /* counts not yet in route.db */
+    /* with a cluster: the cluster-wide counts Redis gave in its last answer for this pair */
+    int64_t shared_start[WIN_COUNT];
+    int shared[WIN_COUNT];
 };
 
 /* One shaping rule applied to one egress x provider. */
@@ -127,12 +131,22 @@ void limits_build(struct route_world *w);
 void limits_free(struct route_world *w);
 struct route_pair *limits_pair(struct route_world *w, const struct egress_conf *egress,
                                const char *provider);
-/* The counts for the windows containing `now` (older windows read as 0). */
+/* The counts for the windows containing `now` (older windows read as 0); with a cluster the
+ * cluster-wide count when Redis's last answer was higher than this instance's own. */
 int limits_count_in(struct route_pair *p, int window, int64_t now);
+/* The capped windows of p at `now` for the shared counters: returns how many (0: no cap). */
+size_t limits_cap_windows(const struct route_pair *p, int64_t now, struct cluster_cap_window *w);
+/* Redis's counts for p's windows (spans[i] starting at starts[i]; a reservation's answer). */
+void limits_shared_update(struct route_pair *p, size_t n, const char *const *spans,
+                          const int64_t *starts, const long long *counts);
 void limits_count(struct route_world *w, struct route_pair *p, int64_t now);
 /* 0 when p may send at `now`; else the time it may send again, with the reason in why. */
 int64_t limits_blocked_until(struct route_world *w, struct route_pair *p, int64_t now, char *why,
                              size_t size);
+/* The same for a job that holds a slot reserved in the cluster's shared count (held 1): the
+ * count includes it, so the cap stops it only beyond the limit. */
+int64_t limits_blocked_until_held(struct route_world *w, struct route_pair *p, int64_t now,
+                                  int held, char *why, size_t size);
 /* The throttle rate in force for an active entry at `now` (messages, period); 0 = none. */
 void limits_throttle_rate(const struct route_world *w, const struct route_shaping *s, int64_t now,
                           int *count, int64_t *period);
