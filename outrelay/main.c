@@ -603,8 +603,8 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     if (!replay.done)
-        log_info("outrelay: %d message%s found in the spool, coming back into the queue while "
-                 "the relay serves",
+        log_info("outrelay: %d message%s found in the spool; those still open come back into the "
+                 "queue while the relay serves",
                  found, found == 1 ? "" : "s");
     smtpd_set_spool(sp, qmgr_accept);
     tlsrpt_start(serve_base, cfg);
