@@ -1421,6 +1421,7 @@ profile_phase() {
 queue_deferred() {  # queue_deferred LOG: status=deferred lines for the dead destination so far
     grep -c 'status=deferred.*dead\.outrelay\.test\|dead\.outrelay\.test.*status=deferred' "$1" 2>/dev/null || true
 }
+queue_recovered_lines() { grep -c 'recovered [0-9]* messages\? from the spool' "$1" 2>/dev/null || true; }
 queue_restart() {  # queue_restart KIND(TERM|KILL) CFG LOG RPORT: stop, start, time until a 250
     local kind="$1" cfg="$2" lg="$3" rport="$4" t0 t1 i stopped=0
     if [[ "$kind" == TERM ]]; then
@@ -1435,6 +1436,8 @@ queue_restart() {  # queue_restart KIND(TERM|KILL) CFG LOG RPORT: stop, start, t
     fi
     wait "$OUTRELAY_PID" 2>/dev/null || true
     OUTRELAY_PID=""
+    local nrec0
+    nrec0="$(queue_recovered_lines "$lg")"
     t0="$(now)"
     "$OUTRELAY_BIN" serve -c "$cfg" >>"$lg" 2>&1 &
     OUTRELAY_PID=$!
@@ -1450,7 +1453,18 @@ queue_restart() {  # queue_restart KIND(TERM|KILL) CFG LOG RPORT: stop, start, t
         sleep 0.05
     done
     RES[queue.restart.$kind]="$(fsub "$t1" "$t0")"
-    echo "  restart after SIG$kind: a message had its 250 $(fsub "$t1" "$t0")s after the process started; $(grep -o 'recovered [0-9]* messages\?' "$lg" | tail -n 1)"
+    # the spool's messages come back into the queue in the background: until the log says so
+    local line ts rec=""
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+        (( $(queue_recovered_lines "$lg") > nrec0 )) && break
+        pid_alive "$OUTRELAY_PID" || break
+        sleep 0.1
+    done
+    line="$(grep 'recovered [0-9]* messages\? from the spool' "$lg" | tail -n 1)"
+    ts="$(date -u -d "$(cut -d' ' -f1 <<<"$line")" +%s.%N 2>/dev/null || true)"
+    [[ -n "$ts" ]] && rec="$(fsub "$ts" "$t0")"
+    RES[queue.recovered.$kind]="${rec:-?}"
+    echo "  restart after SIG$kind: a message had its 250 $(fsub "$t1" "$t0")s after the process started; $(grep -o 'recovered [0-9]* messages\?' <<<"$line") back in the queue after ${rec:-?}s"
 }
 queue_phase() {
     local rport sport dport dir cfg lg t0 t1 i n rss0 rss1 qn="$QUEUE" sent
@@ -1520,9 +1534,9 @@ queue_phase() {
     queue_restart TERM "$cfg" "$lg" "$rport" || RES[queue]="failed"
     [[ -n "$OUTRELAY_PID" ]] && pid_alive "$OUTRELAY_PID" && { queue_restart KILL "$cfg" "$lg" "$rport" || RES[queue]="failed"; }
     sent=2
-    wait_sink_count "$sport" "$sent" 60 || { log "queue: the messages sent after the restarts were not delivered"; RES[queue]="failed"; }
-    n="$(grep -o 'ready ([^)]*), [0-9]* messages' "$lg" | tail -n 1 | grep -o '[0-9]* messages$' || true)"
-    echo "  after:  ${n:-?} in the queue at the last start (expected $qn + the sink's last one or two), sink got $(sink_count "$sport") of the $sent restart messages"
+    wait_sink_count "$sport" "$sent" 60 || { log "queue: the messages sent at the restarts were not delivered"; RES[queue]="failed"; }
+    n="$(grep -o 'recovered [0-9]* messages\?' "$lg" | tail -n 1 | grep -o '[0-9]*' || true)"
+    echo "  after:  ${n:-?} recovered at the last start (the $qn deferred, plus the working sink's last message of each load run, which it hangs up on), the sink got $(sink_count "$sport") messages (the $sent sent at the restarts among them)"
     echo "          SIGTERM stop took ${RES[queue.stop_s]:-?}s"
     stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
     stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
@@ -1673,7 +1687,7 @@ goals() {
     if [[ -n "${RES[queue.kb]:-}" && "${RES[queue.ratio]:-n/a}" != n/a && -n "${RES[queue.restart.TERM]:-}" && -n "${RES[queue.restart.KILL]:-}" ]]; then
         v="$(awk -v q="${RES[queue]}" -v r="${RES[queue.ratio]}" -v a="${RES[queue.restart.TERM]}" -v b="${RES[queue.restart.KILL]}" \
             'BEGIN { print (q >= 200000 && r >= 0.90 && a <= 10 && b <= 10) ? "met" : "not met" }')"
-        goal "200,000 deferred messages: flat rate, restart <= 10 s" "$v (${RES[queue]} queued: rate ${RES[queue.ratio]} of empty, restart ${RES[queue.restart.TERM]} s after TERM, ${RES[queue.restart.KILL]} s after KILL, ${RES[queue.kb]} KB per queued message)"
+        goal "200,000 deferred messages: flat rate, restart <= 10 s" "$v (${RES[queue]} queued: rate ${RES[queue.ratio]} of empty, restart ${RES[queue.restart.TERM]} s after TERM, ${RES[queue.restart.KILL]} s after KILL (all back in the queue after ${RES[queue.recovered.TERM]:-?} s / ${RES[queue.recovered.KILL]:-?} s), ${RES[queue.kb]} KB per queued message)"
     else
         goal "200,000 deferred messages: flat rate, restart <= 10 s" "not measured$( ((QUEUE > 0)) && echo " (the queue phase failed)" || echo " (BENCH_QUEUE=0)")"
     fi
