@@ -347,12 +347,14 @@ static int scan(struct spool *sp, struct found ***items, size_t *n_items, char *
     return 0;
 }
 
-int spool_recover_start(struct spool *sp, spool_recover_fn fn, void *arg,
-                        spool_recovered_done_fn done, void *done_arg, char *err, size_t errlen)
+/* The scan, then the state of the handing out (NULL: unreadable spool, err says why). */
+static struct spool_recovery *begin(struct spool *sp, spool_recover_fn fn, void *arg,
+                                    spool_recovered_done_fn done, void *done_arg, char *err,
+                                    size_t errlen)
 {
     struct found **items;
     size_t n;
-    if (scan(sp, &items, &n, err, errlen) < 0) return -1;
+    if (scan(sp, &items, &n, err, errlen) < 0) return NULL;
     struct spool_recovery *rc = xcalloc(1, sizeof *rc);
     rc->items = items;
     rc->n = n;
@@ -361,29 +363,31 @@ int spool_recover_start(struct spool *sp, spool_recover_fn fn, void *arg,
     rc->done = done;
     rc->done_arg = done_arg;
     sp->recovery = rc;
+    return rc;
+}
+
+int spool_recover_start(struct spool *sp, spool_recover_fn fn, void *arg,
+                        spool_recovered_done_fn done, void *done_arg, char *err, size_t errlen)
+{
+    struct spool_recovery *rc = begin(sp, fn, arg, done, done_arg, err, errlen);
+    if (!rc) return -1;
+    int found = (int)rc->n;
     /* a small queue is back before this returns, as it always was; a big one goes on below */
     hand_out(sp, SYNC_FIRST, 0);
     if (rc->next == rc->n) {
         recovery_end(sp, 1);
-        return (int)n;
+        return found;
     }
     rc->ev = evtimer_new(sp->base, slice_cb, sp);
     struct timeval now = {0, 0};
     evtimer_add(rc->ev, &now);
-    return (int)n;
+    return found;
 }
 
 int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen)
 {
-    struct found **items;
-    size_t n;
-    if (scan(sp, &items, &n, err, errlen) < 0) return -1;
-    struct spool_recovery *rc = xcalloc(1, sizeof *rc);
-    rc->items = items;
-    rc->n = n;
-    rc->fn = fn;
-    rc->arg = arg;
-    sp->recovery = rc;
+    struct spool_recovery *rc = begin(sp, fn, arg, NULL, NULL, err, errlen);
+    if (!rc) return -1;
     hand_out(sp, SIZE_MAX, 0);
     int kept = rc->kept;
     recovery_end(sp, 1);
