@@ -1493,7 +1493,7 @@ queue_phase() {
     fi
     # 1. the empty-queue rate of this instance
     start_sink "$sport" >/dev/null
-    run_load queue-empty "$rport" "$sport" || { RES[queue]="failed"; stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0; }
+    cpu_run queue-empty run_load queue-empty "$rport" "$sport" || { RES[queue]="failed"; stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0; }
     # 2. fill: QUEUE messages to the dead domain from BENCH_SESSIONS sessions
     rss0="$(rss_kb "$OUTRELAY_PID")"
     t0="$(now)"
@@ -1520,15 +1520,25 @@ queue_phase() {
         stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0
     fi
     echo "  queued: all $qn deferred $(fsub "$t1" "$t0")s after the first was sent"
-    sleep 2
+    # the records writer commits the fill's events after their log lines: the loaded run starts
+    # once the relay is idle again (under 5 % of a CPU over 2 s), so it measures the queue, not
+    # the fill's tail
+    local c0 c1
+    t0="$(now)"
+    for ((i = 0; i < TIMEOUT / 2; i++)); do
+        c0="$(cpu_of "$OUTRELAY_PID")"; sleep 2; c1="$(cpu_of "$OUTRELAY_PID")"
+        awk -v a="$c0" -v b="$c1" 'BEGIN { exit !(b - a < 0.1) }' && break
+    done
+    echo "  settle: the relay was idle again $(fsub "$(now)" "$t0")s later ($(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }') s of CPU in the last 2 s)"
     rss1="$(rss_kb "$OUTRELAY_PID")"
     RES[queue.kb]="$(fdiv "$((rss1 - rss0))" "$qn" '%.2f')"
     echo "  rss:    ${rss0} KB before, ${rss1} KB with the queue -> ${RES[queue.kb]} KB per queued message"
     # 3. the same load to the working sink with the queue in place
     start_sink "$sport" >/dev/null
-    run_load queue-full "$rport" "$sport" || RES[queue]="failed"
+    cpu_run queue-full run_load queue-full "$rport" "$sport" || RES[queue]="failed"
     RES[queue.ratio]="$(awk -v a="${RES[queue-empty.e2e]}" -v b="${RES[queue-full.e2e]:-x}" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "n/a" }')"
     echo "  rate:   $(rate queue-empty e2e) msg/s empty, $(rate queue-full e2e) msg/s with $qn queued -> ${RES[queue.ratio]} of the empty-queue rate"
+    echo "  cpu:    $(cpu_per_msg queue-empty) ms of relay CPU per message empty, $(cpu_per_msg queue-full) ms with $qn queued"
     # 4. restarts with the queue in place; the test messages go to a sink that never exits
     start_sink "$sport" 0 >/dev/null
     queue_restart TERM "$cfg" "$lg" "$rport" || RES[queue]="failed"
