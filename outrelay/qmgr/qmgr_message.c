@@ -317,11 +317,12 @@ void qmgr_stage_done(struct message *m, int64_t retry_at)
     if (m->stage >= q->n_stages) m->prepared = 1;
     /* the slot goes when the stages are done or wait; a message going on keeps it */
     if (retry_at || m->stage >= q->n_stages || m->deleted || q->stopping) prep_release(m);
+    int64_t now = clock_now();
     if (m->deleted || q->stopping) {
         qmgr_message_maybe_forget(m);
+        prep_fill(q, now); /* the slot it gave up */
         return;
     }
-    int64_t now = clock_now();
     qmgr_schedule(m, now);
     prep_fill(q, now);
 }

@@ -557,8 +557,15 @@ static void test_prepare_window(void **state)
     assert_int_equal(f->q->prep_busy, 2);
     assert_null(TAILQ_FIRST(&f->q->prep_fresh));
     assert_null(TAILQ_FIRST(&f->q->prep_again));
+    /* a message deleted while its stage runs gives its slot to the next in line */
+    add_message(f, "N4", "s@example.org", 1);
+    assert_int_equal(qmgr_message_find(f->q, "N4")->prep_parked, 1);
+    held_a[3]->deleted = 1;
     qmgr_stage_done(held_a[3], 0);
+    assert_null(qmgr_message_find(f->q, "R1"));
+    assert_string_equal(held_a[5]->env->queue_id, "N4");
     qmgr_stage_done(held_a[4], 0);
+    qmgr_stage_done(held_a[5], 0);
     assert_int_equal(f->q->prep_busy, 0);
     assert_int_equal(qmgr_message_find(f->q, "R2")->stage, 2);
     assert_int_equal(qmgr_message_find(f->q, "R2")->due.at, T0 + 300);
