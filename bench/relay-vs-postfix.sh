@@ -4,7 +4,7 @@
 # with its own DKIM signing) and through outrelay (without signing, with an
 # RSA-2048 key, with RSA-2048 + Ed25519), all delivering to Postfix's
 # smtp-sink, and compare accepted and end-to-end message rates; then the
-# latency, idle-session and profile phases. See bench/README.md.
+# latency, profile, idle-session and queue (BENCH_QUEUE) phases. See bench/README.md.
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_MESSAGES   messages per system                      [20000]
