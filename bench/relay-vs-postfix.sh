@@ -4,7 +4,7 @@
 # with its own DKIM signing) and through outrelay (without signing, with an
 # RSA-2048 key, with RSA-2048 + Ed25519), all delivering to Postfix's
 # smtp-sink, and compare accepted and end-to-end message rates; then the
-# latency, idle-session and profile phases. See bench/README.md.
+# latency, profile, idle-session and queue (BENCH_QUEUE) phases. See bench/README.md.
 #
 # Environment knobs (defaults in brackets):
 #   BENCH_MESSAGES   messages per system                      [20000]
@@ -18,6 +18,7 @@
 #   BENCH_LAT_MESSAGES  messages per latency measurement      [BENCH_MESSAGES, at most 10000]
 #   BENCH_IDLE_SESSIONS idle sessions held against outrelay; 0 skips   [10000]
 #   BENCH_PROFILE=0  skip the perf profile of outrelay-rsa
+#   BENCH_QUEUE      messages deferred for a dead destination in the queue phase; 0 skips [0]
 #   BENCH_PROFILE_MESSAGES messages in the profiled run       [BENCH_MESSAGES, at most 5000]
 #   BENCH_CACHE      where Exim's Debian packages are unpacked [/var/cache/outrelay-bench]
 #   BENCH_KEEP=1     keep the temp dir (logs, spools) afterwards
@@ -45,6 +46,7 @@ LATENCY="${BENCH_LATENCY:-1}"
 LAT_N="${BENCH_LAT_MESSAGES:-$(( N < 10000 ? N : 10000 ))}"
 IDLE="${BENCH_IDLE_SESSIONS:-10000}"
 PROFILE="${BENCH_PROFILE:-1}"
+QUEUE="${BENCH_QUEUE:-0}"
 PROF_N="${BENCH_PROFILE_MESSAGES:-$(( N < 5000 ? N : 5000 ))}"
 CACHE="${BENCH_CACHE:-/var/cache/outrelay-bench}"
 # The sender domain lives in a zone served by our own NSD; smtp-source writes
@@ -74,6 +76,7 @@ for v in N SESSIONS SIZE TIMEOUT LAT_N PROF_N; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer (got '${!v}')"
 done
 [[ "$IDLE" =~ ^[0-9]+$ ]] || die "BENCH_IDLE_SESSIONS must be a number (got '$IDLE')"
+[[ "$QUEUE" =~ ^[0-9]+$ ]] || die "BENCH_QUEUE must be a number (got '$QUEUE')"
 for s in $SYSTEMS; do
     [[ " $ALL_SYSTEMS " == *" $s "* ]] || die "unknown system '$s' in BENCH_SYSTEMS (known: $ALL_SYSTEMS)"
 done
@@ -1406,6 +1409,152 @@ profile_phase() {
     echo
 }
 
+# -------------------------------------------------------------- queue phase
+# QUEUE messages (BENCH_QUEUE) deferred for one unreachable destination in a fresh outrelay-rsa:
+# the recipient domain dead.outrelay.test is pinned to an egress "dead", a smarthost on a
+# loopback port where nothing listens (connection refused: the relay's destination back-off
+# starts after the first refusal, and every later message for it is deferred without a
+# connection), and delivery.retry is [1h] so none of them is retried during the phase. Then: the
+# relay's RSS per queued message, the end-to-end rate of BENCH_MESSAGES to the working sink
+# against the same instance's rate before the queue was filled, and two restarts with the queue
+# in place (SIGTERM, then SIGKILL), each timed from the start of the process until a message
+# sent to it has its 250.
+queue_deferred() {  # queue_deferred LOG: status=deferred lines for the dead destination so far
+    grep -c 'status=deferred.*dead\.outrelay\.test\|dead\.outrelay\.test.*status=deferred' "$1" 2>/dev/null || true
+}
+queue_recovered_lines() { grep -c 'recovered [0-9]* messages\? from the spool' "$1" 2>/dev/null || true; }
+queue_restart() {  # queue_restart KIND(TERM|KILL) CFG LOG RPORT: stop, start, time until a 250
+    local kind="$1" cfg="$2" lg="$3" rport="$4" t0 t1 i stopped=0
+    if [[ "$kind" == TERM ]]; then
+        t0="$(now)"
+        kill -TERM "$OUTRELAY_PID" 2>/dev/null || true
+        for ((i = 0; i < TIMEOUT * 10; i++)); do pid_alive "$OUTRELAY_PID" || { stopped=1; break; }; sleep 0.1; done
+        ((stopped)) || { log "queue: outrelay did not stop within ${TIMEOUT}s of SIGTERM"; kill -KILL "$OUTRELAY_PID" 2>/dev/null || true; }
+        RES[queue.stop_s]="$(fsub "$(now)" "$t0")"
+    else
+        kill -KILL "$OUTRELAY_PID" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do pid_alive "$OUTRELAY_PID" || break; sleep 0.1; done
+    fi
+    wait "$OUTRELAY_PID" 2>/dev/null || true
+    OUTRELAY_PID=""
+    local nrec0
+    nrec0="$(queue_recovered_lines "$lg")"
+    t0="$(now)"
+    "$OUTRELAY_BIN" serve -c "$cfg" >>"$lg" 2>&1 &
+    OUTRELAY_PID=$!
+    # retried until a whole transaction passes: connection refused before the bind, then a
+    # connection that waits for the 220 until the loop runs
+    for ((i = 0; ; i++)); do
+        if env MAIL_CONFIG=/nonexistent timeout "$TIMEOUT" "$SMTP_SOURCE" -m 1 -l "$SIZE" \
+            -f "$SENDER" -t "$RCPT" "127.0.0.1:$rport" >>"$TMP/queue/restart.log" 2>&1; then
+            t1="$(now)"; break
+        fi
+        pid_alive "$OUTRELAY_PID" || { log "queue: outrelay exited after the $kind restart"; tail -n 20 "$lg" >&2; return 1; }
+        (( ${EPOCHREALTIME%.*} - ${t0%.*} < TIMEOUT )) || { log "queue: no 250 within ${TIMEOUT}s of the $kind restart"; return 1; }
+        sleep 0.05
+    done
+    RES[queue.restart.$kind]="$(fsub "$t1" "$t0")"
+    # the spool's messages come back into the queue in the background: until the log says so
+    local line ts rec=""
+    for ((i = 0; i < TIMEOUT * 10; i++)); do
+        (( $(queue_recovered_lines "$lg") > nrec0 )) && break
+        pid_alive "$OUTRELAY_PID" || break
+        sleep 0.1
+    done
+    line="$(grep 'recovered [0-9]* messages\? from the spool' "$lg" | tail -n 1)"
+    ts="$(date -u -d "$(cut -d' ' -f1 <<<"$line")" +%s.%N 2>/dev/null || true)"
+    [[ -n "$ts" ]] && rec="$(fsub "$ts" "$t0")"
+    RES[queue.recovered.$kind]="${rec:-?}"
+    echo "  restart after SIG$kind: a message had its 250 $(fsub "$t1" "$t0")s after the process started; $(grep -o 'recovered [0-9]* messages\?' <<<"$line") back in the queue after ${rec:-?}s"
+}
+queue_phase() {
+    local rport sport dport dir cfg lg t0 t1 i n rss0 rss1 qn="$QUEUE" sent
+    ((QUEUE > 0)) || return 0
+    if ! has_system outrelay-rsa; then
+        echo "== queue: not measured (needs outrelay-rsa in BENCH_SYSTEMS)"; echo; return 0
+    fi
+    dir="$TMP/queue"; cfg="$dir.yaml"; lg="$dir/outrelay.log"
+    rport="$(free_port)"; sport="$(free_port)"; dport="$(free_port)"
+    echo "== queue: $qn messages deferred for an unreachable destination (relay 127.0.0.1:$rport -> sink 127.0.0.1:$sport; dead.outrelay.test -> 127.0.0.1:$dport, nothing listening)"
+    write_outrelay_config "$cfg" "$dir" "$rport" "$sport" "$TMP/keys-rsa"
+    # a second smarthost egress for the dead domain, pinned; no retry within the phase
+    sed -i "/^ramp:$/i\\
+  dead:\\
+    type: smarthost\\
+    host: 127.0.0.1\\
+    port: $dport\\
+    tls: none\\
+    max_connections: 20\\
+    spf_ips: [\"127.0.0.1/32\"]" "$cfg"
+    printf '  pins: { domains: { dead.outrelay.test: dead } }\ndelivery:\n  retry: [1h]\n' >>"$cfg"
+    : >"$dir/restart.log"
+    if ! start_outrelay "$cfg" "$lg" "$rport"; then
+        log "queue: outrelay did not start:"; tail -n 20 "$lg" >&2
+        RES[queue]="failed"; KEEP=1; echo; return 0
+    fi
+    # 1. the empty-queue rate of this instance
+    start_sink "$sport" >/dev/null
+    cpu_run queue-empty run_load queue-empty "$rport" "$sport" || { RES[queue]="failed"; stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0; }
+    # 2. fill: QUEUE messages to the dead domain from BENCH_SESSIONS sessions
+    rss0="$(rss_kb "$OUTRELAY_PID")"
+    t0="$(now)"
+    env MAIL_CONFIG=/nonexistent timeout "$TIMEOUT" "$SMTP_SOURCE" -s "$SESSIONS" -m "$qn" -l "$SIZE" \
+        -f "$SENDER" -t "dead@dead.$ZONE" "127.0.0.1:$rport" >"$dir/fill.out" 2>"$dir/fill.err" &
+    SOURCE_PID=$!
+    set +e; wait "$SOURCE_PID"; i=$?; set -e
+    SOURCE_PID=""
+    t1="$(now)"
+    if ((i != 0)); then
+        log "queue: filling failed (smtp-source exited $i):"; head -n 5 "$dir/fill.err" >&2
+        RES[queue]="failed"; KEEP=1; stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0
+    fi
+    RES[queue.fill_s]="$(fsub "$t1" "$t0")"
+    echo "  fill:   $qn messages accepted in ${RES[queue.fill_s]}s ($(fdiv "$qn" "${RES[queue.fill_s]}") msg/s)"
+    for ((i = 0; i < TIMEOUT * 2; i++)); do
+        n="$(queue_deferred "$lg")"
+        ((n >= qn)) && break
+        sleep 0.5
+    done
+    t1="$(now)"
+    if ((n < qn)); then
+        log "queue: only $n of $qn deferred after ${TIMEOUT}s"; RES[queue]="failed"; KEEP=1
+        stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""; echo; return 0
+    fi
+    echo "  queued: all $qn deferred $(fsub "$t1" "$t0")s after the first was sent"
+    # the records writer commits the fill's events after their log lines: the loaded run starts
+    # once the relay is idle again (under 5 % of a CPU over 2 s), so it measures the queue, not
+    # the fill's tail
+    local c0 c1
+    t0="$(now)"
+    for ((i = 0; i < TIMEOUT / 2; i++)); do
+        c0="$(cpu_of "$OUTRELAY_PID")"; sleep 2; c1="$(cpu_of "$OUTRELAY_PID")"
+        awk -v a="$c0" -v b="$c1" 'BEGIN { exit !(b - a < 0.1) }' && break
+    done
+    echo "  settle: the relay was idle again $(fsub "$(now)" "$t0")s later ($(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }') s of CPU in the last 2 s)"
+    rss1="$(rss_kb "$OUTRELAY_PID")"
+    RES[queue.kb]="$(fdiv "$((rss1 - rss0))" "$qn" '%.2f')"
+    echo "  rss:    ${rss0} KB before, ${rss1} KB with the queue -> ${RES[queue.kb]} KB per queued message"
+    # 3. the same load to the working sink with the queue in place
+    start_sink "$sport" >/dev/null
+    cpu_run queue-full run_load queue-full "$rport" "$sport" || RES[queue]="failed"
+    RES[queue.ratio]="$(awk -v a="${RES[queue-empty.e2e]}" -v b="${RES[queue-full.e2e]:-x}" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "n/a" }')"
+    echo "  rate:   $(rate queue-empty e2e) msg/s empty, $(rate queue-full e2e) msg/s with $qn queued -> ${RES[queue.ratio]} of the empty-queue rate"
+    echo "  cpu:    $(cpu_per_msg queue-empty) ms of relay CPU per message empty, $(cpu_per_msg queue-full) ms with $qn queued"
+    # 4. restarts with the queue in place; the test messages go to a sink that never exits
+    start_sink "$sport" 0 >/dev/null
+    queue_restart TERM "$cfg" "$lg" "$rport" || RES[queue]="failed"
+    [[ -n "$OUTRELAY_PID" ]] && pid_alive "$OUTRELAY_PID" && { queue_restart KILL "$cfg" "$lg" "$rport" || RES[queue]="failed"; }
+    sent=2
+    wait_sink_count "$sport" "$sent" 60 || { log "queue: the messages sent at the restarts were not delivered"; RES[queue]="failed"; }
+    n="$(grep -o 'recovered [0-9]* messages\?' "$lg" | tail -n 1 | grep -o '[0-9]*' || true)"
+    echo "  after:  ${n:-?} recovered at the last start (the $qn deferred, plus the working sink's last message of each load run, which it hangs up on), the sink got $(sink_count "$sport") messages (the $sent sent at the restarts among them)"
+    echo "          SIGTERM stop took ${RES[queue.stop_s]:-?}s"
+    stop_pid "$OUTRELAY_PID" outrelay; OUTRELAY_PID=""
+    stop_pid "$SINK_PID" smtp-sink; SINK_PID=""
+    RES[queue]="${RES[queue]:-$qn}"
+    echo
+}
+
 # ------------------------------------------------------------------ report
 rate() {  # rate SYSTEM KEY -> msg/s or n/a
     local t="${RES[$1.$2]:-}"
@@ -1546,7 +1695,13 @@ goals() {
         v="$(slowdown outrelay-dual outrelay-rsa e2e)"
         goal "outrelay-dual at most 15 % slower than outrelay-rsa (kept)" "$( [[ "$(verdict "$v" '<=' 15)" == met ]] && echo "met ($v)" || { [[ "$v" == n/a ]] && echo "not measured" || echo "not met ($v)"; })"
     fi
-    goal "200,000 deferred messages: flat rate, restart <= 10 s" "not measured (no BENCH_QUEUE phase yet)"
+    if [[ -n "${RES[queue.kb]:-}" && "${RES[queue.ratio]:-n/a}" != n/a && -n "${RES[queue.restart.TERM]:-}" && -n "${RES[queue.restart.KILL]:-}" ]]; then
+        v="$(awk -v q="${RES[queue]}" -v r="${RES[queue.ratio]}" -v a="${RES[queue.restart.TERM]}" -v b="${RES[queue.restart.KILL]}" \
+            'BEGIN { print (q >= 200000 && r >= 0.90 && a <= 10 && b <= 10) ? "met" : "not met" }')"
+        goal "200,000 deferred messages: flat rate, restart <= 10 s" "$v (${RES[queue]} queued: rate ${RES[queue.ratio]} of empty, restart ${RES[queue.restart.TERM]} s after TERM, ${RES[queue.restart.KILL]} s after KILL (all back in the queue after ${RES[queue.recovered.TERM]:-?} s / ${RES[queue.recovered.KILL]:-?} s), ${RES[queue.kb]} KB per queued message)"
+    else
+        goal "200,000 deferred messages: flat rate, restart <= 10 s" "not measured$( ((QUEUE > 0)) && echo " (the queue phase failed)" || echo " (BENCH_QUEUE=0)")"
+    fi
 }
 
 # Build (if needed) before measuring anything, so a compile neither competes
@@ -1571,6 +1726,7 @@ done
 latency_phase
 profile_phase
 sessions_phase
+queue_phase
 stop_nsd
 report
 rc=0

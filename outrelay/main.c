@@ -418,6 +418,8 @@ static int ensure_dir(const char *path, uid_t uid, gid_t gid, char *err, size_t 
 struct replay_ctx {
     struct records_replay *rp;
     int failed;
+    struct spool *sp;
+    int done; /* recovery_done ran */
 };
 
 static void replay_witness(void *arg, const struct spool_recovered *msg)
@@ -432,6 +434,31 @@ static void replay_witness(void *arg, const struct spool_recovered *msg)
     if (records_replay_message(c->rp, env, final, deleted) < 0) c->failed = 1;
     free(final);
     envelope_free(env);
+}
+
+/* The queue's recovery ended (in the background, or cut short by the spool's close): the replay
+ * is over. */
+static void recovery_done(void *arg, int recovered, int finished)
+{
+    struct replay_ctx *c = arg;
+    c->done = 1;
+    spool_set_recovery_witness(c->sp, NULL, NULL);
+    long replayed_messages, replayed_rows;
+    records_replay_close(c->rp, &replayed_messages, &replayed_rows);
+    c->rp = NULL;
+    if (replayed_rows > 0)
+        log_info("records: %ld event%s of %ld message%s replayed from the spool (lost with the "
+                 "previous run)",
+                 replayed_rows, replayed_rows == 1 ? "" : "s", replayed_messages,
+                 replayed_messages == 1 ? "" : "s");
+    if (c->failed) log_error("records: the replay from the spool stopped on a read error");
+    if (!finished)
+        log_info("outrelay: stopped while recovering: %d message%s back in the queue, the rest "
+                 "stay in the spool for the next start",
+                 recovered, recovered == 1 ? "" : "s");
+    else if (recovered > 0)
+        log_info("outrelay: recovered %d message%s from the spool", recovered,
+                 recovered == 1 ? "" : "s");
 }
 
 static int drop_privileges(const struct config *cfg, char *err, size_t errlen)
@@ -564,23 +591,21 @@ static int cmd_serve(int argc, char **argv)
     if (qmgr_init(serve_base, cfg, sp, err, sizeof err) < 0) goto out;
     queue_started = 1;
     char replay_err[512] = "";
-    struct replay_ctx replay = {records_replay_open(cfg->state, replay_err, sizeof replay_err), 0};
+    /* lives until recovery_done, which the spool calls at the latest in spool_close below */
+    struct replay_ctx replay = {records_replay_open(cfg->state, replay_err, sizeof replay_err), 0,
+                                sp, 0};
     if (!replay.rp) log_error("outrelay: no replay of records from the spool: %s", replay_err);
     spool_set_recovery_witness(sp, replay_witness, &replay);
-    int recovered = qmgr_recover(err, sizeof err);
-    spool_set_recovery_witness(sp, NULL, NULL);
-    long replayed_messages, replayed_rows;
-    records_replay_close(replay.rp, &replayed_messages, &replayed_rows);
-    if (replayed_rows > 0)
-        log_info("records: %ld event%s of %ld message%s replayed from the spool (lost with the "
-                 "previous run)",
-                 replayed_rows, replayed_rows == 1 ? "" : "s", replayed_messages,
-                 replayed_messages == 1 ? "" : "s");
-    if (replay.failed) log_error("records: the replay from the spool stopped on a read error");
-    if (recovered < 0) goto out;
-    if (recovered > 0)
-        log_info("outrelay: recovered %d message%s from the spool", recovered,
-                 recovered == 1 ? "" : "s");
+    /* the spool is read now; its messages come back into the queue in the background */
+    int found = qmgr_recover(recovery_done, &replay, err, sizeof err);
+    if (found < 0) {
+        recovery_done(&replay, 0, 1);
+        goto out;
+    }
+    if (!replay.done)
+        log_info("outrelay: %d message%s found in the spool; those still open come back into the "
+                 "queue while the relay serves",
+                 found, found == 1 ? "" : "s");
     smtpd_set_spool(sp, qmgr_accept);
     tlsrpt_start(serve_base, cfg);
     tlsrpt_started = 1;

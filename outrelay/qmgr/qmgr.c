@@ -25,6 +25,10 @@
 #include "route/route.h"
 
 #define QMGR_TICK_US 1000000 /* the slow timer: route counters, dedup prune, compaction */
+/* Messages running the prepare stages at once (qmgr_message.h, the prepare window): enough to
+ * keep the worker pool busy, few enough that a restart with a big queue or a retry wave neither
+ * loads every message's data at once nor queues new mail behind all of it. */
+#define QMGR_PREPARE_WINDOW 64
 
 /* The process's queue manager, behind qmgr.h's functions. */
 static struct qmgr *process_qmgr;
@@ -107,6 +111,7 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
         return 0;
     }
     struct message *m = qmgr_message_add(q, env, &rec->loc);
+    m->recovered = 1;
     for (size_t i = 0; i < rec->n_pins; i++)
         qmgr_message_add_pin(m, rec->pins[i]);
     for (size_t i = 0; i < env->n_rcpts; i++)
@@ -114,21 +119,15 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
     m->held = held;
     m->delay_warned = spool_recovered_has_mark(rec, SPOOL_MARK_WARNED);
     free(final);
+    qmgr_schedule(m, clock_now()); /* a slot of the prepare window, or a place in its line */
     return 1;
 }
 
-int qmgr_recover(char *err, size_t errlen)
+int qmgr_recover(void (*done)(void *arg, int recovered, int finished), void *arg, char *err,
+                 size_t errlen)
 {
     struct qmgr *q = process_qmgr;
-    int n = spool_recover(q->spool, recover_one, q, err, errlen);
-    if (n < 0) return -1;
-    int64_t now = clock_now();
-    struct message *m, *next;
-    for (m = TAILQ_FIRST(&q->messages); m; m = next) {
-        next = TAILQ_NEXT(m, link);
-        qmgr_schedule(m, now);
-    }
-    return n;
+    return spool_recover_start(q->spool, recover_one, q, done, arg, err, errlen);
 }
 
 /* --- life cycle ------------------------------------------------------------------------------- */
@@ -146,6 +145,9 @@ struct qmgr *qmgr_new(struct event_base *base, const struct config *cfg, struct 
     q->by_id = hashmap_new();
     q->dests = hashmap_new();
     qmgr_heap_init(&q->due);
+    TAILQ_INIT(&q->prep_fresh);
+    TAILQ_INIT(&q->prep_again);
+    q->prep_window = QMGR_PREPARE_WINDOW;
     q->wake = evtimer_new(base, wake_cb, q);
     q->stages = stages;
     q->n_stages = n_stages;

@@ -32,8 +32,13 @@ int qmgr_reload(const struct config *cfg, char *err, size_t errlen);
 void qmgr_inject(struct envelope *env, const char *data, size_t len,
                  void (*done)(void *arg, int status, const char *queue_id, const char *err),
                  void *arg);
-/* Rebuilds the queue from the spool (before the first accept). Returns messages or -1. */
-int qmgr_recover(char *err, size_t errlen);
+/* Rebuilds the queue from the spool, in the background: reads the spool now (returns the number
+ * of messages found, or -1 on an unreadable spool; mail may be accepted once it returns), then
+ * brings the messages back into the queue on the event loop a slice at a time, each scheduled as
+ * it comes (the prepare window keeps new mail moving), and calls done(arg, recovered, finished)
+ * after the last; finished is 0 when the spool was closed first. */
+int qmgr_recover(void (*done)(void *arg, int recovered, int finished), void *arg, char *err,
+                 size_t errlen);
 /* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out
  * and kept for the first delivery attempt. */
 void qmgr_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data);

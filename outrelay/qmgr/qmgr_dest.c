@@ -219,6 +219,8 @@ static void job_done(struct job *job, const struct attempt_info *info)
         strbuf_free(&m->data); /* later attempts read it back from the spool */
         m->has_data = 0;
     }
+    /* what the stages made is redone at the next try; a deferred message stays small */
+    if (m->inflight == 0) qmgr_message_unprepare(m, now);
     job_free(job);
     qmgr_message_maybe_forget(m);
 }

@@ -123,6 +123,55 @@ int qmgr_message_outgoing(struct message *m, struct strbuf *out)
     return 0;
 }
 
+/* --- the prepare window -------------------------------------------------------------------- */
+
+static struct message_list *prep_list(struct message *m)
+{
+    return m->recovered || m->prepared ? &m->q->prep_again : &m->q->prep_fresh;
+}
+
+static void prep_unpark(struct message *m)
+{
+    if (!m->prep_parked) return;
+    TAILQ_REMOVE(prep_list(m), m, prep_link);
+    m->prep_parked = 0;
+}
+
+/* m is due for a stage but the window is full: it waits for a slot, out of the due heap. */
+static void prep_park(struct message *m)
+{
+    qmgr_heap_remove(&m->q->due, &m->due);
+    if (m->prep_parked) return;
+    TAILQ_INSERT_TAIL(prep_list(m), m, prep_link);
+    m->prep_parked = 1;
+}
+
+static void prep_release(struct message *m)
+{
+    if (!m->prep_slot) return;
+    m->prep_slot = 0;
+    m->q->prep_busy--;
+}
+
+/* Gives free slots to waiting messages, new mail and the backlog in turn. Iterative: stages that
+ * end at once (tests, a read error) release their slot inside this loop, never recursing. */
+static void prep_fill(struct qmgr *q, int64_t now)
+{
+    if (q->prep_filling) return;
+    q->prep_filling = 1;
+    while (!q->stopping && q->prep_busy < q->prep_window) {
+        struct message_list *first = q->prep_turn ? &q->prep_again : &q->prep_fresh;
+        struct message_list *second = q->prep_turn ? &q->prep_fresh : &q->prep_again;
+        struct message *m = TAILQ_FIRST(first);
+        if (!m) m = TAILQ_FIRST(second);
+        if (!m) break;
+        q->prep_turn = !q->prep_turn;
+        prep_unpark(m);
+        qmgr_schedule(m, now);
+    }
+    q->prep_filling = 0;
+}
+
 void qmgr_message_maybe_forget(struct message *m)
 {
     struct qmgr *q = m->q;
@@ -131,6 +180,7 @@ void qmgr_message_maybe_forget(struct message *m)
     for (size_t i = 0; i < m->n_pins; i++)
         spool_unpin(q->spool, m->pins[i]);
     qmgr_heap_remove(&q->due, &m->due);
+    prep_unpark(m);
     if (m->waiting_lookup) TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
     TAILQ_REMOVE(&q->messages, m, link);
     hashmap_remove(q->by_id, m->env->queue_id);
@@ -166,21 +216,54 @@ static struct message *message_of(struct qmgr_timer *t)
     return (struct message *)((char *)t - offsetof(struct message, due));
 }
 
+int64_t qmgr_message_next_due(const struct message *m)
+{
+    int64_t at = INT64_MAX;
+    for (size_t i = 0; i < m->env->n_rcpts; i++)
+        if (m->r[i].state == RCPT_PENDING && m->r[i].next_try < at) at = m->r[i].next_try;
+    /* the delay warning is sent by the delivery step when it is due; while every open
+     * recipient is out on a job, their outcome files the message again */
+    int64_t warn = at != INT64_MAX ? qmgr_delay_warning_at(m) : INT64_MAX;
+    return warn < at ? warn : at;
+}
+
+/* When the next stage of m may run: a message prepared again waits for its recipients. */
+static int64_t stage_due(const struct message *m)
+{
+    return m->reprepare ? qmgr_message_next_due(m) : m->stage_retry_at;
+}
+
+void qmgr_message_unprepare(struct message *m, int64_t now)
+{
+    struct qmgr *q = m->q;
+    if (m->stage < q->n_stages || m->stage_running || m->inflight || m->deleted ||
+        m->waiting_lookup || qmgr_all_final(m) || qmgr_message_next_due(m) <= now)
+        return;
+    signer_result_free(m->sign);
+    alignment_result_free(m->align);
+    m->sign = NULL;
+    m->align = NULL;
+    if (m->has_data) {
+        strbuf_free(&m->data);
+        m->has_data = 0;
+    }
+    m->stage = 0;
+    m->stage_retry_at = 0;
+    m->check_tries = 0;
+    m->reprepare = 1;
+    qmgr_rearm(m, now);
+}
+
 void qmgr_rearm(struct message *m, int64_t now)
 {
     struct qmgr *q = m->q;
     int64_t at = INT64_MAX;
+    if (m->prep_parked) return; /* filed again when it gets its slot */
     if (!m->held && !m->deleted && !q->stopping && !m->stage_running) {
-        if (m->stage < q->n_stages) {
-            at = m->stage_retry_at;
-        } else {
-            for (size_t i = 0; i < m->env->n_rcpts; i++)
-                if (m->r[i].state == RCPT_PENDING && m->r[i].next_try < at) at = m->r[i].next_try;
-            /* the delay warning is sent by the delivery step when it is due; while every open
-             * recipient is out on a job, their outcome files the message again */
-            int64_t warn = at != INT64_MAX ? qmgr_delay_warning_at(m) : INT64_MAX;
-            if (warn < at) at = warn;
-        }
+        if (m->stage < q->n_stages)
+            at = stage_due(m);
+        else
+            at = qmgr_message_next_due(m);
         /* the provider's answer schedules it (qmgr_lookup_answered); this is the fallback */
         if (m->waiting_lookup && at <= now) at = now + 1;
     }
@@ -197,7 +280,7 @@ void qmgr_rearm(struct message *m, int64_t now)
 void qmgr_due_by(struct message *m, int64_t at)
 {
     struct qmgr *q = m->q;
-    if (m->held || m->deleted || q->stopping || m->stage_running) return;
+    if (m->held || m->deleted || q->stopping || m->stage_running || m->prep_parked) return;
     if (m->due.slot && m->due.at <= at) return; /* an earlier wake looks again anyway */
     qmgr_heap_set(&q->due, &m->due, at);
     if (qmgr_heap_top(&q->due) == &m->due) arm_wake(q);
@@ -231,11 +314,17 @@ void qmgr_stage_done(struct message *m, int64_t retry_at)
     m->stage_running = 0;
     m->stage_retry_at = retry_at;
     if (!retry_at) m->stage++;
+    if (m->stage >= q->n_stages) m->prepared = 1;
+    /* the slot goes when the stages are done or wait; a message going on keeps it */
+    if (retry_at || m->stage >= q->n_stages || m->deleted || q->stopping) prep_release(m);
+    int64_t now = clock_now();
     if (m->deleted || q->stopping) {
         qmgr_message_maybe_forget(m);
+        prep_fill(q, now); /* the slot it gave up */
         return;
     }
-    qmgr_schedule(m, clock_now());
+    qmgr_schedule(m, now);
+    prep_fill(q, now);
 }
 
 void qmgr_schedule(struct message *m, int64_t now)
@@ -243,7 +332,17 @@ void qmgr_schedule(struct message *m, int64_t now)
     struct qmgr *q = m->q;
     if (!m->held && !m->deleted && !q->stopping && !m->stage_running) {
         if (m->stage < q->n_stages) {
-            if (m->stage_retry_at <= now) {
+            if (stage_due(m) <= now) {
+                if (!m->prep_slot) {
+                    if (q->prep_busy >= q->prep_window) {
+                        prep_park(m);
+                        return;
+                    }
+                    prep_unpark(m); /* scheduled directly (a release) while it waited */
+                    m->prep_slot = 1;
+                    q->prep_busy++;
+                }
+                m->reprepare = 0;
                 m->stage_running = 1;
                 m->stage_retry_at = 0;
                 m->prep_pending++;
@@ -254,6 +353,10 @@ void qmgr_schedule(struct message *m, int64_t now)
         } else {
             q->deliver(m, now);
         }
+    }
+    if (m->prep_slot && !m->stage_running) { /* held or deleted between two stages */
+        prep_release(m);
+        prep_fill(q, now);
     }
     qmgr_rearm(m, now);
 }

@@ -73,6 +73,16 @@ struct message {
     int64_t warn_retry_at;     /* a warning that could not be stored is tried again then */
     uint64_t *pins;
     size_t n_pins;
+    /* After a failed attempt the stages' results are dropped (qmgr_message_unprepare) and the
+     * stages run again when a recipient is next due; their records are not written twice. */
+    int reprepare;
+    int prepared; /* the stages ran to the end once in this process */
+    /* The prepare window: at most q->prep_window messages run stages at a time; the others wait
+     * in q->prep_fresh (new mail) or q->prep_again (recovered or re-prepared mail). */
+    int prep_slot;
+    int prep_parked;
+    int recovered; /* came back from the spool at start */
+    TAILQ_ENTRY(message) prep_link;
 };
 TAILQ_HEAD(message_list, message);
 
@@ -104,6 +114,12 @@ struct qmgr {
     struct qmgr_lookup *lookup;
     int64_t last_flush, last_prune, last_compact;
     int stopping;
+    /* The prepare window (see struct message): new mail and the backlog take turns for slots,
+     * so neither a restart with a big queue nor a retry wave holds new mail up behind it, and
+     * only prep_window messages hold their data for the stages at a time. */
+    struct message_list prep_fresh, prep_again;
+    size_t prep_busy, prep_window;
+    int prep_turn, prep_filling;
 };
 
 /* qmgr_message.c: messages, the due heap, the stage table, scheduling */
@@ -139,6 +155,13 @@ int qmgr_message_original(struct message *m, struct strbuf *out);
  * origin's policy says so. Returns 0 / -1 (unreadable spool). */
 int qmgr_message_outgoing(struct message *m, struct strbuf *out);
 void qmgr_message_add_pin(struct message *m, uint64_t seg);
+/* After an attempt that left recipients open (nothing in flight): drops what the prepare stages
+ * made (signatures, the alignment prediction; tens of KB per message) so a deferred message
+ * costs only its envelope and recipients; the stages run again when a recipient is next due. */
+void qmgr_message_unprepare(struct message *m, int64_t now);
+/* The earliest time something of m is due: a pending recipient's next try or its delay warning
+ * (INT64_MAX: nothing). */
+int64_t qmgr_message_next_due(const struct message *m);
 /* The message was rewritten to loc (compaction). */
 void qmgr_message_moved(struct message *m, const struct spool_loc *loc);
 

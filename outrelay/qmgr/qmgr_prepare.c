@@ -27,6 +27,10 @@ static void sign_done(void *arg, struct sign_result *r)
 {
     struct message *m = arg;
     m->sign = r;
+    if (m->prepared && r->n_sigs) { /* signed again for a later try: already recorded */
+        qmgr_stage_done(m, 0);
+        return;
+    }
     struct strbuf dkim = STRBUF_INIT;
     struct record_event ev;
     qmgr_record_init(&ev, RECORD_SIGNED, m, SIZE_MAX);

@@ -80,6 +80,16 @@ struct spool_recovered {
 typedef int (*spool_recover_fn)(void *arg, const struct spool_recovered *msg);
 /* Returns the number of messages recovered, or -1 on an unreadable spool. */
 int spool_recover(struct spool *sp, spool_recover_fn fn, void *arg, char *err, size_t errlen);
+/* The same in the background, so the relay serves while a big queue comes back: reads every
+ * segment and starts the commit thread now (returns the number of messages found, or -1 on an
+ * unreadable spool), then hands the messages to the witness and fn on the event loop, a slice of
+ * a few milliseconds at a time, and calls done(done_arg, kept, 1) after the last. Submits are
+ * allowed once it returns. spool_close (or spool_recovery_cancel) cuts it short with
+ * done(done_arg, kept so far, 0); the messages not handed out are recovered at the next start. */
+typedef void (*spool_recovered_done_fn)(void *arg, int kept, int finished);
+int spool_recover_start(struct spool *sp, spool_recover_fn fn, void *arg,
+                        spool_recovered_done_fn done, void *done_arg, char *err, size_t errlen);
+void spool_recovery_cancel(struct spool *sp);
 
 /* Called by spool_recover for every message found, final or not, before fn (records replay the
  * events the spool proves). Set before spool_recover. */

@@ -87,6 +87,7 @@ struct spool {
 
     spool_witness_fn witness;
     void *witness_arg;
+    struct spool_recovery *recovery; /* the handing out of recovered messages, while it runs */
 };
 
 uint32_t crc32_of(const void *data, size_t len);

@@ -136,9 +136,17 @@ static void note(const char *what)
     strncat(trail, " ", sizeof trail - strlen(trail) - 1);
 }
 
+static int hold_a;                /* stage a keeps messages (asynchronous) instead of ending */
+static struct message *held_a[8]; /* the messages stage a keeps, in the order it started them */
+static size_t n_held_a;
+
 static void stage_a(struct message *m)
 {
     note("a");
+    if (hold_a && n_held_a < sizeof held_a / sizeof held_a[0]) {
+        held_a[n_held_a++] = m;
+        return;
+    }
     qmgr_stage_done(m, 0);
 }
 
@@ -190,6 +198,8 @@ static int setup(void **state)
     trail[0] = '\0';
     stage_b_retry = 0;
     deliver_defer = 300;
+    hold_a = 0;
+    n_held_a = 0;
     *state = f;
     return 0;
 }
@@ -264,6 +274,23 @@ static struct message *add_message(struct fixture *f, const char *id, const char
     strbuf_free(&text);
     strbuf_free(&data);
     return qmgr_message_find(f->q, id);
+}
+
+/* As add_message, but the message comes back from the spool (recovery): its stages wait in the
+ * backlog's line of the prepare window. */
+static struct message *add_recovered(struct fixture *f, const char *id)
+{
+    struct envelope *env = envelope_new();
+    snprintf(env->queue_id, sizeof env->queue_id, "%s", id);
+    env->arrival = clock_now();
+    env->sender = xstrdup("s@example.org");
+    env->origin = xstrdup("test");
+    envelope_add_rcpt(env, "r0@example.net", NULL, 0);
+    struct spool_loc loc = {spool_active_segment(f->sp), 0, 0};
+    struct message *m = qmgr_message_add(f->q, env, &loc);
+    m->recovered = 1;
+    qmgr_schedule(m, clock_now());
+    return m;
 }
 
 /* Runs the loop until the spool has called back for every mark of m (or m is forgotten). */
@@ -497,6 +524,86 @@ static void test_dest_owner_callbacks(void **state)
     settle(f, "Q1");
 }
 
+/* At most prep_window messages run stages at once; the others wait out of the due heap, and a
+ * free slot goes to new mail and to the backlog (recovered mail) in turn. */
+static void test_prepare_window(void **state)
+{
+    struct fixture *f = *state;
+    f->q->prep_window = 2;
+    hold_a = 1;
+    add_message(f, "N1", "s@example.org", 1);
+    add_message(f, "N2", "s@example.org", 1);
+    struct message *n3 = add_message(f, "N3", "s@example.org", 1);
+    assert_string_equal(trail, "a a ");
+    assert_int_equal(f->q->prep_busy, 2);
+    assert_int_equal(n3->prep_parked, 1);
+    assert_int_equal(n3->due.slot, 0); /* waits for a slot, not for a time */
+    struct message *r1 = add_recovered(f, "R1");
+    add_recovered(f, "R2");
+    struct message *r3 = add_recovered(f, "R3");
+    assert_int_equal(r1->prep_parked, 1);
+    /* a parked message the operator deletes leaves the line */
+    r3->deleted = 1;
+    qmgr_message_maybe_forget(r3);
+    assert_null(qmgr_message_find(f->q, "R3"));
+    trail[0] = '\0';
+    qmgr_stage_done(held_a[0], 0); /* N1: b, delivery, and its slot goes to N3 (new mail) */
+    assert_string_equal(trail, "b N1 a ");
+    assert_string_equal(held_a[2]->env->queue_id, "N3");
+    qmgr_stage_done(held_a[1], 0); /* N2's slot: the backlog's turn */
+    assert_string_equal(held_a[3]->env->queue_id, "R1");
+    qmgr_stage_done(held_a[2], 0); /* N3's: new mail's turn, but none waits */
+    assert_string_equal(held_a[4]->env->queue_id, "R2");
+    assert_int_equal(f->q->prep_busy, 2);
+    assert_null(TAILQ_FIRST(&f->q->prep_fresh));
+    assert_null(TAILQ_FIRST(&f->q->prep_again));
+    /* a message deleted while its stage runs gives its slot to the next in line */
+    add_message(f, "N4", "s@example.org", 1);
+    assert_int_equal(qmgr_message_find(f->q, "N4")->prep_parked, 1);
+    held_a[3]->deleted = 1;
+    qmgr_stage_done(held_a[3], 0);
+    assert_null(qmgr_message_find(f->q, "R1"));
+    assert_string_equal(held_a[5]->env->queue_id, "N4");
+    qmgr_stage_done(held_a[4], 0);
+    qmgr_stage_done(held_a[5], 0);
+    assert_int_equal(f->q->prep_busy, 0);
+    assert_int_equal(qmgr_message_find(f->q, "R2")->stage, 2);
+    assert_int_equal(qmgr_message_find(f->q, "R2")->due.at, T0 + 300);
+}
+
+/* A deferred message drops what its stages made; they run again when a recipient is next due,
+ * not before. */
+static void test_unprepare_redoes_stages(void **state)
+{
+    struct fixture *f = *state;
+    struct message *m = add_message(f, "Q1", "s@example.org", 1);
+    assert_string_equal(trail, "a b Q1 ");
+    assert_int_equal(m->prepared, 1);
+    /* nothing dropped while a recipient is due now */
+    m->r[0].next_try = T0;
+    qmgr_message_unprepare(m, T0);
+    assert_int_equal(m->stage, 2);
+    m->r[0].next_try = T0 + 300;
+    qmgr_message_unprepare(m, T0);
+    assert_int_equal(m->stage, 0);
+    assert_int_equal(m->reprepare, 1);
+    assert_null(m->sign);
+    assert_int_equal(m->has_data, 0);
+    assert_int_equal(m->due.at, T0 + 300); /* filed at the recipient's next try */
+    set_clock(T0 + 299);
+    qmgr_run_due(f->q, T0 + 299);
+    assert_string_equal(trail, "a b Q1 ");
+    set_clock(T0 + 300);
+    qmgr_run_due(f->q, T0 + 300);
+    assert_string_equal(trail, "a b Q1 a b Q1 ");
+    assert_int_equal(m->reprepare, 0);
+    assert_int_equal(m->due.at, T0 + 600);
+    /* an operator's retry brings a dropped message back at once */
+    qmgr_message_unprepare(m, T0 + 300);
+    qmgr_message_retry_now(m, T0 + 300);
+    assert_int_equal(m->due.at, T0 + 300);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -513,6 +620,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_finalize_null_sender_no_dsn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgetting_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dest_owner_callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepare_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unprepare_redoes_stages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

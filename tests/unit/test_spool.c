@@ -25,6 +25,7 @@
 #include "common/util.h"
 #include "mail/envelope.h"
 #include "spool/spool.h"
+#include "spool/spool_internal.h" /* crc32_of */
 
 #define MAX_MSGS 256 /* per recovery */
 #define MAX_RCPTS 8
@@ -847,6 +848,142 @@ static void test_stray_segment_names_ignored(void **state)
     msg_free(&m);
 }
 
+/* The record checksum is the standard CRC-32 (segments written by earlier versions still read):
+ * the check value of "123456789", and lengths around the eight-byte steps. */
+static void test_crc32_known_values(void **state)
+{
+    struct fixture *f = *state;
+    reopen(f); /* spool_open makes the tables */
+    assert_int_equal(crc32_of("123456789", 9), 0xCBF43926u);
+    assert_int_equal(crc32_of("", 0), 0);
+    /* the same bytes at every alignment and length agree with a bitwise computation */
+    unsigned char buf[64];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)(i * 37 + 11);
+    for (size_t off = 0; off < 8; off++)
+        for (size_t len = 0; len + off <= sizeof buf; len++) {
+            uint32_t c = 0xFFFFFFFFu;
+            for (size_t i = 0; i < len; i++) {
+                c ^= buf[off + i];
+                for (int k = 0; k < 8; k++)
+                    c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            }
+            assert_int_equal(crc32_of(buf + off, len), c ^ 0xFFFFFFFFu);
+        }
+}
+
+/* What the background recovery handed out, in order. */
+#define BG_MSGS 1500
+struct bg {
+    int order[BG_MSGS]; /* message numbers in the order they were handed out */
+    int n;
+    int done, kept, finished;
+};
+
+static int bg_fn(void *arg, const struct spool_recovered *r)
+{
+    struct bg *b = arg;
+    struct envelope *env = envelope_parse(r->envelope, r->envelope_len);
+    assert_non_null(env);
+    assert_true(b->n < BG_MSGS);
+    b->order[b->n++] = atoi(env->queue_id + 2);
+    char final[MAX_RCPTS];
+    int held, deleted;
+    size_t open = spool_recovered_state(r, env->n_rcpts, final, &held, &deleted);
+    envelope_free(env);
+    return open > 0;
+}
+
+static void bg_done(void *arg, int kept, int finished)
+{
+    struct bg *b = arg;
+    assert_int_equal(b->done, 0);
+    b->done = 1;
+    b->kept = kept;
+    b->finished = finished;
+}
+
+static struct msg *bg_fill(struct fixture *f)
+{
+    struct msg *m = xcalloc(BG_MSGS, sizeof *m);
+    struct recovery rec;
+    callbacks_fired = 0;
+    reopen(f);
+    assert_int_equal(recover(f, &rec), 0);
+    for (int i = 0; i < BG_MSGS; i++) {
+        char id[20];
+        snprintf(id, sizeof id, "BG%04d", i);
+        msg_init(&m[i], id, 1, 32, (unsigned)i);
+        submit_msg(f, &m[i]);
+    }
+    run_until(f, BG_MSGS);
+    for (int i = 0; i < BG_MSGS; i += 3) /* every third is delivered: final */
+        submit_mark(f, &m[i], 0, SPOOL_MARK_DELIVERED);
+    run_until(f, BG_MSGS + BG_MSGS / 3);
+    return m;
+}
+
+/* spool_recover_start reads the spool at once and hands the messages out on the loop: the first
+ * ones before it returns, the rest in slices, in arrival order, then done; new mail can be
+ * stored meanwhile. */
+static void test_background_recovery(void **state)
+{
+    struct fixture *f = *state;
+    struct msg *m = bg_fill(f);
+    reopen(f); /* like kill -9: every message is found again */
+    struct bg *b = xcalloc(1, sizeof *b);
+    char err[256] = "";
+    int found = spool_recover_start(f->sp, bg_fn, b, bg_done, b, err, sizeof err);
+    assert_int_equal(found, BG_MSGS);
+    assert_true(b->n > 0 && b->n < BG_MSGS); /* a first part at once, the rest to come */
+    assert_int_equal(b->done, 0);
+    struct msg extra;
+    msg_init(&extra, "BGNEW", 1, 32, 4242);
+    submit_msg(f, &extra); /* the commit thread runs already */
+    for (int i = 0; i < 1000 && !b->done; i++)
+        event_base_loop(f->base, EVLOOP_ONCE);
+    assert_int_equal(b->done, 1);
+    assert_int_equal(b->finished, 1);
+    assert_int_equal(b->n, BG_MSGS);
+    for (int i = 0; i < BG_MSGS; i++)
+        assert_int_equal(b->order[i], i);
+    assert_int_equal(b->kept, BG_MSGS - (BG_MSGS + 2) / 3);
+    run_until(f, BG_MSGS + BG_MSGS / 3 + 1);
+    assert_stored(&extra.stored);
+    msg_free(&extra);
+    for (int i = 0; i < BG_MSGS; i++)
+        msg_free(&m[i]);
+    free(m);
+    free(b);
+}
+
+/* Closing the spool while the recovery is under way ends it (done with finished 0); nothing of
+ * what was not handed out is lost: the next start finds it. */
+static void test_background_recovery_cut_short(void **state)
+{
+    struct fixture *f = *state;
+    struct msg *m = bg_fill(f);
+    reopen(f);
+    struct bg *b = xcalloc(1, sizeof *b);
+    char err[256] = "";
+    assert_int_equal(spool_recover_start(f->sp, bg_fn, b, bg_done, b, err, sizeof err), BG_MSGS);
+    int handed = b->n;
+    assert_true(handed < BG_MSGS);
+    spool_close(f->sp);
+    f->sp = NULL;
+    assert_int_equal(b->done, 1);
+    assert_int_equal(b->finished, 0);
+    assert_int_equal(b->n, handed);
+    reopen(f);
+    memset(b, 0, sizeof *b);
+    assert_int_equal(spool_recover(f->sp, bg_fn, b, err, sizeof err), BG_MSGS - (BG_MSGS + 2) / 3);
+    assert_int_equal(b->n, BG_MSGS);
+    for (int i = 0; i < BG_MSGS; i++)
+        msg_free(&m[i]);
+    free(m);
+    free(b);
+}
+
 int main(void)
 {
     evthread_use_pthreads();
@@ -864,6 +1001,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_drained_segment_released_after_barrier, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_witness_sees_final_messages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crc32_known_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_recovery_cut_short, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
