@@ -354,7 +354,7 @@ verdict() {  # verdict VALUE OP LIMIT
 goals() {
     local vals v run
     echo
-    echo "goals (issue 15; the median of the per-round values decides):"
+    echo "goals (the median of the per-round values decides):"
     # 1. two instances with Redis deliver together >= 90 % of one instance with Redis
     vals="$(per_round rate pair-redis solo-redis)"; v="$(median $vals)"
     goal "two instances + Redis >= 90 % of one instance + Redis (e2e msg/s)" \

@@ -1668,7 +1668,7 @@ goal_ratio() {  # goal_ratio A B MIN: end-to-end ratio A/B against MIN
 goals() {
     local v p99 kb
     echo
-    echo "goals (issue 17; ratios are end-to-end msg/s from this run):"
+    echo "goals (ratios are end-to-end msg/s from this run):"
     goal "outrelay-rsa >= 10x postfix-opendkim (signed)" "$(goal_ratio outrelay-rsa postfix-opendkim 10)"
     goal "outrelay-rsa >= 4x plain postfix" "$(goal_ratio outrelay-rsa postfix 4)"
     if [[ "${RES[exim-dkim.e2e]:-}" =~ ^[0-9.]+$ ]]; then
