@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# cluster.sh - what sharing state through Redis costs (issue 15): the signed relay
+# cluster.sh - what sharing state through Redis costs: the signed relay
 # (outrelay-rsa: RSA-2048, SPF/DMARC, fsync) alone and as two instances on this machine sharing
 # one redis-server, the same load end to end into smtp-sink, with the CPU of the relays and of
 # Redis per message. Standalone; `BENCH_CLUSTER=1 bench/relay-vs-postfix.sh` runs it too.
