@@ -91,6 +91,15 @@ static void unqueue_flush(struct session *s)
     LIST_REMOVE(s, flush_link);
 }
 
+/* A socket bufferevent keeps the start of its output frozen except inside its own write
+ * callback; writing it directly means doing the same around evbuffer_write. */
+static void smtpd_write_now(struct evbuffer *out, evutil_socket_t fd)
+{
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+}
+
 /* One non-blocking write of everything queued. What the kernel does not take is left to the
  * bufferevent (EV_WRITE on; session_write_cb turns it off again once the output is empty), and
  * so is an error, which then reaches session_event_cb as it did before. */
@@ -100,7 +109,7 @@ static void session_flush(struct session *s)
     if (s->closed || s->dead || s->tls) return;
     if (bufferevent_get_enabled(s->bev) & EV_WRITE) return; /* the bufferevent is writing */
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    if (evbuffer_get_length(out) > 0) evbuffer_write(out, s->fd);
+    if (evbuffer_get_length(out) > 0) smtpd_write_now(out, s->fd);
     if (evbuffer_get_length(out) > 0) {
         bufferevent_enable(s->bev, EV_WRITE);
         return;
@@ -1160,7 +1169,9 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     } else {
         s->bev = bufferevent_socket_new(smtpd_base, fd, 0);
         bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-        bufferevent_enable(s->bev, EV_READ); /* EV_WRITE only while a write is unfinished */
+        /* EV_WRITE (on by default) only while a write is unfinished: see queue_flush */
+        bufferevent_disable(s->bev, EV_WRITE);
+        bufferevent_enable(s->bev, EV_READ);
         set_timeouts(s);
     }
     smtpd_reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
@@ -1295,7 +1306,7 @@ void smtpd_stop(void)
         }
         struct evbuffer *out = bufferevent_get_output(s->bev);
         evbuffer_add_printf(out, "421 4.3.2 Service shutting down\r\n");
-        if (!s->tls) evbuffer_write(out, s->fd); /* with what was still queued; no waiting */
+        if (!s->tls) smtpd_write_now(out, s->fd); /* with what was still queued; no waiting */
         smtpd_session_free(s);
     }
     bury_sessions(-1, 0, NULL);

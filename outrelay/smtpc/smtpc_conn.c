@@ -279,7 +279,12 @@ static void flush_all(evutil_socket_t fd, short what, void *arg)
         if (c->closed || c->tls || !c->bev || (bufferevent_get_enabled(c->bev) & EV_WRITE))
             continue;
         struct evbuffer *out = bufferevent_get_output(c->bev);
-        if (evbuffer_get_length(out) > 0) evbuffer_write(out, c->fd);
+        if (evbuffer_get_length(out) > 0) {
+            /* the bufferevent keeps the output's start frozen outside its own write callback */
+            evbuffer_unfreeze(out, 1);
+            evbuffer_write(out, c->fd);
+            evbuffer_freeze(out, 1);
+        }
         if (evbuffer_get_length(out) > 0) bufferevent_enable(c->bev, EV_WRITE);
     }
 }
