@@ -99,7 +99,8 @@ def test(env):
             break
         data += chunk
     data = bytes(data)
-    h.check(len(data) > 5_000_000, f"the replies ({len(data)} bytes) must exceed the socket buffers")
+    h.check(len(data) > 5_000_000,
+            f"the replies ({len(data)} bytes) must exceed the socket buffers")
     h.check(data.endswith(b"\r\n"), f"slow reader: the output ends mid-line: {data[-80:]!r}")
     lines = data[:-2].split(b"\r\n")
     h.check(lines[-1] == b"221 2.0.0 Bye", f"slow reader: last reply: {lines[-1]!r}")
