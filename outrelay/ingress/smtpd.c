@@ -2,7 +2,8 @@
  * Owns listeners, the session lifecycle, command dispatch, MAIL/RCPT/DATA, message data and
  * STARTTLS; SMTP AUTH lives in smtpd_auth.c. Input is processed line by line from the
  * bufferevent; a session that waits for the spool or a password check is "busy" and reads no
- * further input until the answer is back. */
+ * further input until the answer is back. On a plain socket the replies an event produced are
+ * written in one write when it ends; the bufferevent writes only what the kernel did not take. */
 #include "ingress/smtpd.h"
 #include "ingress/smtpd_internal.h"
 
@@ -64,8 +65,67 @@ static size_t smtpd_n_listeners;
 static LIST_HEAD(, session) smtpd_sessions = LIST_HEAD_INITIALIZER(smtpd_sessions);
 static struct client_limits *smtpd_limits; /* every open session holds a place here */
 static uint64_t smtpd_qid_last;
+/* Plain sessions with replies not yet written; flush_sessions runs once the event that queued
+ * them is over, so a pipelined group's replies leave in one write. */
+static LIST_HEAD(, session) smtpd_flushq = LIST_HEAD_INITIALIZER(smtpd_flushq);
+static struct event *smtpd_flush_ev;
+
+static void session_output_drained(struct session *s);
 
 /* --- helpers ---------------------------------------------------------------------------- */
+
+/* A plain session keeps EV_WRITE off while its output is empty, so a reply costs no epoll_ctl:
+ * it waits in the output for flush_sessions. TLS sessions leave writing to bufferevent_openssl. */
+static void queue_flush(struct session *s)
+{
+    if (s->tls || s->flush_queued || !smtpd_flush_ev) return;
+    s->flush_queued = 1;
+    LIST_INSERT_HEAD(&smtpd_flushq, s, flush_link);
+    event_active(smtpd_flush_ev, EV_TIMEOUT, 0);
+}
+
+static void unqueue_flush(struct session *s)
+{
+    if (!s->flush_queued) return;
+    s->flush_queued = 0;
+    LIST_REMOVE(s, flush_link);
+}
+
+/* A socket bufferevent keeps the start of its output frozen except inside its own write
+ * callback; writing it directly means doing the same around evbuffer_write. */
+static void smtpd_write_now(struct evbuffer *out, evutil_socket_t fd)
+{
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+}
+
+/* One non-blocking write of everything queued. What the kernel does not take is left to the
+ * bufferevent (EV_WRITE on; session_write_cb turns it off again once the output is empty), and
+ * so is an error, which then reaches session_event_cb as it did before. */
+static void session_flush(struct session *s)
+{
+    unqueue_flush(s);
+    if (s->closed || s->dead || s->tls) return;
+    if (bufferevent_get_enabled(s->bev) & EV_WRITE) return; /* the bufferevent is writing */
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    if (evbuffer_get_length(out) > 0) smtpd_write_now(out, s->fd);
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(s->bev, EV_WRITE);
+        return;
+    }
+    session_output_drained(s);
+}
+
+static void flush_sessions(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct session *s;
+    while ((s = LIST_FIRST(&smtpd_flushq)))
+        session_flush(s);
+}
 
 void smtpd_reply(struct session *s, const char *fmt, ...)
 {
@@ -75,6 +135,7 @@ void smtpd_reply(struct session *s, const char *fmt, ...)
     evbuffer_add_vprintf(out, fmt, ap);
     evbuffer_add(out, "\r\n", 2);
     va_end(ap);
+    queue_flush(s);
 }
 
 /* Queue a final reply and close once it has been written. */
@@ -906,10 +967,9 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
     smtpd_session_process(arg);
 }
 
-static void session_write_cb(struct bufferevent *bev, void *arg)
+/* Everything queued has been written: a final reply closes, a STARTTLS 220 starts TLS. */
+static void session_output_drained(struct session *s)
 {
-    (void)bev;
-    struct session *s = arg;
     if (s->state == STATE_CLOSING) {
         smtpd_session_free(s);
         return;
@@ -921,6 +981,16 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
             smtpd_session_free(s);
         }
     }
+}
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    if (!s->tls) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
+        bufferevent_disable(bev, EV_WRITE); /* back to writing by flush_sessions */
+    }
+    session_output_drained(s);
 }
 
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -981,6 +1051,7 @@ void smtpd_session_free(struct session *s)
         return;
     }
     s->closed = 1;
+    unqueue_flush(s);
     LIST_REMOVE(s, link);
     if (s->counted) client_limits_disconnect(smtpd_limits, s->peer_text, s->origin_by_network);
     s->counted = 0;
@@ -1098,7 +1169,9 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
     } else {
         s->bev = bufferevent_socket_new(smtpd_base, fd, 0);
         bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
-        bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+        /* EV_WRITE (on by default) only while a write is unfinished: see queue_flush */
+        bufferevent_disable(s->bev, EV_WRITE);
+        bufferevent_enable(s->bev, EV_READ);
         set_timeouts(s);
     }
     smtpd_reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
@@ -1159,6 +1232,7 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     smtpd_base = base;
     smtpd_cfg = cfg;
     smtpd_graveyard_ev = event_new(base, -1, 0, bury_sessions, NULL);
+    smtpd_flush_ev = event_new(base, -1, 0, flush_sessions, NULL);
     smtpd_tls_ctx = server_ctx;
     if (origin_policy_init(cfg, err, errlen) < 0) return -1;
     smtpd_auth_throttle = auth_throttle_new();
@@ -1230,7 +1304,9 @@ void smtpd_stop(void)
             s->dead = 1;
             continue;
         }
-        evbuffer_add_printf(bufferevent_get_output(s->bev), "421 4.3.2 Service shutting down\r\n");
+        struct evbuffer *out = bufferevent_get_output(s->bev);
+        evbuffer_add_printf(out, "421 4.3.2 Service shutting down\r\n");
+        if (!s->tls) smtpd_write_now(out, s->fd); /* with what was still queued; no waiting */
         smtpd_session_free(s);
     }
     bury_sessions(-1, 0, NULL);
@@ -1241,6 +1317,7 @@ void smtpd_release(void)
     struct session *s;
     while ((s = LIST_FIRST(&smtpd_sessions))) { /* busy ones whose answer never came */
         LIST_REMOVE(s, link);
+        unqueue_flush(s);
         if (s->bev) bufferevent_free(s->bev);
         transaction_reset(s);
         if (s->data_deadline_ev) event_free(s->data_deadline_ev);
@@ -1254,4 +1331,6 @@ void smtpd_release(void)
     smtpd_auth_throttle = NULL;
     if (smtpd_graveyard_ev) event_free(smtpd_graveyard_ev);
     smtpd_graveyard_ev = NULL;
+    if (smtpd_flush_ev) event_free(smtpd_flush_ev);
+    smtpd_flush_ev = NULL;
 }

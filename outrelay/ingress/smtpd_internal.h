@@ -51,6 +51,10 @@ struct session {
     int counted;   /* holds a place in client_limits until it is torn down */
     /* in an origin's networks at connect: exempt from the per-client limits */
     int origin_by_network;
+    /* plain sessions: replies wait in the output until the event that made them ends, then go
+     * out in one write (smtpd.c, flush_sessions) */
+    int flush_queued;
+    LIST_ENTRY(session) flush_link;
     /* ends a DATA phase that outlasts limits.data_deadline */
     struct event *data_deadline_ev;
     int errors;

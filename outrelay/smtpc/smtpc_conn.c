@@ -1,8 +1,9 @@
 /* smtpc_conn.c - the connection core of the SMTP client: allocating a connection, recording why
- * it failed, writing lines, timeouts, handing an unfinished job back to its owner, and tearing
- * the connection down (freed later from the event loop, so callers up the stack may still look
- * at it). Calls nothing else in smtpc/: the session reaches it, not the other way round. Loop
- * thread only. */
+ * it failed, writing lines (on a plain socket one write per event, with no write interest
+ * registered unless the kernel did not take everything), timeouts, handing an unfinished job back
+ * to its owner, and tearing the connection down (freed later from the event loop, so callers up the
+ * stack may still look at it). Calls nothing else in smtpc/: the session reaches it, not the other
+ * way round. Loop thread only. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -26,6 +27,11 @@ static LIST_HEAD(, smtpc_conn) smtpc_all = LIST_HEAD_INITIALIZER(smtpc_all);
 /* Closed connections wait here until the loop is back at the top (or shutdown). */
 static LIST_HEAD(, smtpc_conn) smtpc_graveyard = LIST_HEAD_INITIALIZER(smtpc_graveyard);
 static struct event *smtpc_graveyard_ev;
+/* Plain connections with commands not yet written; see smtpc_output. */
+static LIST_HEAD(, smtpc_conn) smtpc_flushq = LIST_HEAD_INITIALIZER(smtpc_flushq);
+static struct event *smtpc_flush_ev;
+
+static void flush_all(evutil_socket_t fd, short what, void *arg);
 
 static void bury_all(evutil_socket_t fd, short what, void *arg)
 {
@@ -49,6 +55,7 @@ struct smtpc_conn *smtpc_conn_new(struct dest *d, bufferevent_data_cb on_read,
                                   bufferevent_event_cb on_event)
 {
     if (!smtpc_graveyard_ev) smtpc_graveyard_ev = event_new(smtpc_base, -1, 0, bury_all, NULL);
+    if (!smtpc_flush_ev) smtpc_flush_ev = event_new(smtpc_base, -1, 0, flush_all, NULL);
     struct smtpc_conn *c = xcalloc(1, sizeof *c);
     c->dest = d;
     c->egress = d->egress;
@@ -168,8 +175,16 @@ void smtpc_conn_forget_extensions(struct smtpc_conn *c)
     c->ext_size = 0;
 }
 
+static void unqueue_flush(struct smtpc_conn *c)
+{
+    if (!c->flush_queued) return;
+    c->flush_queued = 0;
+    LIST_REMOVE(c, flush_link);
+}
+
 void smtpc_conn_drop_socket(struct smtpc_conn *c)
 {
+    unqueue_flush(c);
     if (c->bev) {
         if (c->tls) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
@@ -226,15 +241,59 @@ void smtpc_conn_close_all(void)
     bury_all(-1, 0, NULL);
     if (smtpc_graveyard_ev) event_free(smtpc_graveyard_ev);
     smtpc_graveyard_ev = NULL;
+    if (smtpc_flush_ev) event_free(smtpc_flush_ev);
+    smtpc_flush_ev = NULL;
 }
 
 /* --- writing --------------------------------------------------------------------------------- */
+
+/* A plain connection's write interest is off while its output is empty (turning it off then
+ * costs no system call: the bufferevent has already taken it off the socket), so adding a
+ * command registers nothing; flush_all writes it once the current event is over. While the
+ * socket is connecting the bufferevent needs EV_WRITE, and TLS connections write through
+ * bufferevent_openssl as before. */
+struct evbuffer *smtpc_output(struct smtpc_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->tls || c->state == C_CONNECTING || !smtpc_flush_ev) return out;
+    if (evbuffer_get_length(out) == 0 && (bufferevent_get_enabled(c->bev) & EV_WRITE))
+        bufferevent_disable(c->bev, EV_WRITE);
+    if (!c->flush_queued) {
+        c->flush_queued = 1;
+        LIST_INSERT_HEAD(&smtpc_flushq, c, flush_link);
+        event_active(smtpc_flush_ev, EV_TIMEOUT, 0);
+    }
+    return out;
+}
+
+/* One non-blocking write per connection; what the kernel does not take (or an error) is left
+ * to the bufferevent, with EV_WRITE on until smtpc_output finds the output empty again. */
+static void flush_all(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    struct smtpc_conn *c;
+    while ((c = LIST_FIRST(&smtpc_flushq))) {
+        unqueue_flush(c);
+        if (c->closed || c->tls || !c->bev || (bufferevent_get_enabled(c->bev) & EV_WRITE))
+            continue;
+        struct evbuffer *out = bufferevent_get_output(c->bev);
+        if (evbuffer_get_length(out) > 0) {
+            /* the bufferevent keeps the output's start frozen outside its own write callback */
+            evbuffer_unfreeze(out, 1);
+            evbuffer_write(out, c->fd);
+            evbuffer_freeze(out, 1);
+        }
+        if (evbuffer_get_length(out) > 0) bufferevent_enable(c->bev, EV_WRITE);
+    }
+}
 
 void smtpc_send_line(struct smtpc_conn *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = smtpc_output(c);
     evbuffer_add_vprintf(out, fmt, ap);
     evbuffer_add(out, "\r\n", 2);
     va_end(ap);

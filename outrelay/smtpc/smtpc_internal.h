@@ -115,6 +115,10 @@ struct smtpc_conn {
     int bdat;        /* this transaction sends BDAT chunks instead of DATA */
     int bdat_failed; /* a chunk was refused: RSET once the replies are in */
     int closed;
+    /* plain connections: commands wait in the output until the event that made them ends, then
+     * go out in one write (smtpc_conn.c, smtpc_output) */
+    int flush_queued;
+    LIST_ENTRY(smtpc_conn) flush_link;
     /* the receiver's last telling reply, for the shaping rules */
     int fb_code;
     char fb_enhanced[16];
@@ -150,6 +154,9 @@ void smtpc_conn_close(struct smtpc_conn *c);
 void smtpc_conn_close_all(void);
 void smtpc_send_line(struct smtpc_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* The connection's output, for a command or message data to be added to it now: on a plain
+ * connection it is written in one write once the current event is over. */
+struct evbuffer *smtpc_output(struct smtpc_conn *c);
 /* QUIT, and the connection closes on the reply or after a short wait. */
 void smtpc_send_quit(struct smtpc_conn *c);
 void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds);

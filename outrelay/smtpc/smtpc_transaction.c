@@ -47,7 +47,7 @@ static int send_bdat(struct smtpc_conn *c)
     size_t n_chunks = data.len == 0 ? 1 : (data.len + chunk - 1) / chunk;
     c->n_expects = c->expect_i + n_chunks;
     c->expects = xrealloc(c->expects, c->n_expects * sizeof *c->expects);
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = smtpc_output(c);
     size_t off = 0;
     for (size_t i = 0; i < n_chunks; i++) {
         size_t n = data.len - off < chunk ? data.len - off : chunk;
@@ -68,7 +68,7 @@ static int send_body(struct smtpc_conn *c)
 {
     struct strbuf data = STRBUF_INIT;
     if (read_body(c, &data) < 0) return -1;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = smtpc_output(c);
     const char *p = data.data, *end = data.data + data.len;
     /* dot-stuffing: every line that starts with "." gets one more */
     while (p < end) {
@@ -320,7 +320,7 @@ enum transaction_next smtpc_transaction_reply(struct smtpc_conn *c, int code, co
             return TRANSACTION_GOES_ON;
         }
         if (code == 354) { /* no recipient left but the server wants data: send nothing */
-            evbuffer_add(bufferevent_get_output(c->bev), ".\r\n", 3);
+            evbuffer_add(smtpc_output(c), ".\r\n", 3);
             expect_one_more(c, EXPECT_RSET); /* swallow the reply to the empty message */
             return TRANSACTION_GOES_ON;
         }
