@@ -921,10 +921,20 @@ static void command(struct session *s, char *line)
         smtpd_reply_and_close(s, "421 4.7.0 Too many errors; closing");
 }
 
+/* A client that pipelines commands and never reads the replies would otherwise make us hold
+ * every reply in memory until the write timeout; past this many bytes waiting we stop reading
+ * and handling its commands until they are written. */
+#define SMTPD_OUTPUT_PAUSE (64 * 1024)
+
 void smtpd_session_process(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTPD_OUTPUT_PAUSE) {
+            s->read_paused = 1;
+            bufferevent_disable(s->bev, EV_READ);
+            return;
+        }
         if (s->state == STATE_DATA) {
             int r = data_input(s, in);
             if (r != 0) return;
@@ -980,6 +990,12 @@ static void session_output_drained(struct session *s)
             log_error("smtpd: %s: cannot start TLS", s->peer_text);
             smtpd_session_free(s);
         }
+        return;
+    }
+    if (s->read_paused && !s->closed && !s->dead) { /* the client read what waited: go on */
+        s->read_paused = 0;
+        bufferevent_enable(s->bev, EV_READ);
+        smtpd_session_process(s);
     }
 }
 

@@ -55,6 +55,9 @@ struct session {
      * out in one write (smtpd.c, flush_sessions) */
     int flush_queued;
     LIST_ENTRY(session) flush_link;
+    /* more than SMTPD_OUTPUT_PAUSE bytes of replies were waiting for a client that does not read:
+     * commands are neither read nor handled until they are written (session_output_drained) */
+    int read_paused;
     /* ends a DATA phase that outlasts limits.data_deadline */
     struct event *data_deadline_ev;
     int errors;

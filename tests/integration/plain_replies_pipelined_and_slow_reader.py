@@ -15,6 +15,7 @@ Checks, over real sockets on loopback:
   SMTP client (its writes are partial too).
 """
 import socket
+import subprocess
 import time
 
 import harness as h
@@ -82,6 +83,13 @@ def test(env):
     slow = plain_client(relay, rcvbuf=4096)
     slow.send(b"EHLO client.example.org\r\n" * EHLO_COUNT + b"QUIT\r\n")
     time.sleep(1.0)
+    # past 64 KiB of unread replies the relay stops reading that client: the rest of its commands
+    # wait in the relay's socket (kernel memory, bounded), not as replies in the relay's memory
+    cport = slow.sock.getsockname()[1]
+    ss = subprocess.run(["ss", "-tnH", "state", "established", f"( dport = :{cport} )"],
+                        capture_output=True, text=True).stdout.split()
+    h.check(ss and int(ss[0]) > 0,
+            f"the relay's side of the stuck client holds its unread commands (ss: {ss})")
     # the relay still serves others while the slow client's replies wait
     other = plain_client(relay)
     t0 = time.monotonic()
