@@ -16,6 +16,7 @@ import os
 import subprocess
 
 import harness as h
+from cluster_world import wait_all_seen
 
 
 def test(env):
@@ -33,13 +34,7 @@ def test(env):
         relays[name] = h.Relay(env, cfg, name=f"relay{name}")
     a, b = relays["A"], relays["B"]
 
-    def seen_both(relay):
-        r = relay.queue_like("cluster", "status", "--json")
-        st = json.loads(r.stdout) if r.returncode == 0 else {}
-        return st.get("state") == "up" and st.get("instances_seen") == 2
-
-    for r in (a, b):
-        r.wait_for(lambda r=r: seen_both(r), 30, "both instances seen through redis")
+    wait_all_seen((a, b))
 
     def send(relay, msgid, rcpt):
         res = h.send(relay.host, relay.port, "someone@example.org", [rcpt],

@@ -15,12 +15,12 @@ file), one egress (legacy) with a cap of 10/hour on legacy x testprov and nowher
      sum of their outage counts (10), and the shared count holds the cap again: nothing more
      leaves that hour.
 """
-import json
 import os
 import time
 import urllib.request
 
 import harness as h
+from cluster_world import cluster_status, wait_all_seen
 
 HOUR = 3600
 CAP = 10
@@ -59,14 +59,8 @@ def test(env):
         relays[name] = h.Relay(env, cfg, name=f"relay{name}")
     a, b = relays["A"], relays["B"]
 
-    def status(relay):
-        r = relay.queue_like("cluster", "status", "--json")
-        h.check(r.returncode == 0, f"cluster status failed: {r.stderr}")
-        return json.loads(r.stdout)
-
-    for r in (a, b):
-        r.wait_for(lambda r=r: status(r)["state"] == "up" and status(r)["instances_seen"] == 2,
-                   30, "both instances seen through redis")
+    status = cluster_status
+    wait_all_seen((a, b))
 
     def send(relay, tag):
         rcpt = f"{tag}@example.net"

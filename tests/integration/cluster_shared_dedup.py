@@ -13,12 +13,12 @@ asks for a password) and:
      B afterwards is suppressed;
   4. /metrics has the cluster gauges and counters.
 """
-import json
 import threading
 import time
 import urllib.request
 
 import harness as h
+from cluster_world import cluster_status, wait_all_seen
 
 RCPT = "dup@example.net"
 
@@ -42,14 +42,8 @@ def test(env):
         relays[name] = h.Relay(env, cfg, name=f"relay{name}")
     a, b = relays["A"], relays["B"]
 
-    def status(relay):
-        r = relay.queue_like("cluster", "status", "--json")
-        h.check(r.returncode == 0, f"cluster status failed: {r.stderr}")
-        return json.loads(r.stdout)
-
-    for r in (a, b):
-        r.wait_for(lambda r=r: status(r)["state"] == "up" and status(r)["instances_seen"] == 2,
-                   30, "both instances seen through redis")
+    status = cluster_status
+    wait_all_seen((a, b))
     h.check(redis.cli("GET", "t:instance:relay-A") != [""], "no heartbeat key of A")
 
     def send(relay, msgid, rcpt=RCPT):

@@ -4,12 +4,31 @@ shipped policies), one Python sink on mx.example.net's address (optionally scrip
 and two instances A and B (own spool, state and listen port; instance names relay-A and
 relay-B, key prefix "t") with two egresses (legacy 127.0.0.2, cloud 127.0.0.3), the shipped
 policies, and a clock file both read (OUTRELAY_TEST_CLOCK, see outrelay/common/clock.h)."""
+import json
 import os
 import time
 
 import harness as h
 
 HOUR = 3600
+
+
+def cluster_status(relay):
+    """`outrelay cluster status --json` of one instance, as a dict."""
+    r = relay.queue_like("cluster", "status", "--json")
+    h.check(r.returncode == 0, f"cluster status failed: {r.stderr}")
+    return json.loads(r.stdout)
+
+
+def wait_all_seen(relays, n=2, timeout=30):
+    """Waits until every instance has Redis up and sees n instances (heartbeats)."""
+    def seen(relay):
+        r = relay.queue_like("cluster", "status", "--json")
+        st = json.loads(r.stdout) if r.returncode == 0 else {}
+        return st.get("state") == "up" and st.get("instances_seen") == n
+
+    for r in relays:
+        r.wait_for(lambda r=r: seen(r), timeout, f"{n} instances seen through redis")
 
 
 def iso(t):
