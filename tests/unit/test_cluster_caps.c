@@ -18,57 +18,32 @@
 #include "cluster/cluster.h"
 #include "config/config.h"
 #include "injected_clock.h"
+#include "route_fixture.h"
 #include "mail/envelope.h"
 #include "route/route.h"
 #include "route/route_internal.h"
 
 #define T0 1796083200 /* 2026-12-01T00:00:00Z */
 
-static char tmpdir[64];
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_cluster_caps.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    set_clock(T0);
+    route_fixture_setup("test_cluster_caps", T0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    route_shutdown();
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    route_fixture_teardown();
     return 0;
 }
 
 static struct config *load(const char *text)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/outrelay.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    struct config_errors errs;
-    struct config *cfg = config_load(path, &errs);
-    for (size_t i = 0; !cfg && i < errs.n; i++)
-        print_message("  error: %s\n", errs.items[i]);
+    struct config *cfg = load_text(text);
     assert_non_null(cfg);
-    char state[128], err[256] = "";
-    snprintf(state, sizeof state, "%s/state", tmpdir);
-    int rc = route_init(cfg, state, err, sizeof err);
-    if (rc) print_message("route_init: %s\n", err);
-    assert_int_equal(rc, 0);
+    start(cfg);
     return cfg;
 }
 

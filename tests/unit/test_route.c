@@ -19,11 +19,10 @@
 
 #include "common/clock.h"
 #include "injected_clock.h"
+#include "route_fixture.h"
 #include "config/config.h"
 #include "route/route.h"
 #include "mail/envelope.h"
-
-static char tmpdir[64];
 
 #define T0 1796083200 /* 2026-12-01T00:00:00Z */
 
@@ -45,28 +44,17 @@ static char *write_file(const char *name, const char *text)
     return path;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_route.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    set_clock(T0);
+    route_fixture_setup("test_route", T0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    route_shutdown();
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    route_fixture_teardown();
     return 0;
 }
 
@@ -102,16 +90,6 @@ static struct config *load_config(const char *extra)
 static char *state_dir(void)
 {
     return tmp_path("state");
-}
-
-static void start(const struct config *cfg)
-{
-    char err[256] = "";
-    char *dir = state_dir();
-    int rc = route_init(cfg, dir, err, sizeof err);
-    if (rc) print_message("route_init: %s\n", err);
-    assert_int_equal(rc, 0);
-    free(dir);
 }
 
 static struct envelope *message(const char *origin, const char *from_domain, const char *rcpt)

@@ -19,6 +19,7 @@
 
 #include "common/clock.h"
 #include "injected_clock.h"
+#include "route_fixture.h"
 #include "config/config.h"
 #include "records/records.h"
 #include "route/route.h"
@@ -27,16 +28,6 @@
 #define T0 1796083200 /* 2026-12-01T00:00:00Z */
 #define HOUR 3600
 #define DAY 86400
-
-static char tmpdir[64];
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 /* The autopilot records seen, as "verdict gate step" lines. */
 static char seen[4096];
@@ -51,9 +42,7 @@ static void observe(const struct record_event *ev)
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_route_autopilot.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    set_clock(T0);
+    route_fixture_setup("test_route_autopilot", T0);
     seen[0] = '\0';
     records_set_observer(observe);
     return 0;
@@ -62,10 +51,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    route_shutdown();
     records_set_observer(NULL);
-    clock_set_source(NULL);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    route_fixture_teardown();
     return 0;
 }
 
@@ -223,31 +210,6 @@ static const char pilot_config[] =
     "    action: suspend\n"
     "    duration: 30m\n"
     "    reputation: true\n";
-
-static struct config *load_text(const char *text)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/outrelay.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    struct config_errors errs;
-    struct config *cfg = config_load(path, &errs);
-    for (size_t i = 0; !cfg && i < errs.n; i++)
-        print_message("  error: %s\n", errs.items[i]);
-    if (!cfg) config_errors_free(&errs);
-    return cfg;
-}
-
-static void start(const struct config *cfg)
-{
-    char dir[128], err[256] = "";
-    snprintf(dir, sizeof dir, "%s/state", tmpdir);
-    int rc = route_init(cfg, dir, err, sizeof err);
-    if (rc) print_message("route_init: %s\n", err);
-    assert_int_equal(rc, 0);
-}
 
 /* n replies on cloud, one per second from now, with `deferred` of them 4xx. */
 static void replies(const struct config *cfg, int n, int deferred)

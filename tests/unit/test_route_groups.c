@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "injected_clock.h"
+#include "route_fixture.h"
 #include "config/config.h"
 #include "mail/envelope.h"
 #include "route/route.h"
@@ -27,31 +28,17 @@
 #define DAY 86400
 #define KEYS 10000
 
-static char tmpdir[64];
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_route_groups.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    set_clock(T0);
+    route_fixture_setup("test_route_groups", T0);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    route_shutdown();
-    clock_set_source(NULL);
-    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    route_fixture_teardown();
     return 0;
 }
 
@@ -242,31 +229,6 @@ static const char groups_config[] =
     "      egress: [google, legacy]\n"
     "      spill: [legacy]\n"
     "      schedule: [{ at: 2026-11-01, weights: { google: 1 } }]\n";
-
-static struct config *load_text(const char *text)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/outrelay.yaml", tmpdir);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    fclose(f);
-    struct config_errors errs;
-    struct config *cfg = config_load(path, &errs);
-    for (size_t i = 0; !cfg && i < errs.n; i++)
-        print_message("  error: %s\n", errs.items[i]);
-    if (!cfg) config_errors_free(&errs);
-    return cfg;
-}
-
-static void start(const struct config *cfg)
-{
-    char dir[128], err[256] = "";
-    snprintf(dir, sizeof dir, "%s/state", tmpdir);
-    int rc = route_init(cfg, dir, err, sizeof err);
-    if (rc) print_message("route_init: %s\n", err);
-    assert_int_equal(rc, 0);
-}
 
 static struct envelope *message(const char *origin, const char *sender, const char *from_domain,
                                 const char *rcpt)
