@@ -522,6 +522,19 @@ static void auth_stages_stop(void)
     orgdomain_shutdown();
 }
 
+static void serve_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_hold_flush();
+}
+
+static void serve_log_kick(void *arg)
+{
+    event_active(arg, EV_TIMEOUT, 0);
+}
+
 static int cmd_serve(int argc, char **argv)
 {
     const char *path = NULL;
@@ -547,6 +560,9 @@ static int cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     serve_base = event_base_new();
+    /* the loop's log lines of one turn leave in one write, once its callbacks are over */
+    struct event *log_flush_ev = event_new(serve_base, -1, 0, serve_log_flush, NULL);
+    if (log_flush_ev) log_hold_start(serve_log_kick, log_flush_ev);
     char err[512] = "";
     int status = 1;
     SSL_CTX *server_ctx = NULL;
@@ -648,6 +664,8 @@ out:
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
     if (sighup) event_free(sighup);
+    log_hold_stop();
+    if (log_flush_ev) event_free(log_flush_ev);
     event_base_free(serve_base);
     auth_free(users);
     if (server_ctx) SSL_CTX_free(server_ctx);

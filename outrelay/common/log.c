@@ -247,6 +247,57 @@ static int log_to_journald(enum log_level level, const char *stage, const char *
     return sendmsg(log_journal_fd, &mh, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
+/* Lines held for one write (log_hold_start): only the owner thread's, only for stderr. */
+#define LOG_HOLD_MAX 65536
+static struct strbuf log_held = STRBUF_INIT;
+static _Atomic int log_holding; /* read by every thread, set by the owner */
+static pthread_t log_hold_owner;
+static void (*log_hold_kick)(void *arg);
+static void *log_hold_kick_arg;
+
+void log_hold_flush(void)
+{
+    if (log_held.len == 0) return;
+    fwrite(log_held.data, 1, log_held.len, stderr);
+    log_held.len = 0;
+}
+
+static void log_hold_at_exit(void)
+{
+    if (log_holding && pthread_equal(pthread_self(), log_hold_owner)) log_hold_flush();
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+static void log_hold_once(void)
+{
+    atexit(log_hold_at_exit);
+#if defined(__SANITIZE_ADDRESS__)
+    /* a sanitizer report ends the process: the lines before it still go out */
+    __sanitizer_set_death_callback(log_hold_at_exit);
+#endif
+}
+
+void log_hold_start(void (*kick)(void *arg), void *arg)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, log_hold_once);
+    log_hold_owner = pthread_self();
+    log_hold_kick = kick;
+    log_hold_kick_arg = arg;
+    log_holding = 1;
+}
+
+void log_hold_stop(void)
+{
+    if (!log_holding || !pthread_equal(pthread_self(), log_hold_owner)) return;
+    log_hold_flush();
+    log_holding = 0;
+    strbuf_free(&log_held);
+}
+
 /* Writes one finished text (len bytes, no format) to the configured output. */
 static void log_emit(enum log_level level, const char *text, size_t len)
 {
@@ -261,6 +312,18 @@ static void log_emit(enum log_level level, const char *text, size_t len)
         if (log_to_journald(level, stage, text + skip) == 0) return;
         /* no journald listening: the line goes to stderr rather than nowhere */
     }
+    if (log_holding && level < LOG_LEVEL_WARN && pthread_equal(pthread_self(), log_hold_owner)) {
+        int first = log_held.len == 0;
+        log_format_line_n(&log_held, log_output == LOG_TO_JSON, log_journal_stream, level,
+                          clock_now_us(), log_ident, log_current_pid(), text, len);
+        if (log_held.len >= LOG_HOLD_MAX)
+            log_hold_flush();
+        else if (first && log_hold_kick)
+            log_hold_kick(log_hold_kick_arg);
+        return;
+    }
+    /* a warning or an error leaves at once, after what is held (the order stays) */
+    if (log_holding && pthread_equal(pthread_self(), log_hold_owner)) log_hold_flush();
     log_format_line_n(&line, log_output == LOG_TO_JSON, log_journal_stream, level, clock_now_us(),
                       log_ident, log_current_pid(), text, len);
     /* One fwrite per line keeps lines whole across threads (stdio locks the stream; stderr is

@@ -33,6 +33,16 @@ int log_enabled(enum log_level level);
 #define log_warn(...) log_msg(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_error(...) log_msg(LOG_LEVEL_ERROR, __VA_ARGS__)
 
+/* Holding lines for one write: from log_hold_start on, info and debug lines of the calling
+ * thread (the event loop's) gather in memory instead of one write(2) each; the first held line
+ * calls kick(arg), which arranges for log_hold_flush() to run once the loop turn's callbacks are
+ * over (main.c: an event made active). Held lines also leave when 64 KiB gather, before any
+ * warning or error line of that thread, at exit() and before a sanitizer report. Other threads
+ * write at once. Only stderr output (text or JSON) is held. log_hold_stop flushes and ends it. */
+void log_hold_start(void (*kick)(void *arg), void *arg);
+void log_hold_flush(void);
+void log_hold_stop(void);
+
 /* ---- the formatter, pure (exported for tests/unit/test_log.c) ---- */
 
 /* The stage a message belongs to: its leading "<stage>: " when that names a known stage (smtpd,
