@@ -644,6 +644,7 @@ static int cmd_serve(int argc, char **argv)
     status = 0;
 
 out:
+    log_hold_stop(); /* the shutdown's lines go out as they come */
     if (status != 0) log_error("outrelay: %s", err);
     smtpd_stop();
     if (control_started) control_stop();
@@ -664,7 +665,6 @@ out:
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
     if (sighup) event_free(sighup);
-    log_hold_stop();
     if (log_flush_ev) event_free(log_flush_ev);
     event_base_free(serve_base);
     auth_free(users);

@@ -2,15 +2,19 @@
  * "smtpd: " prefix (known stages only, so a queue ID is never a stage), the Postfix-like text
  * line with and without our timestamp (not under the journal), the level word, newlines folded,
  * JSON lines with ts, level, stage, pid and an escaped msg, the timestamp kept per second (right
- * when the second changes, forwards and backwards), and log_text cutting where log_msg does. */
+ * when the second changes, forwards and backwards), log_text cutting where log_msg does, and
+ * held lines (log_hold_*): nothing written before the flush, one kick per batch, a warning
+ * flushing what is held first, 64 KiB flushing at once, another thread writing at once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -166,6 +170,91 @@ static void test_log_text_as_log_msg(void **state)
     free(by_msg);
 }
 
+/* --- held lines ------------------------------------------------------------------------- */
+
+static int kicks;
+static void count_kick(void *arg)
+{
+    (void)arg;
+    kicks++;
+}
+
+/* bytes written to fd 2 so far (it is the capture file inside capture_stderr) */
+static long written(void)
+{
+    struct stat st;
+    assert_int_equal(fstat(2, &st), 0);
+    return (long)st.st_size;
+}
+
+static void *other_thread(void *arg)
+{
+    (void)arg;
+    log_info("queue: from another thread");
+    return NULL;
+}
+
+static void write_held(void)
+{
+    kicks = 0;
+    log_hold_start(count_kick, NULL);
+    log_info("smtpd: one");
+    log_info("queue: two");
+    assert_int_equal(written(), 0); /* held */
+    assert_int_equal(kicks, 1);     /* once per batch */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, other_thread, NULL), 0);
+    pthread_join(t, NULL);
+    long other = written();
+    assert_true(other > 0); /* another thread's line is not held */
+    log_hold_flush();
+    long after_flush = written();
+    assert_true(after_flush > other);
+    log_info("queue: three");
+    assert_int_equal(kicks, 2); /* a new batch */
+    assert_int_equal(written(), after_flush);
+    log_warn("queue: four"); /* leaves at once, after three */
+    long after_warn = written();
+    assert_true(after_warn > after_flush);
+    log_debug("queue: below the level"); /* neither held nor written */
+    log_hold_flush();
+    assert_int_equal(written(), after_warn);
+    /* 64 KiB held leave without waiting for the flush */
+    static char big[3000];
+    memset(big, 'b', sizeof big - 1);
+    int n = 0;
+    while (written() == after_warn && n < 100) {
+        log_info("queue: %s", big);
+        n++;
+    }
+    assert_true(n >= 20 && n < 30);
+    log_info("queue: five");
+    log_hold_stop();            /* flushes */
+    log_info("queue: six");     /* no longer held */
+    assert_int_equal(kicks, 4); /* one, three, the first big line, five */
+}
+
+static void test_held_lines(void **state)
+{
+    (void)state;
+    log_init("outrelay", LOG_TO_STDERR, LOG_LEVEL_INFO);
+    char *out = calloc(1, 262144);
+    assert_non_null(out);
+    capture_stderr(write_held, out, 262144);
+    /* every line once, in the loop thread's order (the other thread's line came first) */
+    const char *order[] = {
+        "from another thread", "one\n", "two\n", "three\n", "four\n", "five\n", "six\n"};
+    const char *at = out;
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        const char *p = strstr(at, order[i]);
+        assert_non_null(p);
+        at = p;
+    }
+    assert_non_null(strstr(out, "outrelay/queue["));
+    assert_non_null(strstr(out, "warning: four"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_stamp_per_second),
         cmocka_unit_test(test_log_text_as_log_msg),
+        cmocka_unit_test(test_held_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
