@@ -42,6 +42,31 @@ static void tcp_pair(int *ours, int *peer)
     assert_int_equal(evutil_make_socket_nonblocking(*ours), 0);
 }
 
+/* The relay's side of a connection as smtpd and smtpc hold it: a non-blocking socket with a
+ * socket bufferevent whose input the reader fills; peer is the other end. */
+struct conn {
+    int ours, peer;
+    struct event_base *base;
+    struct bufferevent *bev;
+    struct evbuffer *in;
+};
+
+static void conn_open(struct conn *c)
+{
+    tcp_pair(&c->ours, &c->peer);
+    c->base = event_base_new();
+    c->bev = bufferevent_socket_new(c->base, c->ours, 0);
+    c->in = bufferevent_get_input(c->bev);
+}
+
+static void conn_close(struct conn *c)
+{
+    bufferevent_free(c->bev);
+    event_base_free(c->base);
+    close(c->ours);
+    if (c->peer >= 0) close(c->peer);
+}
+
 static void send_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
@@ -67,64 +92,50 @@ static void wait_queued(int fd, int n)
 static void test_big_read_in_one_call(void **state)
 {
     (void)state;
-    int ours, peer;
-    tcp_pair(&ours, &peer);
-    struct event_base *base = event_base_new();
-    struct bufferevent *bev = bufferevent_socket_new(base, ours, 0);
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct conn c;
+    conn_open(&c);
     enum { N = 65536 };
     char *out = malloc(N), *back = malloc(N);
     for (int i = 0; i < N; i++)
         out[i] = (char)('a' + i % 23);
-    send_all(peer, out, N);
-    wait_queued(ours, N);
+    send_all(c.peer, out, N);
+    wait_queued(c.ours, N);
 
-    ssize_t n = sock_reader_read(in, ours);
+    ssize_t n = sock_reader_read(c.in, c.ours);
     assert_int_equal(n, N); /* several filled reads in one call, the last one short */
-    assert_int_equal(evbuffer_get_length(in), N);
-    assert_int_equal(evbuffer_remove(in, back, N), N);
+    assert_int_equal(evbuffer_get_length(c.in), N);
+    assert_int_equal(evbuffer_remove(c.in, back, N), N);
     assert_memory_equal(out, back, N);
 
     errno = 0;
-    assert_int_equal(sock_reader_read(in, ours), -1); /* nothing more: EAGAIN */
+    assert_int_equal(sock_reader_read(c.in, c.ours), -1); /* nothing more: EAGAIN */
     assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
     /* the input is frozen again for anyone but a reader, as the bufferevent keeps it */
-    assert_int_equal(evbuffer_add(in, "x", 1), -1);
-
+    assert_int_equal(evbuffer_add(c.in, "x", 1), -1);
     free(out);
     free(back);
-    bufferevent_free(bev);
-    event_base_free(base);
-    close(ours);
-    close(peer);
+    conn_close(&c);
 }
 
 static void test_short_read_stops_and_eof_follows(void **state)
 {
     (void)state;
-    int ours, peer;
-    tcp_pair(&ours, &peer);
-    struct event_base *base = event_base_new();
-    struct bufferevent *bev = bufferevent_socket_new(base, ours, 0);
-    struct evbuffer *in = bufferevent_get_input(bev);
-    send_all(peer, "QUIT\r\n", 6);
-    shutdown(peer, SHUT_WR);
-    wait_queued(ours, 6);
+    struct conn c;
+    conn_open(&c);
+    send_all(c.peer, "QUIT\r\n", 6);
+    shutdown(c.peer, SHUT_WR);
+    wait_queued(c.ours, 6);
     /* a read that did not fill its space is the last of the call: the end of file is left for
      * the next one */
-    assert_int_equal(sock_reader_read(in, ours), 6);
-    assert_int_equal(sock_reader_read(in, ours), 0);
-    assert_int_equal(evbuffer_get_length(in), 6);
-    bufferevent_free(bev);
-    event_base_free(base);
-    close(ours);
-    close(peer);
+    assert_int_equal(sock_reader_read(c.in, c.ours), 6);
+    assert_int_equal(sock_reader_read(c.in, c.ours), 0);
+    assert_int_equal(evbuffer_get_length(c.in), 6);
+    conn_close(&c);
 }
 
 struct seen {
     struct event_base *base;
     struct sock_reader *reader;
-    struct evbuffer *in;
     int data_calls;
     short last_what;
     int last_errno;
@@ -150,68 +161,60 @@ static void on_read(void *arg, short what)
 static void test_events_data_timeout_eof(void **state)
 {
     (void)state;
-    int ours, peer;
-    tcp_pair(&ours, &peer);
-    struct seen s = {.base = event_base_new()};
-    struct bufferevent *bev = bufferevent_socket_new(s.base, ours, 0);
-    s.in = bufferevent_get_input(bev);
-    s.reader = sock_reader_new(s.base, ours, bev, on_read, &s);
+    struct conn c;
+    conn_open(&c);
+    struct seen s = {.base = c.base};
+    s.reader = sock_reader_new(c.base, c.ours, c.bev, on_read, &s);
     assert_non_null(s.reader);
     struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
     sock_reader_set_timeout(s.reader, &tv);
     sock_reader_start(s.reader);
 
-    send_all(peer, "EHLO a\r\n", 8);
-    event_base_dispatch(s.base);
+    send_all(c.peer, "EHLO a\r\n", 8);
+    event_base_dispatch(c.base);
     assert_int_equal(s.data_calls, 1);
-    assert_int_equal(evbuffer_get_length(s.in), 8);
+    assert_int_equal(evbuffer_get_length(c.in), 8);
 
     /* nothing more: the timeout ends reading, which stays off */
-    event_base_dispatch(s.base);
+    event_base_dispatch(c.base);
     assert_int_equal(s.last_what, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
-    assert_int_equal(event_base_dispatch(s.base), 1); /* no event left: returns at once */
+    assert_int_equal(event_base_dispatch(c.base), 1); /* no event left: returns at once */
 
     /* started again, the peer's close is the end of file */
     s.last_what = 0;
     sock_reader_start(s.reader);
-    shutdown(peer, SHUT_WR);
-    event_base_dispatch(s.base);
+    shutdown(c.peer, SHUT_WR);
+    event_base_dispatch(c.base);
     assert_int_equal(s.last_what, BEV_EVENT_READING | BEV_EVENT_EOF);
     assert_int_equal(s.data_calls, 1);
-    assert_int_equal(event_base_dispatch(s.base), 1);
+    assert_int_equal(event_base_dispatch(c.base), 1);
 
     sock_reader_free(s.reader);
-    bufferevent_free(bev);
-    event_base_free(s.base);
-    close(ours);
-    close(peer);
+    conn_close(&c);
 }
 
 static void test_reset_is_an_error_and_free_in_callback(void **state)
 {
     (void)state;
-    int ours, peer;
-    tcp_pair(&ours, &peer);
-    struct seen s = {.base = event_base_new(), .free_in_callback = 1};
-    struct bufferevent *bev = bufferevent_socket_new(s.base, ours, 0);
-    s.in = bufferevent_get_input(bev);
-    s.reader = sock_reader_new(s.base, ours, bev, on_read, &s);
+    struct conn c;
+    conn_open(&c);
+    struct seen s = {.base = c.base, .free_in_callback = 1};
+    s.reader = sock_reader_new(c.base, c.ours, c.bev, on_read, &s);
     sock_reader_set_timeout(s.reader, NULL);
     sock_reader_start(s.reader);
-    /* unread data at close makes the peer's kernel reset the connection */
-    send_all(ours, "220 x\r\n", 7);
-    wait_queued(peer, 7);
+    /* closing with SO_LINGER 0 resets the connection */
+    send_all(c.ours, "220 x\r\n", 7);
+    wait_queued(c.peer, 7);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(peer);
-    event_base_dispatch(s.base);
+    setsockopt(c.peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(c.peer);
+    c.peer = -1;
+    event_base_dispatch(c.base);
     assert_int_equal(s.last_what, BEV_EVENT_READING | BEV_EVENT_ERROR);
     assert_int_equal(s.last_errno, ECONNRESET);
     assert_null(s.reader); /* freed inside its callback; ASan sees any use after */
-    assert_int_equal(event_base_dispatch(s.base), 1);
-    bufferevent_free(bev);
-    event_base_free(s.base);
-    close(ours);
+    assert_int_equal(event_base_dispatch(c.base), 1);
+    conn_close(&c);
 }
 
 int main(void)
