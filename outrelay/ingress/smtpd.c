@@ -1,9 +1,10 @@
 /* smtpd.c - ESMTP server sessions; see smtpd.h. One struct session per client connection.
  * Owns listeners, the session lifecycle, command dispatch, MAIL/RCPT/DATA, message data and
  * STARTTLS; SMTP AUTH lives in smtpd_auth.c. Input is processed line by line from the
- * bufferevent; a session that waits for the spool or a password check is "busy" and reads no
- * further input until the answer is back. On a plain socket the replies an event produced are
- * written in one write when it ends; the bufferevent writes only what the kernel did not take. */
+ * bufferevent's input; a session that waits for the spool or a password check is "busy" and
+ * handles no further input until the answer is back. On a plain socket a sock_reader fills that
+ * input (the bufferevent does not read), and the replies an event produced are written in one
+ * write when it ends; the bufferevent writes only what the kernel did not take. */
 #include "ingress/smtpd.h"
 #include "ingress/smtpd_internal.h"
 
@@ -138,12 +139,30 @@ void smtpd_reply(struct session *s, const char *fmt, ...)
     queue_flush(s);
 }
 
+/* Reading the client's input on (with the timeout set_timeouts last gave) and off: the
+ * sock_reader on a plain socket, the bufferevent on TLS. */
+static void session_read_on(struct session *s)
+{
+    if (s->reader)
+        sock_reader_start(s->reader);
+    else
+        bufferevent_enable(s->bev, EV_READ);
+}
+
+static void session_read_off(struct session *s)
+{
+    if (s->reader)
+        sock_reader_stop(s->reader);
+    else
+        bufferevent_disable(s->bev, EV_READ);
+}
+
 /* Queue a final reply and close once it has been written. */
 void smtpd_reply_and_close(struct session *s, const char *text)
 {
     smtpd_reply(s, "%s", text);
     s->state = STATE_CLOSING;
-    bufferevent_disable(s->bev, EV_READ);
+    session_read_off(s);
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) smtpd_session_free(s);
 }
 
@@ -197,19 +216,26 @@ static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 
+/* The command or data timeout: for reads (each read restarts it) and unfinished writes. */
 static void set_timeouts(struct session *s)
 {
     int in_data = s->state == STATE_DATA || s->state == STATE_BDAT;
     struct timeval tv = {.tv_sec =
                              in_data ? smtpd_cfg->data_timeout : smtpd_cfg->command_timeout_in};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
+    if (s->reader) sock_reader_set_timeout(s->reader, &tv);
 }
 
 static int switch_to_tls(struct session *s, int plain_exists)
 {
     SSL *ssl = SSL_new(smtpd_tls_ctx);
     if (!ssl) return -1;
-    if (plain_exists) bufferevent_free(s->bev); /* the plaintext bev does not own the fd */
+    if (plain_exists) {
+        /* what the plain reader read past STARTTLS goes with it, unread (see command()) */
+        sock_reader_free(s->reader);
+        s->reader = NULL;
+        bufferevent_free(s->bev); /* the plaintext bev does not own the fd */
+    }
     s->bev = bufferevent_openssl_socket_new(smtpd_base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
     if (!s->bev) return -1;
@@ -932,7 +958,7 @@ void smtpd_session_process(struct session *s)
     while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
         if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTPD_OUTPUT_PAUSE) {
             s->read_paused = 1;
-            bufferevent_disable(s->bev, EV_READ);
+            session_read_off(s);
             return;
         }
         if (s->state == STATE_DATA) {
@@ -994,7 +1020,7 @@ static void session_output_drained(struct session *s)
     }
     if (s->read_paused && !s->closed && !s->dead) { /* the client read what waited: go on */
         s->read_paused = 0;
-        bufferevent_enable(s->bev, EV_READ);
+        session_read_on(s);
         smtpd_session_process(s);
     }
 }
@@ -1009,9 +1035,11 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
     session_output_drained(s);
 }
 
-static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+/* End of file, an error or a timeout, from the bufferevent (TLS; writing on a plain socket) or
+ * the sock_reader (reading a plain socket); or the TLS handshake done. */
+static void session_event(struct session *s, short what)
 {
-    struct session *s = arg;
+    struct bufferevent *bev = s->bev;
     if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
         if (!s->origin) {             /* a certificate can prove what the address alone did not */
             SSL *ssl = bufferevent_openssl_get_ssl(bev);
@@ -1036,10 +1064,27 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     }
     if (s->busy) { /* the spool or a password check still refers to us */
         s->dead = 1;
+        session_read_off(s);
         bufferevent_disable(bev, EV_READ | EV_WRITE);
         return;
     }
     smtpd_session_free(s);
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    session_event(arg, what);
+}
+
+/* A plain session's sock_reader: new input, or why reading ended. */
+static void session_reader_cb(void *arg, short what)
+{
+    struct session *s = arg;
+    if (what)
+        session_event(s, what);
+    else
+        smtpd_session_process(s);
 }
 
 /* Sessions are torn down at once but their memory is released from the loop's top level
@@ -1076,6 +1121,8 @@ void smtpd_session_free(struct session *s)
         if (ssl) SSL_shutdown(ssl);
         bufferevent_free(s->bev); /* closes the fd */
     } else {
+        sock_reader_free(s->reader);
+        s->reader = NULL;
         bufferevent_free(s->bev);
         evutil_closesocket(s->fd);
     }
@@ -1183,12 +1230,23 @@ static void accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct soc
             return;
         }
     } else {
+        /* the bufferevent writes; reading is the sock_reader's (no EV_READ on the bufferevent) */
         s->bev = bufferevent_socket_new(smtpd_base, fd, 0);
-        bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+        bufferevent_setcb(s->bev, NULL, session_write_cb, session_event_cb, s);
         /* EV_WRITE (on by default) only while a write is unfinished: see queue_flush */
         bufferevent_disable(s->bev, EV_WRITE);
-        bufferevent_enable(s->bev, EV_READ);
+        s->reader = sock_reader_new(smtpd_base, fd, s->bev, session_reader_cb, s);
+        if (!s->reader) {
+            log_error("smtpd: %s: cannot watch the connection", s->peer_text);
+            bufferevent_free(s->bev);
+            evutil_closesocket(fd);
+            LIST_REMOVE(s, link);
+            client_limits_disconnect(smtpd_limits, s->peer_text, s->origin_by_network);
+            free(s);
+            return;
+        }
         set_timeouts(s);
+        session_read_on(s);
     }
     smtpd_reply(s, "220 %s ESMTP outrelay", smtpd_cfg->hostname);
 }
@@ -1334,6 +1392,7 @@ void smtpd_release(void)
     while ((s = LIST_FIRST(&smtpd_sessions))) { /* busy ones whose answer never came */
         LIST_REMOVE(s, link);
         unqueue_flush(s);
+        sock_reader_free(s->reader);
         if (s->bev) bufferevent_free(s->bev);
         transaction_reset(s);
         if (s->data_deadline_ev) event_free(s->data_deadline_ev);

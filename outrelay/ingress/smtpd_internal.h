@@ -12,6 +12,7 @@
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "common/sock_reader.h"
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "config/config.h"
@@ -35,7 +36,10 @@ enum session_state {
 
 struct session {
     LIST_ENTRY(session) link;
+    /* TLS sessions read and write through it; plain ones only write (reader reads) */
     struct bufferevent *bev;
+    /* plain sessions: reads the socket into bev's input, one readv per readiness */
+    struct sock_reader *reader;
     evutil_socket_t fd;
     const struct listen_conf *listen;
     struct sockaddr_any peer;

@@ -1,9 +1,10 @@
 /* smtpc_conn.c - the connection core of the SMTP client: allocating a connection, recording why
- * it failed, writing lines (on a plain socket one write per event, with no write interest
- * registered unless the kernel did not take everything), timeouts, handing an unfinished job back
- * to its owner, and tearing the connection down (freed later from the event loop, so callers up the
- * stack may still look at it). Calls nothing else in smtpc/: the session reaches it, not the other
- * way round. Loop thread only. */
+ * it failed, reading a plain socket (a sock_reader, not the bufferevent), writing lines (on a
+ * plain socket one write per event, with no write interest registered unless the kernel did not
+ * take everything), timeouts, handing an unfinished job back to its owner, and tearing the
+ * connection down (freed later from the event loop, so callers up the stack may still look at
+ * it). Calls nothing else in smtpc/: the session reaches it, not the other way round. Loop thread
+ * only. */
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -160,9 +161,39 @@ void smtpc_fail_destination(struct smtpc_conn *c)
 
 /* --- the socket ------------------------------------------------------------------------------ */
 
+/* A plain connection's sock_reader: new input, or why reading ended, to the session's handlers
+ * as from the bufferevent. */
+static void conn_reader_cb(void *arg, short what)
+{
+    struct smtpc_conn *c = arg;
+    if (what)
+        c->on_event(c->bev, what, c);
+    else
+        c->on_read(c->bev, c);
+}
+
+/* A plain bufferevent's events (connected; write errors and timeouts): reading starts once
+ * connected, before the session hears of it. */
+static void conn_plain_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtpc_conn *c = arg;
+    if ((what & BEV_EVENT_CONNECTED) && c->reader) sock_reader_start(c->reader);
+    c->on_event(bev, what, c);
+}
+
 void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t timeout_seconds)
 {
+    sock_reader_free(c->reader); /* the plain socket's, when this is its STARTTLS */
+    c->reader = NULL;
     c->bev = bev;
+    if (!bufferevent_openssl_get_ssl(bev))
+        c->reader = sock_reader_new(smtpc_base, c->fd, bev, conn_reader_cb, c);
+    if (c->reader) {
+        bufferevent_setcb(c->bev, NULL, NULL, conn_plain_event_cb, c);
+        smtpc_set_timeout(c, timeout_seconds);
+        bufferevent_enable(c->bev, EV_WRITE); /* connecting */
+        return;
+    }
     bufferevent_setcb(c->bev, c->on_read, NULL, c->on_event, c);
     smtpc_set_timeout(c, timeout_seconds);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -185,6 +216,8 @@ static void unqueue_flush(struct smtpc_conn *c)
 void smtpc_conn_drop_socket(struct smtpc_conn *c)
 {
     unqueue_flush(c);
+    sock_reader_free(c->reader); /* off the fd before it is closed */
+    c->reader = NULL;
     if (c->bev) {
         if (c->tls) {
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
@@ -310,4 +343,5 @@ void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds)
 {
     struct timeval tv = {.tv_sec = seconds};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
+    if (c->reader) sock_reader_set_timeout(c->reader, &tv);
 }

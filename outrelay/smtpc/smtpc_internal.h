@@ -17,6 +17,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "common/sock_reader.h"
 #include "common/strbuf.h"
 #include "common/util.h"
 #include "config/config.h"
@@ -63,7 +64,11 @@ struct smtpc_conn {
     bufferevent_data_cb on_read;
     bufferevent_event_cb on_event;
     enum conn_state state;
+    /* TLS connections read and write through it; plain ones only write (reader reads) */
     struct bufferevent *bev;
+    /* plain connections: reads the socket into bev's input, one readv per readiness, from
+     * the moment the connect completes */
+    struct sock_reader *reader;
     evutil_socket_t fd;
     struct dns_query *dnsq;
     struct sts_lookup *stsq;    /* the MTA-STS lookup before the MX lookup, or NULL */
@@ -143,7 +148,8 @@ void smtpc_fill_info(struct smtpc_conn *c, struct attempt_info *info);
 /* Nothing could be connected to: fails the destination's waiting jobs (see smtpc_conn.c). */
 void smtpc_fail_destination(struct smtpc_conn *c);
 /* Makes bev (plaintext or TLS, over c->fd) the connection's, with the session's handlers and
- * the given timeout, reading and writing. */
+ * the given timeout, reading and writing (a plaintext bev only writes: a sock_reader reads for
+ * it once it reports BEV_EVENT_CONNECTED, and the session's handlers see no difference). */
 void smtpc_conn_attach(struct smtpc_conn *c, struct bufferevent *bev, int64_t timeout_seconds);
 /* A new server, or the same after STARTTLS: what its EHLO offered no longer holds. */
 void smtpc_conn_forget_extensions(struct smtpc_conn *c);
