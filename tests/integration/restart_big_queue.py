@@ -20,13 +20,6 @@ QUEUED = 5000
 T0 = 1796000000
 
 
-def set_clock(path, t):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(f"{int(t)}\n")
-    os.replace(tmp, path)
-
-
 def deferred_count(relay):
     rows = relay.events("SELECT count(DISTINCT queue_id) AS n FROM events WHERE event = 'deferred'")
     return rows[0]["n"]
@@ -35,7 +28,7 @@ def deferred_count(relay):
 def test(env):
     h.need_binary(env)
     clock = env.path("clock")
-    set_clock(clock, T0)
+    h.set_test_clock(clock, T0)
     os.environ["OUTRELAY_TEST_CLOCK"] = clock  # inherited by the relay
     nsd = h.Nsd(env)
     mx_port = env.free_port(h.SINK_IPS)
@@ -51,7 +44,7 @@ def test(env):
     h.log(f"{QUEUED} messages queued and deferred in {time.monotonic() - started:.1f}s")
 
     relay.kill9()
-    set_clock(clock, T0 + 2 * 3600)  # every deferred message is due again
+    h.set_test_clock(clock, T0 + 2 * 3600)  # every deferred message is due again
     sink = h.SmtpSink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
     log_before = os.path.getsize(relay.log_path)
     relay.start()

@@ -28,13 +28,6 @@ KEPT = ["slow1@defer.example", "slow2@defer.example", "slow3@defer.example"]
 LOST = "slow4@defer.example"
 
 
-def set_clock(path, t):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(f"{int(t)}\n")
-    os.replace(tmp, path)
-
-
 def tries(sink, rcpt):
     """RCPT commands the sink answered for rcpt (each one attempt of the relay)."""
     return sum(1 for r in sink.replies() if r.get("cmd") == "RCPT" and rcpt in (r.get("arg") or ""))
@@ -82,7 +75,7 @@ def check_kept(env, relay, sink, before, arrivals, label):
 def test(env):
     h.need_binary(env)
     clock = env.path("clock")
-    set_clock(clock, T0)
+    h.set_test_clock(clock, T0)
     os.environ["OUTRELAY_TEST_CLOCK"] = clock  # inherited by the relay
     zones = h.default_zones()
     zones["defer.example"] = h.zone_with_mx("defer.example", DEFER_IP)
@@ -132,7 +125,7 @@ def test(env):
 
     # 2h later on the calendar (the queue's wake timer runs in real time: a start reads the new
     # calendar): due, tried at once, and the third failure waits 3h (the third step)
-    set_clock(clock, T0 + 2 * 3600)
+    h.set_test_clock(clock, T0 + 2 * 3600)
     relay.restart()
     for rcpt in KEPT:
         env.wait_for(lambda: len(deferrals(relay, rcpt)) >= 3, 60,
