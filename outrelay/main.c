@@ -414,26 +414,51 @@ static int ensure_dir(const char *path, uid_t uid, gid_t gid, char *err, size_t 
 /* Spool recovery witness: every message the spool still holds brings back the records a crash
  * lost (records/replay.c). Messages whose segments are already deleted need nothing: a segment
  * is deleted only once the records emitted before its release are committed
- * (spool_set_release_barrier), unless the records stayed stuck for the barrier's bounded wait. */
+ * (spool_set_release_barrier), unless the records stayed stuck for the barrier's bounded wait.
+ * The same read gives each open recipient its attempts and due time, which the queue asks for
+ * (replay_retry) right after the witness saw the message: a restart keeps the backoff. */
 struct replay_ctx {
     struct records_replay *rp;
     int failed;
     struct spool *sp;
     int done; /* recovery_done ran */
+    /* the message the witness saw last, and its recipients' earlier tries */
+    char queue_id[sizeof((struct envelope *)0)->queue_id];
+    struct records_retry *retry;
+    size_t n_retry;
 };
 
 static void replay_witness(void *arg, const struct spool_recovered *msg)
 {
     struct replay_ctx *c = arg;
+    c->queue_id[0] = '\0';
     if (!c->rp || c->failed) return;
     struct envelope *env = envelope_parse(msg->envelope, msg->envelope_len);
     if (!env) return; /* the queue reports it */
     char *final = xcalloc(env->n_rcpts + 1, 1);
     int held, deleted;
-    spool_recovered_state(msg, env->n_rcpts, final, &held, &deleted);
-    if (records_replay_message(c->rp, env, final, deleted) < 0) c->failed = 1;
+    size_t open = spool_recovered_state(msg, env->n_rcpts, final, &held, &deleted);
+    if (open > 0 && !deleted && c->n_retry < env->n_rcpts) {
+        free(c->retry);
+        c->n_retry = env->n_rcpts;
+        c->retry = xcalloc(c->n_retry, sizeof *c->retry);
+    }
+    struct records_retry *retry = open > 0 && !deleted ? c->retry : NULL;
+    if (records_replay_message(c->rp, env, final, deleted, retry) < 0)
+        c->failed = 1;
+    else if (retry)
+        snprintf(c->queue_id, sizeof c->queue_id, "%s", env->queue_id);
     free(final);
     envelope_free(env);
+}
+
+/* The queue rebuilds a message the witness has just read: its recipients' earlier tries. */
+static void replay_retry(void *arg, const struct envelope *env, struct records_retry *retry)
+{
+    struct replay_ctx *c = arg;
+    if (!c->queue_id[0] || strcmp(c->queue_id, env->queue_id) != 0 || env->n_rcpts > c->n_retry)
+        return; /* not read (records.db unreadable): due now */
+    memcpy(retry, c->retry, env->n_rcpts * sizeof *retry);
 }
 
 /* The queue's recovery ended (in the background, or cut short by the spool's close): the replay
@@ -446,6 +471,10 @@ static void recovery_done(void *arg, int recovered, int finished)
     long replayed_messages, replayed_rows;
     records_replay_close(c->rp, &replayed_messages, &replayed_rows);
     c->rp = NULL;
+    free(c->retry);
+    c->retry = NULL;
+    c->n_retry = 0;
+    c->queue_id[0] = '\0';
     if (replayed_rows > 0)
         log_info("records: %ld event%s of %ld message%s replayed from the spool (lost with the "
                  "previous run)",
@@ -608,12 +637,12 @@ static int cmd_serve(int argc, char **argv)
     queue_started = 1;
     char replay_err[512] = "";
     /* lives until recovery_done, which the spool calls at the latest in spool_close below */
-    struct replay_ctx replay = {records_replay_open(cfg->state, replay_err, sizeof replay_err), 0,
-                                sp, 0};
+    struct replay_ctx replay = {
+        records_replay_open(cfg->state, replay_err, sizeof replay_err), 0, sp, 0, "", NULL, 0};
     if (!replay.rp) log_error("outrelay: no replay of records from the spool: %s", replay_err);
     spool_set_recovery_witness(sp, replay_witness, &replay);
     /* the spool is read now; its messages come back into the queue in the background */
-    int found = qmgr_recover(recovery_done, &replay, err, sizeof err);
+    int found = qmgr_recover(recovery_done, replay_retry, &replay, err, sizeof err);
     if (found < 0) {
         recovery_done(&replay, 0, 1);
         goto out;

@@ -110,23 +110,37 @@ static int recover_one(void *arg, const struct spool_recovered *rec)
         envelope_free(env);
         return 0;
     }
+    struct records_retry *retry = xcalloc(env->n_rcpts, sizeof *retry);
+    if (q->recover_retry) q->recover_retry(q->recover_retry_arg, env, retry);
     struct message *m = qmgr_message_add(q, env, &rec->loc);
     m->recovered = 1;
     for (size_t i = 0; i < rec->n_pins; i++)
         qmgr_message_add_pin(m, rec->pins[i]);
-    for (size_t i = 0; i < env->n_rcpts; i++)
-        if (final[i]) qmgr_rcpt_recovered(m, i, final[i]);
+    int64_t now = clock_now();
+    for (size_t i = 0; i < env->n_rcpts; i++) {
+        if (final[i])
+            qmgr_rcpt_recovered(m, i, final[i]);
+        else if (retry[i].attempts > 0)
+            qmgr_rcpt_resumed(m, i, retry[i].attempts, retry[i].due);
+    }
     m->held = held;
     m->delay_warned = spool_recovered_has_mark(rec, SPOOL_MARK_WARNED);
+    /* Tried before: its stages wait for its recipients' due time, as after a deferral in the
+     * earlier run (a message due now still goes through the prepare window). */
+    for (size_t i = 0; i < env->n_rcpts; i++)
+        if (retry[i].attempts > 0) m->reprepare = 1;
+    free(retry);
     free(final);
-    qmgr_schedule(m, clock_now()); /* a slot of the prepare window, or a place in its line */
+    qmgr_schedule(m, now); /* a slot of the prepare window, or a place in its line */
     return 1;
 }
 
-int qmgr_recover(void (*done)(void *arg, int recovered, int finished), void *arg, char *err,
-                 size_t errlen)
+int qmgr_recover(void (*done)(void *arg, int recovered, int finished), qmgr_retry_fn retry,
+                 void *arg, char *err, size_t errlen)
 {
     struct qmgr *q = process_qmgr;
+    q->recover_retry = retry;
+    q->recover_retry_arg = arg;
     return spool_recover_start(q->spool, recover_one, q, done, arg, err, errlen);
 }
 

@@ -36,9 +36,14 @@ void qmgr_inject(struct envelope *env, const char *data, size_t len,
  * of messages found, or -1 on an unreadable spool; mail may be accepted once it returns), then
  * brings the messages back into the queue on the event loop a slice at a time, each scheduled as
  * it comes (the prepare window keeps new mail moving), and calls done(arg, recovered, finished)
- * after the last; finished is 0 when the spool was closed first. */
-int qmgr_recover(void (*done)(void *arg, int recovered, int finished), void *arg, char *err,
-                 size_t errlen);
+ * after the last; finished is 0 when the spool was closed first. retry (may be NULL) is asked
+ * for every message kept: it fills env->n_rcpts entries (zeroed before) with each open
+ * recipient's attempts so far and the time its next try was due (main: from records.db); a
+ * recipient left at zero is due now, as new mail. */
+struct records_retry;
+typedef void (*qmgr_retry_fn)(void *arg, const struct envelope *env, struct records_retry *retry);
+int qmgr_recover(void (*done)(void *arg, int recovered, int finished), qmgr_retry_fn retry,
+                 void *arg, char *err, size_t errlen);
 /* A message that is now durable. Takes ownership of env; data (may be NULL) is moved out
  * and kept for the first delivery attempt. */
 void qmgr_accept(struct envelope *env, const struct spool_loc *loc, struct strbuf *data);

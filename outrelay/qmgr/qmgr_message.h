@@ -112,6 +112,9 @@ struct qmgr {
     void (*deliver)(struct message *m, int64_t now); /* routes and hands out due recipients */
     void (*forgetting)(const struct message *m);     /* m is freed next (may be NULL) */
     struct qmgr_lookup *lookup;
+    /* recovery: what the earlier run knew of the recipients' tries (qmgr_recover) */
+    void (*recover_retry)(void *arg, const struct envelope *env, struct records_retry *retry);
+    void *recover_retry_arg;
     int64_t last_flush, last_prune, last_compact;
     int stopping;
     /* The prepare window (see struct message): new mail and the backlog take turns for slots,

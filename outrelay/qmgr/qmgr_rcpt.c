@@ -358,6 +358,12 @@ void qmgr_rcpt_recovered(struct message *m, size_t i, char mark)
     m->r[i].mark_committed = 1;
 }
 
+void qmgr_rcpt_resumed(struct message *m, size_t i, int attempts, int64_t due)
+{
+    m->r[i].attempts = attempts > 0 ? attempts : 0;
+    m->r[i].next_try = due > 0 ? due : 0;
+}
+
 void qmgr_rcpt_inflight(struct message *m, size_t i)
 {
     m->r[i].state = RCPT_INFLIGHT;

@@ -34,6 +34,10 @@ void qmgr_rcpt_batch_flush(struct message *m, struct rcpt_batch *batch);
 void qmgr_rcpt_delay_warning(struct message *m, int64_t now);
 /* A recipient left final by the spool (recovery). */
 void qmgr_rcpt_recovered(struct message *m, size_t i, char mark);
+/* An open recipient's earlier run (recovery, from records.db): attempts so far and when its
+ * next try was due (unix seconds; in the past or 0: due now). Before the message is
+ * scheduled. */
+void qmgr_rcpt_resumed(struct message *m, size_t i, int attempts, int64_t due);
 /* An attempt for the recipient ended with res (counted, reply kept for list and DSNs). */
 void qmgr_rcpt_attempted(struct message *m, size_t i, const struct rcpt_result *res,
                          const struct attempt_info *info);

@@ -128,12 +128,23 @@ int records_barrier_passed(uint64_t token);
 struct records_replay;
 struct envelope;
 struct records_replay *records_replay_open(const char *state_dir, char *err, size_t errlen);
+/* What records.db says of one open recipient's earlier tries: each failed attempt wrote one
+ * "deferred" row (its time and next_attempt_s). attempts 0: nothing known (due now). */
+struct records_retry {
+    int attempts;    /* deferred rows so far */
+    int64_t last_us; /* ts_us of the newest of them */
+    int64_t due;     /* unix seconds: its ts + next_attempt_s (when the next try was due) */
+};
+/* Counts one deferred row into r (rows in any order; the newest sets the due time). Pure. */
+void records_retry_add(struct records_retry *r, int64_t ts_us, int64_t next_attempt_s);
 /* final[i]: the spool mark of recipient i ('D' delivered, 'B' bounced, 'E' expired) or 0 while
  * open; deleted: the operator deleted the message. Queues the rows records.db lacks: received
  * (not for our own DSNs, which are never "received"), the final event of each final recipient,
- * deleted. Returns the number of rows queued, or -1 when records.db could not be read. */
+ * deleted. retry (NULL, or env->n_rcpts entries): filled from the same read for every open
+ * recipient, zero when records.db has no deferred row for it. Returns the number of rows
+ * queued, or -1 when records.db could not be read (retry is then all zero). */
 int records_replay_message(struct records_replay *rp, const struct envelope *env, const char *final,
-                           int deleted);
+                           int deleted, struct records_retry *retry);
 /* Frees rp; *messages and *rows (may be NULL): how many messages got rows, how many rows. */
 void records_replay_close(struct records_replay *rp, long *messages, long *rows);
 

@@ -2,8 +2,10 @@
  * thread in batches, so kill -9 loses the last ones; the spool, written before every 250 and
  * every final mark, still proves them. At start, for every message the spool recovered, the
  * rows records.db lacks (received, delivered/bounced/expired, deleted) are queued again with
- * detail "replayed from spool at start". Reads records.db on its own read-only connection;
- * writes only through records_emit_at. Called by main() during spool recovery (loop thread). */
+ * detail "replayed from spool at start". The same read tells the queue each open recipient's
+ * attempts so far and when its next try was due (its deferred rows), so a restart keeps the
+ * backoff. Reads records.db on its own read-only connection; writes only through
+ * records_emit_at. Called by main() during spool recovery (loop thread). */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +34,9 @@ struct records_replay *records_replay_open(const char *state_dir, char *err, siz
     if (sqlite3_open_v2(strbuf_str(&path), &rp->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
         sqlite3_busy_timeout(rp->db, 5000) != SQLITE_OK ||
         sqlite3_prepare_v2(rp->db,
-                           "SELECT event, recipient FROM events WHERE queue_id = ?1 AND event IN "
-                           "('received', 'delivered', 'bounced', 'expired', 'suppressed', "
-                           "'deleted')",
+                           "SELECT event, recipient, ts_us, next_attempt_s FROM events WHERE "
+                           "queue_id = ?1 AND event IN ('received', 'delivered', 'bounced', "
+                           "'expired', 'suppressed', 'deleted', 'deferred')",
                            -1, &rp->known, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "records: replay: %s: %s", strbuf_str(&path),
                  rp->db ? sqlite3_errmsg(rp->db) : "cannot open");
@@ -74,7 +76,28 @@ struct replay_known {
     int received, deleted;
     char **final_rcpts; /* recipients with a final event (or a suppression) */
     size_t n_final;
+    struct records_retry *retry; /* the caller's, per recipient of env (may be NULL) */
+    const struct envelope *env;
 };
+
+void records_retry_add(struct records_retry *r, int64_t ts_us, int64_t next_attempt_s)
+{
+    r->attempts++;
+    if (r->attempts > 1 && ts_us < r->last_us) return;
+    r->last_us = ts_us;
+    r->due = ts_us / 1000000 + (next_attempt_s > 0 ? next_attempt_s : 0);
+}
+
+/* A deferred row counts for every open recipient of that address (an address is in an
+ * envelope once; a repeat would share its history). */
+static void replay_deferred(struct replay_known *k, const char *rcpt, int64_t ts_us,
+                            int64_t next_attempt_s)
+{
+    if (!k->retry) return;
+    for (size_t i = 0; i < k->env->n_rcpts; i++)
+        if (strcmp(k->env->rcpts[i].address, rcpt) == 0)
+            records_retry_add(&k->retry[i], ts_us, next_attempt_s);
+}
 
 static int replay_known_has(const struct replay_known *k, const char *rcpt)
 {
@@ -83,11 +106,14 @@ static int replay_known_has(const struct replay_known *k, const char *rcpt)
     return 0;
 }
 
-static int replay_load(struct records_replay *rp, const char *queue_id, struct replay_known *k)
+static int replay_load(struct records_replay *rp, const struct envelope *env,
+                       struct records_retry *retry, struct replay_known *k)
 {
     memset(k, 0, sizeof *k);
+    k->env = env;
+    k->retry = retry;
     sqlite3_reset(rp->known);
-    sqlite3_bind_text(rp->known, 1, queue_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(rp->known, 1, env->queue_id, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(rp->known)) == SQLITE_ROW) {
         const char *event = (const char *)sqlite3_column_text(rp->known, 0);
@@ -97,6 +123,10 @@ static int replay_load(struct records_replay *rp, const char *queue_id, struct r
             k->received = 1;
         } else if (strcmp(event, "deleted") == 0) {
             k->deleted = 1;
+        } else if (strcmp(event, "deferred") == 0) {
+            if (rcpt)
+                replay_deferred(k, rcpt, sqlite3_column_int64(rp->known, 2),
+                                sqlite3_column_int64(rp->known, 3));
         } else if (rcpt) {
             k->final_rcpts = xrealloc(k->final_rcpts, (k->n_final + 1) * sizeof *k->final_rcpts);
             k->final_rcpts[k->n_final++] = xstrdup(rcpt);
@@ -114,14 +144,19 @@ static void replay_known_free(struct replay_known *k)
 }
 
 int records_replay_message(struct records_replay *rp, const struct envelope *env, const char *final,
-                           int deleted)
+                           int deleted, struct records_retry *retry)
 {
     struct replay_known k;
-    if (replay_load(rp, env->queue_id, &k) < 0) {
+    if (retry) memset(retry, 0, env->n_rcpts * sizeof *retry);
+    if (replay_load(rp, env, retry, &k) < 0) {
         log_error("records: replay: %s: %s", env->queue_id, sqlite3_errmsg(rp->db));
         replay_known_free(&k);
+        if (retry) memset(retry, 0, env->n_rcpts * sizeof *retry);
         return -1;
     }
+    /* a final recipient has no next try */
+    for (size_t i = 0; retry && i < env->n_rcpts; i++)
+        if (final[i]) memset(&retry[i], 0, sizeof retry[i]);
     int64_t now = clock_now_us();
     int64_t arrival = env->arrival_us ? env->arrival_us : env->arrival * 1000000;
     int rows = 0;

@@ -1,12 +1,14 @@
 """restart_big_queue.py - a restart with a big queue serves at once and loses nothing.
 
 5,000 messages are deferred for example.net, whose MX refuses connections (retry 1h keeps them
-waiting). The relay is killed (SIGKILL) and started again with the MX now up. The spool is read
-before the relay answers, but its messages come back into the queue in the background: a message
-sent as soon as the relay listens must get its 250 before the relay logs that the recovery has
-ended, and it must reach the MX among the first half of all messages (new mail takes turns with
-the recovered backlog for the prepare stages instead of waiting behind all of it). Every
-recovered Message-ID must arrive exactly once: nothing lost, nothing duplicated.
+waiting). The relay is killed (SIGKILL) and started again with the MX now up, 2h later on the
+calendar (OUTRELAY_TEST_CLOCK: a restart keeps each recipient's next try, so the backlog must be
+due to come back at once, as after a long outage; the lifetime is 5d, so nothing expires). The
+spool is read before the relay answers, but its messages come back into the queue in the
+background: a message sent as soon as the relay listens must get its 250 before the relay logs
+that the recovery has ended, and it must reach the MX among the first half of all messages (new
+mail takes turns with the recovered backlog for the prepare stages instead of waiting behind all
+of it). Every recovered Message-ID must arrive exactly once: nothing lost, nothing duplicated.
 """
 import os
 import re
@@ -15,6 +17,7 @@ import time
 import harness as h
 
 QUEUED = 5000
+T0 = 1796000000
 
 
 def deferred_count(relay):
@@ -24,9 +27,12 @@ def deferred_count(relay):
 
 def test(env):
     h.need_binary(env)
+    clock = env.path("clock")
+    h.set_test_clock(clock, T0)
+    os.environ["OUTRELAY_TEST_CLOCK"] = clock  # inherited by the relay
     nsd = h.Nsd(env)
     mx_port = env.free_port(h.SINK_IPS)
-    relay = h.Relay(env, h.standard_config(env, nsd, mx_port, retry=("1h",)))
+    relay = h.Relay(env, h.standard_config(env, nsd, mx_port, retry=("1h",), max_lifetime="5d"))
 
     started = time.monotonic()
     res = h.smtp_source(relay.host, relay.port, count=QUEUED, sessions=8,
@@ -38,6 +44,7 @@ def test(env):
     h.log(f"{QUEUED} messages queued and deferred in {time.monotonic() - started:.1f}s")
 
     relay.kill9()
+    h.set_test_clock(clock, T0 + 2 * 3600)  # every deferred message is due again
     sink = h.SmtpSink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
     log_before = os.path.getsize(relay.log_path)
     relay.start()

@@ -121,6 +121,15 @@ def tail(path, lines=60):
     return "\n".join(text[-lines:])
 
 
+def set_test_clock(path, t):
+    """Writes unix time t to the clock file relays read through OUTRELAY_TEST_CLOCK (they add
+    the real time elapsed since the write; see outrelay/common/clock.h), atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(f"{int(t)}\n")
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Ports and sockets
 

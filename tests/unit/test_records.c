@@ -505,6 +505,69 @@ static struct envelope *replay_envelope(const char *qid, const char *origin, siz
     return env;
 }
 
+/* A restart keeps the backoff: the same per-message read counts each open recipient's deferred
+ * rows and takes its due time from the newest (its ts + next_attempt_s), whatever the order the
+ * rows come in; a final recipient and one without rows stay at zero (due now). */
+static void test_records_retry_add(void **state)
+{
+    (void)state;
+    struct records_retry r = {0};
+    records_retry_add(&r, 1796000100500000LL, 3600);
+    records_retry_add(&r, 1796000000900000LL, 60); /* an older row read later */
+    assert_int_equal(r.attempts, 2);
+    assert_int_equal(r.last_us, 1796000100500000LL);
+    assert_int_equal(r.due, 1796000100LL + 3600);
+    records_retry_add(&r, 1796003700000000LL, -5); /* no next_attempt_s: due at its time */
+    assert_int_equal(r.attempts, 3);
+    assert_int_equal(r.due, 1796003700LL);
+}
+
+static void test_records_replay_retry(void **state)
+{
+    (void)state;
+    log_init("test_records", 0, LOG_LEVEL_WARN);
+    char *dir = make_tmpdir();
+    char err[256] = "";
+    assert_int_equal(records_open(dir, err, sizeof err), 0);
+    struct record_event rcv = {.type = RECORD_RECEIVED, .queue_id = "RPR1", .nrcpt = 3};
+    records_emit(&rcv);
+    int64_t t0 = 1796000000000000LL;
+    for (int k = 0; k < 3; k++) { /* r0: three failed attempts, backoff 60, 600, 3600 */
+        static const int64_t wait[] = {60, 600, 3600};
+        struct record_event ev = {.type = RECORD_DEFERRED,
+                                  .queue_id = "RPR1",
+                                  .recipient = "r0@example.net",
+                                  .next_attempt_s = wait[k]};
+        records_emit_at(&ev, t0 + k * 1000000000LL);
+    }
+    struct record_event r2 = {.type = RECORD_DEFERRED,
+                              .queue_id = "RPR1",
+                              .recipient = "r2@example.net",
+                              .next_attempt_s = 60};
+    records_emit_at(&r2, t0);
+    struct record_event other = r2; /* another message's row for the same address */
+    other.queue_id = "RPR2";
+    records_emit_at(&other, t0 + 5000000000LL);
+    records_flush();
+
+    struct records_replay *rp = records_replay_open(dir, err, sizeof err);
+    assert_non_null(rp);
+    struct envelope *env = replay_envelope("RPR1", "zimbra", 3);
+    struct records_retry retry[3];
+    memset(retry, 0xff, sizeof retry); /* filled, not added to */
+    assert_int_equal(records_replay_message(rp, env, "\0\0D", 0, retry), 1); /* r2 delivered */
+    assert_int_equal(retry[0].attempts, 3);
+    assert_int_equal(retry[0].due, t0 / 1000000 + 2000 + 3600);
+    assert_int_equal(retry[1].attempts, 0); /* no rows: due now */
+    assert_int_equal(retry[1].due, 0);
+    assert_int_equal(retry[2].attempts, 0); /* final: no next try */
+    records_replay_close(rp, NULL, NULL);
+    records_close();
+    envelope_free(env);
+    remove_tree(dir);
+    free(dir);
+}
+
 static void test_records_replay_from_spool(void **state)
 {
     (void)state;
@@ -524,13 +587,13 @@ static void test_records_replay_from_spool(void **state)
     struct envelope *q1 = replay_envelope("RPQ1", "zimbra", 2);
     struct envelope *q2 = replay_envelope("RPQ2", "dsn", 1);
     struct envelope *q3 = replay_envelope("RPQ3", "zimbra", 1);
-    assert_int_equal(records_replay_message(rp, q1, "DB", 0), 1); /* the bounce only */
-    assert_int_equal(records_replay_message(rp, q2, "D", 0), 1);  /* no received */
-    assert_int_equal(records_replay_message(rp, q3, "\0", 1), 2); /* received, deleted */
+    assert_int_equal(records_replay_message(rp, q1, "DB", 0, NULL), 1); /* the bounce only */
+    assert_int_equal(records_replay_message(rp, q2, "D", 0, NULL), 1);  /* no received */
+    assert_int_equal(records_replay_message(rp, q3, "\0", 1, NULL), 2); /* received, deleted */
     uint64_t token = records_barrier();
     records_flush();
     assert_true(records_barrier_passed(token));
-    assert_int_equal(records_replay_message(rp, q1, "DB", 0), 0); /* nothing twice */
+    assert_int_equal(records_replay_message(rp, q1, "DB", 0, NULL), 0); /* nothing twice */
     long messages = 0, rows = 0;
     records_replay_close(rp, &messages, &rows);
     assert_int_equal(messages, 3);
@@ -577,6 +640,8 @@ int main(void)
         cmocka_unit_test(test_records_group_commit),
         cmocka_unit_test(test_records_retention),
         cmocka_unit_test(test_records_replay_from_spool),
+        cmocka_unit_test(test_records_retry_add),
+        cmocka_unit_test(test_records_replay_retry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
