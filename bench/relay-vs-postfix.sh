@@ -275,8 +275,9 @@ cpu_of() {  # cpu_of PID...
     local roots=" $* "
     # cat, not awk over the glob: a process that exits between the glob and the read must not
     # abort the sum (mawk stops at the first file it cannot open, which printed 0 and made a
-    # run's CPU negative). The pid is the first field of each line.
-    cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots="$roots" -v hz="$HZ" '
+    # run's CPU negative); cat's own failure on such a file must not end the script under
+    # pipefail either. The pid is the first field of each line.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$roots" -v hz="$HZ" '
         { pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ")
           # f[2] = ppid, f[12..15] = utime stime cutime cstime
           if (index(roots, " " pid " ") || index(roots, " " f[2] " "))
