@@ -1,10 +1,9 @@
 /* smtpd.c - ESMTP server sessions; see smtpd.h. One struct session per client connection.
  * Owns listeners, the session lifecycle, command dispatch, MAIL/RCPT/DATA, message data and
- * STARTTLS; SMTP AUTH lives in smtpd_auth.c. Input is processed line by line from the
- * bufferevent's input; a session that waits for the spool or a password check is "busy" and
- * handles no further input until the answer is back. On a plain socket a sock_reader fills that
- * input (the bufferevent does not read), and the replies an event produced are written in one
- * write when it ends; the bufferevent writes only what the kernel did not take. */
+ * STARTTLS; SMTP AUTH lives in smtpd_auth.c. A session waiting for the spool or a password
+ * check is "busy": it handles no input, and stops reading past SMTPD_INPUT_PAUSE. A plain
+ * socket is read by a sock_reader; the replies an event produced leave in one write when it
+ * ends, the bufferevent writing only what the kernel did not take. Loop thread only. */
 #include "ingress/smtpd.h"
 #include "ingress/smtpd_internal.h"
 
@@ -157,6 +156,14 @@ static void session_read_off(struct session *s)
         bufferevent_disable(s->bev, EV_READ);
 }
 
+/* Reading again after a pause, unless the other pause still holds or the session is ending. */
+static void session_read_resume(struct session *s)
+{
+    if (s->closed || s->dead || s->state == STATE_CLOSING || s->read_paused || s->input_paused)
+        return;
+    session_read_on(s);
+}
+
 /* Queue a final reply and close once it has been written. */
 void smtpd_reply_and_close(struct session *s, const char *text)
 {
@@ -243,6 +250,7 @@ static int switch_to_tls(struct session *s, int plain_exists)
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     s->tls = 1;
+    s->input_paused = 0; /* the new bufferevent reads from the handshake on */
     set_timeouts(s);
     return 0;
 }
@@ -951,8 +959,34 @@ static void command(struct session *s, char *line)
  * every reply in memory until the write timeout; past this many bytes waiting we stop reading
  * and handling its commands until they are written. */
 #define SMTPD_OUTPUT_PAUSE (64 * 1024)
+/* A busy session (the spool commit, the DKIM check of a dkim_required origin, a failed AUTH's
+ * late reply) or one upgrading to TLS handles no input, so whatever its client sends meanwhile
+ * would pile up in memory without bound. Past this many bytes held it stops reading until the
+ * session is free and has handled them: more than a pipelined group needs; DATA and BDAT
+ * chunks are consumed as they are read and never held here. */
+#define SMTPD_INPUT_PAUSE (256 * 1024)
 
-void smtpd_session_process(struct session *s)
+/* After input was handled (or could not be): pause reading a busy session that holds too much
+ * input, and read again once it is free. Not busy at this point means the loop above ran out
+ * of complete lines (or stopped on the output pause, which keeps reading off itself). While
+ * paused no read event is pending, so no read timeout runs; reading again restarts it. */
+static void input_pause_update(struct session *s)
+{
+    if (s->closed || s->dead || s->state == STATE_CLOSING) return;
+    int waiting = s->busy || s->upgrading;
+    if (!s->input_paused) {
+        if (waiting && evbuffer_get_length(bufferevent_get_input(s->bev)) > SMTPD_INPUT_PAUSE) {
+            s->input_paused = 1;
+            session_read_off(s);
+        }
+        return;
+    }
+    if (waiting) return;
+    s->input_paused = 0;
+    session_read_resume(s);
+}
+
+static void session_handle_input(struct session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     while (!s->closed && !s->busy && !s->upgrading && s->state != STATE_CLOSING) {
@@ -995,6 +1029,12 @@ void smtpd_session_process(struct session *s)
     }
 }
 
+void smtpd_session_process(struct session *s)
+{
+    session_handle_input(s);
+    input_pause_update(s);
+}
+
 /* --- connection lifecycle ------------------------------------------------------------------- */
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
@@ -1020,7 +1060,7 @@ static void session_output_drained(struct session *s)
     }
     if (s->read_paused && !s->closed && !s->dead) { /* the client read what waited: go on */
         s->read_paused = 0;
-        session_read_on(s);
+        session_read_resume(s);
         smtpd_session_process(s);
     }
 }

@@ -62,6 +62,10 @@ struct session {
     /* more than SMTPD_OUTPUT_PAUSE bytes of replies were waiting for a client that does not read:
      * commands are neither read nor handled until they are written (session_output_drained) */
     int read_paused;
+    /* busy (or upgrading) with more than SMTPD_INPUT_PAUSE bytes of input not yet handled: not
+     * read until it is handled (smtpd_session_process, input_pause_update); the rest waits in
+     * the kernel's socket buffer and TCP flow control slows the client */
+    int input_paused;
     /* ends a DATA phase that outlasts limits.data_deadline */
     struct event *data_deadline_ev;
     int errors;
@@ -104,7 +108,8 @@ struct event_base *smtpd_event_base(void);
 void smtpd_reply(struct session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Queue a final reply and close once it has been written. */
 void smtpd_reply_and_close(struct session *s, const char *text);
-/* Reads and handles input until the session is busy, closing or out of complete lines. */
+/* Reads and handles input until the session is busy, closing or out of complete lines; then
+ * stops reading a busy session holding too much input, or reads again once it is free. */
 void smtpd_session_process(struct session *s);
 /* Tears the session down (or marks it dead while busy); memory is released later. */
 void smtpd_session_free(struct session *s);
