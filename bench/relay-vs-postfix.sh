@@ -352,6 +352,20 @@ sink_count() {  # last message counter printed by smtp-sink -c
         | sed -n 's/.*mesg=\([0-9][0-9]*\).*/\1/p' | tail -n 1 | awk '{print $1+0} END {if (NR == 0) print 0}'
 }
 
+# Before a measured run: wait (up to 30 s) until the whole machine used under 10 % of one CPU
+# over a second, so what the previous system left running (Exim's detached deliveries, the
+# write-back of its spool, a Python client) does not weigh on the next one. Prints the wait.
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+wait_quiet() {
+    local t0 b0 b1 i
+    t0="$(now)"
+    for ((i = 0; i < 30; i++)); do
+        b0="$(busy_ticks)"; sleep 1; b1="$(busy_ticks)"
+        ((b1 - b0 < HZ / 10)) && break
+    done
+    echo "  quiet:  $(fsub "$(now)" "$t0")s until the machine was idle ($((b1 - b0)) ticks busy in the last second)"
+}
+
 # run_load SYSTEM RELAYPORT SINKPORT: smtp-source against the relay, then wait
 # for the sink to see all N messages.
 run_load() {
@@ -360,6 +374,7 @@ run_load() {
         -s "$SESSIONS" -m "$N" -l "$SIZE" -f "$SENDER" -t "$RCPT" "127.0.0.1:$rport")
     echo "  source: ${src[*]}"
     sync
+    wait_quiet
     t0="$(now)"
     # background + wait, so that a TERM/INT to this script is handled at once
     "${src[@]}" >"$TMP/source-$sys.out" 2>"$TMP/source-$sys.err" &
