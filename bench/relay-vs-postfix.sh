@@ -980,7 +980,8 @@ exim_cgroup_remove() {  # after the daemon has stopped: move stragglers out, rem
     [[ -n "$EXIM_CG" ]] || return 0
     local i p
     for ((i = 0; i < 50; i++)); do
-        for p in $(cat "$EXIM_CG/cgroup.procs" 2>/dev/null); do echo "$p" >"$CPUACCT/cgroup.procs" 2>/dev/null; done
+        # a straggler that exits before it is moved fails the echo: that must not end the run
+        for p in $(cat "$EXIM_CG/cgroup.procs" 2>/dev/null); do echo "$p" >"$CPUACCT/cgroup.procs" 2>/dev/null || true; done
         rmdir "$EXIM_CG" 2>/dev/null && break
         sleep 0.1
     done
