@@ -32,6 +32,15 @@ static int is_atom_char(unsigned char c)
     return c >= 0x80 || isalnum(c) || strchr("!#$%&'*+-/=?^_`{|}~.", c) != NULL;
 }
 
+/* An atom token may be an RFC 2047 encoded word, kept whole with whatever it encloses; RFC 2047
+ * section 5 keeps encoded words out of an addr-spec, so a local part or domain must be atext. */
+static int is_atext_only(const char *s)
+{
+    for (; *s; s++)
+        if (!is_atom_char((unsigned char)*s)) return 0;
+    return 1;
+}
+
 static void skip_cfws(struct lexer *lx)
 {
     for (;;) {
@@ -166,6 +175,10 @@ static int read_domain(struct lexer *lx, char *out, size_t size)
         lx->why = "no domain after '@'";
         return -1;
     }
+    if (!is_atext_only(t.text)) { /* "a@=?x?q?b@c?=": an encoded word is no domain */
+        lx->why = "special character in a domain";
+        return -1;
+    }
     size_t n = strlen(t.text);
     if (n && t.text[n - 1] == '.') t.text[--n] = '\0';
     if (n == 0) {
@@ -187,6 +200,10 @@ static int read_addr_spec(struct lexer *lx, struct mail_address *a)
     while (t.kind == TOK_ATOM || t.kind == TOK_QUOTED) { /* obs-local-part: word *("." word) */
         if (t.truncated) {
             lx->why = "local part too long";
+            return -1;
+        }
+        if (t.kind == TOK_ATOM && !is_atext_only(t.text)) {
+            lx->why = "special character in a local part";
             return -1;
         }
         n += (size_t)snprintf(a->local + n, n < sizeof a->local ? sizeof a->local - n : 0, "%s",

@@ -75,6 +75,11 @@ static void test_no_author_domain(void **state)
     author("<alice@example.org", NULL);
     author("bob@other.example <alice@example.org>", NULL); /* unquoted '@' in a display name */
     author("alice@example..org", NULL);
+    /* an encoded word is no domain or local part (RFC 2047 section 5): what it encloses would
+     * become the author domain (fuzz finding: '@' and capitals in the domain) */
+    author("a@=?x?q?y@Z?=", NULL);
+    author("Me <a@=?x?q?y@Z?=>", NULL);
+    author("=?x?q?y<z>?=@example.org", NULL);
     /* longer than a domain or a local part may be: refused, never cut short (fuzz seed) */
     char lit[400] = "Me@[";
     memset(lit + 4, '1', 300);
