@@ -540,7 +540,12 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
                                   .nrcpt = (int64_t)env->n_rcpts,
                                   .detail = s->cert_subject[0] ? cert : NULL};
         records_emit(&ev);
-        if (!s->dead) smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
+        if (s->state == STATE_CLOSING) /* a write timeout said 421 meanwhile */
+            log_warn("smtpd: %s: %s: queued after the session timed out; the client may send it "
+                     "again",
+                     s->peer_text, env->queue_id);
+        else if (!s->dead)
+            smtpd_reply(s, "250 2.0.0 Ok: queued as %s", env->queue_id);
         if (smtpd_accept)
             smtpd_accept(env, loc, &s->data);
         else
@@ -548,7 +553,7 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
     } else {
         log_error("%s: not stored: %s", env->queue_id, err);
         envelope_free(env);
-        if (!s->dead)
+        if (!s->dead && s->state != STATE_CLOSING)
             smtpd_reply(s, "451 4.3.0 Temporary failure storing the message; try again later");
     }
     strbuf_free(&s->data);
@@ -556,6 +561,7 @@ static void committed(void *arg, int status, const struct spool_loc *loc, const 
         smtpd_session_free(s);
         return;
     }
+    if (s->state == STATE_CLOSING) return; /* closes once the 421 is written */
     s->state = STATE_READY;
     set_timeouts(s);
     smtpd_session_process(s);
@@ -636,6 +642,11 @@ static void dkim_binding_done(void *arg)
     if (s->dead) {
         free(j);
         smtpd_session_free(s);
+        return;
+    }
+    if (s->state == STATE_CLOSING) { /* a write timeout said 421: the message is not taken */
+        free(j);
+        transaction_reset(s);
         return;
     }
     size_t n = j->n < 8 ? j->n : 8;
@@ -1093,6 +1104,18 @@ static void session_event(struct session *s, short what)
         return;
     }
     if (what & BEV_EVENT_TIMEOUT) {
+        if (s->busy && (what & BEV_EVENT_READING) && s->state != STATE_CLOSING) {
+            /* The client waits for the reply to what it sent: the relay is the slow one. A 421
+             * now would say "failed" of a message about to be queued, and its retry would be a
+             * second copy. Reading goes on (or stays paused); the end of the busy period sets
+             * the timeout again. */
+            session_read_resume(s);
+            return;
+        }
+        if (s->state == STATE_CLOSING) { /* the final reply was not taken in time either */
+            smtpd_session_free(s);
+            return;
+        }
         log_warn("smtpd: %s: timeout", s->peer_text);
         bufferevent_enable(bev, EV_WRITE);
         smtpd_reply_and_close(s, "421 4.4.2 Timeout; closing connection");

@@ -33,6 +33,7 @@ static void late_reply_cb(evutil_socket_t fd, short what, void *arg)
         smtpd_session_free(s);
         return;
     }
+    if (s->state == STATE_CLOSING) return; /* a write timeout ended the session meanwhile */
     smtpd_reply(s, "%s", s->late_reply);
     if (s->state != STATE_CLOSING) smtpd_session_process(s);
 }
@@ -82,6 +83,7 @@ static void auth_done(void *arg)
     s->busy = 0;
     if (s->dead) {
         smtpd_session_free(s);
+    } else if (s->state == STATE_CLOSING) { /* a write timeout ended the session meanwhile */
     } else if (j->ok) {
         s->auth_user = xstrdup(j->user);
         const struct origin_conf *o = smtpd_origin_for_user(j->user);
