@@ -189,6 +189,21 @@ static void smtpc_conn_ready(struct smtpc_conn *c)
     int limit = c->egress->max_messages_per_connection; /* default: egress settings table */
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
         limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
+    if (c->pinned) { /* carried here from a server that could not take it */
+        c->job = c->pinned;
+        c->pinned = NULL;
+        enum transaction_next next = smtpc_start_transaction(c);
+        if (!c->pinned) { /* taken here, or refused for good: the carrying is over */
+            c->pinned_why[0] = '\0';
+            c->pinned_temp = 0;
+            c->carried = 1;
+        }
+        if (next == TRANSACTION_GOES_ON) return;
+    }
+    if (c->carried) { /* the destination's other mail goes to its preferred MX hosts */
+        smtpc_send_quit(c);
+        return;
+    }
     /* a job refused before any command (e.g. too big for this server) makes room for the next */
     while (c->messages < limit) {
         c->job = smtpc_dest_take_job(c->dest);
@@ -300,7 +315,7 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
         smtpc_conn_close(c);
         return;
     case C_QUIT:
-        smtpc_conn_close(c);
+        smtpc_quit_done(c);
         return;
     default:
         return;
@@ -327,6 +342,8 @@ static void leave_server(struct smtpc_conn *c)
 {
     if (c->state <= C_AUTH_LOGIN_PASS)
         smtpc_conn_next_address(c);
+    else if (c->state == C_QUIT)
+        smtpc_quit_done(c);
     else
         smtpc_conn_close(c);
 }
@@ -497,6 +514,8 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         smtpc_conn_next_address(c);
         return;
     case C_QUIT:
+        smtpc_quit_done(c);
+        return;
     case C_IDLE:
         smtpc_conn_close(c);
         return;

@@ -76,6 +76,7 @@ void smtpc_set_error(struct smtpc_conn *c, int code, const char *enh, const char
     vsnprintf(c->last_error, sizeof c->last_error, fmt, ap);
     va_end(ap);
     c->last_error_code = code;
+    if (c->pinned && (code == 0 || code < 500)) c->pinned_temp = 1;
     snprintf(c->last_error_enh, sizeof c->last_error_enh, "%s", enh);
 }
 
@@ -248,6 +249,10 @@ void smtpc_conn_close(struct smtpc_conn *c)
 {
     if (c->closed) return;
     c->closed = 1;
+    if (c->pinned && !c->job) { /* handed back with the connection's error, to be tried again */
+        c->job = c->pinned;
+        c->pinned = NULL;
+    }
     job_abort(c);
     if (c->state == C_IDLE) LIST_REMOVE(c, idle_link);
     LIST_REMOVE(c, all_link);
@@ -269,6 +274,7 @@ void smtpc_conn_close_all(void)
     struct smtpc_conn *c;
     while ((c = LIST_FIRST(&smtpc_all))) {
         c->job = NULL; /* the queue is going away; the spool keeps the messages */
+        c->pinned = NULL;
         smtpc_conn_close(c);
     }
     bury_all(-1, 0, NULL);
@@ -337,6 +343,33 @@ void smtpc_send_quit(struct smtpc_conn *c)
     c->state = C_QUIT;
     smtpc_send_line(c, "QUIT");
     smtpc_set_timeout(c, SMTPC_QUIT_WAIT_SECONDS);
+}
+
+void smtpc_quit_done(struct smtpc_conn *c)
+{
+    if (c->pinned)
+        smtpc_conn_next_address(c);
+    else
+        smtpc_conn_close(c);
+}
+
+void smtpc_pinned_exhausted(struct smtpc_conn *c)
+{
+    struct job *j = c->pinned;
+    c->pinned = NULL;
+    if (c->pinned_temp) {
+        char text[sizeof c->pinned_why + sizeof c->last_error + 40];
+        snprintf(text, sizeof text, "%s; %s", c->pinned_why, c->last_error);
+        smtpc_job_fail_all(j, 0, c->last_error_enh[0] ? c->last_error_enh : "4.4.1", text);
+    } else {
+        char text[sizeof c->pinned_why + 60];
+        snprintf(text, sizeof text, "%s; no other MX host offers it either", c->pinned_why);
+        smtpc_job_fail_all(j, 550, "5.7.30", text);
+    }
+    struct attempt_info info;
+    smtpc_fill_info(c, &info);
+    smtpc_owner->job_done(j, &info);
+    smtpc_conn_close(c);
 }
 
 void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds)

@@ -111,6 +111,15 @@ struct smtpc_conn {
 
     /* transaction */
     struct job *job;
+    /* A REQUIRETLS job this server could not take (RFC 8689 section 4.2.1): the connection
+     * says QUIT and carries it on to the next address or MX host, where it is offered first.
+     * pinned_why is the first refusal; pinned_temp: a later candidate failed in a way that may
+     * pass (then the job is deferred, not bounced, once no candidate is left). */
+    struct job *pinned;
+    char pinned_why[400];
+    int pinned_temp;
+    int carried; /* this server took a carried job: no other job goes to it (it is not the
+                  * preferred MX); the connection leaves after that job */
     int64_t job_started_us;
     enum expect *expects;
     size_t n_expects, expect_i, sent_i; /* replies read / commands sent (non-pipelined) */
@@ -163,8 +172,14 @@ void smtpc_send_line(struct smtpc_conn *c, const char *fmt, ...)
 /* The connection's output, for a command or message data to be added to it now: on a plain
  * connection it is written in one write once the current event is over. */
 struct evbuffer *smtpc_output(struct smtpc_conn *c);
-/* QUIT, and the connection closes on the reply or after a short wait. */
+/* QUIT, and the connection closes on the reply or after a short wait (or, carrying a pinned
+ * job, goes on to the next address: smtpc_quit_done). */
 void smtpc_send_quit(struct smtpc_conn *c);
+void smtpc_quit_done(struct smtpc_conn *c);
+/* No address or MX host is left for the pinned job: it goes back to the queue, bounced with
+ * 5.7.30 when every server refused it, else deferred; the connection closes. The destination
+ * is not failed: its other mail goes on. */
+void smtpc_pinned_exhausted(struct smtpc_conn *c);
 void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds);
 
 /* smtpc_resolve.c: MX and address resolution, connecting */

@@ -45,6 +45,10 @@ static void host_ready(struct smtpc_conn *c, const struct dns_answer *tlsa)
 
 void smtpc_resolve_next_host(struct smtpc_conn *c)
 {
+    if (c->host_i >= c->n_hosts && c->pinned) {
+        smtpc_pinned_exhausted(c);
+        return;
+    }
     if (c->host_i >= c->n_hosts) {
         if (!c->last_error[0]) {
             if (c->any_tempfail)

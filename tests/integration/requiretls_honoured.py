@@ -15,6 +15,15 @@ trust anchors): RFC 8689
 section 4.2.1 wants the MX host from a validated MX answer or an MTA-STS policy. unsigned.test
 has the same MX host (verified certificate, REQUIRETLS offered) through an unsigned zone: bounced
 5.7.30 as well.
+
+Next MX (RFC 8689 section 4.2.1: the client says QUIT and tries the domain's other MX hosts,
+and bounces only when none will do): two.test's preferred MX (mx.example.com) does not offer
+REQUIRETLS, its second (mx.example.net) does, so the REQUIRETLS message to two.test reaches
+example.net's server and mx.example.com never sees its MAIL; a message without REQUIRETLS to
+two.test still goes to the preferred MX. allbad.test's two MX hosts (mx.example.com, no
+REQUIRETLS; mx.tls.test, a certificate for another name) both refuse: bounced 5.7.30 with both
+reasons. half.test's second MX refuses connections: its REQUIRETLS message is deferred (that
+host may come back), not bounced, and the preferred MX does not get it.
 """
 import base64
 import os
@@ -46,6 +55,15 @@ def test(env):
     signed_org = h.dnssec_sign(env, "example.org", zones["example.org"])  # the DSNs' way
     zones["example.org"] = signed_org.text
     zones["unsigned.test"] = h.zone_text("unsigned.test", "@ IN MX 10 mx.example.net.\n")
+    two = h.dnssec_sign(env, "two.test", h.zone_text(
+        "two.test", "@ IN MX 10 mx.example.com.\n@ IN MX 20 mx.example.net.\n"))
+    zones["two.test"] = two.text
+    allbad = h.dnssec_sign(env, "allbad.test", h.zone_text(
+        "allbad.test", "@ IN MX 10 mx.example.com.\n@ IN MX 20 mx.tls.test.\n"))
+    zones["allbad.test"] = allbad.text
+    half = h.dnssec_sign(env, "half.test", h.zone_text(
+        "half.test", "@ IN MX 10 mx.example.com.\n@ IN MX 20 dead\ndead IN A 127.0.0.99\n"))
+    zones["half.test"] = half.text
     nsd = h.Nsd(env, zones)
     mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
     tls_dir = env.path("tls")
@@ -67,7 +85,7 @@ def test(env):
     cfg = h.standard_config(env, nsd, mx_port, tls=relay_certs)
     anchors = env.path("anchors.ds")
     with open(anchors, "w") as fh:
-        fh.write(signed.ds + "\n" + signed_org.ds + "\n")
+        fh.write("\n".join([signed.ds, signed_org.ds, two.ds, allbad.ds, half.ds]) + "\n")
     cfg.setdefault("dns", {})["trust_anchor"] = anchors
     relay = h.Relay(env, cfg)
 
@@ -86,7 +104,9 @@ def test(env):
 
     targets = {"bob@example.net": "<rt-net@example.org>", "bob@example.com": "<rt-com@example.org>",
                "bob@tls.test": "<rt-wrong@example.org>", "bob@nomx.test": "<rt-plain@example.org>",
-               "bob@unsigned.test": "<rt-unsigned@example.org>"}
+               "bob@unsigned.test": "<rt-unsigned@example.org>",
+               "bob@two.test": "<rt-two@example.org>", "bob@allbad.test": "<rt-allbad@example.org>",
+               "bob@half.test": "<rt-half@example.org>"}
     for rcpt, msgid in targets.items():
         send_requiretls(relay, ca, rcpt, msgid)
     normal = "<normal-wrong@example.org>"
@@ -94,29 +114,44 @@ def test(env):
                  h.make_message("alice@example.org", "carol@tls.test", "normal",
                                 message_id=normal))
     h.check(res.accepted, f"normal message refused: {res}")
+    normal_two = "<normal-two@example.org>"
+    res = h.send(relay.host, relay.port, "alice@example.org", ["carol@two.test"],
+                 h.make_message("alice@example.org", "carol@two.test", "normal",
+                                message_id=normal_two))
+    h.check(res.accepted, f"normal message to two.test refused: {res}")
 
     # --- delivered where everything holds -------------------------------------------------------
-    env.wait_for(lambda: good.messages(), 60, "the REQUIRETLS message at example.net")
-    m = good.messages()[0]
-    h.check(m.message_id == targets["bob@example.net"], f"example.net got {m.message_id}")
-    h.check(m.tls_version, "example.net got the message without TLS")
-    h.check("REQUIRETLS" in m.mail_args.upper().split(), f"MAIL without REQUIRETLS: {m.mail_args}")
+    env.wait_for(lambda: len(good.messages()) >= 2, 60,
+                 "the REQUIRETLS messages to example.net and two.test at mx.example.net")
+    got_good = {m.message_id: m for m in good.messages()}
+    h.check(set(got_good) == {targets["bob@example.net"], targets["bob@two.test"]},
+            f"mx.example.net got {sorted(got_good)}")
+    for m in got_good.values():
+        h.check(m.tls_version, f"{m.message_id} reached mx.example.net without TLS")
+        h.check("REQUIRETLS" in m.mail_args.upper().split(),
+                f"MAIL without REQUIRETLS: {m.mail_args}")
+    h.check(got_good[targets["bob@two.test"]].rcpts == ["bob@two.test"],
+            f"two.test's message: {got_good[targets['bob@two.test']].rcpts}")
 
     # --- bounced with 5.7.30 elsewhere, a DSN each ----------------------------------------------
     def bounces():
         return relay.events("SELECT recipient, enhanced_code, reply_text FROM events "
                             "WHERE event='bounced'")
-    env.wait_for(lambda: len(bounces()) >= 4, 60, "four 5.7.30 bounces")
+    env.wait_for(lambda: len(bounces()) >= 5, 60, "five 5.7.30 bounces")
     got = {b["recipient"]: b for b in bounces()}
-    h.check(set(got) == {"bob@example.com", "bob@tls.test", "bob@nomx.test", "bob@unsigned.test"},
+    h.check(set(got) == {"bob@example.com", "bob@tls.test", "bob@nomx.test", "bob@unsigned.test",
+                         "bob@allbad.test"},
             f"bounced: {sorted(got)}")
+    why_allbad = got["bob@allbad.test"]["reply_text"] or ""
+    h.check("does not offer REQUIRETLS" in why_allbad and "did not verify" in why_allbad,
+            f"allbad.test's bounce should give both MX hosts' reasons: {why_allbad}")
     for rcpt, why in (("bob@example.com", "does not offer REQUIRETLS"),
                       ("bob@tls.test", "did not verify"), ("bob@nomx.test", "not TLS"),
                       ("bob@unsigned.test", "neither through DNSSEC nor in an MTA-STS policy")):
         b = got[rcpt]
         h.check(b["enhanced_code"] == "5.7.30", f"{rcpt}: {b}")
         h.check(why in (b["reply_text"] or ""), f"{rcpt}: want '{why}' in {b['reply_text']}")
-    env.wait_for(lambda: len(dsn_sink.messages()) >= 4, 60, "four DSNs to the sender")
+    env.wait_for(lambda: len(dsn_sink.messages()) >= 5, 60, "five DSNs to the sender")
     dsns = dsn_sink.messages()
     for d in dsns:
         raw = d.raw.decode("utf-8", "replace")
@@ -139,6 +174,20 @@ def test(env):
         h.check(not [b for b in bodies if SECRET.encode() in b], f"{sink.name} saw the secret body")
     h.check([x.message_id for x in wrong.messages()] == [normal],
             f"tls.test got {[x.message_id for x in wrong.messages()]}")
+    # half.test: deferred with both reasons, never bounced (its second MX may come back)
+    def half_deferred():
+        return relay.events("SELECT recipient, enhanced_code, reply_text FROM events "
+                            "WHERE event='deferred' AND recipient='bob@half.test'")
+    env.wait_for(half_deferred, 60, "half.test's REQUIRETLS message deferred")
+    deferred = half_deferred()
+    why_half = deferred[0]["reply_text"] or ""
+    h.check("does not offer REQUIRETLS" in why_half and "127.0.0.99" in why_half,
+            f"half.test's deferral should give both MX hosts' reasons: {why_half}")
+    h.check("bob@half.test" not in got, "half.test's REQUIRETLS message was bounced")
+    # two.test's preferred MX still takes its mail without REQUIRETLS
+    env.wait_for(lambda: no_rt.messages(), 60, "the normal message to two.test at mx.example.com")
+    h.check([x.message_id for x in no_rt.messages()] == [normal_two],
+            f"mx.example.com got {[x.message_id for x in no_rt.messages()]}")
     relay.stop()
 
 
