@@ -189,7 +189,8 @@ static void smtpc_conn_ready(struct smtpc_conn *c)
     int limit = c->egress->max_messages_per_connection; /* default: egress settings table */
     if (c->dest->max_per_connection > 0 && c->dest->max_per_connection < limit)
         limit = c->dest->max_per_connection; /* a cap or throttle of the route stage */
-    if (c->pinned) { /* carried here from a server that could not take it */
+    /* a job carried here from a server that could not take it goes first */
+    if (c->pinned) {
         c->job = c->pinned;
         c->pinned = NULL;
         enum transaction_next next = smtpc_start_transaction(c);
