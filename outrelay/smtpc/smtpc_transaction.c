@@ -98,8 +98,10 @@ static void append_xtext(struct strbuf *cmd, const char *key, const char *value)
  * start_tls in smtpc.c) to a server that offers REQUIRETLS, which is then passed on. Else the
  * recipients fail for good with 5.7.30 and the queue sends the sender a DSN with
  * the header only, itself marked REQUIRETLS (qmgr_rcpt.c). Nothing of the message has been
- * sent then: the check is before MAIL. We do not try the next MX after a refusal: the job is
- * refused on the connection it was given. The rules bind messages with a return path only
+ * sent then: the check is before MAIL. A refusal with other addresses or MX hosts left sends
+ * QUIT and carries the job on to them (RFC 8689 section 4.2.1; smtpc_conn_ready offers it
+ * first there); it bounces when the last one refuses, and is deferred when one of them could
+ * not be reached. The rules bind messages with a return path only
  * (RFC 8689): such a DSN (null sender) goes in any case, with REQUIRETLS passed on where
  * the connection meets them.
  *
