@@ -328,11 +328,15 @@ static void session_reply(struct smtpc_conn *c, int code, const char *text)
 int smtpc_reply_add_line(struct strbuf *reply, int *reply_code, const char *line, const char **text)
 {
     int code, more;
+    /* a reply that goes on past the cap is no reply (each line adds at least its separator,
+     * so this also bounds the lines of one reply) */
+    if (reply->len >= SMTPC_MAX_REPLY) return -1;
     /* *reply_code, not reply->len, says whether lines came before: a first line may be empty */
     if (smtp_parse_reply_line(line, &code, &more, text) < 0 || (*reply_code && code != *reply_code))
         return -1;
     if (reply->len) strbuf_puts(reply, " ");
-    if (reply->len < SMTPC_MAX_REPLY) strbuf_puts(reply, *text);
+    size_t n = strlen(*text), room = SMTPC_MAX_REPLY - reply->len; /* len <= MAX here */
+    strbuf_append(reply, *text, n < room ? n : room);
     *reply_code = code;
     return more;
 }
@@ -349,6 +353,25 @@ static void leave_server(struct smtpc_conn *c)
         smtpc_conn_close(c);
 }
 
+static void reply_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct smtpc_conn *c = arg;
+    if (c->closed || !c->bev) return;
+    c->reply_late = 1; /* session_event_cb says so */
+    c->on_event(c->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, c);
+}
+
+/* Part of a reply is in: the rest must follow within the timeout (set once per reply). */
+static void reply_deadline_arm(struct smtpc_conn *c)
+{
+    if (!c->reply_deadline) c->reply_deadline = evtimer_new(smtpc_base, reply_deadline_cb, c);
+    if (evtimer_pending(c->reply_deadline, NULL)) return;
+    struct timeval tv = {.tv_sec = c->timeout_s > 0 ? c->timeout_s : smtpc_cfg->command_timeout};
+    evtimer_add(c->reply_deadline, &tv);
+}
+
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
     struct smtpc_conn *c = arg;
@@ -361,15 +384,24 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
                 smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent an overlong line", c->mx_name,
                                 c->addr_text);
                 leave_server(c);
+                return;
             }
+            if (evbuffer_get_length(in) > 0 || c->reply_code != 0)
+                reply_deadline_arm(c);
+            else if (c->reply_deadline)
+                evtimer_del(c->reply_deadline);
             return;
         }
         const char *text;
         int first = c->reply_code == 0;
         int more = smtpc_reply_add_line(&c->reply, &c->reply_code, line, &text);
         if (more < 0) {
-            smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
-                            c->addr_text, line);
+            if (c->reply.len >= SMTPC_MAX_REPLY)
+                smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a reply of more than %d bytes",
+                                c->mx_name, c->addr_text, SMTPC_MAX_REPLY);
+            else
+                smtpc_set_error(c, 0, "4.4.2", "%s[%s] sent a malformed reply: %.100s", c->mx_name,
+                                c->addr_text, line);
             free(line);
             leave_server(c);
             return;
@@ -381,6 +413,7 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
         int code = c->reply_code;
         char *full = strbuf_detach(&c->reply, NULL);
         c->reply_code = 0;
+        if (c->reply_deadline) evtimer_del(c->reply_deadline); /* complete in time */
         if (code >= 400 || c->state == C_DATA_BODY) {
             size_t skip = smtp_enhanced_code(full, c->fb_enhanced, sizeof c->fb_enhanced);
             c->fb_code = code;
@@ -468,10 +501,15 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         }
         return;
     }
+    char sys[200];
     const char *why = (what & BEV_EVENT_TIMEOUT) ? "timeout"
                       : (what & BEV_EVENT_EOF)   ? "connection closed by the server"
                                                  : NULL;
-    char sys[200];
+    if ((what & BEV_EVENT_TIMEOUT) && c->reply_late) {
+        snprintf(sys, sizeof sys, "reply not complete %llds after its first byte",
+                 (long long)c->timeout_s);
+        why = sys;
+    }
     if (!why) {
         if (c->tls)
             snprintf(sys, sizeof sys, "TLS: %s", tls_error_string(c->bev));

@@ -56,11 +56,12 @@ int smtpc_wake_idle(struct dest *d);
 void smtpc_shutdown(void);
 
 /* A remote server's reply, read one line at a time (without CRLF) the way a connection reads
- * it: *reply collects the lines' texts joined by one space (about 8 KiB at most), *reply_code
+ * it: *reply collects the lines' texts joined by one space (cut at 8 KiB), *reply_code
  * the code of the lines so far, 0 before the first (the caller sets it to 0 and empties *reply
  * for a new reply, and when it drops a connection in the middle of one).
  * *text points at this line's text, inside line. Returns 1 when more lines follow, 0 when the
- * reply is complete, -1 when the line is no reply line or changes the code. Pure; any thread
+ * reply is complete, -1 when the line is no reply line, changes the code or follows 8 KiB of
+ * text (a reply that never ends). Pure; any thread
  * (the connection uses it; so does fuzz/fuzz_reply.c). */
 int smtpc_reply_add_line(struct strbuf *reply, int *reply_code, const char *line,
                          const char **text);

@@ -48,6 +48,7 @@ static void bury_all(evutil_socket_t fd, short what, void *arg)
         free(c->addrs);
         free(c->expects);
         strbuf_free(&c->reply);
+        if (c->reply_deadline) event_free(c->reply_deadline);
         free(c);
     }
 }
@@ -241,6 +242,8 @@ void smtpc_conn_drop_socket(struct smtpc_conn *c)
     c->tls_verified = 0;
     strbuf_reset(&c->reply); /* a reply half read from this server is none of the next one's */
     c->reply_code = 0;
+    if (c->reply_deadline) evtimer_del(c->reply_deadline);
+    c->reply_late = 0;
 }
 
 /* Tears the connection down now; the struct itself is freed from the event loop later, so
@@ -375,6 +378,7 @@ void smtpc_pinned_exhausted(struct smtpc_conn *c)
 void smtpc_set_timeout(struct smtpc_conn *c, int64_t seconds)
 {
     struct timeval tv = {.tv_sec = seconds};
+    c->timeout_s = seconds;
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     if (c->reader) sock_reader_set_timeout(c->reader, &tv);
 }

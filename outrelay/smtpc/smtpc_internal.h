@@ -108,6 +108,12 @@ struct smtpc_conn {
     /* reply being read */
     struct strbuf reply;
     int reply_code;
+    /* A reply, once its first byte is in, must be complete within timeout_s (the per-read
+     * timeout alone never ends a server that trickles a byte at a time); reply_late: it was
+     * not. */
+    struct event *reply_deadline;
+    int64_t timeout_s;
+    int reply_late;
 
     /* transaction */
     struct job *job;
