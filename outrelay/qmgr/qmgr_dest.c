@@ -175,9 +175,7 @@ void qmgr_dest_enqueue(struct message *m, const struct egress_conf *e, const cha
 
 static void job_free(struct job *job)
 {
-    free(job->rcpts);
-    free(job->results);
-    free(job);
+    smtpc_job_free(job);
 }
 
 static void job_done(struct job *job, const struct attempt_info *info)

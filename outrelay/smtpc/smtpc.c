@@ -54,6 +54,7 @@ static void parse_ehlo_line(struct smtpc_conn *c, const char *kw)
 }
 
 static void smtpc_conn_ready(struct smtpc_conn *c);
+static void reply_deadline_arm(struct smtpc_conn *c);
 
 static const char *helo_name(const struct smtpc_conn *c)
 {
@@ -110,6 +111,7 @@ static void start_tls(struct smtpc_conn *c)
     c->tls = 1;
     c->tls_verified = 0;
     c->state = C_TLS_HANDSHAKE;
+    reply_deadline_arm(c); /* a handshake trickled a byte at a time ends too */
 }
 
 /* Sends prefix and the credentials in base64, and wipes the encoded copy. */
@@ -479,6 +481,7 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             return;
         }
         if (c->state == C_TLS_HANDSHAKE) {
+            if (c->reply_deadline) evtimer_del(c->reply_deadline);
             SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
             if (c->tls_policy->dane && !dane_authenticated(c, ssl)) return;
             if (c->tls_policy->verify && SSL_get_verify_result(ssl) != X509_V_OK) {
@@ -506,8 +509,12 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
                       : (what & BEV_EVENT_EOF)   ? "connection closed by the server"
                                                  : NULL;
     if ((what & BEV_EVENT_TIMEOUT) && c->reply_late) {
-        snprintf(sys, sizeof sys, "reply not complete %llds after its first byte",
-                 (long long)c->timeout_s);
+        if (c->state == C_TLS_HANDSHAKE)
+            snprintf(sys, sizeof sys, "handshake not complete %llds after it began",
+                     (long long)c->timeout_s);
+        else
+            snprintf(sys, sizeof sys, "reply not complete %llds after its first byte",
+                     (long long)c->timeout_s);
         why = sys;
     }
     if (!why) {

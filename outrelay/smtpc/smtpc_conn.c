@@ -276,8 +276,10 @@ void smtpc_conn_close_all(void)
 {
     struct smtpc_conn *c;
     while ((c = LIST_FIRST(&smtpc_all))) {
-        c->job = NULL; /* the queue is going away; the spool keeps the messages */
-        c->pinned = NULL;
+        /* the queue is going away (the spool keeps the messages): the jobs are not handed back */
+        smtpc_job_free(c->job);
+        smtpc_job_free(c->pinned);
+        c->job = c->pinned = NULL;
         smtpc_conn_close(c);
     }
     bury_all(-1, 0, NULL);

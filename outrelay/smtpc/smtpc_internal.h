@@ -83,6 +83,7 @@ struct smtpc_conn {
     size_t n_addrs, addr_i;
     int aaaa_done;
     int any_tempfail;
+    int tries;       /* addresses connected to by this connection (a plaintext retry not counted) */
     int mx_secure;   /* the MX answer was DNSSEC-validated (an implicit MX: the domain's) */
     int addr_secure; /* every address answer of the current host was DNSSEC-validated */
     int no_tls;      /* this address in plaintext: its optional handshake failed */
@@ -193,6 +194,12 @@ void smtpc_resolve_mx(struct smtpc_conn *c);
 void smtpc_resolve_next_host(struct smtpc_conn *c);
 /* Connects to the next address of the current host, or resolves the next host. */
 void smtpc_conn_next_address(struct smtpc_conn *c);
+/* At most this many addresses are tried per connection, over all MX hosts (RFC 5321 section
+ * 5.1 leaves the number to the client): a domain publishing hundreds of unreachable MX hosts
+ * must not hold a connection for hours of connect timeouts. */
+#define SMTPC_MAX_ADDRESSES 5
+/* Another address or MX host is left to try. */
+int smtpc_more_candidates(const struct smtpc_conn *c);
 
 /* smtpc_transaction.c: one job on an open connection. Both return what the session does next:
  * TRANSACTION_GOES_ON (wait for more replies; the connection may also have been closed or sent

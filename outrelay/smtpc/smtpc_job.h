@@ -79,5 +79,8 @@ struct attempt_info {
 struct job *smtpc_dest_take_job(struct dest *d);
 /* Fills every result of the job with the same reply. */
 void smtpc_job_fail_all(struct job *job, int code, const char *enhanced, const char *text);
+/* Frees a job and what it holds (not its message or destination): the owner's way to drop one,
+ * and the client's at shutdown, when the jobs out on connections are not handed back. */
+void smtpc_job_free(struct job *job);
 
 #endif

@@ -43,8 +43,20 @@ static void host_ready(struct smtpc_conn *c, const struct dns_answer *tlsa)
     smtpc_conn_next_address(c);
 }
 
+int smtpc_more_candidates(const struct smtpc_conn *c)
+{
+    return c->tries < SMTPC_MAX_ADDRESSES && (c->addr_i < c->n_addrs || c->host_i < c->n_hosts);
+}
+
 void smtpc_resolve_next_host(struct smtpc_conn *c)
 {
+    if (c->host_i < c->n_hosts && c->tries >= SMTPC_MAX_ADDRESSES) {
+        log_info("smtpc: %s: %d addresses tried, %zu more MX hosts left for the next attempt",
+                 c->dest->domain[0] ? c->dest->domain : c->egress->host, c->tries,
+                 c->n_hosts - c->host_i);
+        c->host_i = c->n_hosts;
+        if (c->pinned) c->pinned_temp = 1; /* a host left untried may take it */
+    }
     if (c->host_i >= c->n_hosts && c->pinned) {
         smtpc_pinned_exhausted(c);
         return;
@@ -263,10 +275,15 @@ static const struct sockaddr_any *pick_source(struct smtpc_conn *c, int family)
 void smtpc_conn_next_address(struct smtpc_conn *c)
 {
     smtpc_conn_drop_socket(c);
+    if (!c->retry_plain && c->tries >= SMTPC_MAX_ADDRESSES && c->addr_i < c->n_addrs) {
+        c->addr_i = c->n_addrs;
+        if (c->pinned) c->pinned_temp = 1; /* an address left untried may take it */
+    }
     if (c->addr_i >= c->n_addrs) {
         smtpc_resolve_next_host(c);
         return;
     }
+    if (!c->retry_plain) c->tries++;
     /* a plaintext retry keeps the reason its handshake failed; a new address starts clean */
     c->no_tls = c->retry_plain;
     c->retry_plain = 0;

@@ -217,7 +217,7 @@ enum transaction_next smtpc_start_transaction(struct smtpc_conn *c)
                           "the message needs SMTPUTF8, which the receiving server does not offer");
     char why[400];
     if (env->requiretls && env->sender[0] && requiretls_refusal(c, why, sizeof why)) {
-        if (c->addr_i < c->n_addrs || c->host_i < c->n_hosts) {
+        if (smtpc_more_candidates(c)) {
             /* RFC 8689 section 4.2.1: QUIT, and on to the other MX hosts with this message */
             log_warn("%s: %s; trying the next MX host", env->queue_id, why);
             if (!c->pinned_why[0]) snprintf(c->pinned_why, sizeof c->pinned_why, "%s", why);
@@ -227,12 +227,16 @@ enum transaction_next smtpc_start_transaction(struct smtpc_conn *c)
             return TRANSACTION_GOES_ON;
         }
         log_warn("%s: %s", env->queue_id, why);
-        if (!c->pinned_why[0]) return refuse_job(c, 550, "5.7.30", why);
-        /* the last candidate of a carried job */
+        /* candidates left untried (SMTPC_MAX_ADDRESSES) are the next attempt's */
+        int untried = c->addr_i < c->n_addrs || c->host_i < c->n_hosts;
+        if (!c->pinned_why[0] && !untried) return refuse_job(c, 550, "5.7.30", why);
         char both[sizeof why + sizeof c->pinned_why + 8];
-        snprintf(both, sizeof both, "%s; %s", c->pinned_why, why);
-        if (c->pinned_temp) /* another MX host may take it later */
-            return refuse_job(c, 0, c->last_error_enh[0] ? c->last_error_enh : "4.4.1", both);
+        if (c->pinned_why[0])
+            snprintf(both, sizeof both, "%s; %s", c->pinned_why, why);
+        else
+            snprintf(both, sizeof both, "%s", why);
+        if (c->pinned_temp || untried) /* another MX host may take it later */
+            return refuse_job(c, 0, c->last_error_enh[0] ? c->last_error_enh : "4.7.30", both);
         return refuse_job(c, 550, "5.7.30", both);
     }
     if (c->ext_size > 0 && env->size > c->ext_size)

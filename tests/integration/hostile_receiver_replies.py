@@ -11,6 +11,9 @@ Three receivers on loopback (minimal SMTP servers in this file), delivery.comman
 - endless.test answers EHLO with "250-..." lines as fast as they are taken, never a last line:
   the relay drops it after 8 KiB of reply text, well before the timeout (what the receiver
   managed to write meanwhile is mostly the kernel's socket buffers); the message is deferred ("a reply of more than 8192 bytes");
+- tlstrickle.test offers STARTTLS, says 220 to it and then trickles a TLS record a byte every
+  0.5 s: the handshake is given up within delivery.connect_timeout (5 s), and since TLS is
+  opportunistic the same server is tried again in plaintext and takes the message;
 - good.test, a well-behaved receiver, gets its message meanwhile (the relay is not stuck).
 Both hostile destinations are retried with back-off (retry 1s, 2s, ...), never in a loop.
 """
@@ -22,6 +25,8 @@ import harness as h
 TRICKLE_IP = "127.0.0.56"
 ENDLESS_IP = "127.0.0.57"
 GOOD_IP = "127.0.0.58"
+TLS_TRICKLE_IP = "127.0.0.59"
+CONNECT_TIMEOUT = 5  # standard_config's delivery.connect_timeout: the handshake's bound
 TIMEOUT = 3
 
 
@@ -64,7 +69,18 @@ class Receiver:
             pass
         self.ended.append(time.monotonic() - t0)
 
+    def _tls_trickle(self, c):
+        t0 = time.monotonic()
+        try:
+            for b in b"\x16\x03\x03\x00\x40" + b"\x02" * 0x40:  # 35 s at most
+                c.sendall(bytes([b]))
+                time.sleep(0.5)
+        except OSError:
+            pass
+        self.ended.append(time.monotonic() - t0)
+
     def _session(self, c):
+        starttls = self.mode == "tlstrickle" and self.sessions == 1
         try:
             f = c.makefile("rb")
             c.sendall(b"220 rx.example ESMTP\r\n")
@@ -77,7 +93,12 @@ class Receiver:
                     if self.mode == "endless":
                         self._endless(c)
                         break
-                    c.sendall(b"250 rx.example\r\n")
+                    c.sendall(b"250-rx.example\r\n250 STARTTLS\r\n" if starttls
+                              else b"250 rx.example\r\n")
+                elif cmd == b"STAR" and starttls:
+                    c.sendall(b"220 2.0.0 go ahead\r\n")
+                    self._tls_trickle(c)
+                    break
                 elif cmd == b"MAIL":
                     if self.mode == "trickle":
                         self._trickle(c)
@@ -110,18 +131,21 @@ def test(env):
     h.need_binary(env)
     zones = h.default_zones()
     for name, ip in (("trickle.test", TRICKLE_IP), ("endless.test", ENDLESS_IP),
-                     ("good.test", GOOD_IP)):
+                     ("good.test", GOOD_IP), ("tlstrickle.test", TLS_TRICKLE_IP)):
         zones[name] = h.zone_with_mx(name, ip)
     nsd = h.Nsd(env, zones=zones)
-    mx_port = env.free_port(h.SINK_IPS + [TRICKLE_IP, ENDLESS_IP, GOOD_IP, h.LEGACY_IP])
+    mx_port = env.free_port(h.SINK_IPS + [TRICKLE_IP, ENDLESS_IP, GOOD_IP, TLS_TRICKLE_IP,
+                                          h.LEGACY_IP])
     trickle = Receiver(TRICKLE_IP, mx_port, "trickle")
     endless = Receiver(ENDLESS_IP, mx_port, "endless")
     good = Receiver(GOOD_IP, mx_port, "good")
+    tls_trickle = Receiver(TLS_TRICKLE_IP, mx_port, "tlstrickle")
     cfg = h.standard_config(env, nsd, mx_port, retry=("1s", "2s", "4s", "8s"))
     cfg["delivery"]["command_timeout"] = f"{TIMEOUT}s"
     relay = h.Relay(env, cfg)
 
-    for rcpt in ("bob@trickle.test", "bob@endless.test", "bob@good.test"):
+    for rcpt in ("bob@trickle.test", "bob@endless.test", "bob@good.test",
+                 "bob@tlstrickle.test"):
         res = h.send(relay.host, relay.port, "alice@example.org", [rcpt],
                      h.make_message("alice@example.org", rcpt, "hostile",
                                     message_id=f"<{rcpt.split('@')[1]}@example.org>"))
@@ -151,6 +175,14 @@ def test(env):
             f"the relay listened to an endless reply for {took:.1f}s ({sent} bytes sent into "
             f"the connection): it was not cut at 8 KiB")
 
+    env.wait_for(lambda: tls_trickle.messages >= 1, 30,
+                 "tlstrickle.test's message, in plaintext after the trickled handshake")
+    env.wait_for(lambda: tls_trickle.ended, 10, "the trickled handshake's session closed")
+    h.check(tls_trickle.ended[0] < CONNECT_TIMEOUT + 2,
+            f"the relay waited on a trickled TLS handshake for {tls_trickle.ended} s "
+            f"(connect timeout {CONNECT_TIMEOUT}s)")
+    h.check(tls_trickle.sessions == 2, f"{tls_trickle.sessions} sessions to tlstrickle.test")
+
     # back-off, not a loop: a few sessions over some seconds
     time.sleep(4)
     h.log(f"sessions: trickle {trickle.sessions}, endless {endless.sessions}; endless bytes "
@@ -158,7 +190,7 @@ def test(env):
     h.check(endless.sessions <= 5, f"{endless.sessions} sessions to the endless receiver")
     h.check(trickle.sessions <= 4, f"{trickle.sessions} sessions to the trickling receiver")
     relay.stop()
-    for rx in (trickle, endless, good):
+    for rx in (trickle, endless, good, tls_trickle):
         rx.stop()
 
 
