@@ -187,6 +187,7 @@ void qmgr_free(struct qmgr *q)
     struct message *m;
     while ((m = TAILQ_FIRST(&q->messages))) {
         TAILQ_REMOVE(&q->messages, m, link);
+        if (m->waiting_lookup) TAILQ_REMOVE(m->lookup_list, m, lookup_link); /* off its list */
         qmgr_message_free(m);
     }
     hashmap_free(q->by_id);

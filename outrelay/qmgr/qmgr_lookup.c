@@ -35,7 +35,23 @@ struct provider_query {
     struct qmgr_lookup *owner;
     struct dns_query *query;
     char *domain;
+    /* the messages waiting for this answer (and no other): an answer wakes its own waiters, so
+     * a queue waiting on many domains is not run again in full at every answer */
+    struct message_list waiting;
 };
+
+/* The messages waiting on list become due now (the wake timer runs them from the loop). */
+static void wake_list(struct message_list *list)
+{
+    int64_t now = clock_now();
+    struct message *m;
+    while ((m = TAILQ_FIRST(list))) {
+        TAILQ_REMOVE(list, m, lookup_link);
+        m->waiting_lookup = 0;
+        m->lookup_list = NULL;
+        qmgr_rearm(m, now);
+    }
+}
 
 #define PROVIDERS_MAX 100000 /* domains remembered at once */
 
@@ -56,9 +72,9 @@ static void provider_answer(void *arg, const struct dns_answer *a)
                   : ttl > 86400 ? 86400
                                 : ttl);
     hashmap_remove(l->asking, p->domain);
+    wake_list(&p->waiting);
     free(p->domain);
     free(p);
-    qmgr_lookup_answered(l->q); /* reschedule waiting mail */
 }
 
 static void copy_provider(const void *value, void *out)
@@ -66,8 +82,9 @@ static void copy_provider(const void *value, void *out)
     *(const char **)out = value;
 }
 
-/* The provider of a domain, or NULL while it is being looked up. */
-const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain)
+/* The provider of a domain, or NULL while it is being looked up; then waiter (unless NULL or
+ * already waiting for something) waits for the answer. */
+const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain, struct message *waiter)
 {
     if (l->q->cfg->n_providers == 0 || domain[0] == '[') return "other"; /* literal: no MX */
     char key[256];
@@ -75,35 +92,43 @@ const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain)
     qmgr_lowercase(key);
     const char *provider = NULL;
     if (ttl_cache_get(l->providers, key, copy_provider, &provider) > 0) return provider;
-    if (hashmap_get(l->asking, key)) return NULL;
-    struct provider_query *p = xcalloc(1, sizeof *p);
-    p->owner = l;
-    p->domain = xstrdup(key);
-    hashmap_put(l->asking, key, p);
-    p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p); /* never answers before return */
+    struct provider_query *p = hashmap_get(l->asking, key);
+    if (!p) {
+        p = xcalloc(1, sizeof *p);
+        p->owner = l;
+        p->domain = xstrdup(key);
+        TAILQ_INIT(&p->waiting);
+        hashmap_put(l->asking, key, p);
+        p->query = dns_query(key, DNS_TYPE_MX, provider_answer, p); /* answers after return */
+    }
+    if (waiter && !waiter->waiting_lookup) {
+        waiter->waiting_lookup = 1;
+        waiter->lookup_list = &p->waiting;
+        TAILQ_INSERT_TAIL(&p->waiting, waiter, lookup_link);
+    }
     return NULL;
 }
 
 static void cancel_query(void *arg, const char *key, void *value)
 {
-    (void)arg;
     (void)key;
+    struct qmgr *q = arg;
     struct provider_query *p = value;
+    struct message *m;
+    while ((m = TAILQ_FIRST(&p->waiting))) { /* no answer now: the queue's own list */
+        TAILQ_REMOVE(&p->waiting, m, lookup_link);
+        m->lookup_list = &q->lookup_waiting;
+        TAILQ_INSERT_TAIL(&q->lookup_waiting, m, lookup_link);
+    }
     dns_cancel(p->query);
     free(p->domain);
     free(p);
 }
-/* A domain's provider is known: the messages waiting for one become due now (the wake timer
- * runs them from the loop). */
+/* The cluster answered a claim or a reservation: the messages waiting on the queue's own list
+ * become due now. */
 void qmgr_lookup_answered(struct qmgr *q)
 {
-    int64_t now = clock_now();
-    struct message *m;
-    while ((m = TAILQ_FIRST(&q->lookup_waiting))) {
-        TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
-        m->waiting_lookup = 0;
-        qmgr_rearm(m, now); /* due now: the wake timer runs it from the loop */
-    }
+    wake_list(&q->lookup_waiting);
 }
 
 /* --- duplicate suppression ------------------------------------------------------------------- */
@@ -320,7 +345,7 @@ void qmgr_lookup_free(struct qmgr_lookup *l)
     if (!l) return;
     hashmap_foreach(l->dedup, free_dedup, NULL);
     hashmap_free(l->dedup);
-    hashmap_foreach(l->asking, cancel_query, NULL);
+    hashmap_foreach(l->asking, cancel_query, l->q);
     hashmap_free(l->asking);
     ttl_cache_free(l->providers);
     free(l);

@@ -9,8 +9,9 @@ struct qmgr_lookup *qmgr_lookup_new(struct qmgr *q);
 void qmgr_lookup_free(struct qmgr_lookup *l);
 /* After a reload: cached providers of domains are looked up again. */
 void qmgr_lookup_reload(struct qmgr_lookup *l);
-/* The provider of a domain, or NULL while it is being looked up. */
-const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain);
+/* The provider of a domain, or NULL while it is being looked up; then waiter (unless NULL or
+ * already waiting) waits for that answer alone, which makes it due again. */
+const char *qmgr_provider_of(struct qmgr_lookup *l, const char *domain, struct message *waiter);
 /* DEDUP_WAIT: another copy is being delivered, ask again in a moment; DEDUP_ASKING: our claim
  * is out to the cluster, whose answer wakes the message (as a provider lookup's does). */
 enum dedup_verdict { DEDUP_SEND, DEDUP_SUPPRESS, DEDUP_WAIT, DEDUP_ASKING };
@@ -20,7 +21,8 @@ void qmgr_dedup_outcome(const struct message *m, size_t i, int delivered, int64_
 void qmgr_dedup_forget_message(const struct message *m);
 void qmgr_dedup_prune(struct qmgr_lookup *l, int64_t now);
 
-/* A domain's provider is known: messages waiting for one are scheduled again. */
+/* The cluster answered (a dedup claim, a cap reservation): the messages waiting on the queue's
+ * own list (q->lookup_waiting) are scheduled again. */
 void qmgr_lookup_answered(struct qmgr *q);
 
 #endif

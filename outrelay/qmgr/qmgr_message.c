@@ -181,7 +181,7 @@ void qmgr_message_maybe_forget(struct message *m)
         spool_unpin(q->spool, m->pins[i]);
     qmgr_heap_remove(&q->due, &m->due);
     prep_unpark(m);
-    if (m->waiting_lookup) TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
+    if (m->waiting_lookup) TAILQ_REMOVE(m->lookup_list, m, lookup_link);
     TAILQ_REMOVE(&q->messages, m, link);
     hashmap_remove(q->by_id, m->env->queue_id);
     if (q->forgetting) q->forgetting(m);

@@ -45,7 +45,10 @@ struct rcpt {
 
 struct message {
     TAILQ_ENTRY(message) link;
-    TAILQ_ENTRY(message) lookup_link; /* in q->lookup_waiting while waiting_lookup */
+    /* while waiting_lookup: in lookup_list, the waiting list of its domain's provider lookup
+     * (qmgr_lookup.c) or q->lookup_waiting (a cluster's answer) */
+    TAILQ_ENTRY(message) lookup_link;
+    struct message_list *lookup_list;
     struct qmgr *q;
     struct envelope *env;
     struct spool_loc loc;

@@ -48,6 +48,7 @@ static void wait_for_lookup(struct message *m)
 {
     if (m->waiting_lookup) return;
     m->waiting_lookup = 1;
+    m->lookup_list = &m->q->lookup_waiting;
     TAILQ_INSERT_TAIL(&m->q->lookup_waiting, m, lookup_link);
 }
 
@@ -86,11 +87,8 @@ static const struct egress_conf *route_one(struct message *m, size_t i, int64_t 
         qmgr_rcpt_finalize(m, i, &o, NULL);
         return NULL;
     }
-    *provider = qmgr_provider_of(m->q->lookup, smtp_address_domain(m->env->rcpts[i].address));
-    if (!*provider) {
-        wait_for_lookup(m);
-        return NULL;
-    }
+    *provider = qmgr_provider_of(m->q->lookup, smtp_address_domain(m->env->rcpts[i].address), m);
+    if (!*provider) return NULL; /* the answer wakes the message */
     struct route_decision rd;
     route_decide(m->env, i, *provider, now, &rd);
     if (!rd.egress) {
@@ -155,14 +153,14 @@ static void enqueue_for(struct message *m, size_t first, const struct egress_con
 
 void qmgr_route_due(struct message *m, int64_t now)
 {
-    struct qmgr *q = m->q;
     size_t n = m->env->n_rcpts;
     const struct egress_conf **chosen = xcalloc(n, sizeof *chosen);
     const char **providers = xcalloc(n, sizeof *providers);
     struct rcpt_batch expired = {xmalloc(n * sizeof *expired.idx), 0};
     if (m->waiting_lookup) {
-        TAILQ_REMOVE(&q->lookup_waiting, m, lookup_link);
+        TAILQ_REMOVE(m->lookup_list, m, lookup_link);
         m->waiting_lookup = 0;
+        m->lookup_list = NULL;
     }
     for (size_t i = 0; i < n; i++) {
         if (m->r[i].state != RCPT_PENDING || m->r[i].next_try > now) continue;

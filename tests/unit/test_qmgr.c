@@ -373,6 +373,7 @@ static void test_lookup_wait_and_delete(void **state)
     deliver_defer = 0; /* the fake step leaves the recipient due, as a lookup in flight does */
     struct message *m = add_message(f, "Q1", "s@example.org", 1);
     m->waiting_lookup = 1;
+    m->lookup_list = &f->q->lookup_waiting;
     TAILQ_INSERT_TAIL(&f->q->lookup_waiting, m, lookup_link);
     qmgr_rearm(m, T0);
     assert_int_equal(m->due.at, T0 + 1); /* the fallback, not a busy loop */
