@@ -23,9 +23,8 @@ import threading
 import time
 
 import harness as h
-from gated_dns import GatedDns
+from gated_dns import PLATFORM_IP, BusyRelay
 
-PLATFORM_IP = "127.0.0.14"
 NOOP = b"NOOP " + b"x" * 1000 + b"\r\n"
 NOOP_COUNT = (16 << 20) // len(NOOP)   # 16 MiB offered
 COMMAND_TIMEOUT = 3                   # seconds; the DNS answer is held for longer
@@ -52,34 +51,12 @@ def queues(client_port):
 
 def test(env):
     h.need_binary(env)
-    tools = env.tools
-    keys = env.path("platform-keys")
-    r = subprocess.run([f"{tools}/dkim_tool", "keygen", keys, "example.org", "gw", "rsa"],
-                       capture_output=True, text=True, timeout=60)
-    h.check(r.returncode == 0, f"dkim_tool keygen: {r.stderr}")
-    zones = h.default_zones()
-    zones["example.org"] += r.stdout
-    nsd = h.Nsd(env, zones=zones)
-    dns = GatedDns(env, nsd)
-    env.add_diagnostic(lambda: ("gated DNS", f"held {dns.held_total}, open {dns.open}"))
-    mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
-    sink = h.PySink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
-    origins = {"platform": {"platforms": ["testplatform"], "domains": ["example.org"],
-                            "dkim_required": True}}
-    cfg = h.standard_config(env, nsd, mx_port, origins=origins,
-                            platforms={"testplatform": {"networks": [f"{PLATFORM_IP}/32"],
-                                                        "source": "test platform"}},
-                            limits={"command_timeout": f"{COMMAND_TIMEOUT}s"})
-    cfg["dns"] = {"servers": [dns.server]}
-    relay = h.Relay(env, cfg)
+    busy = BusyRelay(env, {"command_timeout": f"{COMMAND_TIMEOUT}s"})
+    relay, dns, sink = busy.relay, busy.dns, busy.sink
     pid = relay.proc.pid
-
-    raw = (b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: <busy@gw.test>\r\n"
-           b"Subject: busy\r\n\r\nhello while the relay waits on DNS\r\n")
-    r = subprocess.run([f"{tools}/dkim_tool", "sign", keys, "example.org"], input=raw,
-                       capture_output=True, timeout=60)
-    h.check(r.returncode == 0, f"signing failed: {r.stderr!r}")
-    signed = r.stdout
+    signed = busy.signed(
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: <busy@gw.test>\r\n"
+        b"Subject: busy\r\n\r\nhello while the relay waits on DNS\r\n")
 
     c = h.RawClient(relay.host, relay.port, source_addr=PLATFORM_IP)
     h.check(c.reply()[0] == 220, "greeting")

@@ -13,45 +13,21 @@ Checks, over real sockets on loopback:
 - a second session left idle afterwards still gets the command timeout (421 4.4.2).
 """
 import socket
-import subprocess
 import time
 
 import harness as h
-from gated_dns import GatedDns
+from gated_dns import PLATFORM_IP, BusyRelay
 
-PLATFORM_IP = "127.0.0.14"
 TIMEOUT = 3   # limits.command_timeout and limits.data_timeout, seconds
 
 
 def test(env):
     h.need_binary(env)
-    tools = env.tools
-    keys = env.path("platform-keys")
-    r = subprocess.run([f"{tools}/dkim_tool", "keygen", keys, "example.org", "gw", "rsa"],
-                       capture_output=True, text=True, timeout=60)
-    h.check(r.returncode == 0, f"dkim_tool keygen: {r.stderr}")
-    zones = h.default_zones()
-    zones["example.org"] += r.stdout
-    nsd = h.Nsd(env, zones=zones)
-    dns = GatedDns(env, nsd)
-    env.add_diagnostic(lambda: ("gated DNS", f"held {dns.held_total}, open {dns.open}"))
-    mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
-    sink = h.PySink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
-    origins = {"platform": {"platforms": ["testplatform"], "domains": ["example.org"],
-                            "dkim_required": True}}
-    cfg = h.standard_config(env, nsd, mx_port, origins=origins,
-                            platforms={"testplatform": {"networks": [f"{PLATFORM_IP}/32"],
-                                                        "source": "test platform"}},
-                            limits={"command_timeout": f"{TIMEOUT}s",
-                                    "data_timeout": f"{TIMEOUT}s"})
-    cfg["dns"] = {"servers": [dns.server]}
-    relay = h.Relay(env, cfg)
-
-    raw = (b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: <quiet@gw.test>\r\n"
-           b"Subject: quiet\r\n\r\nwaiting for the relay\r\n")
-    r = subprocess.run([f"{tools}/dkim_tool", "sign", keys, "example.org"], input=raw,
-                       capture_output=True, timeout=60)
-    h.check(r.returncode == 0, f"signing failed: {r.stderr!r}")
+    busy = BusyRelay(env, {"command_timeout": f"{TIMEOUT}s", "data_timeout": f"{TIMEOUT}s"})
+    relay, dns, sink = busy.relay, busy.dns, busy.sink
+    signed = busy.signed(
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: <quiet@gw.test>\r\n"
+        b"Subject: quiet\r\n\r\nwaiting for the relay\r\n")
 
     c = h.RawClient(relay.host, relay.port, source_addr=PLATFORM_IP)
     h.check(c.reply()[0] == 220, "greeting")
@@ -61,7 +37,7 @@ def test(env):
                        (b"RCPT TO:<bob@example.net>\r\n", 250), (b"DATA\r\n", 354)):
         code, text = c.cmd(line)
         h.check(code == want, f"{line!r}: {code} {text}")
-    c.send(r.stdout + b".\r\n")
+    c.send(signed + b".\r\n")
     env.wait_for(lambda: dns.held_total > 0, 20, "the DKIM key query at the DNS proxy")
     t0 = time.monotonic()
     c.sock.settimeout(0.2)

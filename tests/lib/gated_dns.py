@@ -2,9 +2,12 @@
 queries naming _domainkey until the test opens the gate: a session waiting on its
 dkim_required check stays busy for as long as a test needs."""
 import socket
+import subprocess
 import threading
 
 import harness as h
+
+PLATFORM_IP = "127.0.0.14"  # the dkim_required origin's platform address
 
 
 class GatedDns:
@@ -78,3 +81,38 @@ class GatedDns:
         self.stopping = True
         self.thread.join(5)
         self.sock.close()
+
+
+class BusyRelay:
+    """A relay whose origin "platform" (PLATFORM_IP) is dkim_required for example.org, resolving
+    through a GatedDns: a message it accepts keeps its session busy until dns.release().
+    .relay, .dns, .sink (example.net's MX) and .signed(raw): raw signed with the origin's key."""
+
+    def __init__(self, env, limits):
+        self.env = env
+        self.keys = env.path("platform-keys")
+        r = subprocess.run([f"{env.tools}/dkim_tool", "keygen", self.keys, "example.org", "gw",
+                            "rsa"], capture_output=True, text=True, timeout=60)
+        h.check(r.returncode == 0, f"dkim_tool keygen: {r.stderr}")
+        zones = h.default_zones()
+        zones["example.org"] += r.stdout
+        nsd = h.Nsd(env, zones=zones)
+        self.dns = GatedDns(env, nsd)
+        env.add_diagnostic(lambda: ("gated DNS",
+                                    f"held {self.dns.held_total}, open {self.dns.open}"))
+        mx_port = env.free_port(h.SINK_IPS + [h.LEGACY_IP])
+        self.sink = h.PySink(env, h.MX_EXAMPLE_NET, mx_port, "example.net")
+        origins = {"platform": {"platforms": ["testplatform"], "domains": ["example.org"],
+                                "dkim_required": True}}
+        cfg = h.standard_config(env, nsd, mx_port, origins=origins,
+                                platforms={"testplatform": {"networks": [f"{PLATFORM_IP}/32"],
+                                                            "source": "test platform"}},
+                                limits=limits)
+        cfg["dns"] = {"servers": [self.dns.server]}
+        self.relay = h.Relay(env, cfg)
+
+    def signed(self, raw):
+        r = subprocess.run([f"{self.env.tools}/dkim_tool", "sign", self.keys, "example.org"],
+                           input=raw, capture_output=True, timeout=60)
+        h.check(r.returncode == 0, f"signing failed: {r.stderr!r}")
+        return r.stdout
