@@ -23,7 +23,7 @@ import threading
 import time
 
 import harness as h
-from gated_dns import PLATFORM_IP, BusyRelay
+from gated_dns import BusyRelay
 
 NOOP = b"NOOP " + b"x" * 1000 + b"\r\n"
 NOOP_COUNT = (16 << 20) // len(NOOP)   # 16 MiB offered
@@ -54,21 +54,7 @@ def test(env):
     busy = BusyRelay(env, {"command_timeout": f"{COMMAND_TIMEOUT}s"})
     relay, dns, sink = busy.relay, busy.dns, busy.sink
     pid = relay.proc.pid
-    signed = busy.signed(
-        b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: <busy@gw.test>\r\n"
-        b"Subject: busy\r\n\r\nhello while the relay waits on DNS\r\n")
-
-    c = h.RawClient(relay.host, relay.port, source_addr=PLATFORM_IP)
-    h.check(c.reply()[0] == 220, "greeting")
-    code, text = c.cmd(b"EHLO platform.example.org\r\n")
-    h.check(code == 250, f"EHLO: {code} {text}")
-    for line, want in ((b"MAIL FROM:<alice@example.org>\r\n", 250),
-                       (b"RCPT TO:<bob@example.net>\r\n", 250), (b"DATA\r\n", 354)):
-        code, text = c.cmd(line)
-        h.check(code == want, f"{line!r}: {code} {text}")
-    c.send(signed + b".\r\n")
-    # the worker asks for gw._domainkey.example.org: from here on the session is busy
-    env.wait_for(lambda: dns.held_total > 0, 20, "the DKIM key query at the DNS proxy")
+    c = busy.send_busy(b"<busy@gw.test>", b"hello while the relay waits on DNS")
     rss_before = vm_rss_kib(pid)
 
     offered = NOOP * NOOP_COUNT

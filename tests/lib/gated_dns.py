@@ -86,7 +86,7 @@ class GatedDns:
 class BusyRelay:
     """A relay whose origin "platform" (PLATFORM_IP) is dkim_required for example.org, resolving
     through a GatedDns: a message it accepts keeps its session busy until dns.release().
-    .relay, .dns, .sink (example.net's MX) and .signed(raw): raw signed with the origin's key."""
+    .relay, .dns, .sink (example.net's MX); send_busy() starts the busy session."""
 
     def __init__(self, env, limits):
         self.env = env
@@ -111,8 +111,25 @@ class BusyRelay:
         cfg["dns"] = {"servers": [self.dns.server]}
         self.relay = h.Relay(env, cfg)
 
-    def signed(self, raw):
+    def send_busy(self, message_id, body):
+        """A RawClient from the platform that has sent a signed message (alice@example.org to
+        bob@example.net) and its end of data; returns once the relay asks for the signing key,
+        so the session is busy from then on."""
+        raw = (b"From: alice@example.org\r\nTo: bob@example.net\r\nMessage-ID: " + message_id
+               + b"\r\nSubject: busy\r\n\r\n" + body + b"\r\n")
         r = subprocess.run([f"{self.env.tools}/dkim_tool", "sign", self.keys, "example.org"],
                            input=raw, capture_output=True, timeout=60)
         h.check(r.returncode == 0, f"signing failed: {r.stderr!r}")
-        return r.stdout
+        c = h.RawClient(self.relay.host, self.relay.port, source_addr=PLATFORM_IP)
+        h.check(c.reply()[0] == 220, "greeting")
+        code, text = c.cmd(b"EHLO platform.example.org\r\n")
+        h.check(code == 250, f"EHLO: {code} {text}")
+        for line, want in ((b"MAIL FROM:<alice@example.org>\r\n", 250),
+                           (b"RCPT TO:<bob@example.net>\r\n", 250), (b"DATA\r\n", 354)):
+            code, text = c.cmd(line)
+            h.check(code == want, f"{line!r}: {code} {text}")
+        c.send(r.stdout + b".\r\n")
+        # the worker asks for gw._domainkey.example.org: from here on the session is busy
+        self.env.wait_for(lambda: self.dns.held_total > 0, 20,
+                          "the DKIM key query at the DNS proxy")
+        return c
