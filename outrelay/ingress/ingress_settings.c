@@ -81,7 +81,8 @@ static const struct setting limits_items[] = {
      .type = SETTING_DURATION,
      .offset = AT(command_timeout_in),
      .def = "5m",
-     .help = "How long a client may take to send a command."},
+     .help = "How long a client may take to send a command: idle between commands, and from "
+             "the first byte of a command line, or of a TLS handshake, to its end."},
     {.name = "data_timeout",
      .type = SETTING_DURATION,
      .offset = AT(data_timeout),

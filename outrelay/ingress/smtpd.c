@@ -233,6 +233,45 @@ static void set_timeouts(struct session *s)
     if (s->reader) sock_reader_set_timeout(s->reader, &tv);
 }
 
+/* A command line or TLS handshake that a client trickles a byte at a time: 421 and close (a
+ * handshake is closed without a reply). A busy session's partial next command waits for us. */
+static void command_deadline_cb(evutil_socket_t fd, short what, void *arg);
+
+static void command_deadline_arm(struct session *s)
+{
+    if (!s->command_deadline_ev)
+        s->command_deadline_ev = evtimer_new(smtpd_base, command_deadline_cb, s);
+    if (evtimer_pending(s->command_deadline_ev, NULL)) return;
+    struct timeval tv = {.tv_sec = smtpd_cfg->command_timeout_in};
+    evtimer_add(s->command_deadline_ev, &tv);
+}
+
+static void command_deadline_stop(struct session *s)
+{
+    if (s->command_deadline_ev) evtimer_del(s->command_deadline_ev);
+}
+
+static void command_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    if (s->closed || s->dead || s->state == STATE_CLOSING) return;
+    if (s->busy || s->upgrading) {
+        command_deadline_arm(s);
+        return;
+    }
+    log_warn("smtpd: %s: %s not complete %llds after it began; closing", s->peer_text,
+             s->handshaking ? "TLS handshake" : "command line",
+             (long long)smtpd_cfg->command_timeout_in);
+    if (s->handshaking) {
+        smtpd_session_free(s);
+        return;
+    }
+    bufferevent_enable(s->bev, EV_WRITE);
+    smtpd_reply_and_close(s, "421 4.4.2 Timeout; closing connection");
+}
+
 static int switch_to_tls(struct session *s, int plain_exists)
 {
     SSL *ssl = SSL_new(smtpd_tls_ctx);
@@ -252,6 +291,9 @@ static int switch_to_tls(struct session *s, int plain_exists)
     s->tls = 1;
     s->input_paused = 0; /* the new bufferevent reads from the handshake on */
     set_timeouts(s);
+    s->handshaking = 1;
+    command_deadline_stop(s); /* a fresh bound for the handshake */
+    command_deadline_arm(s);
     return 0;
 }
 
@@ -1020,8 +1062,11 @@ static void session_handle_input(struct session *s)
         if (eol.pos < 0) {
             if (evbuffer_get_length(in) > SMTPD_MAX_COMMAND_LINE)
                 smtpd_reply_and_close(s, "500 5.5.2 Line too long");
+            else if (evbuffer_get_length(in) > 0)
+                command_deadline_arm(s); /* the rest of the line must follow in time */
             return;
         }
+        command_deadline_stop(s);
         if ((size_t)eol.pos > SMTPD_MAX_COMMAND_LINE) {
             smtpd_reply_and_close(s, "500 5.5.2 Line too long");
             return;
@@ -1092,7 +1137,9 @@ static void session_event(struct session *s, short what)
 {
     struct bufferevent *bev = s->bev;
     if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
-        if (!s->origin) {             /* a certificate can prove what the address alone did not */
+        s->handshaking = 0;
+        command_deadline_stop(s);
+        if (!s->origin) { /* a certificate can prove what the address alone did not */
             SSL *ssl = bufferevent_openssl_get_ssl(bev);
             s->origin = origin_policy_by_certificate(ssl, &s->peer, s->cert_subject,
                                                      sizeof s->cert_subject);
@@ -1192,6 +1239,8 @@ void smtpd_session_free(struct session *s)
     transaction_reset(s);
     if (s->data_deadline_ev) event_free(s->data_deadline_ev);
     s->data_deadline_ev = NULL;
+    if (s->command_deadline_ev) event_free(s->command_deadline_ev);
+    s->command_deadline_ev = NULL;
     free(s->auth_user);
     s->auth_user = NULL;
     s->bev = NULL;
@@ -1459,6 +1508,7 @@ void smtpd_release(void)
         if (s->bev) bufferevent_free(s->bev);
         transaction_reset(s);
         if (s->data_deadline_ev) event_free(s->data_deadline_ev);
+        if (s->command_deadline_ev) event_free(s->command_deadline_ev);
         free(s->auth_user);
         free(s);
     }

@@ -68,6 +68,10 @@ struct session {
     int input_paused;
     /* ends a DATA phase that outlasts limits.data_deadline */
     struct event *data_deadline_ev;
+    /* ends a command line, or a TLS handshake (handshaking), not complete limits.command_timeout
+     * after it began: the read timeout restarts with every byte; made at the first need */
+    struct event *command_deadline_ev;
+    int handshaking;
     int errors;
     int auth_failures;
     char helo[256];
