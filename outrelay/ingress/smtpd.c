@@ -42,6 +42,7 @@
 
 #define SMTPD_MAX_COMMAND_LINE 2048 /* RFC 5321 asks for 512; extensions make lines longer */
 #define SMTPD_MAX_ERRORS 10
+#define SMTPD_LISTEN_BACKLOG 4096 /* per listener; see smtpd_start */
 /* accept() failing (out of descriptors): stop accepting for 1 s, doubling up to this. */
 #define SMTPD_ACCEPT_BACKOFF_MAX 4
 /* Descriptors a session-less relay needs besides its sessions (spool, records, DNS, workers). */
@@ -1431,9 +1432,14 @@ int smtpd_start(struct event_base *base, const struct config *cfg, SSL_CTX *serv
     for (size_t i = 0; i < cfg->n_listen; i++) {
         struct listener *l = &smtpd_listeners[i];
         l->conf = &cfg->listen[i];
+        /* A deep accept queue (the kernel caps it at net.core.somaxconn): past a full queue
+         * Linux drops the handshake's last ACK of a SYN-cookie connection, and the client,
+         * which believes it is connected, waits for a greeting that never comes. A burst is
+         * better held until accept_cb can answer it, 421 included. */
         l->evl = evconnlistener_new_bind(
             base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-            512, (const struct sockaddr *)&l->conf->addr.ss, (int)l->conf->addr.len);
+            SMTPD_LISTEN_BACKLOG, (const struct sockaddr *)&l->conf->addr.ss,
+            (int)l->conf->addr.len);
         if (!l->evl) {
             snprintf(err, errlen, "cannot listen on %s: %s", l->conf->address_text,
                      strerror(errno));
